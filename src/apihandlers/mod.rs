@@ -1,0 +1,51 @@
+//! The JupyterHub-compatible REST API under `<base_url>hub/api`, one file per resource.
+//!
+//! * [`root`]: version, info, `GET /user`.
+//! * [`users`]: users and their activity. [`servers`]: start/stop/progress.
+//! * [`tokens`], [`groups`]: their resources. [`oauth2`]: the OAuth provider.
+//! * [`orrery`]: Orrery's own admin endpoints (config reload).
+//! * [`base`] and [`models`]: errors, auth extraction, pagination, JSON models.
+
+pub mod base;
+pub mod groups;
+pub mod models;
+pub mod oauth2;
+pub mod orrery;
+pub mod root;
+pub mod servers;
+pub mod tokens;
+pub mod users;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::hub::Hub;
+
+/// The JupyterHub API version Orrery implements (clients compare the major version, and the
+/// idle culler needs ≥ 1.3 for server-side state filters).
+pub const JUPYTERHUB_API_VERSION: &str = "5.4.0";
+
+pub fn router() -> Router<Arc<Hub>> {
+    Router::new()
+        .route("/", get(root::version))
+        .route("/info", get(root::info))
+        .route("/user", get(root::whoami))
+        .route("/users", get(users::list).post(users::create_many))
+        .route("/users/{name}", get(users::get).post(users::create_one).patch(users::patch).delete(users::delete))
+        .route("/users/{name}/activity", post(users::activity))
+        .route("/users/{name}/server", post(servers::start_default).delete(servers::stop_default))
+        .route("/users/{name}/server/progress", get(servers::progress))
+        .route("/users/{name}/servers/{server}", post(servers::start_named).delete(servers::stop_named))
+        .route("/users/{name}/tokens", get(tokens::list).post(tokens::create))
+        .route("/users/{name}/tokens/{id}", get(tokens::get).delete(tokens::delete))
+        .route("/groups", get(groups::list))
+        .route("/groups/{name}", get(groups::get).post(groups::create).delete(groups::delete))
+        .route("/groups/{name}/users", post(groups::add_users).delete(groups::remove_users))
+        .route("/oauth2/authorize", get(oauth2::authorize))
+        .route("/oauth2/token", post(oauth2::token))
+        .route("/orrery/reload", post(orrery::reload))
+        .route("/orrery/users/{name}/password", post(orrery::set_password))
+        .fallback(|| async { base::ApiError::not_found("no such API endpoint") })
+}

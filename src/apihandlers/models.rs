@@ -1,0 +1,135 @@
+//! JSON models of users, servers, groups and tokens, filtered by what the caller may read
+//! (JupyterHub's model-by-scope rules).
+
+use serde_json::{json, Map, Value};
+
+use super::base::{iso, iso_opt};
+use crate::hub::{Hub, Principal};
+use crate::scopes::Target;
+use crate::spawn::server_prefix;
+use crate::state::{GroupRecord, ServerRecord, TokenRecord, UserRecord};
+
+/// Which user-model fields each read scope reveals.
+const USER_FIELDS: &[(&str, &[&str])] = &[
+    ("read:users", &["kind", "name", "admin", "roles", "groups", "server", "pending", "created", "last_activity"]),
+    ("read:users:name", &["kind", "name", "admin"]),
+    ("read:users:groups", &["kind", "name", "groups"]),
+    ("read:users:activity", &["kind", "name", "last_activity"]),
+    ("read:servers", &["kind", "name", "servers"]),
+    ("read:roles:users", &["kind", "name", "roles", "admin"]),
+];
+
+pub fn server_model(hub: &Hub, s: &ServerRecord, with_state: bool) -> Value {
+    let prefix = server_prefix(hub, &s.user);
+    let mut m = json!({
+        "name": s.name,
+        "full_name": format!("{}/{}", s.user, s.name),
+        "last_activity": iso_opt(&s.last_activity),
+        "started": iso_opt(&s.started),
+        "pending": s.pending,
+        "ready": s.ready,
+        "stopped": false,
+        "url": prefix,
+        "user_options": s.user_options,
+        "progress_url": format!("{}api/users/{}/server/progress", hub.hub_prefix(), s.user),
+        "full_url": Value::Null,
+        "full_progress_url": Value::Null,
+    });
+    if with_state {
+        m["state"] = s.backend_state.clone();
+    }
+    m
+}
+
+/// The complete user model, before filtering.
+pub fn full_user_model(hub: &Hub, u: &UserRecord, include_servers: bool) -> Value {
+    let servers = hub.store.servers_of(&u.name).unwrap_or_default();
+    let default = servers.iter().find(|s| s.name.is_empty());
+    let server_url = default.filter(|s| s.ready).map(|_| server_prefix(hub, &u.name));
+    let pending = default.and_then(|s| s.pending.clone());
+    let admin = hub.is_admin(u);
+    let mut roles = vec!["user"];
+    if admin {
+        roles.push("admin");
+    }
+    let mut m = json!({
+        "kind": "user",
+        "name": u.name,
+        "admin": admin,
+        "roles": roles,
+        "groups": hub.groups_of(&u.name),
+        "server": server_url,
+        "pending": pending,
+        "created": iso(&u.created),
+        "last_activity": iso_opt(&u.last_activity),
+    });
+    if include_servers {
+        let map: Map<String, Value> = servers.iter().map(|s| (s.name.clone(), server_model(hub, s, false))).collect();
+        m["servers"] = Value::Object(map);
+    }
+    m
+}
+
+/// The user model as `who` may see it. None: nothing at all is visible.
+pub fn user_model_for(hub: &Hub, who: &Principal, u: &UserRecord) -> Option<Value> {
+    let groups = hub.groups_of(&u.name);
+    let target = Target::user(&u.name, &groups);
+    let mut allowed: Vec<&str> = Vec::new();
+    for (scope, fields) in USER_FIELDS {
+        if who.scopes.allows(scope, &target) {
+            allowed.extend(fields.iter());
+        }
+    }
+    if allowed.is_empty() {
+        return None;
+    }
+    let full = full_user_model(hub, u, allowed.contains(&"servers"));
+    let Value::Object(map) = full else { return None };
+    let mut out: Map<String, Value> = map.into_iter().filter(|(k, _)| allowed.contains(&k.as_str())).collect();
+    if out.contains_key("servers") && who.scopes.allows("admin:server_state", &target) {
+        if let Some(Value::Object(servers)) = out.get_mut("servers") {
+            for (name, model) in servers.iter_mut() {
+                if let Ok(Some(s)) = hub.store.server(&u.name, name) {
+                    model["state"] = s.backend_state;
+                }
+            }
+        }
+    }
+    Some(Value::Object(out))
+}
+
+pub fn group_model(g: &GroupRecord) -> Value {
+    json!({
+        "kind": "group",
+        "name": g.name,
+        "users": g.users.iter().collect::<Vec<_>>(),
+        "roles": [],
+        "properties": g.properties,
+    })
+}
+
+pub fn token_model(t: &TokenRecord) -> Value {
+    let user = match &t.owner {
+        crate::state::TokenOwner::User(u) => Value::String(u.clone()),
+        _ => Value::Null,
+    };
+    let service = match &t.owner {
+        crate::state::TokenOwner::Service(s) => Value::String(s.clone()),
+        _ => Value::Null,
+    };
+    json!({
+        "id": t.id,
+        "kind": "api_token",
+        "user": user,
+        "service": service,
+        "roles": [],
+        "scopes": t.scopes,
+        "note": t.note,
+        "prefix": t.prefix,
+        "created": iso(&t.created),
+        "expires_at": iso_opt(&t.expires_at),
+        "last_activity": iso_opt(&t.last_activity),
+        "session_id": Value::Null,
+        "oauth_client": t.oauth_client.clone().unwrap_or_else(|| "JupyterHub".into()),
+    })
+}

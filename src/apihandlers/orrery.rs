@@ -1,0 +1,48 @@
+//! Orrery's own admin endpoints under `/hub/api/orrery/`: config reload for the
+//! `orrery config reload` command (authenticated with the control token from the state dir).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::Value;
+
+use super::base::{ApiError, ApiResult, Auth};
+use crate::hub::{Hub, PrincipalKind};
+use crate::reload;
+
+/// `POST /hub/api/orrery/reload`: re-read the config file and apply it; answers what changed
+/// and what needs a restart. Only the local CLI (control token) or an admin may call it.
+pub async fn reload(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {
+    let allowed = matches!(auth.0.kind, PrincipalKind::Control) || auth.0.scopes.has_unfiltered("admin:users");
+    if !allowed {
+        return Err(ApiError::forbidden("reloading the configuration needs the control token or an admin"));
+    }
+    match reload::reload(&hub).await {
+        Ok(report) => Ok(Json(serde_json::to_value(report).unwrap_or(Value::Null))),
+        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, format!("the configuration was not applied: {e}"))),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    password: String,
+}
+
+/// `POST /hub/api/orrery/users/{name}/password`: an admin (or the CLI) sets a user's password.
+pub async fn set_password(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::http::StatusCode> {
+    auth.require_on_user(&hub, "admin:users", &name)?;
+    let req: PasswordBody = super::base::parse_body(&body)?;
+    match crate::auth::set_password(&hub, &name, &req.password).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(crate::auth::LoginError::BadCredentials) => Err(ApiError::not_found(format!("No such user: {name}"))),
+        Err(e) => Err(ApiError::bad_request(e.to_string())),
+    }
+}

@@ -1,0 +1,71 @@
+//! The HTTP application: the API, the pages, health and metrics under `base_url`, with the
+//! `X-JupyterHub-Version` header on every response and API latency recorded.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::Utc;
+
+use crate::apihandlers::{self, JUPYTERHUB_API_VERSION};
+use crate::handlers;
+use crate::hub::Hub;
+use crate::metrics::Gauges;
+
+pub fn router(hub: Arc<Hub>) -> Router {
+    let base = hub.config().base_url.clone();
+    let hub_prefix = format!("{base}hub");
+    let mut app = Router::new()
+        // Clients call `<api>/` for the version; a nested "/" route only matches without the slash.
+        .route(&format!("{hub_prefix}/api/"), get(apihandlers::root::version))
+        .nest(&format!("{hub_prefix}/api"), apihandlers::router())
+        .route(&format!("{hub_prefix}/health"), get(health))
+        .route(&format!("{hub_prefix}/metrics"), get(metrics))
+        .merge(handlers::router(&hub_prefix));
+    let root_target = format!("{hub_prefix}/");
+    app = app.route(&base, get(move || async move { Redirect::to(&root_target) }));
+    if base != "/" {
+        let t = format!("{hub_prefix}/");
+        app = app.route(base.trim_end_matches('/'), get(move || async move { Redirect::to(&t) }));
+    }
+    app.layer(middleware::from_fn_with_state(hub.clone(), common_headers)).with_state(hub)
+}
+
+async fn common_headers(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+    let is_api = req.uri().path().contains("/hub/api");
+    let method = req.method().as_str().to_string();
+    let began = Instant::now();
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert("x-jupyterhub-version", HeaderValue::from_static(JUPYTERHUB_API_VERSION));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if is_api {
+        hub.metrics.api_request(&method, resp.status().as_u16(), began.elapsed());
+    }
+    resp
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    let now = Utc::now();
+    let users = hub.store.users().unwrap_or_default();
+    let servers = hub.store.servers().unwrap_or_default();
+    let gauges = Gauges {
+        users: users.len(),
+        active_users: users.iter().filter(|u| u.last_activity.is_some_and(|t| now - t < chrono::Duration::hours(24))).count(),
+        running_servers: servers.iter().filter(|s| s.ready).count(),
+        pending_spawns: hub.spawns.in_flight(),
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], hub.metrics.render(&gauges))
+}

@@ -1,0 +1,134 @@
+//! Authenticators: turning a name and a password into a logged-in user.
+//!
+//! `auth.type` picks one ([`crate::config::AuthType`]):
+//! * [`firstuse`]: TLJH's default; the first password a new name logs in with becomes its password.
+//! * [`native`]: only users that exist with a password (admin-created) may log in.
+//! * [`dummy`]: any password (or the one configured); refuses non-loopback addresses at startup.
+//!
+//! Every attempt goes through [`login`], which normalises the name, applies the allowed and
+//! blocked lists, and throttles failures per user and per client IP ([`ratelimit`]).
+
+pub mod dummy;
+pub mod firstuse;
+pub mod native;
+pub mod ratelimit;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::config::AuthType;
+use crate::hub::Hub;
+use crate::secrets;
+use crate::state::{StateError, UserRecord};
+use crate::username::{self, UsernameError};
+
+#[derive(Debug, Error)]
+pub enum LoginError {
+    #[error("{0}")]
+    InvalidName(#[from] UsernameError),
+    #[error("too many failed logins; try again in {} seconds", .0.as_secs().max(1))]
+    RateLimited(Duration),
+    #[error("invalid user name or password")]
+    BadCredentials,
+    #[error("passwords must be at least {0} characters long")]
+    PasswordTooShort(u32),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StateError> for LoginError {
+    fn from(e: StateError) -> Self {
+        LoginError::Internal(e.to_string())
+    }
+}
+
+/// Is `name` allowed to log in at all under the users.allowed / users.blocked lists?
+pub fn name_permitted(hub: &Hub, name: &str) -> bool {
+    let cfg = hub.config();
+    if cfg.users.blocked.iter().any(|b| b == name) {
+        return false;
+    }
+    cfg.users.allowed.is_empty()
+        || cfg.users.allowed.iter().any(|a| a == name)
+        || cfg.users.admin.iter().any(|a| a == name)
+}
+
+/// Check a login attempt; on success the user exists in the store and is returned.
+pub async fn login(hub: &Hub, raw_name: &str, password: &str, ip: Option<IpAddr>) -> Result<UserRecord, LoginError> {
+    let cfg = hub.config();
+    let (attempts, window) = (cfg.auth.rate_limit.attempts, cfg.auth.rate_limit.window.as_std());
+    // Throttle on the raw name as well, so invalid names can't be used to probe freely.
+    let name = username::normalize(raw_name);
+    let user_key = format!("user:{}", name.as_deref().unwrap_or(raw_name));
+    let ip_key = ip.map(|ip| format!("ip:{ip}"));
+    hub.limiter.check(&user_key, attempts, window).map_err(LoginError::RateLimited)?;
+    if let Some(k) = &ip_key {
+        // An address gets more room than a single name: a classroom shares one NAT address.
+        hub.limiter.check(k, attempts.saturating_mul(4), window).map_err(LoginError::RateLimited)?;
+    }
+    let result = match name {
+        Err(e) => Err(LoginError::InvalidName(e)),
+        Ok(name) if !name_permitted(hub, &name) => Err(LoginError::BadCredentials),
+        Ok(name) => match cfg.auth.kind {
+            AuthType::Firstuse => firstuse::authenticate(hub, &name, password).await,
+            AuthType::Native => native::authenticate(hub, &name, password).await,
+            AuthType::Dummy => dummy::authenticate(hub, &name, password).await,
+        },
+    };
+    match &result {
+        Ok(_) => {
+            hub.limiter.reset(&user_key);
+            hub.metrics.login(true);
+        }
+        Err(LoginError::PasswordTooShort(_)) | Err(LoginError::Internal(_)) => {}
+        Err(_) => {
+            hub.limiter.record_failure(&user_key);
+            if let Some(k) = &ip_key {
+                hub.limiter.record_failure(k);
+            }
+            hub.metrics.login(false);
+        }
+    }
+    result
+}
+
+/// Hash off the async runtime: argon2 takes tens of milliseconds by design.
+pub async fn hash_password(password: String) -> Result<String, LoginError> {
+    tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(|e| LoginError::Internal(e.to_string()))?
+        .map_err(|e| LoginError::Internal(e.to_string()))
+}
+
+pub async fn verify_password(password: String, stored: String) -> bool {
+    tokio::task::spawn_blocking(move || secrets::verify_password(&password, &stored)).await.unwrap_or(false)
+}
+
+/// Set a new password for `name` (change-password page, admin, `orrery users set-password`).
+pub async fn set_password(hub: &Hub, name: &str, new_password: &str) -> Result<(), LoginError> {
+    let min = hub.config().auth.firstuse.min_password_length;
+    if (new_password.chars().count() as u32) < min {
+        return Err(LoginError::PasswordTooShort(min));
+    }
+    let hash = hash_password(new_password.to_string()).await?;
+    hub.store
+        .update_user(name, |u| u.password_hash = Some(hash.clone()))?
+        .ok_or(LoginError::BadCredentials)?;
+    hub.store.flush().await?;
+    Ok(())
+}
+
+/// Change a password after checking the current one.
+pub async fn change_password(hub: &Hub, name: &str, current: &str, new_password: &str) -> Result<(), LoginError> {
+    let user = hub.store.user(name)?.ok_or(LoginError::BadCredentials)?;
+    let ok = match user.password_hash {
+        Some(h) => verify_password(current.to_string(), h).await,
+        None => false,
+    };
+    if !ok {
+        return Err(LoginError::BadCredentials);
+    }
+    set_password(hub, name, new_password).await
+}

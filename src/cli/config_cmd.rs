@@ -1,0 +1,489 @@
+//! `orrery config ...`: show and change the configuration the way `tljh-config` does, and ask
+//! the running daemon to apply it.
+//!
+//! Edits go through [`crate::config::edit`], which validates the result before writing, so a
+//! mistyped key or value is refused (exit code 2) and the file is left exactly as it was.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde::Deserialize;
+
+use crate::config::edit::{self, display_value, Change};
+use crate::config::load::{self, ConfigSource};
+use crate::config::ConfigError;
+
+/// The `config` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the config file (with --effective: every setting, defaults included).
+    Show {
+        /// Print the configuration in effect, with defaults filled in, instead of the file.
+        #[arg(long)]
+        effective: bool,
+    },
+    /// Print the value in effect for KEY (defaults included), e.g. `auth.type`.
+    Get {
+        /// A dotted key such as `limits.memory`, or a section such as `auth`.
+        key: String,
+    },
+    /// Set KEY to VALUE (numbers, true/false and text are recognised; `none` unsets).
+    Set {
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Remove KEY from the file, so its default applies.
+    Unset { key: String },
+    /// Add VALUE to the list KEY, e.g. `add-item users.admin alice`.
+    AddItem {
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Remove VALUE from the list KEY.
+    RemoveItem {
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Ask the running daemon to re-read the file and apply what it can without a restart.
+    Reload,
+}
+
+/// A failed command: the message for stderr and the process exit code (2 for a mistake in
+/// what was typed or written in the file, 1 for everything else).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    /// Exit code for mistakes in the command line or the config file.
+    pub const USAGE: i32 = 2;
+    /// Exit code for everything else (unreadable files, daemon not reachable).
+    pub const FAILURE: i32 = 1;
+
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        CliError { code, message: message.into() }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(err: ConfigError) -> Self {
+        let code = if err.is_user_error() { CliError::USAGE } else { CliError::FAILURE };
+        CliError::new(code, err.to_string())
+    }
+}
+
+const RELOAD_HINT: &str = "run \"orrery config reload\" to apply";
+
+/// Run one `config` subcommand. `config_path` is the `--config` flag; without it
+/// `ORRERY_CONFIG`, then `/etc/orrery/config.toml`, are used (edits create the file).
+pub async fn run(cmd: ConfigCommand, config_path: Option<PathBuf>) -> Result<(), CliError> {
+    let explicit = config_path.as_deref();
+    match cmd {
+        ConfigCommand::Show { effective: false } => show_file(explicit),
+        ConfigCommand::Show { effective: true } => show_effective(explicit),
+        ConfigCommand::Get { key } => get(explicit, &key),
+        ConfigCommand::Set { key, value } => {
+            let change = edit::set_key(&load::edit_path(explicit), &key, &value)?;
+            report(&change, false);
+            Ok(())
+        }
+        ConfigCommand::Unset { key } => {
+            let change = edit::unset_key(&load::edit_path(explicit), &key)?;
+            report(&change, true);
+            Ok(())
+        }
+        ConfigCommand::AddItem { key, value } => {
+            let change = edit::add_item_key(&load::edit_path(explicit), &key, &value)?;
+            if change.written {
+                report(&change, false);
+            } else {
+                println!("{key} already contains {value:?}");
+            }
+            Ok(())
+        }
+        ConfigCommand::RemoveItem { key, value } => {
+            let change = edit::remove_item_key(&load::edit_path(explicit), &key, &value)?;
+            report(&change, false);
+            Ok(())
+        }
+        ConfigCommand::Reload => reload(explicit).await,
+    }
+}
+
+/// `auth.type: firstuse -> native` and the reload hint.
+fn report(change: &Change, unset: bool) {
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(not set)".to_string());
+    if !change.written {
+        println!("{}: {} (unchanged)", change.key, show(&change.after));
+        return;
+    }
+    let after = match (&change.after, unset) {
+        (Some(v), true) => format!("{v} (default)"),
+        _ => show(&change.after),
+    };
+    if change.created {
+        println!("created {}", change.path.display());
+    }
+    println!("{}: {} -> {}", change.key, show(&change.before), after);
+    println!("{RELOAD_HINT}");
+}
+
+fn show_file(explicit: Option<&Path>) -> Result<(), CliError> {
+    let Some(path) = load::resolve_path(explicit) else {
+        eprintln!(
+            "no config file at {}; Orrery runs on built-in defaults (see `orrery config show --effective`)",
+            crate::config::DEFAULT_CONFIG_PATH
+        );
+        return Ok(());
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            Err(ConfigError::NotFound { path }.into())
+        }
+        Err(err) => Err(ConfigError::io("read", &path, err).into()),
+    }
+}
+
+fn show_effective(explicit: Option<&Path>) -> Result<(), CliError> {
+    let loaded = load::discover(explicit)?;
+    let text = toml::to_string_pretty(&loaded.config).map_err(|err| {
+        CliError::new(CliError::FAILURE, format!("cannot render the configuration: {err}"))
+    })?;
+    println!("# Effective configuration from {}", loaded.source);
+    print!("{text}");
+    Ok(())
+}
+
+fn get(explicit: Option<&Path>, key: &str) -> Result<(), CliError> {
+    // Check the key first, so a typo is reported as such even if the file has a problem.
+    load::check_key(key)?;
+    let loaded = load::discover(explicit)?;
+    match load::effective_value(&loaded.config, key)? {
+        Some(value) if is_section(&value) => {
+            // Printed as the file would hold it, under its full section name.
+            let mut wrapped = value;
+            for part in load::canonical_key(key).rsplit('.') {
+                let mut table = toml::Table::new();
+                table.insert(part.to_string(), wrapped);
+                wrapped = toml::Value::Table(table);
+            }
+            let text = toml::to_string_pretty(&wrapped).map_err(|err| {
+                CliError::new(CliError::FAILURE, format!("cannot render {key}: {err}"))
+            })?;
+            print!("{text}");
+        }
+        Some(value) => println!("{}", display_value(&value)),
+        None => eprintln!("{key} is not set"),
+    }
+    Ok(())
+}
+
+/// A table, or a non-empty list of tables (`services`), is printed as TOML sections.
+fn is_section(value: &toml::Value) -> bool {
+    match value {
+        toml::Value::Table(_) => true,
+        toml::Value::Array(items) => !items.is_empty() && items.iter().all(toml::Value::is_table),
+        _ => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// reload
+// ---------------------------------------------------------------------------------------------
+
+/// How long to wait for the daemon to re-read and apply the file.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The daemon's answer to a reload.
+#[derive(Debug, Default, Deserialize)]
+struct ReloadReply {
+    #[serde(default)]
+    changed: Vec<String>,
+    #[serde(default)]
+    needs_restart: Vec<String>,
+    #[serde(default = "yes")]
+    applied: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The daemon's error body: `{"status": n, "message": "..."}`.
+#[derive(Debug, Deserialize)]
+struct ErrorReply {
+    message: String,
+}
+
+/// The host to connect to for a listener bound to `address`: its loopback equivalent when it
+/// binds every interface.
+pub fn connect_host(address: &str) -> String {
+    match address.trim() {
+        "" | "0.0.0.0" => "127.0.0.1".to_string(),
+        "::" | "[::]" => "[::1]".to_string(),
+        a if a.contains(':') && !a.starts_with('[') => format!("[{a}]"),
+        a => a.to_string(),
+    }
+}
+
+/// The reload endpoint for a configuration.
+pub fn reload_url(config: &crate::config::Config) -> String {
+    format!(
+        "http://{}:{}{}hub/api/orrery/reload",
+        connect_host(&config.http.address),
+        config.http.port,
+        config.base_url
+    )
+}
+
+async fn reload(explicit: Option<&Path>) -> Result<(), CliError> {
+    // Validate first: an invalid file is reported here and nothing is sent.
+    let loaded = load::discover(explicit)?;
+    if loaded.source == ConfigSource::Defaults {
+        eprintln!(
+            "note: no config file at {}; the daemon runs on built-in defaults",
+            crate::config::DEFAULT_CONFIG_PATH
+        );
+    }
+    let token_path = loaded.state_path().join("control.token");
+    let token = match std::fs::read_to_string(&token_path) {
+        Ok(token) => token.trim().to_string(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CliError::new(
+                CliError::FAILURE,
+                format!(
+                    "{} does not exist: the daemon writes it when it starts. Is Orrery running \
+                     with this config? Check with `systemctl status orrery`",
+                    token_path.display()
+                ),
+            ))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(CliError::new(
+                CliError::FAILURE,
+                format!(
+                    "cannot read the control token {}: permission denied; run this as root \
+                     (sudo orrery config reload)",
+                    token_path.display()
+                ),
+            ))
+        }
+        Err(err) => {
+            return Err(CliError::new(
+                CliError::FAILURE,
+                format!("cannot read the control token {}: {err}", token_path.display()),
+            ))
+        }
+    };
+
+    let url = reload_url(&loaded.config);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(RELOAD_TIMEOUT)
+        .build()
+        .map_err(|err| CliError::new(CliError::FAILURE, format!("cannot make an HTTP client: {err}")))?;
+    let response = client
+        .post(&url)
+        .header(reqwest::header::AUTHORIZATION, format!("token {token}"))
+        .send()
+        .await
+        .map_err(|err| {
+            let why = if err.is_timeout() {
+                format!("it did not answer within {}s", RELOAD_TIMEOUT.as_secs())
+            } else {
+                root_cause(&err)
+            };
+            CliError::new(
+                CliError::FAILURE,
+                format!(
+                    "cannot reach the Orrery daemon at {url} ({why}). Is it running? \
+                     Check with `systemctl status orrery`"
+                ),
+            )
+        })?;
+    let status = response.status();
+    let body = response.text().await.map_err(|err| {
+        CliError::new(CliError::FAILURE, format!("reading the daemon's answer from {url}: {err}"))
+    })?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<ErrorReply>(&body)
+            .map(|reply| reply.message)
+            .unwrap_or_else(|_| body.trim().chars().take(300).collect());
+        let (code, hint) = match status.as_u16() {
+            400 | 422 => (CliError::USAGE, ""),
+            401 | 403 => (
+                CliError::FAILURE,
+                "; the control token was refused: is the daemon using the same state directory?",
+            ),
+            404 => (CliError::FAILURE, "; is the daemon an Orrery, and base_url right?"),
+            _ => (CliError::FAILURE, ""),
+        };
+        return Err(CliError::new(code, format!("reload failed ({status}): {message}{hint}")));
+    }
+    let reply: ReloadReply = serde_json::from_str(&body).map_err(|err| {
+        CliError::new(CliError::FAILURE, format!("unexpected answer from {url}: {err}"))
+    })?;
+    print_reload(&reply);
+    Ok(())
+}
+
+fn print_reload(reply: &ReloadReply) {
+    let applied: Vec<&String> =
+        reply.changed.iter().filter(|k| !reply.needs_restart.contains(k)).collect();
+    if reply.changed.is_empty() && reply.needs_restart.is_empty() {
+        println!("reloaded: nothing changed");
+    } else if !applied.is_empty() {
+        let verb = if reply.applied { "applied" } else { "changed (not applied)" };
+        println!("{verb}: {}", applied.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+    }
+    if !reply.needs_restart.is_empty() {
+        println!(
+            "needs a restart: {} (run `systemctl restart orrery`)",
+            reply.needs_restart.join(", ")
+        );
+    }
+}
+
+/// The innermost error message ("Connection refused (os error 111)"), which is the useful one.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Top {
+        #[command(subcommand)]
+        cmd: ConfigCommand,
+    }
+
+    fn parse(args: &[&str]) -> ConfigCommand {
+        let mut full = vec!["config"];
+        full.extend_from_slice(args);
+        Top::try_parse_from(full).unwrap_or_else(|e| panic!("{args:?}: {e}")).cmd
+    }
+
+    #[test]
+    fn command_line_shape() {
+        assert_eq!(parse(&["show"]), ConfigCommand::Show { effective: false });
+        assert_eq!(parse(&["show", "--effective"]), ConfigCommand::Show { effective: true });
+        assert_eq!(parse(&["get", "auth.type"]), ConfigCommand::Get { key: "auth.type".into() });
+        assert_eq!(
+            parse(&["set", "limits.cpu", "-1"]),
+            ConfigCommand::Set { key: "limits.cpu".into(), value: "-1".into() }
+        );
+        assert_eq!(
+            parse(&["add-item", "users.admin", "alice"]),
+            ConfigCommand::AddItem { key: "users.admin".into(), value: "alice".into() }
+        );
+        assert_eq!(
+            parse(&["remove-item", "users.admin", "alice"]),
+            ConfigCommand::RemoveItem { key: "users.admin".into(), value: "alice".into() }
+        );
+        assert_eq!(parse(&["unset", "x"]), ConfigCommand::Unset { key: "x".into() });
+        assert_eq!(parse(&["reload"]), ConfigCommand::Reload);
+    }
+
+    #[test]
+    fn reload_url_uses_loopback_for_wildcards() {
+        let mut config = crate::config::Config::default();
+        assert_eq!(reload_url(&config), "http://127.0.0.1:8000/hub/api/orrery/reload");
+        config.http.address = String::new();
+        config.http.port = 80;
+        config.base_url = "/jupyter/".into();
+        assert_eq!(reload_url(&config), "http://127.0.0.1:80/jupyter/hub/api/orrery/reload");
+        assert_eq!(connect_host("0.0.0.0"), "127.0.0.1");
+        assert_eq!(connect_host("::"), "[::1]");
+        assert_eq!(connect_host("fe80::1"), "[fe80::1]");
+        assert_eq!(connect_host("10.0.0.5"), "10.0.0.5");
+    }
+
+    #[test]
+    fn errors_map_to_exit_codes() {
+        let err: CliError = ConfigError::invalid("auth.type", "bad").into();
+        assert_eq!(err.code, 2);
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let err: CliError = ConfigError::io("read", Path::new("/x"), io).into();
+        assert_eq!(err.code, 1);
+        assert!(err.message.contains("permission denied"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn reload_without_a_daemon_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::write(state.join("control.token"), "secret\n").unwrap();
+        // A port nothing listens on: bind one, note it, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!("[http]\nport = {port}\n[state]\npath = {:?}\n", state.display().to_string()),
+        )
+        .unwrap();
+        let err = run(ConfigCommand::Reload, Some(config.clone())).await.unwrap_err();
+        assert_eq!(err.code, 1);
+        assert!(err.message.contains("cannot reach the Orrery daemon"), "{}", err.message);
+        assert!(err.message.contains("systemctl status orrery"), "{}", err.message);
+
+        // An invalid file: code 2, nothing sent.
+        std::fs::write(&config, "[auth]\ntype = \"nonsense\"\n").unwrap();
+        let err = run(ConfigCommand::Reload, Some(config)).await.unwrap_err();
+        assert_eq!(err.code, 2);
+        assert!(err.message.contains("choose one of: firstuse, native, dummy"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn reload_talks_to_the_daemon() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("control.token"), "tok123\n").unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, format!("base_url = \"/j/\"\n[http]\nport = {port}\n[state]\npath = \".\"\n"))
+            .unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&request).contains("\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"changed":["auth.type","http.port"],"needs_restart":["http.port"],"applied":true}"#;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        run(ConfigCommand::Reload, Some(config)).await.unwrap();
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST /j/hub/api/orrery/reload HTTP/1.1"), "{request}");
+        assert!(request.to_ascii_lowercase().contains("authorization: token tok123\r\n"), "{request}");
+    }
+}

@@ -1,0 +1,54 @@
+//! The `orrery` command line: `serve`, `config`, `users`, `doctor`, `version`.
+
+pub mod config_cmd;
+pub mod daemon;
+pub mod doctor;
+pub mod users_cmd;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "orrery", version, about = "A JupyterHub for a class or a team, with fair GPU sharing, in one daemon")]
+pub struct Cli {
+    /// Config file (default: $ORRERY_CONFIG, else /etc/orrery/config.toml if it exists, else
+    /// embedded defaults for a developer machine).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (what systemd starts).
+    Serve,
+    /// Show and change the configuration, like tljh-config.
+    Config {
+        #[command(subcommand)]
+        cmd: config_cmd::ConfigCommand,
+    },
+    /// Manage users from the command line.
+    Users {
+        #[command(subcommand)]
+        cmd: users_cmd::UsersCommand,
+    },
+    /// Check that this machine can run Orrery, with a fix for each problem found.
+    Doctor,
+    /// Print the version.
+    Version,
+}
+
+/// A command-line failure: what to print and the exit code.
+#[derive(Debug)]
+pub struct CliFailure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliFailure {
+    pub fn new(code: i32, message: impl Into<String>) -> CliFailure {
+        CliFailure { code, message: message.into() }
+    }
+}

@@ -1,0 +1,381 @@
+//! Orrery's configuration: one TOML file, typed with serde.
+//!
+//! The file lives at `/etc/orrery/config.toml` unless `--config` or `ORRERY_CONFIG` names another.
+//! With no file at all Orrery runs on embedded defaults for a developer machine (port 8000,
+//! state in `./orrery-state`). Key names follow The Littlest JupyterHub's where TLJH has one.
+//!
+//! * [`units`]: durations (`10m`) and sizes (`2G`) as they are written in the file.
+//! * [`load`]: reading and validating a file, with errors that name the key and the nearest valid key.
+//! * [`edit`]: `orrery config set/unset/add-item/...`, comment-preserving, validated, atomic.
+
+pub mod edit;
+pub mod load;
+pub mod units;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{load_file, parse_str, ConfigError, ConfigSource, LoadedConfig};
+pub use units::{Duration, Size};
+
+/// Where the daemon and the `config` commands look when nothing else is named.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/orrery/config.toml";
+/// The state directory of an installed Orrery (a config file exists but names none).
+pub const DEFAULT_STATE_PATH: &str = "/var/lib/orrery/state";
+/// The state directory used when Orrery runs with no config file at all (developer machine).
+pub const DEV_STATE_PATH: &str = "orrery-state";
+
+/// The whole configuration. Every section has a default, so an empty file is valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// URL prefix the hub is served under (`/` or `/jupyter/`); always starts and ends with `/`.
+    pub base_url: String,
+    pub http: Http,
+    pub https: Https,
+    pub internal: Internal,
+    pub state: State,
+    pub auth: Auth,
+    pub users: Users,
+    pub limits: Limits,
+    pub cull: Cull,
+    pub user_environment: UserEnvironment,
+    pub spawner: Spawner,
+    /// External services (the idle culler, dashboards) and the tokens and scopes they hold.
+    pub services: Vec<Service>,
+    pub logging: Logging,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            base_url: "/".into(),
+            http: Http::default(),
+            https: Https::default(),
+            internal: Internal::default(),
+            state: State::default(),
+            auth: Auth::default(),
+            users: Users::default(),
+            limits: Limits::default(),
+            cull: Cull::default(),
+            user_environment: UserEnvironment::default(),
+            spawner: Spawner::default(),
+            services: Vec::new(),
+            logging: Logging::default(),
+        }
+    }
+}
+
+/// The public HTTP listener (browsers, API clients).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// Address to bind; `""` means every interface (TLJH's meaning).
+    pub address: String,
+    pub port: u16,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        // A developer machine: loopback only. The installer writes 0.0.0.0 / 80 into the file.
+        Http { address: "127.0.0.1".into(), port: 8000 }
+    }
+}
+
+/// TLS termination in the daemon itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Https {
+    pub enabled: bool,
+    pub port: u16,
+    pub tls: Tls,
+}
+
+impl Default for Https {
+    fn default() -> Self {
+        Https { enabled: false, port: 443, tls: Tls::default() }
+    }
+}
+
+/// Certificate and key (PEM) for `https`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// The listener that user containers use to reach the hub API (and, with remote kernels, the
+/// gateway). With the Docker backend it binds to the Orrery bridge's gateway address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Internal {
+    /// Address to bind; empty means "decided by the backend" (the bridge gateway for Docker,
+    /// loopback for the local backend).
+    pub address: String,
+    pub port: u16,
+}
+
+impl Default for Internal {
+    fn default() -> Self {
+        Internal { address: String::new(), port: 8081 }
+    }
+}
+
+/// Where durable state (sled) lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct State {
+    /// Directory of the state database. Empty: [`DEFAULT_STATE_PATH`] with a config file,
+    /// [`DEV_STATE_PATH`] without one.
+    pub path: PathBuf,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State { path: PathBuf::new() }
+    }
+}
+
+/// Which authenticator checks passwords.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    /// TLJH's default: the first password a new name logs in with becomes its password.
+    Firstuse,
+    /// Only users an admin created, with passwords set by an admin or by themselves.
+    Native,
+    /// Any password (or one shared password) is accepted: tests and demos on loopback only.
+    Dummy,
+}
+
+impl AuthType {
+    pub const ALL: [&'static str; 3] = ["firstuse", "native", "dummy"];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthType::Firstuse => "firstuse",
+            AuthType::Native => "native",
+            AuthType::Dummy => "dummy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    #[serde(rename = "type")]
+    pub kind: AuthType,
+    pub firstuse: FirstUse,
+    pub dummy: Dummy,
+    pub rate_limit: RateLimit,
+    /// How long a browser login lasts.
+    pub session_max_age: Duration,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            kind: AuthType::Firstuse,
+            firstuse: FirstUse::default(),
+            dummy: Dummy::default(),
+            rate_limit: RateLimit::default(),
+            session_max_age: Duration::from_secs(14 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FirstUse {
+    /// Whether an unknown name may create itself by logging in (TLJH: true).
+    pub create_users: bool,
+    pub min_password_length: u32,
+}
+
+impl Default for FirstUse {
+    fn default() -> Self {
+        FirstUse { create_users: true, min_password_length: 7 }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dummy {
+    /// If set, the one password every user must type; if unset any password works.
+    pub password: Option<String>,
+    /// The dummy authenticator refuses to serve on a non-loopback address unless this is true.
+    pub allow_non_loopback: bool,
+}
+
+/// Failed-login throttling, per user name and per client IP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimit {
+    /// Failures allowed inside `window` before further attempts are refused.
+    pub attempts: u32,
+    pub window: Duration,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit { attempts: 5, window: Duration::from_secs(300) }
+    }
+}
+
+/// Who may log in and who is an admin. Names are normalised (lowercase) when loaded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Users {
+    pub admin: Vec<String>,
+    /// If non-empty, only these names (and admins) may log in.
+    pub allowed: Vec<String>,
+    /// Never allowed to log in (TLJH calls this `banned`).
+    #[serde(alias = "banned")]
+    pub blocked: Vec<String>,
+}
+
+/// Per-user resource limits, enforced by the backend and exported as MEM_LIMIT / CPU_LIMIT.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub memory: Option<Size>,
+    /// Fractional cores, e.g. 0.5.
+    pub cpu: Option<f64>,
+}
+
+/// The built-in idle culler (TLJH's `services.cull`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cull {
+    pub enabled: bool,
+    /// A server idle longer than this is stopped.
+    pub timeout: Duration,
+    /// How often to look.
+    pub every: Duration,
+    /// Stop servers older than this even if active; 0 = never.
+    pub max_age: Duration,
+    /// Also delete users (never admins) idle past the timeout.
+    pub users: bool,
+    /// How many servers are stopped at once.
+    pub concurrency: u32,
+}
+
+impl Default for Cull {
+    fn default() -> Self {
+        Cull {
+            enabled: true,
+            timeout: Duration::from_secs(600),
+            every: Duration::from_secs(60),
+            max_age: Duration::from_secs(0),
+            users: false,
+            concurrency: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultApp {
+    Jupyterlab,
+    Classic,
+}
+
+impl DefaultApp {
+    /// The URL path (below the server prefix) a user lands on.
+    pub fn default_url(self) -> &'static str {
+        match self {
+            DefaultApp::Jupyterlab => "/lab",
+            DefaultApp::Classic => "/tree",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserEnvironment {
+    pub default_app: DefaultApp,
+}
+
+impl Default for UserEnvironment {
+    fn default() -> Self {
+        UserEnvironment { default_app: DefaultApp::Jupyterlab }
+    }
+}
+
+/// Which backend runs user servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// One container per user on the local Docker engine.
+    Docker,
+    /// A plain process per user on this machine (JupyterHub's LocalProcessSpawner, without
+    /// switching users): development and tests.
+    Local,
+}
+
+impl BackendKind {
+    pub const ALL: [&'static str; 2] = ["docker", "local"];
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Spawner {
+    pub backend: BackendKind,
+    /// Give up on a server that is not ready after this long.
+    pub start_timeout: Duration,
+    /// A spawn request answers 202 (pending) instead of waiting longer than this.
+    pub slow_spawn_timeout: Duration,
+    /// Spawns in flight at once; beyond it the API answers 429 with Retry-After.
+    pub concurrent_spawn_limit: u32,
+    pub local: LocalSpawner,
+}
+
+impl Default for Spawner {
+    fn default() -> Self {
+        Spawner {
+            backend: BackendKind::Docker,
+            start_timeout: Duration::from_secs(120),
+            slow_spawn_timeout: Duration::from_secs(10),
+            concurrent_spawn_limit: 100,
+            local: LocalSpawner::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalSpawner {
+    /// The command that starts a single-user server; default `["jupyterhub-singleuser"]`.
+    pub cmd: Vec<String>,
+    /// The local backend runs servers as the daemon's own user; as root that is refused unless
+    /// this is set, because every user would get root's powers.
+    pub allow_root: bool,
+}
+
+/// A service declared in config: a name, the token it authenticates with, and its scopes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    /// The token the service sends. Stored only hashed in the state database.
+    pub api_token: String,
+    /// Scopes granted to the token, e.g. `["list:users", "read:users:activity", ...]`.
+    pub scopes: Vec<String>,
+    /// If set, the service may log users in through the hub's OAuth provider
+    /// (client id `service-<name>`, this exact redirect URI).
+    pub oauth_redirect_uri: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Logging {
+    /// tracing filter, e.g. `info` or `orrery=debug,info`.
+    pub level: String,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging { level: "info".into() }
+    }
+}

@@ -1,0 +1,119 @@
+//! Browser sessions: the login cookie, the logged-in extractor, and CSRF tokens.
+//!
+//! The cookie `jupyterhub-hub-login` (path `<base_url>hub/`, HttpOnly, SameSite=Lax, Secure
+//! under HTTPS) holds a random session id; the store keeps only its hash. Every form carries a
+//! CSRF token derived from the session id, checked on POST. The login form, used before a
+//! session exists, uses a double-submit cookie (`_xsrf`) instead.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
+
+use crate::hub::{Hub, Principal};
+use crate::secrets;
+use crate::state::{SessionRecord, StateError};
+
+pub const LOGIN_COOKIE: &str = "jupyterhub-hub-login";
+pub const XSRF_COOKIE: &str = "_xsrf";
+
+/// The value of cookie `name` in the request, if present.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+}
+
+fn cookie_attrs(hub: &Hub, path: &str, max_age: Option<i64>) -> String {
+    let secure = if hub.config().https.enabled { "; Secure" } else { "" };
+    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    format!("; Path={path}; HttpOnly; SameSite=Lax{secure}{age}")
+}
+
+/// Start a session for `user`; returns the `Set-Cookie` value.
+pub async fn create(hub: &Hub, user: &str) -> Result<String, StateError> {
+    let id = secrets::new_token();
+    let max_age = hub.config().auth.session_max_age.as_std().as_secs() as i64;
+    let now = Utc::now();
+    hub.store.put_session(&SessionRecord {
+        hash: secrets::hash_token(&id),
+        user: user.to_string(),
+        created: now,
+        expires_at: now + chrono::Duration::seconds(max_age),
+    })?;
+    hub.store.flush().await?;
+    Ok(format!("{LOGIN_COOKIE}={id}{}", cookie_attrs(hub, &hub.hub_prefix(), Some(max_age))))
+}
+
+/// End the session in the request (if any); returns the `Set-Cookie` value that clears it.
+pub async fn destroy(hub: &Hub, headers: &HeaderMap) -> Result<String, StateError> {
+    if let Some(id) = cookie(headers, LOGIN_COOKIE) {
+        hub.store.delete_session(&secrets::hash_token(&id))?;
+        hub.store.flush().await?;
+    }
+    Ok(format!("{LOGIN_COOKIE}={}", cookie_attrs(hub, &hub.hub_prefix(), Some(0))))
+}
+
+/// The logged-in principal of a browser request, if any.
+pub fn principal(hub: &Hub, headers: &HeaderMap) -> Option<Principal> {
+    let id = cookie(headers, LOGIN_COOKIE)?;
+    hub.principal_for_session(&id).ok().flatten()
+}
+
+/// The CSRF token forms of this session must carry.
+pub fn csrf_token(p: &Principal) -> String {
+    p.session_id.as_deref().map(|s| secrets::derive("csrf", s)).unwrap_or_default()
+}
+
+/// Check a submitted CSRF token against the session's.
+pub fn csrf_ok(p: &Principal, submitted: &str) -> bool {
+    let expected = csrf_token(p);
+    !expected.is_empty() && secrets::constant_time_eq(&expected, submitted)
+}
+
+/// The pre-login double-submit value: the `_xsrf` cookie if present, else a new one to set.
+pub fn login_xsrf(headers: &HeaderMap) -> (String, bool) {
+    match cookie(headers, XSRF_COOKIE).filter(|v| v.len() >= 32 && v.chars().all(|c| c.is_ascii_hexdigit())) {
+        Some(v) => (v, false),
+        None => (secrets::new_token(), true),
+    }
+}
+
+pub fn xsrf_set_cookie(hub: &Hub, value: &str) -> String {
+    format!("{XSRF_COOKIE}={value}{}", cookie_attrs(hub, &hub.hub_prefix(), None))
+}
+
+/// Only same-site relative paths are accepted as `next` targets (no open redirects).
+pub fn safe_next(hub: &Hub, next: Option<&str>) -> String {
+    let cfg = hub.config();
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.starts_with(cfg.base_url.as_str()) => n.to_string(),
+        _ => format!("{}home", hub.hub_prefix()),
+    }
+}
+
+/// A page that needs a logged-in user: otherwise redirect to the login page with `next`.
+pub struct LoggedIn(pub Principal);
+
+impl FromRequestParts<Arc<Hub>> for LoggedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, Self::Rejection> {
+        match principal(hub, &parts.headers) {
+            Some(p) => Ok(LoggedIn(p)),
+            None => {
+                let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let to = format!("{}login?next={}", hub.hub_prefix(), urlencoding::encode(next));
+                Err(Redirect::to(&to).into_response())
+            }
+        }
+    }
+}

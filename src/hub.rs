@@ -1,0 +1,279 @@
+//! The hub: the state every request handler shares.
+//!
+//! It holds the current configuration (swapped whole on reload), the state store, the login
+//! throttle, metrics, the spawner backend and the spawns in flight, and answers the two questions
+//! every request asks: *who is this* ([`Hub::principal_for_token`], [`Hub::principal_for_session`])
+//! and *what may they do* ([`Principal::scopes`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+
+use crate::auth::ratelimit::RateLimiter;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::scopes::ScopeSet;
+use crate::secrets;
+use crate::spawn::Spawns;
+use crate::spawner::Backend;
+use crate::state::{StateError, Store, TokenKind, TokenOwner, TokenRecord, UserRecord};
+
+/// A token a config-declared service authenticates with.
+#[derive(Debug, Clone)]
+pub struct ServiceToken {
+    pub name: String,
+    pub scopes: Vec<String>,
+}
+
+/// Who is making a request, and with which powers.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub kind: PrincipalKind,
+    /// The caller's effective scopes (token scopes ∩ owner's scopes).
+    pub scopes: ScopeSet,
+    /// Present when the caller used an API token.
+    pub token_id: Option<String>,
+    /// Present when the caller used a browser session.
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum PrincipalKind {
+    User(UserRecord),
+    Service(String),
+    /// `orrery` CLI on this machine, via the control token in the state directory.
+    Control,
+}
+
+impl Principal {
+    pub fn user(&self) -> Option<&UserRecord> {
+        match &self.kind {
+            PrincipalKind::User(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match &self.kind {
+            PrincipalKind::User(u) => &u.name,
+            PrincipalKind::Service(s) => s,
+            PrincipalKind::Control => "orrery-cli",
+        }
+    }
+}
+
+pub struct Hub {
+    /// Current configuration; replaced as a whole by reload so readers see one version.
+    config: RwLock<Arc<Config>>,
+    /// The file the configuration came from (None: embedded defaults). Reload re-reads it.
+    pub config_path: Option<PathBuf>,
+    pub store: Store,
+    pub limiter: RateLimiter,
+    pub metrics: Metrics,
+    pub backend: Arc<dyn Backend>,
+    pub spawns: Spawns,
+    /// SHA-256 of each config service token → the service; rebuilt on reload.
+    service_tokens: RwLock<HashMap<String, ServiceToken>>,
+    /// SHA-256 of the control token written to `<state>/control.token` at startup.
+    control_token_hash: String,
+    /// Base URL user servers reach the hub at (`http://<internal listener>`), set once the
+    /// internal listener is bound.
+    internal_api: std::sync::OnceLock<String>,
+}
+
+/// Token use is recorded at most this often per token, to keep writes off the hot path.
+const TOKEN_TOUCH_EVERY_SECS: i64 = 60;
+
+impl Hub {
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        store: Store,
+        backend: Arc<dyn Backend>,
+        control_token_hash: String,
+    ) -> Hub {
+        let hub = Hub {
+            config: RwLock::new(Arc::new(config)),
+            config_path,
+            store,
+            limiter: RateLimiter::default(),
+            metrics: Metrics::default(),
+            backend,
+            spawns: Spawns::default(),
+            service_tokens: RwLock::new(HashMap::new()),
+            control_token_hash,
+            internal_api: std::sync::OnceLock::new(),
+        };
+        hub.rebuild_service_tokens();
+        hub
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        self.rebuild_service_tokens();
+    }
+
+    fn rebuild_service_tokens(&self) {
+        let cfg = self.config();
+        let map = cfg
+            .services
+            .iter()
+            .filter(|s| !s.api_token.is_empty())
+            .map(|s| {
+                (secrets::hash_token(&s.api_token), ServiceToken { name: s.name.clone(), scopes: s.scopes.clone() })
+            })
+            .collect();
+        *self.service_tokens.write().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    /// Where user servers reach the hub, e.g. `http://127.0.0.1:8081` (no path).
+    pub fn internal_api_base(&self) -> Option<String> {
+        self.internal_api.get().cloned()
+    }
+
+    pub fn set_internal_api_base(&self, base: String) {
+        let _ = self.internal_api.set(base);
+    }
+
+    /// `base_url` + `hub/`, e.g. `/hub/` or `/jupyter/hub/`.
+    pub fn hub_prefix(&self) -> String {
+        format!("{}hub/", self.config().base_url)
+    }
+
+    pub fn is_admin(&self, user: &UserRecord) -> bool {
+        user.admin || self.config().users.admin.iter().any(|a| a == &user.name)
+    }
+
+    /// The full scopes a user holds through their roles.
+    pub fn user_scopes(&self, user: &UserRecord) -> ScopeSet {
+        if self.is_admin(user) {
+            ScopeSet::admin_role(&user.name)
+        } else {
+            ScopeSet::user_role(&user.name)
+        }
+    }
+
+    /// Groups of a user, for `!group=` filters. A store error yields none (fails closed).
+    pub fn groups_of(&self, user: &str) -> Vec<String> {
+        self.store.groups_of(user).unwrap_or_default()
+    }
+
+    /// Resolve an API token to a principal. None: unknown, expired or owner gone.
+    pub fn principal_for_token(&self, token: &str) -> Result<Option<Principal>, StateError> {
+        let hash = secrets::hash_token(token);
+        if secrets::constant_time_eq(&hash, &self.control_token_hash) {
+            let mut scopes = ScopeSet::admin_role("orrery-cli");
+            scopes.merge(&ScopeSet::default());
+            return Ok(Some(Principal { kind: PrincipalKind::Control, scopes, token_id: None, session_id: None }));
+        }
+        if let Some(svc) = self.service_tokens.read().unwrap_or_else(|e| e.into_inner()).get(&hash).cloned() {
+            // Config was validated, so the scopes parse; an error here means none.
+            let scopes = ScopeSet::from_strings(&svc.scopes, None).unwrap_or_default();
+            return Ok(Some(Principal { kind: PrincipalKind::Service(svc.name), scopes, token_id: None, session_id: None }));
+        }
+        let Some(rec) = self.store.token_by_hash(&hash)? else { return Ok(None) };
+        let now = Utc::now();
+        if rec.is_expired(now) {
+            self.store.delete_token(&hash)?;
+            return Ok(None);
+        }
+        let principal = match &rec.owner {
+            TokenOwner::User(name) => {
+                let Some(user) = self.store.user(name)? else { return Ok(None) };
+                let owner_scopes = self.user_scopes(&user);
+                let requested = ScopeSet::from_strings(&rec.scopes, Some(&user.name)).unwrap_or_default();
+                Principal {
+                    scopes: requested.intersect(&owner_scopes),
+                    kind: PrincipalKind::User(user),
+                    token_id: Some(rec.id.clone()),
+                    session_id: None,
+                }
+            }
+            TokenOwner::Service(name) => {
+                let svc = self.config().services.iter().find(|s| &s.name == name).cloned();
+                let Some(svc) = svc else { return Ok(None) };
+                let owner_scopes = ScopeSet::from_strings(&svc.scopes, None).unwrap_or_default();
+                let requested = ScopeSet::from_strings(&rec.scopes, None).unwrap_or_default();
+                Principal {
+                    scopes: requested.intersect(&owner_scopes),
+                    kind: PrincipalKind::Service(name.clone()),
+                    token_id: Some(rec.id.clone()),
+                    session_id: None,
+                }
+            }
+        };
+        if rec.last_activity.is_none_or(|t| (now - t).num_seconds() >= TOKEN_TOUCH_EVERY_SECS) {
+            self.store.touch_token(&hash, now)?;
+        }
+        Ok(Some(principal))
+    }
+
+    /// Resolve a browser session id (from the login cookie) to a principal.
+    pub fn principal_for_session(&self, session_id: &str) -> Result<Option<Principal>, StateError> {
+        let hash = secrets::hash_token(session_id);
+        let Some(sess) = self.store.session(&hash)? else { return Ok(None) };
+        if sess.expires_at <= Utc::now() {
+            self.store.delete_session(&hash)?;
+            return Ok(None);
+        }
+        let Some(user) = self.store.user(&sess.user)? else { return Ok(None) };
+        Ok(Some(Principal {
+            scopes: self.user_scopes(&user),
+            kind: PrincipalKind::User(user),
+            token_id: None,
+            session_id: Some(session_id.to_string()),
+        }))
+    }
+
+    /// Create an API token; returns the token (shown once) and its record.
+    pub fn issue_token(
+        &self,
+        owner: TokenOwner,
+        kind: TokenKind,
+        scopes: Vec<String>,
+        note: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(String, TokenRecord), StateError> {
+        let token = secrets::new_token();
+        let rec = TokenRecord {
+            id: secrets::new_id("t"),
+            hash: secrets::hash_token(&token),
+            prefix: secrets::token_prefix(&token),
+            owner,
+            kind,
+            scopes,
+            note: note.to_string(),
+            created: Utc::now(),
+            expires_at,
+            last_activity: None,
+            oauth_client: None,
+            server: None,
+        };
+        self.store.put_token(&rec)?;
+        Ok((token, rec))
+    }
+
+    /// Record activity for a user (and their server) — timestamps only move forward.
+    pub fn record_activity(&self, user: &str, server: Option<&str>, when: DateTime<Utc>) -> Result<(), StateError> {
+        self.store.update_user(user, |u| {
+            if u.last_activity.is_none_or(|t| t < when) {
+                u.last_activity = Some(when);
+            }
+        })?;
+        if let Some(name) = server {
+            if let Some(mut s) = self.store.server(user, name)? {
+                if s.last_activity.is_none_or(|t| t < when) {
+                    s.last_activity = Some(when);
+                    self.store.put_server(&s)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,42 @@
+//! Orrery: one daemon that turns a Linux machine into a JupyterHub for a class or a team.
+//!
+//! It manages users, speaks JupyterHub's REST API and OAuth provider (so stock
+//! `jupyterhub-singleuser` images and tools such as `jupyterhub-idle-culler` work unmodified),
+//! starts each user's server through a backend, and shares GPUs by giving them to kernels.
+//!
+//! # Layout
+//!
+//! The file tree follows JupyterHub's vocabulary, so "where is spawning" is answered by name:
+//!
+//! * [`config`]: the TOML configuration, its validation and `orrery config` editing.
+//! * [`state`]: durable state in sled (users, groups, tokens, sessions, OAuth, servers).
+//! * [`hub`]: the shared state of the running daemon; who is calling and what they may do.
+//! * [`auth`]: authenticators (firstuse, native, dummy) and login throttling.
+//! * [`scopes`]: JupyterHub's permission model. [`username`]: name rules.
+//! * [`apihandlers`]: the REST API under `/hub/api`, one file per resource, and the OAuth provider.
+//! * [`handlers`]: the HTML pages under `/hub/` and browser sessions.
+//! * [`spawner`]: the backend contract (start/stop/poll) and its implementations;
+//!   [`spawn`]: the hub's side of starting a server (tokens, OAuth client, readiness, progress).
+//! * [`cull`]: the built-in idle culler. [`reload`]: applying a changed config to the running daemon.
+//! * [`app`]: the HTTP router. [`serve`]: startup and explicit graceful shutdown.
+//! * [`metrics`], [`telemetry`]: Prometheus metrics and logging. [`secrets`]: tokens and hashes.
+//! * [`cli`]: the `orrery` command line (serve, config, users, doctor, version).
+
+pub mod apihandlers;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod cull;
+pub mod handlers;
+pub mod hub;
+pub mod metrics;
+pub mod reload;
+pub mod scopes;
+pub mod secrets;
+pub mod serve;
+pub mod spawn;
+pub mod spawner;
+pub mod state;
+pub mod telemetry;
+pub mod username;

@@ -1,0 +1,71 @@
+//! The `orrery` binary: parses the command line and runs the chosen command.
+
+use clap::Parser;
+
+use orrery::cli::{self, Cli, Command};
+use orrery::config::load;
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("orrery: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Version => {
+            println!("orrery {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Command::Serve => {
+            let loaded = match load::discover(cli.config.as_deref()) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("orrery: {e}");
+                    return 2;
+                }
+            };
+            orrery::telemetry::init(&loaded.config.logging.level);
+            match orrery::serve::run(loaded).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    let err = anyhow::Error::from(e);
+                    tracing::error!("{err:#}");
+                    eprintln!("orrery: {err:#}");
+                    1
+                }
+            }
+        }
+        Command::Config { cmd } => match cli::config_cmd::run(cmd, cli.config).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("orrery: {}", e.message);
+                e.code
+            }
+        },
+        Command::Users { cmd } => {
+            let loaded = match load::discover(cli.config.as_deref()) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("orrery: {e}");
+                    return 2;
+                }
+            };
+            match cli::users_cmd::run(cmd, loaded).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("orrery: {}", e.message);
+                    e.code
+                }
+            }
+        }
+        Command::Doctor => cli::doctor::print(&cli::doctor::run_checks(cli.config.as_deref())),
+    }
+}

@@ -1,0 +1,185 @@
+//! `orrery serve`: start the daemon, run until a signal, shut down explicitly.
+//!
+//! Startup order: open state (refusing damaged or newer state), check the authenticator against
+//! the listen address, write the control token, build the hub, re-adopt running servers, bind
+//! the public and internal listeners, then start the background loops (culler, server poller,
+//! expiry sweeper). SIGHUP reloads the config; SIGTERM/SIGINT stop accepting connections, let
+//! requests in flight finish, and flush state. User servers keep running and are re-adopted next
+//! start.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::auth;
+use crate::config::{AuthType, BackendKind, ConfigSource, LoadedConfig};
+use crate::hub::Hub;
+use crate::spawner::{docker::DockerBackend, local::LocalBackend, Backend};
+use crate::state::{StateError, Store};
+use crate::{app, cull, reload, secrets, spawn};
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot listen on {addr}: {source}. Is another program (or another orrery) using the port? Choose another with `orrery config set {key} PORT`")]
+    Bind { addr: SocketAddr, key: &'static str, source: std::io::Error },
+    #[error("cannot write the control token {path}: {source}")]
+    ControlToken { path: PathBuf, source: std::io::Error },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The file the CLI reads to authenticate `config reload` and `users` against the daemon.
+pub fn control_token_path(state: &Path) -> PathBuf {
+    state.join("control.token")
+}
+
+fn write_control_token(state: &Path) -> Result<String, ServeError> {
+    let path = control_token_path(state);
+    let token = secrets::new_token();
+    let tmp = state.join(".control.token.tmp");
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(token.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|source| ServeError::ControlToken { path, source })?;
+    Ok(secrets::hash_token(&token))
+}
+
+fn parse_addr(address: &str) -> Result<IpAddr, ServeError> {
+    if address.is_empty() {
+        return Ok(IpAddr::from([0, 0, 0, 0]));
+    }
+    address.parse().map_err(|_| {
+        ServeError::Refused(format!("http.address {address:?} is not an IP address; use e.g. 0.0.0.0 or 127.0.0.1"))
+    })
+}
+
+async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, key, source })
+}
+
+pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
+    let cfg = loaded.config.clone();
+    let state_path = loaded.state_path();
+    if cfg.https.enabled {
+        return Err(ServeError::Refused(
+            "https.enabled is set, but TLS termination is not built into this orrery yet; \
+             terminate TLS in a reverse proxy (nginx, caddy) in front of orrery and set https.enabled false"
+                .into(),
+        ));
+    }
+    let public_ip = parse_addr(&cfg.http.address)?;
+    if cfg.auth.kind == AuthType::Dummy {
+        auth::dummy::check_bind(public_ip, cfg.auth.dummy.allow_non_loopback).map_err(ServeError::Refused)?;
+    }
+    let store = Store::open(&state_path)?;
+    let control_hash = write_control_token(&state_path)?;
+    let backend: Arc<dyn Backend> = match cfg.spawner.backend {
+        BackendKind::Docker => Arc::new(DockerBackend),
+        BackendKind::Local => Arc::new(LocalBackend::new(cfg.spawner.local.cmd.clone(), cfg.spawner.local.allow_root)),
+    };
+    let config_path = match &loaded.source {
+        ConfigSource::File(p) => Some(p.clone()),
+        ConfigSource::Defaults => None,
+    };
+    let hub = Arc::new(Hub::new(cfg.clone(), config_path, store, backend.clone(), control_hash));
+    reload::sync_services(&hub)?;
+    spawn::reconcile(&hub).await?;
+
+    let public_addr = SocketAddr::new(public_ip, cfg.http.port);
+    let public = bind(public_addr, "http.port").await?;
+    // The internal listener: where user servers reach the hub API.
+    let internal_ip = if cfg.internal.address.is_empty() { IpAddr::from([127, 0, 0, 1]) } else { parse_addr(&cfg.internal.address)? };
+    let internal = bind(SocketAddr::new(internal_ip, cfg.internal.port), "internal.port").await?;
+    let internal_addr = internal.local_addr()?;
+    if let Some(base) = backend.hub_api_base(internal_addr.port()) {
+        hub.set_internal_api_base(base);
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(cull::run(hub.clone(), stop_rx.clone()));
+    tokio::spawn(housekeeping(hub.clone(), stop_rx.clone()));
+
+    let router = app::router(hub.clone());
+    let public_local = public.local_addr()?;
+    let shown_host = if public_ip.is_unspecified() { "127.0.0.1".to_string() } else { public_ip.to_string() };
+    let url = format!("http://{shown_host}:{}{}hub/", public_local.port(), cfg.base_url);
+    match &loaded.source {
+        ConfigSource::File(p) => tracing::info!(config = %p.display(), "configuration loaded"),
+        ConfigSource::Defaults => tracing::info!("no config file: running on embedded defaults (create one with `orrery config set KEY VALUE`)"),
+    }
+    tracing::info!(state = %state_path.display(), backend = backend.name(), "state opened");
+    tracing::info!(internal = %internal_addr, "internal API listener (for user servers)");
+    let how = match cfg.auth.kind {
+        AuthType::Firstuse => "log in with any new user name and a password of at least 7 characters: the first password used becomes that user's password",
+        AuthType::Native => "log in with a user an admin created (orrery users add NAME --password)",
+        AuthType::Dummy => "log in with any user name (dummy authenticator: testing only)",
+    };
+    tracing::info!("Orrery is listening on {url} ({public_local}); {how}");
+    eprintln!("Orrery {} is listening on {url}\n  {how}", env!("CARGO_PKG_VERSION"));
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let reload_hub = hub.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reload::reload(&reload_hub).await {
+                Ok(r) => tracing::info!(changed = ?r.changed, needs_restart = ?r.needs_restart, "SIGHUP: configuration reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: configuration NOT reloaded"),
+            }
+        }
+    });
+    let shutdown = {
+        let stop_tx = stop_tx.clone();
+        async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = stop_tx.send(true);
+        }
+    };
+    let mut internal_stop = stop_rx.clone();
+    let internal_server = axum::serve(internal, router.clone().into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = internal_stop.changed().await;
+        });
+    let public_server = axum::serve(public, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown);
+    let (a, b) = tokio::join!(public_server, internal_server);
+    a?;
+    b?;
+    hub.store.flush().await?;
+    tracing::info!("state flushed; user servers keep running and will be re-adopted on the next start");
+    Ok(())
+}
+
+/// Periodic upkeep: forget servers that died, drop expired sessions and OAuth codes.
+async fn housekeeping(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = stop.changed() => return,
+        }
+        let now = chrono::Utc::now();
+        if let Err(e) = spawn::poll_all(&hub).await {
+            tracing::warn!(error = %e, "polling servers failed");
+        }
+        let _ = hub.store.purge_expired_sessions(now);
+        let _ = hub.store.purge_expired_codes(now);
+    }
+}

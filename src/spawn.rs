@@ -1,0 +1,373 @@
+//! Starting and stopping users' servers: the hub's side of the spawner contract.
+//!
+//! A spawn (1) mints the server's API token and registers its OAuth client
+//! `jupyterhub-user-<name>` (secret = that token, redirect = `<prefix>oauth_callback`),
+//! (2) asks the backend to start it with the single-user environment, (3) polls `<prefix>api`
+//! until it answers below 500, and (4) marks the server ready. Progress events feed
+//! `GET /hub/api/users/{name}/server/progress`. A failed or timed-out spawn is cleaned up
+//! completely (token, client, record) and its reason is kept for the progress stream.
+//!
+//! [`reconcile`] runs at startup: servers the backend still runs are re-adopted, the rest are
+//! forgotten, so nothing is started twice after a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+
+use crate::hub::Hub;
+use crate::scopes::ScopeSet;
+use crate::spawner::{PollStatus, SpawnError, SpawnSpec};
+use crate::state::{OAuthClientRecord, ServerRecord, StateError, TokenKind, TokenOwner, UserRecord};
+
+/// One event of the progress stream, in JupyterHub's shape.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProgressEvent {
+    pub progress: u8,
+    pub message: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ready: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Spawns in flight and the progress of the latest spawn of each server.
+#[derive(Default)]
+pub struct Spawns {
+    /// `user/server` → all events so far of its latest spawn.
+    progress: Mutex<HashMap<String, watch::Sender<Vec<ProgressEvent>>>>,
+    in_flight: AtomicUsize,
+}
+
+impl Spawns {
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Subscribe to a server's progress; None if it never spawned since the daemon started.
+    pub fn subscribe(&self, user: &str, server: &str) -> Option<watch::Receiver<Vec<ProgressEvent>>> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).get(&ServerRecord::key(user, server)).map(|s| s.subscribe())
+    }
+
+    fn begin(&self, user: &str, server: &str) -> watch::Sender<Vec<ProgressEvent>> {
+        let (tx, _) = watch::channel(Vec::new());
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).insert(ServerRecord::key(user, server), tx.clone());
+        tx
+    }
+}
+
+fn push(tx: &watch::Sender<Vec<ProgressEvent>>, ev: ProgressEvent) {
+    tx.send_modify(|v| v.push(ev));
+}
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("{0}'s server is already running")]
+    AlreadyRunning(String),
+    #[error("{0}'s server is already {1}ing")]
+    Pending(String, String),
+    #[error("too many servers are starting right now; try again in a few seconds")]
+    TooMany,
+    #[error("named servers are not enabled; use the default server (\"\")")]
+    NamedServers,
+    #[error("{0}")]
+    NotAvailable(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// How a start request ended within `slow_spawn_timeout`.
+#[derive(Debug)]
+pub enum StartOutcome {
+    Ready,
+    Pending,
+}
+
+/// The prefix a user's server is served under: `<base_url>user/<name>/`.
+pub fn server_prefix(hub: &Hub, user: &str) -> String {
+    format!("{}user/{user}/", hub.config().base_url)
+}
+
+pub fn client_id(user: &str) -> String {
+    format!("jupyterhub-user-{user}")
+}
+
+/// Start `user`'s server. Returns once it is ready, failed, or `slow_spawn_timeout` passed.
+pub async fn start(hub: &Arc<Hub>, user: &UserRecord, server_name: &str, user_options: serde_json::Value) -> Result<StartOutcome, StartError> {
+    if !server_name.is_empty() {
+        return Err(StartError::NamedServers);
+    }
+    let cfg = hub.config();
+    if let Some(s) = hub.store.server(&user.name, server_name)? {
+        return Err(match s.pending {
+            Some(p) => StartError::Pending(user.name.clone(), p),
+            None => StartError::AlreadyRunning(user.name.clone()),
+        });
+    }
+    if hub.spawns.in_flight() >= cfg.spawner.concurrent_spawn_limit as usize {
+        return Err(StartError::TooMany);
+    }
+    let Some(api_base) = hub.internal_api_base() else {
+        return Err(StartError::NotAvailable(format!(
+            "the {} backend is not available: it cannot tell user servers how to reach the hub",
+            hub.backend.name()
+        )));
+    };
+
+    let name = user.name.clone();
+    let prefix = server_prefix(hub, &name);
+    let (token, token_rec) = hub.issue_token(
+        TokenOwner::User(name.clone()),
+        TokenKind::Server,
+        ScopeSet::server_role(&name, server_name),
+        "server token",
+        None,
+    )?;
+    let access_scopes = vec![format!("access:servers!server={name}/{server_name}"), format!("access:servers!user={name}")];
+    hub.store.put_oauth_client(&OAuthClientRecord {
+        id: client_id(&name),
+        secret_hash: token_rec.hash.clone(),
+        redirect_uri: format!("{prefix}oauth_callback"),
+        access_scopes: access_scopes.clone(),
+        user: Some(name.clone()),
+        description: format!("Server at {prefix}"),
+    })?;
+    let record = ServerRecord {
+        user: name.clone(),
+        name: server_name.to_string(),
+        url: None,
+        started: None,
+        last_activity: None,
+        pending: Some("spawn".into()),
+        ready: false,
+        user_options: user_options.clone(),
+        backend_state: serde_json::Value::Null,
+        token_id: Some(token_rec.id.clone()),
+    };
+    hub.store.put_server(&record)?;
+    hub.store.flush().await?;
+
+    let api_url = format!("{api_base}{}hub/api", cfg.base_url);
+    let scopes_json = serde_json::to_string(&access_scopes).unwrap_or_else(|_| "[]".into());
+    let mut env = BTreeMap::new();
+    for (k, v) in [
+        ("JUPYTERHUB_API_TOKEN", token.clone()),
+        ("JPY_API_TOKEN", token.clone()),
+        ("JUPYTERHUB_CLIENT_ID", client_id(&name)),
+        ("JUPYTERHUB_API_URL", api_url.clone()),
+        ("JUPYTERHUB_ACTIVITY_URL", format!("{api_url}/users/{name}/activity")),
+        ("JUPYTERHUB_BASE_URL", cfg.base_url.clone()),
+        ("JUPYTERHUB_SERVICE_PREFIX", prefix.clone()),
+        ("JUPYTERHUB_OAUTH_CALLBACK_URL", format!("{prefix}oauth_callback")),
+        ("JUPYTERHUB_OAUTH_ACCESS_SCOPES", scopes_json.clone()),
+        ("JUPYTERHUB_OAUTH_SCOPES", scopes_json),
+        ("JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES", "[]".into()),
+        ("JUPYTERHUB_USER", name.clone()),
+        ("JUPYTERHUB_SERVER_NAME", server_name.to_string()),
+        ("JUPYTERHUB_HOST", String::new()),
+        ("JUPYTERHUB_PUBLIC_URL", String::new()),
+        ("JUPYTERHUB_DEFAULT_URL", cfg.user_environment.default_app.default_url().to_string()),
+        ("JUPYTERHUB_ADMIN_ACCESS", "0".into()),
+    ] {
+        env.insert(k.to_string(), v);
+    }
+    if let Some(m) = &cfg.limits.memory {
+        env.insert("MEM_LIMIT".into(), m.bytes().to_string());
+    }
+    if let Some(c) = cfg.limits.cpu {
+        env.insert("CPU_LIMIT".into(), c.to_string());
+    }
+
+    let progress = hub.spawns.begin(&name, server_name);
+    push(&progress, ProgressEvent { progress: 0, message: "Server requested".into(), ready: false, failed: false, url: None });
+    let (msg_tx, mut msg_rx) = mpsc::unbounded_channel::<String>();
+    let spec = SpawnSpec {
+        user: name.clone(),
+        server_name: server_name.to_string(),
+        env,
+        prefix: prefix.clone(),
+        user_options,
+        memory_limit: cfg.limits.memory.map(|m| m.bytes()),
+        cpu_limit: cfg.limits.cpu,
+        progress: msg_tx,
+    };
+
+    // Relay backend messages into the progress stream (50% at most until ready).
+    let relay = progress.clone();
+    tokio::spawn(async move {
+        let mut pct = 10u8;
+        while let Some(m) = msg_rx.recv().await {
+            push(&relay, ProgressEvent { progress: pct, message: m, ready: false, failed: false, url: None });
+            pct = (pct + 10).min(50);
+        }
+    });
+
+    hub.spawns.in_flight.fetch_add(1, Ordering::Relaxed);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let task_hub = hub.clone();
+    tokio::spawn(async move {
+        let began = Instant::now();
+        let result = run_spawn(&task_hub, spec, &progress).await;
+        task_hub.spawns.in_flight.fetch_sub(1, Ordering::Relaxed);
+        task_hub.metrics.spawn(result.is_ok(), began.elapsed());
+        match &result {
+            Ok(url) => {
+                tracing::info!(user = %name, took_ms = began.elapsed().as_millis() as u64, "server ready");
+                push(&progress, ProgressEvent { progress: 100, message: format!("Server ready at {url}"), ready: true, failed: false, url: Some(url.clone()) });
+            }
+            Err(e) => {
+                tracing::warn!(user = %name, error = %e, "spawn failed");
+                let _ = cleanup(&task_hub, &name, "").await;
+                push(&progress, ProgressEvent { progress: 100, message: format!("Spawn failed: {e}"), ready: false, failed: true, url: None });
+            }
+        }
+        let _ = done_tx.send(result);
+    });
+
+    match tokio::time::timeout(cfg.spawner.slow_spawn_timeout.as_std(), done_rx).await {
+        Ok(Ok(Ok(_))) => Ok(StartOutcome::Ready),
+        Ok(Ok(Err(StartError::NotAvailable(m)))) => Err(StartError::NotAvailable(m)),
+        Ok(Ok(Err(e))) => Err(StartError::Failed(e.to_string())),
+        Ok(Err(_)) => Err(StartError::Failed("the spawn task ended unexpectedly".into())),
+        Err(_) => Ok(StartOutcome::Pending),
+    }
+}
+
+/// The backend start plus the readiness wait. Returns the server's public URL path.
+async fn run_spawn(hub: &Arc<Hub>, spec: SpawnSpec, progress: &watch::Sender<Vec<ProgressEvent>>) -> Result<String, StartError> {
+    let cfg = hub.config();
+    let user = spec.user.clone();
+    let server = spec.server_name.clone();
+    let prefix = spec.prefix.clone();
+    let deadline = Instant::now() + cfg.spawner.start_timeout.as_std();
+    let started = match hub.backend.start(spec).await {
+        Ok(s) => s,
+        Err(SpawnError::NotAvailable(m)) => return Err(StartError::NotAvailable(m)),
+        Err(SpawnError::Failed(m)) => return Err(StartError::Failed(m)),
+    };
+    if let Some(mut rec) = hub.store.server(&user, &server)? {
+        rec.url = Some(started.url.clone());
+        rec.backend_state = started.state.clone();
+        hub.store.put_server(&rec)?;
+    }
+    push(progress, ProgressEvent { progress: 50, message: "Waiting for the server to answer".into(), ready: false, failed: false, url: None });
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+    let check = format!("{}{}api", started.url, prefix);
+    let mut wait = Duration::from_millis(20);
+    loop {
+        if let Ok(resp) = client.get(&check).send().await {
+            if resp.status().as_u16() < 500 {
+                break;
+            }
+        }
+        if let Ok(PollStatus::Stopped(reason)) = hub.backend.poll(&user, &server, &started.state).await {
+            return Err(StartError::Failed(format!("the server stopped before it was ready: {reason}")));
+        }
+        if Instant::now() >= deadline {
+            let _ = hub.backend.stop(&user, &server, &started.state).await;
+            return Err(StartError::Failed(format!(
+                "the server did not answer at {check} within {} (spawner.start_timeout)",
+                cfg.spawner.start_timeout
+            )));
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(500));
+    }
+    let now = Utc::now();
+    if let Some(mut rec) = hub.store.server(&user, &server)? {
+        rec.pending = None;
+        rec.ready = true;
+        rec.started = Some(now);
+        rec.last_activity = Some(now);
+        hub.store.put_server(&rec)?;
+    }
+    hub.record_activity(&user, None, now)?;
+    hub.store.flush().await?;
+    Ok(prefix)
+}
+
+/// Forget a server: revoke its token, its OAuth client and the tokens issued to that client.
+async fn cleanup(hub: &Hub, user: &str, server: &str) -> Result<(), StateError> {
+    if let Some(rec) = hub.store.server(user, server)? {
+        if let Some(id) = &rec.token_id {
+            hub.store.delete_tokens_where(|t| &t.id == id)?;
+        }
+    }
+    let cid = client_id(user);
+    hub.store.delete_tokens_where(|t| t.oauth_client.as_deref() == Some(cid.as_str()))?;
+    hub.store.delete_oauth_client(&cid)?;
+    hub.store.delete_server(user, server)?;
+    hub.store.flush().await?;
+    Ok(())
+}
+
+#[derive(Debug, Error)]
+pub enum StopError {
+    #[error("{0} has no running server")]
+    NotRunning(String),
+    #[error("{0}")]
+    Backend(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Stop `user`'s server and forget it. The user's files are never touched here.
+pub async fn stop(hub: &Hub, user: &str, server: &str) -> Result<(), StopError> {
+    let Some(mut rec) = hub.store.server(user, server)? else {
+        return Err(StopError::NotRunning(user.to_string()));
+    };
+    rec.pending = Some("stop".into());
+    hub.store.put_server(&rec)?;
+    let result = hub.backend.stop(user, server, &rec.backend_state).await;
+    cleanup(hub, user, server).await?;
+    tracing::info!(user, "server stopped");
+    result.map_err(|e| StopError::Backend(e.to_string()))
+}
+
+/// At startup: re-adopt servers the backend still runs, forget the rest, stop servers of users
+/// that no longer exist and spawns that were interrupted.
+pub async fn reconcile(hub: &Hub) -> Result<(), StateError> {
+    for rec in hub.store.servers()? {
+        let user_exists = hub.store.user(&rec.user)?.is_some();
+        let status = hub.backend.poll(&rec.user, &rec.name, &rec.backend_state).await;
+        let running = matches!(status, Ok(PollStatus::Running));
+        if running && rec.ready && rec.pending.is_none() && user_exists {
+            tracing::info!(user = %rec.user, "re-adopted running server");
+            continue;
+        }
+        if running {
+            let _ = hub.backend.stop(&rec.user, &rec.name, &rec.backend_state).await;
+        }
+        tracing::info!(user = %rec.user, "forgetting server that is no longer running");
+        cleanup(hub, &rec.user, &rec.name).await?;
+    }
+    Ok(())
+}
+
+/// Notice servers that died on their own and forget them (JupyterHub polls every 30 s).
+pub async fn poll_all(hub: &Hub) -> Result<(), StateError> {
+    for rec in hub.store.servers()? {
+        if rec.pending.is_some() {
+            continue;
+        }
+        if let Ok(PollStatus::Stopped(reason)) = hub.backend.poll(&rec.user, &rec.name, &rec.backend_state).await {
+            tracing::warn!(user = %rec.user, %reason, "server stopped on its own");
+            cleanup(hub, &rec.user, &rec.name).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The spawner contract: how a backend starts, stops, polls and lists single-user servers.
+//!
+//! The hub-side flow (tokens, OAuth client, readiness, progress) lives in [`crate::spawn`]; a
+//! backend only runs things. Implementations:
+//! * [`local`]: a process on this machine (JupyterHub's LocalProcessSpawner, without switching
+//!   users) — development and tests.
+//! * [`docker`]: a container per user on the local Docker engine (arrives with the Docker
+//!   backend issue; until then it answers "not available").
+//!
+//! The trait is shaped so a Kubernetes backend (notebook pods) fits it too: `state` is an opaque
+//! JSON handle the backend gets back after a daemon restart, and `list` feeds reconcile.
+
+pub mod docker;
+pub mod local;
+
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// Everything a backend needs to start one server.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub user: String,
+    /// "" for the default server.
+    pub server_name: String,
+    /// The single-user environment (JUPYTERHUB_* and friends), already complete.
+    pub env: BTreeMap<String, String>,
+    /// `base_url` + `user/<name>/`: the path prefix the server must serve under.
+    pub prefix: String,
+    pub user_options: serde_json::Value,
+    pub memory_limit: Option<u64>,
+    pub cpu_limit: Option<f64>,
+    /// Free-text progress messages for the spawn-pending page ("pulling image 40%").
+    pub progress: mpsc::UnboundedSender<String>,
+}
+
+/// A started server: where to reach it and the handle to find it again.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Base URL the hub reaches the server at, e.g. `http://127.0.0.1:41234`; the prefix is
+    /// appended by the caller.
+    pub url: String,
+    pub state: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollStatus {
+    Running,
+    /// Gone, with a reason to show the user (exit code, OOM kill, last log lines).
+    Stopped(String),
+}
+
+#[derive(Debug, Error)]
+pub enum SpawnError {
+    #[error("{0}")]
+    NotAvailable(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub trait Backend: Send + Sync {
+    /// Short name for messages and `orrery doctor`.
+    fn name(&self) -> &'static str;
+
+    /// Address the hub API must be reachable at from inside a started server, e.g.
+    /// `http://127.0.0.1:8081` for local processes. None: the backend is not usable.
+    fn hub_api_base(&self, internal_port: u16) -> Option<String>;
+
+    fn start(&self, spec: SpawnSpec) -> BoxFuture<'_, Result<Started, SpawnError>>;
+
+    fn stop<'a>(&'a self, user: &'a str, server_name: &'a str, state: &'a serde_json::Value) -> BoxFuture<'a, Result<(), SpawnError>>;
+
+    fn poll<'a>(&'a self, user: &'a str, server_name: &'a str, state: &'a serde_json::Value) -> BoxFuture<'a, Result<PollStatus, SpawnError>>;
+}

@@ -1,0 +1,213 @@
+//! Durable state in sled: users, groups, API tokens, browser sessions, OAuth clients and codes,
+//! and the servers the hub believes are running.
+//!
+//! Each kind of record has its own sled tree and its own file here. Records are JSON values, so
+//! a dump is readable by a person; secrets are never stored, only their hashes
+//! ([`crate::secrets`]). A `schema_version` key in the `meta` tree guards against a state
+//! directory written by a newer Orrery: such a directory is refused, never guessed at.
+
+mod groups;
+mod oauth;
+mod servers;
+mod sessions;
+mod tokens;
+mod users;
+
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Serialize};
+use thiserror::Error;
+
+pub use groups::GroupRecord;
+pub use oauth::{OAuthClientRecord, OAuthCodeRecord};
+pub use servers::ServerRecord;
+pub use sessions::SessionRecord;
+pub use tokens::{TokenKind, TokenOwner, TokenRecord};
+pub use users::UserRecord;
+
+/// The layout version this binary writes and understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The sub-directory of the state directory that holds the sled database.
+const DB_DIR: &str = "sled";
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("cannot open the state database in {path}: {source}. If another `orrery serve` is running it holds the lock; otherwise the directory may be damaged: restore it from a backup or move it aside to start empty")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("cannot create the state directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("the state in {path} has schema version {found}, but this orrery understands only up to {SCHEMA_VERSION}: it was written by a newer Orrery. Install that version again (or restore a backup of the state directory); nothing was changed")]
+    FutureSchema { path: PathBuf, found: u32 },
+    #[error("the state in {path} is damaged: {detail}. Restore the directory from a backup, or move it aside to start with empty state; nothing was changed")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("state database error: {0}")]
+    Db(#[from] sled::Error),
+    #[error("a stored {kind} record is unreadable: {source}")]
+    Decode { kind: &'static str, source: serde_json::Error },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+pub type Result<T> = std::result::Result<T, StateError>;
+
+/// The handle to the state database; cheap to clone (sled trees are reference counted).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    /// The directory, kept for messages.
+    path: PathBuf,
+    users: sled::Tree,
+    groups: sled::Tree,
+    tokens: sled::Tree,
+    sessions: sled::Tree,
+    oauth_clients: sled::Tree,
+    oauth_codes: sled::Tree,
+    servers: sled::Tree,
+}
+
+impl Store {
+    /// Open (or create) the state in `dir`, checking its schema version.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StateError::CreateDir { path: dir.to_path_buf(), source })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let db_path = dir.join(DB_DIR);
+        let db = sled::Config::new()
+            .path(&db_path)
+            .open()
+            .map_err(|source| StateError::Open { path: dir.to_path_buf(), source })?;
+        let meta = db.open_tree("meta")?;
+        let path = dir.to_path_buf();
+        match meta.get("schema_version")? {
+            Some(raw) => {
+                let found = std::str::from_utf8(&raw)
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .ok_or_else(|| StateError::Corrupt {
+                        path: path.clone(),
+                        detail: format!("schema_version is not a number ({raw:?})"),
+                    })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StateError::FutureSchema { path, found });
+                }
+                if found == 0 {
+                    return Err(StateError::Corrupt { path, detail: "schema_version is 0".into() });
+                }
+            }
+            None => {
+                // A database that has data but no version was not written by us.
+                let has_data = db.tree_names().iter().any(|n| {
+                    n.as_ref() != b"__sled__default" && n.as_ref() != b"meta"
+                        && db.open_tree(n).map(|t| !t.is_empty()).unwrap_or(false)
+                });
+                if has_data {
+                    return Err(StateError::Corrupt { path, detail: "records without a schema_version".into() });
+                }
+                meta.insert("schema_version", SCHEMA_VERSION.to_string().as_bytes())?;
+                db.flush()?;
+            }
+        }
+        Ok(Store {
+            users: db.open_tree("users")?,
+            groups: db.open_tree("groups")?,
+            tokens: db.open_tree("tokens")?,
+            sessions: db.open_tree("sessions")?,
+            oauth_clients: db.open_tree("oauth_clients")?,
+            oauth_codes: db.open_tree("oauth_codes")?,
+            servers: db.open_tree("servers")?,
+            db,
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Make everything written so far durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Every key and value in every tree, as text: for `orrery doctor --dump` and for tests
+    /// that prove no secret is stored in the clear.
+    pub fn dump(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for name in self.db.tree_names() {
+            let Ok(tree) = self.db.open_tree(&name) else { continue };
+            let tname = String::from_utf8_lossy(&name).into_owned();
+            for (k, v) in tree.iter().flatten() {
+                out.push((
+                    tname.clone(),
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising our own plain structs to JSON cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(kind: &'static str, raw: &[u8]) -> Result<T> {
+    serde_json::from_slice(raw).map_err(|source| StateError::Decode { kind, source })
+}
+
+fn get<T: DeserializeOwned>(tree: &sled::Tree, kind: &'static str, key: &str) -> Result<Option<T>> {
+    tree.get(key)?.map(|raw| decode(kind, &raw)).transpose()
+}
+
+fn put<T: Serialize>(tree: &sled::Tree, key: &str, value: &T) -> Result<()> {
+    tree.insert(key, encode(value))?;
+    Ok(())
+}
+
+fn all<T: DeserializeOwned>(tree: &sled::Tree, kind: &'static str) -> Result<Vec<T>> {
+    tree.iter().values().map(|v| decode(kind, &v?)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn future_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.db.open_tree("meta").unwrap().insert("schema_version", "99").unwrap();
+            store.db.flush().unwrap();
+        }
+        let err = Store::open(dir.path()).err().expect("must refuse");
+        assert!(matches!(err, StateError::FutureSchema { found: 99, .. }), "{err}");
+        assert!(err.to_string().contains("newer Orrery"));
+    }
+
+    #[test]
+    fn garbage_version_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.db.open_tree("meta").unwrap().insert("schema_version", "banana").unwrap();
+            store.db.flush().unwrap();
+        }
+        assert!(matches!(Store::open(dir.path()), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn reopens_current_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        Store::open(dir.path()).unwrap();
+    }
+}

@@ -1,0 +1,54 @@
+//! Server records: what the hub believes about each user's single-user server, persisted so a
+//! restarted daemon can re-adopt running servers instead of starting them twice.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{all, get, put, Result, Store};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    pub user: String,
+    /// "" for the default server.
+    pub name: String,
+    /// Where the hub (and its proxy) reaches the server, e.g. `http://172.18.0.5:8888`.
+    pub url: Option<String>,
+    pub started: Option<DateTime<Utc>>,
+    pub last_activity: Option<DateTime<Utc>>,
+    /// "spawn" or "stop" while in transition.
+    pub pending: Option<String>,
+    pub ready: bool,
+    pub user_options: serde_json::Value,
+    /// Backend-specific handle (container id, pid), for stop/poll after a restart.
+    pub backend_state: serde_json::Value,
+    /// The server token's id, so it can be revoked when the server stops.
+    pub token_id: Option<String>,
+}
+
+impl ServerRecord {
+    pub fn key(user: &str, name: &str) -> String {
+        format!("{user}/{name}")
+    }
+}
+
+impl Store {
+    pub fn server(&self, user: &str, name: &str) -> Result<Option<ServerRecord>> {
+        get(&self.servers, "server", &ServerRecord::key(user, name))
+    }
+
+    pub fn servers(&self) -> Result<Vec<ServerRecord>> {
+        all(&self.servers, "server")
+    }
+
+    pub fn servers_of(&self, user: &str) -> Result<Vec<ServerRecord>> {
+        Ok(self.servers()?.into_iter().filter(|s| s.user == user).collect())
+    }
+
+    pub fn put_server(&self, s: &ServerRecord) -> Result<()> {
+        put(&self.servers, &ServerRecord::key(&s.user, &s.name), s)
+    }
+
+    pub fn delete_server(&self, user: &str, name: &str) -> Result<bool> {
+        Ok(self.servers.remove(ServerRecord::key(user, name))?.is_some())
+    }
+}

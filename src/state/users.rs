@@ -1,0 +1,118 @@
+//! User records: who exists, who is an admin, and the password hash for the built-in
+//! authenticators.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{all, get, put, Result, Store};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Normalised name ([`crate::username::normalize`]); the key of the record.
+    pub name: String,
+    /// Admin granted through the API or admin page. Admins listed in config are admins whatever
+    /// this says (see [`crate::hub::Hub::is_admin`]).
+    pub admin: bool,
+    pub created: DateTime<Utc>,
+    /// Last time the user or one of their servers was seen doing something.
+    pub last_activity: Option<DateTime<Utc>>,
+    /// argon2id hash, for the firstuse and native authenticators. None: no password set yet.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+}
+
+impl UserRecord {
+    pub fn new(name: &str) -> UserRecord {
+        UserRecord {
+            name: name.to_string(),
+            admin: false,
+            created: Utc::now(),
+            last_activity: None,
+            password_hash: None,
+        }
+    }
+}
+
+impl Store {
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        get(&self.users, "user", name)
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRecord>> {
+        all(&self.users, "user")
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn put_user(&self, user: &UserRecord) -> Result<()> {
+        put(&self.users, &user.name, user)
+    }
+
+    /// Create a user unless the name exists; returns false if it already did.
+    pub fn create_user(&self, user: &UserRecord) -> Result<bool> {
+        let swapped = self.users.compare_and_swap(
+            user.name.as_bytes(),
+            None as Option<&[u8]>,
+            Some(super::encode(user)),
+        )?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Apply `f` to a user atomically (retrying on concurrent change). None if no such user.
+    pub fn update_user(
+        &self,
+        name: &str,
+        mut f: impl FnMut(&mut UserRecord),
+    ) -> Result<Option<UserRecord>> {
+        let mut out = None;
+        let mut decode_err = None;
+        self.users.update_and_fetch(name, |old| {
+            let old = old?;
+            match serde_json::from_slice::<UserRecord>(old) {
+                Ok(mut rec) => {
+                    f(&mut rec);
+                    let bytes = super::encode(&rec);
+                    out = Some(rec);
+                    Some(bytes)
+                }
+                Err(e) => {
+                    decode_err = Some(e);
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        if let Some(source) = decode_err {
+            return Err(super::StateError::Decode { kind: "user", source });
+        }
+        Ok(out)
+    }
+
+    /// Remove a user record and everything that only makes sense with it: tokens, sessions,
+    /// OAuth clients, group memberships. Server records are left for the caller to stop first.
+    pub fn delete_user(&self, name: &str) -> Result<bool> {
+        let existed = self.users.remove(name)?.is_some();
+        for t in self.tokens()? {
+            if t.owner == super::TokenOwner::User(name.to_string()) {
+                self.tokens.remove(&t.hash)?;
+            }
+        }
+        for s in self.sessions_all()? {
+            if s.user == name {
+                self.sessions.remove(&s.hash)?;
+            }
+        }
+        for c in self.oauth_clients()? {
+            if c.user.as_deref() == Some(name) {
+                self.oauth_clients.remove(&c.id)?;
+            }
+        }
+        for mut g in self.groups()? {
+            if g.users.remove(name) {
+                self.put_group(&g)?;
+            }
+        }
+        Ok(existed)
+    }
+}
