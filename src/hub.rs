@@ -187,7 +187,12 @@ impl Hub {
             TokenOwner::User(name) => {
                 let Some(user) = self.store.user(name)? else { return Ok(None) };
                 let owner_scopes = self.user_scopes(&user);
-                let requested = ScopeSet::from_strings(&rec.scopes, Some(&user.name)).unwrap_or_default();
+                // "inherit" (the default for new tokens) means: whatever the owner holds now.
+                let requested = if rec.scopes.iter().any(|s| s == "inherit") {
+                    owner_scopes.clone()
+                } else {
+                    ScopeSet::from_strings(&rec.scopes, Some(&user.name)).unwrap_or_default()
+                };
                 Principal {
                     scopes: requested.intersect(&owner_scopes),
                     kind: PrincipalKind::User(user),

@@ -83,7 +83,12 @@ fn set_and_get_round_trip_keeping_comments() {
     let out = ok(&config, &["set", "http.port", "8081"]);
     assert!(out.contains("http.port: 8080 -> 8081"), "{out}");
     let text = fs::read_to_string(&config).unwrap();
-    assert!(text.contains("# Public port; the firewall allows it.\nport = 8081  # do not change during term\n"), "{text}");
+    assert!(
+        text.contains(
+            "# Public port; the firewall allows it.\nport = 8081  # do not change during term\n"
+        ),
+        "{text}"
+    );
     assert!(text.starts_with("# Our class hub.\n"), "{text}");
     assert_eq!(ok(&config, &["get", "http.port"]), "8081\n");
 
@@ -96,7 +101,10 @@ fn set_and_get_round_trip_keeping_comments() {
     // show prints the file as is; --effective the whole configuration.
     assert_eq!(ok(&config, &["show"]), fs::read_to_string(&config).unwrap());
     let effective = ok(&config, &["show", "--effective"]);
-    assert!(effective.contains("[auth]") && effective.contains("type = \"firstuse\""), "{effective}");
+    assert!(
+        effective.contains("[auth]") && effective.contains("type = \"firstuse\""),
+        "{effective}"
+    );
     assert!(effective.contains("memory = \"2G\""), "{effective}");
 }
 
@@ -132,7 +140,11 @@ fn invalid_edits_exit_2_and_leave_the_file_alone() {
     ] {
         let err = fails(&config, args, 2);
         assert!(!err.trim().is_empty(), "{args:?}: no message");
-        assert_eq!(fs::read(&config).unwrap(), before, "{args:?} changed the file");
+        assert_eq!(
+            fs::read(&config).unwrap(),
+            before,
+            "{args:?} changed the file"
+        );
     }
 
     let err = fails(&config, &["get", "limits.mem"], 2);
@@ -146,13 +158,22 @@ fn list_items_and_unset() {
     fs::write(&config, COMMENTED).unwrap();
 
     let out = ok(&config, &["add-item", "users.admin", "Alice"]);
-    assert!(out.contains("users.admin: [\"teacher\"] -> [\"teacher\", \"alice\"]"), "{out}");
+    assert!(
+        out.contains("users.admin: [\"teacher\"] -> [\"teacher\", \"alice\"]"),
+        "{out}"
+    );
     ok(&config, &["add-item", "users.admin", "bob"]);
     let out = ok(&config, &["add-item", "users.admin", "bob"]);
     assert!(out.contains("already contains"), "{out}");
-    assert_eq!(ok(&config, &["get", "users.admin"]), "[\"teacher\", \"alice\", \"bob\"]\n");
+    assert_eq!(
+        ok(&config, &["get", "users.admin"]),
+        "[\"teacher\", \"alice\", \"bob\"]\n"
+    );
     let text = fs::read_to_string(&config).unwrap();
-    assert!(text.contains("admin = [\"teacher\", \"Alice\", \"bob\"]  # the staff\n"), "{text}");
+    assert!(
+        text.contains("admin = [\"teacher\", \"Alice\", \"bob\"]  # the staff\n"),
+        "{text}"
+    );
 
     ok(&config, &["remove-item", "users.admin", "Alice"]);
     ok(&config, &["remove-item", "users.admin", "teacher"]);
@@ -167,7 +188,10 @@ fn list_items_and_unset() {
     ok(&config, &["unset", "users.admin"]);
     assert_eq!(ok(&config, &["get", "users.admin"]), "[]\n");
     let text = fs::read_to_string(&config).unwrap();
-    assert!(text.starts_with("# Our class hub.\nbase_url = \"/\"\n"), "{text}");
+    assert!(
+        text.starts_with("# Our class hub.\nbase_url = \"/\"\n"),
+        "{text}"
+    );
     assert!(!text.contains("port"), "{text}");
 
     // `none` unsets, like tljh-config.
@@ -185,8 +209,14 @@ fn edits_create_a_private_file() {
     let config = dir.path().join("etc").join("orrery").join("config.toml");
     let out = ok(&config, &["set", "auth.type", "native"]);
     assert!(out.contains("auth.type: firstuse -> native"), "{out}");
-    assert_eq!(fs::read_to_string(&config).unwrap(), "[auth]\ntype = \"native\"\n");
-    assert_eq!(fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::read_to_string(&config).unwrap(),
+        "[auth]\ntype = \"native\"\n"
+    );
+    assert_eq!(
+        fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -212,9 +242,17 @@ fn reload_without_a_daemon_fails_clearly() {
     let state = dir.path().join("state");
     fs::create_dir(&state).unwrap();
     fs::write(state.join("control.token"), "token\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = dir.path().join("config.toml");
-    fs::write(&config, format!("[http]\nport = {port}\n[state]\npath = \"state\"\n")).unwrap();
+    fs::write(
+        &config,
+        format!("[http]\nport = {port}\n[state]\npath = \"state\"\n"),
+    )
+    .unwrap();
     let err = fails(&config, &["reload"], 1);
     assert!(err.contains("cannot reach the Orrery daemon"), "{err}");
     assert!(err.contains("systemctl status orrery"), "{err}");

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -27,7 +27,7 @@ fn group_target(names: &[String]) -> Target<'_> {
     Target { groups: names, ..Default::default() }
 }
 
-pub async fn list(State(hub): State<Arc<Hub>>, auth: Auth, Query(page): Query<PageParams>, headers: HeaderMap, uri: Uri) -> ApiResult<Response> {
+pub async fn list(State(hub): State<Arc<Hub>>, auth: Auth, Query(page): Query<PageParams>, headers: HeaderMap, OriginalUri(uri): OriginalUri) -> ApiResult<Response> {
     auth.require_any("list:groups")?;
     let mut groups = hub.store.groups()?;
     groups.sort_by(|a, b| a.name.cmp(&b.name));

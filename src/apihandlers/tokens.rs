@@ -43,7 +43,11 @@ pub async fn create(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<St
     let requested = req.scopes.unwrap_or_else(|| vec!["inherit".to_string()]);
     scopes::validate(&requested).map_err(|e| ApiError::bad_request(format!("{e}")))?;
     let owner_scopes = hub.user_scopes(&user);
-    let asked = ScopeSet::from_strings(&requested, Some(&user.name)).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let asked = if requested.iter().any(|s| s == "inherit") {
+        owner_scopes.clone()
+    } else {
+        ScopeSet::from_strings(&requested, Some(&user.name)).map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
     let missing = asked.not_held_by(&owner_scopes);
     if !missing.is_empty() {
         return Err(ApiError::forbidden(format!(

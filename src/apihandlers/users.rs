@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -24,8 +24,9 @@ pub struct ListParams {
     pub name_filter: Option<String>,
     #[serde(default)]
     pub include_stopped_servers: Option<String>,
-    #[serde(flatten)]
-    pub page: PageParams,
+    // Not `#[serde(flatten)] PageParams`: flattening loses the query string's number parsing.
+    pub offset: Option<usize>,
+    pub limit: Option<usize>,
 }
 
 pub async fn list(
@@ -33,7 +34,8 @@ pub async fn list(
     auth: Auth,
     Query(params): Query<ListParams>,
     headers: HeaderMap,
-    uri: Uri,
+    // The nested router strips the prefix from `Uri`; `next` links need the full path.
+    OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Response> {
     auth.require_any("list:users")?;
     let mut users = hub.store.users()?;
@@ -73,7 +75,7 @@ pub async fn list(
         .filter(|(u, (_, g))| auth.0.scopes.allows("list:users", &crate::scopes::Target::user(&u.name, g)))
         .filter_map(|(u, _)| user_model_for(&hub, &auth.0, u))
         .collect();
-    Ok(paginate(items, &params.page, &headers, &uri))
+    Ok(paginate(items, &PageParams { offset: params.offset, limit: params.limit }, &headers, &uri))
 }
 
 #[derive(Debug, Deserialize)]

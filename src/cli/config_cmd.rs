@@ -68,13 +68,20 @@ impl CliError {
     pub const FAILURE: i32 = 1;
 
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        CliError { code, message: message.into() }
+        CliError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl From<ConfigError> for CliError {
     fn from(err: ConfigError) -> Self {
-        let code = if err.is_user_error() { CliError::USAGE } else { CliError::FAILURE };
+        let code = if err.is_user_error() {
+            CliError::USAGE
+        } else {
+            CliError::FAILURE
+        };
         CliError::new(code, err.to_string())
     }
 }
@@ -158,7 +165,10 @@ fn show_file(explicit: Option<&Path>) -> Result<(), CliError> {
 fn show_effective(explicit: Option<&Path>) -> Result<(), CliError> {
     let loaded = load::discover(explicit)?;
     let text = toml::to_string_pretty(&loaded.config).map_err(|err| {
-        CliError::new(CliError::FAILURE, format!("cannot render the configuration: {err}"))
+        CliError::new(
+            CliError::FAILURE,
+            format!("cannot render the configuration: {err}"),
+        )
     })?;
     println!("# Effective configuration from {}", loaded.source);
     print!("{text}");
@@ -170,23 +180,39 @@ fn get(explicit: Option<&Path>, key: &str) -> Result<(), CliError> {
     load::check_key(key)?;
     let loaded = load::discover(explicit)?;
     match load::effective_value(&loaded.config, key)? {
-        Some(value) if is_section(&value) => {
-            // Printed as the file would hold it, under its full section name.
-            let mut wrapped = value;
-            for part in load::canonical_key(key).rsplit('.') {
-                let mut table = toml::Table::new();
-                table.insert(part.to_string(), wrapped);
-                wrapped = toml::Value::Table(table);
-            }
-            let text = toml::to_string_pretty(&wrapped).map_err(|err| {
-                CliError::new(CliError::FAILURE, format!("cannot render {key}: {err}"))
-            })?;
-            print!("{text}");
-        }
+        Some(value) if is_section(&value) => print!("{}", render_section(&loaded.config, key)?),
         Some(value) => println!("{}", display_value(&value)),
         None => eprintln!("{key} is not set"),
     }
     Ok(())
+}
+
+/// The section at `key` as the file would hold it: under its full name, keys in the order of
+/// `orrery.example.toml`.
+fn render_section(config: &crate::config::Config, key: &str) -> Result<String, CliError> {
+    let failed = |err: &dyn std::fmt::Display| {
+        CliError::new(CliError::FAILURE, format!("cannot render {key}: {err}"))
+    };
+    let text = toml::to_string_pretty(config).map_err(|e| failed(&e))?;
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| failed(&e))?;
+    let canonical = load::canonical_key(key);
+    let parts: Vec<&str> = canonical.split('.').collect();
+    let mut table = doc.as_table_mut();
+    for (i, part) in parts.iter().enumerate() {
+        table.retain(|k, _| k == *part);
+        if i + 1 == parts.len() {
+            break;
+        }
+        match table.get_mut(part).and_then(toml_edit::Item::as_table_mut) {
+            Some(next) => {
+                // Only the header of the section asked for is printed, not its parents'.
+                next.set_implicit(true);
+                table = next;
+            }
+            None => break,
+        }
+    }
+    Ok(doc.to_string().trim_start().to_string())
 }
 
 /// A table, or a non-empty list of tables (`services`), is printed as TOML sections.
@@ -282,7 +308,10 @@ async fn reload(explicit: Option<&Path>) -> Result<(), CliError> {
         Err(err) => {
             return Err(CliError::new(
                 CliError::FAILURE,
-                format!("cannot read the control token {}: {err}", token_path.display()),
+                format!(
+                    "cannot read the control token {}: {err}",
+                    token_path.display()
+                ),
             ))
         }
     };
@@ -292,7 +321,12 @@ async fn reload(explicit: Option<&Path>) -> Result<(), CliError> {
         .no_proxy()
         .timeout(RELOAD_TIMEOUT)
         .build()
-        .map_err(|err| CliError::new(CliError::FAILURE, format!("cannot make an HTTP client: {err}")))?;
+        .map_err(|err| {
+            CliError::new(
+                CliError::FAILURE,
+                format!("cannot make an HTTP client: {err}"),
+            )
+        })?;
     let response = client
         .post(&url)
         .header(reqwest::header::AUTHORIZATION, format!("token {token}"))
@@ -314,7 +348,10 @@ async fn reload(explicit: Option<&Path>) -> Result<(), CliError> {
         })?;
     let status = response.status();
     let body = response.text().await.map_err(|err| {
-        CliError::new(CliError::FAILURE, format!("reading the daemon's answer from {url}: {err}"))
+        CliError::new(
+            CliError::FAILURE,
+            format!("reading the daemon's answer from {url}: {err}"),
+        )
     })?;
     if !status.is_success() {
         let message = serde_json::from_str::<ErrorReply>(&body)
@@ -326,26 +363,49 @@ async fn reload(explicit: Option<&Path>) -> Result<(), CliError> {
                 CliError::FAILURE,
                 "; the control token was refused: is the daemon using the same state directory?",
             ),
-            404 => (CliError::FAILURE, "; is the daemon an Orrery, and base_url right?"),
+            404 => (
+                CliError::FAILURE,
+                "; is the daemon an Orrery, and base_url right?",
+            ),
             _ => (CliError::FAILURE, ""),
         };
-        return Err(CliError::new(code, format!("reload failed ({status}): {message}{hint}")));
+        return Err(CliError::new(
+            code,
+            format!("reload failed ({status}): {message}{hint}"),
+        ));
     }
     let reply: ReloadReply = serde_json::from_str(&body).map_err(|err| {
-        CliError::new(CliError::FAILURE, format!("unexpected answer from {url}: {err}"))
+        CliError::new(
+            CliError::FAILURE,
+            format!("unexpected answer from {url}: {err}"),
+        )
     })?;
     print_reload(&reply);
     Ok(())
 }
 
 fn print_reload(reply: &ReloadReply) {
-    let applied: Vec<&String> =
-        reply.changed.iter().filter(|k| !reply.needs_restart.contains(k)).collect();
+    let applied: Vec<&String> = reply
+        .changed
+        .iter()
+        .filter(|k| !reply.needs_restart.contains(k))
+        .collect();
     if reply.changed.is_empty() && reply.needs_restart.is_empty() {
         println!("reloaded: nothing changed");
     } else if !applied.is_empty() {
-        let verb = if reply.applied { "applied" } else { "changed (not applied)" };
-        println!("{verb}: {}", applied.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        let verb = if reply.applied {
+            "applied"
+        } else {
+            "changed (not applied)"
+        };
+        println!(
+            "{verb}: {}",
+            applied
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     if !reply.needs_restart.is_empty() {
         println!(
@@ -378,38 +438,66 @@ mod tests {
     fn parse(args: &[&str]) -> ConfigCommand {
         let mut full = vec!["config"];
         full.extend_from_slice(args);
-        Top::try_parse_from(full).unwrap_or_else(|e| panic!("{args:?}: {e}")).cmd
+        Top::try_parse_from(full)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .cmd
     }
 
     #[test]
     fn command_line_shape() {
         assert_eq!(parse(&["show"]), ConfigCommand::Show { effective: false });
-        assert_eq!(parse(&["show", "--effective"]), ConfigCommand::Show { effective: true });
-        assert_eq!(parse(&["get", "auth.type"]), ConfigCommand::Get { key: "auth.type".into() });
+        assert_eq!(
+            parse(&["show", "--effective"]),
+            ConfigCommand::Show { effective: true }
+        );
+        assert_eq!(
+            parse(&["get", "auth.type"]),
+            ConfigCommand::Get {
+                key: "auth.type".into()
+            }
+        );
         assert_eq!(
             parse(&["set", "limits.cpu", "-1"]),
-            ConfigCommand::Set { key: "limits.cpu".into(), value: "-1".into() }
+            ConfigCommand::Set {
+                key: "limits.cpu".into(),
+                value: "-1".into()
+            }
         );
         assert_eq!(
             parse(&["add-item", "users.admin", "alice"]),
-            ConfigCommand::AddItem { key: "users.admin".into(), value: "alice".into() }
+            ConfigCommand::AddItem {
+                key: "users.admin".into(),
+                value: "alice".into()
+            }
         );
         assert_eq!(
             parse(&["remove-item", "users.admin", "alice"]),
-            ConfigCommand::RemoveItem { key: "users.admin".into(), value: "alice".into() }
+            ConfigCommand::RemoveItem {
+                key: "users.admin".into(),
+                value: "alice".into()
+            }
         );
-        assert_eq!(parse(&["unset", "x"]), ConfigCommand::Unset { key: "x".into() });
+        assert_eq!(
+            parse(&["unset", "x"]),
+            ConfigCommand::Unset { key: "x".into() }
+        );
         assert_eq!(parse(&["reload"]), ConfigCommand::Reload);
     }
 
     #[test]
     fn reload_url_uses_loopback_for_wildcards() {
         let mut config = crate::config::Config::default();
-        assert_eq!(reload_url(&config), "http://127.0.0.1:8000/hub/api/orrery/reload");
+        assert_eq!(
+            reload_url(&config),
+            "http://127.0.0.1:8000/hub/api/orrery/reload"
+        );
         config.http.address = String::new();
         config.http.port = 80;
         config.base_url = "/jupyter/".into();
-        assert_eq!(reload_url(&config), "http://127.0.0.1:80/jupyter/hub/api/orrery/reload");
+        assert_eq!(
+            reload_url(&config),
+            "http://127.0.0.1:80/jupyter/hub/api/orrery/reload"
+        );
         assert_eq!(connect_host("0.0.0.0"), "127.0.0.1");
         assert_eq!(connect_host("::"), "[::1]");
         assert_eq!(connect_host("fe80::1"), "[fe80::1]");
@@ -433,23 +521,45 @@ mod tests {
         std::fs::create_dir(&state).unwrap();
         std::fs::write(state.join("control.token"), "secret\n").unwrap();
         // A port nothing listens on: bind one, note it, close it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
-            format!("[http]\nport = {port}\n[state]\npath = {:?}\n", state.display().to_string()),
+            format!(
+                "[http]\nport = {port}\n[state]\npath = {:?}\n",
+                state.display().to_string()
+            ),
         )
         .unwrap();
-        let err = run(ConfigCommand::Reload, Some(config.clone())).await.unwrap_err();
+        let err = run(ConfigCommand::Reload, Some(config.clone()))
+            .await
+            .unwrap_err();
         assert_eq!(err.code, 1);
-        assert!(err.message.contains("cannot reach the Orrery daemon"), "{}", err.message);
-        assert!(err.message.contains("systemctl status orrery"), "{}", err.message);
+        assert!(
+            err.message.contains("cannot reach the Orrery daemon"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("systemctl status orrery"),
+            "{}",
+            err.message
+        );
 
         // An invalid file: code 2, nothing sent.
         std::fs::write(&config, "[auth]\ntype = \"nonsense\"\n").unwrap();
         let err = run(ConfigCommand::Reload, Some(config)).await.unwrap_err();
         assert_eq!(err.code, 2);
-        assert!(err.message.contains("choose one of: firstuse, native, dummy"), "{}", err.message);
+        assert!(
+            err.message
+                .contains("choose one of: firstuse, native, dummy"),
+            "{}",
+            err.message
+        );
     }
 
     #[tokio::test]
@@ -460,8 +570,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let config = dir.path().join("config.toml");
-        std::fs::write(&config, format!("base_url = \"/j/\"\n[http]\nport = {port}\n[state]\npath = \".\"\n"))
-            .unwrap();
+        std::fs::write(
+            &config,
+            format!("base_url = \"/j/\"\n[http]\nport = {port}\n[state]\npath = \".\"\n"),
+        )
+        .unwrap();
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
             let mut request = Vec::new();
@@ -483,7 +596,15 @@ mod tests {
         });
         run(ConfigCommand::Reload, Some(config)).await.unwrap();
         let request = server.await.unwrap();
-        assert!(request.starts_with("POST /j/hub/api/orrery/reload HTTP/1.1"), "{request}");
-        assert!(request.to_ascii_lowercase().contains("authorization: token tok123\r\n"), "{request}");
+        assert!(
+            request.starts_with("POST /j/hub/api/orrery/reload HTTP/1.1"),
+            "{request}"
+        );
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("authorization: token tok123\r\n"),
+            "{request}"
+        );
     }
 }

@@ -76,7 +76,10 @@ pub fn parse_value_for_key(key: &str, raw: &str) -> Option<Value> {
 fn split_key(key: &str) -> Result<Vec<&str>, ConfigError> {
     let parts: Vec<&str> = key.split('.').collect();
     if key.is_empty() || parts.iter().any(|p| p.is_empty()) {
-        return Err(ConfigError::invalid(key, "not a key; write keys as section.key, e.g. auth.type"));
+        return Err(ConfigError::invalid(
+            key,
+            "not a key; write keys as section.key, e.g. auth.type",
+        ));
     }
     Ok(parts)
 }
@@ -139,7 +142,11 @@ fn parent_mut<'a>(
 
 /// Set `key` to `value`, creating sections as needed; returns the previous item. A value
 /// that replaces another keeps its comment (`port = 80  # public`).
-pub fn set(doc: &mut DocumentMut, key: &str, mut value: Value) -> Result<Option<Item>, ConfigError> {
+pub fn set(
+    doc: &mut DocumentMut,
+    key: &str,
+    mut value: Value,
+) -> Result<Option<Item>, ConfigError> {
     let parts = split_key(key)?;
     let last = parts[parts.len() - 1];
     let table = parent_mut(doc, &parts, true)?
@@ -170,7 +177,9 @@ pub fn unset(doc: &mut DocumentMut, key: &str) -> Result<Option<Item>, ConfigErr
         done: usize,
         all: &[&str],
     ) -> Result<Option<Item>, ConfigError> {
-        let Some((first, rest)) = parts.split_first() else { return Ok(None) };
+        let Some((first, rest)) = parts.split_first() else {
+            return Ok(None);
+        };
         if rest.is_empty() {
             return Ok(table.remove(first).filter(|item| !item.is_none()));
         }
@@ -181,7 +190,10 @@ pub fn unset(doc: &mut DocumentMut, key: &str) -> Result<Option<Item>, ConfigErr
             Some(Item::Value(Value::InlineTable(t))) => t,
             Some(Item::ArrayOfTables(_)) => return Err(list_of_tables_error(&here)),
             Some(Item::Value(_)) => {
-                return Err(ConfigError::invalid(&here, "a value, not a section, so it has no keys".to_string()))
+                return Err(ConfigError::invalid(
+                    &here,
+                    "a value, not a section, so it has no keys".to_string(),
+                ))
             }
         };
         let removed = remove_in(child, rest, done + 1, all)?;
@@ -201,7 +213,8 @@ pub fn unset(doc: &mut DocumentMut, key: &str) -> Result<Option<Item>, ConfigErr
 
 fn has_comment(decor: &toml_edit::Decor) -> bool {
     let text = |raw: Option<&toml_edit::RawString>| {
-        raw.and_then(|r| r.as_str()).is_some_and(|s| s.contains('#'))
+        raw.and_then(|r| r.as_str())
+            .is_some_and(|s| s.contains('#'))
     };
     text(decor.prefix()) || text(decor.suffix())
 }
@@ -263,10 +276,15 @@ pub fn remove_item(doc: &mut DocumentMut, key: &str, value: &Value) -> Result<()
     let last = parts[parts.len() - 1];
     let shown = value.clone().decorated("", "").to_string();
     let not_there = || ConfigError::invalid(key, format!("does not contain {shown}"));
-    let Some(table) = parent_mut(doc, &parts, false)? else { return Err(not_there()) };
+    let Some(table) = parent_mut(doc, &parts, false)? else {
+        return Err(not_there());
+    };
     match table.get_mut(last) {
         Some(Item::Value(Value::Array(array))) => {
-            let index = array.iter().position(|v| same_value(v, value)).ok_or_else(not_there)?;
+            let index = array
+                .iter()
+                .position(|v| same_value(v, value))
+                .ok_or_else(not_there)?;
             array.remove(index);
             if array.is_empty() {
                 array.set_trailing("");
@@ -348,7 +366,11 @@ pub fn apply_edit<T>(
             (Some(line), Some(column))
         });
         ConfigError::Syntax {
-            loc: Location { file: Some(path.clone()), line, column },
+            loc: Location {
+                file: Some(path.clone()),
+                line,
+                column,
+            },
             message: err.message().lines().collect::<Vec<_>>().join("; "),
         }
     })?;
@@ -396,7 +418,9 @@ fn resolve_link(path: &Path) -> PathBuf {
 
 /// `config.toml` → `config.toml<suffix>` in the same directory.
 fn sidecar(path: &Path, prefix: &str, suffix: &str) -> PathBuf {
-    let name = path.file_name().map_or_else(|| "config.toml".into(), |n| n.to_string_lossy());
+    let name = path
+        .file_name()
+        .map_or_else(|| "config.toml".into(), |n| n.to_string_lossy());
     path.with_file_name(format!("{prefix}{name}{suffix}"))
 }
 
@@ -413,7 +437,11 @@ fn lock(path: &Path) -> Result<nix::fcntl::Flock<File>, ConfigError> {
         .open(&lock_path)
         .map_err(|err| ConfigError::io("lock", &lock_path, err))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
-        ConfigError::io("lock", &lock_path, io::Error::from_raw_os_error(errno as i32))
+        ConfigError::io(
+            "lock",
+            &lock_path,
+            io::Error::from_raw_os_error(errno as i32),
+        )
     })
 }
 
@@ -428,7 +456,11 @@ fn write_atomically(
     let _ = fs::remove_file(&tmp);
     let mode = old_meta.map_or(0o600, |m| m.permissions().mode() & 0o7777);
     let write = || -> io::Result<()> {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         // The umask may have narrowed the mode given to open().
         file.set_permissions(Permissions::from_mode(mode))?;
         if let Some(meta) = old_meta {
@@ -498,7 +530,10 @@ fn key_in_doc(doc: &DocumentMut, key: &str) -> String {
 }
 
 fn effective_string(config: Option<&Config>, key: &str) -> Option<String> {
-    effective_value(config?, key).ok().flatten().map(|v| display_value(&v))
+    effective_value(config?, key)
+        .ok()
+        .flatten()
+        .map(|v| display_value(&v))
 }
 
 fn change<T>(key: &str, outcome: &EditOutcome<T>) -> Change {
@@ -525,7 +560,9 @@ fn check_editable(key: &str) -> Result<&'static Shape, ConfigError> {
 /// `orrery config set KEY VALUE`; `none`/`null` as the value unsets the key.
 pub fn set_key(path: &Path, key: &str, raw: &str) -> Result<Change, ConfigError> {
     let shape = check_editable(key)?.required();
-    let Some(value) = parse_value_for_key(key, raw) else { return unset_key(path, key) };
+    let Some(value) = parse_value_for_key(key, raw) else {
+        return unset_key(path, key);
+    };
     match shape {
         Shape::Table(_) => {
             return Err(ConfigError::invalid(
@@ -625,14 +662,38 @@ mod tests {
         assert_eq!(parse_value("2.").unwrap().as_float(), Some(2.0));
         assert_eq!(parse_value("true").unwrap().as_bool(), Some(true));
         assert_eq!(parse_value("false").unwrap().as_bool(), Some(false));
-        for s in ["2G", "firstuse", "1.2.3", "True", "", "99999999999999999999", ".5"] {
+        for s in [
+            "2G",
+            "firstuse",
+            "1.2.3",
+            "True",
+            "",
+            "99999999999999999999",
+            ".5",
+        ] {
             assert_eq!(parse_value(s).unwrap().as_str(), Some(s), "{s:?}");
         }
         // Text keys keep text.
-        assert_eq!(parse_value_for_key("auth.dummy.password", "1234").unwrap().as_str(), Some("1234"));
-        assert_eq!(parse_value_for_key("users.admin", "007").unwrap().as_str(), Some("007"));
-        assert_eq!(parse_value_for_key("http.port", "80").unwrap().as_integer(), Some(80));
-        assert_eq!(parse_value_for_key("cull.timeout", "600").unwrap().as_integer(), Some(600));
+        assert_eq!(
+            parse_value_for_key("auth.dummy.password", "1234")
+                .unwrap()
+                .as_str(),
+            Some("1234")
+        );
+        assert_eq!(
+            parse_value_for_key("users.admin", "007").unwrap().as_str(),
+            Some("007")
+        );
+        assert_eq!(
+            parse_value_for_key("http.port", "80").unwrap().as_integer(),
+            Some(80)
+        );
+        assert_eq!(
+            parse_value_for_key("cull.timeout", "600")
+                .unwrap()
+                .as_integer(),
+            Some(600)
+        );
         assert!(parse_value_for_key("auth.dummy.password", "none").is_none());
     }
 
@@ -653,7 +714,9 @@ mod tests {
         assert!(get(&d, "auth.type").is_none());
         let err = set(&mut d, "http", Value::from(1)).unwrap_err().to_string();
         assert!(err.contains("a section"), "{err}");
-        let err = set(&mut d, "http.port.x", Value::from(1)).unwrap_err().to_string();
+        let err = set(&mut d, "http.port.x", Value::from(1))
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "http.port: a value, not a section, so it has no keys");
     }
 
@@ -671,16 +734,22 @@ mod tests {
     #[test]
     fn services_cannot_be_edited_generically() {
         let mut d = doc("[[services]]\nname = \"a\"\n");
-        let err = set(&mut d, "services.name", Value::from("b")).unwrap_err().to_string();
+        let err = set(&mut d, "services.name", Value::from("b"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("[[services]]"), "{err}");
-        let err = add_item(&mut d, "services", Value::from("b")).unwrap_err().to_string();
+        let err = add_item(&mut d, "services", Value::from("b"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("[[services]]"), "{err}");
         assert!(check_editable("services.name").is_err());
     }
 
     #[test]
     fn unset_removes_and_prunes() {
-        let mut d = doc("[http]\nport = 80\n\n[limits]\nmemory = \"2G\"\n\n# keep\n[cull]\nenabled = false\n");
+        let mut d = doc(
+            "[http]\nport = 80\n\n[limits]\nmemory = \"2G\"\n\n# keep\n[cull]\nenabled = false\n",
+        );
         assert!(unset(&mut d, "limits.memory").unwrap().is_some());
         assert!(unset(&mut d, "cull.enabled").unwrap().is_some());
         assert!(unset(&mut d, "auth.type").unwrap().is_none());
@@ -701,13 +770,20 @@ mod tests {
             "[users]\nadmin = [\"alice\", \"bob\"]  # admins\nallowed = [\"carol\"]\n"
         );
         remove_item(&mut d, "users.admin", &Value::from("alice")).unwrap();
-        let err = remove_item(&mut d, "users.admin", &Value::from("zed")).unwrap_err().to_string();
+        let err = remove_item(&mut d, "users.admin", &Value::from("zed"))
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "users.admin: does not contain \"zed\"");
         let err = remove_item(&mut d, "users.blocked", &Value::from("zed")).unwrap_err();
         assert!(err.to_string().contains("does not contain"));
         remove_item(&mut d, "users.allowed", &Value::from("carol")).unwrap();
-        assert_eq!(d.to_string(), "[users]\nadmin = [\"bob\"]  # admins\nallowed = []\n");
-        let err = add_item(&mut d, "users", Value::from("x")).unwrap_err().to_string();
+        assert_eq!(
+            d.to_string(),
+            "[users]\nadmin = [\"bob\"]  # admins\nallowed = []\n"
+        );
+        let err = add_item(&mut d, "users", Value::from("x"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a list"), "{err}");
     }
 
@@ -715,9 +791,15 @@ mod tests {
     fn list_items_on_their_own_lines() {
         let mut d = doc("[users]\nadmin = [\n    \"alice\",\n    \"bob\",\n]\n");
         add_item(&mut d, "users.admin", Value::from("carol")).unwrap();
-        assert_eq!(d.to_string(), "[users]\nadmin = [\n    \"alice\",\n    \"bob\",\n    \"carol\",\n]\n");
+        assert_eq!(
+            d.to_string(),
+            "[users]\nadmin = [\n    \"alice\",\n    \"bob\",\n    \"carol\",\n]\n"
+        );
         remove_item(&mut d, "users.admin", &Value::from("alice")).unwrap();
-        assert_eq!(d.to_string(), "[users]\nadmin = [\n    \"bob\",\n    \"carol\",\n]\n");
+        assert_eq!(
+            d.to_string(),
+            "[users]\nadmin = [\n    \"bob\",\n    \"carol\",\n]\n"
+        );
     }
 
     #[test]
@@ -730,30 +812,68 @@ mod tests {
         assert_eq!(change.before.as_deref(), Some("firstuse"));
         assert_eq!(change.after.as_deref(), Some("native"));
         assert!(change.written && change.created);
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::read_to_string(&path).unwrap(), "[auth]\ntype = \"native\"\n");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "[auth]\ntype = \"native\"\n"
+        );
 
         // An existing file keeps its mode.
         fs::set_permissions(&path, Permissions::from_mode(0o640)).unwrap();
         set_key(&path, "limits.memory", "2G").unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
 
         // Invalid results leave the file byte-identical.
         let before = fs::read(&path).unwrap();
         for (key, value, want) in [
-            ("auth.type", "nonsense", "auth.type: \"nonsense\" is not valid; choose one of: firstuse, native, dummy"),
-            ("auth.typ", "native", "unknown key \"auth.typ\"; did you mean \"auth.type\"?"),
+            (
+                "auth.type",
+                "nonsense",
+                "auth.type: \"nonsense\" is not valid; choose one of: firstuse, native, dummy",
+            ),
+            (
+                "auth.typ",
+                "native",
+                "unknown key \"auth.typ\"; did you mean \"auth.type\"?",
+            ),
             ("http.port", "0", "http.port: 0 is not a port"),
-            ("limits.memory", "lots", "limits.memory: invalid size \"lots\""),
-            ("auth.firstuse.create_users", "yes", "auth.firstuse.create_users: expected a boolean, found string \"yes\""),
-            ("users.admin", "alice", "users.admin: a list; change it with"),
+            (
+                "limits.memory",
+                "lots",
+                "limits.memory: invalid size \"lots\"",
+            ),
+            (
+                "auth.firstuse.create_users",
+                "yes",
+                "auth.firstuse.create_users: expected a boolean, found string \"yes\"",
+            ),
+            (
+                "users.admin",
+                "alice",
+                "users.admin: a list; change it with",
+            ),
             ("auth", "x", "auth: a section"),
         ] {
             let err = set_key(&path, key, value).unwrap_err().to_string();
-            assert!(err.starts_with(want), "set {key} {value}:\n got  {err}\n want {want}");
-            assert_eq!(fs::read(&path).unwrap(), before, "file changed by set {key} {value}");
+            assert!(
+                err.starts_with(want),
+                "set {key} {value}:\n got  {err}\n want {want}"
+            );
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                before,
+                "file changed by set {key} {value}"
+            );
         }
-        let err = add_item_key(&path, "users.admin", "Bad Name").unwrap_err().to_string();
+        let err = add_item_key(&path, "users.admin", "Bad Name")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a valid user name"), "{err}");
         assert_eq!(fs::read(&path).unwrap(), before);
 
@@ -763,7 +883,10 @@ mod tests {
 
         // Unset goes back to the default.
         let change = unset_key(&path, "auth.type").unwrap();
-        assert_eq!((change.before.as_deref(), change.after.as_deref()), (Some("native"), Some("firstuse")));
+        assert_eq!(
+            (change.before.as_deref(), change.after.as_deref()),
+            (Some("native"), Some("firstuse"))
+        );
         let change = set_key(&path, "limits.memory", "none").unwrap();
         assert_eq!((change.before.as_deref(), change.after), (Some("2G"), None));
         assert_eq!(fs::read_to_string(&path).unwrap(), "");
@@ -785,13 +908,20 @@ mod tests {
     fn apply_edit_keeps_comments_and_reports_old_mistakes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
-        fs::write(&path, "# my hub\n[users]\nbanned = [\"eve\"]\n\n[auth]\ntyp = \"native\"\n").unwrap();
+        fs::write(
+            &path,
+            "# my hub\n[users]\nbanned = [\"eve\"]\n\n[auth]\ntyp = \"native\"\n",
+        )
+        .unwrap();
         let before = fs::read(&path).unwrap();
         // The file already has an unknown key: say where.
         let err = set_key(&path, "http.port", "80").unwrap_err().to_string();
         assert_eq!(
             err,
-            format!("{}:6: unknown key \"auth.typ\"; did you mean \"auth.type\"?", path.display())
+            format!(
+                "{}:6: unknown key \"auth.typ\"; did you mean \"auth.type\"?",
+                path.display()
+            )
         );
         assert_eq!(fs::read(&path).unwrap(), before);
         // Removing the bad key is allowed (it is the fix); unknown keys not in the file are not.
@@ -799,7 +929,10 @@ mod tests {
         assert_eq!(err, "unknown key \"auth.tpe\"; did you mean \"auth.type\"?");
         let change = unset_key(&path, "auth.typ").unwrap();
         assert!(change.written);
-        assert_eq!(fs::read_to_string(&path).unwrap(), "# my hub\n[users]\nbanned = [\"eve\"]\n");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "# my hub\n[users]\nbanned = [\"eve\"]\n"
+        );
         // The alias is edited in place rather than adding a second spelling.
         add_item_key(&path, "users.blocked", "mallory").unwrap();
         assert_eq!(
@@ -816,7 +949,10 @@ mod tests {
         fs::write(&real, "").unwrap();
         std::os::unix::fs::symlink(&real, &link).unwrap();
         set_key(&link, "http.port", "9000").unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read_to_string(&real).unwrap(), "[http]\nport = 9000\n");
     }
 }

@@ -98,11 +98,19 @@ pub enum ConfigError {
 
     /// A key that Orrery does not know, with the nearest known key if one is close.
     #[error("{}unknown key {key:?}{}", loc.prefix(), did_you_mean(suggestion))]
-    UnknownKey { loc: Location, key: String, suggestion: Option<String> },
+    UnknownKey {
+        loc: Location,
+        key: String,
+        suggestion: Option<String>,
+    },
 
     /// A known key with a value of the wrong type or meaning.
     #[error("{}{key}: {message}", loc.prefix())]
-    Invalid { loc: Location, key: String, message: String },
+    Invalid {
+        loc: Location,
+        key: String,
+        message: String,
+    },
 }
 
 fn did_you_mean(suggestion: &Option<String>) -> String {
@@ -125,11 +133,19 @@ fn describe_io(err: &io::Error) -> String {
 impl ConfigError {
     /// An error about the value of `key` (no location yet).
     pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid { loc: Location::default(), key: key.into(), message: message.into() }
+        ConfigError::Invalid {
+            loc: Location::default(),
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
-        ConfigError::Io { action, path: path.to_path_buf(), source }
+        ConfigError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     /// The key the error is about, if it is about one.
@@ -259,7 +275,11 @@ pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
     }
     let default = Path::new(DEFAULT_CONFIG_PATH);
     // `exists()` is false also when /etc/orrery cannot be searched; reading will say so then.
-    if default.exists() || default.parent().is_some_and(|dir| dir.exists() && !can_search(dir)) {
+    if default.exists()
+        || default
+            .parent()
+            .is_some_and(|dir| dir.exists() && !can_search(dir))
+    {
         Some(default.to_path_buf())
     } else {
         None
@@ -282,16 +302,24 @@ pub fn discover(explicit: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
     match resolve_path(explicit) {
         Some(path) => {
             let config = load_file(&path)?;
-            Ok(LoadedConfig { config, source: ConfigSource::File(path) })
+            Ok(LoadedConfig {
+                config,
+                source: ConfigSource::File(path),
+            })
         }
-        None => Ok(LoadedConfig { config: Config::default(), source: ConfigSource::Defaults }),
+        None => Ok(LoadedConfig {
+            config: Config::default(),
+            source: ConfigSource::Defaults,
+        }),
     }
 }
 
 /// Read, parse and validate one file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|err| match err.kind() {
-        io::ErrorKind::NotFound => ConfigError::NotFound { path: path.to_path_buf() },
+        io::ErrorKind::NotFound => ConfigError::NotFound {
+            path: path.to_path_buf(),
+        },
         _ => ConfigError::io("read", path, err),
     })?;
     parse_text(&text, Some(path))
@@ -335,7 +363,12 @@ fn parse_unlocated(text: &str) -> Result<Config, ConfigError> {
 }
 
 fn one_line(message: &str) -> String {
-    message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// 1-based line and column of a byte offset.
@@ -394,14 +427,18 @@ fn reword_serde_message(key: &str, message: &str, found: Option<&toml::Value>) -
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         if let Some((value, _)) = rest.split_once('`') {
             let choices = choices.unwrap_or_else(|| {
-                rest.split_once("expected ").map_or(String::new(), |(_, e)| e.replace('`', ""))
+                rest.split_once("expected ")
+                    .map_or(String::new(), |(_, e)| e.replace('`', ""))
             });
             return format!("{value:?} is not valid; choose one of: {choices}");
         }
     }
     // A choice given as something other than a string: serde's message is about enums.
     if let (Some(choices), Some(found)) = (&choices, found) {
-        return format!("expected one of: {choices} (a string), found {}", describe_value(found));
+        return format!(
+            "expected one of: {choices} (a string), found {}",
+            describe_value(found)
+        );
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {
         if let Some((serde_found, expected)) = rest.split_once(", expected ") {
@@ -428,8 +465,12 @@ fn reword_serde_message(key: &str, message: &str, found: Option<&toml::Value>) -
 
 /// Fill in the line of the key an error is about, if the key is written in `text`.
 fn locate(mut err: ConfigError, text: &str) -> ConfigError {
-    let Some(key) = err.key().map(str::to_string) else { return err };
-    let Some(offset) = key_offset(text, &key) else { return err };
+    let Some(key) = err.key().map(str::to_string) else {
+        return err;
+    };
+    let Some(offset) = key_offset(text, &key) else {
+        return err;
+    };
     if let Some(loc) = err.loc_mut() {
         loc.line = Some(line_col(text, offset).0);
     }
@@ -443,7 +484,9 @@ fn key_offset(text: &str, path: &str) -> Option<usize> {
     let mut table: &dyn toml_edit::TableLike = doc.as_table();
     let mut iter = segments.iter().peekable();
     while let Some(segment) = iter.next() {
-        let PathSegment::Key(name) = segment else { return None };
+        let PathSegment::Key(name) = segment else {
+            return None;
+        };
         let (key, item) = table.get_key_value(name)?;
         match iter.peek() {
             None => return key.span().or_else(|| item.span()).map(|s| s.start),
@@ -492,7 +535,9 @@ fn split_path(path: &str) -> Vec<PathSegment<'_>> {
             out.push(PathSegment::Key(&rest[..open]));
             rest = &rest[open..];
             while let Some(stripped) = rest.strip_prefix('[') {
-                let Some(close) = stripped.find(']') else { break };
+                let Some(close) = stripped.find(']') else {
+                    break;
+                };
                 if let Ok(index) = stripped[..close].parse() {
                     out.push(PathSegment::Index(index));
                 }
@@ -631,7 +676,9 @@ pub fn key_shape(key: &str) -> Option<&'static Shape> {
                 if let Shape::List(element) = shape.required() {
                     shape = element;
                 }
-                let Shape::Table(fields) = shape.required() else { return None };
+                let Shape::Table(fields) = shape.required() else {
+                    return None;
+                };
                 shape = &fields.iter().find(|(field, _)| *field == name)?.1;
             }
         }
@@ -660,7 +707,8 @@ pub fn nearest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> 
             best = Some((score, candidate));
         }
     }
-    best.filter(|(score, _)| *score >= 0.8).map(|(_, c)| c.to_string())
+    best.filter(|(score, _)| *score >= 0.8)
+        .map(|(_, c)| c.to_string())
 }
 
 /// The nearest known key or section to an unknown `key`, for "did you mean".
@@ -691,11 +739,14 @@ pub fn effective_value(config: &Config, key: &str) -> Result<Option<toml::Value>
     if let Some(list) = in_list_of_tables(&canonical) {
         return Err(ConfigError::invalid(
             key,
-            format!("a key of each [[{list}]] entry; show them all with `orrery config get {list}`"),
+            format!(
+                "a key of each [[{list}]] entry; show them all with `orrery config get {list}`"
+            ),
         ));
     }
-    let root = toml::Value::try_from(config)
-        .map_err(|err| ConfigError::invalid(key, format!("cannot render the configuration: {err}")))?;
+    let root = toml::Value::try_from(config).map_err(|err| {
+        ConfigError::invalid(key, format!("cannot render the configuration: {err}"))
+    })?;
     let mut value = &root;
     for part in canonical.split('.') {
         match value.get(part) {
@@ -712,7 +763,9 @@ pub fn in_list_of_tables(key: &str) -> Option<String> {
     let mut prefix = String::new();
     let parts: Vec<&str> = key.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
-        let Shape::Table(fields) = shape.required() else { return None };
+        let Shape::Table(fields) = shape.required() else {
+            return None;
+        };
         shape = &fields.iter().find(|(field, _)| field == part)?.1;
         prefix = join(&prefix, part);
         if let Shape::List(element) = shape.required() {
@@ -739,8 +792,10 @@ fn check_unknown_keys(root: &toml::Table) -> Result<(), ConfigError> {
             let lookup_name = lookup.rsplit('.').next().unwrap_or(&lookup);
             let here = join(path, name);
             let Some((_, shape)) = fields.iter().find(|(field, _)| *field == lookup_name) else {
-                let siblings: Vec<String> =
-                    fields.iter().map(|(field, _)| join(canonical_prefix, field)).collect();
+                let siblings: Vec<String> = fields
+                    .iter()
+                    .map(|(field, _)| join(canonical_prefix, field))
+                    .collect();
                 let suggestion = nearest(&canonical, siblings.iter().map(String::as_str))
                     .or_else(|| suggest_key(&canonical))
                     .map(|s| rebase(&s, canonical_prefix, path));
@@ -827,10 +882,16 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         );
     }
     if base_url.contains(char::is_whitespace) || base_url.contains("//") {
-        return err("base_url", format!("{base_url:?} must be a plain path such as \"/jupyter/\""));
+        return err(
+            "base_url",
+            format!("{base_url:?} must be a plain path such as \"/jupyter/\""),
+        );
     }
 
-    for (key, address) in [("http.address", &config.http.address), ("internal.address", &config.internal.address)] {
+    for (key, address) in [
+        ("http.address", &config.http.address),
+        ("internal.address", &config.internal.address),
+    ] {
         if !address.is_empty() && address.parse::<std::net::IpAddr>().is_err() {
             return err(
                 key,
@@ -842,12 +903,17 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         }
     }
     if config.http.port == 0 {
-        return err("http.port", "0 is not a port to listen on; use e.g. 80 or 8000".into());
+        return err(
+            "http.port",
+            "0 is not a port to listen on; use e.g. 80 or 8000".into(),
+        );
     }
     let https = &config.https;
     if https.enabled {
-        for (key, value) in [("https.tls.cert", &https.tls.cert), ("https.tls.key", &https.tls.key)]
-        {
+        for (key, value) in [
+            ("https.tls.cert", &https.tls.cert),
+            ("https.tls.key", &https.tls.key),
+        ] {
             if value.as_ref().map_or(true, |p| p.as_os_str().is_empty()) {
                 return err(
                     key,
@@ -858,21 +924,29 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             }
         }
         if https.port == 0 {
-            return err("https.port", "0 is not a port to listen on; use e.g. 443".into());
+            return err(
+                "https.port",
+                "0 is not a port to listen on; use e.g. 443".into(),
+            );
         }
         if https.port == config.http.port {
             return err(
                 "https.port",
-                format!("{} is also http.port; HTTP and HTTPS need different ports", https.port),
+                format!(
+                    "{} is also http.port; HTTP and HTTPS need different ports",
+                    https.port
+                ),
             );
         }
     }
 
     let users = &config.users;
     let mut admins = Vec::new();
-    for (key, names) in
-        [("users.admin", &users.admin), ("users.allowed", &users.allowed), ("users.blocked", &users.blocked)]
-    {
+    for (key, names) in [
+        ("users.admin", &users.admin),
+        ("users.allowed", &users.allowed),
+        ("users.blocked", &users.blocked),
+    ] {
         for name in names {
             let name = normalize_user(key, name)?;
             if key == "users.admin" {
@@ -891,7 +965,10 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         let at = |field: &str| format!("services[{i}].{field}");
         let name = &service.name;
         if name.is_empty() {
-            return err(&at("name"), "every [[services]] entry needs a name, e.g. name = \"idle-culler\"".into());
+            return err(
+                &at("name"),
+                "every [[services]] entry needs a name, e.g. name = \"idle-culler\"".into(),
+            );
         }
         if username::normalize(name).ok().as_deref() != Some(name.as_str()) {
             return err(
@@ -903,7 +980,10 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             );
         }
         if let Some(first) = seen.iter().position(|n| *n == name) {
-            return err(&at("name"), format!("{name:?} is already the name of services[{first}]"));
+            return err(
+                &at("name"),
+                format!("{name:?} is already the name of services[{first}]"),
+            );
         }
         seen.push(name);
         if service.api_token.trim().chars().count() < MIN_TOKEN_LEN {
@@ -916,13 +996,17 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             );
         }
         if let Some(pos) = service.scopes.iter().position(|s| s.trim().is_empty()) {
-            return err(&format!("services[{i}].scopes[{pos}]"), "a scope must not be empty".into());
+            return err(
+                &format!("services[{i}].scopes[{pos}]"),
+                "a scope must not be empty".into(),
+            );
         }
         if let Some(uri) = &service.oauth_redirect_uri {
             if uri.trim().is_empty() {
                 return err(
                     &at("oauth_redirect_uri"),
-                    "must not be empty; leave the key out if the service does not log users in".into(),
+                    "must not be empty; leave the key out if the service does not log users in"
+                        .into(),
                 );
             }
         }
@@ -931,7 +1015,10 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     let cull = &config.cull;
     if cull.enabled {
         if cull.every.is_zero() {
-            return err("cull.every", "must be more than 0s when cull.enabled is true, e.g. \"1m\"".into());
+            return err(
+                "cull.every",
+                "must be more than 0s when cull.enabled is true, e.g. \"1m\"".into(),
+            );
         }
         if cull.timeout.is_zero() {
             return err(
@@ -940,7 +1027,10 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             );
         }
         if cull.concurrency == 0 {
-            return err("cull.concurrency", "must be at least 1 when cull.enabled is true".into());
+            return err(
+                "cull.concurrency",
+                "must be at least 1 when cull.enabled is true".into(),
+            );
         }
     }
 
@@ -948,12 +1038,17 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         if !(cpu.is_finite() && cpu > 0.0) {
             return err(
                 "limits.cpu",
-                format!("{cpu} is not a number of cores; use e.g. 0.5 or 2, or unset it for no limit"),
+                format!(
+                    "{cpu} is not a number of cores; use e.g. 0.5 or 2, or unset it for no limit"
+                ),
             );
         }
     }
     if config.limits.memory.is_some_and(|m| m.bytes() == 0) {
-        return err("limits.memory", "0 leaves no memory at all; use e.g. \"2G\", or unset it for no limit".into());
+        return err(
+            "limits.memory",
+            "0 leaves no memory at all; use e.g. \"2G\", or unset it for no limit".into(),
+        );
     }
 
     if config.spawner.concurrent_spawn_limit == 0 {
@@ -1000,7 +1095,10 @@ mod probe {
 
     pub fn shape_of<'de, T: Deserialize<'de>>() -> Result<Shape, ProbeError> {
         let mut shape = Shape::Leaf(LeafKind::Other);
-        T::deserialize(Probe { path: String::new(), out: &mut shape })?;
+        T::deserialize(Probe {
+            path: String::new(),
+            out: &mut shape,
+        })?;
         Ok(shape)
     }
 
@@ -1053,7 +1151,10 @@ mod probe {
 
         fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ProbeError> {
             let mut inner = Shape::Leaf(LeafKind::Other);
-            let value = visitor.visit_some(Probe { path: self.path, out: &mut inner })?;
+            let value = visitor.visit_some(Probe {
+                path: self.path,
+                out: &mut inner,
+            })?;
             *self.out = Shape::Optional(Box::new(inner));
             Ok(value)
         }
@@ -1077,8 +1178,11 @@ mod probe {
 
         fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ProbeError> {
             let mut element = Shape::Leaf(LeafKind::Other);
-            let value =
-                visitor.visit_seq(OneElement { path: self.path, out: &mut element, done: false })?;
+            let value = visitor.visit_seq(OneElement {
+                path: self.path,
+                out: &mut element,
+                done: false,
+            })?;
             *self.out = Shape::List(Box::new(element));
             Ok(value)
         }
@@ -1102,9 +1206,10 @@ mod probe {
 
         fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ProbeError> {
             self.leaf(LeafKind::Other);
-            visitor.visit_map(de::value::MapDeserializer::new(
-                std::iter::empty::<(&str, &str)>(),
-            ))
+            visitor.visit_map(de::value::MapDeserializer::new(std::iter::empty::<(
+                &str,
+                &str,
+            )>()))
         }
 
         fn deserialize_struct<V: Visitor<'de>>(
@@ -1117,9 +1222,18 @@ mod probe {
             let fields: Vec<&'static str> = fields
                 .iter()
                 .copied()
-                .filter(|f| !KEY_ALIASES.iter().any(|(alias, _)| *alias == join(&self.path, f)))
+                .filter(|f| {
+                    !KEY_ALIASES
+                        .iter()
+                        .any(|(alias, _)| *alias == join(&self.path, f))
+                })
                 .collect();
-            let mut access = StructFields { path: self.path, fields, next: 0, shapes: Vec::new() };
+            let mut access = StructFields {
+                path: self.path,
+                fields,
+                next: 0,
+                shapes: Vec::new(),
+            };
             let value = visitor.visit_map(&mut access)?;
             *self.out = Shape::Table(access.shapes);
             Ok(value)
@@ -1131,7 +1245,10 @@ mod probe {
             variants: &'static [&'static str],
             visitor: V,
         ) -> Result<V::Value, ProbeError> {
-            let first = variants.first().copied().ok_or_else(|| ProbeError("empty enum".into()))?;
+            let first = variants
+                .first()
+                .copied()
+                .ok_or_else(|| ProbeError("empty enum".into()))?;
             self.leaf(LeafKind::Choice(variants));
             visitor.visit_enum(first.into_deserializer())
         }
@@ -1151,7 +1268,9 @@ mod probe {
             &mut self,
             seed: K,
         ) -> Result<Option<K::Value>, ProbeError> {
-            let Some(field) = self.fields.get(self.next).copied() else { return Ok(None) };
+            let Some(field) = self.fields.get(self.next).copied() else {
+                return Ok(None);
+            };
             self.next += 1;
             self.shapes.push((field, Shape::Leaf(LeafKind::Other)));
             seed.deserialize(field.into_deserializer()).map(Some)
@@ -1162,9 +1281,14 @@ mod probe {
             seed: V,
         ) -> Result<V::Value, ProbeError> {
             let path = self.path.clone();
-            let (field, out) =
-                self.shapes.last_mut().ok_or_else(|| ProbeError("value before key".into()))?;
-            seed.deserialize(Probe { path: join(&path, field), out })
+            let (field, out) = self
+                .shapes
+                .last_mut()
+                .ok_or_else(|| ProbeError("value before key".into()))?;
+            seed.deserialize(Probe {
+                path: join(&path, field),
+                out,
+            })
         }
     }
 
@@ -1185,7 +1309,11 @@ mod probe {
                 return Ok(None);
             }
             self.done = true;
-            seed.deserialize(Probe { path: self.path.clone(), out: &mut *self.out }).map(Some)
+            seed.deserialize(Probe {
+                path: self.path.clone(),
+                out: &mut *self.out,
+            })
+            .map(Some)
         }
     }
 }
@@ -1214,17 +1342,33 @@ mod tests {
     #[test]
     fn schema_is_derivable() {
         let shape = probe::shape_of::<Config>().expect("probe");
-        let Shape::Table(fields) = &shape else { panic!("not a table: {shape:?}") };
+        let Shape::Table(fields) = &shape else {
+            panic!("not a table: {shape:?}")
+        };
         assert_eq!(fields[0].0, "base_url");
         assert_eq!(
             key_shape("auth.type"),
-            Some(&Shape::Leaf(LeafKind::Choice(&["firstuse", "native", "dummy"])))
+            Some(&Shape::Leaf(LeafKind::Choice(&[
+                "firstuse", "native", "dummy"
+            ])))
         );
-        assert_eq!(key_shape("limits.memory").map(Shape::required), Some(&Shape::Leaf(LeafKind::NumberOrString)));
-        assert_eq!(key_shape("limits.cpu").map(Shape::required), Some(&Shape::Leaf(LeafKind::Float)));
-        assert_eq!(key_shape("https.tls.cert").map(Shape::required), Some(&Shape::Leaf(LeafKind::String)));
+        assert_eq!(
+            key_shape("limits.memory").map(Shape::required),
+            Some(&Shape::Leaf(LeafKind::NumberOrString))
+        );
+        assert_eq!(
+            key_shape("limits.cpu").map(Shape::required),
+            Some(&Shape::Leaf(LeafKind::Float))
+        );
+        assert_eq!(
+            key_shape("https.tls.cert").map(Shape::required),
+            Some(&Shape::Leaf(LeafKind::String))
+        );
         assert_eq!(key_shape("users.banned"), key_shape("users.blocked"));
-        assert_eq!(key_shape("services[3].api_token"), key_shape("services.api_token"));
+        assert_eq!(
+            key_shape("services[3].api_token"),
+            key_shape("services.api_token")
+        );
         assert!(key_shape("auth.typ").is_none());
     }
 
@@ -1276,18 +1420,26 @@ mod tests {
         known.sort();
         let missing: Vec<_> = known.iter().filter(|k| !documented.contains(k)).collect();
         let extra: Vec<_> = documented.iter().filter(|k| !known.contains(k)).collect();
-        assert!(missing.is_empty(), "keys not documented in config/orrery.example.toml: {missing:?}");
-        assert!(extra.is_empty(), "documented keys that do not exist: {extra:?}");
+        assert!(
+            missing.is_empty(),
+            "keys not documented in config/orrery.example.toml: {missing:?}"
+        );
+        assert!(
+            extra.is_empty(),
+            "documented keys that do not exist: {extra:?}"
+        );
     }
 
     /// Turn `# key = value` and `# [[services]]` lines into real TOML.
     fn uncomment_examples(text: &str) -> String {
         text.lines()
             .map(|line| {
-                let Some(rest) = line.strip_prefix("# ") else { return line.to_string() };
-                let is_key = rest
-                    .split_once(" = ")
-                    .is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+                let Some(rest) = line.strip_prefix("# ") else {
+                    return line.to_string();
+                };
+                let is_key = rest.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                });
                 if is_key || rest.starts_with("[[") {
                     rest.to_string()
                 } else {
@@ -1305,7 +1457,9 @@ mod tests {
                     collect_leaves(&join(prefix, k), v, out);
                 }
             }
-            toml::Value::Array(items) if items.iter().all(|i| i.is_table()) && !items.is_empty() => {
+            toml::Value::Array(items)
+                if items.iter().all(|i| i.is_table()) && !items.is_empty() =>
+            {
                 for item in items {
                     collect_leaves(prefix, item, out);
                 }
@@ -1372,7 +1526,10 @@ mod tests {
             err_of("[[services]]\nnme = \"x\"\n"),
             "line 2: unknown key \"services[0].nme\"; did you mean \"services[0].name\"?"
         );
-        assert_eq!(err_of("[auht]\ntype = \"native\"\n"), "line 1: unknown key \"auht\"; did you mean \"auth\"?");
+        assert_eq!(
+            err_of("[auht]\ntype = \"native\"\n"),
+            "line 1: unknown key \"auht\"; did you mean \"auth\"?"
+        );
         assert_eq!(err_of("zzzzzz = 1\n"), "line 1: unknown key \"zzzzzz\"");
         assert_eq!(
             err_of("auth.firstuse.create_user = true\n"),
@@ -1407,13 +1564,17 @@ mod tests {
             err_of("[users]\nadmin = [\"a\", 3]\n"),
             "line 2: users.admin[1]: expected a string, found integer 3"
         );
-        assert!(err_of("[limits]\nmemory = \"lots\"\n").starts_with("line 2: limits.memory: invalid size \"lots\""));
+        assert!(err_of("[limits]\nmemory = \"lots\"\n")
+            .starts_with("line 2: limits.memory: invalid size \"lots\""));
     }
 
     #[test]
     fn syntax_errors_have_line_and_column() {
         let msg = err_of("[auth]\ntype = \n");
-        assert!(msg.starts_with("line 2, column 8: TOML syntax error: "), "{msg}");
+        assert!(
+            msg.starts_with("line 2, column 8: TOML syntax error: "),
+            "{msg}"
+        );
         assert!(!msg.contains('\n'), "{msg}");
     }
 
@@ -1479,8 +1640,15 @@ mod tests {
             ),
         ];
         for (text, want) in cases {
-            let got = parse_str(text).map(|_| ()).unwrap_err().without_location().to_string();
-            assert!(got.starts_with(want), "for {text:?}:\n got  {got}\n want {want}...");
+            let got = parse_str(text)
+                .map(|_| ())
+                .unwrap_err()
+                .without_location()
+                .to_string();
+            assert!(
+                got.starts_with(want),
+                "for {text:?}:\n got  {got}\n want {want}..."
+            );
         }
         // Culling off: its durations are not checked.
         parse_str("[cull]\nenabled = false\nevery = 0").unwrap();
@@ -1488,14 +1656,21 @@ mod tests {
         let mut config = Config::default();
         config.users.admin.push("Alice".into());
         validate(&config).unwrap();
-        config.services.push(Service { name: "ok".into(), api_token: "x".repeat(16), ..Default::default() });
+        config.services.push(Service {
+            name: "ok".into(),
+            api_token: "x".repeat(16),
+            ..Default::default()
+        });
         validate(&config).unwrap();
     }
 
     #[test]
     fn semantic_errors_point_at_the_line_when_written() {
         let msg = err_of("# c\n[cull]\nenabled = true\nevery = \"0s\"\n");
-        assert_eq!(msg, "line 4: cull.every: must be more than 0s when cull.enabled is true, e.g. \"1m\"");
+        assert_eq!(
+            msg,
+            "line 4: cull.every: must be more than 0s when cull.enabled is true, e.g. \"1m\""
+        );
         // https.tls.cert is not in the file: no line.
         let msg = err_of("[https]\nenabled = true\n");
         assert!(msg.starts_with("https.tls.cert: "), "{msg}");
@@ -1519,31 +1694,59 @@ mod tests {
     #[test]
     fn effective_values() {
         let config = parse_str("[limits]\nmemory = \"2048M\"\n").unwrap();
-        assert_eq!(effective_value(&config, "limits.memory").unwrap(), Some(toml::Value::from("2G")));
+        assert_eq!(
+            effective_value(&config, "limits.memory").unwrap(),
+            Some(toml::Value::from("2G"))
+        );
         assert_eq!(effective_value(&config, "limits.cpu").unwrap(), None);
-        assert_eq!(effective_value(&config, "auth.type").unwrap(), Some(toml::Value::from("firstuse")));
-        assert_eq!(effective_value(&config, "cull.timeout").unwrap(), Some(toml::Value::from("10m")));
-        assert_eq!(effective_value(&config, "http.port").unwrap(), Some(toml::Value::from(8000)));
-        assert!(effective_value(&config, "auth").unwrap().is_some_and(|v| v.is_table()));
-        assert!(effective_value(&config, "users.banned").unwrap().is_some_and(|v| v.is_array()));
+        assert_eq!(
+            effective_value(&config, "auth.type").unwrap(),
+            Some(toml::Value::from("firstuse"))
+        );
+        assert_eq!(
+            effective_value(&config, "cull.timeout").unwrap(),
+            Some(toml::Value::from("10m"))
+        );
+        assert_eq!(
+            effective_value(&config, "http.port").unwrap(),
+            Some(toml::Value::from(8000))
+        );
+        assert!(effective_value(&config, "auth")
+            .unwrap()
+            .is_some_and(|v| v.is_table()));
+        assert!(effective_value(&config, "users.banned")
+            .unwrap()
+            .is_some_and(|v| v.is_array()));
         assert!(effective_value(&config, "services.name").is_err());
         assert!(effective_value(&config, "auth.typ").is_err());
     }
 
     #[test]
     fn state_path_rules() {
-        let loaded = LoadedConfig { config: Config::default(), source: ConfigSource::Defaults };
+        let loaded = LoadedConfig {
+            config: Config::default(),
+            source: ConfigSource::Defaults,
+        };
         assert!(loaded.state_path().is_absolute());
         assert!(loaded.state_path().ends_with(DEV_STATE_PATH));
         let file = ConfigSource::File(PathBuf::from("/etc/orrery/config.toml"));
-        let loaded = LoadedConfig { config: Config::default(), source: file.clone() };
+        let loaded = LoadedConfig {
+            config: Config::default(),
+            source: file.clone(),
+        };
         assert_eq!(loaded.state_path(), PathBuf::from(DEFAULT_STATE_PATH));
         let mut config = Config::default();
         config.state.path = PathBuf::from("/srv/state");
-        let loaded = LoadedConfig { config: config.clone(), source: file.clone() };
+        let loaded = LoadedConfig {
+            config: config.clone(),
+            source: file.clone(),
+        };
         assert_eq!(loaded.state_path(), PathBuf::from("/srv/state"));
         config.state.path = PathBuf::from("state");
-        let loaded = LoadedConfig { config, source: file };
+        let loaded = LoadedConfig {
+            config,
+            source: file,
+        };
         assert_eq!(loaded.state_path(), PathBuf::from("/etc/orrery/state"));
     }
 
@@ -1551,8 +1754,15 @@ mod tests {
     fn split_paths() {
         assert_eq!(
             split_path("services[0].name"),
-            vec![PathSegment::Key("services"), PathSegment::Index(0), PathSegment::Key("name")]
+            vec![
+                PathSegment::Key("services"),
+                PathSegment::Index(0),
+                PathSegment::Key("name")
+            ]
         );
-        assert_eq!(split_path("a.b"), vec![PathSegment::Key("a"), PathSegment::Key("b")]);
+        assert_eq!(
+            split_path("a.b"),
+            vec![PathSegment::Key("a"), PathSegment::Key("b")]
+        );
     }
 }

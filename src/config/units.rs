@@ -103,12 +103,16 @@ impl FromStr for Duration {
         let mut rest = text;
         let mut total: u128 = 0;
         while !rest.is_empty() {
-            let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+            let num_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(bad)?;
             if num_len == 0 {
                 return Err(bad());
             }
             let (number, after) = rest.split_at(num_len);
-            let unit_len = after.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(after.len());
+            let unit_len = after
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(after.len());
             let (unit, after) = after.split_at(unit_len);
             let scale = DURATION_UNITS
                 .iter()
@@ -234,7 +238,9 @@ impl FromStr for Size {
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
         let bad = || UnitError::Size(raw.to_string());
         let text = raw.trim();
-        let num_len = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+        let num_len = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
         if num_len == 0 {
             return Err(bad());
         }
@@ -298,7 +304,9 @@ impl<'de> Deserialize<'de> for Size {
             }
 
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v).map(Size).map_err(|_| E::custom(format!("size {v} is negative")))
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom(format!("size {v} is negative")))
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
@@ -321,12 +329,17 @@ fn parse_decimal_scaled(number: &str, scale: u128) -> Option<u128> {
     if int_part.is_empty() && frac_part.is_empty() {
         return None;
     }
-    if !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    if !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
     {
         return None;
     }
     // Leading zeros are harmless; too many digits simply overflow below.
-    let int_value: u128 = if int_part.is_empty() { 0 } else { int_part.parse().ok()? };
+    let int_value: u128 = if int_part.is_empty() {
+        0
+    } else {
+        int_part.parse().ok()?
+    };
     let mut total = int_value.checked_mul(scale)?;
     if !frac_part.is_empty() {
         let digits = frac_part.len().min(30) as u32;
@@ -373,7 +386,7 @@ mod tests {
             "invalid duration \"10x\": use a number of seconds or a number with s, m, h or d, \
              e.g. \"10m\" or \"1h30m\""
         );
-        assert!(matches!("99999999999999999999d".parse::<Duration>(), Err(_)));
+        assert!("99999999999999999999d".parse::<Duration>().is_err());
     }
 
     #[test]
@@ -415,7 +428,13 @@ mod tests {
     #[test]
     fn serde_accepts_numbers_and_strings() {
         let h: Holder = toml::from_str("d = 600\ns = 1024").unwrap();
-        assert_eq!(h, Holder { d: Duration::from_secs(600), s: Size::from_bytes(1024) });
+        assert_eq!(
+            h,
+            Holder {
+                d: Duration::from_secs(600),
+                s: Size::from_bytes(1024)
+            }
+        );
         let h: Holder = toml::from_str("d = \"1h\"\ns = \"2G\"").unwrap();
         assert_eq!(h.d, Duration::from_secs(3600));
         assert_eq!(h.s.bytes(), 2 << 30);
@@ -429,7 +448,9 @@ mod tests {
     }
 
     fn size(s: &str) -> u64 {
-        s.parse::<Size>().unwrap_or_else(|e| panic!("{s:?}: {e}")).bytes()
+        s.parse::<Size>()
+            .unwrap_or_else(|e| panic!("{s:?}: {e}"))
+            .bytes()
     }
 
     #[test]
@@ -457,8 +478,15 @@ mod tests {
             let err = bad.parse::<Size>().expect_err(bad);
             assert!(matches!(err, UnitError::Size(_)), "{bad:?}: {err}");
         }
-        assert!(matches!("100000000P".parse::<Size>(), Err(UnitError::SizeOverflow(_))));
-        assert!("2X".parse::<Size>().unwrap_err().to_string().contains("e.g. \"512M\""));
+        assert!(matches!(
+            "100000000P".parse::<Size>(),
+            Err(UnitError::SizeOverflow(_))
+        ));
+        assert!("2X"
+            .parse::<Size>()
+            .unwrap_err()
+            .to_string()
+            .contains("e.g. \"512M\""));
     }
 
     #[test]

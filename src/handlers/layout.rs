@@ -1,0 +1,178 @@
+//! The shared page frame (head, skip link, header with navigation, main landmark, footer),
+//! the response helpers every page uses (HTML, redirects, error pages, the 404 page), and the
+//! security headers set on every hub page.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use maud::{html, Markup, DOCTYPE};
+
+use super::{assets, forms, session};
+use crate::config::AuthType;
+use crate::hub::{Hub, Principal};
+
+/// `Content-Security-Policy` of every hub page: no inline script or style at all, only this
+/// origin's stylesheet and script, no framing.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                       object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Which navigation entry a page belongs to (rendered with `aria-current="page"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    None,
+    Home,
+    Token,
+    Password,
+    Admin,
+}
+
+/// A status message shown at the top of a page.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    Info(String),
+    Error(String),
+}
+
+impl Notice {
+    pub fn render(&self) -> Markup {
+        match self {
+            Notice::Info(m) => html! { div.notice.info role="status" { p { (m) } } },
+            Notice::Error(m) => html! {
+                div.notice.error role="alert" { p { strong { "Error: " } (m) } }
+            },
+        }
+    }
+}
+
+/// Render notices (none, one or several).
+pub fn notices(list: &[Notice]) -> Markup {
+    html! { @for n in list { (n.render()) } }
+}
+
+/// A whole page: `title` is both the `<title>` and the `<h1>`.
+pub fn page(hub: &Hub, who: Option<&Principal>, nav: Nav, title: &str, body: Markup) -> Markup {
+    page_with_head(hub, who, nav, title, html! {}, body)
+}
+
+/// A whole page with extra elements in `<head>` (scripts, refresh).
+pub fn page_with_head(hub: &Hub, who: Option<&Principal>, nav: Nav, title: &str, head: Markup, body: Markup) -> Markup {
+    let hp = hub.hub_prefix();
+    let user = who.and_then(|p| p.user());
+    let admin = user.is_some_and(|u| hub.is_admin(u));
+    let has_passwords = hub.config().auth.kind != AuthType::Dummy;
+    let csrf = who.map(session::csrf_token).unwrap_or_default();
+    let current = |n: Nav| if n == nav { Some("page") } else { None };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="referrer" content="same-origin";
+                title { (title) " — Orrery" }
+                link rel="stylesheet" href=(assets::style_url(hub));
+                (head)
+            }
+            body {
+                a.skip href="#main" { "Skip to main content" }
+                header.site {
+                    a.brand href=(format!("{hp}home")) { "Orrery" }
+                    @if let Some(u) = user {
+                        nav aria-label="Main" {
+                            ul {
+                                li { a href=(format!("{hp}home")) aria-current=[current(Nav::Home)] { "Home" } }
+                                li { a href=(format!("{hp}token")) aria-current=[current(Nav::Token)] { "Token" } }
+                                @if has_passwords {
+                                    li { a href=(format!("{hp}auth/change-password")) aria-current=[current(Nav::Password)] { "Change password" } }
+                                }
+                                @if admin {
+                                    li { a href=(format!("{hp}admin")) aria-current=[current(Nav::Admin)] { "Admin" } }
+                                }
+                            }
+                        }
+                        div.whoami {
+                            span { "Signed in as " strong { (u.name) } }
+                            form.inline method="post" action=(format!("{hp}logout")) {
+                                (forms::xsrf_input(&csrf))
+                                button.link type="submit" { "Log out" }
+                            }
+                        }
+                    }
+                }
+                main #main tabindex="-1" {
+                    h1 { (title) }
+                    (body)
+                }
+                footer.site {
+                    p { "Orrery " (env!("CARGO_PKG_VERSION")) ", a JupyterHub-compatible hub." }
+                }
+            }
+        }
+    }
+}
+
+/// An HTML response.
+pub fn html_response(status: StatusCode, markup: Markup) -> Response {
+    (status, Html(markup.into_string())).into_response()
+}
+
+/// A `302 Found` to `location` (a path under this origin). An unrepresentable location (it
+/// cannot happen with the paths built here) falls back to the hub's root.
+pub fn redirect(location: &str) -> Response {
+    let value = HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/"));
+    (StatusCode::FOUND, [(header::LOCATION, value)]).into_response()
+}
+
+/// A friendly error page with a way back.
+pub fn error_page(hub: &Hub, who: Option<&Principal>, status: StatusCode, title: &str, message: &str) -> Response {
+    let hp = hub.hub_prefix();
+    let body = html! {
+        p.lead { (message) }
+        p {
+            @if who.is_some() {
+                a href=(format!("{hp}home")) { "Go to your home page" }
+            } @else {
+                a href=(format!("{hp}login")) { "Go to the login page" }
+            }
+        }
+    };
+    html_response(status, page(hub, who, Nav::None, title, body))
+}
+
+/// The 404 page for any unknown path under the hub prefix.
+pub async fn not_found(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
+    let who = session::principal(&hub, &headers);
+    not_found_page(&hub, who.as_ref())
+}
+
+pub fn not_found_page(hub: &Hub, who: Option<&Principal>) -> Response {
+    error_page(hub, who, StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.")
+}
+
+/// Adds the security headers of hub pages (kept if a handler set its own).
+pub async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(CSP));
+    h.entry(header::X_FRAME_OPTIONS).or_insert(HeaderValue::from_static("DENY"));
+    h.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("same-origin"));
+    resp
+}
+
+/// Mark a response as not to be stored anywhere (pages that show tokens).
+pub fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A timestamp for people, inside a `<time>` element; "never" for None.
+pub fn time(t: Option<&DateTime<Utc>>, never: &str) -> Markup {
+    match t {
+        Some(t) => html! {
+            time datetime=(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) { (t.format("%Y-%m-%d %H:%M UTC")) }
+        },
+        None => html! { (never) },
+    }
+}

@@ -1,0 +1,190 @@
+//! Test harness: runs the real `orrery serve` binary on free loopback ports with a config and
+//! state directory of its own, and talks to it over HTTP.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// The admin service token every harness daemon declares (scopes: everything an admin has).
+pub const ADMIN_SERVICE_TOKEN: &str = "test-admin-service-token-0123456789abcdef";
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub port: u16,
+    pub internal_port: u16,
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Daemon {
+    /// Start a daemon whose config is the harness's base plus `extra` (TOML; must not repeat
+    /// the `[http]`, `[internal]` or `[state]` tables).
+    pub async fn start(extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let internal_port = free_port();
+        let config_path = dir.path().join("config.toml");
+        let config = format!(
+            "[http]\naddress = \"127.0.0.1\"\nport = {port}\n\n[internal]\nport = {internal_port}\n\n[state]\npath = \"{}\"\n\n\
+             [[services]]\nname = \"test-admin\"\napi_token = \"{ADMIN_SERVICE_TOKEN}\"\n\
+             scopes = [\"admin:users\", \"admin:servers\", \"tokens\", \"admin:groups\", \"read:hub\", \"list:users\"]\n\n{extra}\n",
+            dir.path().join("state").display()
+        );
+        std::fs::write(&config_path, config).expect("write config");
+        let mut d = Daemon {
+            child: None,
+            port,
+            internal_port,
+            url: format!("http://127.0.0.1:{port}"),
+            log_path: dir.path().join("orrery.log"),
+            dir,
+            config_path,
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+        };
+        d.spawn().await;
+        d
+    }
+
+    /// (Re)start the process on the same config and state.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_orrery"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start orrery");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/hub/api/", self.url)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("orrery exited early ({status}); log:\n{}", self.log());
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("orrery did not answer within 30 s; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Stop with SIGTERM and wait (graceful shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kill with SIGKILL (crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Call the API: (status, JSON body or Null, headers).
+    pub async fn api(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value, reqwest::header::HeaderMap) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}/hub/api{}", self.url, path));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("token {t}"));
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null), headers)
+    }
+
+    /// Create users through the admin service token.
+    pub async fn create_users(&self, names: &[&str], admin: bool) {
+        let (s, body, _) = self.api("POST", "/users", Some(ADMIN_SERVICE_TOKEN), Some(serde_json::json!({"usernames": names, "admin": admin}))).await;
+        assert_eq!(s, 201, "create users: {body}");
+    }
+
+    /// A fresh API token for `user` with its full scopes, minted with the admin service token.
+    pub async fn token_for(&self, user: &str) -> String {
+        let (s, body, _) = self.api("POST", &format!("/users/{user}/tokens"), Some(ADMIN_SERVICE_TOKEN), Some(serde_json::json!({"note": "test"}))).await;
+        assert_eq!(s, 201, "token for {user}: {body}");
+        body["token"].as_str().expect("token").to_string()
+    }
+
+    /// Run `orrery --config <this config> ARGS…` and return (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        run_cli(&self.config_path, args, stdin)
+    }
+}
+
+pub fn run_cli(config: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orrery"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run orrery");
+    if let Some(mut s) = child.stdin.take() {
+        if let Some(input) = stdin {
+            let _ = s.write_all(input.as_bytes());
+        }
+    }
+    let out = child.wait_with_output().expect("wait orrery");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
