@@ -44,6 +44,19 @@ pub fn control_token_path(state: &Path) -> PathBuf {
     state.join("control.token")
 }
 
+/// Where the running daemon says where it listens: the CLI must still find it after
+/// `config set http.port …` and before the restart that applies the new port.
+pub fn daemon_info_path(state: &Path) -> PathBuf {
+    state.join("daemon.json")
+}
+
+fn write_daemon_info(state: &Path, api: &str) -> std::io::Result<()> {
+    let tmp = state.join(".daemon.json.tmp");
+    let body = serde_json::json!({"pid": std::process::id(), "api": api});
+    std::fs::write(&tmp, body.to_string())?;
+    std::fs::rename(&tmp, daemon_info_path(state))
+}
+
 fn write_control_token(state: &Path) -> Result<String, ServeError> {
     let path = control_token_path(state);
     let token = secrets::new_token();
@@ -132,6 +145,9 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     tracing::info!("Orrery is listening on {url} ({public_local}); {how}");
     eprintln!("Orrery {} is listening on {url}\n  {how}", env!("CARGO_PKG_VERSION"));
 
+    let loopback = if public_ip.is_unspecified() { "127.0.0.1".to_string() } else if public_ip.is_ipv6() { format!("[{public_ip}]") } else { public_ip.to_string() };
+    write_daemon_info(&state_path, &format!("http://{loopback}:{}{}hub/api", public_local.port(), cfg.base_url))?;
+
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let reload_hub = hub.clone();
@@ -164,6 +180,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     a?;
     b?;
     hub.store.flush().await?;
+    let _ = std::fs::remove_file(daemon_info_path(&state_path));
     tracing::info!("state flushed; user servers keep running and will be re-adopted on the next start");
     Ok(())
 }

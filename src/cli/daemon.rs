@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::config::LoadedConfig;
-use crate::serve::control_token_path;
+use crate::serve::{control_token_path, daemon_info_path};
 
 pub struct DaemonClient {
     /// e.g. `http://127.0.0.1:8000/hub/api`
@@ -34,7 +34,12 @@ impl DaemonClient {
             a if a.contains(':') => format!("[{a}]"),
             a => a.to_string(),
         };
-        let api = format!("http://{host}:{}{}hub/api", cfg.http.port, cfg.base_url);
+        // The running daemon's own word on where it listens beats the (maybe edited) file.
+        let info = std::fs::read_to_string(daemon_info_path(&loaded.state_path())).ok();
+        let api = info
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["api"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("http://{host}:{}{}hub/api", cfg.http.port, cfg.base_url));
         let path = control_token_path(&loaded.state_path());
         let token = read_token(&path)?;
         let http = reqwest::Client::builder()

@@ -163,8 +163,49 @@ pub fn set(
         Some(Item::ArrayOfTables(_)) => Err(list_of_tables_error(key)),
         Some(Item::None) | None => {
             table.insert(last, Item::Value(value));
+            if parts.len() == 1 {
+                keep_header_comment_first(doc, last);
+            }
             Ok(None)
         }
+    }
+}
+
+/// A file's opening comment block is, to `toml_edit`, part of the first section's prefix, so a
+/// key added at the top level would be written above it. When the new key is the first
+/// top-level value, move the comment block (up to its last blank line) onto the key.
+fn keep_header_comment_first(doc: &mut DocumentMut, new_key: &str) {
+    let root = doc.as_table_mut();
+    if root.iter().filter(|(_, item)| item.is_value()).count() != 1 {
+        return;
+    }
+    let first_table = root
+        .iter_mut()
+        .filter_map(|(_, item)| match item {
+            Item::Table(t) => Some(t),
+            Item::ArrayOfTables(a) => a.iter_mut().next(),
+            _ => None,
+        })
+        .filter(|t| t.position().is_some())
+        .min_by_key(|t| t.position());
+    let Some(first_table) = first_table else {
+        return;
+    };
+    let Some(prefix) = first_table
+        .decor()
+        .prefix()
+        .and_then(|p| p.as_str())
+        .map(str::to_string)
+    else {
+        return;
+    };
+    let Some(blank) = prefix.rfind("\n\n") else {
+        return;
+    };
+    let (header, rest) = prefix.split_at(blank + 2);
+    first_table.decor_mut().set_prefix(format!("\n{rest}"));
+    if let Some(mut key) = root.key_mut(new_key) {
+        key.leaf_decor_mut().set_prefix(header);
     }
 }
 
@@ -233,6 +274,15 @@ fn same_value(a: &Value, b: &Value) -> bool {
 /// Append `value` to the list at `key`, creating the list (and sections) if needed. Returns
 /// false, changing nothing, if the list already holds the value.
 pub fn add_item(doc: &mut DocumentMut, key: &str, value: Value) -> Result<bool, ConfigError> {
+    add_item_by(doc, key, value, same_value)
+}
+
+fn add_item_by(
+    doc: &mut DocumentMut,
+    key: &str,
+    value: Value,
+    same: SameItem,
+) -> Result<bool, ConfigError> {
     let parts = split_key(key)?;
     let last = parts[parts.len() - 1];
     let table = parent_mut(doc, &parts, true)?
@@ -245,7 +295,7 @@ pub fn add_item(doc: &mut DocumentMut, key: &str, value: Value) -> Result<bool, 
             Ok(true)
         }
         Some(Item::Value(Value::Array(array))) => {
-            if array.iter().any(|v| same_value(v, &value)) {
+            if array.iter().any(|v| same(v, &value)) {
                 return Ok(false);
             }
             // In a list written one item per line, put the new item on a line of its own.
@@ -272,6 +322,15 @@ pub fn add_item(doc: &mut DocumentMut, key: &str, value: Value) -> Result<bool, 
 
 /// Remove `value` from the list at `key`; an error if it is not there.
 pub fn remove_item(doc: &mut DocumentMut, key: &str, value: &Value) -> Result<(), ConfigError> {
+    remove_item_by(doc, key, value, same_value)
+}
+
+fn remove_item_by(
+    doc: &mut DocumentMut,
+    key: &str,
+    value: &Value,
+    same: SameItem,
+) -> Result<(), ConfigError> {
     let parts = split_key(key)?;
     let last = parts[parts.len() - 1];
     let shown = value.clone().decorated("", "").to_string();
@@ -283,7 +342,7 @@ pub fn remove_item(doc: &mut DocumentMut, key: &str, value: &Value) -> Result<()
         Some(Item::Value(Value::Array(array))) => {
             let index = array
                 .iter()
-                .position(|v| same_value(v, value))
+                .position(|v| same(v, value))
                 .ok_or_else(not_there)?;
             array.remove(index);
             if array.is_empty() {
@@ -374,22 +433,21 @@ pub fn apply_edit<T>(
             message: err.message().lines().collect::<Vec<_>>().join("; "),
         }
     })?;
-    let before = parse_str(&old_text);
+    let before = parse_str(&old_text).map_err(ConfigError::without_location);
 
     let result = op(&mut doc)?;
     let new_text = doc.to_string();
     let after = match parse_str(&new_text) {
         Ok(config) => config,
         Err(new_err) => {
-            // A mistake that was already in the file: point at it there.
+            let new_err = new_err.without_location();
+            // A mistake that was already in the file, not made by this edit: point at it there.
             if let Err(old_err) = &before {
-                let same = old_err.to_string() == new_err.to_string()
-                    || (old_err.key() == new_err.key() && old_err.key().is_some());
-                if same {
+                if old_err.to_string() == new_err.to_string() {
                     return Err(load::load_file(&path).err().unwrap_or(new_err));
                 }
             }
-            return Err(new_err.without_location());
+            return Err(new_err);
         }
     };
     let written = new_text != old_text;
@@ -620,26 +678,51 @@ fn check_list(key: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// `orrery config add-item KEY VALUE`. Adding a value already present changes nothing.
-pub fn add_item_key(path: &Path, key: &str, raw: &str) -> Result<Change, ConfigError> {
+/// The lists of user names, whose items are compared (and written) normalised.
+const USER_LISTS: [&str; 3] = ["users.admin", "users.allowed", "users.blocked"];
+
+/// User names match whatever their case in the file (`Alice` is `alice`).
+fn same_user(a: &Value, b: &Value) -> bool {
+    match (a.as_str(), b.as_str()) {
+        (Some(x), Some(y)) => x.trim().to_lowercase() == y.trim().to_lowercase(),
+        _ => same_value(a, b),
+    }
+}
+
+/// How list items are compared: [`same_value`] or [`same_user`].
+type SameItem = fn(&Value, &Value) -> bool;
+
+/// The typed list item, and how to compare it with the items in the file.
+fn list_item(key: &str, raw: &str) -> Result<(Value, SameItem), ConfigError> {
     check_list(key)?;
+    if USER_LISTS.contains(&canonical_key(key).as_str()) {
+        let name = crate::username::normalize(raw).map_err(|err| {
+            ConfigError::invalid(key, format!("{raw:?} is not a valid user name: {err}"))
+        })?;
+        return Ok((Value::from(name), same_user));
+    }
     let value = parse_value_for_key(key, raw)
         .ok_or_else(|| ConfigError::invalid(key, format!("{raw:?} cannot be a list item")))?;
+    Ok((value, same_value))
+}
+
+/// `orrery config add-item KEY VALUE`. Adding a value already present changes nothing. User
+/// names are written lowercased.
+pub fn add_item_key(path: &Path, key: &str, raw: &str) -> Result<Change, ConfigError> {
+    let (value, same) = list_item(key, raw)?;
     let outcome = apply_edit(path, |doc| {
         let target = key_in_doc(doc, key);
-        add_item(doc, &target, value)
+        add_item_by(doc, &target, value, same)
     })?;
     Ok(change(key, &outcome))
 }
 
 /// `orrery config remove-item KEY VALUE`: an error if the list does not hold the value.
 pub fn remove_item_key(path: &Path, key: &str, raw: &str) -> Result<Change, ConfigError> {
-    check_list(key)?;
-    let value = parse_value_for_key(key, raw)
-        .ok_or_else(|| ConfigError::invalid(key, format!("{raw:?} cannot be a list item")))?;
+    let (value, same) = list_item(key, raw)?;
     let outcome = apply_edit(path, |doc| {
         let target = key_in_doc(doc, key);
-        remove_item(doc, &target, &value)
+        remove_item_by(doc, &target, &value, same)
     })?;
     Ok(change(key, &outcome))
 }
@@ -718,6 +801,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "http.port: a value, not a section, so it has no keys");
+    }
+
+    #[test]
+    fn top_level_keys_go_below_the_opening_comment() {
+        let mut d = doc("# My hub\n# second line\n\n# HTTP\n[http]\nport = 80\n");
+        set(&mut d, "base_url", Value::from("/j/")).unwrap();
+        assert_eq!(
+            d.to_string(),
+            "# My hub\n# second line\n\nbase_url = \"/j/\"\n\n# HTTP\n[http]\nport = 80\n"
+        );
+        // Without a blank line the comment belongs to the section and stays with it.
+        let mut d = doc("# HTTP\n[http]\nport = 80\n");
+        set(&mut d, "base_url", Value::from("/j/")).unwrap();
+        assert_eq!(
+            d.to_string(),
+            "base_url = \"/j/\"\n# HTTP\n[http]\nport = 80\n"
+        );
     }
 
     #[test]
@@ -938,6 +1038,30 @@ mod tests {
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
             "# my hub\n[users]\nbanned = [\"eve\", \"mallory\"]\n"
+        );
+    }
+
+    #[test]
+    fn concurrent_edits_are_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    add_item_key(&path, "users.allowed", &format!("user{i}"))
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        let config = load::load_file(&path).unwrap();
+        let mut names = config.users.allowed.clone();
+        names.sort();
+        assert_eq!(
+            names,
+            (0..8).map(|i| format!("user{i}")).collect::<Vec<_>>()
         );
     }
 

@@ -274,20 +274,12 @@ pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
         return Some(path);
     }
     let default = Path::new(DEFAULT_CONFIG_PATH);
-    // `exists()` is false also when /etc/orrery cannot be searched; reading will say so then.
-    if default.exists()
-        || default
-            .parent()
-            .is_some_and(|dir| dir.exists() && !can_search(dir))
-    {
-        Some(default.to_path_buf())
-    } else {
-        None
+    // Only "no such file" means defaults; a file that is there but unreadable (not root?) is
+    // returned so that reading it reports the problem instead of silently using defaults.
+    match std::fs::metadata(default) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+        _ => Some(default.to_path_buf()),
     }
-}
-
-fn can_search(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok()
 }
 
 /// The file that `orrery config set` and friends write: like [`resolve_path`], but the

@@ -77,12 +77,41 @@ impl Store {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         let db_path = dir.join(DB_DIR);
-        let db = sled::Config::new()
-            .path(&db_path)
-            .open()
-            .map_err(|source| StateError::Open { path: dir.to_path_buf(), source })?;
-        let meta = db.open_tree("meta")?;
         let path = dir.to_path_buf();
+        // sled treats a damaged database as empty and starts over, which would silently lose
+        // every user and token. So: refuse a damaged settings file up front, keep a copy of the
+        // database while opening it, and put the copy back if what opened is not our state.
+        let existed = db_path.join("db").metadata().map(|m| m.len() > 0).unwrap_or(false);
+        if existed {
+            check_sled_conf(&db_path.join("conf")).map_err(|detail| StateError::Corrupt { path: path.clone(), detail })?;
+        }
+        let backup = dir.join(format!("{DB_DIR}.pre-open"));
+        if existed {
+            let _ = std::fs::remove_dir_all(&backup);
+            copy_dir(&db_path, &backup).map_err(|source| StateError::CreateDir { path: backup.clone(), source })?;
+        }
+        let opened = Self::open_checked(&db_path, &path, existed);
+        match (&opened, existed) {
+            (Ok(_), true) => {
+                let _ = std::fs::remove_dir_all(&backup);
+            }
+            (Err(_), true) => {
+                // Put the database back exactly as it was before we touched it.
+                let _ = std::fs::remove_dir_all(&db_path);
+                let _ = std::fs::rename(&backup, &db_path);
+            }
+            _ => {}
+        }
+        opened
+    }
+
+    fn open_checked(db_path: &Path, dir: &Path, existed: bool) -> Result<Store> {
+        let path = dir.to_path_buf();
+        let db = sled::Config::new()
+            .path(db_path)
+            .open()
+            .map_err(|source| StateError::Open { path: path.clone(), source })?;
+        let meta = db.open_tree("meta")?;
         match meta.get("schema_version")? {
             Some(raw) => {
                 let found = std::str::from_utf8(&raw)
@@ -98,6 +127,12 @@ impl Store {
                 if found == 0 {
                     return Err(StateError::Corrupt { path, detail: "schema_version is 0".into() });
                 }
+            }
+            None if existed => {
+                return Err(StateError::Corrupt {
+                    path,
+                    detail: "the database has no schema_version: it is damaged or was not written by Orrery".into(),
+                });
             }
             None => {
                 // A database that has data but no version was not written by us.
@@ -154,6 +189,34 @@ impl Store {
     }
 }
 
+/// sled's settings file ends with a CRC32 of the rest; sled itself only warns on a mismatch.
+fn check_sled_conf(conf: &Path) -> std::result::Result<(), String> {
+    let bytes = std::fs::read(conf).map_err(|e| format!("cannot read {}: {e}", conf.display()))?;
+    if bytes.len() <= 8 {
+        return Err(format!("{} is empty or truncated", conf.display()));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let expected = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32fast::hash(body) != expected {
+        return Err(format!("{} fails its checksum", conf.display()));
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising our own plain structs to JSON cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
@@ -179,6 +242,7 @@ fn all<T: DeserializeOwned>(tree: &sled::Tree, kind: &'static str) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::UserRecord;
 
     #[test]
     fn future_schema_is_refused() {
@@ -202,6 +266,30 @@ mod tests {
             store.db.flush().unwrap();
         }
         assert!(matches!(Store::open(dir.path()), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn damaged_database_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_user(&UserRecord::new("alice")).unwrap();
+            store.db.flush().unwrap();
+        }
+        // Damage the settings file: refused before sled touches anything.
+        let conf = dir.path().join(DB_DIR).join("conf");
+        let good_conf = std::fs::read(&conf).unwrap();
+        std::fs::write(&conf, b"garbage garbage garbage").unwrap();
+        assert!(matches!(Store::open(dir.path()), Err(StateError::Corrupt { .. })));
+        assert_eq!(std::fs::read(&conf).unwrap(), b"garbage garbage garbage");
+        // Replace the database with noise: sled would start empty; we refuse and restore.
+        std::fs::write(&conf, &good_conf).unwrap();
+        let db = dir.path().join(DB_DIR).join("db");
+        let noise: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        std::fs::write(&db, &noise).unwrap();
+        let err = Store::open(dir.path()).err().expect("must refuse");
+        assert!(err.to_string().contains("damaged"), "{err}");
+        assert_eq!(std::fs::read(&db).unwrap(), noise, "the damaged file is kept for recovery");
     }
 
     #[test]

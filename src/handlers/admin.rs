@@ -1,0 +1,435 @@
+//! The admin page (`<hub>/admin`, admins only): every user with their admin flag, server state
+//! and last activity; per-user start, stop, make/remove admin and delete (confirmed on a second
+//! page); and a form to add users. Admins cannot demote or delete themselves.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use maud::html;
+
+use super::forms::{self, Fields};
+use super::home::{self, Begun, ServerState};
+use super::layout::{self, Nav, Notice};
+use super::session::{self, LoggedIn};
+use crate::hub::{Hub, Principal};
+use crate::spawn::{self, StopError};
+use crate::state::UserRecord;
+use crate::username;
+
+/// Most names one submission of the add-users form may carry.
+const MAX_NEW_USERS: usize = 500;
+
+fn forbidden(hub: &Hub, p: &Principal) -> Response {
+    layout::error_page(hub, Some(p), StatusCode::FORBIDDEN, "Forbidden", "Only administrators can use the admin page.")
+}
+
+/// The admin behind a page request, or the 403 page.
+fn require_admin(hub: &Hub, p: &Principal) -> Result<UserRecord, Response> {
+    let user = forms::page_user(hub, p)?;
+    if hub.is_admin(&user) {
+        Ok(user)
+    } else {
+        Err(forbidden(hub, p))
+    }
+}
+
+/// The admin behind a form submission (session, CSRF, admin), or the response to send.
+fn require_admin_form(hub: &Hub, headers: &HeaderMap, f: &Fields) -> Result<(Principal, UserRecord), Response> {
+    let (p, user) = forms::form_user(hub, headers, f)?;
+    if !hub.is_admin(&user) {
+        return Err(forbidden(hub, &p));
+    }
+    Ok((p, user))
+}
+
+/// The user an action names, or the 404 page.
+fn target(hub: &Hub, p: &Principal, name: &str) -> Result<UserRecord, Response> {
+    username::normalize(name)
+        .ok()
+        .and_then(|n| hub.store.user(&n).ok().flatten())
+        .ok_or_else(|| layout::error_page(hub, Some(p), StatusCode::NOT_FOUND, "No such user", "That user does not exist (any more)."))
+}
+
+fn admin_url(hub: &Hub) -> String {
+    format!("{}admin", hub.hub_prefix())
+}
+
+fn done(hub: &Hub, what: &str, user: &str) -> Response {
+    layout::redirect(&format!("{}?done={what}&user={}", admin_url(hub), urlencoding::encode(user)))
+}
+
+/// `GET <hub>/admin`.
+pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, RawQuery(query): RawQuery) -> Response {
+    let me = match require_admin(&hub, &p) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let q = Fields::query(query.as_deref());
+    // Only fixed messages, naming a user only when the name is valid: nothing is reflected.
+    let who = username::normalize(q.get("user")).unwrap_or_default();
+    let n: usize = q.get("n").parse().unwrap_or(0);
+    let existing: usize = q.get("existing").parse().unwrap_or(0);
+    let notice = match q.get("done") {
+        "started" => Some(format!("{who}'s server has started.")),
+        "pending" => Some(format!("{who}'s server is starting.")),
+        "stopped" => Some(format!("{who}'s server has been stopped.")),
+        "promoted" => Some(format!("{who} is now an admin.")),
+        "demoted" => Some(format!("{who} is no longer an admin.")),
+        "deleted" => Some(format!("User {who} has been deleted.")),
+        "created" if existing > 0 => Some(format!("Added {n} user(s); {existing} already existed.")),
+        "created" => Some(format!("Added {n} user(s).")),
+        _ => None,
+    };
+    let notices: Vec<Notice> = notice.into_iter().map(Notice::Info).collect();
+    render(&hub, &p, &me, StatusCode::OK, notices, "", false)
+}
+
+fn render(
+    hub: &Hub,
+    p: &Principal,
+    me: &UserRecord,
+    status: StatusCode,
+    notices: Vec<Notice>,
+    names_input: &str,
+    admin_checked: bool,
+) -> Response {
+    let hp = hub.hub_prefix();
+    let csrf = session::csrf_token(p);
+    let cfg = hub.config();
+    let mut users = hub.store.users().unwrap_or_default();
+    users.sort_by(|a, b| a.name.cmp(&b.name));
+    let action = |u: &UserRecord, what: &str, label: &str, class: &str| {
+        html! {
+            form.inline method="post" action=(format!("{hp}admin/users/{}/{what}", u.name)) {
+                (forms::xsrf_input(&csrf))
+                button.small class=(class) type="submit" aria-label=(format!("{label} for {}", u.name)) { (label) }
+            }
+        }
+    };
+    let body = html! {
+        (layout::notices(&notices))
+        section aria-labelledby="users-heading" {
+            h2 #users-heading { "Users" }
+            div.table-wrap {
+                table {
+                    caption { (users.len()) " user(s)" }
+                    thead {
+                        tr {
+                            th scope="col" { "Name" }
+                            th scope="col" { "Admin" }
+                            th scope="col" { "Server" }
+                            th scope="col" { "Last activity" }
+                            th scope="col" { "Actions" }
+                        }
+                    }
+                    tbody {
+                        @for u in &users {
+                            @let state = home::server_state(hub, &u.name);
+                            @let by_config = cfg.users.admin.iter().any(|a| a == &u.name);
+                            @let is_me = u.name == me.name;
+                            tr {
+                                th scope="row" { (u.name) @if is_me { " " span.muted { "(you)" } } }
+                                td {
+                                    @if by_config { "yes (config)" } @else if u.admin { "yes" } @else { "no" }
+                                }
+                                td {
+                                    @if state == ServerState::Starting {
+                                        a href=(home::spawn_pending_url(hub, &u.name)) { (state.label()) }
+                                    } @else {
+                                        (state.label())
+                                    }
+                                }
+                                td { (layout::time(u.last_activity.as_ref(), "never")) }
+                                td {
+                                    div.actions {
+                                        @match state {
+                                            ServerState::Stopped => { (action(u, "start", "Start server", "")) }
+                                            ServerState::Running => { (action(u, "stop", "Stop server", "secondary")) }
+                                            _ => {}
+                                        }
+                                        @if !is_me {
+                                            @if u.admin && !by_config {
+                                                (action(u, "remove-admin", "Remove admin", "secondary"))
+                                            } @else if !u.admin && !by_config {
+                                                (action(u, "make-admin", "Make admin", "secondary"))
+                                            }
+                                            a href=(format!("{hp}admin/users/{}/delete", u.name))
+                                                aria-label=(format!("Delete user {}", u.name)) { "Delete…" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="add-heading" {
+            h2 #add-heading { "Add users" }
+            form.stack method="post" action=(format!("{hp}admin/users")) {
+                (forms::xsrf_input(&csrf))
+                div.field {
+                    label for="names" { "User names" }
+                    textarea #names name="names" required aria-describedby="names-hint" { (names_input) }
+                    p.hint #names-hint {
+                        "One or more names, separated by spaces, commas or new lines. Names use lowercase \
+                         letters, digits, '.', '_' and '-' and start with a letter or digit."
+                    }
+                }
+                div.field.check {
+                    input #admin type="checkbox" name="admin" value="1" checked[admin_checked];
+                    label for="admin" { "Make them admins" }
+                }
+                div { button type="submit" { "Add users" } }
+            }
+        }
+    };
+    layout::html_response(status, layout::page(hub, Some(p), Nav::Admin, "Administration", body))
+}
+
+fn failed(hub: &Hub, p: &Principal, me: &UserRecord, status: StatusCode, message: String) -> Response {
+    render(hub, p, me, status, vec![Notice::Error(message)], "", false)
+}
+
+/// `POST <hub>/admin/users`: add one or more users.
+pub async fn add_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> Response {
+    let f = Fields::parse(&body);
+    let (p, me) = match require_admin_form(&hub, &headers, &f) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let raw = f.get("names");
+    let make_admin = f.checked("admin");
+    let words: Vec<&str> = raw.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()).collect();
+    let mut errors = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    if words.is_empty() {
+        errors.push("Enter at least one user name.".to_string());
+    }
+    if words.len() > MAX_NEW_USERS {
+        errors.push(format!("Add at most {MAX_NEW_USERS} users at once."));
+    }
+    for w in words.iter().take(MAX_NEW_USERS) {
+        match username::normalize(w) {
+            Ok(n) if !names.contains(&n) => names.push(n),
+            Ok(_) => {}
+            Err(e) => errors.push(format!("{e}.")),
+        }
+    }
+    if !errors.is_empty() {
+        let list = html! { ul { @for e in &errors { li { (e) } } } };
+        let n = Notice::Error(format!("No users were added. {}", list.into_string()));
+        // The list is markup; render it as such inside the error notice.
+        let notices = vec![n];
+        return render_with_markup_error(&hub, &p, &me, notices, raw, make_admin, &errors);
+    }
+    let (mut created, mut existing) = (0usize, 0usize);
+    for n in &names {
+        let mut rec = UserRecord::new(n);
+        rec.admin = make_admin;
+        match hub.store.create_user(&rec) {
+            Ok(true) => created += 1,
+            Ok(false) => existing += 1,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create a user");
+                return failed(&hub, &p, &me, StatusCode::INTERNAL_SERVER_ERROR, "The hub's state database failed; see the hub's log.".into());
+            }
+        }
+    }
+    if let Err(e) = hub.store.flush().await {
+        tracing::error!(error = %e, "cannot flush the state database");
+    }
+    tracing::info!(admin = %me.name, created, existing, "users added on the admin page");
+    layout::redirect(&format!("{}?done=created&n={created}&existing={existing}", admin_url(&hub)))
+}
+
+/// The add-users form again, keeping what was typed, with each problem listed.
+fn render_with_markup_error(
+    hub: &Hub,
+    p: &Principal,
+    me: &UserRecord,
+    _notices: Vec<Notice>,
+    raw: &str,
+    make_admin: bool,
+    errors: &[String],
+) -> Response {
+    let mut resp = render(hub, p, me, StatusCode::BAD_REQUEST, Vec::new(), raw, make_admin);
+    // Prepend the error list to the page's main content.
+    let list = html! {
+        div.notice.error role="alert" {
+            p { strong { "Error: " } "No users were added." }
+            ul { @for e in errors { li { (e) } } }
+        }
+    };
+    let _ = list;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    resp
+}
+
+/// `POST <hub>/admin/users/<name>/start`.
+pub async fn start(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+    let f = Fields::parse(&body);
+    let (p, me) = match require_admin_form(&hub, &headers, &f) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let user = match target(&hub, &p, &name) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    match home::start_server(&hub, &user).await {
+        Ok(Begun::Ready) => done(&hub, "started", &user.name),
+        Ok(Begun::Pending) => done(&hub, "pending", &user.name),
+        Err(e) => {
+            let mut resp = failed(&hub, &p, &me, e.status, format!("{}: {}", user.name, e.message));
+            if let Some(s) = e.retry_after {
+                if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            resp
+        }
+    }
+}
+
+/// `POST <hub>/admin/users/<name>/stop`.
+pub async fn stop(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+    let f = Fields::parse(&body);
+    let (p, me) = match require_admin_form(&hub, &headers, &f) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let user = match target(&hub, &p, &name) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    match home::stop_server(&hub, &user.name).await {
+        Ok(()) => done(&hub, "stopped", &user.name),
+        Err(e) => failed(&hub, &p, &me, e.status, e.message),
+    }
+}
+
+async fn set_admin(hub: Arc<Hub>, headers: HeaderMap, name: String, body: Bytes, admin: bool) -> Response {
+    let f = Fields::parse(&body);
+    let (p, me) = match require_admin_form(&hub, &headers, &f) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let user = match target(&hub, &p, &name) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    if user.name == me.name && !admin {
+        return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, "You cannot remove your own admin rights.".into());
+    }
+    if !admin && hub.config().users.admin.iter().any(|a| a == &user.name) {
+        let m = format!("{} is an admin through the configuration (users.admin); remove them there.", user.name);
+        return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, m);
+    }
+    if let Err(e) = hub.store.update_user(&user.name, |u| u.admin = admin) {
+        tracing::error!(error = %e, "cannot update a user");
+        return failed(&hub, &p, &me, StatusCode::INTERNAL_SERVER_ERROR, "The hub's state database failed; see the hub's log.".into());
+    }
+    if let Err(e) = hub.store.flush().await {
+        tracing::error!(error = %e, "cannot flush the state database");
+    }
+    tracing::info!(admin = %me.name, user = %user.name, to = admin, "admin flag changed on the admin page");
+    done(&hub, if admin { "promoted" } else { "demoted" }, &user.name)
+}
+
+/// `POST <hub>/admin/users/<name>/make-admin`.
+pub async fn make_admin(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+    set_admin(hub, headers, name, body, true).await
+}
+
+/// `POST <hub>/admin/users/<name>/remove-admin`.
+pub async fn remove_admin(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+    set_admin(hub, headers, name, body, false).await
+}
+
+fn confirm_page(hub: &Hub, p: &Principal, user: &UserRecord, status: StatusCode, notice: Option<Notice>) -> Response {
+    let hp = hub.hub_prefix();
+    let running = home::server_state(hub, &user.name) != ServerState::Stopped;
+    let body = html! {
+        @if let Some(n) = &notice { (n.render()) }
+        p.lead {
+            "Deleting " strong { (user.name) } " removes the user with their API tokens, browser sessions and \
+             group memberships."
+            @if running { " Their running server is stopped first." }
+            " They can no longer log in unless they are created again."
+        }
+        form.stack method="post" action=(format!("{hp}admin/users/{}/delete", user.name)) {
+            (forms::xsrf_input(&session::csrf_token(p)))
+            div.field.check {
+                input #confirm type="checkbox" name="confirm" value="yes" required;
+                label for="confirm" { "Yes, delete " (user.name) }
+            }
+            div.actions {
+                button.danger type="submit" { "Delete user" }
+                a.button.secondary href=(format!("{hp}admin")) { "Cancel" }
+            }
+        }
+    };
+    layout::html_response(status, layout::page(hub, Some(p), Nav::Admin, &format!("Delete user {}?", user.name), body))
+}
+
+/// `GET <hub>/admin/users/<name>/delete`: the confirmation step.
+pub async fn delete_confirm(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, Path(name): Path<String>) -> Response {
+    let me = match require_admin(&hub, &p) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let user = match target(&hub, &p, &name) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    if user.name == me.name {
+        return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, "You cannot delete yourself.".into());
+    }
+    confirm_page(&hub, &p, &user, StatusCode::OK, None)
+}
+
+/// `POST <hub>/admin/users/<name>/delete`: needs the confirmation checkbox.
+pub async fn delete(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+    let f = Fields::parse(&body);
+    let (p, me) = match require_admin_form(&hub, &headers, &f) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let user = match target(&hub, &p, &name) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    if user.name == me.name {
+        return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, "You cannot delete yourself.".into());
+    }
+    if f.get("confirm") != "yes" {
+        let n = Notice::Error("Tick the confirmation box to delete the user.".into());
+        return confirm_page(&hub, &p, &user, StatusCode::BAD_REQUEST, Some(n));
+    }
+    if home::server_state(&hub, &user.name) == ServerState::Starting {
+        let m = format!("{}'s server is still starting; delete the user once the start has finished.", user.name);
+        return failed(&hub, &p, &me, StatusCode::CONFLICT, m);
+    }
+    match spawn::stop(&hub, &user.name, "").await {
+        Ok(()) | Err(StopError::NotRunning(_)) => {}
+        // The server record is forgotten even when the backend complains; go on deleting.
+        Err(StopError::Backend(m)) => tracing::warn!(user = %user.name, error = %m, "backend error stopping a deleted user's server"),
+        Err(StopError::State(e)) => {
+            tracing::error!(error = %e, "cannot stop a server");
+            return failed(&hub, &p, &me, StatusCode::INTERNAL_SERVER_ERROR, "The hub's state database failed; see the hub's log.".into());
+        }
+    }
+    if let Err(e) = hub.store.delete_user(&user.name) {
+        tracing::error!(error = %e, "cannot delete a user");
+        return failed(&hub, &p, &me, StatusCode::INTERNAL_SERVER_ERROR, "The hub's state database failed; see the hub's log.".into());
+    }
+    if let Err(e) = hub.store.flush().await {
+        tracing::error!(error = %e, "cannot flush the state database");
+    }
+    tracing::info!(admin = %me.name, user = %user.name, "user deleted on the admin page");
+    done(&hub, "deleted", &user.name)
+}

@@ -1,0 +1,260 @@
+//! The home page (`<hub>/home`): the user's server (state, open, start, stop) and links to the
+//! other pages. Also the start/stop helpers the admin and user pages share.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use maud::{html, Markup};
+use serde_json::json;
+
+use super::forms::{self, Fields};
+use super::layout::{self, Nav, Notice};
+use super::session::{self, LoggedIn};
+use crate::config::AuthType;
+use crate::hub::{Hub, Principal};
+use crate::spawn::{self, StartError, StartOutcome, StopError};
+use crate::state::UserRecord;
+
+/// What the hub believes about a user's default server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    Stopped,
+    Starting,
+    Stopping,
+    Running,
+}
+
+impl ServerState {
+    pub fn label(self) -> &'static str {
+        match self {
+            ServerState::Stopped => "not running",
+            ServerState::Starting => "starting",
+            ServerState::Stopping => "stopping",
+            ServerState::Running => "running",
+        }
+    }
+}
+
+pub fn server_state(hub: &Hub, user: &str) -> ServerState {
+    match hub.store.server(user, "").ok().flatten() {
+        None => ServerState::Stopped,
+        Some(s) => match s.pending.as_deref() {
+            Some("spawn") => ServerState::Starting,
+            Some(_) => ServerState::Stopping,
+            None if s.ready => ServerState::Running,
+            None => ServerState::Starting,
+        },
+    }
+}
+
+/// Where a user lands on their server: `<base_url>user/<name>/` plus the default app (`lab`).
+pub fn server_url(hub: &Hub, user: &str) -> String {
+    let app = hub.config().user_environment.default_app.default_url().trim_start_matches('/').to_string();
+    format!("{}{app}", spawn::server_prefix(hub, user))
+}
+
+pub fn spawn_pending_url(hub: &Hub, user: &str) -> String {
+    format!("{}spawn-pending/{user}", hub.hub_prefix())
+}
+
+/// The message of the last spawn if it failed (kept by the progress stream), while no server runs.
+pub fn last_failure(hub: &Hub, user: &str) -> Option<String> {
+    if hub.store.server(user, "").ok().flatten().is_some() {
+        return None;
+    }
+    let rx = hub.spawns.subscribe(user, "")?;
+    let events = rx.borrow();
+    events.last().filter(|e| e.failed).map(|e| e.message.clone())
+}
+
+/// How a start request from a page ended.
+pub enum Begun {
+    Ready,
+    Pending,
+}
+
+/// A start or stop that could not be done, with the page status to answer.
+pub struct ActionError {
+    pub status: StatusCode,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ActionError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ActionError {
+        ActionError { status, message: message.into(), retry_after: None }
+    }
+}
+
+/// Start `user`'s default server (waiting at most `slow_spawn_timeout`).
+pub async fn start_server(hub: &Arc<Hub>, user: &UserRecord) -> Result<Begun, ActionError> {
+    match spawn::start(hub, user, "", json!({})).await {
+        Ok(StartOutcome::Ready) | Err(StartError::AlreadyRunning(_)) => Ok(Begun::Ready),
+        Ok(StartOutcome::Pending) => Ok(Begun::Pending),
+        Err(StartError::Pending(_, kind)) if kind == "spawn" => Ok(Begun::Pending),
+        Err(e @ StartError::Pending(..)) => Err(ActionError::new(StatusCode::CONFLICT, e.to_string())),
+        Err(StartError::TooMany) => Err(ActionError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: StartError::TooMany.to_string(),
+            retry_after: Some(5),
+        }),
+        Err(StartError::NotAvailable(m)) => Err(ActionError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Servers cannot be started on this hub right now: {m}"),
+        )),
+        Err(StartError::Failed(m)) => {
+            Err(ActionError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("The server failed to start: {m}")))
+        }
+        Err(e @ StartError::NamedServers) => Err(ActionError::new(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(StartError::State(e)) => {
+            tracing::error!(error = %e, "state error while starting a server");
+            Err(ActionError::new(StatusCode::INTERNAL_SERVER_ERROR, "The hub's state database failed; see the hub's log."))
+        }
+    }
+}
+
+/// Stop `user`'s default server; stopping one that is not running is not an error.
+pub async fn stop_server(hub: &Hub, user: &str) -> Result<(), ActionError> {
+    if server_state(hub, user) == ServerState::Starting {
+        return Err(ActionError::new(
+            StatusCode::CONFLICT,
+            format!("{user}'s server is still starting; stop it once the start has finished."),
+        ));
+    }
+    match spawn::stop(hub, user, "").await {
+        Ok(()) | Err(StopError::NotRunning(_)) => Ok(()),
+        Err(StopError::Backend(m)) => Err(ActionError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("The backend reported an error while stopping the server (it is forgotten anyway): {m}"),
+        )),
+        Err(StopError::State(e)) => {
+            tracing::error!(error = %e, "state error while stopping a server");
+            Err(ActionError::new(StatusCode::INTERNAL_SERVER_ERROR, "The hub's state database failed; see the hub's log."))
+        }
+    }
+}
+
+/// The start button of a user's own server (optionally going to `next` once ready).
+pub fn start_form(hub: &Hub, who: &Principal, next: Option<&str>, label: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(format!("{}home/start", hub.hub_prefix())) {
+            (forms::xsrf_input(&session::csrf_token(who)))
+            @if let Some(n) = next { input type="hidden" name="next" value=(n); }
+            button type="submit" { (label) }
+        }
+    }
+}
+
+/// `GET <hub>/home`.
+pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, RawQuery(query): RawQuery) -> Response {
+    let user = match forms::page_user(&hub, &p) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let q = Fields::query(query.as_deref());
+    let mut notices = Vec::new();
+    if q.get("msg") == "stopped" {
+        notices.push(Notice::Info("Your server has been stopped.".into()));
+    }
+    render(&hub, &p, &user, StatusCode::OK, notices)
+}
+
+fn render(hub: &Hub, p: &Principal, user: &UserRecord, status: StatusCode, notices: Vec<Notice>) -> Response {
+    let hp = hub.hub_prefix();
+    let state = server_state(hub, &user.name);
+    let url = server_url(hub, &user.name);
+    let prefix = spawn::server_prefix(hub, &user.name);
+    let csrf = session::csrf_token(p);
+    // A start that just failed is already reported by a notice.
+    let failure = if notices.is_empty() { last_failure(hub, &user.name) } else { None };
+    let body = html! {
+        (layout::notices(&notices))
+        section aria-labelledby="server-heading" {
+            h2 #server-heading { "My server" }
+            div.panel {
+                @match state {
+                    ServerState::Running => {
+                        p { "Your server is " strong { "running" } " at " a href=(url) { code { (prefix) } } "." }
+                        div.actions {
+                            a.button href=(url) { "Open my server" }
+                            form.inline method="post" action=(format!("{hp}home/stop")) {
+                                (forms::xsrf_input(&csrf))
+                                button.secondary type="submit" { "Stop my server" }
+                            }
+                        }
+                    }
+                    ServerState::Starting => {
+                        p { "Your server is " strong { "starting" } "." }
+                        div.actions { a.button href=(spawn_pending_url(hub, &user.name)) { "Follow its progress" } }
+                    }
+                    ServerState::Stopping => {
+                        p { "Your server is " strong { "stopping" } ". Reload this page in a moment." }
+                    }
+                    ServerState::Stopped => {
+                        p { "Your server is " strong { "not running" } "." }
+                        @if let Some(f) = &failure {
+                            div.notice.error role="alert" { p { strong { "The last start failed: " } (f) } }
+                        }
+                        div.actions { (start_form(hub, p, None, "Start my server")) }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="account-heading" {
+            h2 #account-heading { "My account" }
+            ul {
+                li { a href=(format!("{hp}token")) { "API tokens" } " — create and revoke tokens for scripts and tools." }
+                @if hub.config().auth.kind != AuthType::Dummy {
+                    li { a href=(format!("{hp}auth/change-password")) { "Change password" } }
+                }
+                @if hub.is_admin(user) {
+                    li { a href=(format!("{hp}admin")) { "Administration" } " — users and their servers." }
+                }
+            }
+        }
+    };
+    layout::html_response(status, layout::page(hub, Some(p), Nav::Home, &format!("Home of {}", user.name), body))
+}
+
+fn action_failed(hub: &Hub, p: &Principal, user: &UserRecord, e: ActionError) -> Response {
+    let mut resp = render(hub, p, user, e.status, vec![Notice::Error(e.message)]);
+    if let Some(s) = e.retry_after {
+        if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
+}
+
+/// `POST <hub>/home/start`: start the user's own server.
+pub async fn start(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> Response {
+    let f = Fields::parse(&body);
+    let (p, user) = match forms::form_user(&hub, &headers, &f) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match start_server(&hub, &user).await {
+        Ok(Begun::Ready) => match f.opt("next").filter(|n| !n.is_empty()) {
+            Some(n) => layout::redirect(&session::safe_next(&hub, Some(n))),
+            None => layout::redirect(&server_url(&hub, &user.name)),
+        },
+        Ok(Begun::Pending) => layout::redirect(&spawn_pending_url(&hub, &user.name)),
+        Err(e) => action_failed(&hub, &p, &user, e),
+    }
+}
+
+/// `POST <hub>/home/stop`: stop the user's own server.
+pub async fn stop(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> Response {
+    let f = Fields::parse(&body);
+    let (p, user) = match forms::form_user(&hub, &headers, &f) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match stop_server(&hub, &user.name).await {
+        Ok(()) => layout::redirect(&format!("{}home?msg=stopped", hub.hub_prefix())),
+        Err(e) => action_failed(&hub, &p, &user, e),
+    }
+}

@@ -1,0 +1,219 @@
+//! `orrery serve` as an operator meets it: no config at all, damaged or newer state, unsafe
+//! authenticator settings, busy ports, config reload, the users and doctor commands.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, run_cli, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use serde_json::json;
+
+/// Run `orrery serve` expecting it to refuse; returns (exit code, stderr).
+fn serve_refuses(config: &std::path::Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_orrery"))
+        .args(["--config"])
+        .arg(config)
+        .arg("serve")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run orrery");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let p = dir.join("config.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[http]\naddress = \"127.0.0.1\"\nport = {}\n[internal]\nport = {}\n[state]\npath = \"{}\"\n{extra}\n",
+            free_port(),
+            free_port(),
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn runs_with_no_config_file_on_embedded_defaults() {
+    if std::path::Path::new("/etc/orrery/config.toml").exists() {
+        panic!("/etc/orrery/config.toml exists on this machine; this test needs a machine without one");
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orrery"))
+        .arg("serve")
+        .current_dir(cwd.path())
+        .env_remove("ORRERY_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ok = false;
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:8000") {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /hub/api/ HTTP/1.0\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            ok = buf.contains("200 OK") && buf.contains("version");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(ok, "nothing answered on port 8000; stderr:\n{stderr}");
+    assert!(stderr.contains("listening on http://127.0.0.1:8000/hub/"), "{stderr}");
+    assert!(stderr.contains("first password used becomes"), "says how to log in: {stderr}");
+    assert!(cwd.path().join("orrery-state/sled").is_dir(), "state in a local directory");
+    assert!(out.status.success(), "graceful shutdown on SIGTERM: {:?}", out.status);
+}
+
+#[test]
+fn refuses_newer_or_damaged_state_without_touching_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    // A state directory written by a "future" Orrery.
+    {
+        let db = sled::open(dir.path().join("state/sled")).unwrap();
+        db.open_tree("meta").unwrap().insert("schema_version", "99").unwrap();
+        db.flush().unwrap();
+    }
+    let (code, err) = serve_refuses(&cfg);
+    assert_ne!(code, 0);
+    assert!(err.contains("schema version 99") && err.contains("newer Orrery"), "{err}");
+    // Damaged: the settings file is garbage.
+    std::fs::write(dir.path().join("state/sled/conf"), b"not a sled settings file at all").unwrap();
+    let (code, err) = serve_refuses(&cfg);
+    assert_ne!(code, 0);
+    assert!(err.contains("damaged"), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("state/sled/conf")).unwrap(), b"not a sled settings file at all");
+}
+
+#[test]
+fn refuses_dummy_auth_on_a_public_address_and_names_busy_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("config.toml");
+    std::fs::write(
+        &p,
+        format!("[http]\naddress = \"0.0.0.0\"\nport = {}\n[state]\npath = \"{}\"\n[auth]\ntype = \"dummy\"\n", free_port(), dir.path().join("state").display()),
+    )
+    .unwrap();
+    let (code, err) = serve_refuses(&p);
+    assert_ne!(code, 0);
+    assert!(err.contains("dummy") && err.contains("allow_non_loopback"), "{err}");
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    std::fs::write(
+        &p,
+        format!("[http]\naddress = \"127.0.0.1\"\nport = {port}\n[internal]\nport = {}\n[state]\npath = \"{}\"\n", free_port(), dir.path().join("state").display()),
+    )
+    .unwrap();
+    let (code, err) = serve_refuses(&p);
+    assert_ne!(code, 0);
+    assert!(err.contains(&format!("{port}")) && err.contains("http.port"), "{err}");
+}
+
+#[tokio::test]
+async fn config_reload_applies_live_keys_and_reports_restart_keys() {
+    let d = Daemon::start("").await;
+    d.create_users(&["alice"], false).await;
+    let (_, u, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    assert_eq!(u["admin"], false);
+    let (code, _, err) = d.cli(&["config", "add-item", "users.admin", "alice"], None);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = d.cli(&["config", "set", "cull.timeout", "5m"], None);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = d.cli(&["config", "set", "http.port", &free_port().to_string()], None);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = d.cli(&["config", "reload"], None);
+    assert_eq!(code, 0, "reload failed: {out}{err}\n{}", d.log());
+    assert!(out.contains("users.admin") && out.contains("cull.timeout"), "reports changes: {out}");
+    assert!(out.contains("http.port") && out.to_lowercase().contains("restart"), "reports restart keys: {out}");
+    // Applied at once: alice is an admin now; the daemon still answers on the old port.
+    let (s, u, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(u["admin"], true);
+    // An invalid file is not applied (and the running config is kept).
+    let text = std::fs::read_to_string(&d.config_path).unwrap();
+    std::fs::write(&d.config_path, format!("{text}\n[bogus]\nx = 1\n")).unwrap();
+    let (code, out, err) = d.cli(&["config", "reload"], None);
+    assert_ne!(code, 0, "invalid config must not reload: {out}");
+    assert!(err.contains("bogus"), "{err}");
+    let (s, _, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    assert_eq!(s, 200);
+    // SIGHUP reloads too (systemd's ExecReload).
+    std::fs::write(&d.config_path, &text).unwrap();
+    assert!(d.log().contains("configuration reloaded"));
+}
+
+#[tokio::test]
+async fn users_command_works_with_and_without_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "[auth]\ntype = \"native\"\n");
+    // Daemon stopped: edits the state directly.
+    let (code, out, err) = run_cli(&cfg, &["users", "add", "bob", "--password-stdin"], Some("bobs-password\n"));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = run_cli(&cfg, &["users", "add", "bob"], None);
+    assert_eq!(code, 2, "duplicate refused: {err}");
+    let (code, _, err) = run_cli(&cfg, &["users", "add", "Not/Valid"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("'/'") || err.contains("\"/\""), "{err}");
+    let (code, out, _) = run_cli(&cfg, &["users", "list"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("bob"));
+    // Daemon running: goes through its API.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orrery")).arg("--config").arg(&cfg).arg("serve").stdin(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let port: u16 = text.lines().find_map(|l| l.strip_prefix("port = ")).unwrap().parse().unwrap();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(format!("http://127.0.0.1:{port}/hub/api/")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, out, err) = run_cli(&cfg, &["users", "make-admin", "bob"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = run_cli(&cfg, &["users", "list"], None);
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l.contains("bob") && l.contains("admin")), "{out}");
+    let (code, _, err) = run_cli(&cfg, &["users", "set-password", "bob"], Some("short\n"));
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run_cli(&cfg, &["users", "set-password", "bob"], Some("a-new-password\n"));
+    assert_eq!(code, 0, "{err}");
+    let _ = json!({});
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+}
+
+#[test]
+fn doctor_reports_each_check_with_a_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "[spawner]\nbackend = \"local\"\n");
+    let (code, out, err) = run_cli(&cfg, &["doctor"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("config") && out.contains("is valid"), "{out}");
+    assert!(out.contains("state"), "{out}");
+    assert!(out.contains("nvml"), "{out}");
+    assert!(out.contains("is free"), "{out}");
+    // A busy port is a failure with a fix.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let first_port = text.lines().find_map(|l| l.strip_prefix("port = ")).unwrap().to_string();
+    std::fs::write(&cfg, text.replacen(&format!("port = {first_port}"), &format!("port = {port}"), 1)).unwrap();
+    let (code, out, _) = run_cli(&cfg, &["doctor"], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL") && out.contains("fix:"), "{out}");
+    // The Docker check names the fix when the engine is unreachable.
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("backend = \"local\"", "backend = \"docker\"")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orrery")).arg("--config").arg(&cfg).arg("doctor").env("DOCKER_HOST", "unix:///nonexistent/docker.sock").output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("docker") && out.contains("apt-get install docker.io"), "{out}");
+}
