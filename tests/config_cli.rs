@@ -262,6 +262,6 @@ fn reload_without_a_daemon_fails_clearly() {
     )
     .unwrap();
     let err = fails(&config, &["reload"], 1);
-    assert!(err.contains("cannot reach the Orrery daemon"), "{err}");
-    assert!(err.contains("systemctl status orrery"), "{err}");
+    assert!(err.contains("orrery is not running"), "{err}");
+    assert!(err.contains("systemctl start orrery"), "{err}");
 }

@@ -148,9 +148,17 @@ async fn config_reload_applies_live_keys_and_reports_restart_keys() {
     assert!(err.contains("bogus"), "{err}");
     let (s, _, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
     assert_eq!(s, 200);
-    // SIGHUP reloads too (systemd's ExecReload).
-    std::fs::write(&d.config_path, &text).unwrap();
-    assert!(d.log().contains("configuration reloaded"));
+    // SIGHUP reloads too (systemd's ExecReload): alice stops being an admin.
+    std::fs::write(&d.config_path, text.replace("admin = [\"alice\"]", "admin = []")).unwrap();
+    let pid = nix::unistd::Pid::from_raw(d.pid().expect("running"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains("SIGHUP: configuration reloaded") {
+        assert!(Instant::now() < deadline, "no SIGHUP reload in the log:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, u, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    assert_eq!(u["admin"], false, "config after SIGHUP: {}", std::fs::read_to_string(&d.config_path).unwrap());
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@
 //! mistyped key or value is refused (exit code 2) and the file is left exactly as it was.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::Subcommand;
 use serde::Deserialize;
@@ -13,6 +12,7 @@ use serde::Deserialize;
 use crate::config::edit::{self, display_value, Change};
 use crate::config::load::{self, ConfigSource};
 use crate::config::ConfigError;
+use super::daemon::DaemonClient;
 
 /// The `config` subcommands.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -52,28 +52,7 @@ pub enum ConfigCommand {
     Reload,
 }
 
-/// A failed command: the message for stderr and the process exit code (2 for a mistake in
-/// what was typed or written in the file, 1 for everything else).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct CliError {
-    pub code: i32,
-    pub message: String,
-}
-
-impl CliError {
-    /// Exit code for mistakes in the command line or the config file.
-    pub const USAGE: i32 = 2;
-    /// Exit code for everything else (unreadable files, daemon not reachable).
-    pub const FAILURE: i32 = 1;
-
-    pub fn new(code: i32, message: impl Into<String>) -> Self {
-        CliError {
-            code,
-            message: message.into(),
-        }
-    }
-}
+pub use super::CliError;
 
 impl From<ConfigError> for CliError {
     fn from(err: ConfigError) -> Self {
@@ -228,9 +207,6 @@ fn is_section(value: &toml::Value) -> bool {
 // reload
 // ---------------------------------------------------------------------------------------------
 
-/// How long to wait for the daemon to re-read and apply the file.
-const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The daemon's answer to a reload.
 #[derive(Debug, Default, Deserialize)]
 struct ReloadReply {
@@ -252,27 +228,6 @@ struct ErrorReply {
     message: String,
 }
 
-/// The host to connect to for a listener bound to `address`: its loopback equivalent when it
-/// binds every interface.
-pub fn connect_host(address: &str) -> String {
-    match address.trim() {
-        "" | "0.0.0.0" => "127.0.0.1".to_string(),
-        "::" | "[::]" => "[::1]".to_string(),
-        a if a.contains(':') && !a.starts_with('[') => format!("[{a}]"),
-        a => a.to_string(),
-    }
-}
-
-/// The reload endpoint for a configuration.
-pub fn reload_url(config: &crate::config::Config) -> String {
-    format!(
-        "http://{}:{}{}hub/api/orrery/reload",
-        connect_host(&config.http.address),
-        config.http.port,
-        config.base_url
-    )
-}
-
 async fn reload(explicit: Option<&Path>) -> Result<(), CliError> {
     // Validate first: an invalid file is reported here and nothing is sent.
     let loaded = load::discover(explicit)?;
@@ -282,104 +237,28 @@ async fn reload(explicit: Option<&Path>) -> Result<(), CliError> {
             crate::config::DEFAULT_CONFIG_PATH
         );
     }
-    let token_path = loaded.state_path().join("control.token");
-    let token = match std::fs::read_to_string(&token_path) {
-        Ok(token) => token.trim().to_string(),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CliError::new(
-                CliError::FAILURE,
-                format!(
-                    "{} does not exist: the daemon writes it when it starts. Is Orrery running \
-                     with this config? Check with `systemctl status orrery`",
-                    token_path.display()
-                ),
-            ))
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(CliError::new(
-                CliError::FAILURE,
-                format!(
-                    "cannot read the control token {}: permission denied; run this as root \
-                     (sudo orrery config reload)",
-                    token_path.display()
-                ),
-            ))
-        }
-        Err(err) => {
-            return Err(CliError::new(
-                CliError::FAILURE,
-                format!(
-                    "cannot read the control token {}: {err}",
-                    token_path.display()
-                ),
-            ))
-        }
-    };
-
-    let url = reload_url(&loaded.config);
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(RELOAD_TIMEOUT)
-        .build()
-        .map_err(|err| {
-            CliError::new(
-                CliError::FAILURE,
-                format!("cannot make an HTTP client: {err}"),
-            )
-        })?;
-    let response = client
-        .post(&url)
-        .header(reqwest::header::AUTHORIZATION, format!("token {token}"))
-        .send()
+    let client = DaemonClient::new(&loaded).map_err(|e| CliError::new(CliError::FAILURE, e.to_string()))?;
+    let (status, body) = client
+        .request(reqwest::Method::POST, "/orrery/reload", None)
         .await
-        .map_err(|err| {
-            let why = if err.is_timeout() {
-                format!("it did not answer within {}s", RELOAD_TIMEOUT.as_secs())
-            } else {
-                root_cause(&err)
-            };
-            CliError::new(
-                CliError::FAILURE,
-                format!(
-                    "cannot reach the Orrery daemon at {url} ({why}). Is it running? \
-                     Check with `systemctl status orrery`"
-                ),
-            )
-        })?;
-    let status = response.status();
-    let body = response.text().await.map_err(|err| {
-        CliError::new(
-            CliError::FAILURE,
-            format!("reading the daemon's answer from {url}: {err}"),
-        )
-    })?;
-    if !status.is_success() {
-        let message = serde_json::from_str::<ErrorReply>(&body)
+        .map_err(|e| CliError::new(CliError::FAILURE, e.to_string()))?;
+    if !(200..300).contains(&status) {
+        let message = serde_json::from_value::<ErrorReply>(body.clone())
             .map(|reply| reply.message)
-            .unwrap_or_else(|_| body.trim().chars().take(300).collect());
-        let (code, hint) = match status.as_u16() {
+            .unwrap_or_else(|_| body.to_string().chars().take(300).collect());
+        let (code, hint) = match status {
             400 | 422 => (CliError::USAGE, ""),
             401 | 403 => (
                 CliError::FAILURE,
                 "; the control token was refused: is the daemon using the same state directory?",
             ),
-            404 => (
-                CliError::FAILURE,
-                "; is the daemon an Orrery, and base_url right?",
-            ),
+            404 => (CliError::FAILURE, "; is the daemon an Orrery, and base_url right?"),
             _ => (CliError::FAILURE, ""),
         };
-        return Err(CliError::new(
-            code,
-            format!("reload failed ({status}): {message}{hint}"),
-        ));
+        return Err(CliError::new(code, format!("reload failed (HTTP {status}): {message}{hint}")));
     }
-    let reply: ReloadReply = serde_json::from_str(&body).map_err(|err| {
-        CliError::new(
-            CliError::FAILURE,
-            format!("unexpected answer from {url}: {err}"),
-        )
-    })?;
+    let reply: ReloadReply = serde_json::from_value(body)
+        .map_err(|err| CliError::new(CliError::FAILURE, format!("unexpected answer from {}: {err}", client.api)))?;
     print_reload(&reply);
     Ok(())
 }
@@ -413,15 +292,6 @@ fn print_reload(reply: &ReloadReply) {
             reply.needs_restart.join(", ")
         );
     }
-}
-
-/// The innermost error message ("Connection refused (os error 111)"), which is the useful one.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = err;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    current.to_string()
 }
 
 #[cfg(test)]
@@ -485,26 +355,6 @@ mod tests {
     }
 
     #[test]
-    fn reload_url_uses_loopback_for_wildcards() {
-        let mut config = crate::config::Config::default();
-        assert_eq!(
-            reload_url(&config),
-            "http://127.0.0.1:8000/hub/api/orrery/reload"
-        );
-        config.http.address = String::new();
-        config.http.port = 80;
-        config.base_url = "/jupyter/".into();
-        assert_eq!(
-            reload_url(&config),
-            "http://127.0.0.1:80/jupyter/hub/api/orrery/reload"
-        );
-        assert_eq!(connect_host("0.0.0.0"), "127.0.0.1");
-        assert_eq!(connect_host("::"), "[::1]");
-        assert_eq!(connect_host("fe80::1"), "[fe80::1]");
-        assert_eq!(connect_host("10.0.0.5"), "10.0.0.5");
-    }
-
-    #[test]
     fn errors_map_to_exit_codes() {
         let err: CliError = ConfigError::invalid("auth.type", "bad").into();
         assert_eq!(err.code, 2);
@@ -540,12 +390,12 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code, 1);
         assert!(
-            err.message.contains("cannot reach the Orrery daemon"),
+            err.message.contains("orrery is not running"),
             "{}",
             err.message
         );
         assert!(
-            err.message.contains("systemctl status orrery"),
+            err.message.contains("systemctl start orrery"),
             "{}",
             err.message
         );

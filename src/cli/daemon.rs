@@ -19,7 +19,7 @@ pub struct DaemonClient {
 pub enum DaemonError {
     #[error("orrery is not running (nothing answers at {0}); start it with `systemctl start orrery` or `orrery serve`")]
     NotRunning(String),
-    #[error("cannot read the control token {0}: {1}. Run this command as root (or as the user orrery runs as)")]
+    #[error("cannot read the control token {0}: {1}. Is orrery running with this config (systemctl status orrery)? Run this command as root (or as the user orrery runs as)")]
     Token(String, std::io::Error),
     #[error("{0}")]
     Api(String),
@@ -28,12 +28,7 @@ pub enum DaemonError {
 impl DaemonClient {
     pub fn new(loaded: &LoadedConfig) -> Result<DaemonClient, DaemonError> {
         let cfg = &loaded.config;
-        let host = match cfg.http.address.as_str() {
-            "" | "0.0.0.0" => "127.0.0.1".to_string(),
-            "::" => "[::1]".to_string(),
-            a if a.contains(':') => format!("[{a}]"),
-            a => a.to_string(),
-        };
+        let host = connect_host(&cfg.http.address);
         // The running daemon's own word on where it listens beats the (maybe edited) file.
         let info = std::fs::read_to_string(daemon_info_path(&loaded.state_path())).ok();
         let api = info
@@ -43,6 +38,7 @@ impl DaemonClient {
         let path = control_token_path(&loaded.state_path());
         let token = read_token(&path)?;
         let http = reqwest::Client::builder()
+            .no_proxy()
             .timeout(std::time::Duration::from_secs(120))
             .build()
             .map_err(|e| DaemonError::Api(e.to_string()))?;
@@ -74,6 +70,17 @@ impl DaemonClient {
     }
 }
 
+/// The host to connect to for a listener bound to `address`: its loopback equivalent when it
+/// binds every interface.
+pub fn connect_host(address: &str) -> String {
+    match address.trim() {
+        "" | "0.0.0.0" => "127.0.0.1".to_string(),
+        "::" | "[::]" => "[::1]".to_string(),
+        a if a.contains(':') && !a.starts_with('[') => format!("[{a}]"),
+        a => a.to_string(),
+    }
+}
+
 fn read_token(path: &Path) -> Result<String, DaemonError> {
     std::fs::read_to_string(path)
         .map(|t| t.trim().to_string())
@@ -83,4 +90,18 @@ fn read_token(path: &Path) -> Result<String, DaemonError> {
 /// The `message` of a JupyterHub-style error body, or the whole body.
 pub fn error_message(status: u16, body: &Value) -> String {
     body.get("message").and_then(|m| m.as_str()).map(|m| format!("{m} (HTTP {status})")).unwrap_or_else(|| format!("HTTP {status}: {body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_connect_over_loopback() {
+        assert_eq!(connect_host("0.0.0.0"), "127.0.0.1");
+        assert_eq!(connect_host(""), "127.0.0.1");
+        assert_eq!(connect_host("::"), "[::1]");
+        assert_eq!(connect_host("fe80::1"), "[fe80::1]");
+        assert_eq!(connect_host("10.0.0.5"), "10.0.0.5");
+    }
 }

@@ -41,14 +41,19 @@ pub enum Command {
 }
 
 /// A command-line failure: what to print and the exit code.
-#[derive(Debug)]
-pub struct CliFailure {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError {
     pub code: i32,
     pub message: String,
 }
 
-impl CliFailure {
-    pub fn new(code: i32, message: impl Into<String>) -> CliFailure {
-        CliFailure { code, message: message.into() }
+impl CliError {
+    /// Exit code for mistakes in the command line or the config file.
+    pub const USAGE: i32 = 2;
+    /// Exit code for everything else (unreadable files, daemon not reachable).
+    pub const FAILURE: i32 = 1;
+
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        CliError { code, message: message.into() }
     }
 }

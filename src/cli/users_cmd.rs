@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::daemon::{error_message, DaemonClient, DaemonError};
-use super::CliFailure;
+use super::CliError;
 use crate::config::LoadedConfig;
 use crate::secrets;
 use crate::state::{Store, UserRecord};
@@ -39,27 +39,27 @@ pub enum UsersCommand {
     RemoveAdmin { name: String },
 }
 
-fn read_password() -> Result<String, CliFailure> {
+fn read_password() -> Result<String, CliError> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| CliFailure::new(1, format!("cannot read a password from standard input: {e}")))?;
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| CliError::new(1, format!("cannot read a password from standard input: {e}")))?;
     let pw = line.trim_end_matches(['\n', '\r']).to_string();
     if pw.is_empty() {
-        return Err(CliFailure::new(2, "no password on standard input (echo 'the password' | orrery users set-password NAME)"));
+        return Err(CliError::new(2, "no password on standard input (echo 'the password' | orrery users set-password NAME)"));
     }
     Ok(pw)
 }
 
-fn norm(name: &str) -> Result<String, CliFailure> {
-    username::normalize(name).map_err(|e| CliFailure::new(2, e.to_string()))
+fn norm(name: &str) -> Result<String, CliError> {
+    username::normalize(name).map_err(|e| CliError::new(2, e.to_string()))
 }
 
-pub async fn run(cmd: UsersCommand, loaded: LoadedConfig) -> Result<(), CliFailure> {
+pub async fn run(cmd: UsersCommand, loaded: LoadedConfig) -> Result<(), CliError> {
     let min_len = loaded.config.auth.firstuse.min_password_length as usize;
     let password = match &cmd {
         UsersCommand::Add { password_stdin: true, .. } | UsersCommand::SetPassword { .. } => {
             let pw = read_password()?;
             if pw.chars().count() < min_len {
-                return Err(CliFailure::new(2, format!("passwords must be at least {min_len} characters long")));
+                return Err(CliError::new(2, format!("passwords must be at least {min_len} characters long")));
             }
             Some(pw)
         }
@@ -69,20 +69,20 @@ pub async fn run(cmd: UsersCommand, loaded: LoadedConfig) -> Result<(), CliFailu
     match DaemonClient::new(&loaded) {
         Ok(client) if client.alive().await => return via_api(&client, cmd, password).await,
         Ok(_) | Err(DaemonError::Token(..)) => {}
-        Err(e) => return Err(CliFailure::new(1, e.to_string())),
+        Err(e) => return Err(CliError::new(1, e.to_string())),
     }
     via_store(&loaded, cmd, password)
 }
 
-async fn call(client: &DaemonClient, m: Method, path: &str, body: Option<Value>) -> Result<Value, CliFailure> {
-    let (status, body) = client.request(m, path, body).await.map_err(|e| CliFailure::new(1, e.to_string()))?;
+async fn call(client: &DaemonClient, m: Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+    let (status, body) = client.request(m, path, body).await.map_err(|e| CliError::new(1, e.to_string()))?;
     if status >= 400 {
-        return Err(CliFailure::new(if status < 500 { 2 } else { 1 }, error_message(status, &body)));
+        return Err(CliError::new(if status < 500 { 2 } else { 1 }, error_message(status, &body)));
     }
     Ok(body)
 }
 
-async fn via_api(client: &DaemonClient, cmd: UsersCommand, password: Option<String>) -> Result<(), CliFailure> {
+async fn via_api(client: &DaemonClient, cmd: UsersCommand, password: Option<String>) -> Result<(), CliError> {
     match cmd {
         UsersCommand::List => {
             let users = call(client, Method::GET, "/users", None).await?;
@@ -115,18 +115,18 @@ async fn via_api(client: &DaemonClient, cmd: UsersCommand, password: Option<Stri
     Ok(())
 }
 
-async fn set_admin_api(client: &DaemonClient, name: &str, admin: bool) -> Result<(), CliFailure> {
+async fn set_admin_api(client: &DaemonClient, name: &str, admin: bool) -> Result<(), CliError> {
     let name = norm(name)?;
     call(client, Method::PATCH, &format!("/users/{name}"), Some(json!({"admin": admin}))).await?;
     println!("{name} is {}an admin", if admin { "now " } else { "no longer " });
     Ok(())
 }
 
-fn via_store(loaded: &LoadedConfig, cmd: UsersCommand, password: Option<String>) -> Result<(), CliFailure> {
-    let store = Store::open(&loaded.state_path()).map_err(|e| CliFailure::new(1, e.to_string()))?;
-    let fail = |e: crate::state::StateError| CliFailure::new(1, e.to_string());
+fn via_store(loaded: &LoadedConfig, cmd: UsersCommand, password: Option<String>) -> Result<(), CliError> {
+    let store = Store::open(&loaded.state_path()).map_err(|e| CliError::new(1, e.to_string()))?;
+    let fail = |e: crate::state::StateError| CliError::new(1, e.to_string());
     let hash = match password {
-        Some(pw) => Some(secrets::hash_password(&pw).map_err(|e| CliFailure::new(1, e.to_string()))?),
+        Some(pw) => Some(secrets::hash_password(&pw).map_err(|e| CliError::new(1, e.to_string()))?),
         None => None,
     };
     match cmd {
@@ -144,20 +144,20 @@ fn via_store(loaded: &LoadedConfig, cmd: UsersCommand, password: Option<String>)
             rec.admin = admin;
             rec.password_hash = hash;
             if !store.create_user(&rec).map_err(fail)? {
-                return Err(CliFailure::new(2, format!("user {name} already exists")));
+                return Err(CliError::new(2, format!("user {name} already exists")));
             }
             println!("created user {name}{}", if admin { " (admin)" } else { "" });
         }
         UsersCommand::Remove { name } => {
             let name = norm(&name)?;
             if !store.delete_user(&name).map_err(fail)? {
-                return Err(CliFailure::new(2, format!("no such user: {name}")));
+                return Err(CliError::new(2, format!("no such user: {name}")));
             }
             println!("deleted user {name}; their files are kept");
         }
         UsersCommand::SetPassword { name } => {
             let name = norm(&name)?;
-            store.update_user(&name, |u| u.password_hash = hash.clone()).map_err(fail)?.ok_or_else(|| CliFailure::new(2, format!("no such user: {name}")))?;
+            store.update_user(&name, |u| u.password_hash = hash.clone()).map_err(fail)?.ok_or_else(|| CliError::new(2, format!("no such user: {name}")))?;
             println!("password of {name} changed");
         }
         UsersCommand::MakeAdmin { name } => set_admin_store(&store, &name, true)?,
@@ -166,12 +166,12 @@ fn via_store(loaded: &LoadedConfig, cmd: UsersCommand, password: Option<String>)
     Ok(())
 }
 
-fn set_admin_store(store: &Store, name: &str, admin: bool) -> Result<(), CliFailure> {
+fn set_admin_store(store: &Store, name: &str, admin: bool) -> Result<(), CliError> {
     let name = norm(name)?;
     store
         .update_user(&name, |u| u.admin = admin)
-        .map_err(|e| CliFailure::new(1, e.to_string()))?
-        .ok_or_else(|| CliFailure::new(2, format!("no such user: {name}")))?;
+        .map_err(|e| CliError::new(1, e.to_string()))?
+        .ok_or_else(|| CliError::new(2, format!("no such user: {name}")))?;
     println!("{name} is {}an admin", if admin { "now " } else { "no longer " });
     Ok(())
 }

@@ -220,11 +220,8 @@ pub async fn add_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: By
         }
     }
     if !errors.is_empty() {
-        let list = html! { ul { @for e in &errors { li { (e) } } } };
-        let n = Notice::Error(format!("No users were added. {}", list.into_string()));
-        // The list is markup; render it as such inside the error notice.
-        let notices = vec![n];
-        return render_with_markup_error(&hub, &p, &me, notices, raw, make_admin, &errors);
+        let n = Notice::Errors("No users were added.".into(), errors);
+        return render(&hub, &p, &me, StatusCode::BAD_REQUEST, vec![n], raw, make_admin);
     }
     let (mut created, mut existing) = (0usize, 0usize);
     for n in &names {
@@ -244,29 +241,6 @@ pub async fn add_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: By
     }
     tracing::info!(admin = %me.name, created, existing, "users added on the admin page");
     layout::redirect(&format!("{}?done=created&n={created}&existing={existing}", admin_url(&hub)))
-}
-
-/// The add-users form again, keeping what was typed, with each problem listed.
-fn render_with_markup_error(
-    hub: &Hub,
-    p: &Principal,
-    me: &UserRecord,
-    _notices: Vec<Notice>,
-    raw: &str,
-    make_admin: bool,
-    errors: &[String],
-) -> Response {
-    let mut resp = render(hub, p, me, StatusCode::BAD_REQUEST, Vec::new(), raw, make_admin);
-    // Prepend the error list to the page's main content.
-    let list = html! {
-        div.notice.error role="alert" {
-            p { strong { "Error: " } "No users were added." }
-            ul { @for e in errors { li { (e) } } }
-        }
-    };
-    let _ = list;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    resp
 }
 
 /// `POST <hub>/admin/users/<name>/start`.

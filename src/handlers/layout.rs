@@ -34,6 +34,8 @@ pub enum Nav {
 pub enum Notice {
     Info(String),
     Error(String),
+    /// An error with a list of the individual problems.
+    Errors(String, Vec<String>),
 }
 
 impl Notice {
@@ -42,6 +44,12 @@ impl Notice {
             Notice::Info(m) => html! { div.notice.info role="status" { p { (m) } } },
             Notice::Error(m) => html! {
                 div.notice.error role="alert" { p { strong { "Error: " } (m) } }
+            },
+            Notice::Errors(m, list) => html! {
+                div.notice.error role="alert" {
+                    p { strong { "Error: " } (m) }
+                    ul { @for e in list { li { (e) } } }
+                }
             },
         }
     }

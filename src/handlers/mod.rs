@@ -1,15 +1,67 @@
 //! Server-rendered HTML pages under `<base_url>hub/`: login, logout, home, spawn pending,
 //! change password, tokens, admin. Usable without JavaScript; one small stylesheet.
+//!
+//! * [`session`]: the login cookie, the logged-in extractor, CSRF tokens.
+//! * [`layout`]: the page frame, navigation, error and 404 pages, security headers.
+//! * [`forms`]: form parsing and the checks every POST handler runs first.
+//! * [`login`], [`home`], [`spawn`], [`password`], [`tokens`], [`admin`], [`user`]: one page
+//!   (or a few closely related ones) each. [`assets`]: the stylesheet and the progress script.
 
+pub mod admin;
+pub mod assets;
+pub mod forms;
+pub mod home;
+pub mod layout;
+pub mod login;
+pub mod password;
 pub mod session;
+pub mod spawn;
+pub mod tokens;
+pub mod user;
 
 use std::sync::Arc;
 
+use axum::middleware;
+use axum::routing::{any, get, post};
 use axum::Router;
 
 use crate::hub::Hub;
 
-/// Routes for the pages; `hub_prefix` is `<base_url>hub` (no trailing slash).
-pub fn router(_hub_prefix: &str) -> Router<Arc<Hub>> {
+/// Routes for the pages; `hub_prefix` is `<base_url>hub` (no trailing slash). The routes are
+/// absolute: the hub's pages under `hub_prefix`, and `<base_url>user/<name>/…` for what reaches
+/// the hub of a user's server address.
+pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
+    let hp = hub_prefix.trim_end_matches('/');
+    let base = format!("{}/", hp.strip_suffix("/hub").unwrap_or("").trim_end_matches('/'));
+    let at = |p: &str| format!("{hp}{p}");
     Router::new()
+        .route(&at(""), get(login::root))
+        .route(&at("/"), get(login::root))
+        .route(&at("/login"), get(login::form).post(login::submit))
+        .route(&at("/logout"), get(login::logout_get).post(login::logout_post))
+        .route(&at("/home"), get(home::page))
+        .route(&at("/home/start"), post(home::start))
+        .route(&at("/home/stop"), post(home::stop))
+        .route(&at("/spawn-pending/{name}"), get(spawn::page))
+        .route(&at("/spawn-pending/{name}/progress"), get(spawn::progress))
+        .route(&at("/auth/change-password"), get(password::form).post(password::submit))
+        .route(&at("/token"), get(tokens::page).post(tokens::create))
+        .route(&at("/token/{id}/revoke"), post(tokens::revoke))
+        .route(&at("/admin"), get(admin::page))
+        .route(&at("/admin/users"), post(admin::add_users))
+        .route(&at("/admin/users/{name}/start"), post(admin::start))
+        .route(&at("/admin/users/{name}/stop"), post(admin::stop))
+        .route(&at("/admin/users/{name}/make-admin"), post(admin::make_admin))
+        .route(&at("/admin/users/{name}/remove-admin"), post(admin::remove_admin))
+        .route(&at("/admin/users/{name}/delete"), get(admin::delete_confirm).post(admin::delete))
+        .route(&at("/user/{name}"), get(user::page))
+        .route(&at("/user/{name}/"), get(user::page))
+        .route(&at("/user/{name}/{*rest}"), get(user::page))
+        .route(&format!("{base}user/{{name}}"), get(user::page))
+        .route(&format!("{base}user/{{name}}/"), get(user::page))
+        .route(&format!("{base}user/{{name}}/{{*rest}}"), get(user::page))
+        .route(&at("/static/style.css"), get(assets::style))
+        .route(&at("/static/spawn.js"), get(assets::spawn_js))
+        .route(&at("/{*rest}"), any(layout::not_found))
+        .layer(middleware::map_response(layout::security_headers))
 }

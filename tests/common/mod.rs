@@ -92,6 +92,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id (for signals).
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

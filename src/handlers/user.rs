@@ -1,0 +1,70 @@
+//! `<base_url>user/<name>/…` and `<hub>/user/<name>/…` when the hub itself answers them:
+//! JupyterHub's "server not running" page with a start button for the owner (404 for anyone
+//! else), the spawn-pending page while it starts, and a short note while it runs (requests to a
+//! running server are the proxy's to route; this route only answers what reaches the hub).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use maud::html;
+
+use super::forms;
+use super::home::{self, ServerState};
+use super::layout::{self, Nav};
+use super::session::LoggedIn;
+use crate::hub::Hub;
+use crate::spawn;
+use crate::username;
+
+/// `GET <base_url>user/<name>[/<rest>]` and `GET <hub>/user/<name>[/<rest>]`.
+pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, Path(params): Path<HashMap<String, String>>) -> Response {
+    let viewer = match forms::page_user(&hub, &p) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let name = params.get("name").map(String::as_str).unwrap_or("");
+    if username::normalize(name).ok().as_deref() != Some(viewer.name.as_str()) {
+        return layout::not_found_page(&hub, Some(&p));
+    }
+    let prefix = spawn::server_prefix(&hub, &viewer.name);
+    let rest = params.get("rest").map(|r| r.trim_start_matches('/')).unwrap_or("");
+    let target = format!("{prefix}{rest}");
+    let hp = hub.hub_prefix();
+    match home::server_state(&hub, &viewer.name) {
+        ServerState::Starting => layout::redirect(&home::spawn_pending_url(&hub, &viewer.name)),
+        ServerState::Stopped => {
+            let failure = home::last_failure(&hub, &viewer.name);
+            let body = html! {
+                p.lead { "Your server is not running. Start it to open " code { (target) } "." }
+                @if let Some(f) = &failure {
+                    div.notice.error role="alert" { p { strong { "The last start failed: " } (f) } }
+                }
+                div.actions {
+                    (home::start_form(&hub, &p, Some(&target), "Start my server"))
+                    a.button.secondary href=(format!("{hp}home")) { "Home" }
+                }
+            };
+            // JupyterHub answers 424 (failed dependency) for a server that is not running.
+            layout::html_response(StatusCode::FAILED_DEPENDENCY, layout::page(&hub, Some(&p), Nav::None, "Server not running", body))
+        }
+        ServerState::Stopping => {
+            let body = html! {
+                p.lead { "Your server is stopping. Reload this page in a moment to start it again." }
+                p { a href=(format!("{hp}home")) { "Home" } }
+            };
+            layout::html_response(StatusCode::SERVICE_UNAVAILABLE, layout::page(&hub, Some(&p), Nav::None, "Server stopping", body))
+        }
+        ServerState::Running => {
+            let body = html! {
+                p.lead { "Your server is running at " code { (prefix) } "." }
+                p { "Requests to that address are routed to your server by the hub's proxy; this page is \
+                     what the hub answers when a request reaches the hub instead." }
+                div.actions { a.button.secondary href=(format!("{hp}home")) { "Home" } }
+            };
+            layout::html_response(StatusCode::OK, layout::page(&hub, Some(&p), Nav::None, "Server running", body))
+        }
+    }
+}
