@@ -23,10 +23,17 @@ use crate::username;
 const MAX_NEW_USERS: usize = 500;
 
 fn forbidden(hub: &Hub, p: &Principal) -> Response {
-    layout::error_page(hub, Some(p), StatusCode::FORBIDDEN, "Forbidden", "Only administrators can use the admin page.")
+    layout::error_page(
+        hub,
+        Some(p),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        "Only administrators can use the admin page.",
+    )
 }
 
 /// The admin behind a page request, or the 403 page.
+#[allow(clippy::result_large_err)] // a Response, as axum's own rejections
 fn require_admin(hub: &Hub, p: &Principal) -> Result<UserRecord, Response> {
     let user = forms::page_user(hub, p)?;
     if hub.is_admin(&user) {
@@ -37,7 +44,12 @@ fn require_admin(hub: &Hub, p: &Principal) -> Result<UserRecord, Response> {
 }
 
 /// The admin behind a form submission (session, CSRF, admin), or the response to send.
-fn require_admin_form(hub: &Hub, headers: &HeaderMap, f: &Fields) -> Result<(Principal, UserRecord), Response> {
+#[allow(clippy::result_large_err)] // a Response, as axum's own rejections
+fn require_admin_form(
+    hub: &Hub,
+    headers: &HeaderMap,
+    f: &Fields,
+) -> Result<(Principal, UserRecord), Response> {
     let (p, user) = forms::form_user(hub, headers, f)?;
     if !hub.is_admin(&user) {
         return Err(forbidden(hub, &p));
@@ -46,11 +58,20 @@ fn require_admin_form(hub: &Hub, headers: &HeaderMap, f: &Fields) -> Result<(Pri
 }
 
 /// The user an action names, or the 404 page.
+#[allow(clippy::result_large_err)] // a Response, as axum's own rejections
 fn target(hub: &Hub, p: &Principal, name: &str) -> Result<UserRecord, Response> {
     username::normalize(name)
         .ok()
         .and_then(|n| hub.store.user(&n).ok().flatten())
-        .ok_or_else(|| layout::error_page(hub, Some(p), StatusCode::NOT_FOUND, "No such user", "That user does not exist (any more)."))
+        .ok_or_else(|| {
+            layout::error_page(
+                hub,
+                Some(p),
+                StatusCode::NOT_FOUND,
+                "No such user",
+                "That user does not exist (any more).",
+            )
+        })
 }
 
 fn admin_url(hub: &Hub) -> String {
@@ -58,11 +79,19 @@ fn admin_url(hub: &Hub) -> String {
 }
 
 fn done(hub: &Hub, what: &str, user: &str) -> Response {
-    layout::redirect(&format!("{}?done={what}&user={}", admin_url(hub), urlencoding::encode(user)))
+    layout::redirect(&format!(
+        "{}?done={what}&user={}",
+        admin_url(hub),
+        urlencoding::encode(user)
+    ))
 }
 
 /// `GET <hub>/admin`.
-pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, RawQuery(query): RawQuery) -> Response {
+pub async fn page(
+    State(hub): State<Arc<Hub>>,
+    LoggedIn(p): LoggedIn,
+    RawQuery(query): RawQuery,
+) -> Response {
     let me = match require_admin(&hub, &p) {
         Ok(u) => u,
         Err(r) => return r,
@@ -79,7 +108,9 @@ pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, RawQuery(q
         "promoted" => Some(format!("{who} is now an admin.")),
         "demoted" => Some(format!("{who} is no longer an admin.")),
         "deleted" => Some(format!("User {who} has been deleted.")),
-        "created" if existing > 0 => Some(format!("Added {n} user(s); {existing} already existed.")),
+        "created" if existing > 0 => {
+            Some(format!("Added {n} user(s); {existing} already existed."))
+        }
         "created" => Some(format!("Added {n} user(s).")),
         _ => None,
     };
@@ -105,7 +136,7 @@ fn render(
         html! {
             form.inline method="post" action=(format!("{hp}admin/users/{}/{what}", u.name)) {
                 (forms::xsrf_input(&csrf))
-                button.small class=(class) type="submit" aria-label=(format!("{label} for {}", u.name)) { (label) }
+                button class=(format!("small {class}").trim_end()) type="submit" aria-label=(format!("{label} for {}", u.name)) { (label) }
             }
         }
     };
@@ -187,10 +218,19 @@ fn render(
             }
         }
     };
-    layout::html_response(status, layout::page(hub, Some(p), Nav::Admin, "Administration", body))
+    layout::html_response(
+        status,
+        layout::page(hub, Some(p), Nav::Admin, "Administration", body),
+    )
 }
 
-fn failed(hub: &Hub, p: &Principal, me: &UserRecord, status: StatusCode, message: String) -> Response {
+fn failed(
+    hub: &Hub,
+    p: &Principal,
+    me: &UserRecord,
+    status: StatusCode,
+    message: String,
+) -> Response {
     render(hub, p, me, status, vec![Notice::Error(message)], "", false)
 }
 
@@ -203,7 +243,10 @@ pub async fn add_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: By
     };
     let raw = f.get("names");
     let make_admin = f.checked("admin");
-    let words: Vec<&str> = raw.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = raw
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .collect();
     let mut errors = Vec::new();
     let mut names: Vec<String> = Vec::new();
     if words.is_empty() {
@@ -221,7 +264,15 @@ pub async fn add_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: By
     }
     if !errors.is_empty() {
         let n = Notice::Errors("No users were added.".into(), errors);
-        return render(&hub, &p, &me, StatusCode::BAD_REQUEST, vec![n], raw, make_admin);
+        return render(
+            &hub,
+            &p,
+            &me,
+            StatusCode::BAD_REQUEST,
+            vec![n],
+            raw,
+            make_admin,
+        );
     }
     let (mut created, mut existing) = (0usize, 0usize);
     for n in &names {
@@ -232,7 +283,13 @@ pub async fn add_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: By
             Ok(false) => existing += 1,
             Err(e) => {
                 tracing::error!(error = %e, "cannot create a user");
-                return failed(&hub, &p, &me, StatusCode::INTERNAL_SERVER_ERROR, "The hub's state database failed; see the hub's log.".into());
+                return failed(
+                    &hub,
+                    &p,
+                    &me,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The hub's state database failed; see the hub's log.".into(),
+                );
             }
         }
     }
@@ -240,11 +297,19 @@ pub async fn add_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: By
         tracing::error!(error = %e, "cannot flush the state database");
     }
     tracing::info!(admin = %me.name, created, existing, "users added on the admin page");
-    layout::redirect(&format!("{}?done=created&n={created}&existing={existing}", admin_url(&hub)))
+    layout::redirect(&format!(
+        "{}?done=created&n={created}&existing={existing}",
+        admin_url(&hub)
+    ))
 }
 
 /// `POST <hub>/admin/users/<name>/start`.
-pub async fn start(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+pub async fn start(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     let f = Fields::parse(&body);
     let (p, me) = match require_admin_form(&hub, &headers, &f) {
         Ok(x) => x,
@@ -258,7 +323,13 @@ pub async fn start(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): 
         Ok(Begun::Ready) => done(&hub, "started", &user.name),
         Ok(Begun::Pending) => done(&hub, "pending", &user.name),
         Err(e) => {
-            let mut resp = failed(&hub, &p, &me, e.status, format!("{}: {}", user.name, e.message));
+            let mut resp = failed(
+                &hub,
+                &p,
+                &me,
+                e.status,
+                format!("{}: {}", user.name, e.message),
+            );
             if let Some(s) = e.retry_after {
                 if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
                     resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -270,7 +341,12 @@ pub async fn start(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): 
 }
 
 /// `POST <hub>/admin/users/<name>/stop`.
-pub async fn stop(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+pub async fn stop(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     let f = Fields::parse(&body);
     let (p, me) = match require_admin_form(&hub, &headers, &f) {
         Ok(x) => x,
@@ -286,7 +362,13 @@ pub async fn stop(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): P
     }
 }
 
-async fn set_admin(hub: Arc<Hub>, headers: HeaderMap, name: String, body: Bytes, admin: bool) -> Response {
+async fn set_admin(
+    hub: Arc<Hub>,
+    headers: HeaderMap,
+    name: String,
+    body: Bytes,
+    admin: bool,
+) -> Response {
     let f = Fields::parse(&body);
     let (p, me) = match require_admin_form(&hub, &headers, &f) {
         Ok(x) => x,
@@ -297,15 +379,30 @@ async fn set_admin(hub: Arc<Hub>, headers: HeaderMap, name: String, body: Bytes,
         Err(r) => return r,
     };
     if user.name == me.name && !admin {
-        return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, "You cannot remove your own admin rights.".into());
+        return failed(
+            &hub,
+            &p,
+            &me,
+            StatusCode::BAD_REQUEST,
+            "You cannot remove your own admin rights.".into(),
+        );
     }
     if !admin && hub.config().users.admin.iter().any(|a| a == &user.name) {
-        let m = format!("{} is an admin through the configuration (users.admin); remove them there.", user.name);
+        let m = format!(
+            "{} is an admin through the configuration (users.admin); remove them there.",
+            user.name
+        );
         return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, m);
     }
     if let Err(e) = hub.store.update_user(&user.name, |u| u.admin = admin) {
         tracing::error!(error = %e, "cannot update a user");
-        return failed(&hub, &p, &me, StatusCode::INTERNAL_SERVER_ERROR, "The hub's state database failed; see the hub's log.".into());
+        return failed(
+            &hub,
+            &p,
+            &me,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The hub's state database failed; see the hub's log.".into(),
+        );
     }
     if let Err(e) = hub.store.flush().await {
         tracing::error!(error = %e, "cannot flush the state database");
@@ -315,16 +412,32 @@ async fn set_admin(hub: Arc<Hub>, headers: HeaderMap, name: String, body: Bytes,
 }
 
 /// `POST <hub>/admin/users/<name>/make-admin`.
-pub async fn make_admin(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+pub async fn make_admin(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     set_admin(hub, headers, name, body, true).await
 }
 
 /// `POST <hub>/admin/users/<name>/remove-admin`.
-pub async fn remove_admin(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+pub async fn remove_admin(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     set_admin(hub, headers, name, body, false).await
 }
 
-fn confirm_page(hub: &Hub, p: &Principal, user: &UserRecord, status: StatusCode, notice: Option<Notice>) -> Response {
+fn confirm_page(
+    hub: &Hub,
+    p: &Principal,
+    user: &UserRecord,
+    status: StatusCode,
+    notice: Option<Notice>,
+) -> Response {
     let hp = hub.hub_prefix();
     let running = home::server_state(hub, &user.name) != ServerState::Stopped;
     let body = html! {
@@ -347,11 +460,24 @@ fn confirm_page(hub: &Hub, p: &Principal, user: &UserRecord, status: StatusCode,
             }
         }
     };
-    layout::html_response(status, layout::page(hub, Some(p), Nav::Admin, &format!("Delete user {}?", user.name), body))
+    layout::html_response(
+        status,
+        layout::page(
+            hub,
+            Some(p),
+            Nav::Admin,
+            &format!("Delete user {}?", user.name),
+            body,
+        ),
+    )
 }
 
 /// `GET <hub>/admin/users/<name>/delete`: the confirmation step.
-pub async fn delete_confirm(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, Path(name): Path<String>) -> Response {
+pub async fn delete_confirm(
+    State(hub): State<Arc<Hub>>,
+    LoggedIn(p): LoggedIn,
+    Path(name): Path<String>,
+) -> Response {
     let me = match require_admin(&hub, &p) {
         Ok(u) => u,
         Err(r) => return r,
@@ -361,13 +487,24 @@ pub async fn delete_confirm(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, 
         Err(r) => return r,
     };
     if user.name == me.name {
-        return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, "You cannot delete yourself.".into());
+        return failed(
+            &hub,
+            &p,
+            &me,
+            StatusCode::BAD_REQUEST,
+            "You cannot delete yourself.".into(),
+        );
     }
     confirm_page(&hub, &p, &user, StatusCode::OK, None)
 }
 
 /// `POST <hub>/admin/users/<name>/delete`: needs the confirmation checkbox.
-pub async fn delete(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+pub async fn delete(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     let f = Fields::parse(&body);
     let (p, me) = match require_admin_form(&hub, &headers, &f) {
         Ok(x) => x,
@@ -378,28 +515,51 @@ pub async fn delete(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name):
         Err(r) => return r,
     };
     if user.name == me.name {
-        return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, "You cannot delete yourself.".into());
+        return failed(
+            &hub,
+            &p,
+            &me,
+            StatusCode::BAD_REQUEST,
+            "You cannot delete yourself.".into(),
+        );
     }
     if f.get("confirm") != "yes" {
         let n = Notice::Error("Tick the confirmation box to delete the user.".into());
         return confirm_page(&hub, &p, &user, StatusCode::BAD_REQUEST, Some(n));
     }
     if home::server_state(&hub, &user.name) == ServerState::Starting {
-        let m = format!("{}'s server is still starting; delete the user once the start has finished.", user.name);
+        let m = format!(
+            "{}'s server is still starting; delete the user once the start has finished.",
+            user.name
+        );
         return failed(&hub, &p, &me, StatusCode::CONFLICT, m);
     }
     match spawn::stop(&hub, &user.name, "").await {
         Ok(()) | Err(StopError::NotRunning(_)) => {}
         // The server record is forgotten even when the backend complains; go on deleting.
-        Err(StopError::Backend(m)) => tracing::warn!(user = %user.name, error = %m, "backend error stopping a deleted user's server"),
+        Err(StopError::Backend(m)) => {
+            tracing::warn!(user = %user.name, error = %m, "backend error stopping a deleted user's server")
+        }
         Err(StopError::State(e)) => {
             tracing::error!(error = %e, "cannot stop a server");
-            return failed(&hub, &p, &me, StatusCode::INTERNAL_SERVER_ERROR, "The hub's state database failed; see the hub's log.".into());
+            return failed(
+                &hub,
+                &p,
+                &me,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The hub's state database failed; see the hub's log.".into(),
+            );
         }
     }
     if let Err(e) = hub.store.delete_user(&user.name) {
         tracing::error!(error = %e, "cannot delete a user");
-        return failed(&hub, &p, &me, StatusCode::INTERNAL_SERVER_ERROR, "The hub's state database failed; see the hub's log.".into());
+        return failed(
+            &hub,
+            &p,
+            &me,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The hub's state database failed; see the hub's log.".into(),
+        );
     }
     if let Err(e) = hub.store.flush().await {
         tracing::error!(error = %e, "cannot flush the state database");

@@ -14,8 +14,10 @@ use crate::secrets;
 pub const STYLE: &str = include_str!("static/style.css");
 pub const SPAWN_JS: &str = include_str!("static/spawn.js");
 
-static STYLE_VERSION: LazyLock<String> = LazyLock::new(|| secrets::hash_token(STYLE)[..12].to_string());
-static SPAWN_JS_VERSION: LazyLock<String> = LazyLock::new(|| secrets::hash_token(SPAWN_JS)[..12].to_string());
+static STYLE_VERSION: LazyLock<String> =
+    LazyLock::new(|| secrets::hash_token(STYLE)[..12].to_string());
+static SPAWN_JS_VERSION: LazyLock<String> =
+    LazyLock::new(|| secrets::hash_token(SPAWN_JS)[..12].to_string());
 
 const CACHE_LONG: &str = "public, max-age=31536000, immutable";
 
@@ -26,13 +28,20 @@ pub fn style_url(hub: &Hub) -> String {
 
 /// `<hub>/static/spawn.js?v=<hash>`.
 pub fn spawn_js_url(hub: &Hub) -> String {
-    format!("{}static/spawn.js?v={}", hub.hub_prefix(), *SPAWN_JS_VERSION)
+    format!(
+        "{}static/spawn.js?v={}",
+        hub.hub_prefix(),
+        *SPAWN_JS_VERSION
+    )
 }
 
 pub async fn style(State(_hub): State<Arc<Hub>>) -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, CACHE_LONG)],
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, CACHE_LONG),
+        ],
         STYLE,
     )
         .into_response()
@@ -41,7 +50,10 @@ pub async fn style(State(_hub): State<Arc<Hub>>) -> Response {
 pub async fn spawn_js(State(_hub): State<Arc<Hub>>) -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, CACHE_LONG)],
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, CACHE_LONG),
+        ],
         SPAWN_JS,
     )
         .into_response()

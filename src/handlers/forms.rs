@@ -39,7 +39,10 @@ impl Fields {
 
     /// The first value of `key`, if present.
     pub fn opt(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Is a checkbox (or any field) named `key` present with a non-empty value?
@@ -56,7 +59,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
     }
 }
 
@@ -66,15 +74,27 @@ pub fn xsrf_input(token: &str) -> Markup {
 }
 
 /// The user behind a logged-in page request, or the response to send instead.
+#[allow(clippy::result_large_err)] // a Response, as axum's own rejections
 pub fn page_user(hub: &Hub, p: &Principal) -> Result<UserRecord, Response> {
     p.user().cloned().ok_or_else(|| {
-        layout::error_page(hub, None, StatusCode::FORBIDDEN, "Forbidden", "Only users can use these pages.")
+        layout::error_page(
+            hub,
+            None,
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Only users can use these pages.",
+        )
     })
 }
 
 /// The first checks of every logged-in POST handler: a session (else back to the login page)
 /// and the session's CSRF token in the `_xsrf` field (else a 403 page).
-pub fn form_user(hub: &Hub, headers: &HeaderMap, fields: &Fields) -> Result<(Principal, UserRecord), Response> {
+#[allow(clippy::result_large_err)] // a Response, as axum's own rejections
+pub fn form_user(
+    hub: &Hub,
+    headers: &HeaderMap,
+    fields: &Fields,
+) -> Result<(Principal, UserRecord), Response> {
     let Some(p) = session::principal(hub, headers) else {
         return Err(layout::redirect(&format!("{}login", hub.hub_prefix())));
     };

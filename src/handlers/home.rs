@@ -52,7 +52,13 @@ pub fn server_state(hub: &Hub, user: &str) -> ServerState {
 
 /// Where a user lands on their server: `<base_url>user/<name>/` plus the default app (`lab`).
 pub fn server_url(hub: &Hub, user: &str) -> String {
-    let app = hub.config().user_environment.default_app.default_url().trim_start_matches('/').to_string();
+    let app = hub
+        .config()
+        .user_environment
+        .default_app
+        .default_url()
+        .trim_start_matches('/')
+        .to_string();
     format!("{}{app}", spawn::server_prefix(hub, user))
 }
 
@@ -67,7 +73,10 @@ pub fn last_failure(hub: &Hub, user: &str) -> Option<String> {
     }
     let rx = hub.spawns.subscribe(user, "")?;
     let events = rx.borrow();
-    events.last().filter(|e| e.failed).map(|e| e.message.clone())
+    events
+        .last()
+        .filter(|e| e.failed)
+        .map(|e| e.message.clone())
 }
 
 /// How a start request from a page ended.
@@ -85,7 +94,11 @@ pub struct ActionError {
 
 impl ActionError {
     fn new(status: StatusCode, message: impl Into<String>) -> ActionError {
-        ActionError { status, message: message.into(), retry_after: None }
+        ActionError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 }
 
@@ -95,7 +108,9 @@ pub async fn start_server(hub: &Arc<Hub>, user: &UserRecord) -> Result<Begun, Ac
         Ok(StartOutcome::Ready) | Err(StartError::AlreadyRunning(_)) => Ok(Begun::Ready),
         Ok(StartOutcome::Pending) => Ok(Begun::Pending),
         Err(StartError::Pending(_, kind)) if kind == "spawn" => Ok(Begun::Pending),
-        Err(e @ StartError::Pending(..)) => Err(ActionError::new(StatusCode::CONFLICT, e.to_string())),
+        Err(e @ StartError::Pending(..)) => {
+            Err(ActionError::new(StatusCode::CONFLICT, e.to_string()))
+        }
         Err(StartError::TooMany) => Err(ActionError {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: StartError::TooMany.to_string(),
@@ -105,13 +120,19 @@ pub async fn start_server(hub: &Arc<Hub>, user: &UserRecord) -> Result<Begun, Ac
             StatusCode::SERVICE_UNAVAILABLE,
             format!("Servers cannot be started on this hub right now: {m}"),
         )),
-        Err(StartError::Failed(m)) => {
-            Err(ActionError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("The server failed to start: {m}")))
+        Err(StartError::Failed(m)) => Err(ActionError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("The server failed to start: {m}"),
+        )),
+        Err(e @ StartError::NamedServers) => {
+            Err(ActionError::new(StatusCode::BAD_REQUEST, e.to_string()))
         }
-        Err(e @ StartError::NamedServers) => Err(ActionError::new(StatusCode::BAD_REQUEST, e.to_string())),
         Err(StartError::State(e)) => {
             tracing::error!(error = %e, "state error while starting a server");
-            Err(ActionError::new(StatusCode::INTERNAL_SERVER_ERROR, "The hub's state database failed; see the hub's log."))
+            Err(ActionError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The hub's state database failed; see the hub's log.",
+            ))
         }
     }
 }
@@ -149,7 +170,11 @@ pub fn start_form(hub: &Hub, who: &Principal, next: Option<&str>, label: &str) -
 }
 
 /// `GET <hub>/home`.
-pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, RawQuery(query): RawQuery) -> Response {
+pub async fn page(
+    State(hub): State<Arc<Hub>>,
+    LoggedIn(p): LoggedIn,
+    RawQuery(query): RawQuery,
+) -> Response {
     let user = match forms::page_user(&hub, &p) {
         Ok(u) => u,
         Err(r) => return r,
@@ -162,14 +187,24 @@ pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, RawQuery(q
     render(&hub, &p, &user, StatusCode::OK, notices)
 }
 
-fn render(hub: &Hub, p: &Principal, user: &UserRecord, status: StatusCode, notices: Vec<Notice>) -> Response {
+fn render(
+    hub: &Hub,
+    p: &Principal,
+    user: &UserRecord,
+    status: StatusCode,
+    notices: Vec<Notice>,
+) -> Response {
     let hp = hub.hub_prefix();
     let state = server_state(hub, &user.name);
     let url = server_url(hub, &user.name);
     let prefix = spawn::server_prefix(hub, &user.name);
     let csrf = session::csrf_token(p);
     // A start that just failed is already reported by a notice.
-    let failure = if notices.is_empty() { last_failure(hub, &user.name) } else { None };
+    let failure = if notices.is_empty() {
+        last_failure(hub, &user.name)
+    } else {
+        None
+    };
     let body = html! {
         (layout::notices(&notices))
         section aria-labelledby="server-heading" {
@@ -216,7 +251,16 @@ fn render(hub: &Hub, p: &Principal, user: &UserRecord, status: StatusCode, notic
             }
         }
     };
-    layout::html_response(status, layout::page(hub, Some(p), Nav::Home, &format!("Home of {}", user.name), body))
+    layout::html_response(
+        status,
+        layout::page(
+            hub,
+            Some(p),
+            Nav::Home,
+            &format!("Home of {}", user.name),
+            body,
+        ),
+    )
 }
 
 fn action_failed(hub: &Hub, p: &Principal, user: &UserRecord, e: ActionError) -> Response {

@@ -5,19 +5,22 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 
 use super::{assets, forms, session};
+use crate::apihandlers::base::ApiError;
 use crate::config::AuthType;
 use crate::hub::{Hub, Principal};
 
 /// `Content-Security-Policy` of every hub page: no inline script or style at all, only this
-/// origin's stylesheet and script, no framing.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                       object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// origin's stylesheet and script, no framing. (No `form-action`: browsers apply it to the
+/// redirects after a form, and a login may end at an OAuth client on another origin.)
+pub const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                       object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 /// Which navigation entry a page belongs to (rendered with `aria-current="page"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +69,14 @@ pub fn page(hub: &Hub, who: Option<&Principal>, nav: Nav, title: &str, body: Mar
 }
 
 /// A whole page with extra elements in `<head>` (scripts, refresh).
-pub fn page_with_head(hub: &Hub, who: Option<&Principal>, nav: Nav, title: &str, head: Markup, body: Markup) -> Markup {
+pub fn page_with_head(
+    hub: &Hub,
+    who: Option<&Principal>,
+    nav: Nav,
+    title: &str,
+    head: Markup,
+    body: Markup,
+) -> Markup {
     let hp = hub.hub_prefix();
     let user = who.and_then(|p| p.user());
     let admin = user.is_some_and(|u| hub.is_admin(u));
@@ -135,7 +145,13 @@ pub fn redirect(location: &str) -> Response {
 }
 
 /// A friendly error page with a way back.
-pub fn error_page(hub: &Hub, who: Option<&Principal>, status: StatusCode, title: &str, message: &str) -> Response {
+pub fn error_page(
+    hub: &Hub,
+    who: Option<&Principal>,
+    status: StatusCode,
+    title: &str,
+    message: &str,
+) -> Response {
     let hp = hub.hub_prefix();
     let body = html! {
         p.lead { (message) }
@@ -150,28 +166,45 @@ pub fn error_page(hub: &Hub, who: Option<&Principal>, status: StatusCode, title:
     html_response(status, page(hub, who, Nav::None, title, body))
 }
 
-/// The 404 page for any unknown path under the hub prefix.
-pub async fn not_found(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
+/// The 404 page for any unknown path under the hub prefix. The catch-all route this serves
+/// also matches unknown API paths before the API router's own fallback could, so those get the
+/// API's JSON 404 here.
+pub async fn not_found(State(hub): State<Arc<Hub>>, uri: Uri, headers: HeaderMap) -> Response {
+    let api = format!("{}api", hub.hub_prefix());
+    let path = uri.path();
+    if path == api || path.starts_with(&format!("{api}/")) {
+        return ApiError::not_found("no such API endpoint").into_response();
+    }
     let who = session::principal(&hub, &headers);
     not_found_page(&hub, who.as_ref())
 }
 
 pub fn not_found_page(hub: &Hub, who: Option<&Principal>) -> Response {
-    error_page(hub, who, StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.")
+    error_page(
+        hub,
+        who,
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is nothing at this address.",
+    )
 }
 
 /// Adds the security headers of hub pages (kept if a handler set its own).
 pub async fn security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(CSP));
-    h.entry(header::X_FRAME_OPTIONS).or_insert(HeaderValue::from_static("DENY"));
-    h.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("same-origin"));
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CSP));
+    h.entry(header::X_FRAME_OPTIONS)
+        .or_insert(HeaderValue::from_static("DENY"));
+    h.entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("same-origin"));
     resp
 }
 
 /// Mark a response as not to be stored anywhere (pages that show tokens).
 pub fn no_store(mut resp: Response) -> Response {
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 

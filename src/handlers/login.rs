@@ -28,7 +28,11 @@ pub async fn root(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
 }
 
 /// `GET <hub>/login?next=`: the form (or straight on when already logged in).
-pub async fn form(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+pub async fn form(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let q = Fields::query(query.as_deref());
     let next = q.opt("next").filter(|n| !n.is_empty());
     if session::principal(&hub, &headers).is_some() {
@@ -40,7 +44,12 @@ pub async fn form(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(quer
 }
 
 /// `POST <hub>/login`: check the double-submit token, then the credentials.
-pub async fn submit(State(hub): State<Arc<Hub>>, headers: HeaderMap, ClientIp(ip): ClientIp, body: Bytes) -> Response {
+pub async fn submit(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
+    body: Bytes,
+) -> Response {
     let f = Fields::parse(&body);
     let next = f.opt("next").filter(|n| !n.is_empty());
     let username = f.get("username");
@@ -48,7 +57,15 @@ pub async fn submit(State(hub): State<Arc<Hub>>, headers: HeaderMap, ClientIp(ip
     if new || !secrets::constant_time_eq(&xsrf, f.get(XSRF_FIELD)) {
         let msg = "The login form had expired or lacked its security token (_xsrf), so nothing was checked. \
                    Please enter your password again.";
-        return render(&hub, StatusCode::FORBIDDEN, &xsrf, new, username, next, Some(Notice::Error(msg.into())));
+        return render(
+            &hub,
+            StatusCode::FORBIDDEN,
+            &xsrf,
+            new,
+            username,
+            next,
+            Some(Notice::Error(msg.into())),
+        );
     }
     match auth::login(&hub, username, f.get("password"), ip).await {
         Ok(user) => {
@@ -73,14 +90,22 @@ pub async fn submit(State(hub): State<Arc<Hub>>, headers: HeaderMap, ClientIp(ip
                     resp.headers_mut().append(header::SET_COOKIE, v);
                 }
                 Err(_) => {
-                    return layout::error_page(&hub, None, StatusCode::INTERNAL_SERVER_ERROR, "Login failed", "Bad session cookie.");
+                    return layout::error_page(
+                        &hub,
+                        None,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Login failed",
+                        "Bad session cookie.",
+                    );
                 }
             }
             resp
         }
         Err(e) => {
             let status = match &e {
-                LoginError::InvalidName(_) | LoginError::PasswordTooShort(_) => StatusCode::BAD_REQUEST,
+                LoginError::InvalidName(_) | LoginError::PasswordTooShort(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 LoginError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
                 LoginError::BadCredentials => StatusCode::FORBIDDEN,
                 LoginError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,7 +117,15 @@ pub async fn submit(State(hub): State<Arc<Hub>>, headers: HeaderMap, ClientIp(ip
                 }
                 other => capitalize(&other.to_string()),
             };
-            let mut resp = render(&hub, status, &xsrf, false, username, next, Some(Notice::Error(message)));
+            let mut resp = render(
+                &hub,
+                status,
+                &xsrf,
+                false,
+                username,
+                next,
+                Some(Notice::Error(message)),
+            );
             if let LoginError::RateLimited(wait) = e {
                 if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
                     resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -106,7 +139,9 @@ pub async fn submit(State(hub): State<Arc<Hub>>, headers: HeaderMap, ClientIp(ip
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect::<String>() + if s.ends_with('.') { "" } else { "." },
+        Some(f) => {
+            f.to_uppercase().chain(c).collect::<String>() + if s.ends_with('.') { "" } else { "." }
+        }
         None => String::new(),
     }
 }
@@ -124,7 +159,9 @@ fn explanation(hub: &Hub) -> String {
             "This hub uses first-use passwords for accounts an administrator created: the first \
              password you log in with becomes your password (at least {min} characters)."
         ),
-        AuthType::Native => "Log in with the user name and password an administrator gave you.".into(),
+        AuthType::Native => {
+            "Log in with the user name and password an administrator gave you.".into()
+        }
         AuthType::Dummy => match cfg.auth.dummy.password {
             Some(_) => "Test hub: log in with any user name and the shared password.".into(),
             None => "Test hub: any user name and any password are accepted.".into(),
@@ -162,7 +199,8 @@ fn render(
             div { button type="submit" { "Log in" } }
         }
     };
-    let mut resp = layout::html_response(status, layout::page(hub, None, Nav::None, "Log in", body));
+    let mut resp =
+        layout::html_response(status, layout::page(hub, None, Nav::None, "Log in", body));
     if set_cookie {
         if let Ok(v) = HeaderValue::from_str(&session::xsrf_set_cookie(hub, xsrf)) {
             resp.headers_mut().append(header::SET_COOKIE, v);

@@ -32,28 +32,46 @@ use crate::hub::Hub;
 /// the hub of a user's server address.
 pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
     let hp = hub_prefix.trim_end_matches('/');
-    let base = format!("{}/", hp.strip_suffix("/hub").unwrap_or("").trim_end_matches('/'));
+    let base = format!(
+        "{}/",
+        hp.strip_suffix("/hub").unwrap_or("").trim_end_matches('/')
+    );
     let at = |p: &str| format!("{hp}{p}");
     Router::new()
         .route(&at(""), get(login::root))
         .route(&at("/"), get(login::root))
         .route(&at("/login"), get(login::form).post(login::submit))
-        .route(&at("/logout"), get(login::logout_get).post(login::logout_post))
+        .route(
+            &at("/logout"),
+            get(login::logout_get).post(login::logout_post),
+        )
         .route(&at("/home"), get(home::page))
         .route(&at("/home/start"), post(home::start))
         .route(&at("/home/stop"), post(home::stop))
         .route(&at("/spawn-pending/{name}"), get(spawn::page))
         .route(&at("/spawn-pending/{name}/progress"), get(spawn::progress))
-        .route(&at("/auth/change-password"), get(password::form).post(password::submit))
+        .route(
+            &at("/auth/change-password"),
+            get(password::form).post(password::submit),
+        )
         .route(&at("/token"), get(tokens::page).post(tokens::create))
         .route(&at("/token/{id}/revoke"), post(tokens::revoke))
         .route(&at("/admin"), get(admin::page))
         .route(&at("/admin/users"), post(admin::add_users))
         .route(&at("/admin/users/{name}/start"), post(admin::start))
         .route(&at("/admin/users/{name}/stop"), post(admin::stop))
-        .route(&at("/admin/users/{name}/make-admin"), post(admin::make_admin))
-        .route(&at("/admin/users/{name}/remove-admin"), post(admin::remove_admin))
-        .route(&at("/admin/users/{name}/delete"), get(admin::delete_confirm).post(admin::delete))
+        .route(
+            &at("/admin/users/{name}/make-admin"),
+            post(admin::make_admin),
+        )
+        .route(
+            &at("/admin/users/{name}/remove-admin"),
+            post(admin::remove_admin),
+        )
+        .route(
+            &at("/admin/users/{name}/delete"),
+            get(admin::delete_confirm).post(admin::delete),
+        )
         .route(&at("/user/{name}"), get(user::page))
         .route(&at("/user/{name}/"), get(user::page))
         .route(&at("/user/{name}/{*rest}"), get(user::page))

@@ -52,7 +52,10 @@ fn render(hub: &Hub, p: &Principal, status: StatusCode, notice: Option<Notice>) 
             }
         }
     };
-    layout::html_response(status, layout::page(hub, Some(p), Nav::Password, "Change password", body))
+    layout::html_response(
+        status,
+        layout::page(hub, Some(p), Nav::Password, "Change password", body),
+    )
 }
 
 /// `POST <hub>/auth/change-password`.
@@ -68,15 +71,25 @@ pub async fn submit(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes
     }
     let (new, confirm) = (f.get("new_password"), f.get("confirm_password"));
     if new != confirm {
-        let n = Notice::Error("The new password and its confirmation differ; nothing was changed.".into());
+        let n = Notice::Error(
+            "The new password and its confirmation differ; nothing was changed.".into(),
+        );
         return render(&hub, &p, StatusCode::BAD_REQUEST, Some(n));
     }
     // Guessing the current password through this form is throttled like guessing it at login.
     let key = format!("user:{}", user.name);
-    let (attempts, window) = (cfg.auth.rate_limit.attempts, cfg.auth.rate_limit.window.as_std());
+    let (attempts, window) = (
+        cfg.auth.rate_limit.attempts,
+        cfg.auth.rate_limit.window.as_std(),
+    );
     if let Err(wait) = hub.limiter.check(&key, attempts, window) {
         let e = LoginError::RateLimited(wait);
-        let mut resp = render(&hub, &p, StatusCode::TOO_MANY_REQUESTS, Some(Notice::Error(e.to_string())));
+        let mut resp = render(
+            &hub,
+            &p,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(Notice::Error(e.to_string())),
+        );
         if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
@@ -85,19 +98,28 @@ pub async fn submit(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes
     match auth::change_password(&hub, &user.name, f.get("current_password"), new).await {
         Ok(()) => {
             tracing::info!(user = %user.name, "password changed");
-            render(&hub, &p, StatusCode::OK, Some(Notice::Info("Your password has been changed.".into())))
+            render(
+                &hub,
+                &p,
+                StatusCode::OK,
+                Some(Notice::Info("Your password has been changed.".into())),
+            )
         }
         Err(LoginError::BadCredentials) => {
             hub.limiter.record_failure(&key);
             let n = Notice::Error("The current password is wrong; nothing was changed.".into());
             render(&hub, &p, StatusCode::FORBIDDEN, Some(n))
         }
-        Err(e @ LoginError::PasswordTooShort(_)) => {
-            render(&hub, &p, StatusCode::BAD_REQUEST, Some(Notice::Error(format!("{e}; nothing was changed."))))
-        }
+        Err(e @ LoginError::PasswordTooShort(_)) => render(
+            &hub,
+            &p,
+            StatusCode::BAD_REQUEST,
+            Some(Notice::Error(format!("{e}; nothing was changed."))),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "changing a password failed");
-            let n = Notice::Error("The hub could not change the password; see the hub's log.".into());
+            let n =
+                Notice::Error("The hub could not change the password; see the hub's log.".into());
             render(&hub, &p, StatusCode::INTERNAL_SERVER_ERROR, Some(n))
         }
     }

@@ -31,7 +31,11 @@ fn visible_owner(hub: &Hub, viewer: &UserRecord, name: &str) -> Option<UserRecor
 }
 
 /// `GET <hub>/spawn-pending/<name>`.
-pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, Path(name): Path<String>) -> Response {
+pub async fn page(
+    State(hub): State<Arc<Hub>>,
+    LoggedIn(p): LoggedIn,
+    Path(name): Path<String>,
+) -> Response {
     let viewer = match forms::page_user(&hub, &p) {
         Ok(u) => u,
         Err(r) => return r,
@@ -45,13 +49,24 @@ pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, Path(name)
     if state == ServerState::Running && own {
         return layout::redirect(&url);
     }
-    let events: Vec<ProgressEvent> =
-        hub.spawns.subscribe(&owner.name, "").map(|rx| rx.borrow().clone()).unwrap_or_default();
+    let events: Vec<ProgressEvent> = hub
+        .spawns
+        .subscribe(&owner.name, "")
+        .map(|rx| rx.borrow().clone())
+        .unwrap_or_default();
     let failed = state == ServerState::Stopped && events.last().is_some_and(|e| e.failed);
-    let failure = if failed { events.last().map(|e| e.message.clone()) } else { None };
+    let failure = if failed {
+        events.last().map(|e| e.message.clone())
+    } else {
+        None
+    };
     let pct = events.last().map(|e| e.progress).unwrap_or(0).min(100);
     let in_progress = matches!(state, ServerState::Starting | ServerState::Stopping);
-    let whose = if own { "Your server".to_string() } else { format!("{}'s server", owner.name) };
+    let whose = if own {
+        "Your server".to_string()
+    } else {
+        format!("{}'s server", owner.name)
+    };
     let progress_url = format!("{}spawn-pending/{}/progress", hub.hub_prefix(), owner.name);
     let hp = hub.hub_prefix();
 
@@ -115,7 +130,11 @@ pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, Path(name)
             }
         }
     };
-    let title = if own { "Starting your server".to_string() } else { format!("Server of {}", owner.name) };
+    let title = match (own, state) {
+        (true, ServerState::Starting) => "Starting your server".to_string(),
+        (true, _) => "Your server".to_string(),
+        (false, _) => format!("Server of {}", owner.name),
+    };
     layout::html_response(
         StatusCode::OK,
         layout::page_with_head(&hub, Some(&p), Nav::None, &title, head, body),
@@ -124,7 +143,11 @@ pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, Path(name)
 
 /// `GET <hub>/spawn-pending/<name>/progress`: the spawn's server-sent events for the page's
 /// script, authenticated by the login cookie (the API's stream needs a token).
-pub async fn progress(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+pub async fn progress(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
     let Some(p) = session::principal(&hub, &headers) else {
         return (StatusCode::FORBIDDEN, "not logged in").into_response();
     };

@@ -37,12 +37,16 @@ fn api_tokens(hub: &Hub, user: &str) -> Vec<TokenRecord> {
         .into_iter()
         .filter(|t| t.kind == TokenKind::Api && !t.is_expired(now))
         .collect();
-    list.sort_by(|a, b| b.created.cmp(&a.created));
+    list.sort_by_key(|t| std::cmp::Reverse(t.created));
     list
 }
 
 /// `GET <hub>/token`.
-pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, RawQuery(query): RawQuery) -> Response {
+pub async fn page(
+    State(hub): State<Arc<Hub>>,
+    LoggedIn(p): LoggedIn,
+    RawQuery(query): RawQuery,
+) -> Response {
     let user = match forms::page_user(&hub, &p) {
         Ok(u) => u,
         Err(r) => return r,
@@ -55,7 +59,14 @@ pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, RawQuery(q
     render(&hub, &p, &user, StatusCode::OK, notices, None)
 }
 
-fn render(hub: &Hub, p: &Principal, user: &UserRecord, status: StatusCode, notices: Vec<Notice>, created: Option<Markup>) -> Response {
+fn render(
+    hub: &Hub,
+    p: &Principal,
+    user: &UserRecord,
+    status: StatusCode,
+    notices: Vec<Notice>,
+    created: Option<Markup>,
+) -> Response {
     let hp = hub.hub_prefix();
     let csrf = session::csrf_token(p);
     let tokens = api_tokens(hub, &user.name);
@@ -135,7 +146,10 @@ pub async fn create(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes
         Ok(x) => x,
         Err(r) => return r,
     };
-    let choice = f.opt("expires_in").filter(|v| !v.is_empty()).unwrap_or("never");
+    let choice = f
+        .opt("expires_in")
+        .filter(|v| !v.is_empty())
+        .unwrap_or("never");
     let Some((_, label, seconds)) = EXPIRY_CHOICES.iter().find(|(v, _, _)| *v == choice) else {
         let n = Notice::Error("Choose one of the offered lifetimes for the token.".into());
         return render(&hub, &p, &user, StatusCode::BAD_REQUEST, vec![n], None);
@@ -145,15 +159,32 @@ pub async fn create(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes
         let n = Notice::Error(format!("The note is longer than {MAX_NOTE} characters."));
         return render(&hub, &p, &user, StatusCode::BAD_REQUEST, vec![n], None);
     }
-    let note = if note.is_empty() { "Requested via the token page" } else { note };
+    let note = if note.is_empty() {
+        "Requested via the token page"
+    } else {
+        note
+    };
     let expires = seconds.map(|s| Utc::now() + chrono::Duration::seconds(s));
-    let issued = hub.issue_token(TokenOwner::User(user.name.clone()), TokenKind::Api, vec!["inherit".into()], note, expires);
+    let issued = hub.issue_token(
+        TokenOwner::User(user.name.clone()),
+        TokenKind::Api,
+        vec!["inherit".into()],
+        note,
+        expires,
+    );
     let (token, rec) = match issued {
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, "cannot issue a token");
             let n = Notice::Error("The hub could not store the token; see the hub's log.".into());
-            return render(&hub, &p, &user, StatusCode::INTERNAL_SERVER_ERROR, vec![n], None);
+            return render(
+                &hub,
+                &p,
+                &user,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                vec![n],
+                None,
+            );
         }
     };
     if let Err(e) = hub.store.flush().await {
@@ -178,16 +209,28 @@ pub async fn create(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes
 }
 
 /// `POST <hub>/token/<id>/revoke`.
-pub async fn revoke(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+pub async fn revoke(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let f = Fields::parse(&body);
     let (p, user) = match forms::form_user(&hub, &headers, &f) {
         Ok(x) => x,
         Err(r) => return r,
     };
     let owner = TokenOwner::User(user.name.clone());
-    let found = hub.store.token_by_id(&owner, &id).ok().flatten().filter(|t| t.kind == TokenKind::Api);
+    let found = hub
+        .store
+        .token_by_id(&owner, &id)
+        .ok()
+        .flatten()
+        .filter(|t| t.kind == TokenKind::Api);
     let Some(t) = found else {
-        let n = Notice::Error("No such token: it may have been revoked or have expired already.".into());
+        let n = Notice::Error(
+            "No such token: it may have been revoked or have expired already.".into(),
+        );
         return render(&hub, &p, &user, StatusCode::NOT_FOUND, vec![n], None);
     };
     let removed = hub.store.delete_token(&t.hash);
@@ -195,7 +238,14 @@ pub async fn revoke(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(id): P
     if let Err(e) = removed.and(flushed) {
         tracing::error!(error = %e, "cannot revoke a token");
         let n = Notice::Error("The hub could not revoke the token; see the hub's log.".into());
-        return render(&hub, &p, &user, StatusCode::INTERNAL_SERVER_ERROR, vec![n], None);
+        return render(
+            &hub,
+            &p,
+            &user,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            vec![n],
+            None,
+        );
     }
     tracing::info!(user = %user.name, token = %t.id, "API token revoked on the token page");
     layout::redirect(&format!("{}token?msg=revoked", hub.hub_prefix()))

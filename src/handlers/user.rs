@@ -20,7 +20,11 @@ use crate::spawn;
 use crate::username;
 
 /// `GET <base_url>user/<name>[/<rest>]` and `GET <hub>/user/<name>[/<rest>]`.
-pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, Path(params): Path<HashMap<String, String>>) -> Response {
+pub async fn page(
+    State(hub): State<Arc<Hub>>,
+    LoggedIn(p): LoggedIn,
+    Path(params): Path<HashMap<String, String>>,
+) -> Response {
     let viewer = match forms::page_user(&hub, &p) {
         Ok(u) => u,
         Err(r) => return r,
@@ -30,7 +34,10 @@ pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, Path(param
         return layout::not_found_page(&hub, Some(&p));
     }
     let prefix = spawn::server_prefix(&hub, &viewer.name);
-    let rest = params.get("rest").map(|r| r.trim_start_matches('/')).unwrap_or("");
+    let rest = params
+        .get("rest")
+        .map(|r| r.trim_start_matches('/'))
+        .unwrap_or("");
     let target = format!("{prefix}{rest}");
     let hp = hub.hub_prefix();
     match home::server_state(&hub, &viewer.name) {
@@ -48,14 +55,20 @@ pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, Path(param
                 }
             };
             // JupyterHub answers 424 (failed dependency) for a server that is not running.
-            layout::html_response(StatusCode::FAILED_DEPENDENCY, layout::page(&hub, Some(&p), Nav::None, "Server not running", body))
+            layout::html_response(
+                StatusCode::FAILED_DEPENDENCY,
+                layout::page(&hub, Some(&p), Nav::None, "Server not running", body),
+            )
         }
         ServerState::Stopping => {
             let body = html! {
                 p.lead { "Your server is stopping. Reload this page in a moment to start it again." }
                 p { a href=(format!("{hp}home")) { "Home" } }
             };
-            layout::html_response(StatusCode::SERVICE_UNAVAILABLE, layout::page(&hub, Some(&p), Nav::None, "Server stopping", body))
+            layout::html_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                layout::page(&hub, Some(&p), Nav::None, "Server stopping", body),
+            )
         }
         ServerState::Running => {
             let body = html! {
@@ -64,7 +77,10 @@ pub async fn page(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn, Path(param
                      what the hub answers when a request reaches the hub instead." }
                 div.actions { a.button.secondary href=(format!("{hp}home")) { "Home" } }
             };
-            layout::html_response(StatusCode::OK, layout::page(&hub, Some(&p), Nav::None, "Server running", body))
+            layout::html_response(
+                StatusCode::OK,
+                layout::page(&hub, Some(&p), Nav::None, "Server running", body),
+            )
         }
     }
 }
