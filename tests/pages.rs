@@ -805,7 +805,10 @@ async fn not_found_static_and_root() {
     assert!(r.body.contains("Page not found"));
     assert_eq!(r.header("x-frame-options"), "DENY");
     let r = b.get("/hub").await;
-    assert_eq!((r.status, r.header("location")), (StatusCode::FOUND, "/hub/login"));
+    assert_eq!(
+        (r.status, r.header("location")),
+        (StatusCode::FOUND, "/hub/login")
+    );
     let r = b.get("/hub/").await;
     assert_eq!(
         (r.status, r.header("location")),
