@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 use chrono::Utc;
 
@@ -16,24 +16,41 @@ use crate::apihandlers::{self, JUPYTERHUB_API_VERSION};
 use crate::handlers;
 use crate::hub::Hub;
 use crate::metrics::Gauges;
+use crate::proxy;
 
 pub fn router(hub: Arc<Hub>) -> Router {
     let base = hub.config().base_url.clone();
     let hub_prefix = format!("{base}hub");
     let mut app = Router::new()
         // Clients call `<api>/` for the version; a nested "/" route only matches without the slash.
-        .route(&format!("{hub_prefix}/api/"), get(apihandlers::root::version))
+        .route(
+            &format!("{hub_prefix}/api/"),
+            get(apihandlers::root::version),
+        )
         .nest(&format!("{hub_prefix}/api"), apihandlers::router())
         .route(&format!("{hub_prefix}/health"), get(health))
         .route(&format!("{hub_prefix}/metrics"), get(metrics))
-        .merge(handlers::router(&hub_prefix));
+        .merge(handlers::router(&hub_prefix))
+        .route(&format!("{base}user/{{name}}"), any(proxy::handle))
+        .route(&format!("{base}user/{{name}}/"), any(proxy::handle))
+        .route(
+            &format!("{base}user/{{name}}/{{*rest}}"),
+            any(proxy::handle),
+        );
     let root_target = format!("{hub_prefix}/");
-    app = app.route(&base, get(move || async move { Redirect::to(&root_target) }));
+    app = app.route(
+        &base,
+        get(move || async move { Redirect::to(&root_target) }),
+    );
     if base != "/" {
         let t = format!("{hub_prefix}/");
-        app = app.route(base.trim_end_matches('/'), get(move || async move { Redirect::to(&t) }));
+        app = app.route(
+            base.trim_end_matches('/'),
+            get(move || async move { Redirect::to(&t) }),
+        );
     }
-    app.layer(middleware::from_fn_with_state(hub.clone(), common_headers)).with_state(hub)
+    app.layer(middleware::from_fn_with_state(hub.clone(), common_headers))
+        .with_state(hub)
 }
 
 async fn common_headers(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
@@ -42,13 +59,20 @@ async fn common_headers(State(hub): State<Arc<Hub>>, req: Request, next: Next) -
     let began = Instant::now();
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert("x-jupyterhub-version", HeaderValue::from_static(JUPYTERHUB_API_VERSION));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-jupyterhub-version",
+        HeaderValue::from_static(JUPYTERHUB_API_VERSION),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     if is_api {
-        hub.metrics.api_request(&method, resp.status().as_u16(), began.elapsed());
+        hub.metrics
+            .api_request(&method, resp.status().as_u16(), began.elapsed());
     }
     resp
 }
@@ -63,9 +87,18 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     let servers = hub.store.servers().unwrap_or_default();
     let gauges = Gauges {
         users: users.len(),
-        active_users: users.iter().filter(|u| u.last_activity.is_some_and(|t| now - t < chrono::Duration::hours(24))).count(),
+        active_users: users
+            .iter()
+            .filter(|u| {
+                u.last_activity
+                    .is_some_and(|t| now - t < chrono::Duration::hours(24))
+            })
+            .count(),
         running_servers: servers.iter().filter(|s| s.ready).count(),
         pending_spawns: hub.spawns.in_flight(),
     };
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], hub.metrics.render(&gauges))
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        hub.metrics.render(&gauges),
+    )
 }

@@ -27,7 +27,11 @@ pub async fn cull_once(hub: &Arc<Hub>) -> Vec<String> {
             let idle = s.last_activity.or(s.started).map(|t| now - t);
             let age = s.started.map(|t| now - t);
             if idle.is_some_and(|i| i > timeout) {
-                Some((s.user, s.name, format!("idle for {}s", idle.map(|i| i.num_seconds()).unwrap_or(0))))
+                Some((
+                    s.user,
+                    s.name,
+                    format!("idle for {}s", idle.map(|i| i.num_seconds()).unwrap_or(0)),
+                ))
             } else if !cfg.max_age.is_zero() && age.is_some_and(|a| a > max_age) {
                 Some((s.user, s.name, "older than cull.max_age".to_string()))
             } else {
@@ -56,7 +60,11 @@ pub async fn cull_once(hub: &Arc<Hub>) -> Vec<String> {
     if cfg.users {
         for u in hub.store.users().unwrap_or_default() {
             let idle = u.last_activity.unwrap_or(u.created);
-            let has_server = hub.store.servers_of(&u.name).map(|s| !s.is_empty()).unwrap_or(true);
+            let has_server = hub
+                .store
+                .servers_of(&u.name)
+                .map(|s| !s.is_empty())
+                .unwrap_or(true);
             if !hub.is_admin(&u) && !has_server && now - idle > timeout {
                 tracing::info!(user = %u.name, "culling idle user");
                 let _ = hub.store.delete_user(&u.name);
@@ -69,7 +77,12 @@ pub async fn cull_once(hub: &Arc<Hub>) -> Vec<String> {
 /// Run the culler until the daemon stops; re-reads the config each round so reload applies.
 pub async fn run(hub: Arc<Hub>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
-        let every = hub.config().cull.every.as_std().max(std::time::Duration::from_secs(1));
+        let every = hub
+            .config()
+            .cull
+            .every
+            .as_std()
+            .max(std::time::Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,

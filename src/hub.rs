@@ -74,6 +74,8 @@ pub struct Hub {
     pub metrics: Metrics,
     pub backend: Arc<dyn Backend>,
     pub spawns: Spawns,
+    /// The in-process proxy to users' servers (its connection pool and activity throttle).
+    pub proxy: crate::proxy::Proxy,
     /// SHA-256 of each config service token → the service; rebuilt on reload.
     service_tokens: RwLock<HashMap<String, ServiceToken>>,
     /// SHA-256 of the control token written to `<state>/control.token` at startup.
@@ -102,6 +104,7 @@ impl Hub {
             metrics: Metrics::default(),
             backend,
             spawns: Spawns::default(),
+            proxy: crate::proxy::Proxy::default(),
             service_tokens: RwLock::new(HashMap::new()),
             control_token_hash,
             internal_api: std::sync::OnceLock::new(),
@@ -111,7 +114,10 @@ impl Hub {
     }
 
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_config(&self, config: Config) {
@@ -126,10 +132,19 @@ impl Hub {
             .iter()
             .filter(|s| !s.api_token.is_empty())
             .map(|s| {
-                (secrets::hash_token(&s.api_token), ServiceToken { name: s.name.clone(), scopes: s.scopes.clone() })
+                (
+                    secrets::hash_token(&s.api_token),
+                    ServiceToken {
+                        name: s.name.clone(),
+                        scopes: s.scopes.clone(),
+                    },
+                )
             })
             .collect();
-        *self.service_tokens.write().unwrap_or_else(|e| e.into_inner()) = map;
+        *self
+            .service_tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = map;
     }
 
     /// Where user servers reach the hub, e.g. `http://127.0.0.1:8081` (no path).
@@ -170,14 +185,32 @@ impl Hub {
         if secrets::constant_time_eq(&hash, &self.control_token_hash) {
             let mut scopes = ScopeSet::admin_role("orrery-cli");
             scopes.merge(&ScopeSet::default());
-            return Ok(Some(Principal { kind: PrincipalKind::Control, scopes, token_id: None, session_id: None }));
+            return Ok(Some(Principal {
+                kind: PrincipalKind::Control,
+                scopes,
+                token_id: None,
+                session_id: None,
+            }));
         }
-        if let Some(svc) = self.service_tokens.read().unwrap_or_else(|e| e.into_inner()).get(&hash).cloned() {
+        if let Some(svc) = self
+            .service_tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+            .cloned()
+        {
             // Config was validated, so the scopes parse; an error here means none.
             let scopes = ScopeSet::from_strings(&svc.scopes, None).unwrap_or_default();
-            return Ok(Some(Principal { kind: PrincipalKind::Service(svc.name), scopes, token_id: None, session_id: None }));
+            return Ok(Some(Principal {
+                kind: PrincipalKind::Service(svc.name),
+                scopes,
+                token_id: None,
+                session_id: None,
+            }));
         }
-        let Some(rec) = self.store.token_by_hash(&hash)? else { return Ok(None) };
+        let Some(rec) = self.store.token_by_hash(&hash)? else {
+            return Ok(None);
+        };
         let now = Utc::now();
         if rec.is_expired(now) {
             self.store.delete_token(&hash)?;
@@ -185,7 +218,9 @@ impl Hub {
         }
         let principal = match &rec.owner {
             TokenOwner::User(name) => {
-                let Some(user) = self.store.user(name)? else { return Ok(None) };
+                let Some(user) = self.store.user(name)? else {
+                    return Ok(None);
+                };
                 let owner_scopes = self.user_scopes(&user);
                 // "inherit" (the default for new tokens) means: whatever the owner holds now.
                 let requested = if rec.scopes.iter().any(|s| s == "inherit") {
@@ -201,7 +236,12 @@ impl Hub {
                 }
             }
             TokenOwner::Service(name) => {
-                let svc = self.config().services.iter().find(|s| &s.name == name).cloned();
+                let svc = self
+                    .config()
+                    .services
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .cloned();
                 let Some(svc) = svc else { return Ok(None) };
                 let owner_scopes = ScopeSet::from_strings(&svc.scopes, None).unwrap_or_default();
                 let requested = ScopeSet::from_strings(&rec.scopes, None).unwrap_or_default();
@@ -213,7 +253,10 @@ impl Hub {
                 }
             }
         };
-        if rec.last_activity.is_none_or(|t| (now - t).num_seconds() >= TOKEN_TOUCH_EVERY_SECS) {
+        if rec
+            .last_activity
+            .is_none_or(|t| (now - t).num_seconds() >= TOKEN_TOUCH_EVERY_SECS)
+        {
             self.store.touch_token(&hash, now)?;
         }
         Ok(Some(principal))
@@ -222,12 +265,16 @@ impl Hub {
     /// Resolve a browser session id (from the login cookie) to a principal.
     pub fn principal_for_session(&self, session_id: &str) -> Result<Option<Principal>, StateError> {
         let hash = secrets::hash_token(session_id);
-        let Some(sess) = self.store.session(&hash)? else { return Ok(None) };
+        let Some(sess) = self.store.session(&hash)? else {
+            return Ok(None);
+        };
         if sess.expires_at <= Utc::now() {
             self.store.delete_session(&hash)?;
             return Ok(None);
         }
-        let Some(user) = self.store.user(&sess.user)? else { return Ok(None) };
+        let Some(user) = self.store.user(&sess.user)? else {
+            return Ok(None);
+        };
         Ok(Some(Principal {
             scopes: self.user_scopes(&user),
             kind: PrincipalKind::User(user),
@@ -265,7 +312,12 @@ impl Hub {
     }
 
     /// Record activity for a user (and their server) — timestamps only move forward.
-    pub fn record_activity(&self, user: &str, server: Option<&str>, when: DateTime<Utc>) -> Result<(), StateError> {
+    pub fn record_activity(
+        &self,
+        user: &str,
+        server: Option<&str>,
+        when: DateTime<Utc>,
+    ) -> Result<(), StateError> {
         self.store.update_user(user, |u| {
             if u.last_activity.is_none_or(|t| t < when) {
                 u.last_activity = Some(when);

@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Histogram bucket bounds in seconds (JupyterHub's request-duration buckets, trimmed).
-const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -40,22 +42,36 @@ pub struct Gauges {
 
 impl Metrics {
     pub fn login(&self, ok: bool) {
-        let c = if ok { &self.logins_ok } else { &self.logins_failed };
+        let c = if ok {
+            &self.logins_ok
+        } else {
+            &self.logins_failed
+        };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn spawn(&self, ok: bool, took: Duration) {
-        let c = if ok { &self.spawns_ok } else { &self.spawns_failed };
+        let c = if ok {
+            &self.spawns_ok
+        } else {
+            &self.spawns_failed
+        };
         c.fetch_add(1, Ordering::Relaxed);
         if ok {
-            observe(&mut self.spawn_seconds.lock().unwrap_or_else(|e| e.into_inner()), took.as_secs_f64());
+            observe(
+                &mut self.spawn_seconds.lock().unwrap_or_else(|e| e.into_inner()),
+                took.as_secs_f64(),
+            );
         }
     }
 
     pub fn api_request(&self, method: &str, status: u16, took: Duration) {
         let class = format!("{}xx", status / 100);
         let mut map = self.api.lock().unwrap_or_else(|e| e.into_inner());
-        observe(map.entry((method.to_string(), class)).or_default(), took.as_secs_f64());
+        observe(
+            map.entry((method.to_string(), class)).or_default(),
+            took.as_secs_f64(),
+        );
     }
 
     pub fn render(&self, g: &Gauges) -> String {
@@ -63,21 +79,67 @@ impl Metrics {
         let gauge = |out: &mut String, name: &str, help: &str, v: usize| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge(&mut out, "orrery_total_users", "Users known to the hub.", g.users);
-        gauge(&mut out, "orrery_active_users", "Users active in the last 24 hours.", g.active_users);
-        gauge(&mut out, "orrery_running_servers", "Single-user servers running.", g.running_servers);
-        gauge(&mut out, "orrery_pending_spawns", "Spawns in progress.", g.pending_spawns);
+        gauge(
+            &mut out,
+            "orrery_total_users",
+            "Users known to the hub.",
+            g.users,
+        );
+        gauge(
+            &mut out,
+            "orrery_active_users",
+            "Users active in the last 24 hours.",
+            g.active_users,
+        );
+        gauge(
+            &mut out,
+            "orrery_running_servers",
+            "Single-user servers running.",
+            g.running_servers,
+        );
+        gauge(
+            &mut out,
+            "orrery_pending_spawns",
+            "Spawns in progress.",
+            g.pending_spawns,
+        );
         let _ = writeln!(out, "# HELP orrery_logins_total Login attempts by outcome.\n# TYPE orrery_logins_total counter");
-        let _ = writeln!(out, "orrery_logins_total{{outcome=\"success\"}} {}", self.logins_ok.load(Ordering::Relaxed));
-        let _ = writeln!(out, "orrery_logins_total{{outcome=\"failure\"}} {}", self.logins_failed.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "orrery_logins_total{{outcome=\"success\"}} {}",
+            self.logins_ok.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "orrery_logins_total{{outcome=\"failure\"}} {}",
+            self.logins_failed.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# HELP orrery_spawns_total Server spawns by outcome.\n# TYPE orrery_spawns_total counter");
-        let _ = writeln!(out, "orrery_spawns_total{{outcome=\"success\"}} {}", self.spawns_ok.load(Ordering::Relaxed));
-        let _ = writeln!(out, "orrery_spawns_total{{outcome=\"failure\"}} {}", self.spawns_failed.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "orrery_spawns_total{{outcome=\"success\"}} {}",
+            self.spawns_ok.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "orrery_spawns_total{{outcome=\"failure\"}} {}",
+            self.spawns_failed.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# HELP orrery_spawn_duration_seconds Time from spawn request to ready server.\n# TYPE orrery_spawn_duration_seconds histogram");
-        render_hist(&mut out, "orrery_spawn_duration_seconds", "", &self.spawn_seconds.lock().unwrap_or_else(|e| e.into_inner()));
+        render_hist(
+            &mut out,
+            "orrery_spawn_duration_seconds",
+            "",
+            &self.spawn_seconds.lock().unwrap_or_else(|e| e.into_inner()),
+        );
         let _ = writeln!(out, "# HELP orrery_api_request_duration_seconds Hub API request latency.\n# TYPE orrery_api_request_duration_seconds histogram");
         for ((method, code), h) in self.api.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            render_hist(&mut out, "orrery_api_request_duration_seconds", &format!("method=\"{method}\",code=\"{code}\","), h);
+            render_hist(
+                &mut out,
+                "orrery_api_request_duration_seconds",
+                &format!("method=\"{method}\",code=\"{code}\","),
+                h,
+            );
         }
         out
     }
@@ -103,7 +165,11 @@ fn render_hist(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     }
     let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", h.count);
     let trimmed = labels.trim_end_matches(',');
-    let lb = if trimmed.is_empty() { String::new() } else { format!("{{{trimmed}}}") };
+    let lb = if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("{{{trimmed}}}")
+    };
     let _ = writeln!(out, "{name}_sum{lb} {}", h.sum);
     let _ = writeln!(out, "{name}_count{lb} {}", h.count);
 }
@@ -119,10 +185,16 @@ mod tests {
         m.login(false);
         m.login(false);
         m.api_request("GET", 200, Duration::from_millis(3));
-        let text = m.render(&Gauges { users: 3, active_users: 1, running_servers: 0, pending_spawns: 0 });
+        let text = m.render(&Gauges {
+            users: 3,
+            active_users: 1,
+            running_servers: 0,
+            pending_spawns: 0,
+        });
         assert!(text.contains("orrery_logins_total{outcome=\"failure\"} 2"));
         assert!(text.contains("orrery_total_users 3"));
         assert!(text.contains("orrery_api_request_duration_seconds_bucket{method=\"GET\",code=\"2xx\",le=\"0.005\"} 1"));
-        assert!(text.contains("orrery_api_request_duration_seconds_count{method=\"GET\",code=\"2xx\"} 1"));
+        assert!(text
+            .contains("orrery_api_request_duration_seconds_count{method=\"GET\",code=\"2xx\"} 1"));
     }
 }

@@ -15,7 +15,15 @@ use crate::secrets;
 use crate::state::{OAuthClientRecord, StateError};
 
 /// Key prefixes only a restart applies.
-const RESTART_KEYS: &[&str] = &["http.", "https.", "internal.", "state.", "base_url", "logging.", "spawner.backend"];
+const RESTART_KEYS: &[&str] = &[
+    "http.",
+    "https.",
+    "internal.",
+    "state.",
+    "base_url",
+    "logging.",
+    "spawner.backend",
+];
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct ReloadReport {
@@ -38,7 +46,11 @@ fn flatten(cfg: &Config) -> BTreeMap<String, String> {
         match v {
             toml::Value::Table(t) => {
                 for (k, v) in t {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&key, v, out);
                 }
             }
@@ -57,7 +69,12 @@ fn flatten(cfg: &Config) -> BTreeMap<String, String> {
 /// Keys whose values differ between `old` and `new`.
 pub fn diff(old: &Config, new: &Config) -> Vec<String> {
     let (a, b) = (flatten(old), flatten(new));
-    let mut keys: Vec<String> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
     keys.sort();
     keys.dedup();
     keys
@@ -70,8 +87,11 @@ pub async fn reload(hub: &Hub) -> Result<ReloadReport, ReloadError> {
     };
     let old = hub.config();
     let changed = diff(&old, &new);
-    let needs_restart: Vec<String> =
-        changed.iter().filter(|k| RESTART_KEYS.iter().any(|p| k.starts_with(p))).cloned().collect();
+    let needs_restart: Vec<String> = changed
+        .iter()
+        .filter(|k| RESTART_KEYS.iter().any(|p| k.starts_with(p)))
+        .cloned()
+        .collect();
     // Keep what only a restart can change at its running value.
     let mut applied = new;
     applied.http = old.http.clone();
@@ -85,7 +105,11 @@ pub async fn reload(hub: &Hub) -> Result<ReloadReport, ReloadError> {
     sync_services(hub)?;
     hub.store.flush().await?;
     tracing::info!(?changed, ?needs_restart, "configuration reloaded");
-    Ok(ReloadReport { applied: true, changed, needs_restart })
+    Ok(ReloadReport {
+        applied: true,
+        changed,
+        needs_restart,
+    })
 }
 
 /// Register an OAuth client for each config service with an `oauth_redirect_uri`, and drop the
@@ -94,7 +118,9 @@ pub fn sync_services(hub: &Hub) -> Result<(), StateError> {
     let cfg = hub.config();
     let mut wanted = Vec::new();
     for svc in &cfg.services {
-        let Some(redirect) = &svc.oauth_redirect_uri else { continue };
+        let Some(redirect) = &svc.oauth_redirect_uri else {
+            continue;
+        };
         let id = format!("service-{}", svc.name);
         hub.store.put_oauth_client(&OAuthClientRecord {
             id: id.clone(),
@@ -124,7 +150,10 @@ mod tests {
         let mut b = Config::default();
         b.cull.timeout = config::Duration::from_secs(60);
         b.http.port = 9000;
-        assert_eq!(diff(&a, &b), vec!["cull.timeout".to_string(), "http.port".to_string()]);
+        assert_eq!(
+            diff(&a, &b),
+            vec!["cull.timeout".to_string(), "http.port".to_string()]
+        );
         assert!(diff(&a, &a).is_empty());
     }
 }

@@ -9,9 +9,24 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Scope → the scopes it implies (transitively expanded by [`ScopeSet::from_strings`]).
 const SUBSCOPES: &[(&str, &[&str])] = &[
-    ("admin:users", &["admin:auth_state", "users", "read:roles:users", "delete:users"]),
+    (
+        "admin:users",
+        &[
+            "admin:auth_state",
+            "users",
+            "read:roles:users",
+            "delete:users",
+        ],
+    ),
     ("users", &["read:users", "list:users", "users:activity"]),
-    ("read:users", &["read:users:name", "read:users:groups", "read:users:activity"]),
+    (
+        "read:users",
+        &[
+            "read:users:name",
+            "read:users:groups",
+            "read:users:activity",
+        ],
+    ),
     ("users:activity", &["read:users:activity"]),
     ("admin:servers", &["admin:server_state", "servers"]),
     ("servers", &["read:servers", "delete:servers"]),
@@ -20,7 +35,14 @@ const SUBSCOPES: &[(&str, &[&str])] = &[
     ("admin:groups", &["groups", "delete:groups"]),
     ("groups", &["read:groups", "list:groups"]),
     ("read:groups", &["read:groups:name"]),
-    ("read:roles", &["read:roles:users", "read:roles:groups", "read:roles:services"]),
+    (
+        "read:roles",
+        &[
+            "read:roles:users",
+            "read:roles:groups",
+            "read:roles:services",
+        ],
+    ),
     ("services", &["list:services", "read:services"]),
 ];
 
@@ -53,7 +75,13 @@ const LEAF_SCOPES: &[&str] = &[
 ];
 
 /// Scopes held by every user for themselves (JupyterHub's `self`, filtered to the user).
-const SELF_SCOPES: &[&str] = &["users", "servers", "tokens", "access:servers", "read:users:groups"];
+const SELF_SCOPES: &[&str] = &[
+    "users",
+    "servers",
+    "tokens",
+    "access:servers",
+    "read:users:groups",
+];
 
 /// Extra, unfiltered scopes of an admin (JupyterHub's `admin` role).
 const ADMIN_SCOPES: &[&str] = &[
@@ -113,7 +141,11 @@ pub struct Target<'a> {
 
 impl<'a> Target<'a> {
     pub fn user(name: &'a str, groups: &'a [String]) -> Target<'a> {
-        Target { user: Some(name), groups, ..Default::default() }
+        Target {
+            user: Some(name),
+            groups,
+            ..Default::default()
+        }
     }
 }
 
@@ -169,12 +201,19 @@ fn parse_one(raw: &str, owner: Option<&str>) -> Result<(String, Option<FilterIte
 }
 
 fn subscopes(name: &str) -> &'static [&'static str] {
-    SUBSCOPES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).unwrap_or(&[])
+    SUBSCOPES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .unwrap_or(&[])
 }
 
 impl ScopeSet {
     /// Parse and expand scope strings. `owner` is the user a bare `self` or `!user` refers to.
-    pub fn from_strings<S: AsRef<str>>(scopes: &[S], owner: Option<&str>) -> Result<ScopeSet, ScopeError> {
+    pub fn from_strings<S: AsRef<str>>(
+        scopes: &[S],
+        owner: Option<&str>,
+    ) -> Result<ScopeSet, ScopeError> {
         let mut set = ScopeSet::default();
         for raw in scopes {
             let raw = raw.as_ref().trim();
@@ -258,7 +297,9 @@ impl ScopeSet {
     pub fn intersect(&self, owner: &ScopeSet) -> ScopeSet {
         let mut out = ScopeSet::default();
         for (name, mine) in &self.map {
-            let Some(theirs) = owner.map.get(name) else { continue };
+            let Some(theirs) = owner.map.get(name) else {
+                continue;
+            };
             let f = match (mine, theirs) {
                 (Filter::All, f) | (f, Filter::All) => f.clone(),
                 (Filter::Only(a), Filter::Only(b)) => {
@@ -302,7 +343,10 @@ impl ScopeSet {
     /// you hold" when creating tokens. Returns the scopes that are not held.
     pub fn not_held_by(&self, owner: &ScopeSet) -> Vec<String> {
         let inter = self.intersect(owner);
-        self.to_strings().into_iter().filter(|s| !inter.to_strings().contains(s)).collect()
+        self.to_strings()
+            .into_iter()
+            .filter(|s| !inter.to_strings().contains(s))
+            .collect()
     }
 
     /// Sorted strings, as `GET /hub/api/user` reports them.
@@ -311,7 +355,9 @@ impl ScopeSet {
         for (name, filter) in &self.map {
             match filter {
                 Filter::All => out.push(name.clone()),
-                Filter::Only(items) => out.extend(items.iter().map(|i| format!("{name}!{}", i.render()))),
+                Filter::Only(items) => {
+                    out.extend(items.iter().map(|i| format!("{name}!{}", i.render())))
+                }
             }
         }
         out.sort();
@@ -327,7 +373,9 @@ impl ScopeSet {
 fn covers(a: &FilterItem, b: &FilterItem) -> bool {
     match (a, b) {
         (x, y) if x == y => true,
-        (FilterItem::User(u), FilterItem::Server(s)) => s.split_once('/').is_some_and(|(su, _)| su == u),
+        (FilterItem::User(u), FilterItem::Server(s)) => {
+            s.split_once('/').is_some_and(|(su, _)| su == u)
+        }
         _ => false,
     }
 }
@@ -368,11 +416,18 @@ mod tests {
 
     #[test]
     fn expansion_and_filters() {
-        let s = ScopeSet::from_strings(&["users!user=alice", "access:servers!server=alice/"], None).unwrap();
+        let s = ScopeSet::from_strings(&["users!user=alice", "access:servers!server=alice/"], None)
+            .unwrap();
         assert!(s.allows("read:users:activity", &Target::user("alice", &[])));
-        let t = Target { server: Some("alice/"), ..Default::default() };
+        let t = Target {
+            server: Some("alice/"),
+            ..Default::default()
+        };
         assert!(s.allows("access:servers", &t));
-        let t = Target { server: Some("bob/"), ..Default::default() };
+        let t = Target {
+            server: Some("bob/"),
+            ..Default::default()
+        };
         assert!(!s.allows("access:servers", &t));
         let g = vec!["class".to_string()];
         let s = ScopeSet::from_strings(&["read:users!group=class"], None).unwrap();
@@ -383,27 +438,53 @@ mod tests {
     #[test]
     fn tokens_never_exceed_owner() {
         let owner = ScopeSet::user_role("alice");
-        let asked = ScopeSet::from_strings(&["admin:users", "read:users!user=alice", "read:users!user=bob"], None).unwrap();
+        let asked = ScopeSet::from_strings(
+            &[
+                "admin:users",
+                "read:users!user=alice",
+                "read:users!user=bob",
+            ],
+            None,
+        )
+        .unwrap();
         let got = asked.intersect(&owner);
         assert!(!got.has_any("admin:users"));
         assert!(got.allows("read:users", &Target::user("alice", &[])));
         assert!(!got.allows("read:users", &Target::user("bob", &[])));
         assert!(!asked.not_held_by(&owner).is_empty());
         let server = ScopeSet::from_strings(&["access:servers!server=alice/"], None).unwrap();
-        assert!(server.not_held_by(&owner).is_empty(), "user filter covers own server");
+        assert!(
+            server.not_held_by(&owner).is_empty(),
+            "user filter covers own server"
+        );
     }
 
     #[test]
     fn unknown_and_bad_scopes_rejected() {
-        assert_eq!(validate(&["read:userz"]), Err(ScopeError::Unknown("read:userz".into())));
-        assert!(matches!(validate(&["read:users!planet=x"]), Err(ScopeError::BadFilter(_))));
-        assert!(validate(&["list:users", "read:users:activity", "read:servers", "delete:servers"]).is_ok());
+        assert_eq!(
+            validate(&["read:userz"]),
+            Err(ScopeError::Unknown("read:userz".into()))
+        );
+        assert!(matches!(
+            validate(&["read:users!planet=x"]),
+            Err(ScopeError::BadFilter(_))
+        ));
+        assert!(validate(&[
+            "list:users",
+            "read:users:activity",
+            "read:servers",
+            "delete:servers"
+        ])
+        .is_ok());
         assert!(validate(&["self"]).is_ok());
     }
 
     #[test]
     fn rendering_is_sorted() {
         let s = ScopeSet::from_strings(&["users:activity!user=a"], None).unwrap();
-        assert_eq!(s.to_strings(), vec!["read:users:activity!user=a", "users:activity!user=a"]);
+        assert_eq!(
+            s.to_strings(),
+            vec!["read:users:activity!user=a", "users:activity!user=a"]
+        );
     }
 }

@@ -32,9 +32,16 @@ pub enum ServeError {
     #[error("{0}")]
     Refused(String),
     #[error("cannot listen on {addr}: {source}. Is another program (or another orrery) using the port? Choose another with `orrery config set {key} PORT`")]
-    Bind { addr: SocketAddr, key: &'static str, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        key: &'static str,
+        source: std::io::Error,
+    },
     #[error("cannot write the control token {path}: {source}")]
-    ControlToken { path: PathBuf, source: std::io::Error },
+    ControlToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -63,7 +70,12 @@ fn write_control_token(state: &Path) -> Result<String, ServeError> {
     let tmp = state.join(".control.token.tmp");
     let write = || -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(token.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)
@@ -77,12 +89,16 @@ fn parse_addr(address: &str) -> Result<IpAddr, ServeError> {
         return Ok(IpAddr::from([0, 0, 0, 0]));
     }
     address.parse().map_err(|_| {
-        ServeError::Refused(format!("http.address {address:?} is not an IP address; use e.g. 0.0.0.0 or 127.0.0.1"))
+        ServeError::Refused(format!(
+            "http.address {address:?} is not an IP address; use e.g. 0.0.0.0 or 127.0.0.1"
+        ))
     })
 }
 
 async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, key, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, key, source })
 }
 
 pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
@@ -97,27 +113,45 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     }
     let public_ip = parse_addr(&cfg.http.address)?;
     if cfg.auth.kind == AuthType::Dummy {
-        auth::dummy::check_bind(public_ip, cfg.auth.dummy.allow_non_loopback).map_err(ServeError::Refused)?;
+        auth::dummy::check_bind(public_ip, cfg.auth.dummy.allow_non_loopback)
+            .map_err(ServeError::Refused)?;
     }
     let store = Store::open(&state_path)?;
     let control_hash = write_control_token(&state_path)?;
     let backend: Arc<dyn Backend> = match cfg.spawner.backend {
         BackendKind::Docker => Arc::new(DockerBackend),
-        BackendKind::Local => Arc::new(LocalBackend::new(cfg.spawner.local.cmd.clone(), cfg.spawner.local.allow_root)),
+        BackendKind::Local => Arc::new(LocalBackend::new(
+            cfg.spawner.local.cmd.clone(),
+            cfg.spawner.local.allow_root,
+        )),
     };
     let config_path = match &loaded.source {
         ConfigSource::File(p) => Some(p.clone()),
         ConfigSource::Defaults => None,
     };
-    let hub = Arc::new(Hub::new(cfg.clone(), config_path, store, backend.clone(), control_hash));
+    let hub = Arc::new(Hub::new(
+        cfg.clone(),
+        config_path,
+        store,
+        backend.clone(),
+        control_hash,
+    ));
     reload::sync_services(&hub)?;
     spawn::reconcile(&hub).await?;
 
     let public_addr = SocketAddr::new(public_ip, cfg.http.port);
     let public = bind(public_addr, "http.port").await?;
     // The internal listener: where user servers reach the hub API.
-    let internal_ip = if cfg.internal.address.is_empty() { IpAddr::from([127, 0, 0, 1]) } else { parse_addr(&cfg.internal.address)? };
-    let internal = bind(SocketAddr::new(internal_ip, cfg.internal.port), "internal.port").await?;
+    let internal_ip = if cfg.internal.address.is_empty() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        parse_addr(&cfg.internal.address)?
+    };
+    let internal = bind(
+        SocketAddr::new(internal_ip, cfg.internal.port),
+        "internal.port",
+    )
+    .await?;
     let internal_addr = internal.local_addr()?;
     if let Some(base) = backend.hub_api_base(internal_addr.port()) {
         hub.set_internal_api_base(base);
@@ -129,8 +163,16 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
 
     let router = app::router(hub.clone());
     let public_local = public.local_addr()?;
-    let shown_host = if public_ip.is_unspecified() { "127.0.0.1".to_string() } else { public_ip.to_string() };
-    let url = format!("http://{shown_host}:{}{}hub/", public_local.port(), cfg.base_url);
+    let shown_host = if public_ip.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        public_ip.to_string()
+    };
+    let url = format!(
+        "http://{shown_host}:{}{}hub/",
+        public_local.port(),
+        cfg.base_url
+    );
     match &loaded.source {
         ConfigSource::File(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         ConfigSource::Defaults => tracing::info!("no config file: running on embedded defaults (create one with `orrery config set KEY VALUE`)"),
@@ -143,10 +185,26 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
         AuthType::Dummy => "log in with any user name (dummy authenticator: testing only)",
     };
     tracing::info!("Orrery is listening on {url} ({public_local}); {how}");
-    eprintln!("Orrery {} is listening on {url}\n  {how}", env!("CARGO_PKG_VERSION"));
+    eprintln!(
+        "Orrery {} is listening on {url}\n  {how}",
+        env!("CARGO_PKG_VERSION")
+    );
 
-    let loopback = if public_ip.is_unspecified() { "127.0.0.1".to_string() } else if public_ip.is_ipv6() { format!("[{public_ip}]") } else { public_ip.to_string() };
-    write_daemon_info(&state_path, &format!("http://{loopback}:{}{}hub/api", public_local.port(), cfg.base_url))?;
+    let loopback = if public_ip.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else if public_ip.is_ipv6() {
+        format!("[{public_ip}]")
+    } else {
+        public_ip.to_string()
+    };
+    write_daemon_info(
+        &state_path,
+        &format!(
+            "http://{loopback}:{}{}hub/api",
+            public_local.port(),
+            cfg.base_url
+        ),
+    )?;
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -154,7 +212,9 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             match reload::reload(&reload_hub).await {
-                Ok(r) => tracing::info!(changed = ?r.changed, needs_restart = ?r.needs_restart, "SIGHUP: configuration reloaded"),
+                Ok(r) => {
+                    tracing::info!(changed = ?r.changed, needs_restart = ?r.needs_restart, "SIGHUP: configuration reloaded")
+                }
                 Err(e) => tracing::error!(error = %e, "SIGHUP: configuration NOT reloaded"),
             }
         }
@@ -171,17 +231,28 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
         }
     };
     let mut internal_stop = stop_rx.clone();
-    let internal_server = axum::serve(internal, router.clone().into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = internal_stop.changed().await;
-        });
-    let public_server = axum::serve(public, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown);
+    let internal_server = axum::serve(
+        internal,
+        router
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = internal_stop.changed().await;
+    });
+    let public_server = axum::serve(
+        public,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown);
     let (a, b) = tokio::join!(public_server, internal_server);
     a?;
     b?;
     hub.store.flush().await?;
     let _ = std::fs::remove_file(daemon_info_path(&state_path));
-    tracing::info!("state flushed; user servers keep running and will be re-adopted on the next start");
+    tracing::info!(
+        "state flushed; user servers keep running and will be re-adopted on the next start"
+    );
     Ok(())
 }
 

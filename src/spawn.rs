@@ -23,7 +23,9 @@ use tokio::sync::{mpsc, watch};
 use crate::hub::Hub;
 use crate::scopes::ScopeSet;
 use crate::spawner::{PollStatus, SpawnError, SpawnSpec};
-use crate::state::{OAuthClientRecord, ServerRecord, StateError, TokenKind, TokenOwner, UserRecord};
+use crate::state::{
+    OAuthClientRecord, ServerRecord, StateError, TokenKind, TokenOwner, UserRecord,
+};
 
 /// One event of the progress stream, in JupyterHub's shape.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -52,13 +54,24 @@ impl Spawns {
     }
 
     /// Subscribe to a server's progress; None if it never spawned since the daemon started.
-    pub fn subscribe(&self, user: &str, server: &str) -> Option<watch::Receiver<Vec<ProgressEvent>>> {
-        self.progress.lock().unwrap_or_else(|e| e.into_inner()).get(&ServerRecord::key(user, server)).map(|s| s.subscribe())
+    pub fn subscribe(
+        &self,
+        user: &str,
+        server: &str,
+    ) -> Option<watch::Receiver<Vec<ProgressEvent>>> {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ServerRecord::key(user, server))
+            .map(|s| s.subscribe())
     }
 
     fn begin(&self, user: &str, server: &str) -> watch::Sender<Vec<ProgressEvent>> {
         let (tx, _) = watch::channel(Vec::new());
-        self.progress.lock().unwrap_or_else(|e| e.into_inner()).insert(ServerRecord::key(user, server), tx.clone());
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ServerRecord::key(user, server), tx.clone());
         tx
     }
 }
@@ -102,7 +115,12 @@ pub fn client_id(user: &str) -> String {
 }
 
 /// Start `user`'s server. Returns once it is ready, failed, or `slow_spawn_timeout` passed.
-pub async fn start(hub: &Arc<Hub>, user: &UserRecord, server_name: &str, user_options: serde_json::Value) -> Result<StartOutcome, StartError> {
+pub async fn start(
+    hub: &Arc<Hub>,
+    user: &UserRecord,
+    server_name: &str,
+    user_options: serde_json::Value,
+) -> Result<StartOutcome, StartError> {
     if !server_name.is_empty() {
         return Err(StartError::NamedServers);
     }
@@ -132,7 +150,10 @@ pub async fn start(hub: &Arc<Hub>, user: &UserRecord, server_name: &str, user_op
         "server token",
         None,
     )?;
-    let access_scopes = vec![format!("access:servers!server={name}/{server_name}"), format!("access:servers!user={name}")];
+    let access_scopes = vec![
+        format!("access:servers!server={name}/{server_name}"),
+        format!("access:servers!user={name}"),
+    ];
     hub.store.put_oauth_client(&OAuthClientRecord {
         id: client_id(&name),
         secret_hash: token_rec.hash.clone(),
@@ -164,10 +185,16 @@ pub async fn start(hub: &Arc<Hub>, user: &UserRecord, server_name: &str, user_op
         ("JPY_API_TOKEN", token.clone()),
         ("JUPYTERHUB_CLIENT_ID", client_id(&name)),
         ("JUPYTERHUB_API_URL", api_url.clone()),
-        ("JUPYTERHUB_ACTIVITY_URL", format!("{api_url}/users/{name}/activity")),
+        (
+            "JUPYTERHUB_ACTIVITY_URL",
+            format!("{api_url}/users/{name}/activity"),
+        ),
         ("JUPYTERHUB_BASE_URL", cfg.base_url.clone()),
         ("JUPYTERHUB_SERVICE_PREFIX", prefix.clone()),
-        ("JUPYTERHUB_OAUTH_CALLBACK_URL", format!("{prefix}oauth_callback")),
+        (
+            "JUPYTERHUB_OAUTH_CALLBACK_URL",
+            format!("{prefix}oauth_callback"),
+        ),
         ("JUPYTERHUB_OAUTH_ACCESS_SCOPES", scopes_json.clone()),
         ("JUPYTERHUB_OAUTH_SCOPES", scopes_json),
         ("JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES", "[]".into()),
@@ -175,7 +202,10 @@ pub async fn start(hub: &Arc<Hub>, user: &UserRecord, server_name: &str, user_op
         ("JUPYTERHUB_SERVER_NAME", server_name.to_string()),
         ("JUPYTERHUB_HOST", String::new()),
         ("JUPYTERHUB_PUBLIC_URL", String::new()),
-        ("JUPYTERHUB_DEFAULT_URL", cfg.user_environment.default_app.default_url().to_string()),
+        (
+            "JUPYTERHUB_DEFAULT_URL",
+            cfg.user_environment.default_app.default_url().to_string(),
+        ),
         ("JUPYTERHUB_ADMIN_ACCESS", "0".into()),
     ] {
         env.insert(k.to_string(), v);
@@ -188,7 +218,16 @@ pub async fn start(hub: &Arc<Hub>, user: &UserRecord, server_name: &str, user_op
     }
 
     let progress = hub.spawns.begin(&name, server_name);
-    push(&progress, ProgressEvent { progress: 0, message: "Server requested".into(), ready: false, failed: false, url: None });
+    push(
+        &progress,
+        ProgressEvent {
+            progress: 0,
+            message: "Server requested".into(),
+            ready: false,
+            failed: false,
+            url: None,
+        },
+    );
     let (msg_tx, mut msg_rx) = mpsc::unbounded_channel::<String>();
     let spec = SpawnSpec {
         user: name.clone(),
@@ -206,7 +245,16 @@ pub async fn start(hub: &Arc<Hub>, user: &UserRecord, server_name: &str, user_op
     tokio::spawn(async move {
         let mut pct = 10u8;
         while let Some(m) = msg_rx.recv().await {
-            push(&relay, ProgressEvent { progress: pct, message: m, ready: false, failed: false, url: None });
+            push(
+                &relay,
+                ProgressEvent {
+                    progress: pct,
+                    message: m,
+                    ready: false,
+                    failed: false,
+                    url: None,
+                },
+            );
             pct = (pct + 10).min(50);
         }
     });
@@ -222,12 +270,30 @@ pub async fn start(hub: &Arc<Hub>, user: &UserRecord, server_name: &str, user_op
         match &result {
             Ok(url) => {
                 tracing::info!(user = %name, took_ms = began.elapsed().as_millis() as u64, "server ready");
-                push(&progress, ProgressEvent { progress: 100, message: format!("Server ready at {url}"), ready: true, failed: false, url: Some(url.clone()) });
+                push(
+                    &progress,
+                    ProgressEvent {
+                        progress: 100,
+                        message: format!("Server ready at {url}"),
+                        ready: true,
+                        failed: false,
+                        url: Some(url.clone()),
+                    },
+                );
             }
             Err(e) => {
                 tracing::warn!(user = %name, error = %e, "spawn failed");
                 let _ = cleanup(&task_hub, &name, "").await;
-                push(&progress, ProgressEvent { progress: 100, message: format!("Spawn failed: {e}"), ready: false, failed: true, url: None });
+                push(
+                    &progress,
+                    ProgressEvent {
+                        progress: 100,
+                        message: format!("Spawn failed: {e}"),
+                        ready: false,
+                        failed: true,
+                        url: None,
+                    },
+                );
             }
         }
         let _ = done_tx.send(result);
@@ -237,13 +303,19 @@ pub async fn start(hub: &Arc<Hub>, user: &UserRecord, server_name: &str, user_op
         Ok(Ok(Ok(_))) => Ok(StartOutcome::Ready),
         Ok(Ok(Err(StartError::NotAvailable(m)))) => Err(StartError::NotAvailable(m)),
         Ok(Ok(Err(e))) => Err(StartError::Failed(e.to_string())),
-        Ok(Err(_)) => Err(StartError::Failed("the spawn task ended unexpectedly".into())),
+        Ok(Err(_)) => Err(StartError::Failed(
+            "the spawn task ended unexpectedly".into(),
+        )),
         Err(_) => Ok(StartOutcome::Pending),
     }
 }
 
 /// The backend start plus the readiness wait. Returns the server's public URL path.
-async fn run_spawn(hub: &Arc<Hub>, spec: SpawnSpec, progress: &watch::Sender<Vec<ProgressEvent>>) -> Result<String, StartError> {
+async fn run_spawn(
+    hub: &Arc<Hub>,
+    spec: SpawnSpec,
+    progress: &watch::Sender<Vec<ProgressEvent>>,
+) -> Result<String, StartError> {
     let cfg = hub.config();
     let user = spec.user.clone();
     let server = spec.server_name.clone();
@@ -259,7 +331,16 @@ async fn run_spawn(hub: &Arc<Hub>, spec: SpawnSpec, progress: &watch::Sender<Vec
         rec.backend_state = started.state.clone();
         hub.store.put_server(&rec)?;
     }
-    push(progress, ProgressEvent { progress: 50, message: "Waiting for the server to answer".into(), ready: false, failed: false, url: None });
+    push(
+        progress,
+        ProgressEvent {
+            progress: 50,
+            message: "Waiting for the server to answer".into(),
+            ready: false,
+            failed: false,
+            url: None,
+        },
+    );
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -274,8 +355,12 @@ async fn run_spawn(hub: &Arc<Hub>, spec: SpawnSpec, progress: &watch::Sender<Vec
                 break;
             }
         }
-        if let Ok(PollStatus::Stopped(reason)) = hub.backend.poll(&user, &server, &started.state).await {
-            return Err(StartError::Failed(format!("the server stopped before it was ready: {reason}")));
+        if let Ok(PollStatus::Stopped(reason)) =
+            hub.backend.poll(&user, &server, &started.state).await
+        {
+            return Err(StartError::Failed(format!(
+                "the server stopped before it was ready: {reason}"
+            )));
         }
         if Instant::now() >= deadline {
             let _ = hub.backend.stop(&user, &server, &started.state).await;
@@ -308,7 +393,8 @@ async fn cleanup(hub: &Hub, user: &str, server: &str) -> Result<(), StateError> 
         }
     }
     let cid = client_id(user);
-    hub.store.delete_tokens_where(|t| t.oauth_client.as_deref() == Some(cid.as_str()))?;
+    hub.store
+        .delete_tokens_where(|t| t.oauth_client.as_deref() == Some(cid.as_str()))?;
     hub.store.delete_oauth_client(&cid)?;
     hub.store.delete_server(user, server)?;
     hub.store.flush().await?;
@@ -343,14 +429,20 @@ pub async fn stop(hub: &Hub, user: &str, server: &str) -> Result<(), StopError> 
 pub async fn reconcile(hub: &Hub) -> Result<(), StateError> {
     for rec in hub.store.servers()? {
         let user_exists = hub.store.user(&rec.user)?.is_some();
-        let status = hub.backend.poll(&rec.user, &rec.name, &rec.backend_state).await;
+        let status = hub
+            .backend
+            .poll(&rec.user, &rec.name, &rec.backend_state)
+            .await;
         let running = matches!(status, Ok(PollStatus::Running));
         if running && rec.ready && rec.pending.is_none() && user_exists {
             tracing::info!(user = %rec.user, "re-adopted running server");
             continue;
         }
         if running {
-            let _ = hub.backend.stop(&rec.user, &rec.name, &rec.backend_state).await;
+            let _ = hub
+                .backend
+                .stop(&rec.user, &rec.name, &rec.backend_state)
+                .await;
         }
         tracing::info!(user = %rec.user, "forgetting server that is no longer running");
         cleanup(hub, &rec.user, &rec.name).await?;
@@ -364,7 +456,11 @@ pub async fn poll_all(hub: &Hub) -> Result<(), StateError> {
         if rec.pending.is_some() {
             continue;
         }
-        if let Ok(PollStatus::Stopped(reason)) = hub.backend.poll(&rec.user, &rec.name, &rec.backend_state).await {
+        if let Ok(PollStatus::Stopped(reason)) = hub
+            .backend
+            .poll(&rec.user, &rec.name, &rec.backend_state)
+            .await
+        {
             tracing::warn!(user = %rec.user, %reason, "server stopped on its own");
             cleanup(hub, &rec.user, &rec.name).await?;
         }

@@ -12,9 +12,18 @@ pub fn init(level: &str) {
     let registry = tracing_subscriber::registry().with(filter);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
-            let _ = registry.with(journald.with_syslog_identifier("orrery".into())).try_init();
+            let _ = registry
+                .with(journald.with_syslog_identifier("orrery".into()))
+                .try_init();
             return;
         }
     }
-    let _ = registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))).try_init();
+    let _ = registry
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .try_init();
 }

@@ -57,9 +57,18 @@ mod tests {
     fn rejects_unsafe_names() {
         assert_eq!(normalize(""), Err(UsernameError::Empty));
         assert!(matches!(normalize("-rf"), Err(UsernameError::BadStart(_))));
-        assert!(matches!(normalize("a/b"), Err(UsernameError::BadChar(_, '/'))));
-        assert!(matches!(normalize("ali ce"), Err(UsernameError::BadChar(_, ' '))));
-        assert!(matches!(normalize(&"a".repeat(33)), Err(UsernameError::TooLong(_))));
+        assert!(matches!(
+            normalize("a/b"),
+            Err(UsernameError::BadChar(_, '/'))
+        ));
+        assert!(matches!(
+            normalize("ali ce"),
+            Err(UsernameError::BadChar(_, ' '))
+        ));
+        assert!(matches!(
+            normalize(&"a".repeat(33)),
+            Err(UsernameError::TooLong(_))
+        ));
         assert_eq!(normalize(&"a".repeat(32)).unwrap().len(), 32);
         assert_eq!(normalize("j.doe_2-x").unwrap(), "j.doe_2-x");
     }

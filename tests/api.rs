@@ -11,7 +11,10 @@ async fn version_header_and_errors_follow_jupyterhub() {
     let d = Daemon::start("").await;
     let (s, body, h) = d.api("GET", "/", None, None).await;
     assert_eq!(s, 200);
-    assert!(body["version"].as_str().is_some_and(|v| v.starts_with('5')), "{body}");
+    assert!(
+        body["version"].as_str().is_some_and(|v| v.starts_with('5')),
+        "{body}"
+    );
     assert!(h.contains_key("x-jupyterhub-version"));
     // Errors are JSON {status, message} and carry the header too.
     let (s, body, h) = d.api("GET", "/user", None, None).await;
@@ -22,9 +25,20 @@ async fn version_header_and_errors_follow_jupyterhub() {
     let (s, _, _) = d.api("GET", "/user", Some("not-a-token"), None).await;
     assert_eq!(s, 403);
     // Bearer and ?token= work as well as "token".
-    let r = d.http.get(format!("{}/hub/api/user", d.url)).header("Authorization", format!("Bearer {ADMIN}")).send().await.unwrap();
+    let r = d
+        .http
+        .get(format!("{}/hub/api/user", d.url))
+        .header("Authorization", format!("Bearer {ADMIN}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = d.http.get(format!("{}/hub/api/user?token={ADMIN}", d.url)).send().await.unwrap();
+    let r = d
+        .http
+        .get(format!("{}/hub/api/user?token={ADMIN}", d.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let (s, info, _) = d.api("GET", "/info", Some(ADMIN), None).await;
     assert_eq!(s, 200, "{info}");
@@ -43,7 +57,12 @@ async fn users_cannot_touch_each_other_but_admins_can() {
     assert_eq!(s, 200);
     assert_eq!(me["name"], "alice");
     assert_eq!(me["kind"], "user");
-    let scopes: Vec<&str> = me["scopes"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let scopes: Vec<&str> = me["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert!(scopes.contains(&"access:servers!user=alice"), "{scopes:?}");
     assert!(scopes.windows(2).all(|w| w[0] <= w[1]), "scopes sorted");
     assert!(me["token_id"].is_string());
@@ -57,18 +76,34 @@ async fn users_cannot_touch_each_other_but_admins_can() {
         ("GET", "/users/bob/tokens", None),
         ("POST", "/users/bob/server", None),
         ("DELETE", "/users/bob/server", None),
-        ("POST", "/users/bob/activity", Some(json!({"last_activity": "2026-01-01T00:00:00Z"}))),
+        (
+            "POST",
+            "/users/bob/activity",
+            Some(json!({"last_activity": "2026-01-01T00:00:00Z"})),
+        ),
     ] {
         let (s, b, _) = d.api(m, path, Some(&alice), body).await;
         assert!(s == 404 || s == 403, "{m} {path} as alice gave {s}: {b}");
     }
     // Alice can't make herself admin either.
-    let (s, _, _) = d.api("PATCH", "/users/alice", Some(&alice), Some(json!({"admin": true}))).await;
+    let (s, _, _) = d
+        .api(
+            "PATCH",
+            "/users/alice",
+            Some(&alice),
+            Some(json!({"admin": true})),
+        )
+        .await;
     assert_eq!(s, 403);
     // Alice's list shows only herself.
     let (s, list, _) = d.api("GET", "/users", Some(&alice), None).await;
     assert_eq!(s, 200);
-    let names: Vec<&str> = list.as_array().unwrap().iter().filter_map(|u| u["name"].as_str()).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
     assert_eq!(names, vec!["alice"]);
 
     // An admin user can read, change and delete bob.
@@ -76,7 +111,14 @@ async fn users_cannot_touch_each_other_but_admins_can() {
     assert_eq!(s, 200);
     assert_eq!(bob["admin"], false);
     assert!(bob["created"].as_str().is_some_and(|c| c.ends_with('Z')));
-    let (s, bob, _) = d.api("PATCH", "/users/bob", Some(&root), Some(json!({"admin": true}))).await;
+    let (s, bob, _) = d
+        .api(
+            "PATCH",
+            "/users/bob",
+            Some(&root),
+            Some(json!({"admin": true})),
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(bob["admin"], true);
     let (s, list, _) = d.api("GET", "/users", Some(&root), None).await;
@@ -94,15 +136,46 @@ async fn users_cannot_touch_each_other_but_admins_can() {
 #[tokio::test]
 async fn user_names_are_validated_and_normalised() {
     let d = Daemon::start("").await;
-    let (s, b, _) = d.api("POST", "/users", Some(ADMIN), Some(json!({"usernames": ["Carol"]}))).await;
+    let (s, b, _) = d
+        .api(
+            "POST",
+            "/users",
+            Some(ADMIN),
+            Some(json!({"usernames": ["Carol"]})),
+        )
+        .await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(b[0]["name"], "carol");
-    let (s, b, _) = d.api("POST", "/users", Some(ADMIN), Some(json!({"usernames": ["../etc"]}))).await;
+    let (s, b, _) = d
+        .api(
+            "POST",
+            "/users",
+            Some(ADMIN),
+            Some(json!({"usernames": ["../etc"]})),
+        )
+        .await;
     assert_eq!(s, 400);
-    assert!(b["message"].as_str().unwrap().contains("must start with"), "{b}");
-    let (s, _, _) = d.api("POST", "/users", Some(ADMIN), Some(json!({"usernames": ["carol"]}))).await;
+    assert!(
+        b["message"].as_str().unwrap().contains("must start with"),
+        "{b}"
+    );
+    let (s, _, _) = d
+        .api(
+            "POST",
+            "/users",
+            Some(ADMIN),
+            Some(json!({"usernames": ["carol"]})),
+        )
+        .await;
     assert_eq!(s, 409);
-    let (s, b, _) = d.api("POST", "/users", Some(ADMIN), Some(json!({"usernames": "x"}))).await;
+    let (s, b, _) = d
+        .api(
+            "POST",
+            "/users",
+            Some(ADMIN),
+            Some(json!({"usernames": "x"})),
+        )
+        .await;
     assert_eq!(s, 400, "{b}");
 }
 
@@ -112,37 +185,96 @@ async fn tokens_scopes_expiry_and_revocation() {
     d.create_users(&["alice"], false).await;
     let alice = d.token_for("alice").await;
     // A narrower token works for what it holds and nothing else.
-    let (s, t, _) = d.api("POST", "/users/alice/tokens", Some(&alice), Some(json!({"scopes": ["read:users:name!user=alice"], "note": "narrow"}))).await;
+    let (s, t, _) = d
+        .api(
+            "POST",
+            "/users/alice/tokens",
+            Some(&alice),
+            Some(json!({"scopes": ["read:users:name!user=alice"], "note": "narrow"})),
+        )
+        .await;
     assert_eq!(s, 201, "{t}");
     let narrow = t["token"].as_str().unwrap().to_string();
     assert_eq!(t["prefix"].as_str().unwrap(), &narrow[..4]);
     let (s, me, _) = d.api("GET", "/user", Some(&narrow), None).await;
     assert_eq!(s, 200);
     assert_eq!(me["scopes"], json!(["read:users:name!user=alice"]));
-    let (s, _, _) = d.api("POST", "/users/alice/tokens", Some(&narrow), Some(json!({}))).await;
+    let (s, _, _) = d
+        .api(
+            "POST",
+            "/users/alice/tokens",
+            Some(&narrow),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(s, 403, "narrow token must not mint tokens");
     // Scopes the owner does not hold are refused.
-    let (s, b, _) = d.api("POST", "/users/alice/tokens", Some(&alice), Some(json!({"scopes": ["admin:users"]}))).await;
+    let (s, b, _) = d
+        .api(
+            "POST",
+            "/users/alice/tokens",
+            Some(&alice),
+            Some(json!({"scopes": ["admin:users"]})),
+        )
+        .await;
     assert_eq!(s, 403, "{b}");
     assert!(b["message"].as_str().unwrap().contains("admin:users"));
-    let (s, _, _) = d.api("POST", "/users/alice/tokens", Some(&alice), Some(json!({"scopes": ["read:userz"]}))).await;
+    let (s, _, _) = d
+        .api(
+            "POST",
+            "/users/alice/tokens",
+            Some(&alice),
+            Some(json!({"scopes": ["read:userz"]})),
+        )
+        .await;
     assert_eq!(s, 400);
     // List, get, delete.
-    let (s, list, _) = d.api("GET", "/users/alice/tokens", Some(&alice), None).await;
+    let (s, list, _) = d
+        .api("GET", "/users/alice/tokens", Some(&alice), None)
+        .await;
     assert_eq!(s, 200);
-    let ids: Vec<String> = list["api_tokens"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = list["api_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids.len(), 2);
-    assert!(list.to_string().find(&narrow).is_none(), "tokens are never shown again");
+    assert!(
+        list.to_string().find(&narrow).is_none(),
+        "tokens are never shown again"
+    );
     let tid = t["id"].as_str().unwrap();
-    let (s, got, _) = d.api("GET", &format!("/users/alice/tokens/{tid}"), Some(&alice), None).await;
+    let (s, got, _) = d
+        .api(
+            "GET",
+            &format!("/users/alice/tokens/{tid}"),
+            Some(&alice),
+            None,
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(got["note"], "narrow");
-    let (s, _, _) = d.api("DELETE", &format!("/users/alice/tokens/{tid}"), Some(&alice), None).await;
+    let (s, _, _) = d
+        .api(
+            "DELETE",
+            &format!("/users/alice/tokens/{tid}"),
+            Some(&alice),
+            None,
+        )
+        .await;
     assert_eq!(s, 204);
     let (s, _, _) = d.api("GET", "/user", Some(&narrow), None).await;
     assert_eq!(s, 403, "revoked token");
     // Expiry.
-    let (s, t, _) = d.api("POST", "/users/alice/tokens", Some(&alice), Some(json!({"expires_in": 1}))).await;
+    let (s, t, _) = d
+        .api(
+            "POST",
+            "/users/alice/tokens",
+            Some(&alice),
+            Some(json!({"expires_in": 1})),
+        )
+        .await;
     assert_eq!(s, 201);
     assert!(t["expires_at"].is_string());
     let short = t["token"].as_str().unwrap().to_string();
@@ -154,7 +286,14 @@ async fn tokens_scopes_expiry_and_revocation() {
     let boss = d.token_for("boss").await;
     let (s, _, _) = d.api("GET", "/users/alice", Some(&boss), None).await;
     assert_eq!(s, 200);
-    let (s, _, _) = d.api("PATCH", "/users/boss", Some(ADMIN), Some(json!({"admin": false}))).await;
+    let (s, _, _) = d
+        .api(
+            "PATCH",
+            "/users/boss",
+            Some(ADMIN),
+            Some(json!({"admin": false})),
+        )
+        .await;
     assert_eq!(s, 200);
     let (s, _, _) = d.api("GET", "/users/alice", Some(&boss), None).await;
     assert_eq!(s, 404);
@@ -164,20 +303,48 @@ async fn tokens_scopes_expiry_and_revocation() {
 async fn groups_crud_membership_and_group_filters() {
     let d = Daemon::start("").await;
     d.create_users(&["alice", "bob"], false).await;
-    let (s, g, _) = d.api("POST", "/groups/class", Some(ADMIN), Some(json!({"users": ["alice"]}))).await;
+    let (s, g, _) = d
+        .api(
+            "POST",
+            "/groups/class",
+            Some(ADMIN),
+            Some(json!({"users": ["alice"]})),
+        )
+        .await;
     assert_eq!(s, 201, "{g}");
     assert_eq!(g["users"], json!(["alice"]));
     let (s, _, _) = d.api("POST", "/groups/class", Some(ADMIN), None).await;
     assert_eq!(s, 409);
-    let (s, g, _) = d.api("POST", "/groups/class/users", Some(ADMIN), Some(json!({"users": ["bob"]}))).await;
+    let (s, g, _) = d
+        .api(
+            "POST",
+            "/groups/class/users",
+            Some(ADMIN),
+            Some(json!({"users": ["bob"]})),
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(g["users"], json!(["alice", "bob"]));
-    let (s, _, _) = d.api("POST", "/groups/class/users", Some(ADMIN), Some(json!({"users": ["nobody"]}))).await;
+    let (s, _, _) = d
+        .api(
+            "POST",
+            "/groups/class/users",
+            Some(ADMIN),
+            Some(json!({"users": ["nobody"]})),
+        )
+        .await;
     assert_eq!(s, 400);
     let (s, u, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
     assert_eq!(s, 200);
     assert_eq!(u["groups"], json!(["class"]));
-    let (s, g, _) = d.api("DELETE", "/groups/class/users", Some(ADMIN), Some(json!({"users": ["alice"]}))).await;
+    let (s, g, _) = d
+        .api(
+            "DELETE",
+            "/groups/class/users",
+            Some(ADMIN),
+            Some(json!({"users": ["alice"]})),
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(g["users"], json!(["bob"]));
     let (s, list, _) = d.api("GET", "/groups", Some(ADMIN), None).await;
@@ -186,7 +353,14 @@ async fn groups_crud_membership_and_group_filters() {
     // A token scoped to a group reads only its members.
     d.create_users(&["ta"], true).await;
     let ta = d.token_for("ta").await;
-    let (s, t, _) = d.api("POST", "/users/ta/tokens", Some(&ta), Some(json!({"scopes": ["read:users!group=class"]}))).await;
+    let (s, t, _) = d
+        .api(
+            "POST",
+            "/users/ta/tokens",
+            Some(&ta),
+            Some(json!({"scopes": ["read:users!group=class"]})),
+        )
+        .await;
     assert_eq!(s, 201, "{t}");
     let gt = t["token"].as_str().unwrap();
     let (s, _, _) = d.api("GET", "/users/bob", Some(gt), None).await;
@@ -222,10 +396,19 @@ async fn pagination_follows_next_urls() {
         let body: Value = r.json().await.unwrap();
         pages += 1;
         assert_eq!(body["_pagination"]["total"], 120);
-        seen.extend(body["items"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap().to_string()));
+        seen.extend(
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["name"].as_str().unwrap().to_string()),
+        );
         match body["_pagination"]["next"]["url"].as_str() {
             Some(next) => {
-                assert!(next.starts_with("http://127.0.0.1:"), "absolute next url: {next}");
+                assert!(
+                    next.starts_with("http://127.0.0.1:"),
+                    "absolute next url: {next}"
+                );
                 url = next.to_string();
             }
             None => break,
@@ -234,7 +417,14 @@ async fn pagination_follows_next_urls() {
     assert_eq!(pages, 3);
     assert_eq!(seen, names);
     // Without the Accept header: a plain list; state filters and sort.
-    let (s, list, _) = d.api("GET", "/users?limit=5&offset=10&sort=-name", Some(ADMIN), None).await;
+    let (s, list, _) = d
+        .api(
+            "GET",
+            "/users?limit=5&offset=10&sort=-name",
+            Some(ADMIN),
+            None,
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(list[0]["name"], "u109");
     assert_eq!(list.as_array().unwrap().len(), 5);
@@ -250,15 +440,43 @@ async fn activity_only_moves_forward_and_checks_servers() {
     let d = Daemon::start("").await;
     d.create_users(&["alice"], false).await;
     let alice = d.token_for("alice").await;
-    let (s, _, _) = d.api("POST", "/users/alice/activity", Some(&alice), Some(json!({"last_activity": "2026-05-01T10:00:00.000Z"}))).await;
+    let (s, _, _) = d
+        .api(
+            "POST",
+            "/users/alice/activity",
+            Some(&alice),
+            Some(json!({"last_activity": "2026-05-01T10:00:00.000Z"})),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, _, _) = d.api("POST", "/users/alice/activity", Some(&alice), Some(json!({"last_activity": "2026-04-01T10:00:00Z"}))).await;
+    let (s, _, _) = d
+        .api(
+            "POST",
+            "/users/alice/activity",
+            Some(&alice),
+            Some(json!({"last_activity": "2026-04-01T10:00:00Z"})),
+        )
+        .await;
     assert_eq!(s, 200);
     let (_, u, _) = d.api("GET", "/users/alice", Some(&alice), None).await;
     assert_eq!(u["last_activity"], "2026-05-01T10:00:00.000000Z");
-    let (s, _, _) = d.api("POST", "/users/alice/activity", Some(&alice), Some(json!({"servers": {"nope": {"last_activity": "2026-05-01T10:00:00Z"}}}))).await;
+    let (s, _, _) = d
+        .api(
+            "POST",
+            "/users/alice/activity",
+            Some(&alice),
+            Some(json!({"servers": {"nope": {"last_activity": "2026-05-01T10:00:00Z"}}})),
+        )
+        .await;
     assert_eq!(s, 400);
-    let (s, _, _) = d.api("POST", "/users/alice/activity", Some(&alice), Some(json!({"last_activity": "yesterday"}))).await;
+    let (s, _, _) = d
+        .api(
+            "POST",
+            "/users/alice/activity",
+            Some(&alice),
+            Some(json!({"last_activity": "yesterday"})),
+        )
+        .await;
     assert_eq!(s, 400);
 }
 
@@ -267,16 +485,34 @@ async fn docker_backend_reports_not_available_and_health_metrics_work() {
     let d = Daemon::start("").await;
     d.create_users(&["alice"], false).await;
     let alice = d.token_for("alice").await;
-    let (s, b, _) = d.api("POST", "/users/alice/server", Some(&alice), None).await;
+    let (s, b, _) = d
+        .api("POST", "/users/alice/server", Some(&alice), None)
+        .await;
     assert_eq!(s, 501, "{b}");
     assert!(b["message"].as_str().unwrap().contains("docker backend"));
     // Nothing is left half-started.
     let (_, u, _) = d.api("GET", "/users/alice", Some(&alice), None).await;
     assert_eq!(u["server"], Value::Null);
     assert_eq!(u["pending"], Value::Null);
-    let r = d.http.get(format!("{}/hub/health", d.url)).send().await.unwrap();
+    let r = d
+        .http
+        .get(format!("{}/hub/health", d.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let m = d.http.get(format!("{}/hub/metrics", d.url)).send().await.unwrap().text().await.unwrap();
+    let m = d
+        .http
+        .get(format!("{}/hub/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("orrery_total_users 1"), "{m}");
-    assert!(m.contains("orrery_api_request_duration_seconds_count{method=\"POST\",code=\"5xx\"}"), "{m}");
+    assert!(
+        m.contains("orrery_api_request_duration_seconds_count{method=\"POST\",code=\"5xx\"}"),
+        "{m}"
+    );
 }

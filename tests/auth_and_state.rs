@@ -12,29 +12,59 @@ use orrery::state::{Store, TokenKind, TokenOwner};
 fn hub_with(cfg: Config) -> (Arc<Hub>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let hub = Hub::new(cfg, None, store, Arc::new(LocalBackend::new(vec![], false)), "unused".into());
+    let hub = Hub::new(
+        cfg,
+        None,
+        store,
+        Arc::new(LocalBackend::new(vec![], false)),
+        "unused".into(),
+    );
     (Arc::new(hub), dir)
 }
 
 #[tokio::test]
 async fn first_use_sets_the_password_then_only_it_works() {
     let (hub, _d) = hub_with(Config::default());
-    let u = auth::login(&hub, "Alice", "s3cret-pass", None).await.expect("first login creates alice");
+    let u = auth::login(&hub, "Alice", "s3cret-pass", None)
+        .await
+        .expect("first login creates alice");
     assert_eq!(u.name, "alice");
-    assert!(u.password_hash.as_deref().is_some_and(|h| h.starts_with("$argon2id$")));
-    auth::login(&hub, "alice", "s3cret-pass", None).await.expect("same password again");
-    assert!(matches!(auth::login(&hub, "alice", "wrong-password", None).await, Err(LoginError::BadCredentials)));
+    assert!(u
+        .password_hash
+        .as_deref()
+        .is_some_and(|h| h.starts_with("$argon2id$")));
+    auth::login(&hub, "alice", "s3cret-pass", None)
+        .await
+        .expect("same password again");
+    assert!(matches!(
+        auth::login(&hub, "alice", "wrong-password", None).await,
+        Err(LoginError::BadCredentials)
+    ));
     // Too short a first password creates nothing.
-    assert!(matches!(auth::login(&hub, "bob", "short", None).await, Err(LoginError::PasswordTooShort(7))));
+    assert!(matches!(
+        auth::login(&hub, "bob", "short", None).await,
+        Err(LoginError::PasswordTooShort(7))
+    ));
     assert!(hub.store.user("bob").unwrap().is_none());
     // Invalid names are refused with the reason.
-    let e = auth::login(&hub, "../root", "whatever-long", None).await.unwrap_err();
+    let e = auth::login(&hub, "../root", "whatever-long", None)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("must start with"), "{e}");
     // Changing the password: the old one stops working.
-    auth::change_password(&hub, "alice", "s3cret-pass", "n3w-password").await.unwrap();
-    assert!(auth::login(&hub, "alice", "s3cret-pass", None).await.is_err());
-    auth::login(&hub, "alice", "n3w-password", None).await.unwrap();
-    assert!(matches!(auth::change_password(&hub, "alice", "wrong", "another-one").await, Err(LoginError::BadCredentials)));
+    auth::change_password(&hub, "alice", "s3cret-pass", "n3w-password")
+        .await
+        .unwrap();
+    assert!(auth::login(&hub, "alice", "s3cret-pass", None)
+        .await
+        .is_err());
+    auth::login(&hub, "alice", "n3w-password", None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        auth::change_password(&hub, "alice", "wrong", "another-one").await,
+        Err(LoginError::BadCredentials)
+    ));
 }
 
 #[tokio::test]
@@ -42,10 +72,15 @@ async fn failures_are_throttled_per_user_and_per_address() {
     let mut cfg = Config::default();
     cfg.auth.rate_limit.attempts = 3;
     let (hub, _d) = hub_with(cfg);
-    auth::login(&hub, "carol", "carol-password", None).await.unwrap();
+    auth::login(&hub, "carol", "carol-password", None)
+        .await
+        .unwrap();
     let ip = Some("10.0.0.7".parse().unwrap());
     for _ in 0..3 {
-        assert!(matches!(auth::login(&hub, "carol", "bad-password", ip).await, Err(LoginError::BadCredentials)));
+        assert!(matches!(
+            auth::login(&hub, "carol", "bad-password", ip).await,
+            Err(LoginError::BadCredentials)
+        ));
     }
     // Locked: even the right password is refused until the window passes.
     match auth::login(&hub, "carol", "carol-password", ip).await {
@@ -53,14 +88,28 @@ async fn failures_are_throttled_per_user_and_per_address() {
         other => panic!("expected rate limit, got {other:?}"),
     }
     // Another user from another address is unaffected.
-    auth::login(&hub, "dave", "dave-password", Some("10.0.0.8".parse().unwrap())).await.unwrap();
+    auth::login(
+        &hub,
+        "dave",
+        "dave-password",
+        Some("10.0.0.8".parse().unwrap()),
+    )
+    .await
+    .unwrap();
     // One address guessing many names is stopped too (4 × attempts per address).
     let mut cfg = hub.config().as_ref().clone();
     cfg.auth.firstuse.create_users = false;
     hub.set_config(cfg);
     let mut limited = false;
     for i in 0..20 {
-        if let Err(LoginError::RateLimited(_)) = auth::login(&hub, &format!("victim{i}"), "guess-password", Some("10.9.9.9".parse().unwrap())).await {
+        if let Err(LoginError::RateLimited(_)) = auth::login(
+            &hub,
+            &format!("victim{i}"),
+            "guess-password",
+            Some("10.9.9.9".parse().unwrap()),
+        )
+        .await
+        {
             limited = true;
             break;
         }
@@ -74,26 +123,50 @@ async fn allowed_blocked_native_and_dummy() {
     cfg.users.allowed = vec!["eve".into()];
     cfg.users.blocked = vec!["mallory".into()];
     let (hub, _d) = hub_with(cfg.clone());
-    assert!(auth::login(&hub, "frank", "frank-password", None).await.is_err(), "not in allowed list");
-    auth::login(&hub, "eve", "eve-password", None).await.unwrap();
+    assert!(
+        auth::login(&hub, "frank", "frank-password", None)
+            .await
+            .is_err(),
+        "not in allowed list"
+    );
+    auth::login(&hub, "eve", "eve-password", None)
+        .await
+        .unwrap();
     cfg.users.allowed.clear();
     hub.set_config(cfg.clone());
-    assert!(auth::login(&hub, "mallory", "mallory-password", None).await.is_err(), "blocked");
+    assert!(
+        auth::login(&hub, "mallory", "mallory-password", None)
+            .await
+            .is_err(),
+        "blocked"
+    );
     // create_users = false: unknown names can't sign themselves up.
     cfg.auth.firstuse.create_users = false;
     hub.set_config(cfg.clone());
-    assert!(auth::login(&hub, "newbie", "newbie-password", None).await.is_err());
+    assert!(auth::login(&hub, "newbie", "newbie-password", None)
+        .await
+        .is_err());
     // native: only existing users with a password.
     cfg.auth.kind = AuthType::Native;
     hub.set_config(cfg.clone());
-    assert!(auth::login(&hub, "ghost", "ghost-password", None).await.is_err());
-    auth::login(&hub, "eve", "eve-password", None).await.unwrap();
+    assert!(auth::login(&hub, "ghost", "ghost-password", None)
+        .await
+        .is_err());
+    auth::login(&hub, "eve", "eve-password", None)
+        .await
+        .unwrap();
     // dummy with a shared password.
     cfg.auth.kind = AuthType::Dummy;
     cfg.auth.dummy.password = Some("letmein".into());
     hub.set_config(cfg);
     assert!(auth::login(&hub, "anyone", "nope", None).await.is_err());
-    assert_eq!(auth::login(&hub, "anyone", "letmein", None).await.unwrap().name, "anyone");
+    assert_eq!(
+        auth::login(&hub, "anyone", "letmein", None)
+            .await
+            .unwrap()
+            .name,
+        "anyone"
+    );
 }
 
 #[tokio::test]
@@ -109,18 +182,48 @@ async fn state_dump_holds_no_secret_in_the_clear() {
     orrery::reload::sync_services(&hub).unwrap();
     let password = "plaintext-password-42";
     auth::login(&hub, "alice", password, None).await.unwrap();
-    let (token, _) = hub.issue_token(TokenOwner::User("alice".into()), TokenKind::Api, vec!["inherit".into()], "n", None).unwrap();
-    let cookie = orrery::handlers::session::create(&hub, "alice").await.unwrap();
-    let session_id = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_string();
+    let (token, _) = hub
+        .issue_token(
+            TokenOwner::User("alice".into()),
+            TokenKind::Api,
+            vec!["inherit".into()],
+            "n",
+            None,
+        )
+        .unwrap();
+    let cookie = orrery::handlers::session::create(&hub, "alice")
+        .await
+        .unwrap();
+    let session_id = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
     hub.store.flush().await.unwrap();
     // The token and session resolve, so they really are in the store...
     assert!(hub.principal_for_token(&token).unwrap().is_some());
     assert!(hub.principal_for_session(&session_id).unwrap().is_some());
     // ...but only as hashes.
-    let dump: String = hub.store.dump().into_iter().map(|(t, k, v)| format!("{t}\t{k}\t{v}\n")).collect();
+    let dump: String = hub
+        .store
+        .dump()
+        .into_iter()
+        .map(|(t, k, v)| format!("{t}\t{k}\t{v}\n"))
+        .collect();
     assert!(dump.contains("alice"), "the dump is real");
-    for secret in [password, token.as_str(), session_id.as_str(), "service-token-in-config-0123456789"] {
-        assert!(!dump.contains(secret), "secret {secret:?} stored in the clear");
+    for secret in [
+        password,
+        token.as_str(),
+        session_id.as_str(),
+        "service-token-in-config-0123456789",
+    ] {
+        assert!(
+            !dump.contains(secret),
+            "secret {secret:?} stored in the clear"
+        );
     }
     // The raw files on disk too.
     let mut raw = Vec::new();
@@ -129,7 +232,10 @@ async fn state_dump_holds_no_secret_in_the_clear() {
     }
     let raw = String::from_utf8_lossy(&raw);
     for secret in [password, token.as_str(), session_id.as_str()] {
-        assert!(!raw.contains(secret), "secret {secret:?} on disk in the clear");
+        assert!(
+            !raw.contains(secret),
+            "secret {secret:?} on disk in the clear"
+        );
     }
 }
 

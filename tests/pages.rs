@@ -725,7 +725,13 @@ async fn start_failure_spawn_pending_and_user_pages() {
         StatusCode::FOUND
     );
 
+    // The proxy sends a request for a stopped server to the hub's page for it.
     let r = b.get("/user/iris/lab").await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (StatusCode::TEMPORARY_REDIRECT, "/hub/user/iris/lab")
+    );
+    let r = b.get("/hub/user/iris/lab").await;
     assert_eq!(r.status, StatusCode::FAILED_DEPENDENCY);
     assert!(r.body.contains("Server not running"));
     assert!(r.body.contains("action=\"/hub/home/start\""));
@@ -760,7 +766,7 @@ async fn start_failure_spawn_pending_and_user_pages() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        other.get("/user/iris/lab").await.status,
+        other.get("/hub/user/iris/lab").await.status,
         StatusCode::NOT_FOUND
     );
     // The owner's progress stream replays the failure.
@@ -770,11 +776,11 @@ async fn start_failure_spawn_pending_and_user_pages() {
     assert!(r.body.contains("\"failed\":true"));
     // Not logged in: the user page sends to login with `next`.
     let mut anon = Browser::new(&t);
-    let r = anon.get("/user/iris/tree").await;
+    let r = anon.get("/hub/user/iris/tree").await;
     assert!(r.status.is_redirection());
     assert_eq!(
         r.header("location"),
-        "/hub/login?next=%2Fuser%2Firis%2Ftree"
+        "/hub/login?next=%2Fhub%2Fuser%2Firis%2Ftree"
     );
 }
 
@@ -854,7 +860,11 @@ async fn base_url_prefixes_everything() {
     assert!(home.body.contains("action=\"/jupyter/hub/logout\""));
     assert!(home.body.contains("href=\"/jupyter/hub/token\""));
     assert_eq!(
-        b.get("/jupyter/user/lena/").await.status,
+        b.get("/jupyter/user/lena/").await.header("location"),
+        "/jupyter/hub/user/lena/"
+    );
+    assert_eq!(
+        b.get("/jupyter/hub/user/lena/").await.status,
         StatusCode::FAILED_DEPENDENCY
     );
     assert_eq!(
@@ -915,6 +925,11 @@ async fn starting_and_running_servers() {
     let r = b.get("/user/mia/lab").await;
     assert_eq!(
         (r.status, r.header("location")),
+        (StatusCode::TEMPORARY_REDIRECT, "/hub/user/mia/lab")
+    );
+    let r = b.get("/hub/user/mia/lab").await;
+    assert_eq!(
+        (r.status, r.header("location")),
         (StatusCode::FOUND, "/hub/spawn-pending/mia")
     );
     let xsrf = b.csrf("/hub/home").await;
@@ -946,9 +961,12 @@ async fn starting_and_running_servers() {
         (r.status, r.header("location")),
         (StatusCode::FOUND, "/user/mia/lab")
     );
-    let r = b.get("/user/mia/lab").await;
+    let r = b.get("/hub/user/mia/lab").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("/user/mia/"));
+    // The proxy forwards to the recorded address; nothing listens there in this test.
+    let r = b.get("/user/mia/lab").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
 
     // Stopping forgets it.
     let r = b.post("/hub/home/stop", &[("_xsrf", &xsrf)]).await;

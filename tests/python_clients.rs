@@ -16,12 +16,20 @@ fn repo() -> PathBuf {
 
 /// The venv's python (built on first use, cached by the requirements' hash).
 fn python() -> String {
-    let out = Command::new("bash").arg(repo().join("tests/python/venv.sh")).stderr(Stdio::inherit()).output().expect("run venv.sh");
-    assert!(out.status.success(), "tests/python/venv.sh failed: cannot install the Python clients");
+    let out = Command::new("bash")
+        .arg(repo().join("tests/python/venv.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run venv.sh");
+    assert!(
+        out.status.success(),
+        "tests/python/venv.sh failed: cannot install the Python clients"
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A daemon whose local backend runs `singleuser_app.py` (HubOAuth) as each user's server.
+/// A daemon whose local backend runs `singleuser_app.py` (HubOAuth) as each user's server,
+/// reached through the hub's proxy at `/user/<name>/`.
 async fn daemon_with_app(py: &str, extra: &str) -> Daemon {
     let app = repo().join("tests/python/singleuser_app.py");
     Daemon::start(&format!(
@@ -32,12 +40,18 @@ async fn daemon_with_app(py: &str, extra: &str) -> Daemon {
 }
 
 async fn start_server(d: &Daemon, user: &str) -> String {
-    let (s, b, _) = d.api("POST", &format!("/users/{user}/server"), Some(ADMIN), None).await;
+    let (s, b, _) = d
+        .api("POST", &format!("/users/{user}/server"), Some(ADMIN), None)
+        .await;
     assert_eq!(s, 201, "spawn {user}: {b}\n{}", d.log());
-    let (_, u, _) = d.api("GET", &format!("/users/{user}"), Some(ADMIN), None).await;
+    let (_, u, _) = d
+        .api("GET", &format!("/users/{user}"), Some(ADMIN), None)
+        .await;
     assert_eq!(u["servers"][""]["ready"], true, "{u}");
     // The local backend's port, from the server state (admin:server_state).
-    let port = u["servers"][""]["state"]["port"].as_u64().expect("port in state");
+    let port = u["servers"][""]["state"]["port"]
+        .as_u64()
+        .expect("port in state");
     format!("http://127.0.0.1:{port}")
 }
 
@@ -54,47 +68,98 @@ async fn hub_oauth_resolves_the_right_user_with_access_scopes() {
     };
     login("alice", "alice-password").await;
     login("bob", "bob-password").await;
-    let app = start_server(&d, "alice").await;
+    start_server(&d, "alice").await;
 
     let flow = repo().join("tests/python/oauth_flow.py");
     let run = |user: &str, pw: &str| {
-        let out = Command::new(&py).arg(&flow).args([d.url.as_str(), app.as_str(), user, pw, "alice"]).output().expect("oauth_flow.py");
+        let out = Command::new(&py)
+            .arg(&flow)
+            .args([d.url.as_str(), user, pw, "alice"])
+            .output()
+            .expect("oauth_flow.py");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(out.status.success(), "oauth_flow.py failed:\n{stdout}\n{stderr}");
-        (serde_json::from_str::<Value>(stdout.trim()).unwrap_or(Value::Null), stderr)
+        assert!(
+            out.status.success(),
+            "oauth_flow.py failed:\n{stdout}\n{stderr}"
+        );
+        (
+            serde_json::from_str::<Value>(stdout.trim()).unwrap_or(Value::Null),
+            stderr,
+        )
     };
     // Alice reaches her server: HubOAuth completed the code flow and resolved her.
     let (model, trace) = run("alice", "alice-password");
     assert_eq!(model["name"], "alice", "{model}\n{trace}\n{}", d.log());
     assert_eq!(model["kind"], "user");
-    let scopes: Vec<&str> = model["scopes"].as_array().expect("scopes").iter().filter_map(Value::as_str).collect();
-    assert!(scopes.contains(&"access:servers!server=alice/"), "{scopes:?}");
+    let scopes: Vec<&str> = model["scopes"]
+        .as_array()
+        .expect("scopes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        scopes.contains(&"access:servers!server=alice/"),
+        "{scopes:?}"
+    );
     assert!(scopes.contains(&"access:servers!user=alice"), "{scopes:?}");
-    assert!(trace.contains("/hub/api/oauth2/authorize") && trace.contains("oauth_callback"), "went through OAuth: {trace}");
+    assert!(
+        trace.contains("/hub/api/oauth2/authorize") && trace.contains("oauth_callback"),
+        "went through OAuth: {trace}"
+    );
     // Bob logs in fine but gets no access to alice's server.
     let (model, trace) = run("bob", "bob-password");
     assert_eq!(model, json!({"status": 403}), "{trace}");
     // The code cannot be replayed and the token endpoint rejects wrong secrets.
-    let r = d.http.post(format!("{}/hub/api/oauth2/token", d.url)).form(&[("grant_type", "authorization_code"), ("code", "nope"), ("client_id", "jupyterhub-user-alice"), ("client_secret", "wrong")]).send().await.unwrap();
+    let r = d
+        .http
+        .post(format!("{}/hub/api/oauth2/token", d.url))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "nope"),
+            ("client_id", "jupyterhub-user-alice"),
+            ("client_secret", "wrong"),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // Stopping the server revokes its OAuth client.
-    let (s, _, _) = d.api("DELETE", "/users/alice/server", Some(ADMIN), None).await;
+    let (s, _, _) = d
+        .api("DELETE", "/users/alice/server", Some(ADMIN), None)
+        .await;
     assert_eq!(s, 204);
-    let r = d.http.get(format!("{}/hub/api/oauth2/authorize?client_id=jupyterhub-user-alice&response_type=code", d.url)).send().await.unwrap();
-    assert!(r.status().is_redirection(), "anonymous authorize goes to login first");
+    let r = d
+        .http
+        .get(format!(
+            "{}/hub/api/oauth2/authorize?client_id=jupyterhub-user-alice&response_type=code",
+            d.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_redirection(),
+        "anonymous authorize goes to login first"
+    );
 }
 
 /// Log in through the hub's login form (first use creates the user).
 async fn reqwest_login(hub: &str, user: &str, password: &str) {
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let r = http.get(format!("{hub}/hub/login")).send().await.unwrap();
     let xsrf = r
         .headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix("_xsrf=").map(|v| v.split(';').next().unwrap_or("").to_string()))
+        .find_map(|c| {
+            c.strip_prefix("_xsrf=")
+                .map(|v| v.split(';').next().unwrap_or("").to_string())
+        })
         .expect("_xsrf cookie");
     let r = http
         .post(format!("{hub}/hub/login"))
@@ -118,7 +183,8 @@ async fn idle_culler_completes_a_paginated_pass() {
         ),
     )
     .await;
-    d.create_users(&["alice", "bob", "carol", "dave", "erin"], false).await;
+    d.create_users(&["alice", "bob", "carol", "dave", "erin"], false)
+        .await;
     d.create_users(&["root1"], true).await;
     start_server(&d, "alice").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -144,7 +210,13 @@ async fn idle_culler_completes_a_paginated_pass() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let remaining = loop {
         let (_, users, _) = d.api("GET", "/users", Some(ADMIN), None).await;
-        let names: Vec<String> = users.as_array().cloned().unwrap_or_default().iter().filter_map(|u| u["name"].as_str().map(str::to_string)).collect();
+        let names: Vec<String> = users
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|u| u["name"].as_str().map(str::to_string))
+            .collect();
         if names == vec!["root1".to_string()] || Instant::now() > deadline {
             break names;
         }
@@ -153,9 +225,20 @@ async fn idle_culler_completes_a_paginated_pass() {
     let _ = child.kill();
     let _ = child.wait();
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    assert_eq!(remaining, vec!["root1".to_string()], "culler log:\n{log}\nhub log:\n{}", d.log());
+    assert_eq!(
+        remaining,
+        vec!["root1".to_string()],
+        "culler log:\n{log}\nhub log:\n{}",
+        d.log()
+    );
     assert!(log.contains("Culling server alice"), "{log}");
-    assert!(log.contains("Fetching page 2"), "listed users through the paginated API: {log}");
-    assert!(!log.contains("Traceback") && !log.contains("[E "), "errors in the culler log:\n{log}");
+    assert!(
+        log.contains("Fetching page 2"),
+        "listed users through the paginated API: {log}"
+    );
+    assert!(
+        !log.contains("Traceback") && !log.contains("[E "),
+        "errors in the culler log:\n{log}"
+    );
     assert!(d.log().contains("server stopped"), "{}", d.log());
 }

@@ -18,7 +18,10 @@ fn serve_refuses(config: &std::path::Path) -> (i32, String) {
         .stdin(Stdio::null())
         .output()
         .expect("run orrery");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
@@ -39,7 +42,9 @@ fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
 #[test]
 fn runs_with_no_config_file_on_embedded_defaults() {
     if std::path::Path::new("/etc/orrery/config.toml").exists() {
-        panic!("/etc/orrery/config.toml exists on this machine; this test needs a machine without one");
+        panic!(
+            "/etc/orrery/config.toml exists on this machine; this test needs a machine without one"
+        );
     }
     let cwd = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_orrery"))
@@ -64,14 +69,30 @@ fn runs_with_no_config_file_on_embedded_defaults() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(ok, "nothing answered on port 8000; stderr:\n{stderr}");
-    assert!(stderr.contains("listening on http://127.0.0.1:8000/hub/"), "{stderr}");
-    assert!(stderr.contains("first password used becomes"), "says how to log in: {stderr}");
-    assert!(cwd.path().join("orrery-state/sled").is_dir(), "state in a local directory");
-    assert!(out.status.success(), "graceful shutdown on SIGTERM: {:?}", out.status);
+    assert!(
+        stderr.contains("listening on http://127.0.0.1:8000/hub/"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("first password used becomes"),
+        "says how to log in: {stderr}"
+    );
+    assert!(
+        cwd.path().join("orrery-state/sled").is_dir(),
+        "state in a local directory"
+    );
+    assert!(
+        out.status.success(),
+        "graceful shutdown on SIGTERM: {:?}",
+        out.status
+    );
 }
 
 #[test]
@@ -81,18 +102,31 @@ fn refuses_newer_or_damaged_state_without_touching_it() {
     // A state directory written by a "future" Orrery.
     {
         let db = sled::open(dir.path().join("state/sled")).unwrap();
-        db.open_tree("meta").unwrap().insert("schema_version", "99").unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", "99")
+            .unwrap();
         db.flush().unwrap();
     }
     let (code, err) = serve_refuses(&cfg);
     assert_ne!(code, 0);
-    assert!(err.contains("schema version 99") && err.contains("newer Orrery"), "{err}");
+    assert!(
+        err.contains("schema version 99") && err.contains("newer Orrery"),
+        "{err}"
+    );
     // Damaged: the settings file is garbage.
-    std::fs::write(dir.path().join("state/sled/conf"), b"not a sled settings file at all").unwrap();
+    std::fs::write(
+        dir.path().join("state/sled/conf"),
+        b"not a sled settings file at all",
+    )
+    .unwrap();
     let (code, err) = serve_refuses(&cfg);
     assert_ne!(code, 0);
     assert!(err.contains("damaged"), "{err}");
-    assert_eq!(std::fs::read(dir.path().join("state/sled/conf")).unwrap(), b"not a sled settings file at all");
+    assert_eq!(
+        std::fs::read(dir.path().join("state/sled/conf")).unwrap(),
+        b"not a sled settings file at all"
+    );
 }
 
 #[test]
@@ -106,7 +140,10 @@ fn refuses_dummy_auth_on_a_public_address_and_names_busy_ports() {
     .unwrap();
     let (code, err) = serve_refuses(&p);
     assert_ne!(code, 0);
-    assert!(err.contains("dummy") && err.contains("allow_non_loopback"), "{err}");
+    assert!(
+        err.contains("dummy") && err.contains("allow_non_loopback"),
+        "{err}"
+    );
 
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
@@ -117,7 +154,10 @@ fn refuses_dummy_auth_on_a_public_address_and_names_busy_ports() {
     .unwrap();
     let (code, err) = serve_refuses(&p);
     assert_ne!(code, 0);
-    assert!(err.contains(&format!("{port}")) && err.contains("http.port"), "{err}");
+    assert!(
+        err.contains(&format!("{port}")) && err.contains("http.port"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -130,12 +170,21 @@ async fn config_reload_applies_live_keys_and_reports_restart_keys() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = d.cli(&["config", "set", "cull.timeout", "5m"], None);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = d.cli(&["config", "set", "http.port", &free_port().to_string()], None);
+    let (code, _, err) = d.cli(
+        &["config", "set", "http.port", &free_port().to_string()],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = d.cli(&["config", "reload"], None);
     assert_eq!(code, 0, "reload failed: {out}{err}\n{}", d.log());
-    assert!(out.contains("users.admin") && out.contains("cull.timeout"), "reports changes: {out}");
-    assert!(out.contains("http.port") && out.to_lowercase().contains("restart"), "reports restart keys: {out}");
+    assert!(
+        out.contains("users.admin") && out.contains("cull.timeout"),
+        "reports changes: {out}"
+    );
+    assert!(
+        out.contains("http.port") && out.to_lowercase().contains("restart"),
+        "reports restart keys: {out}"
+    );
     // Applied at once: alice is an admin now; the daemon still answers on the old port.
     let (s, u, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
     assert_eq!(s, 200);
@@ -149,16 +198,29 @@ async fn config_reload_applies_live_keys_and_reports_restart_keys() {
     let (s, _, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
     assert_eq!(s, 200);
     // SIGHUP reloads too (systemd's ExecReload): alice stops being an admin.
-    std::fs::write(&d.config_path, text.replace("admin = [\"alice\"]", "admin = []")).unwrap();
+    std::fs::write(
+        &d.config_path,
+        text.replace("admin = [\"alice\"]", "admin = []"),
+    )
+    .unwrap();
     let pid = nix::unistd::Pid::from_raw(d.pid().expect("running"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !d.log().contains("SIGHUP: configuration reloaded") {
-        assert!(Instant::now() < deadline, "no SIGHUP reload in the log:\n{}", d.log());
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP reload in the log:\n{}",
+            d.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (_, u, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
-    assert_eq!(u["admin"], false, "config after SIGHUP: {}", std::fs::read_to_string(&d.config_path).unwrap());
+    assert_eq!(
+        u["admin"],
+        false,
+        "config after SIGHUP: {}",
+        std::fs::read_to_string(&d.config_path).unwrap()
+    );
 }
 
 #[tokio::test]
@@ -166,7 +228,11 @@ async fn users_command_works_with_and_without_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "[auth]\ntype = \"native\"\n");
     // Daemon stopped: edits the state directly.
-    let (code, out, err) = run_cli(&cfg, &["users", "add", "bob", "--password-stdin"], Some("bobs-password\n"));
+    let (code, out, err) = run_cli(
+        &cfg,
+        &["users", "add", "bob", "--password-stdin"],
+        Some("bobs-password\n"),
+    );
     assert_eq!(code, 0, "{out}{err}");
     let (code, _, err) = run_cli(&cfg, &["users", "add", "bob"], None);
     assert_eq!(code, 2, "duplicate refused: {err}");
@@ -177,12 +243,29 @@ async fn users_command_works_with_and_without_the_daemon() {
     assert_eq!(code, 0);
     assert!(out.contains("bob"));
     // Daemon running: goes through its API.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orrery")).arg("--config").arg(&cfg).arg("serve").stdin(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orrery"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let text = std::fs::read_to_string(&cfg).unwrap();
-    let port: u16 = text.lines().find_map(|l| l.strip_prefix("port = ")).unwrap().parse().unwrap();
+    let port: u16 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("port = "))
+        .unwrap()
+        .parse()
+        .unwrap();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while http.get(format!("http://127.0.0.1:{port}/hub/api/")).send().await.is_err() {
+    while http
+        .get(format!("http://127.0.0.1:{port}/hub/api/"))
+        .send()
+        .await
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "daemon did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -190,13 +273,24 @@ async fn users_command_works_with_and_without_the_daemon() {
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, _) = run_cli(&cfg, &["users", "list"], None);
     assert_eq!(code, 0);
-    assert!(out.lines().any(|l| l.contains("bob") && l.contains("admin")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("bob") && l.contains("admin")),
+        "{out}"
+    );
     let (code, _, err) = run_cli(&cfg, &["users", "set-password", "bob"], Some("short\n"));
     assert_eq!(code, 2, "{err}");
-    let (code, _, err) = run_cli(&cfg, &["users", "set-password", "bob"], Some("a-new-password\n"));
+    let (code, _, err) = run_cli(
+        &cfg,
+        &["users", "set-password", "bob"],
+        Some("a-new-password\n"),
+    );
     assert_eq!(code, 0, "{err}");
     let _ = json!({});
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let _ = child.wait();
 }
 
@@ -214,14 +308,41 @@ fn doctor_reports_each_check_with_a_fix() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
     let text = std::fs::read_to_string(&cfg).unwrap();
-    let first_port = text.lines().find_map(|l| l.strip_prefix("port = ")).unwrap().to_string();
-    std::fs::write(&cfg, text.replacen(&format!("port = {first_port}"), &format!("port = {port}"), 1)).unwrap();
+    let first_port = text
+        .lines()
+        .find_map(|l| l.strip_prefix("port = "))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &cfg,
+        text.replacen(
+            &format!("port = {first_port}"),
+            &format!("port = {port}"),
+            1,
+        ),
+    )
+    .unwrap();
     let (code, out, _) = run_cli(&cfg, &["doctor"], None);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL") && out.contains("fix:"), "{out}");
     // The Docker check names the fix when the engine is unreachable.
-    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("backend = \"local\"", "backend = \"docker\"")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_orrery")).arg("--config").arg(&cfg).arg("doctor").env("DOCKER_HOST", "unix:///nonexistent/docker.sock").output().unwrap();
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("backend = \"local\"", "backend = \"docker\""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orrery"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("doctor")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&out.stdout);
-    assert!(out.contains("docker") && out.contains("apt-get install docker.io"), "{out}");
+    assert!(
+        out.contains("docker") && out.contains("apt-get install docker.io"),
+        "{out}"
+    );
 }

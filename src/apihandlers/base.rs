@@ -26,7 +26,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
     }
     pub fn bad_request(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, m)
@@ -44,7 +48,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, Json(json!({"status": self.status.as_u16(), "message": self.message}))).into_response();
+        let mut resp = (
+            self.status,
+            Json(json!({"status": self.status.as_u16(), "message": self.message})),
+        )
+            .into_response();
         if let Some(s) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -57,7 +65,10 @@ impl IntoResponse for ApiError {
 impl From<StateError> for ApiError {
     fn from(e: StateError) -> Self {
         tracing::error!(error = %e, "state error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error: the state database failed; see the hub's log")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: the state database failed; see the hub's log",
+        )
     }
 }
 
@@ -65,16 +76,23 @@ pub type ApiResult<T = Response> = Result<T, ApiError>;
 
 /// The token a request carries: `Authorization: token|bearer X`, or `?token=X`.
 pub fn request_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let mut parts = v.trim().splitn(2, char::is_whitespace);
         let scheme = parts.next().unwrap_or("");
         let value = parts.next().unwrap_or("").trim();
-        if (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")) && !value.is_empty() {
+        if (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
+            && !value.is_empty()
+        {
             return Some(value.to_string());
         }
     }
     query.and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned())
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
     })
 }
 
@@ -84,9 +102,15 @@ pub struct Auth(pub Principal);
 impl FromRequestParts<Arc<Hub>> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, Self::Rejection> {
-        let token = request_token(&parts.headers, parts.uri.query())
-            .ok_or_else(|| ApiError::forbidden("Missing or invalid credentials: send 'Authorization: token <api token>'"))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        hub: &Arc<Hub>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = request_token(&parts.headers, parts.uri.query()).ok_or_else(|| {
+            ApiError::forbidden(
+                "Missing or invalid credentials: send 'Authorization: token <api token>'",
+            )
+        })?;
         match hub.principal_for_token(&token)? {
             Some(p) => Ok(Auth(p)),
             None => Err(ApiError::forbidden("Invalid or expired token")),
@@ -97,7 +121,10 @@ impl FromRequestParts<Arc<Hub>> for Auth {
 impl OptionalFromRequestParts<Arc<Hub>> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        hub: &Arc<Hub>,
+    ) -> Result<Option<Self>, Self::Rejection> {
         match request_token(&parts.headers, parts.uri.query()) {
             None => Ok(None),
             Some(t) => Ok(hub.principal_for_token(&t)?.map(Auth)),
@@ -115,7 +142,9 @@ impl Auth {
             return Ok(());
         }
         if self.0.scopes.allows("read:users:name", &target) {
-            return Err(ApiError::forbidden(format!("Action is not authorized with current scopes; requires {scope}")));
+            return Err(ApiError::forbidden(format!(
+                "Action is not authorized with current scopes; requires {scope}"
+            )));
         }
         Err(ApiError::not_found(format!("No such user: {user}")))
     }
@@ -125,7 +154,9 @@ impl Auth {
         if self.0.scopes.has_any(scope) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!("Action is not authorized with current scopes; requires {scope}")))
+            Err(ApiError::forbidden(format!(
+                "Action is not authorized with current scopes; requires {scope}"
+            )))
         }
     }
 
@@ -133,7 +164,9 @@ impl Auth {
         if self.0.scopes.has_unfiltered(scope) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!("Action is not authorized with current scopes; requires {scope}")))
+            Err(ApiError::forbidden(format!(
+                "Action is not authorized with current scopes; requires {scope}"
+            )))
         }
     }
 }
@@ -158,7 +191,12 @@ pub fn wants_pagination(headers: &HeaderMap) -> bool {
 
 /// Slice `items` per `offset`/`limit` and wrap them as JupyterHub does when asked; the `next`
 /// URL is absolute (clients such as the idle culler fetch it as is).
-pub fn paginate(items: Vec<Value>, page: &PageParams, headers: &HeaderMap, uri: &axum::http::Uri) -> Response {
+pub fn paginate(
+    items: Vec<Value>,
+    page: &PageParams,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Response {
     let total = items.len();
     let offset = page.offset.unwrap_or(0);
     let paginated = wants_pagination(headers);
@@ -172,19 +210,28 @@ pub fn paginate(items: Vec<Value>, page: &PageParams, headers: &HeaderMap, uri: 
         return Json(slice).into_response();
     }
     let next = if offset + limit < total {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
         let proto = headers
             .get("x-forwarded-proto")
             .and_then(|h| h.to_str().ok())
             .unwrap_or("http");
         let mut pairs: Vec<(String, String)> = uri
             .query()
-            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
             .unwrap_or_default();
         pairs.retain(|(k, _)| k != "offset" && k != "limit");
         pairs.push(("offset".into(), (offset + limit).to_string()));
         pairs.push(("limit".into(), limit.to_string()));
-        let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
         json!({"offset": offset + limit, "limit": limit, "url": format!("{proto}://{host}{}?{query}", uri.path())})
     } else {
         Value::Null
@@ -202,13 +249,20 @@ pub fn iso(t: &chrono::DateTime<chrono::Utc>) -> String {
 }
 
 pub fn iso_opt(t: &Option<chrono::DateTime<chrono::Utc>>) -> Value {
-    t.as_ref().map(|t| Value::String(iso(t))).unwrap_or(Value::Null)
+    t.as_ref()
+        .map(|t| Value::String(iso(t)))
+        .unwrap_or(Value::Null)
 }
 
 /// Parse a JSON body, turning serde's errors into a 400 naming the problem.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    let body = if body.iter().all(|b| b.is_ascii_whitespace()) { b"{}".as_slice() } else { body };
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    let body = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Parse an ISO 8601 timestamp from a client.
@@ -218,5 +272,9 @@ pub fn parse_time(s: &str) -> ApiResult<chrono::DateTime<chrono::Utc>> {
         .or_else(|_| {
             chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc())
         })
-        .map_err(|_| ApiError::bad_request(format!("invalid timestamp {s:?}: use ISO 8601, e.g. 2026-01-31T12:00:00.000Z")))
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid timestamp {s:?}: use ISO 8601, e.g. 2026-01-31T12:00:00.000Z"
+            ))
+        })
 }

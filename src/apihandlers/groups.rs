@@ -19,15 +19,25 @@ use crate::username;
 
 fn valid_group_name(name: &str) -> ApiResult<String> {
     // Group names follow the user-name rules: they appear in filters and URLs.
-    username::normalize(name).map_err(|e| ApiError::bad_request(e.to_string().replace("user name", "group name")))
+    username::normalize(name)
+        .map_err(|e| ApiError::bad_request(e.to_string().replace("user name", "group name")))
 }
 
 /// Group resources match `!group=<name>` filters.
 fn group_target(names: &[String]) -> Target<'_> {
-    Target { groups: names, ..Default::default() }
+    Target {
+        groups: names,
+        ..Default::default()
+    }
 }
 
-pub async fn list(State(hub): State<Arc<Hub>>, auth: Auth, Query(page): Query<PageParams>, headers: HeaderMap, OriginalUri(uri): OriginalUri) -> ApiResult<Response> {
+pub async fn list(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Query(page): Query<PageParams>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult<Response> {
     auth.require_any("list:groups")?;
     let mut groups = hub.store.groups()?;
     groups.sort_by(|a, b| a.name.cmp(&b.name));
@@ -44,15 +54,28 @@ pub async fn list(State(hub): State<Arc<Hub>>, auth: Auth, Query(page): Query<Pa
 
 fn load(hub: &Hub, auth: &Auth, name: &str, scope: &str) -> ApiResult<GroupRecord> {
     let names = [name.to_string()];
-    let visible = auth.0.scopes.allows("read:groups:name", &group_target(&names));
-    let g = hub.store.group(name)?.filter(|_| visible).ok_or_else(|| ApiError::not_found(format!("No such group: {name}")))?;
+    let visible = auth
+        .0
+        .scopes
+        .allows("read:groups:name", &group_target(&names));
+    let g = hub
+        .store
+        .group(name)?
+        .filter(|_| visible)
+        .ok_or_else(|| ApiError::not_found(format!("No such group: {name}")))?;
     if !auth.0.scopes.allows(scope, &group_target(&names)) {
-        return Err(ApiError::forbidden(format!("Action is not authorized with current scopes; requires {scope}")));
+        return Err(ApiError::forbidden(format!(
+            "Action is not authorized with current scopes; requires {scope}"
+        )));
     }
     Ok(g)
 }
 
-pub async fn get(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(group_model(&load(&hub, &auth, &name, "read:groups")?)))
 }
 
@@ -64,7 +87,12 @@ struct NewGroup {
     properties: serde_json::Map<String, Value>,
 }
 
-pub async fn create(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<String>, body: Bytes) -> ApiResult<Response> {
+pub async fn create(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
     auth.require_unfiltered("admin:groups")?;
     let name = valid_group_name(&name)?;
     let req: NewGroup = parse_body(&body)?;
@@ -72,7 +100,11 @@ pub async fn create(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<St
         return Err(ApiError::conflict(format!("Group {name} already exists")));
     }
     let users = existing_users(&hub, &req.users)?;
-    let g = GroupRecord { name, users, properties: req.properties };
+    let g = GroupRecord {
+        name,
+        users,
+        properties: req.properties,
+    };
     hub.store.put_group(&g)?;
     hub.store.flush().await?;
     Ok((StatusCode::CREATED, Json(group_model(&g))).into_response())
@@ -90,7 +122,11 @@ fn existing_users(hub: &Hub, raw: &[String]) -> ApiResult<std::collections::BTre
     Ok(out)
 }
 
-pub async fn delete(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<String>) -> ApiResult<Response> {
+pub async fn delete(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
     load(&hub, &auth, &name, "delete:groups")?;
     hub.store.delete_group(&name)?;
     hub.store.flush().await?;
@@ -103,7 +139,12 @@ struct Members {
     users: Vec<String>,
 }
 
-pub async fn add_users(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn add_users(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let mut g = load(&hub, &auth, &name, "groups")?;
     let req: Members = parse_body(&body)?;
     g.users.extend(existing_users(&hub, &req.users)?);
@@ -112,7 +153,12 @@ pub async fn add_users(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path
     Ok(Json(group_model(&g)))
 }
 
-pub async fn remove_users(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn remove_users(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let mut g = load(&hub, &auth, &name, "groups")?;
     let req: Members = parse_body(&body)?;
     for r in &req.users {

@@ -33,16 +33,40 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/info", get(root::info))
         .route("/user", get(root::whoami))
         .route("/users", get(users::list).post(users::create_many))
-        .route("/users/{name}", get(users::get).post(users::create_one).patch(users::patch).delete(users::delete))
+        .route(
+            "/users/{name}",
+            get(users::get)
+                .post(users::create_one)
+                .patch(users::patch)
+                .delete(users::delete),
+        )
         .route("/users/{name}/activity", post(users::activity))
-        .route("/users/{name}/server", post(servers::start_default).delete(servers::stop_default))
+        .route(
+            "/users/{name}/server",
+            post(servers::start_default).delete(servers::stop_default),
+        )
         .route("/users/{name}/server/progress", get(servers::progress))
-        .route("/users/{name}/servers/{server}", post(servers::start_named).delete(servers::stop_named))
-        .route("/users/{name}/tokens", get(tokens::list).post(tokens::create))
-        .route("/users/{name}/tokens/{id}", get(tokens::get).delete(tokens::delete))
+        .route(
+            "/users/{name}/servers/{server}",
+            post(servers::start_named).delete(servers::stop_named),
+        )
+        .route(
+            "/users/{name}/tokens",
+            get(tokens::list).post(tokens::create),
+        )
+        .route(
+            "/users/{name}/tokens/{id}",
+            get(tokens::get).delete(tokens::delete),
+        )
         .route("/groups", get(groups::list))
-        .route("/groups/{name}", get(groups::get).post(groups::create).delete(groups::delete))
-        .route("/groups/{name}/users", post(groups::add_users).delete(groups::remove_users))
+        .route(
+            "/groups/{name}",
+            get(groups::get).post(groups::create).delete(groups::delete),
+        )
+        .route(
+            "/groups/{name}/users",
+            post(groups::add_users).delete(groups::remove_users),
+        )
         .route("/oauth2/authorize", get(oauth2::authorize))
         .route("/oauth2/token", post(oauth2::token))
         .route("/orrery/reload", post(orrery::reload))

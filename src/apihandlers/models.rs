@@ -11,7 +11,20 @@ use crate::state::{GroupRecord, ServerRecord, TokenRecord, UserRecord};
 
 /// Which user-model fields each read scope reveals.
 const USER_FIELDS: &[(&str, &[&str])] = &[
-    ("read:users", &["kind", "name", "admin", "roles", "groups", "server", "pending", "created", "last_activity"]),
+    (
+        "read:users",
+        &[
+            "kind",
+            "name",
+            "admin",
+            "roles",
+            "groups",
+            "server",
+            "pending",
+            "created",
+            "last_activity",
+        ],
+    ),
     ("read:users:name", &["kind", "name", "admin"]),
     ("read:users:groups", &["kind", "name", "groups"]),
     ("read:users:activity", &["kind", "name", "last_activity"]),
@@ -45,7 +58,9 @@ pub fn server_model(hub: &Hub, s: &ServerRecord, with_state: bool) -> Value {
 pub fn full_user_model(hub: &Hub, u: &UserRecord, include_servers: bool) -> Value {
     let servers = hub.store.servers_of(&u.name).unwrap_or_default();
     let default = servers.iter().find(|s| s.name.is_empty());
-    let server_url = default.filter(|s| s.ready).map(|_| server_prefix(hub, &u.name));
+    let server_url = default
+        .filter(|s| s.ready)
+        .map(|_| server_prefix(hub, &u.name));
     let pending = default.and_then(|s| s.pending.clone());
     let admin = hub.is_admin(u);
     let mut roles = vec!["user"];
@@ -64,7 +79,10 @@ pub fn full_user_model(hub: &Hub, u: &UserRecord, include_servers: bool) -> Valu
         "last_activity": iso_opt(&u.last_activity),
     });
     if include_servers {
-        let map: Map<String, Value> = servers.iter().map(|s| (s.name.clone(), server_model(hub, s, false))).collect();
+        let map: Map<String, Value> = servers
+            .iter()
+            .map(|s| (s.name.clone(), server_model(hub, s, false)))
+            .collect();
         m["servers"] = Value::Object(map);
     }
     m
@@ -84,8 +102,13 @@ pub fn user_model_for(hub: &Hub, who: &Principal, u: &UserRecord) -> Option<Valu
         return None;
     }
     let full = full_user_model(hub, u, allowed.contains(&"servers"));
-    let Value::Object(map) = full else { return None };
-    let mut out: Map<String, Value> = map.into_iter().filter(|(k, _)| allowed.contains(&k.as_str())).collect();
+    let Value::Object(map) = full else {
+        return None;
+    };
+    let mut out: Map<String, Value> = map
+        .into_iter()
+        .filter(|(k, _)| allowed.contains(&k.as_str()))
+        .collect();
     if out.contains_key("servers") && who.scopes.allows("admin:server_state", &target) {
         if let Some(Value::Object(servers)) = out.get_mut("servers") {
             for (name, model) in servers.iter_mut() {

@@ -15,13 +15,19 @@ use crate::reload;
 /// `POST /hub/api/orrery/reload`: re-read the config file and apply it; answers what changed
 /// and what needs a restart. Only the local CLI (control token) or an admin may call it.
 pub async fn reload(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {
-    let allowed = matches!(auth.0.kind, PrincipalKind::Control) || auth.0.scopes.has_unfiltered("admin:users");
+    let allowed = matches!(auth.0.kind, PrincipalKind::Control)
+        || auth.0.scopes.has_unfiltered("admin:users");
     if !allowed {
-        return Err(ApiError::forbidden("reloading the configuration needs the control token or an admin"));
+        return Err(ApiError::forbidden(
+            "reloading the configuration needs the control token or an admin",
+        ));
     }
     match reload::reload(&hub).await {
         Ok(report) => Ok(Json(serde_json::to_value(report).unwrap_or(Value::Null))),
-        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, format!("the configuration was not applied: {e}"))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the configuration was not applied: {e}"),
+        )),
     }
 }
 
@@ -42,7 +48,9 @@ pub async fn set_password(
     let req: PasswordBody = super::base::parse_body(&body)?;
     match crate::auth::set_password(&hub, &name, &req.password).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(crate::auth::LoginError::BadCredentials) => Err(ApiError::not_found(format!("No such user: {name}"))),
+        Err(crate::auth::LoginError::BadCredentials) => {
+            Err(ApiError::not_found(format!("No such user: {name}")))
+        }
         Err(e) => Err(ApiError::bad_request(e.to_string())),
     }
 }

@@ -32,7 +32,9 @@ pub async fn info(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Val
 /// and `scopes`).
 pub async fn whoami(State(hub): State<Arc<Hub>>, Auth(p): Auth) -> ApiResult<Json<Value>> {
     let mut model = match &p.kind {
-        PrincipalKind::User(u) => user_model_for(&hub, &p, u).unwrap_or_else(|| json!({"kind": "user", "name": u.name})),
+        PrincipalKind::User(u) => {
+            user_model_for(&hub, &p, u).unwrap_or_else(|| json!({"kind": "user", "name": u.name}))
+        }
         PrincipalKind::Service(s) => json!({"kind": "service", "name": s, "roles": []}),
         PrincipalKind::Control => json!({"kind": "service", "name": "orrery-cli", "roles": []}),
     };
@@ -42,7 +44,10 @@ pub async fn whoami(State(hub): State<Arc<Hub>>, Auth(p): Auth) -> ApiResult<Jso
         model["name"] = json!(u.name);
     }
     model["scopes"] = json!(p.scopes.to_strings());
-    model["session_id"] = json!(p.session_id.as_ref().map(|s| crate::secrets::derive("session-id", s)));
+    model["session_id"] = json!(p
+        .session_id
+        .as_ref()
+        .map(|s| crate::secrets::derive("session-id", s)));
     model["token_id"] = json!(p.token_id);
     Ok(Json(model))
 }

@@ -19,8 +19,11 @@ use crate::state::{TokenKind, TokenOwner, UserRecord};
 use crate::username;
 
 fn load_user(hub: &Hub, name: &str) -> ApiResult<UserRecord> {
-    let n = username::normalize(name).map_err(|_| ApiError::not_found(format!("No such user: {name}")))?;
-    hub.store.user(&n)?.ok_or_else(|| ApiError::not_found(format!("No such user: {name}")))
+    let n = username::normalize(name)
+        .map_err(|_| ApiError::not_found(format!("No such user: {name}")))?;
+    hub.store
+        .user(&n)?
+        .ok_or_else(|| ApiError::not_found(format!("No such user: {name}")))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -33,12 +36,19 @@ struct NewToken {
     roles: Option<Vec<String>>,
 }
 
-pub async fn create(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<String>, body: Bytes) -> ApiResult<Response> {
+pub async fn create(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let user = load_user(&hub, &name)?;
     auth.require_on_user(&hub, "tokens", &user.name)?;
     let req: NewToken = parse_body(&body)?;
     if req.roles.as_ref().is_some_and(|r| !r.is_empty()) {
-        return Err(ApiError::bad_request("roles on tokens are not supported; ask for scopes instead"));
+        return Err(ApiError::bad_request(
+            "roles on tokens are not supported; ask for scopes instead",
+        ));
     }
     let requested = req.scopes.unwrap_or_else(|| vec!["inherit".to_string()]);
     scopes::validate(&requested).map_err(|e| ApiError::bad_request(format!("{e}")))?;
@@ -46,7 +56,8 @@ pub async fn create(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<St
     let asked = if requested.iter().any(|s| s == "inherit") {
         owner_scopes.clone()
     } else {
-        ScopeSet::from_strings(&requested, Some(&user.name)).map_err(|e| ApiError::bad_request(e.to_string()))?
+        ScopeSet::from_strings(&requested, Some(&user.name))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
     };
     let missing = asked.not_held_by(&owner_scopes);
     if !missing.is_empty() {
@@ -59,25 +70,44 @@ pub async fn create(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<St
     // A caller cannot mint a token stronger than its own credentials either.
     let beyond_caller = asked.not_held_by(&auth.0.scopes);
     if !beyond_caller.is_empty() && !auth.0.scopes.has_unfiltered("tokens") {
-        return Err(ApiError::forbidden(format!("Not assigning scopes you do not hold: {}", beyond_caller.join(", "))));
+        return Err(ApiError::forbidden(format!(
+            "Not assigning scopes you do not hold: {}",
+            beyond_caller.join(", ")
+        )));
     }
     let expires_at = match req.expires_in {
         None | Some(0) => None,
         Some(s) if s > 0 => Some(Utc::now() + chrono::Duration::seconds(s)),
-        Some(_) => return Err(ApiError::bad_request("expires_in must be a positive number of seconds")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "expires_in must be a positive number of seconds",
+            ))
+        }
     };
-    let note = req.note.unwrap_or_else(|| format!("Requested via API by {}", auth.0.name()));
+    let note = req
+        .note
+        .unwrap_or_else(|| format!("Requested via API by {}", auth.0.name()));
     if note.len() > 1000 {
         return Err(ApiError::bad_request("note is longer than 1000 characters"));
     }
-    let (token, rec) = hub.issue_token(TokenOwner::User(user.name.clone()), TokenKind::Api, requested, &note, expires_at)?;
+    let (token, rec) = hub.issue_token(
+        TokenOwner::User(user.name.clone()),
+        TokenKind::Api,
+        requested,
+        &note,
+        expires_at,
+    )?;
     hub.store.flush().await?;
     let mut model = token_model(&rec);
     model["token"] = Value::String(token);
     Ok((StatusCode::CREATED, Json(model)).into_response())
 }
 
-pub async fn list(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     let user = load_user(&hub, &name)?;
     auth.require_on_user(&hub, "read:tokens", &user.name)?;
     let now = Utc::now();
@@ -88,10 +118,16 @@ pub async fn list(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<Stri
         .filter(|t| t.kind == TokenKind::Api && !t.is_expired(now))
         .map(token_model)
         .collect();
-    Ok(Json(serde_json::json!({"api_tokens": tokens, "oauth_tokens": []})))
+    Ok(Json(
+        serde_json::json!({"api_tokens": tokens, "oauth_tokens": []}),
+    ))
 }
 
-pub async fn get(State(hub): State<Arc<Hub>>, auth: Auth, Path((name, id)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let user = load_user(&hub, &name)?;
     auth.require_on_user(&hub, "read:tokens", &user.name)?;
     hub.store
@@ -100,7 +136,11 @@ pub async fn get(State(hub): State<Arc<Hub>>, auth: Auth, Path((name, id)): Path
         .ok_or_else(|| ApiError::not_found(format!("No such token: {id}")))
 }
 
-pub async fn delete(State(hub): State<Arc<Hub>>, auth: Auth, Path((name, id)): Path<(String, String)>) -> ApiResult<Response> {
+pub async fn delete(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let user = load_user(&hub, &name)?;
     auth.require_on_user(&hub, "tokens", &user.name)?;
     let tok = hub

@@ -68,14 +68,29 @@ pub async fn list(
             )))
         }
     }
-    let groups_cache: Vec<(String, Vec<String>)> = users.iter().map(|u| (u.name.clone(), hub.groups_of(&u.name))).collect();
+    let groups_cache: Vec<(String, Vec<String>)> = users
+        .iter()
+        .map(|u| (u.name.clone(), hub.groups_of(&u.name)))
+        .collect();
     let items: Vec<Value> = users
         .iter()
         .zip(groups_cache.iter())
-        .filter(|(u, (_, g))| auth.0.scopes.allows("list:users", &crate::scopes::Target::user(&u.name, g)))
+        .filter(|(u, (_, g))| {
+            auth.0
+                .scopes
+                .allows("list:users", &crate::scopes::Target::user(&u.name, g))
+        })
         .filter_map(|(u, _)| user_model_for(&hub, &auth.0, u))
         .collect();
-    Ok(paginate(items, &PageParams { offset: params.offset, limit: params.limit }, &headers, &uri))
+    Ok(paginate(
+        items,
+        &PageParams {
+            offset: params.offset,
+            limit: params.limit,
+        },
+        &headers,
+        &uri,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,7 +102,11 @@ struct CreateMany {
 }
 
 /// `POST /users {"usernames": [...], "admin": bool}` → 201 with the created models.
-pub async fn create_many(State(hub): State<Arc<Hub>>, auth: Auth, body: Bytes) -> ApiResult<Response> {
+pub async fn create_many(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    body: Bytes,
+) -> ApiResult<Response> {
     auth.require_unfiltered("admin:users")?;
     let req: CreateMany = parse_body(&body)?;
     if req.usernames.is_empty() {
@@ -97,7 +116,9 @@ pub async fn create_many(State(hub): State<Arc<Hub>>, auth: Auth, body: Bytes) -
     for raw in &req.usernames {
         let name = username::normalize(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
         if hub.config().users.blocked.contains(&name) {
-            return Err(ApiError::bad_request(format!("user {name} is blocked (users.blocked)")));
+            return Err(ApiError::bad_request(format!(
+                "user {name} is blocked (users.blocked)"
+            )));
         }
         names.push(name);
     }
@@ -113,20 +134,33 @@ pub async fn create_many(State(hub): State<Arc<Hub>>, auth: Auth, body: Bytes) -
         }
     }
     if created.is_empty() {
-        return Err(ApiError::conflict(format!("all of {} already exist", names.join(", "))));
+        return Err(ApiError::conflict(format!(
+            "all of {} already exist",
+            names.join(", ")
+        )));
     }
     hub.store.flush().await?;
     tracing::info!(by = auth.0.name(), users = ?created.iter().map(|u| &u.name).collect::<Vec<_>>(), "users created");
-    let models: Vec<Value> = created.iter().filter_map(|u| user_model_for(&hub, &auth.0, u)).collect();
+    let models: Vec<Value> = created
+        .iter()
+        .filter_map(|u| user_model_for(&hub, &auth.0, u))
+        .collect();
     Ok((StatusCode::CREATED, Json(models)).into_response())
 }
 
 fn load_user(hub: &Hub, name: &str) -> ApiResult<UserRecord> {
-    let name = username::normalize(name).map_err(|_| ApiError::not_found(format!("No such user: {name}")))?;
-    hub.store.user(&name)?.ok_or_else(|| ApiError::not_found(format!("No such user: {name}")))
+    let name = username::normalize(name)
+        .map_err(|_| ApiError::not_found(format!("No such user: {name}")))?;
+    hub.store
+        .user(&name)?
+        .ok_or_else(|| ApiError::not_found(format!("No such user: {name}")))
 }
 
-pub async fn get(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     let user = load_user(&hub, &name)?;
     user_model_for(&hub, &auth.0, &user)
         .map(Json)
@@ -141,12 +175,19 @@ struct CreateOne {
 }
 
 /// `POST /users/{name}` → 201.
-pub async fn create_one(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<String>, body: Bytes) -> ApiResult<Response> {
+pub async fn create_one(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
     auth.require_unfiltered("admin:users")?;
     let req: CreateOne = parse_body(&body)?;
     let name = username::normalize(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if hub.config().users.blocked.contains(&name) {
-        return Err(ApiError::bad_request(format!("user {name} is blocked (users.blocked)")));
+        return Err(ApiError::bad_request(format!(
+            "user {name} is blocked (users.blocked)"
+        )));
     }
     let mut rec = UserRecord::new(&name);
     rec.admin = req.admin;
@@ -166,7 +207,12 @@ struct Patch {
 }
 
 /// `PATCH /users/{name}`: change `admin` (and, for admins, rename).
-pub async fn patch(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn patch(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let user = load_user(&hub, &name)?;
     auth.require_on_user(&hub, "admin:users", &user.name)?;
     let req: Patch = parse_body(&body)?;
@@ -187,11 +233,17 @@ pub async fn patch(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<Str
         })?
         .ok_or_else(|| ApiError::not_found(format!("No such user: {name}")))?;
     hub.store.flush().await?;
-    Ok(Json(user_model_for(&hub, &auth.0, &updated).unwrap_or(Value::Null)))
+    Ok(Json(
+        user_model_for(&hub, &auth.0, &updated).unwrap_or(Value::Null),
+    ))
 }
 
 /// `DELETE /users/{name}` → 204. A running server is stopped first; the home volume is kept.
-pub async fn delete(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<String>) -> ApiResult<Response> {
+pub async fn delete(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
     let user = load_user(&hub, &name)?;
     auth.require_on_user(&hub, "delete:users", &user.name)?;
     if let Some(u) = auth.0.user() {
@@ -201,9 +253,15 @@ pub async fn delete(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<St
     }
     for s in hub.store.servers_of(&user.name)? {
         if s.pending.is_some() {
-            return Err(ApiError::bad_request(format!("{}'s server is {}ing; try again when it has finished", user.name, s.pending.unwrap_or_default())));
+            return Err(ApiError::bad_request(format!(
+                "{}'s server is {}ing; try again when it has finished",
+                user.name,
+                s.pending.unwrap_or_default()
+            )));
         }
-        spawn::stop(&hub, &user.name, &s.name).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        spawn::stop(&hub, &user.name, &s.name)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     }
     hub.store.delete_user(&user.name)?;
     hub.store.flush().await?;
@@ -224,13 +282,21 @@ struct Activity {
 }
 
 /// `POST /users/{name}/activity`: servers report activity; timestamps only move forward.
-pub async fn activity(State(hub): State<Arc<Hub>>, auth: Auth, Path(name): Path<String>, body: Bytes) -> ApiResult<Response> {
+pub async fn activity(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let user = load_user(&hub, &name)?;
     auth.require_on_user(&hub, "users:activity", &user.name)?;
     let req: Activity = parse_body(&body)?;
     for (server, act) in &req.servers {
         if hub.store.server(&user.name, server)?.is_none() {
-            return Err(ApiError::bad_request(format!("No such server '{server}' for user {}", user.name)));
+            return Err(ApiError::bad_request(format!(
+                "No such server '{server}' for user {}",
+                user.name
+            )));
         }
         if let Some(ts) = &act.last_activity {
             let t = parse_time(ts)?;

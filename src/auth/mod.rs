@@ -56,17 +56,29 @@ pub fn name_permitted(hub: &Hub, name: &str) -> bool {
 }
 
 /// Check a login attempt; on success the user exists in the store and is returned.
-pub async fn login(hub: &Hub, raw_name: &str, password: &str, ip: Option<IpAddr>) -> Result<UserRecord, LoginError> {
+pub async fn login(
+    hub: &Hub,
+    raw_name: &str,
+    password: &str,
+    ip: Option<IpAddr>,
+) -> Result<UserRecord, LoginError> {
     let cfg = hub.config();
-    let (attempts, window) = (cfg.auth.rate_limit.attempts, cfg.auth.rate_limit.window.as_std());
+    let (attempts, window) = (
+        cfg.auth.rate_limit.attempts,
+        cfg.auth.rate_limit.window.as_std(),
+    );
     // Throttle on the raw name as well, so invalid names can't be used to probe freely.
     let name = username::normalize(raw_name);
     let user_key = format!("user:{}", name.as_deref().unwrap_or(raw_name));
     let ip_key = ip.map(|ip| format!("ip:{ip}"));
-    hub.limiter.check(&user_key, attempts, window).map_err(LoginError::RateLimited)?;
+    hub.limiter
+        .check(&user_key, attempts, window)
+        .map_err(LoginError::RateLimited)?;
     if let Some(k) = &ip_key {
         // An address gets more room than a single name: a classroom shares one NAT address.
-        hub.limiter.check(k, attempts.saturating_mul(4), window).map_err(LoginError::RateLimited)?;
+        hub.limiter
+            .check(k, attempts.saturating_mul(4), window)
+            .map_err(LoginError::RateLimited)?;
     }
     let result = match name {
         Err(e) => Err(LoginError::InvalidName(e)),
@@ -103,7 +115,9 @@ pub async fn hash_password(password: String) -> Result<String, LoginError> {
 }
 
 pub async fn verify_password(password: String, stored: String) -> bool {
-    tokio::task::spawn_blocking(move || secrets::verify_password(&password, &stored)).await.unwrap_or(false)
+    tokio::task::spawn_blocking(move || secrets::verify_password(&password, &stored))
+        .await
+        .unwrap_or(false)
 }
 
 /// Set a new password for `name` (change-password page, admin, `orrery users set-password`).
@@ -121,7 +135,12 @@ pub async fn set_password(hub: &Hub, name: &str, new_password: &str) -> Result<(
 }
 
 /// Change a password after checking the current one.
-pub async fn change_password(hub: &Hub, name: &str, current: &str, new_password: &str) -> Result<(), LoginError> {
+pub async fn change_password(
+    hub: &Hub,
+    name: &str,
+    current: &str,
+    new_password: &str,
+) -> Result<(), LoginError> {
     let user = hub.store.user(name)?.ok_or(LoginError::BadCredentials)?;
     let ok = match user.password_hash {
         Some(h) => verify_password(current.to_string(), h).await,

@@ -19,7 +19,9 @@ impl RateLimiter {
     pub fn check(&self, key: &str, attempts: u32, window: Duration) -> Result<(), Duration> {
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(q) = map.get_mut(key) else { return Ok(()) };
+        let Some(q) = map.get_mut(key) else {
+            return Ok(());
+        };
         while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
             q.pop_front();
         }
@@ -29,7 +31,9 @@ impl RateLimiter {
         }
         if q.len() as u32 >= attempts.max(1) {
             let oldest = q.front().copied().unwrap_or(now);
-            return Err(window.saturating_sub(now.duration_since(oldest)).max(Duration::from_secs(1)));
+            return Err(window
+                .saturating_sub(now.duration_since(oldest))
+                .max(Duration::from_secs(1)));
         }
         Ok(())
     }
@@ -45,7 +49,10 @@ impl RateLimiter {
     }
 
     pub fn reset(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 
@@ -72,9 +79,11 @@ mod tests {
     fn window_expires() {
         let rl = RateLimiter::default();
         rl.record_failure("k");
-        assert!(rl.check("k", 1, Duration::from_millis(1)).is_ok() || {
-            std::thread::sleep(Duration::from_millis(5));
-            rl.check("k", 1, Duration::from_millis(1)).is_ok()
-        });
+        assert!(
+            rl.check("k", 1, Duration::from_millis(1)).is_ok() || {
+                std::thread::sleep(Duration::from_millis(5));
+                rl.check("k", 1, Duration::from_millis(1)).is_ok()
+            }
+        );
     }
 }

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use serde::Deserialize;
 
+use super::daemon::DaemonClient;
 use crate::config::edit::{self, display_value, Change};
 use crate::config::load::{self, ConfigSource};
 use crate::config::ConfigError;
-use super::daemon::DaemonClient;
 
 /// The `config` subcommands.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -237,7 +237,8 @@ async fn reload(explicit: Option<&Path>) -> Result<(), CliError> {
             crate::config::DEFAULT_CONFIG_PATH
         );
     }
-    let client = DaemonClient::new(&loaded).map_err(|e| CliError::new(CliError::FAILURE, e.to_string()))?;
+    let client =
+        DaemonClient::new(&loaded).map_err(|e| CliError::new(CliError::FAILURE, e.to_string()))?;
     let (status, body) = client
         .request(reqwest::Method::POST, "/orrery/reload", None)
         .await
@@ -252,13 +253,23 @@ async fn reload(explicit: Option<&Path>) -> Result<(), CliError> {
                 CliError::FAILURE,
                 "; the control token was refused: is the daemon using the same state directory?",
             ),
-            404 => (CliError::FAILURE, "; is the daemon an Orrery, and base_url right?"),
+            404 => (
+                CliError::FAILURE,
+                "; is the daemon an Orrery, and base_url right?",
+            ),
             _ => (CliError::FAILURE, ""),
         };
-        return Err(CliError::new(code, format!("reload failed (HTTP {status}): {message}{hint}")));
+        return Err(CliError::new(
+            code,
+            format!("reload failed (HTTP {status}): {message}{hint}"),
+        ));
     }
-    let reply: ReloadReply = serde_json::from_value(body)
-        .map_err(|err| CliError::new(CliError::FAILURE, format!("unexpected answer from {}: {err}", client.api)))?;
+    let reply: ReloadReply = serde_json::from_value(body).map_err(|err| {
+        CliError::new(
+            CliError::FAILURE,
+            format!("unexpected answer from {}: {err}", client.api),
+        )
+    })?;
     print_reload(&reply);
     Ok(())
 }

@@ -46,8 +46,16 @@ impl DaemonClient {
     }
 
     /// Send a request; returns (status, JSON body or Null).
-    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value), DaemonError> {
-        let mut req = self.http.request(method, format!("{}{}", self.api, path)).header("Authorization", format!("token {}", self.token));
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), DaemonError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.api, path))
+            .header("Authorization", format!("token {}", self.token));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -89,7 +97,10 @@ fn read_token(path: &Path) -> Result<String, DaemonError> {
 
 /// The `message` of a JupyterHub-style error body, or the whole body.
 pub fn error_message(status: u16, body: &Value) -> String {
-    body.get("message").and_then(|m| m.as_str()).map(|m| format!("{m} (HTTP {status})")).unwrap_or_else(|| format!("HTTP {status}: {body}"))
+    body.get("message")
+        .and_then(|m| m.as_str())
+        .map(|m| format!("{m} (HTTP {status})"))
+        .unwrap_or_else(|| format!("HTTP {status}: {body}"))
 }
 
 #[cfg(test)]

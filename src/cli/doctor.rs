@@ -28,8 +28,18 @@ pub struct Check {
     pub fix: String,
 }
 
-fn check(name: &'static str, level: Level, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check { name, level, detail: detail.into(), fix: fix.into() }
+fn check(
+    name: &'static str,
+    level: Level,
+    detail: impl Into<String>,
+    fix: impl Into<String>,
+) -> Check {
+    Check {
+        name,
+        level,
+        detail: detail.into(),
+        fix: fix.into(),
+    }
 }
 
 /// Run every check; the caller prints them and exits non-zero on any failure.
@@ -39,37 +49,80 @@ pub fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
         Ok(l) => {
             let what = match &l.source {
                 config::ConfigSource::File(p) => format!("{} is valid", p.display()),
-                config::ConfigSource::Defaults => "no config file; embedded defaults are used".to_string(),
+                config::ConfigSource::Defaults => {
+                    "no config file; embedded defaults are used".to_string()
+                }
             };
             out.push(check("config", Level::Ok, what, ""));
             l
         }
         Err(e) => {
-            out.push(check("config", Level::Fail, e.to_string(), "fix the key named above with `orrery config set KEY VALUE` or edit the file"));
+            out.push(check(
+                "config",
+                Level::Fail,
+                e.to_string(),
+                "fix the key named above with `orrery config set KEY VALUE` or edit the file",
+            ));
             return out;
         }
     };
     let cfg = &loaded.config;
     let state_path = loaded.state_path();
     match Store::open(&state_path) {
-        Ok(_) => out.push(check("state", Level::Ok, format!("{} opens (schema {})", state_path.display(), crate::state::SCHEMA_VERSION), "")),
-        Err(StateError::Open { source, .. }) if source.to_string().contains("lock") || source.to_string().contains("WouldBlock") => {
-            out.push(check("state", Level::Ok, format!("{} is in use by a running orrery", state_path.display()), ""))
+        Ok(_) => out.push(check(
+            "state",
+            Level::Ok,
+            format!(
+                "{} opens (schema {})",
+                state_path.display(),
+                crate::state::SCHEMA_VERSION
+            ),
+            "",
+        )),
+        Err(StateError::Open { source, .. })
+            if source.to_string().contains("lock") || source.to_string().contains("WouldBlock") =>
+        {
+            out.push(check(
+                "state",
+                Level::Ok,
+                format!("{} is in use by a running orrery", state_path.display()),
+                "",
+            ))
         }
-        Err(e) => out.push(check("state", Level::Fail, e.to_string(), "see the message; `orrery serve` will refuse to start until this is fixed")),
+        Err(e) => out.push(check(
+            "state",
+            Level::Fail,
+            e.to_string(),
+            "see the message; `orrery serve` will refuse to start until this is fixed",
+        )),
     }
     if cfg.spawner.backend == BackendKind::Docker {
         out.push(docker_check());
     }
     out.push(nvml_check());
-    let host = if cfg.http.address.is_empty() { "0.0.0.0" } else { cfg.http.address.as_str() };
-    for (key, port) in [("http.port", cfg.http.port), ("internal.port", cfg.internal.port)] {
+    let host = if cfg.http.address.is_empty() {
+        "0.0.0.0"
+    } else {
+        cfg.http.address.as_str()
+    };
+    for (key, port) in [
+        ("http.port", cfg.http.port),
+        ("internal.port", cfg.internal.port),
+    ] {
         if port == 0 {
             continue;
         }
-        let addr: Option<SocketAddr> = format!("{host}:{port}").parse().ok().or_else(|| format!("[{host}]:{port}").parse().ok());
+        let addr: Option<SocketAddr> = format!("{host}:{port}")
+            .parse()
+            .ok()
+            .or_else(|| format!("[{host}]:{port}").parse().ok());
         let Some(addr) = addr else {
-            out.push(check("ports", Level::Fail, format!("http.address {host:?} is not an IP address"), "orrery config set http.address 0.0.0.0"));
+            out.push(check(
+                "ports",
+                Level::Fail,
+                format!("http.address {host:?} is not an IP address"),
+                "orrery config set http.address 0.0.0.0",
+            ));
             continue;
         };
         match TcpListener::bind(addr) {
@@ -82,9 +135,16 @@ pub fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
 }
 
 fn orrery_answers(port: u16) -> bool {
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(2)) else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    ) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /hub/api/ HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
+    if s.write_all(b"GET /hub/api/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut buf = String::new();
@@ -93,7 +153,10 @@ fn orrery_answers(port: u16) -> bool {
 }
 
 fn docker_check() -> Check {
-    let sock = std::env::var("DOCKER_HOST").ok().and_then(|h| h.strip_prefix("unix://").map(str::to_string)).unwrap_or_else(|| "/var/run/docker.sock".into());
+    let sock = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".into());
     let ping = || -> std::io::Result<String> {
         let mut s = UnixStream::connect(&sock)?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
@@ -103,9 +166,27 @@ fn docker_check() -> Check {
         Ok(buf)
     };
     match ping() {
-        Ok(r) if r.ends_with("OK") => check("docker", Level::Ok, format!("the Docker engine answers at {sock}"), ""),
-        Ok(r) => check("docker", Level::Fail, format!("unexpected answer from {sock}: {}", r.lines().next().unwrap_or("")), "restart the engine: systemctl restart docker"),
-        Err(e) => check("docker", Level::Fail, format!("cannot reach the Docker engine at {sock}: {e}"), "install and start it: apt-get install docker.io && systemctl enable --now docker"),
+        Ok(r) if r.ends_with("OK") => check(
+            "docker",
+            Level::Ok,
+            format!("the Docker engine answers at {sock}"),
+            "",
+        ),
+        Ok(r) => check(
+            "docker",
+            Level::Fail,
+            format!(
+                "unexpected answer from {sock}: {}",
+                r.lines().next().unwrap_or("")
+            ),
+            "restart the engine: systemctl restart docker",
+        ),
+        Err(e) => check(
+            "docker",
+            Level::Fail,
+            format!("cannot reach the Docker engine at {sock}: {e}"),
+            "install and start it: apt-get install docker.io && systemctl enable --now docker",
+        ),
     }
 }
 

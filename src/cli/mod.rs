@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "orrery", version, about = "A JupyterHub for a class or a team, with fair GPU sharing, in one daemon")]
+#[command(
+    name = "orrery",
+    version,
+    about = "A JupyterHub for a class or a team, with fair GPU sharing, in one daemon"
+)]
 pub struct Cli {
     /// Config file (default: $ORRERY_CONFIG, else /etc/orrery/config.toml if it exists, else
     /// embedded defaults for a developer machine).
@@ -54,6 +58,9 @@ impl CliError {
     pub const FAILURE: i32 = 1;
 
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        CliError { code, message: message.into() }
+        CliError {
+            code,
+            message: message.into(),
+        }
     }
 }

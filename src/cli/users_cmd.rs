@@ -41,10 +41,18 @@ pub enum UsersCommand {
 
 fn read_password() -> Result<String, CliError> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| CliError::new(1, format!("cannot read a password from standard input: {e}")))?;
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+        CliError::new(
+            1,
+            format!("cannot read a password from standard input: {e}"),
+        )
+    })?;
     let pw = line.trim_end_matches(['\n', '\r']).to_string();
     if pw.is_empty() {
-        return Err(CliError::new(2, "no password on standard input (echo 'the password' | orrery users set-password NAME)"));
+        return Err(CliError::new(
+            2,
+            "no password on standard input (echo 'the password' | orrery users set-password NAME)",
+        ));
     }
     Ok(pw)
 }
@@ -56,10 +64,17 @@ fn norm(name: &str) -> Result<String, CliError> {
 pub async fn run(cmd: UsersCommand, loaded: LoadedConfig) -> Result<(), CliError> {
     let min_len = loaded.config.auth.firstuse.min_password_length as usize;
     let password = match &cmd {
-        UsersCommand::Add { password_stdin: true, .. } | UsersCommand::SetPassword { .. } => {
+        UsersCommand::Add {
+            password_stdin: true,
+            ..
+        }
+        | UsersCommand::SetPassword { .. } => {
             let pw = read_password()?;
             if pw.chars().count() < min_len {
-                return Err(CliError::new(2, format!("passwords must be at least {min_len} characters long")));
+                return Err(CliError::new(
+                    2,
+                    format!("passwords must be at least {min_len} characters long"),
+                ));
             }
             Some(pw)
         }
@@ -74,28 +89,70 @@ pub async fn run(cmd: UsersCommand, loaded: LoadedConfig) -> Result<(), CliError
     via_store(&loaded, cmd, password)
 }
 
-async fn call(client: &DaemonClient, m: Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
-    let (status, body) = client.request(m, path, body).await.map_err(|e| CliError::new(1, e.to_string()))?;
+async fn call(
+    client: &DaemonClient,
+    m: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, CliError> {
+    let (status, body) = client
+        .request(m, path, body)
+        .await
+        .map_err(|e| CliError::new(1, e.to_string()))?;
     if status >= 400 {
-        return Err(CliError::new(if status < 500 { 2 } else { 1 }, error_message(status, &body)));
+        return Err(CliError::new(
+            if status < 500 { 2 } else { 1 },
+            error_message(status, &body),
+        ));
     }
     Ok(body)
 }
 
-async fn via_api(client: &DaemonClient, cmd: UsersCommand, password: Option<String>) -> Result<(), CliError> {
+async fn via_api(
+    client: &DaemonClient,
+    cmd: UsersCommand,
+    password: Option<String>,
+) -> Result<(), CliError> {
     match cmd {
         UsersCommand::List => {
             let users = call(client, Method::GET, "/users", None).await?;
             for u in users.as_array().cloned().unwrap_or_default() {
-                let server = if u["server"].is_string() { "running" } else if u["pending"].is_string() { "pending" } else { "-" };
-                println!("{:<32} {:<6} {}", u["name"].as_str().unwrap_or("?"), if u["admin"] == json!(true) { "admin" } else { "" }, server);
+                let server = if u["server"].is_string() {
+                    "running"
+                } else if u["pending"].is_string() {
+                    "pending"
+                } else {
+                    "-"
+                };
+                println!(
+                    "{:<32} {:<6} {}",
+                    u["name"].as_str().unwrap_or("?"),
+                    if u["admin"] == json!(true) {
+                        "admin"
+                    } else {
+                        ""
+                    },
+                    server
+                );
             }
         }
         UsersCommand::Add { name, admin, .. } => {
             let name = norm(&name)?;
-            call(client, Method::POST, &format!("/users/{name}"), Some(json!({"admin": admin}))).await?;
+            call(
+                client,
+                Method::POST,
+                &format!("/users/{name}"),
+                Some(json!({"admin": admin})),
+            )
+            .await?;
             if let Some(pw) = password {
-                call(client, Method::POST, &format!("/orrery/users/{name}/password"), Some(json!({"password": pw}))).await?;
+                call(
+                    client,
+                    Method::POST,
+                    &format!("/orrery/users/{name}/password"),
+                    Some(json!({"password": pw})),
+                )
+                .await?;
             }
             println!("created user {name}{}", if admin { " (admin)" } else { "" });
         }
@@ -106,7 +163,13 @@ async fn via_api(client: &DaemonClient, cmd: UsersCommand, password: Option<Stri
         }
         UsersCommand::SetPassword { name } => {
             let name = norm(&name)?;
-            call(client, Method::POST, &format!("/orrery/users/{name}/password"), Some(json!({"password": password.unwrap_or_default()}))).await?;
+            call(
+                client,
+                Method::POST,
+                &format!("/orrery/users/{name}/password"),
+                Some(json!({"password": password.unwrap_or_default()})),
+            )
+            .await?;
             println!("password of {name} changed");
         }
         UsersCommand::MakeAdmin { name } => set_admin_api(client, &name, true).await?,
@@ -117,12 +180,25 @@ async fn via_api(client: &DaemonClient, cmd: UsersCommand, password: Option<Stri
 
 async fn set_admin_api(client: &DaemonClient, name: &str, admin: bool) -> Result<(), CliError> {
     let name = norm(name)?;
-    call(client, Method::PATCH, &format!("/users/{name}"), Some(json!({"admin": admin}))).await?;
-    println!("{name} is {}an admin", if admin { "now " } else { "no longer " });
+    call(
+        client,
+        Method::PATCH,
+        &format!("/users/{name}"),
+        Some(json!({"admin": admin})),
+    )
+    .await?;
+    println!(
+        "{name} is {}an admin",
+        if admin { "now " } else { "no longer " }
+    );
     Ok(())
 }
 
-fn via_store(loaded: &LoadedConfig, cmd: UsersCommand, password: Option<String>) -> Result<(), CliError> {
+fn via_store(
+    loaded: &LoadedConfig,
+    cmd: UsersCommand,
+    password: Option<String>,
+) -> Result<(), CliError> {
     let store = Store::open(&loaded.state_path()).map_err(|e| CliError::new(1, e.to_string()))?;
     let fail = |e: crate::state::StateError| CliError::new(1, e.to_string());
     let hash = match password {
@@ -157,7 +233,10 @@ fn via_store(loaded: &LoadedConfig, cmd: UsersCommand, password: Option<String>)
         }
         UsersCommand::SetPassword { name } => {
             let name = norm(&name)?;
-            store.update_user(&name, |u| u.password_hash = hash.clone()).map_err(fail)?.ok_or_else(|| CliError::new(2, format!("no such user: {name}")))?;
+            store
+                .update_user(&name, |u| u.password_hash = hash.clone())
+                .map_err(fail)?
+                .ok_or_else(|| CliError::new(2, format!("no such user: {name}")))?;
             println!("password of {name} changed");
         }
         UsersCommand::MakeAdmin { name } => set_admin_store(&store, &name, true)?,
@@ -172,6 +251,9 @@ fn set_admin_store(store: &Store, name: &str, admin: bool) -> Result<(), CliErro
         .update_user(&name, |u| u.admin = admin)
         .map_err(|e| CliError::new(1, e.to_string()))?
         .ok_or_else(|| CliError::new(2, format!("no such user: {name}")))?;
-    println!("{name} is {}an admin", if admin { "now " } else { "no longer " });
+    println!(
+        "{name} is {}an admin",
+        if admin { "now " } else { "no longer " }
+    );
     Ok(())
 }

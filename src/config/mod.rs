@@ -79,7 +79,10 @@ pub struct Http {
 impl Default for Http {
     fn default() -> Self {
         // A developer machine: loopback only. The installer writes 0.0.0.0 / 80 into the file.
-        Http { address: "127.0.0.1".into(), port: 8000 }
+        Http {
+            address: "127.0.0.1".into(),
+            port: 8000,
+        }
     }
 }
 
@@ -94,7 +97,11 @@ pub struct Https {
 
 impl Default for Https {
     fn default() -> Self {
-        Https { enabled: false, port: 443, tls: Tls::default() }
+        Https {
+            enabled: false,
+            port: 443,
+            tls: Tls::default(),
+        }
     }
 }
 
@@ -119,7 +126,10 @@ pub struct Internal {
 
 impl Default for Internal {
     fn default() -> Self {
-        Internal { address: String::new(), port: 8081 }
+        Internal {
+            address: String::new(),
+            port: 8081,
+        }
     }
 }
 
@@ -134,7 +144,9 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        State { path: PathBuf::new() }
+        State {
+            path: PathBuf::new(),
+        }
     }
 }
 
@@ -195,7 +207,10 @@ pub struct FirstUse {
 
 impl Default for FirstUse {
     fn default() -> Self {
-        FirstUse { create_users: true, min_password_length: 7 }
+        FirstUse {
+            create_users: true,
+            min_password_length: 7,
+        }
     }
 }
 
@@ -219,7 +234,10 @@ pub struct RateLimit {
 
 impl Default for RateLimit {
     fn default() -> Self {
-        RateLimit { attempts: 5, window: Duration::from_secs(300) }
+        RateLimit {
+            attempts: 5,
+            window: Duration::from_secs(300),
+        }
     }
 }
 
@@ -299,7 +317,9 @@ pub struct UserEnvironment {
 
 impl Default for UserEnvironment {
     fn default() -> Self {
-        UserEnvironment { default_app: DefaultApp::Jupyterlab }
+        UserEnvironment {
+            default_app: DefaultApp::Jupyterlab,
+        }
     }
 }
 
@@ -376,6 +396,8 @@ pub struct Logging {
 
 impl Default for Logging {
     fn default() -> Self {
-        Logging { level: "info".into() }
+        Logging {
+            level: "info".into(),
+        }
     }
 }

@@ -28,14 +28,10 @@ use axum::Router;
 use crate::hub::Hub;
 
 /// Routes for the pages; `hub_prefix` is `<base_url>hub` (no trailing slash). The routes are
-/// absolute: the hub's pages under `hub_prefix`, and `<base_url>user/<name>/…` for what reaches
-/// the hub of a user's server address.
+/// absolute, under `hub_prefix`. (`<base_url>user/<name>/…` belongs to [`crate::proxy`], which
+/// redirects here, to `<hub>/user/<name>/…`, when the server is not running.)
 pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
     let hp = hub_prefix.trim_end_matches('/');
-    let base = format!(
-        "{}/",
-        hp.strip_suffix("/hub").unwrap_or("").trim_end_matches('/')
-    );
     let at = |p: &str| format!("{hp}{p}");
     Router::new()
         .route(&at(""), get(login::root))
@@ -75,9 +71,6 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
         .route(&at("/user/{name}"), get(user::page))
         .route(&at("/user/{name}/"), get(user::page))
         .route(&at("/user/{name}/{*rest}"), get(user::page))
-        .route(&format!("{base}user/{{name}}"), get(user::page))
-        .route(&format!("{base}user/{{name}}/"), get(user::page))
-        .route(&format!("{base}user/{{name}}/{{*rest}}"), get(user::page))
         .route(&at("/static/style.css"), get(assets::style))
         .route(&at("/static/spawn.js"), get(assets::spawn_js))
         .route(&at("/{*rest}"), any(layout::not_found))

@@ -33,8 +33,14 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn cookie_attrs(hub: &Hub, path: &str, max_age: Option<i64>) -> String {
-    let secure = if hub.config().https.enabled { "; Secure" } else { "" };
-    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    let secure = if hub.config().https.enabled {
+        "; Secure"
+    } else {
+        ""
+    };
+    let age = max_age
+        .map(|a| format!("; Max-Age={a}"))
+        .unwrap_or_default();
     format!("; Path={path}; HttpOnly; SameSite=Lax{secure}{age}")
 }
 
@@ -50,7 +56,10 @@ pub async fn create(hub: &Hub, user: &str) -> Result<String, StateError> {
         expires_at: now + chrono::Duration::seconds(max_age),
     })?;
     hub.store.flush().await?;
-    Ok(format!("{LOGIN_COOKIE}={id}{}", cookie_attrs(hub, &hub.hub_prefix(), Some(max_age))))
+    Ok(format!(
+        "{LOGIN_COOKIE}={id}{}",
+        cookie_attrs(hub, &hub.hub_prefix(), Some(max_age))
+    ))
 }
 
 /// End the session in the request (if any); returns the `Set-Cookie` value that clears it.
@@ -59,7 +68,10 @@ pub async fn destroy(hub: &Hub, headers: &HeaderMap) -> Result<String, StateErro
         hub.store.delete_session(&secrets::hash_token(&id))?;
         hub.store.flush().await?;
     }
-    Ok(format!("{LOGIN_COOKIE}={}", cookie_attrs(hub, &hub.hub_prefix(), Some(0))))
+    Ok(format!(
+        "{LOGIN_COOKIE}={}",
+        cookie_attrs(hub, &hub.hub_prefix(), Some(0))
+    ))
 }
 
 /// The logged-in principal of a browser request, if any.
@@ -70,7 +82,10 @@ pub fn principal(hub: &Hub, headers: &HeaderMap) -> Option<Principal> {
 
 /// The CSRF token forms of this session must carry.
 pub fn csrf_token(p: &Principal) -> String {
-    p.session_id.as_deref().map(|s| secrets::derive("csrf", s)).unwrap_or_default()
+    p.session_id
+        .as_deref()
+        .map(|s| secrets::derive("csrf", s))
+        .unwrap_or_default()
 }
 
 /// Check a submitted CSRF token against the session's.
@@ -81,21 +96,33 @@ pub fn csrf_ok(p: &Principal, submitted: &str) -> bool {
 
 /// The pre-login double-submit value: the `_xsrf` cookie if present, else a new one to set.
 pub fn login_xsrf(headers: &HeaderMap) -> (String, bool) {
-    match cookie(headers, XSRF_COOKIE).filter(|v| v.len() >= 32 && v.chars().all(|c| c.is_ascii_hexdigit())) {
+    match cookie(headers, XSRF_COOKIE)
+        .filter(|v| v.len() >= 32 && v.chars().all(|c| c.is_ascii_hexdigit()))
+    {
         Some(v) => (v, false),
         None => (secrets::new_token(), true),
     }
 }
 
 pub fn xsrf_set_cookie(hub: &Hub, value: &str) -> String {
-    format!("{XSRF_COOKIE}={value}{}", cookie_attrs(hub, &hub.hub_prefix(), None))
+    format!(
+        "{XSRF_COOKIE}={value}{}",
+        cookie_attrs(hub, &hub.hub_prefix(), None)
+    )
 }
 
 /// Only same-site relative paths are accepted as `next` targets (no open redirects).
 pub fn safe_next(hub: &Hub, next: Option<&str>) -> String {
     let cfg = hub.config();
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.starts_with(cfg.base_url.as_str()) => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && n.starts_with(cfg.base_url.as_str()) =>
+        {
+            n.to_string()
+        }
         _ => format!("{}home", hub.hub_prefix()),
     }
 }
@@ -106,12 +133,23 @@ pub struct LoggedIn(pub Principal);
 impl FromRequestParts<Arc<Hub>> for LoggedIn {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        hub: &Arc<Hub>,
+    ) -> Result<Self, Self::Rejection> {
         match principal(hub, &parts.headers) {
             Some(p) => Ok(LoggedIn(p)),
             None => {
-                let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                let to = format!("{}login?next={}", hub.hub_prefix(), urlencoding::encode(next));
+                let next = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                let to = format!(
+                    "{}login?next={}",
+                    hub.hub_prefix(),
+                    urlencoding::encode(next)
+                );
                 Err(Redirect::to(&to).into_response())
             }
         }

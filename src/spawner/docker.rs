@@ -24,11 +24,25 @@ impl Backend for DockerBackend {
         Box::pin(async { Err(SpawnError::NotAvailable(NOT_YET.into())) })
     }
 
-    fn stop<'a>(&'a self, _u: &'a str, _s: &'a str, _st: &'a serde_json::Value) -> BoxFuture<'a, Result<(), SpawnError>> {
+    fn stop<'a>(
+        &'a self,
+        _u: &'a str,
+        _s: &'a str,
+        _st: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), SpawnError>> {
         Box::pin(async { Ok(()) })
     }
 
-    fn poll<'a>(&'a self, _u: &'a str, _s: &'a str, _st: &'a serde_json::Value) -> BoxFuture<'a, Result<PollStatus, SpawnError>> {
-        Box::pin(async { Ok(PollStatus::Stopped("the docker backend is not available".into())) })
+    fn poll<'a>(
+        &'a self,
+        _u: &'a str,
+        _s: &'a str,
+        _st: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<PollStatus, SpawnError>> {
+        Box::pin(async {
+            Ok(PollStatus::Stopped(
+                "the docker backend is not available".into(),
+            ))
+        })
     }
 }

@@ -29,8 +29,16 @@ pub struct LocalBackend {
 
 impl LocalBackend {
     pub fn new(cmd: Vec<String>, allow_root: bool) -> LocalBackend {
-        let cmd = if cmd.is_empty() { vec!["jupyterhub-singleuser".to_string()] } else { cmd };
-        LocalBackend { cmd, allow_root, children: Mutex::new(HashMap::new()) }
+        let cmd = if cmd.is_empty() {
+            vec!["jupyterhub-singleuser".to_string()]
+        } else {
+            cmd
+        };
+        LocalBackend {
+            cmd,
+            allow_root,
+            children: Mutex::new(HashMap::new()),
+        }
     }
 
     fn key(user: &str, server: &str) -> String {
@@ -39,12 +47,19 @@ impl LocalBackend {
 }
 
 fn free_port() -> Result<u16, SpawnError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| SpawnError::Failed(format!("no free port: {e}")))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| SpawnError::Failed(e.to_string()))
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| SpawnError::Failed(format!("no free port: {e}")))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| SpawnError::Failed(e.to_string()))
 }
 
 fn pid_of(state: &serde_json::Value) -> Option<i32> {
-    state.get("pid").and_then(|p| p.as_i64()).and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1)
+    state
+        .get("pid")
+        .and_then(|p| p.as_i64())
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 1)
 }
 
 fn alive(pid: i32) -> bool {
@@ -94,19 +109,36 @@ impl Backend for LocalBackend {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(Self::key(&spec.user, &spec.server_name), child);
-            Ok(Started { url: format!("http://127.0.0.1:{port}"), state: json!({"pid": pid, "port": port}) })
+            Ok(Started {
+                url: format!("http://127.0.0.1:{port}"),
+                state: json!({"pid": pid, "port": port}),
+            })
         })
     }
 
-    fn stop<'a>(&'a self, user: &'a str, server: &'a str, state: &'a serde_json::Value) -> BoxFuture<'a, Result<(), SpawnError>> {
+    fn stop<'a>(
+        &'a self,
+        user: &'a str,
+        server: &'a str,
+        state: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), SpawnError>> {
         Box::pin(async move {
-            let child = self.children.lock().unwrap_or_else(|e| e.into_inner()).remove(&Self::key(user, server));
-            let Some(pid) = pid_of(state) else { return Ok(()) };
+            let child = self
+                .children
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&Self::key(user, server));
+            let Some(pid) = pid_of(state) else {
+                return Ok(());
+            };
             let group = Pid::from_raw(pid);
             let _ = killpg(group, Signal::SIGTERM);
             match child {
                 Some(mut child) => {
-                    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+                    if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                        .await
+                        .is_err()
+                    {
                         let _ = killpg(group, Signal::SIGKILL);
                         let _ = child.wait().await;
                     }
@@ -126,7 +158,12 @@ impl Backend for LocalBackend {
         })
     }
 
-    fn poll<'a>(&'a self, user: &'a str, server: &'a str, state: &'a serde_json::Value) -> BoxFuture<'a, Result<PollStatus, SpawnError>> {
+    fn poll<'a>(
+        &'a self,
+        user: &'a str,
+        server: &'a str,
+        state: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<PollStatus, SpawnError>> {
         Box::pin(async move {
             let key = Self::key(user, server);
             let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());

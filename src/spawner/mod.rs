@@ -70,7 +70,17 @@ pub trait Backend: Send + Sync {
 
     fn start(&self, spec: SpawnSpec) -> BoxFuture<'_, Result<Started, SpawnError>>;
 
-    fn stop<'a>(&'a self, user: &'a str, server_name: &'a str, state: &'a serde_json::Value) -> BoxFuture<'a, Result<(), SpawnError>>;
+    fn stop<'a>(
+        &'a self,
+        user: &'a str,
+        server_name: &'a str,
+        state: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), SpawnError>>;
 
-    fn poll<'a>(&'a self, user: &'a str, server_name: &'a str, state: &'a serde_json::Value) -> BoxFuture<'a, Result<PollStatus, SpawnError>>;
+    fn poll<'a>(
+        &'a self,
+        user: &'a str,
+        server_name: &'a str,
+        state: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<PollStatus, SpawnError>>;
 }

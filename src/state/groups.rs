@@ -34,6 +34,11 @@ impl Store {
 
     /// Names of the groups `user` belongs to, sorted.
     pub fn groups_of(&self, user: &str) -> Result<Vec<String>> {
-        Ok(self.groups()?.into_iter().filter(|g| g.users.contains(user)).map(|g| g.name).collect())
+        Ok(self
+            .groups()?
+            .into_iter()
+            .filter(|g| g.users.contains(user))
+            .map(|g| g.name)
+            .collect())
     }
 }

@@ -36,7 +36,10 @@ pub enum StateError {
     #[error("cannot open the state database in {path}: {source}. If another `orrery serve` is running it holds the lock; otherwise the directory may be damaged: restore it from a backup or move it aside to start empty")]
     Open { path: PathBuf, source: sled::Error },
     #[error("cannot create the state directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the state in {path} has schema version {found}, but this orrery understands only up to {SCHEMA_VERSION}: it was written by a newer Orrery. Install that version again (or restore a backup of the state directory); nothing was changed")]
     FutureSchema { path: PathBuf, found: u32 },
     #[error("the state in {path} is damaged: {detail}. Restore the directory from a backup, or move it aside to start with empty state; nothing was changed")]
@@ -44,7 +47,10 @@ pub enum StateError {
     #[error("state database error: {0}")]
     Db(#[from] sled::Error),
     #[error("a stored {kind} record is unreadable: {source}")]
-    Decode { kind: &'static str, source: serde_json::Error },
+    Decode {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
     #[error("{0}")]
     Conflict(String),
 }
@@ -69,8 +75,10 @@ pub struct Store {
 impl Store {
     /// Open (or create) the state in `dir`, checking its schema version.
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StateError::CreateDir { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -81,14 +89,24 @@ impl Store {
         // sled treats a damaged database as empty and starts over, which would silently lose
         // every user and token. So: refuse a damaged settings file up front, keep a copy of the
         // database while opening it, and put the copy back if what opened is not our state.
-        let existed = db_path.join("db").metadata().map(|m| m.len() > 0).unwrap_or(false);
+        let existed = db_path
+            .join("db")
+            .metadata()
+            .map(|m| m.len() > 0)
+            .unwrap_or(false);
         if existed {
-            check_sled_conf(&db_path.join("conf")).map_err(|detail| StateError::Corrupt { path: path.clone(), detail })?;
+            check_sled_conf(&db_path.join("conf")).map_err(|detail| StateError::Corrupt {
+                path: path.clone(),
+                detail,
+            })?;
         }
         let backup = dir.join(format!("{DB_DIR}.pre-open"));
         if existed {
             let _ = std::fs::remove_dir_all(&backup);
-            copy_dir(&db_path, &backup).map_err(|source| StateError::CreateDir { path: backup.clone(), source })?;
+            copy_dir(&db_path, &backup).map_err(|source| StateError::CreateDir {
+                path: backup.clone(),
+                source,
+            })?;
         }
         let opened = Self::open_checked(&db_path, &path, existed);
         match (&opened, existed) {
@@ -110,7 +128,10 @@ impl Store {
         let db = sled::Config::new()
             .path(db_path)
             .open()
-            .map_err(|source| StateError::Open { path: path.clone(), source })?;
+            .map_err(|source| StateError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let meta = db.open_tree("meta")?;
         match meta.get("schema_version")? {
             Some(raw) => {
@@ -125,7 +146,10 @@ impl Store {
                     return Err(StateError::FutureSchema { path, found });
                 }
                 if found == 0 {
-                    return Err(StateError::Corrupt { path, detail: "schema_version is 0".into() });
+                    return Err(StateError::Corrupt {
+                        path,
+                        detail: "schema_version is 0".into(),
+                    });
                 }
             }
             None if existed => {
@@ -137,11 +161,15 @@ impl Store {
             None => {
                 // A database that has data but no version was not written by us.
                 let has_data = db.tree_names().iter().any(|n| {
-                    n.as_ref() != b"__sled__default" && n.as_ref() != b"meta"
+                    n.as_ref() != b"__sled__default"
+                        && n.as_ref() != b"meta"
                         && db.open_tree(n).map(|t| !t.is_empty()).unwrap_or(false)
                 });
                 if has_data {
-                    return Err(StateError::Corrupt { path, detail: "records without a schema_version".into() });
+                    return Err(StateError::Corrupt {
+                        path,
+                        detail: "records without a schema_version".into(),
+                    });
                 }
                 meta.insert("schema_version", SCHEMA_VERSION.to_string().as_bytes())?;
                 db.flush()?;
@@ -175,7 +203,9 @@ impl Store {
     pub fn dump(&self) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
         for name in self.db.tree_names() {
-            let Ok(tree) = self.db.open_tree(&name) else { continue };
+            let Ok(tree) = self.db.open_tree(&name) else {
+                continue;
+            };
             let tname = String::from_utf8_lossy(&name).into_owned();
             for (k, v) in tree.iter().flatten() {
                 out.push((
@@ -249,11 +279,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            store.db.open_tree("meta").unwrap().insert("schema_version", "99").unwrap();
+            store
+                .db
+                .open_tree("meta")
+                .unwrap()
+                .insert("schema_version", "99")
+                .unwrap();
             store.db.flush().unwrap();
         }
         let err = Store::open(dir.path()).err().expect("must refuse");
-        assert!(matches!(err, StateError::FutureSchema { found: 99, .. }), "{err}");
+        assert!(
+            matches!(err, StateError::FutureSchema { found: 99, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("newer Orrery"));
     }
 
@@ -262,10 +300,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            store.db.open_tree("meta").unwrap().insert("schema_version", "banana").unwrap();
+            store
+                .db
+                .open_tree("meta")
+                .unwrap()
+                .insert("schema_version", "banana")
+                .unwrap();
             store.db.flush().unwrap();
         }
-        assert!(matches!(Store::open(dir.path()), Err(StateError::Corrupt { .. })));
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StateError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -280,16 +326,25 @@ mod tests {
         let conf = dir.path().join(DB_DIR).join("conf");
         let good_conf = std::fs::read(&conf).unwrap();
         std::fs::write(&conf, b"garbage garbage garbage").unwrap();
-        assert!(matches!(Store::open(dir.path()), Err(StateError::Corrupt { .. })));
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StateError::Corrupt { .. })
+        ));
         assert_eq!(std::fs::read(&conf).unwrap(), b"garbage garbage garbage");
         // Replace the database with noise: sled would start empty; we refuse and restore.
         std::fs::write(&conf, &good_conf).unwrap();
         let db = dir.path().join(DB_DIR).join("db");
-        let noise: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         std::fs::write(&db, &noise).unwrap();
         let err = Store::open(dir.path()).err().expect("must refuse");
         assert!(err.to_string().contains("damaged"), "{err}");
-        assert_eq!(std::fs::read(&db).unwrap(), noise, "the damaged file is kept for recovery");
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            noise,
+            "the damaged file is kept for recovery"
+        );
     }
 
     #[test]

@@ -41,7 +41,11 @@ impl Store {
     }
 
     pub fn servers_of(&self, user: &str) -> Result<Vec<ServerRecord>> {
-        Ok(self.servers()?.into_iter().filter(|s| s.user == user).collect())
+        Ok(self
+            .servers()?
+            .into_iter()
+            .filter(|s| s.user == user)
+            .collect())
     }
 
     pub fn put_server(&self, s: &ServerRecord) -> Result<()> {
@@ -49,6 +53,9 @@ impl Store {
     }
 
     pub fn delete_server(&self, user: &str, name: &str) -> Result<bool> {
-        Ok(self.servers.remove(ServerRecord::key(user, name))?.is_some())
+        Ok(self
+            .servers
+            .remove(ServerRecord::key(user, name))?
+            .is_some())
     }
 }

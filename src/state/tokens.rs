@@ -67,7 +67,11 @@ impl Store {
     }
 
     pub fn tokens_of(&self, owner: &TokenOwner) -> Result<Vec<TokenRecord>> {
-        Ok(self.tokens()?.into_iter().filter(|t| &t.owner == owner).collect())
+        Ok(self
+            .tokens()?
+            .into_iter()
+            .filter(|t| &t.owner == owner)
+            .collect())
     }
 
     pub fn token_by_id(&self, owner: &TokenOwner, id: &str) -> Result<Option<TokenRecord>> {

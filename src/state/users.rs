@@ -84,7 +84,10 @@ impl Store {
             }
         })?;
         if let Some(source) = decode_err {
-            return Err(super::StateError::Decode { kind: "user", source });
+            return Err(super::StateError::Decode {
+                kind: "user",
+                source,
+            });
         }
         Ok(out)
     }

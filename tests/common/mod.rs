@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// The admin service token every harness daemon declares (scopes: everything an admin has).
@@ -53,7 +56,10 @@ impl Daemon {
             log_path: dir.path().join("orrery.log"),
             dir,
             config_path,
-            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
         };
         d.spawn().await;
         d
@@ -61,7 +67,11 @@ impl Daemon {
 
     /// (Re)start the process on the same config and state.
     pub async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_orrery"))
             .arg("--config")
             .arg(&self.config_path)
@@ -108,7 +118,10 @@ impl Daemon {
     /// Stop with SIGTERM and wait (graceful shutdown).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -130,9 +143,17 @@ impl Daemon {
     }
 
     /// Call the API: (status, JSON body or Null, headers).
-    pub async fn api(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value, reqwest::header::HeaderMap) {
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.http.request(method, format!("{}/hub/api{}", self.url, path));
+        let mut req = self
+            .http
+            .request(method, format!("{}/hub/api{}", self.url, path));
         if let Some(t) = token {
             req = req.header("Authorization", format!("token {t}"));
         }
@@ -143,18 +164,36 @@ impl Daemon {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null), headers)
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            headers,
+        )
     }
 
     /// Create users through the admin service token.
     pub async fn create_users(&self, names: &[&str], admin: bool) {
-        let (s, body, _) = self.api("POST", "/users", Some(ADMIN_SERVICE_TOKEN), Some(serde_json::json!({"usernames": names, "admin": admin}))).await;
+        let (s, body, _) = self
+            .api(
+                "POST",
+                "/users",
+                Some(ADMIN_SERVICE_TOKEN),
+                Some(serde_json::json!({"usernames": names, "admin": admin})),
+            )
+            .await;
         assert_eq!(s, 201, "create users: {body}");
     }
 
     /// A fresh API token for `user` with its full scopes, minted with the admin service token.
     pub async fn token_for(&self, user: &str) -> String {
-        let (s, body, _) = self.api("POST", &format!("/users/{user}/tokens"), Some(ADMIN_SERVICE_TOKEN), Some(serde_json::json!({"note": "test"}))).await;
+        let (s, body, _) = self
+            .api(
+                "POST",
+                &format!("/users/{user}/tokens"),
+                Some(ADMIN_SERVICE_TOKEN),
+                Some(serde_json::json!({"note": "test"})),
+            )
+            .await;
         assert_eq!(s, 201, "token for {user}: {body}");
         body["token"].as_str().expect("token").to_string()
     }

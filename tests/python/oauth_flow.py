@@ -1,10 +1,10 @@
 """Drive a browser-like OAuth login: hub login form, then the user's server via HubOAuth.
 
-usage: oauth_flow.py HUB_URL APP_URL USER PASSWORD OWNER
+usage: oauth_flow.py HUB_URL USER PASSWORD OWNER
 Prints the JSON the server's whoami handler returned, or {"status": N} if refused.
 
-Requests to /hub/... go to the hub, requests to /user/... go to the app: the routing the
-in-process proxy does in production (relative redirects are resolved the same way).
+Everything goes to the hub's public address: /user/OWNER/... reaches the server through the
+hub's in-process proxy, as a browser would.
 """
 
 import json
@@ -14,12 +14,12 @@ import requests
 
 
 def main():
-    hub, app, user, password, owner = sys.argv[1:6]
+    hub, user, password, owner = sys.argv[1:5]
 
     def route(loc):
         if loc.startswith("http://") or loc.startswith("https://"):
             return loc
-        return (hub if loc.startswith("/hub/") else app) + loc
+        return hub + loc
 
     s = requests.Session()
     r = s.get(hub + "/hub/login")

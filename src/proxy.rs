@@ -1,0 +1,272 @@
+//! The in-process proxy: `<base_url>user/<name>/…` → that user's running server.
+//!
+//! It replaces configurable-http-proxy. Requests and responses stream through (no buffering of
+//! uploads or downloads); WebSocket upgrades are tunnelled byte for byte. `Host` is kept and
+//! `X-Forwarded-For/-Proto/-Host` are set, as CHP does, so Jupyter Server's origin checks see what
+//! the browser sent. The proxy does not authenticate: the single-user server checks the user via
+//! OAuth, as behind CHP. Each request records activity for the server (throttled).
+//!
+//! A request for a server that is not running is redirected to the hub's page for it
+//! (`<hub>/user/<name>/…`), which offers to start it — never to a stale address.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::hub::Hub;
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
+];
+
+/// Activity is written at most this often per server.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(30);
+
+pub struct Proxy {
+    client: Client<HttpConnector, Body>,
+    /// Last time activity was recorded, per user.
+    touched: Mutex<HashMap<String, Instant>>,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        Proxy {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(connector),
+            touched: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Proxy {
+    fn should_touch(&self, user: &str) -> bool {
+        let mut map = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match map.get(user) {
+            Some(t) if now.duration_since(*t) < ACTIVITY_EVERY => false,
+            _ => {
+                map.insert(user.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+fn is_websocket(req: &Request) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// `ANY <base_url>user/{name}` and `<base_url>user/{name}/{*rest}`.
+pub async fn handle(
+    State(hub): State<Arc<Hub>>,
+    Path(params): Path<HashMap<String, String>>,
+    req: Request,
+) -> Response {
+    let connect = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
+    let Some(name) = params.get("name").cloned() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let server = hub.store.server(&name, "").ok().flatten();
+    let target = match &server {
+        Some(s) if s.ready && s.pending.is_none() => s.url.clone(),
+        _ => None,
+    };
+    let Some(target) = target else {
+        // Not running (or still starting): the hub's page for it offers to start or shows progress.
+        let rest = params.get("rest").map(String::as_str).unwrap_or("");
+        let query = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let to = format!("{}user/{name}/{rest}{query}", hub.hub_prefix());
+        return Redirect::temporary(&to).into_response();
+    };
+    if hub.proxy.should_touch(&name) {
+        let _ = hub.record_activity(&name, Some(""), Utc::now());
+    }
+    let client_ip = connect.map(|c| c.0.ip());
+    match forward(
+        &hub.proxy,
+        req,
+        &target,
+        client_ip,
+        hub.config().https.enabled,
+    )
+    .await
+    {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(user = %name, target = %target, error = %e, "proxy error");
+            let msg = format!(
+                "{name}'s server at {target} did not answer ({e}). It may have stopped; the hub will notice within a minute. Go to {}home",
+                hub.hub_prefix()
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                msg,
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad target URL: {0}")]
+    Target(String),
+    #[error("{0}")]
+    Upstream(String),
+}
+
+/// Forward `req` to `target` (scheme://host:port), keeping its path and query.
+pub async fn forward(
+    proxy: &Proxy,
+    mut req: Request,
+    target: &str,
+    client_ip: Option<std::net::IpAddr>,
+    https: bool,
+) -> Result<Response, ProxyError> {
+    let path_q = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let uri: Uri = format!("{target}{path_q}")
+        .parse()
+        .map_err(|e: axum::http::uri::InvalidUri| ProxyError::Target(e.to_string()))?;
+    let websocket = is_websocket(&req);
+    let original_host = req.headers().get(header::HOST).cloned();
+
+    // Build the upstream request: same method, headers minus hop-by-hop, streaming body.
+    let mut builder = hyper::Request::builder()
+        .method(req.method().clone())
+        .uri(uri);
+    let connection_tokens: Vec<String> = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    if let Some(h) = builder.headers_mut() {
+        for (k, v) in req.headers() {
+            let name = k.as_str();
+            if HOP_BY_HOP.contains(&name) || connection_tokens.iter().any(|t| t == name) {
+                continue;
+            }
+            h.append(k.clone(), v.clone());
+        }
+        if let Some(ip) = client_ip {
+            let xff = match req
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip.to_string(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&xff) {
+                h.insert(HeaderName::from_static("x-forwarded-for"), v);
+            }
+        }
+        if !h.contains_key("x-forwarded-proto") {
+            h.insert(
+                HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static(if https { "https" } else { "http" }),
+            );
+        }
+        if let Some(host) = &original_host {
+            if !h.contains_key("x-forwarded-host") {
+                h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+            }
+        }
+        if websocket {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+    }
+    let client_upgrade = if websocket {
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
+    };
+    let body = std::mem::take(req.body_mut());
+    let upstream_req = builder
+        .body(body)
+        .map_err(|e| ProxyError::Target(e.to_string()))?;
+    let mut upstream = proxy
+        .client
+        .request(upstream_req)
+        .await
+        .map_err(|e| ProxyError::Upstream(describe(&e)))?;
+
+    if websocket && upstream.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let server_upgrade = hyper::upgrade::on(&mut upstream);
+        let mut resp = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+        if let Some(h) = resp.headers_mut() {
+            for (k, v) in upstream.headers() {
+                h.append(k.clone(), v.clone());
+            }
+        }
+        if let Some(client_upgrade) = client_upgrade {
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, server_upgrade) {
+                    Ok((client, server)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut server = TokioIo::new(server);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+                }
+            });
+        }
+        return resp
+            .body(Body::empty())
+            .map_err(|e| ProxyError::Upstream(e.to_string()));
+    }
+
+    let (mut parts, body) = upstream.into_parts();
+    for name in HOP_BY_HOP {
+        parts.headers.remove(*name);
+    }
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
+}
