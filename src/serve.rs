@@ -119,7 +119,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     let store = Store::open(&state_path)?;
     let control_hash = write_control_token(&state_path)?;
     let backend: Arc<dyn Backend> = match cfg.spawner.backend {
-        BackendKind::Docker => Arc::new(DockerBackend),
+        BackendKind::Docker => Arc::new(DockerBackend::new(&cfg.spawner.docker)),
         BackendKind::Local => Arc::new(LocalBackend::new(
             cfg.spawner.local.cmd.clone(),
             cfg.spawner.local.allow_root,
@@ -137,31 +137,48 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
         control_hash,
     ));
     reload::sync_services(&hub)?;
-    spawn::reconcile(&hub).await?;
 
     let public_addr = SocketAddr::new(public_ip, cfg.http.port);
     let public = bind(public_addr, "http.port").await?;
-    // The internal listener: where user servers reach the hub API.
-    let internal_ip = if cfg.internal.address.is_empty() {
-        IpAddr::from([127, 0, 0, 1])
-    } else {
-        parse_addr(&cfg.internal.address)?
-    };
-    let internal = bind(
-        SocketAddr::new(internal_ip, cfg.internal.port),
-        "internal.port",
-    )
-    .await?;
-    let internal_addr = internal.local_addr()?;
-    if let Some(base) = backend.hub_api_base(internal_addr.port()) {
-        hub.set_internal_api_base(base);
-    }
-
+    let router = app::router(hub.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
+
+    // The backend gets ready (for Docker: the engine answers, the network exists), then the
+    // internal listener binds where user servers can reach it and running servers are
+    // re-adopted. If the engine is down this is retried in the background: the hub still serves
+    // logins and the API, and spawns answer "not available" until it is back.
+    let internal_task = match tokio::time::timeout(Duration::from_secs(15), backend.prepare()).await
+    {
+        Ok(Ok(ip)) => {
+            let (listener, addr) = bind_internal(&cfg, ip).await?;
+            adopt(&hub, addr).await?;
+            tokio::spawn(serve_internal(listener, router.clone(), stop_rx.clone()))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(backend = backend.name(), error = %e, "backend not ready; retrying in the background");
+            tokio::spawn(prepare_later(
+                hub.clone(),
+                cfg.clone(),
+                router.clone(),
+                stop_rx.clone(),
+            ))
+        }
+        Err(_) => {
+            tracing::warn!(
+                backend = backend.name(),
+                "backend not ready after 15 s; retrying in the background"
+            );
+            tokio::spawn(prepare_later(
+                hub.clone(),
+                cfg.clone(),
+                router.clone(),
+                stop_rx.clone(),
+            ))
+        }
+    };
     tokio::spawn(cull::run(hub.clone(), stop_rx.clone()));
     tokio::spawn(housekeeping(hub.clone(), stop_rx.clone()));
 
-    let router = app::router(hub.clone());
     let public_local = public.local_addr()?;
     let shown_host = if public_ip.is_unspecified() {
         "127.0.0.1".to_string()
@@ -178,7 +195,6 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
         ConfigSource::Defaults => tracing::info!("no config file: running on embedded defaults (create one with `orrery config set KEY VALUE`)"),
     }
     tracing::info!(state = %state_path.display(), backend = backend.name(), "state opened");
-    tracing::info!(internal = %internal_addr, "internal API listener (for user servers)");
     let how = match cfg.auth.kind {
         AuthType::Firstuse => "log in with any new user name and a password of at least 7 characters: the first password used becomes that user's password",
         AuthType::Native => "log in with a user an admin created (orrery users add NAME --password)",
@@ -230,30 +246,99 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
             let _ = stop_tx.send(true);
         }
     };
-    let mut internal_stop = stop_rx.clone();
-    let internal_server = axum::serve(
-        internal,
-        router
-            .clone()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = internal_stop.changed().await;
-    });
     let public_server = axum::serve(
         public,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown);
-    let (a, b) = tokio::join!(public_server, internal_server);
-    a?;
-    b?;
+    public_server.await?;
+    let _ = internal_task.await;
     hub.store.flush().await?;
     let _ = std::fs::remove_file(daemon_info_path(&state_path));
     tracing::info!(
         "state flushed; user servers keep running and will be re-adopted on the next start"
     );
     Ok(())
+}
+
+/// Bind the internal listener: `internal.address` if set, else where the backend said.
+async fn bind_internal(
+    cfg: &crate::config::Config,
+    prepared: IpAddr,
+) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let ip = if cfg.internal.address.is_empty() {
+        prepared
+    } else {
+        parse_addr(&cfg.internal.address)?
+    };
+    let listener = bind(SocketAddr::new(ip, cfg.internal.port), "internal.port").await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(internal = %addr, "internal API listener (for user servers)");
+    Ok((listener, addr))
+}
+
+/// Tell spawns where servers reach the hub, then re-adopt what the backend still runs.
+async fn adopt(hub: &Arc<Hub>, internal: SocketAddr) -> Result<(), ServeError> {
+    if let Some(base) = hub.backend.hub_api_base(internal.port()) {
+        hub.set_internal_api_base(base);
+    }
+    spawn::reconcile(hub).await?;
+    Ok(())
+}
+
+async fn serve_internal(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.changed().await;
+    });
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "internal listener failed");
+    }
+}
+
+/// Retry the backend's preparation until it works (or the daemon stops), then serve.
+async fn prepare_later(
+    hub: Arc<Hub>,
+    cfg: crate::config::Config,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut wait = Duration::from_secs(2);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        let ip = match hub.backend.prepare().await {
+            Ok(ip) => ip,
+            Err(e) => {
+                tracing::warn!(error = %e, "backend still not ready");
+                wait = (wait * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        match bind_internal(&cfg, ip).await {
+            Ok((listener, addr)) => {
+                if let Err(e) = adopt(&hub, addr).await {
+                    tracing::error!(error = %e, "re-adopting servers failed");
+                }
+                tracing::info!(backend = hub.backend.name(), "backend ready");
+                serve_internal(listener, router, stop).await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot bind the internal listener; retrying");
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 /// Periodic upkeep: forget servers that died, drop expired sessions and OAuth codes.

@@ -136,7 +136,7 @@ pub async fn start(
     }
     let Some(api_base) = hub.internal_api_base() else {
         return Err(StartError::NotAvailable(format!(
-            "the {} backend is not available: it cannot tell user servers how to reach the hub",
+            "the {} backend is not ready yet (is the Docker engine running? see `orrery doctor`); the hub keeps retrying",
             hub.backend.name()
         )));
     };
@@ -238,6 +238,7 @@ pub async fn start(
         memory_limit: cfg.limits.memory.map(|m| m.bytes()),
         cpu_limit: cfg.limits.cpu,
         progress: msg_tx,
+        config: cfg.clone(),
     };
 
     // Relay backend messages into the progress stream (50% at most until ready).
@@ -363,9 +364,13 @@ async fn run_spawn(
             )));
         }
         if Instant::now() >= deadline {
+            let more = hub
+                .backend
+                .describe_failure(&user, &server, &started.state)
+                .await;
             let _ = hub.backend.stop(&user, &server, &started.state).await;
             return Err(StartError::Failed(format!(
-                "the server did not answer at {check} within {} (spawner.start_timeout)",
+                "the server did not answer at {check} within {} (spawner.start_timeout){more}",
                 cfg.spawner.start_timeout
             )));
         }
@@ -427,13 +432,22 @@ pub async fn stop(hub: &Hub, user: &str, server: &str) -> Result<(), StopError> 
 /// At startup: re-adopt servers the backend still runs, forget the rest, stop servers of users
 /// that no longer exist and spawns that were interrupted.
 pub async fn reconcile(hub: &Hub) -> Result<(), StateError> {
-    for rec in hub.store.servers()? {
+    let records = hub.store.servers()?;
+    for rec in &records {
         let user_exists = hub.store.user(&rec.user)?.is_some();
-        let status = hub
+        let running = match hub
             .backend
             .poll(&rec.user, &rec.name, &rec.backend_state)
-            .await;
-        let running = matches!(status, Ok(PollStatus::Running));
+            .await
+        {
+            Ok(PollStatus::Running) => true,
+            Ok(PollStatus::Stopped(_)) => false,
+            Err(e) => {
+                // Can't tell (engine down?): keep the record, decide on a later poll.
+                tracing::warn!(user = %rec.user, error = %e, "cannot check server; keeping it");
+                continue;
+            }
+        };
         if running && rec.ready && rec.pending.is_none() && user_exists {
             tracing::info!(user = %rec.user, "re-adopted running server");
             continue;
@@ -446,6 +460,21 @@ pub async fn reconcile(hub: &Hub) -> Result<(), StateError> {
         }
         tracing::info!(user = %rec.user, "forgetting server that is no longer running");
         cleanup(hub, &rec.user, &rec.name).await?;
+    }
+    // Servers the backend runs that the hub has no record of (a crash mid-spawn, a deleted
+    // user): stop them, so nothing runs twice or unaccounted for.
+    if let Ok(observed) = hub.backend.list().await {
+        for o in observed {
+            let known = records.iter().any(|r| {
+                r.user == o.user
+                    && r.name == o.server
+                    && hub.store.server(&r.user, &r.name).ok().flatten().is_some()
+            });
+            if !known {
+                tracing::info!(user = %o.user, "stopping a server the hub has no record of");
+                let _ = hub.backend.stop(&o.user, &o.server, &o.state).await;
+            }
+        }
     }
     Ok(())
 }

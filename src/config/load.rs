@@ -1049,6 +1049,83 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             "must be at least 1 (spawns allowed at once); the default is 100".into(),
         );
     }
+    let docker = &config.spawner.docker;
+    if docker.image.trim().is_empty() {
+        return err(
+            "spawner.docker.image",
+            "must name an image, e.g. \"quay.io/jupyter/base-notebook:latest\"".into(),
+        );
+    }
+    // Without {username} every user would share one home: refuse rather than mix files.
+    if !docker.home_volume.contains("{username}") {
+        return err(
+            "spawner.docker.home_volume",
+            format!("{:?} must contain {{username}} so each user gets their own volume, e.g. \"orrery-home-{{username}}\"", docker.home_volume),
+        );
+    }
+    if let Some(p) = &docker.home_host_path {
+        if !p.contains("{username}") || !p.starts_with('/') {
+            return err(
+                "spawner.docker.home_host_path",
+                format!("{p:?} must be an absolute path containing {{username}}, e.g. \"/srv/orrery/homes/{{username}}\""),
+            );
+        }
+    }
+    if !docker.home_mount.starts_with('/') {
+        return err(
+            "spawner.docker.home_mount",
+            format!(
+                "{:?} must be an absolute path such as \"/home/jovyan\"",
+                docker.home_mount
+            ),
+        );
+    }
+    if docker.port == 0 {
+        return err(
+            "spawner.docker.port",
+            "must be the port the server listens on inside the container, e.g. 8888".into(),
+        );
+    }
+    if docker.network.is_empty()
+        || !docker
+            .network
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return err(
+            "spawner.docker.network",
+            format!(
+                "{:?} is not a valid network name; use letters, digits, '-', '_' or '.'",
+                docker.network
+            ),
+        );
+    }
+    if !docker.user.is_empty()
+        && !docker
+            .user
+            .split(':')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    {
+        return err(
+            "spawner.docker.user",
+            format!(
+                "{:?} must be numeric \"uid\" or \"uid:gid\", e.g. \"1000:100\"",
+                docker.user
+            ),
+        );
+    }
+    for v in &docker.volumes {
+        let parts: Vec<&str> = v.split(':').collect();
+        let ok = (parts.len() == 2 || (parts.len() == 3 && matches!(parts[2], "ro" | "rw")))
+            && parts[1].starts_with('/')
+            && !parts[0].is_empty();
+        if !ok {
+            return err(
+                "spawner.docker.volumes",
+                format!("{v:?} must be \"SOURCE:/target\" or \"SOURCE:/target:ro\""),
+            );
+        }
+    }
     Ok(())
 }
 
@@ -1444,6 +1521,10 @@ mod tests {
 
     fn collect_leaves(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
         match value {
+            // An empty table is a free-form map key (e.g. spawner.docker.env = {}).
+            toml::Value::Table(t) if t.is_empty() && !prefix.is_empty() => {
+                out.push(prefix.to_string())
+            }
             toml::Value::Table(t) => {
                 for (k, v) in t {
                     collect_leaves(&join(prefix, k), v, out);

@@ -349,6 +349,7 @@ pub struct Spawner {
     /// Spawns in flight at once; beyond it the API answers 429 with Retry-After.
     pub concurrent_spawn_limit: u32,
     pub local: LocalSpawner,
+    pub docker: DockerSpawner,
 }
 
 impl Default for Spawner {
@@ -359,6 +360,7 @@ impl Default for Spawner {
             slow_spawn_timeout: Duration::from_secs(10),
             concurrent_spawn_limit: 100,
             local: LocalSpawner::default(),
+            docker: DockerSpawner::default(),
         }
     }
 }
@@ -371,6 +373,88 @@ pub struct LocalSpawner {
     /// The local backend runs servers as the daemon's own user; as root that is refused unless
     /// this is set, because every user would get root's powers.
     pub allow_root: bool,
+}
+
+/// When the Docker backend pulls a server's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Pull only if the image is not on this machine (the default).
+    IfNotPresent,
+    /// Pull before every start (picks up new versions of a tag).
+    Always,
+    /// Never pull; a missing image is an error (offline machines).
+    Never,
+}
+
+impl PullPolicy {
+    pub const ALL: [&'static str; 3] = ["if-not-present", "always", "never"];
+}
+
+/// The Docker backend: one container per user on the local engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerSpawner {
+    /// Image users get unless they pick another from `allowed_images`.
+    pub image: String,
+    /// Images users may choose with the server's `user_options` `{"image": "..."}`.
+    pub allowed_images: Vec<String>,
+    /// Replaces the image's command if non-empty.
+    pub cmd: Vec<String>,
+    /// Extra environment for every server (the JUPYTERHUB_* variables always win).
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Extra mounts, `SOURCE:TARGET[:ro]`; `{username}` in SOURCE is replaced.
+    pub volumes: Vec<String>,
+    pub pull_policy: PullPolicy,
+    /// Where the user's home volume is mounted (docker-stacks: /home/jovyan).
+    pub home_mount: String,
+    /// Named volume for the home directory; `{username}` is replaced.
+    pub home_volume: String,
+    /// If set, a host directory bind-mounted as the home instead of a named volume;
+    /// `{username}` is replaced. The directory is created owned by `home_uid:home_gid`.
+    pub home_host_path: Option<String>,
+    /// Owner given to a new host-path home (the image's user; docker-stacks: 1000:100).
+    pub home_uid: u32,
+    pub home_gid: u32,
+    /// The bridge network Orrery owns; inter-container traffic is disabled on it.
+    pub network: String,
+    /// Port the single-user server listens on inside the container.
+    pub port: u16,
+    /// Process limit per container (fork bombs).
+    pub pids_limit: i64,
+    /// Capabilities added back after dropping all (none needed by docker-stacks as non-root).
+    pub cap_add: Vec<String>,
+    /// Run containers as this user ("uid:gid"); empty: the image's own user, which must not be
+    /// root unless `allow_root` is true.
+    pub user: String,
+    pub allow_root: bool,
+    /// Docker engine socket; empty: $DOCKER_HOST or /var/run/docker.sock.
+    pub socket: String,
+}
+
+impl Default for DockerSpawner {
+    fn default() -> Self {
+        DockerSpawner {
+            image: "quay.io/jupyter/base-notebook:latest".into(),
+            allowed_images: Vec::new(),
+            cmd: Vec::new(),
+            env: Default::default(),
+            volumes: Vec::new(),
+            pull_policy: PullPolicy::IfNotPresent,
+            home_mount: "/home/jovyan".into(),
+            home_volume: "orrery-home-{username}".into(),
+            home_host_path: None,
+            home_uid: 1000,
+            home_gid: 100,
+            network: "orrery".into(),
+            port: 8888,
+            pids_limit: 1024,
+            cap_add: Vec::new(),
+            user: String::new(),
+            allow_root: false,
+            socket: String::new(),
+        }
+    }
 }
 
 /// A service declared in config: a name, the token it authenticates with, and its scopes.

@@ -1,48 +1,640 @@
-//! The Docker backend: one container per user. Its implementation arrives with the Docker
-//! backend issue; until then every start is refused with a clear "not available" error, which
-//! the API reports as 501.
+//! The Docker backend: one container per user on the local engine (bollard).
+//!
+//! * Each server is a container `orrery-<user>` from the configured (or user-chosen, allowed)
+//!   image, run as the image's non-root user with every capability dropped, `no-new-privileges`
+//!   and a pids limit; `limits.memory`/`limits.cpu` are enforced by Docker.
+//! * The home directory is a named volume per user (or a host directory), mounted at the image's
+//!   home; stopping or deleting a server never removes it.
+//! * Containers sit on a bridge network Orrery owns with inter-container traffic disabled: the
+//!   hub reaches them by IP, they reach the hub's internal listener on the bridge gateway, and
+//!   they cannot reach each other.
+//! * Labels (`org.orrery.*`) tie containers to users so a restarted daemon can re-adopt them and
+//!   stop those whose user is gone.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use bollard::container::{
+    Config as ContainerConfig, CreateContainerOptions, InspectContainerOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions,
+};
+use bollard::image::CreateImageOptions;
+use bollard::models::{EndpointSettings, HostConfig, Mount, MountTypeEnum};
+use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
+use bollard::volume::CreateVolumeOptions;
+use bollard::Docker;
 use futures::future::BoxFuture;
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::OnceCell;
 
-use super::{Backend, PollStatus, SpawnError, SpawnSpec, Started};
+use super::{Backend, Observed, PollStatus, SpawnError, SpawnSpec, Started};
+use crate::config::{DockerSpawner, PullPolicy};
 
-pub struct DockerBackend;
+/// Label keys on everything Orrery creates.
+pub const LABEL_KIND: &str = "org.orrery.kind";
+pub const LABEL_USER: &str = "org.orrery.user";
+pub const LABEL_SERVER: &str = "org.orrery.server";
 
-const NOT_YET: &str = "the docker backend is not available in this build of orrery yet; \
-    for development use the local backend (orrery config set spawner.backend local)";
+pub struct DockerBackend {
+    /// Socket path from config (empty: $DOCKER_HOST or the default socket).
+    socket: String,
+    /// The connection, made (and its API version negotiated) on first use, so an engine that is
+    /// down at startup is retried rather than fatal.
+    docker: OnceCell<Docker>,
+    /// The bridge's gateway address, learnt in `prepare`.
+    gateway: OnceLock<IpAddr>,
+    network: String,
+}
+
+impl DockerBackend {
+    pub fn new(cfg: &DockerSpawner) -> DockerBackend {
+        DockerBackend {
+            socket: cfg.socket.clone(),
+            docker: OnceCell::new(),
+            gateway: OnceLock::new(),
+            network: cfg.network.clone(),
+        }
+    }
+
+    async fn client(&self) -> Result<&Docker, SpawnError> {
+        self.docker
+            .get_or_try_init(|| async {
+                let socket = if !self.socket.is_empty() {
+                    self.socket.clone()
+                } else {
+                    std::env::var("DOCKER_HOST")
+                        .unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+                };
+                let d = Docker::connect_with_socket(&socket, 120, bollard::API_DEFAULT_VERSION)
+                    .map_err(|e| unreachable(&socket, &e))?;
+                d.negotiate_version()
+                    .await
+                    .map_err(|e| unreachable(&socket, &e))
+            })
+            .await
+    }
+
+    fn container_name(user: &str, server: &str) -> String {
+        if server.is_empty() {
+            format!("orrery-{user}")
+        } else {
+            format!("orrery-{user}--{server}")
+        }
+    }
+}
+
+fn unreachable(socket: &str, e: &bollard::errors::Error) -> SpawnError {
+    SpawnError::NotAvailable(format!(
+        "the Docker engine is not reachable at {socket} ({e}); start it (systemctl start docker) — Orrery retries"
+    ))
+}
+
+fn failed(what: &str, e: bollard::errors::Error) -> SpawnError {
+    match &e {
+        bollard::errors::Error::HyperResponseError { .. }
+        | bollard::errors::Error::IOError { .. } => SpawnError::NotAvailable(format!(
+            "{what}: the Docker engine did not answer ({e}); Orrery retries"
+        )),
+        _ => SpawnError::Failed(format!("{what}: {e}")),
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn is_root_user(user: &str) -> bool {
+    let u = user.split(':').next().unwrap_or("");
+    u.is_empty() || u == "0" || u == "root"
+}
+
+impl DockerBackend {
+    /// Make sure the image is here, honouring the pull policy; progress goes to the spawn page.
+    async fn ensure_image(
+        &self,
+        docker: &Docker,
+        image: &str,
+        policy: PullPolicy,
+        spec: &SpawnSpec,
+    ) -> Result<(), SpawnError> {
+        let present = docker.inspect_image(image).await.is_ok();
+        let pull = match policy {
+            PullPolicy::Always => true,
+            PullPolicy::IfNotPresent => !present,
+            PullPolicy::Never => {
+                if !present {
+                    return Err(SpawnError::Failed(format!(
+                        "image {image} is not on this machine and spawner.docker.pull_policy is \"never\"; build or load it (docker load / docker build), or allow pulling"
+                    )));
+                }
+                false
+            }
+        };
+        if !pull {
+            return Ok(());
+        }
+        let _ = spec.progress.send(format!("Pulling image {image}"));
+        let mut stream = docker.create_image(
+            Some(CreateImageOptions {
+                from_image: image,
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        let mut last = String::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    let line = [
+                        info.status.unwrap_or_default(),
+                        info.progress.unwrap_or_default(),
+                    ]
+                    .join(" ")
+                    .trim()
+                    .to_string();
+                    // Report layer-level milestones, not every byte counter tick.
+                    if !line.is_empty()
+                        && !line.starts_with("Downloading")
+                        && !line.starts_with("Extracting")
+                        && line != last
+                    {
+                        let _ = spec.progress.send(format!("Pull: {line}"));
+                        last = line;
+                    }
+                }
+                Err(e) => {
+                    if present && policy == PullPolicy::Always {
+                        let _ = spec
+                            .progress
+                            .send(format!("Pull failed ({e}); using the image already here"));
+                        return Ok(());
+                    }
+                    return Err(SpawnError::Failed(format!(
+                        "pulling image {image} failed: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The home mount: a named volume (created with labels) or a host directory.
+    async fn home_mount(
+        &self,
+        docker: &Docker,
+        cfg: &DockerSpawner,
+        user: &str,
+    ) -> Result<Mount, SpawnError> {
+        if let Some(tpl) = &cfg.home_host_path {
+            let path = tpl.replace("{username}", user);
+            if !std::path::Path::new(&path).exists() {
+                std::fs::create_dir_all(&path).map_err(|e| {
+                    SpawnError::Failed(format!("cannot create home directory {path}: {e}"))
+                })?;
+                nix::unistd::chown(
+                    std::path::Path::new(&path),
+                    Some(nix::unistd::Uid::from_raw(cfg.home_uid)),
+                    Some(nix::unistd::Gid::from_raw(cfg.home_gid)),
+                )
+                .map_err(|e| {
+                    SpawnError::Failed(format!(
+                        "cannot give {path} to {}:{}: {e}",
+                        cfg.home_uid, cfg.home_gid
+                    ))
+                })?;
+            }
+            return Ok(Mount {
+                target: Some(cfg.home_mount.clone()),
+                source: Some(path),
+                typ: Some(MountTypeEnum::BIND),
+                ..Default::default()
+            });
+        }
+        let name = cfg.home_volume.replace("{username}", user);
+        if docker.inspect_volume(&name).await.is_err() {
+            let labels = HashMap::from([(LABEL_KIND, "home"), (LABEL_USER, user)]);
+            docker
+                .create_volume(CreateVolumeOptions {
+                    name: name.as_str(),
+                    labels,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed(&format!("creating volume {name}"), e))?;
+        }
+        Ok(Mount {
+            target: Some(cfg.home_mount.clone()),
+            source: Some(name),
+            typ: Some(MountTypeEnum::VOLUME),
+            ..Default::default()
+        })
+    }
+
+    async fn last_logs(&self, docker: &Docker, id: &str, lines: usize) -> String {
+        let mut stream = docker.logs::<String>(
+            id,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                tail: lines.to_string(),
+                ..Default::default()
+            }),
+        );
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&chunk.to_string());
+        }
+        out.trim_end().to_string()
+    }
+}
 
 impl Backend for DockerBackend {
     fn name(&self) -> &'static str {
         "docker"
     }
 
-    fn hub_api_base(&self, _internal_port: u16) -> Option<String> {
-        None
+    fn prepare(&self) -> BoxFuture<'_, Result<IpAddr, SpawnError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            let net = match docker
+                .inspect_network(&self.network, None::<InspectNetworkOptions<String>>)
+                .await
+            {
+                Ok(n) => n,
+                Err(e) if is_not_found(&e) => {
+                    let options =
+                        HashMap::from([("com.docker.network.bridge.enable_icc", "false")]);
+                    let labels = HashMap::from([(LABEL_KIND, "network")]);
+                    docker
+                        .create_network(CreateNetworkOptions {
+                            name: self.network.as_str(),
+                            driver: "bridge",
+                            options,
+                            labels,
+                            check_duplicate: true,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|e| failed(&format!("creating network {}", self.network), e))?;
+                    docker
+                        .inspect_network(&self.network, None::<InspectNetworkOptions<String>>)
+                        .await
+                        .map_err(|e| failed("inspecting the network", e))?
+                }
+                Err(e) => return Err(failed("inspecting the network", e)),
+            };
+            let icc = net
+                .options
+                .as_ref()
+                .and_then(|o| o.get("com.docker.network.bridge.enable_icc"))
+                .cloned();
+            if icc.as_deref() != Some("false") {
+                return Err(SpawnError::Failed(format!(
+                    "network {} lets containers talk to each other (enable_icc is not false); remove it (docker network rm {}) and Orrery recreates it isolated",
+                    self.network, self.network
+                )));
+            }
+            let gateway = net
+                .ipam
+                .and_then(|i| i.config)
+                .and_then(|c| c.into_iter().find_map(|c| c.gateway))
+                .and_then(|g| g.parse::<IpAddr>().ok())
+                .ok_or_else(|| {
+                    SpawnError::Failed(format!("network {} has no gateway address", self.network))
+                })?;
+            let _ = self.gateway.set(gateway);
+            Ok(gateway)
+        })
     }
 
-    fn start(&self, _spec: SpawnSpec) -> BoxFuture<'_, Result<Started, SpawnError>> {
-        Box::pin(async { Err(SpawnError::NotAvailable(NOT_YET.into())) })
+    fn hub_api_base(&self, internal_port: u16) -> Option<String> {
+        self.gateway.get().map(|g| match g {
+            IpAddr::V6(v6) => format!("http://[{v6}]:{internal_port}"),
+            IpAddr::V4(v4) => format!("http://{v4}:{internal_port}"),
+        })
+    }
+
+    fn start(&self, spec: SpawnSpec) -> BoxFuture<'_, Result<Started, SpawnError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            let cfg = &spec.config.spawner.docker;
+            let image = match spec.user_options.get("image").and_then(|v| v.as_str()) {
+                None => cfg.image.clone(),
+                Some(i) if i == cfg.image || cfg.allowed_images.iter().any(|a| a == i) => {
+                    i.to_string()
+                }
+                Some(i) => {
+                    return Err(SpawnError::Failed(format!(
+                        "image {i:?} is not allowed; choose one of: {}",
+                        std::iter::once(cfg.image.as_str())
+                            .chain(cfg.allowed_images.iter().map(String::as_str))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )))
+                }
+            };
+            self.ensure_image(docker, &image, cfg.pull_policy, &spec)
+                .await?;
+            let inspected = docker
+                .inspect_image(&image)
+                .await
+                .map_err(|e| failed(&format!("inspecting image {image}"), e))?;
+            let image_user = inspected.config.and_then(|c| c.user).unwrap_or_default();
+            let run_as = if cfg.user.is_empty() {
+                image_user.clone()
+            } else {
+                cfg.user.clone()
+            };
+            if is_root_user(&run_as) && !cfg.allow_root {
+                return Err(SpawnError::Failed(format!(
+                    "image {image} runs as root (USER {:?}); Orrery runs servers unprivileged. Use a docker-stacks image, set spawner.docker.user = \"1000:100\", or (not recommended) spawner.docker.allow_root = true",
+                    if run_as.is_empty() { "root" } else { &run_as }
+                )));
+            }
+
+            let name = Self::container_name(&spec.user, &spec.server_name);
+            // A container of this name with no server record is a leftover: replace it.
+            if docker
+                .inspect_container(&name, None::<InspectContainerOptions>)
+                .await
+                .is_ok()
+            {
+                let _ = docker
+                    .remove_container(
+                        &name,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+            }
+            let _ = spec
+                .progress
+                .send("Preparing the home directory".to_string());
+            let mut mounts = vec![self.home_mount(docker, cfg, &spec.user).await?];
+            for v in &cfg.volumes {
+                let parts: Vec<&str> = v.split(':').collect();
+                let source = parts
+                    .first()
+                    .copied()
+                    .unwrap_or("")
+                    .replace("{username}", &spec.user);
+                let typ = if source.starts_with('/') {
+                    MountTypeEnum::BIND
+                } else {
+                    MountTypeEnum::VOLUME
+                };
+                mounts.push(Mount {
+                    source: Some(source),
+                    target: parts.get(1).map(|t| t.to_string()),
+                    read_only: Some(parts.get(2) == Some(&"ro")),
+                    typ: Some(typ),
+                    ..Default::default()
+                });
+            }
+
+            let mut env: Vec<String> = cfg.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            for (k, v) in &spec.env {
+                env.push(format!("{k}={v}"));
+            }
+            env.push(format!(
+                "JUPYTERHUB_SERVICE_URL=http://0.0.0.0:{}{}",
+                cfg.port, spec.prefix
+            ));
+            let labels = HashMap::from([
+                (LABEL_KIND.to_string(), "notebook".to_string()),
+                (LABEL_USER.to_string(), spec.user.clone()),
+                (LABEL_SERVER.to_string(), spec.server_name.clone()),
+            ]);
+            let host_config = HostConfig {
+                mounts: Some(mounts),
+                memory: spec.memory_limit.map(|m| m as i64),
+                memory_swap: spec.memory_limit.map(|m| m as i64),
+                nano_cpus: spec.cpu_limit.map(|c| (c * 1e9) as i64),
+                pids_limit: Some(cfg.pids_limit),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: if cfg.cap_add.is_empty() {
+                    None
+                } else {
+                    Some(cfg.cap_add.clone())
+                },
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                network_mode: Some(self.network.clone()),
+                init: None,
+                ..Default::default()
+            };
+            let container = ContainerConfig {
+                image: Some(image.clone()),
+                cmd: if cfg.cmd.is_empty() {
+                    None
+                } else {
+                    Some(cfg.cmd.clone())
+                },
+                env: Some(env),
+                labels: Some(labels),
+                user: if cfg.user.is_empty() {
+                    None
+                } else {
+                    Some(cfg.user.clone())
+                },
+                host_config: Some(host_config),
+                networking_config: Some(bollard::container::NetworkingConfig {
+                    endpoints_config: HashMap::from([(
+                        self.network.clone(),
+                        EndpointSettings::default(),
+                    )]),
+                }),
+                ..Default::default()
+            };
+            let _ = spec.progress.send(format!("Creating container {name}"));
+            let created = docker
+                .create_container(
+                    Some(CreateContainerOptions {
+                        name: name.clone(),
+                        platform: None,
+                    }),
+                    container,
+                )
+                .await
+                .map_err(|e| failed(&format!("creating container {name}"), e))?;
+            docker
+                .start_container(&created.id, None::<StartContainerOptions<String>>)
+                .await
+                .map_err(|e| failed(&format!("starting container {name}"), e))?;
+            let info = docker
+                .inspect_container(&created.id, None::<InspectContainerOptions>)
+                .await
+                .map_err(|e| failed("inspecting the new container", e))?;
+            let ip = info
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|mut n| n.remove(&self.network))
+                .and_then(|e| e.ip_address)
+                .filter(|ip| !ip.is_empty())
+                .ok_or_else(|| {
+                    SpawnError::Failed(format!(
+                        "container {name} got no address on network {}",
+                        self.network
+                    ))
+                })?;
+            let _ = spec.progress.send(format!("Container {name} started"));
+            Ok(Started {
+                url: format!("http://{ip}:{}", cfg.port),
+                state: json!({"container_id": created.id, "name": name, "image": image}),
+            })
+        })
     }
 
     fn stop<'a>(
         &'a self,
-        _u: &'a str,
-        _s: &'a str,
-        _st: &'a serde_json::Value,
+        user: &'a str,
+        server: &'a str,
+        state: &'a serde_json::Value,
     ) -> BoxFuture<'a, Result<(), SpawnError>> {
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            let docker = self.client().await?;
+            let id = state
+                .get("container_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| Self::container_name(user, server));
+            match docker
+                .stop_container(&id, Some(StopContainerOptions { t: 10 }))
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => {}
+                Err(e) => return Err(failed(&format!("stopping container {id}"), e)),
+            }
+            // Remove the container, never its volumes: the home volume holds the user's files.
+            match docker
+                .remove_container(
+                    &id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        v: false,
+                        link: false,
+                    }),
+                )
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => Ok(()),
+                Err(e) => Err(failed(&format!("removing container {id}"), e)),
+            }
+        })
     }
 
     fn poll<'a>(
         &'a self,
-        _u: &'a str,
-        _s: &'a str,
-        _st: &'a serde_json::Value,
+        user: &'a str,
+        server: &'a str,
+        state: &'a serde_json::Value,
     ) -> BoxFuture<'a, Result<PollStatus, SpawnError>> {
-        Box::pin(async {
-            Ok(PollStatus::Stopped(
-                "the docker backend is not available".into(),
-            ))
+        Box::pin(async move {
+            let docker = self.client().await?;
+            let id = state
+                .get("container_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| Self::container_name(user, server));
+            let info = match docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(i) => i,
+                Err(e) if is_not_found(&e) => {
+                    return Ok(PollStatus::Stopped("the container is gone".into()))
+                }
+                Err(e) => return Err(failed("inspecting the container", e)),
+            };
+            let st = info.state.unwrap_or_default();
+            if st.running == Some(true) {
+                return Ok(PollStatus::Running);
+            }
+            let mut reason = format!(
+                "the container exited with code {}",
+                st.exit_code.unwrap_or(-1)
+            );
+            if st.oom_killed == Some(true) {
+                reason = format!("the container was killed for using more than its memory limit (limits.memory); {reason}");
+            }
+            if let Some(err) = st.error.filter(|e| !e.is_empty()) {
+                reason.push_str(&format!(": {err}"));
+            }
+            let logs = self.last_logs(docker, &id, 20).await;
+            if !logs.is_empty() {
+                reason.push_str(&format!("\nLast log lines:\n{logs}"));
+            }
+            Ok(PollStatus::Stopped(reason))
+        })
+    }
+
+    fn describe_failure<'a>(
+        &'a self,
+        user: &'a str,
+        server: &'a str,
+        state: &'a serde_json::Value,
+    ) -> BoxFuture<'a, String> {
+        Box::pin(async move {
+            let Ok(docker) = self.client().await else {
+                return String::new();
+            };
+            let id = state
+                .get("container_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| Self::container_name(user, server));
+            let logs = self.last_logs(docker, &id, 20).await;
+            if logs.is_empty() {
+                String::new()
+            } else {
+                format!("\nLast log lines:\n{logs}")
+            }
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Observed>, SpawnError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            let filters =
+                HashMap::from([("label".to_string(), vec![format!("{LABEL_KIND}=notebook")])]);
+            let list = docker
+                .list_containers(Some(ListContainersOptions {
+                    all: true,
+                    filters,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| failed("listing containers", e))?;
+            Ok(list
+                .into_iter()
+                .filter_map(|c| {
+                    let labels = c.labels.unwrap_or_default();
+                    Some(Observed {
+                        user: labels.get(LABEL_USER)?.clone(),
+                        server: labels.get(LABEL_SERVER).cloned().unwrap_or_default(),
+                        state: json!({"container_id": c.id.unwrap_or_default()}),
+                    })
+                })
+                .collect())
         })
     }
 }

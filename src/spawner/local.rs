@@ -71,6 +71,10 @@ impl Backend for LocalBackend {
         "local"
     }
 
+    fn prepare(&self) -> BoxFuture<'_, Result<std::net::IpAddr, SpawnError>> {
+        Box::pin(async { Ok(std::net::IpAddr::from([127, 0, 0, 1])) })
+    }
+
     fn hub_api_base(&self, internal_port: u16) -> Option<String> {
         Some(format!("http://127.0.0.1:{internal_port}"))
     }

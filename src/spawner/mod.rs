@@ -4,8 +4,7 @@
 //! backend only runs things. Implementations:
 //! * [`local`]: a process on this machine (JupyterHub's LocalProcessSpawner, without switching
 //!   users) — development and tests.
-//! * [`docker`]: a container per user on the local Docker engine (arrives with the Docker
-//!   backend issue; until then it answers "not available").
+//! * [`docker`]: a container per user on the local Docker engine.
 //!
 //! The trait is shaped so a Kubernetes backend (notebook pods) fits it too: `state` is an opaque
 //! JSON handle the backend gets back after a daemon restart, and `list` feeds reconcile.
@@ -14,6 +13,8 @@ pub mod docker;
 pub mod local;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use thiserror::Error;
@@ -34,6 +35,16 @@ pub struct SpawnSpec {
     pub cpu_limit: Option<f64>,
     /// Free-text progress messages for the spawn-pending page ("pulling image 40%").
     pub progress: mpsc::UnboundedSender<String>,
+    /// The configuration in force when the spawn began (backend settings live in it).
+    pub config: Arc<crate::config::Config>,
+}
+
+/// A server the backend runs, as found by [`Backend::list`] (for reconcile).
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub user: String,
+    pub server: String,
+    pub state: serde_json::Value,
 }
 
 /// A started server: where to reach it and the handle to find it again.
@@ -64,8 +75,12 @@ pub trait Backend: Send + Sync {
     /// Short name for messages and `orrery doctor`.
     fn name(&self) -> &'static str;
 
+    /// Get ready to run servers (connect, create the network); returns the address the internal
+    /// listener must bind so servers can reach the hub. Retried by the daemon until it succeeds.
+    fn prepare(&self) -> BoxFuture<'_, Result<IpAddr, SpawnError>>;
+
     /// Address the hub API must be reachable at from inside a started server, e.g.
-    /// `http://127.0.0.1:8081` for local processes. None: the backend is not usable.
+    /// `http://127.0.0.1:8081` for local processes. None: not prepared yet.
     fn hub_api_base(&self, internal_port: u16) -> Option<String>;
 
     fn start(&self, spec: SpawnSpec) -> BoxFuture<'_, Result<Started, SpawnError>>;
@@ -83,4 +98,19 @@ pub trait Backend: Send + Sync {
         server_name: &'a str,
         state: &'a serde_json::Value,
     ) -> BoxFuture<'a, Result<PollStatus, SpawnError>>;
+
+    /// Extra words on why a server failed to become ready (e.g. its last log lines).
+    fn describe_failure<'a>(
+        &'a self,
+        _user: &'a str,
+        _server_name: &'a str,
+        _state: &'a serde_json::Value,
+    ) -> BoxFuture<'a, String> {
+        Box::pin(async { String::new() })
+    }
+
+    /// Every server the backend runs, including ones the hub has no record of.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Observed>, SpawnError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
