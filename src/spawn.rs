@@ -349,19 +349,25 @@ async fn run_spawn(
         .build()
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let check = format!("{}{}api", started.url, prefix);
-    let mut wait = Duration::from_millis(20);
+    // Readiness is checked often (a tight poll adds little load but removes up to a poll
+    // interval of latency from every spawn); whether the backend still runs it, less often.
+    let began = Instant::now();
+    let mut last_backend_poll = Instant::now();
     loop {
         if let Ok(resp) = client.get(&check).send().await {
             if resp.status().as_u16() < 500 {
                 break;
             }
         }
-        if let Ok(PollStatus::Stopped(reason)) =
-            hub.backend.poll(&user, &server, &started.state).await
-        {
-            return Err(StartError::Failed(format!(
-                "the server stopped before it was ready: {reason}"
-            )));
+        if last_backend_poll.elapsed() >= Duration::from_millis(500) {
+            last_backend_poll = Instant::now();
+            if let Ok(PollStatus::Stopped(reason)) =
+                hub.backend.poll(&user, &server, &started.state).await
+            {
+                return Err(StartError::Failed(format!(
+                    "the server stopped before it was ready: {reason}"
+                )));
+            }
         }
         if Instant::now() >= deadline {
             let more = hub
@@ -374,8 +380,12 @@ async fn run_spawn(
                 cfg.spawner.start_timeout
             )));
         }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(500));
+        let wait = if began.elapsed() < Duration::from_secs(15) {
+            25
+        } else {
+            250
+        };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
     }
     let now = Utc::now();
     if let Some(mut rec) = hub.store.server(&user, &server)? {

@@ -240,6 +240,23 @@ impl DockerBackend {
         })
     }
 
+    async fn dedupe_network(&self, docker: &Docker) {
+        let filters = HashMap::from([("name".to_string(), vec![self.network.clone()])]);
+        let Ok(mut nets) = docker
+            .list_networks(Some(bollard::network::ListNetworksOptions { filters }))
+            .await
+        else {
+            return;
+        };
+        nets.retain(|n| n.name.as_deref() == Some(self.network.as_str()));
+        nets.sort_by(|a, b| a.created.cmp(&b.created));
+        for n in nets.iter().skip(1) {
+            if let Some(id) = &n.id {
+                let _ = docker.remove_network(id).await;
+            }
+        }
+    }
+
     async fn last_logs(&self, docker: &Docker, id: &str, lines: usize) -> String {
         let mut stream = docker.logs::<String>(
             id,
@@ -271,6 +288,18 @@ impl Backend for DockerBackend {
                 .await
             {
                 Ok(n) => n,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 400,
+                    message,
+                }) if message.contains("ambiguous") => {
+                    // Two daemons raced to create it (Docker's duplicate check is best effort):
+                    // keep the oldest, remove the rest, and look again next time.
+                    self.dedupe_network(docker).await;
+                    return Err(SpawnError::NotAvailable(format!(
+                        "network {} existed twice; removed the duplicate, retrying",
+                        self.network
+                    )));
+                }
                 Err(e) if is_not_found(&e) => {
                     let options =
                         HashMap::from([("com.docker.network.bridge.enable_icc", "false")]);

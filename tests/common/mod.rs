@@ -47,6 +47,12 @@ impl Daemon {
              scopes = [\"admin:users\", \"admin:servers\", \"tokens\", \"admin:groups\", \"read:hub\", \"list:users\"]\n\n{extra}\n",
             dir.path().join("state").display()
         );
+        // Tests that don't say otherwise must not touch the machine's Docker engine.
+        let config = if extra.contains("[spawner") {
+            config
+        } else {
+            format!("{config}\n[spawner]\nbackend = \"local\"\n")
+        };
         std::fs::write(&config_path, config).expect("write config");
         let mut d = Daemon {
             child: None,

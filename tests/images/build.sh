@@ -165,6 +165,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
+# With --force the old image of the same tag becomes dangling once replaced;
+# remember it so it can be removed after a successful import.
+OLD_ID="$(docker image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
+
 START=$SECONDS
 log "building $IMAGE (suite $SUITE, mirror $MIRROR, temp root $ROOT)"
 
@@ -281,5 +285,9 @@ tar --numeric-owner -C "$ROOT" \
       - "$IMAGE" >/dev/null \
   || die "docker import failed"
 
+NEW_ID="$(docker image inspect --format '{{.Id}}' "$IMAGE")"
+if [[ -n $OLD_ID && $OLD_ID != "$NEW_ID" ]]; then
+    docker rmi "$OLD_ID" >/dev/null 2>&1 && log "removed the replaced image ${OLD_ID#sha256:}" || true
+fi
 log "built $IMAGE in $((SECONDS - START)) s ($(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 finish
