@@ -520,3 +520,62 @@ async fn unreachable_docker_is_reported_clearly_and_health_metrics_work() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn spawns_beyond_the_limit_get_429_and_pending_spawns_answer_202() {
+    let d = Daemon::start(
+        "[spawner]\nbackend = \"local\"\nconcurrent_spawn_limit = 1\nslow_spawn_timeout = \"1s\"\nstart_timeout = \"20s\"\n\
+         [spawner.local]\ncmd = [\"sleep\", \"20\"]\nallow_root = true\n",
+    )
+    .await;
+    d.create_users(&["alice", "bob"], false).await;
+    let (s, _, _) = d
+        .api("POST", "/users/alice/server", Some(ADMIN), None)
+        .await;
+    assert_eq!(
+        s, 202,
+        "a server that is not ready within slow_spawn_timeout is pending"
+    );
+    let (_, u, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    assert_eq!(u["pending"], "spawn");
+    assert_eq!(u["servers"][""]["ready"], false);
+    let (s, b, h) = d.api("POST", "/users/bob/server", Some(ADMIN), None).await;
+    assert_eq!(s, 429, "{b}");
+    assert_eq!(
+        h.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let (s, b, _) = d
+        .api("POST", "/users/alice/server", Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 400, "already pending: {b}");
+    let (s, b, _) = d
+        .api("DELETE", "/users/alice/server", Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 400, "can't stop while starting: {b}");
+    // The progress stream reports what is happening so far.
+    let r = d
+        .http
+        .get(format!("{}/hub/api/users/alice/server/progress", d.url))
+        .header("Authorization", format!("token {ADMIN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut body = r.bytes_stream();
+    use futures::StreamExt;
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&first);
+    assert!(
+        text.starts_with("data: ") && text.contains("\"progress\""),
+        "{text}"
+    );
+}

@@ -242,3 +242,31 @@ async fn idle_culler_completes_a_paginated_pass() {
     );
     assert!(d.log().contains("server stopped"), "{}", d.log());
 }
+
+#[tokio::test]
+async fn builtin_culler_stops_idle_servers_but_keeps_users() {
+    let py = python();
+    let d = daemon_with_app(
+        &py,
+        "[cull]\nenabled = true\ntimeout = \"2s\"\nevery = \"1s\"\n",
+    )
+    .await;
+    d.create_users(&["alice"], false).await;
+    start_server(&d, "alice").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, u, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+        if u["server"].is_null() && u["servers"].as_object().is_some_and(|s| s.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle server was not culled: {u}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(d.log().contains("culling server"), "{}", d.log());
+    let (s, _, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    assert_eq!(s, 200, "users are never culled unless cull.users is set");
+}

@@ -54,3 +54,31 @@ pub async fn set_password(
         Err(e) => Err(ApiError::bad_request(e.to_string())),
     }
 }
+
+/// `POST /hub/api/orrery/users/{name}/purge`: delete a *deleted* user's files (home volume).
+/// Refused while the user exists, so files are only ever removed after an explicit delete.
+pub async fn purge(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require_unfiltered("admin:users")?;
+    let name =
+        crate::username::normalize(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if hub.store.user(&name)?.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "{name} still exists; delete the user first"
+        )));
+    }
+    let cfg = hub.config();
+    match hub.backend.purge_user_data(&name, &cfg).await {
+        Ok(what) => {
+            tracing::info!(user = %name, %what, "user data purged");
+            Ok(Json(serde_json::json!({ "purged": what })))
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        )),
+    }
+}

@@ -29,8 +29,13 @@ pub enum UsersCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Delete a user (their files are kept).
-    Remove { name: String },
+    /// Delete a user (their files are kept unless --purge).
+    Remove {
+        name: String,
+        /// Also delete the user's home directory volume. This cannot be undone.
+        #[arg(long)]
+        purge: bool,
+    },
     /// Set a user's password, read from standard input.
     SetPassword { name: String },
     /// Grant admin rights.
@@ -156,10 +161,24 @@ async fn via_api(
             }
             println!("created user {name}{}", if admin { " (admin)" } else { "" });
         }
-        UsersCommand::Remove { name } => {
+        UsersCommand::Remove { name, purge } => {
             let name = norm(&name)?;
             call(client, Method::DELETE, &format!("/users/{name}"), None).await?;
-            println!("deleted user {name}; their files are kept");
+            if purge {
+                let r = call(
+                    client,
+                    Method::POST,
+                    &format!("/orrery/users/{name}/purge"),
+                    None,
+                )
+                .await?;
+                println!(
+                    "deleted user {name}; {}",
+                    r["purged"].as_str().unwrap_or("files purged")
+                );
+            } else {
+                println!("deleted user {name}; their files are kept (--purge removes them)");
+            }
         }
         UsersCommand::SetPassword { name } => {
             let name = norm(&name)?;
@@ -224,12 +243,19 @@ fn via_store(
             }
             println!("created user {name}{}", if admin { " (admin)" } else { "" });
         }
-        UsersCommand::Remove { name } => {
+        UsersCommand::Remove { name, purge } => {
             let name = norm(&name)?;
+            if purge {
+                // Files live with the backend (Docker volumes): only the daemon can remove them.
+                return Err(CliError::new(
+                    1,
+                    format!("--purge needs the running daemon, which removes the files through its backend; start orrery (systemctl start orrery) and run this again. Nothing was changed for {name}"),
+                ));
+            }
             if !store.delete_user(&name).map_err(fail)? {
                 return Err(CliError::new(2, format!("no such user: {name}")));
             }
-            println!("deleted user {name}; their files are kept");
+            println!("deleted user {name}; their files are kept (--purge removes them)");
         }
         UsersCommand::SetPassword { name } => {
             let name = norm(&name)?;

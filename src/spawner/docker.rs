@@ -640,6 +640,36 @@ impl Backend for DockerBackend {
         })
     }
 
+    fn purge_user_data<'a>(
+        &'a self,
+        user: &'a str,
+        config: &'a crate::config::Config,
+    ) -> BoxFuture<'a, Result<String, SpawnError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            let cfg = &config.spawner.docker;
+            if let Some(tpl) = &cfg.home_host_path {
+                let path = tpl.replace("{username}", user);
+                return match std::fs::remove_dir_all(&path) {
+                    Ok(()) => Ok(format!("removed home directory {path}")),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Ok(format!("no home directory at {path}"))
+                    }
+                    Err(e) => Err(SpawnError::Failed(format!("cannot remove {path}: {e}"))),
+                };
+            }
+            let name = cfg.home_volume.replace("{username}", user);
+            match docker.remove_volume(&name, None).await {
+                Ok(()) => Ok(format!("removed volume {name}")),
+                Err(e) if is_not_found(&e) => Ok(format!("no volume {name}")),
+                Err(e) => Err(failed(
+                    &format!("removing volume {name} (is a container still using it?)"),
+                    e,
+                )),
+            }
+        })
+    }
+
     fn list(&self) -> BoxFuture<'_, Result<Vec<Observed>, SpawnError>> {
         Box::pin(async move {
             let docker = self.client().await?;

@@ -109,6 +109,16 @@ pub trait Backend: Send + Sync {
         Box::pin(async { String::new() })
     }
 
+    /// Delete a user's persistent files (home volume). Only ever called when an admin asks for
+    /// it explicitly (`orrery users remove NAME --purge`).
+    fn purge_user_data<'a>(
+        &'a self,
+        _user: &'a str,
+        _config: &'a crate::config::Config,
+    ) -> BoxFuture<'a, Result<String, SpawnError>> {
+        Box::pin(async { Ok("nothing to purge: this backend keeps no per-user files".to_string()) })
+    }
+
     /// Every server the backend runs, including ones the hub has no record of.
     fn list(&self) -> BoxFuture<'_, Result<Vec<Observed>, SpawnError>> {
         Box::pin(async { Ok(Vec::new()) })
