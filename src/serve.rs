@@ -119,7 +119,10 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     let store = Store::open(&state_path)?;
     let control_hash = write_control_token(&state_path)?;
     let backend: Arc<dyn Backend> = match cfg.spawner.backend {
-        BackendKind::Docker => Arc::new(DockerBackend::new(&cfg.spawner.docker)),
+        BackendKind::Docker => Arc::new(DockerBackend::new(
+            &cfg.spawner.docker,
+            &store.instance_id()?,
+        )),
         BackendKind::Local => Arc::new(LocalBackend::new(
             cfg.spawner.local.cmd.clone(),
             cfg.spawner.local.allow_root,

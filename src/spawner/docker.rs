@@ -37,6 +37,8 @@ use crate::config::{DockerSpawner, PullPolicy};
 pub const LABEL_KIND: &str = "org.orrery.kind";
 pub const LABEL_USER: &str = "org.orrery.user";
 pub const LABEL_SERVER: &str = "org.orrery.server";
+/// The hub instance (state directory) that owns a container.
+pub const LABEL_HUB: &str = "org.orrery.hub";
 
 pub struct DockerBackend {
     /// Socket path from config (empty: $DOCKER_HOST or the default socket).
@@ -47,15 +49,19 @@ pub struct DockerBackend {
     /// The bridge's gateway address, learnt in `prepare`.
     gateway: OnceLock<IpAddr>,
     network: String,
+    /// This hub's instance id ([`crate::state::Store::instance_id`]): containers are labelled
+    /// with it and only those are listed, so hubs sharing an engine leave each other alone.
+    instance: String,
 }
 
 impl DockerBackend {
-    pub fn new(cfg: &DockerSpawner) -> DockerBackend {
+    pub fn new(cfg: &DockerSpawner, instance: &str) -> DockerBackend {
         DockerBackend {
             socket: cfg.socket.clone(),
             docker: OnceCell::new(),
             gateway: OnceLock::new(),
             network: cfg.network.clone(),
+            instance: instance.to_string(),
         }
     }
 
@@ -392,12 +398,21 @@ impl Backend for DockerBackend {
             }
 
             let name = Self::container_name(&spec.user, &spec.server_name);
-            // A container of this name with no server record is a leftover: replace it.
-            if docker
+            // A container of this name with no server record is a leftover of ours: replace it.
+            // One that another hub (or a person) made is not ours to remove.
+            if let Ok(existing) = docker
                 .inspect_container(&name, None::<InspectContainerOptions>)
                 .await
-                .is_ok()
             {
+                let owner = existing
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get(LABEL_HUB).cloned());
+                if owner.as_deref() != Some(self.instance.as_str()) {
+                    return Err(SpawnError::Failed(format!(
+                        "a container named {name} already exists and was not made by this Orrery; remove or rename it (docker rm -f {name})"
+                    )));
+                }
                 let _ = docker
                     .remove_container(
                         &name,
@@ -445,6 +460,7 @@ impl Backend for DockerBackend {
                 (LABEL_KIND.to_string(), "notebook".to_string()),
                 (LABEL_USER.to_string(), spec.user.clone()),
                 (LABEL_SERVER.to_string(), spec.server_name.clone()),
+                (LABEL_HUB.to_string(), self.instance.clone()),
             ]);
             let host_config = HostConfig {
                 mounts: Some(mounts),
@@ -673,8 +689,13 @@ impl Backend for DockerBackend {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Observed>, SpawnError>> {
         Box::pin(async move {
             let docker = self.client().await?;
-            let filters =
-                HashMap::from([("label".to_string(), vec![format!("{LABEL_KIND}=notebook")])]);
+            let filters = HashMap::from([(
+                "label".to_string(),
+                vec![
+                    format!("{LABEL_KIND}=notebook"),
+                    format!("{LABEL_HUB}={}", self.instance),
+                ],
+            )]);
             let list = docker
                 .list_containers(Some(ListContainersOptions {
                     all: true,

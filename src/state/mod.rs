@@ -188,6 +188,22 @@ impl Store {
         })
     }
 
+    /// A random id made when this state directory was created. Backends label what they
+    /// create with it, so several hubs can share one Docker engine without touching each
+    /// other's containers.
+    pub fn instance_id(&self) -> Result<String> {
+        let meta = self.db.open_tree("meta")?;
+        if let Some(v) = meta.get("instance_id")? {
+            return Ok(String::from_utf8_lossy(&v).into_owned());
+        }
+        let id = crate::secrets::new_id("");
+        let _ = meta.compare_and_swap("instance_id", None as Option<&[u8]>, Some(id.as_bytes()))?;
+        Ok(meta
+            .get("instance_id")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or(id))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
