@@ -1,36 +1,53 @@
 #!/bin/sh
-# Orrery installer for a fresh Debian 12 or Ubuntu 22.04+ machine with systemd.
+# Orrery installer for a fresh Debian 12 or Ubuntu 22.04+ machine with systemd; POSIX sh (dash).
 #
 #   curl -fsSL URL-OF-THIS-SCRIPT | sudo sh -s -- --admin alice --binary URL-OR-PATH
 #   sudo sh bootstrap/bootstrap.sh --admin alice:a-long-password --source .
 #
-# There is no release download server yet: say where the orrery binary comes from, either
-#   --binary PATH_OR_URL   a built binary (a local file, or an http(s) URL fetched with curl)
-#   --source DIR           an Orrery checkout, built here with `cargo build --release --locked`
-# Re-running the installer upgrades in place: it replaces the binary and the systemd unit and
-# restarts the service, and never overwrites /etc/orrery/config.toml or /var/lib/orrery.
-#
-# Options (each also as an environment variable):
-#   --admin NAME[:PASSWORD]  make NAME an admin (repeatable); with a password, also create the
-#                            user with it (or reset it). ORRERY_ADMIN="alice bob:pw" (space-separated)
-#   --binary PATH_OR_URL     ORRERY_BINARY
-#   --source DIR             ORRERY_SOURCE
-#   --no-docker              do not install docker.io (ORRERY_NO_DOCKER=1)
-#   --skip-os-check          install on another Debian-like system (ORRERY_SKIP_OS_CHECK=1)
-#   --dry-run                print what would be done, change nothing (ORRERY_DRY_RUN=1)
-#   --print-config           print the config.toml a first install writes, and exit
-#   --print-unit             print the systemd unit this installs, and exit
-#   -h, --help               this help
-#
-# Every step is printed. The script is POSIX sh (dash).
-
+# Options and what it does: sh bootstrap.sh --help (the usage() text below).
 # Everything runs from main() at the very end, so a download cut short runs nothing.
+set -u
+
+usage() {
+cat <<'ORRERY_USAGE_EOF'
+Install or upgrade Orrery on this machine (Debian 12+, Ubuntu 22.04+, with systemd).
+
+  curl -fsSL URL-OF-THIS-SCRIPT | sudo sh -s -- --admin alice --binary URL-OR-PATH
+  sudo sh bootstrap/bootstrap.sh --admin alice:a-long-password --source .
+
+There is no release download server yet: say where the orrery binary comes from, either
+  --binary PATH_OR_URL   a built orrery binary: a local file, or an http(s) URL fetched with curl
+  --source DIR           an Orrery checkout, built here with `cargo build --release --locked`
+                         (as the sudo user when they own DIR); needs Rust installed
+Re-running the installer upgrades in place: it replaces the binary and the systemd unit and
+restarts the service; /etc/orrery/config.toml and /var/lib/orrery are never overwritten.
+Without --binary or --source a re-run keeps the installed binary.
+
+Options (each also as an environment variable):
+  --admin NAME[:PASSWORD]  make NAME an admin (users.admin; repeatable); with a password, also
+                           create the user with that password, or reset it if NAME exists
+                           ORRERY_ADMIN="alice bob:pw" (space-separated)
+  --binary PATH_OR_URL     ORRERY_BINARY
+  --source DIR             ORRERY_SOURCE
+  --no-docker              do not install docker.io (ORRERY_NO_DOCKER=1)
+  --skip-os-check          install on another Debian-like system (ORRERY_SKIP_OS_CHECK=1)
+  --dry-run                print the commands, change nothing (ORRERY_DRY_RUN=1)
+  --print-config           print the config.toml a first install writes, and exit
+  --print-unit             print the systemd unit this installs, and exit
+  -h, --help               this help
+
+Steps (each is printed): check root, the OS and systemd; apt-get install docker.io
+ca-certificates curl; install the binary as /usr/local/bin/orrery; write
+/etc/orrery/config.toml if absent; add the admins to users.admin; install
+/etc/systemd/system/orrery.service; enable and (re)start it; wait up to 60 s for
+http://127.0.0.1/hub/api/; set the admins' passwords; run `orrery doctor`; print the URL.
+ORRERY_USAGE_EOF
+}
 
 BIN=/usr/local/bin/orrery
 CONFIG_DIR=/etc/orrery
 CONFIG=$CONFIG_DIR/config.toml
 UNIT=/etc/systemd/system/orrery.service
-STATE_DIR=/var/lib/orrery
 HEALTH_TIMEOUT=60
 
 # ---- the files this script installs (keep in sync with the repository; see README) ----------
@@ -123,9 +140,9 @@ ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
 ProtectControlGroups=yes
-ProtectClock=yes
 ProtectHostname=yes
-# No PrivateDevices=: GPU sharing (NVML) needs /dev/nvidia*.
+# No PrivateDevices= and no ProtectClock= (it implies a device allow-list): GPU sharing (NVML)
+# will need /dev/nvidia*.
 RestrictSUIDSGID=yes
 RestrictRealtime=yes
 LockPersonality=yes
@@ -171,8 +188,9 @@ write_file() {
         return 0
     fi
     info "writing $1"
-    cat > "$1.orrery-new" && chmod "$2" "$1.orrery-new" && mv -f "$1.orrery-new" "$1" \
-        || die "cannot write $1"
+    if ! { cat > "$1.orrery-new" && chmod "$2" "$1.orrery-new" && mv -f "$1.orrery-new" "$1"; }; then
+        die "cannot write $1"
+    fi
 }
 
 is_url() {
@@ -181,14 +199,16 @@ is_url() {
 
 lowercase() { printf '%s' "$1" | tr '[:upper:]' '[:lower:]'; }
 
-usage() { sed -n '2,/^# Every step/{s/^# \{0,1\}//;p;}' "$0" 2>/dev/null || true; }
 
 # ---- options ---------------------------------------------------------------------------------
 
 ADMINS=""          # newline-separated NAME[:PASSWORD]
 add_admin() {
     [ -n "$1" ] || die "--admin needs NAME or NAME:PASSWORD"
-    case $1 in :*) die "--admin $1: the name is missing" ;; esac
+    case $1 in
+        :*) die "--admin $1: the name is missing" ;;
+        *:) die "--admin $1: the password is empty (leave out the colon for none)" ;;
+    esac
     if [ -z "$ADMINS" ]; then ADMINS=$1; else ADMINS="$ADMINS
 $1"; fi
 }
@@ -200,7 +220,9 @@ parse_args() {
     DRY_RUN=${ORRERY_DRY_RUN:-0}
     SKIP_OS_CHECK=${ORRERY_SKIP_OS_CHECK:-0}
     if [ -n "${ORRERY_ADMIN:-}" ]; then
+        set -f
         for env_admin in $ORRERY_ADMIN; do add_admin "$env_admin"; done
+        set +f
     fi
     while [ $# -gt 0 ]; do
         case $1 in
@@ -234,9 +256,12 @@ check_system() {
         warn "not root; fine for --dry-run only"
     fi
     [ -r /etc/os-release ] || die "/etc/os-release is missing: not a Debian or Ubuntu system?"
-    os_id=$(. /etc/os-release && printf '%s' "${ID:-}")
-    os_version=$(. /etc/os-release && printf '%s' "${VERSION_ID:-}")
-    os_name=$(. /etc/os-release && printf '%s' "${PRETTY_NAME:-$ID}")
+    # shellcheck disable=SC1091 # the OS's own file, read in a subshell
+    os_info=$(. /etc/os-release && printf '%s\n%s\n%s\n' "${ID:-}" "${VERSION_ID:-}" "${PRETTY_NAME:-}")
+    os_id=$(printf '%s\n' "$os_info" | sed -n 1p)
+    os_version=$(printf '%s\n' "$os_info" | sed -n 2p)
+    os_name=$(printf '%s\n' "$os_info" | sed -n 3p)
+    [ -n "$os_name" ] || os_name="$os_id $os_version"
     os_major=${os_version%%.*}
     os_ok=0
     case $os_id in
@@ -273,9 +298,8 @@ install_packages() {
     if [ -z "$missing" ]; then
         info "already installed: $wanted"
     else
-        # shellcheck disable=SC2086 # one word per package
         run env DEBIAN_FRONTEND=noninteractive apt-get update -q || die "apt-get update failed"
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086 # one word per package
         run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing \
             || die "apt-get install$missing failed"
     fi
@@ -292,6 +316,7 @@ get_binary() {
     NEW_BINARY=""
     if [ -n "$BINARY" ] && is_url "$BINARY"; then
         TMP_DIR=$(mktemp -d) || die "mktemp failed"
+        trap 'rm -rf "$TMP_DIR"' EXIT
         NEW_BINARY=$TMP_DIR/orrery
         run curl -fsSL --retry 3 -o "$NEW_BINARY" "$BINARY" || die "cannot download $BINARY"
         run chmod 0755 "$NEW_BINARY"
@@ -330,10 +355,11 @@ build_from_source() {
         && [ "$(stat -c %U "$SOURCE" 2>/dev/null)" = "$SUDO_USER" ]; then
         builder=$SUDO_USER
     fi
+    # shellcheck disable=SC2016 # expanded by the inner sh, as the building user
     build_cmd='PATH="$HOME/.cargo/bin:$PATH"; cd "$1" && cargo build --release --locked'
     if [ "$builder" = root ]; then
-        if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
-            [ "$DRY_RUN" = 1 ] || die "cargo not found: install Rust (https://rustup.rs), or build elsewhere and pass --binary"
+        if ! command -v cargo >/dev/null 2>&1 && [ ! -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
+            [ "$DRY_RUN" = 1 ] || die "cargo not found: install Rust (rustup) first, or build elsewhere and pass --binary"
             warn "cargo not found (a real run would stop here)"
         fi
         run sh -c "$build_cmd" sh "$SOURCE" || die "cargo build failed in $SOURCE"
@@ -378,8 +404,8 @@ write_config() {
     if [ -e "$CONFIG" ]; then
         info "keeping the existing $CONFIG (it is never overwritten)"
     else
-        run mkdir -p "$CONFIG_DIR"
-        print_config | write_file "$CONFIG" 0600
+        run mkdir -p "$CONFIG_DIR" || die "cannot create $CONFIG_DIR"
+        print_config | write_file "$CONFIG" 0600 || die "cannot write $CONFIG"
     fi
     if [ -e "$CONFIG" ]; then
         checked=$(orrery_cmd config show --effective 2>&1 >/dev/null)
@@ -419,7 +445,7 @@ install_unit() {
     if [ -f "$UNIT" ] && print_unit | cmp -s - "$UNIT"; then
         info "already up to date"
     else
-        print_unit | write_file "$UNIT" 0644
+        print_unit | write_file "$UNIT" 0644 || die "cannot write $UNIT"
         UNIT_CHANGED=1
     fi
     run systemctl daemon-reload || die "systemctl daemon-reload failed"
@@ -506,7 +532,8 @@ summary() {
     [ -n "$ip" ] || ip=THIS-MACHINE
     base_url=$(orrery_cmd config get base_url 2>/dev/null) || base_url=/
     port=$(orrery_cmd config get http.port 2>/dev/null) || port=80
-    [ "$port" = 80 ] && port_part="" || port_part=":$port"
+    port_part=":$port"
+    [ "$port" != 80 ] || port_part=""
     step "Done"
     [ "$DRY_RUN" = 1 ] && info "(dry run: nothing was changed)"
     info "Orrery: http://$ip$port_part${base_url}hub/"
@@ -535,7 +562,6 @@ main() {
     start_service
     set_passwords
     summary
-    [ -z "${TMP_DIR:-}" ] || rm -rf "$TMP_DIR"
 }
 
 main "$@"

@@ -146,6 +146,9 @@ case "$1" in
     remove|purge)
         if [ "$1" = purge ]; then
             rm -f /etc/systemd/system/multi-user.target.wants/orrery.service
+            # The lock file `orrery config` keeps next to the config (dpkg removes the conffile).
+            rm -f /etc/orrery/config.toml.lock
+            rmdir /etc/orrery 2>/dev/null || true
         fi
         if [ -d /run/systemd/system ]; then
             systemctl daemon-reload || true

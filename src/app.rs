@@ -12,6 +12,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use chrono::Utc;
 
+use crate::apihandlers::base::{ApiError, Auth};
 use crate::apihandlers::{self, JUPYTERHUB_API_VERSION};
 use crate::handlers;
 use crate::hub::Hub;
@@ -81,7 +82,12 @@ async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+/// Prometheus metrics; like JupyterHub, they need a token with `read:metrics`.
+async fn metrics(State(hub): State<Arc<Hub>>, auth: Option<Auth>) -> Response {
+    if !auth.is_some_and(|a| a.0.scopes.has_unfiltered("read:metrics")) {
+        return ApiError::forbidden("metrics need a token with the read:metrics scope")
+            .into_response();
+    }
     let now = Utc::now();
     let users = hub.store.users().unwrap_or_default();
     let servers = hub.store.servers().unwrap_or_default();
@@ -101,4 +107,5 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         hub.metrics.render(&gauges),
     )
+        .into_response()
 }

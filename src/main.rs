@@ -39,8 +39,8 @@ async fn run(cli: Cli) -> i32 {
             match orrery::serve::run(loaded).await {
                 Ok(()) => 0,
                 Err(e) => {
+                    // stderr reaches the journal under systemd too; one clear line is enough.
                     let err = anyhow::Error::from(e);
-                    tracing::error!("{err:#}");
                     eprintln!("orrery: {err:#}");
                     1
                 }

@@ -23,6 +23,8 @@ const RESTART_KEYS: &[&str] = &[
     "base_url",
     "logging.",
     "spawner.backend",
+    "spawner.docker.network",
+    "spawner.docker.socket",
 ];
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -101,6 +103,8 @@ pub async fn reload(hub: &Hub) -> Result<ReloadReport, ReloadError> {
     applied.base_url = old.base_url.clone();
     applied.logging = old.logging.clone();
     applied.spawner.backend = old.spawner.backend;
+    applied.spawner.docker.network = old.spawner.docker.network.clone();
+    applied.spawner.docker.socket = old.spawner.docker.socket.clone();
     hub.set_config(applied);
     sync_services(hub)?;
     hub.store.flush().await?;

@@ -12,7 +12,7 @@ async fn version_header_and_errors_follow_jupyterhub() {
     let (s, body, h) = d.api("GET", "/", None, None).await;
     assert_eq!(s, 200);
     assert!(
-        body["version"].as_str().is_some_and(|v| v.starts_with('5')),
+        body["version"].as_str().is_some_and(|v| v.starts_with('6')),
         "{body}"
     );
     assert!(h.contains_key("x-jupyterhub-version"));
@@ -42,7 +42,7 @@ async fn version_header_and_errors_follow_jupyterhub() {
     assert_eq!(r.status(), 200);
     let (s, info, _) = d.api("GET", "/info", Some(ADMIN), None).await;
     assert_eq!(s, 200, "{info}");
-    assert_eq!(info["spawner"]["class"], "orrery.docker");
+    assert_eq!(info["spawner"]["class"], "orrery.local");
 }
 
 #[tokio::test]
@@ -505,9 +505,17 @@ async fn unreachable_docker_is_reported_clearly_and_health_metrics_work() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let r = d
+        .http
+        .get(format!("{}/hub/metrics", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "metrics need read:metrics");
     let m = d
         .http
         .get(format!("{}/hub/metrics", d.url))
+        .header("Authorization", format!("token {ADMIN}"))
         .send()
         .await
         .unwrap()

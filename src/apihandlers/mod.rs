@@ -23,9 +23,10 @@ use axum::Router;
 
 use crate::hub::Hub;
 
-/// The JupyterHub API version Orrery implements (clients compare the major version, and the
-/// idle culler needs ≥ 1.3 for server-side state filters).
-pub const JUPYTERHUB_API_VERSION: &str = "5.4.0";
+/// The JupyterHub API version Orrery implements: the REST API of JupyterHub 6 (single-user
+/// servers warn when it differs from their own jupyterhub package; the idle culler needs ≥ 1.3
+/// for server-side state filters).
+pub const JUPYTERHUB_API_VERSION: &str = "6.1.1";
 
 pub fn router() -> Router<Arc<Hub>> {
     Router::new()

@@ -105,10 +105,13 @@ pub fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
     } else {
         cfg.http.address.as_str()
     };
-    for (key, port) in [
-        ("http.port", cfg.http.port),
-        ("internal.port", cfg.internal.port),
-    ] {
+    // With the Docker backend and no internal.address, the internal listener binds the
+    // bridge's gateway (not known until Docker answers), so only the public port is checked.
+    let mut ports = vec![("http.port", cfg.http.port)];
+    if !(cfg.spawner.backend == BackendKind::Docker && cfg.internal.address.is_empty()) {
+        ports.push(("internal.port", cfg.internal.port));
+    }
+    for (key, port) in ports {
         if port == 0 {
             continue;
         }

@@ -44,7 +44,7 @@ impl Daemon {
         let config = format!(
             "[http]\naddress = \"127.0.0.1\"\nport = {port}\n\n[internal]\nport = {internal_port}\n\n[state]\npath = \"{}\"\n\n\
              [[services]]\nname = \"test-admin\"\napi_token = \"{ADMIN_SERVICE_TOKEN}\"\n\
-             scopes = [\"admin:users\", \"admin:servers\", \"tokens\", \"admin:groups\", \"read:hub\", \"list:users\"]\n\n{extra}\n",
+             scopes = [\"admin:users\", \"admin:servers\", \"tokens\", \"admin:groups\", \"read:hub\", \"list:users\", \"read:metrics\"]\n\n{extra}\n",
             dir.path().join("state").display()
         );
         // Tests that don't say otherwise must not touch the machine's Docker engine.

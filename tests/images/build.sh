@@ -16,6 +16,9 @@
 # Needs: root (debootstrap, chroot), a running Docker engine, network to a Debian
 # mirror and to PyPI (or the index the host's pip is configured with).
 set -euo pipefail
+# The whole body is one brace group, so bash parses it completely before
+# running it: editing or replacing this file during a build cannot derail it.
+{
 
 REPO=orrery-singleuser
 SUITE=bookworm
@@ -28,8 +31,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
 SU="$HERE/singleuser"
 
-log() { printf '[build.sh] %s\n' "$*" >&2; }
-die() { printf '[build.sh] ERROR: %s\n' "$*" >&2; exit 1; }
+log() { printf '[build.sh %3ds] %s\n' "$SECONDS" "$*" >&2; }
+die() { printf '[build.sh %3ds] ERROR: %s\n' "$SECONDS" "$*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$SELF"; }
 
 FORCE=0
@@ -133,7 +136,7 @@ detect_mirror() {
                 tolower($1) == "suites:" { $1 = ""; suites = $0 }
                 END { flush() }' "$f" | sed 's/^ *//')"
         else
-            uri="$(sed -n -E "s/^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+)[[:space:]]+$SUITE[[:space:]].*/\2/p" "$f" | head -n1)"
+            uri="$(sed -n -E "s/^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+)[[:space:]]+${SUITE}[[:space:]].*/\2/p" "$f" | head -n1)"
         fi
         if [[ $uri =~ ^(https?|ftp|file):/ ]]; then echo "${uri%/}"; return 0; fi
     done
@@ -142,28 +145,66 @@ detect_mirror() {
 MIRROR="${ORRERY_DEBIAN_MIRROR:-$(detect_mirror)}"
 
 # ---------------------------------------------------------------- temp root + cleanup
+# Remove a build directory: unmount the chroot's /proc first, and never
+# remove anything while a mount is left below it (rm stays on one file system too).
+remove_build_dir() {
+    local dir="$1"
+    [[ -d $dir && ! -L $dir ]] || return 0
+    if mountpoint -q "$dir/rootfs/proc" 2>/dev/null; then
+        umount "$dir/rootfs/proc" 2>/dev/null || umount -l "$dir/rootfs/proc"
+    fi
+    if awk -v w="$dir/" 'index($2 "/", w) == 1 { found = 1 } END { exit !found }' /proc/self/mounts; then
+        log "WARNING: something is still mounted under $dir, not removing it"
+        return 1
+    fi
+    rm -rf --one-file-system "$dir"
+}
+# We hold the build lock, so any other build directory was left by a build
+# that was killed before its trap could run (e.g. SIGKILL).
+for stale in "$TMPBASE"/orrery-singleuser.*; do
+    if [[ -d $stale && ! -L $stale ]]; then
+        log "removing stale build directory $stale"
+        remove_build_dir "$stale" || true
+    fi
+done
 WORK="$(mktemp -d "$TMPBASE/orrery-singleuser.XXXXXXXX")"
 ROOT="$WORK/rootfs"
+# shellcheck disable=SC2329  # called from the EXIT trap
 cleanup() {
     local rc=$?
     set +e
-    if [[ -n ${ROOT:-} ]] && mountpoint -q "$ROOT/proc" 2>/dev/null; then
-        umount "$ROOT/proc" 2>/dev/null || umount -l "$ROOT/proc"
-    fi
-    if [[ -n ${WORK:-} && -d $WORK ]]; then
-        if awk -v w="$WORK/" 'index($2 "/", w) == 1 { found = 1 } END { exit !found }' /proc/self/mounts; then
-            log "WARNING: something is still mounted under $WORK, not removing it"
-        else
-            rm -rf --one-file-system "$WORK"
-        fi
-    fi
-    if [[ $rc != 0 ]]; then log "build FAILED (exit $rc); $IMAGE was not created"; fi
+    [[ -n ${WORK:-} ]] && remove_build_dir "$WORK"
+    if [[ $rc != 0 ]]; then log "build FAILED (exit $rc); $IMAGE was not (re)built"; fi
     exit "$rc"
 }
+# Long steps (debootstrap, pip) run in their own process group via run_step,
+# so that a signal to this script (Ctrl-C, timeout(1), a test harness) stops
+# them and their children at once instead of after they finish.
+CHILD=
+run_step() {
+    local rc=0
+    setsid "$@" </dev/null &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=
+    return "$rc"
+}
+# shellcheck disable=SC2329  # called from the signal traps
+on_signal() {
+    trap - INT TERM HUP
+    log "interrupted, stopping the build"
+    if [[ -n ${CHILD:-} ]]; then
+        kill -TERM -- "-$CHILD" 2>/dev/null || true
+        wait "$CHILD" 2>/dev/null || true
+        sleep 1
+        kill -KILL -- "-$CHILD" 2>/dev/null || true
+    fi
+    exit "$1"
+}
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+trap 'on_signal 129' HUP
 
 # With --force the old image of the same tag becomes dangling once replaced;
 # remember it so it can be removed after a successful import.
@@ -174,7 +215,7 @@ log "building $IMAGE (suite $SUITE, mirror $MIRROR, temp root $ROOT)"
 
 # ---------------------------------------------------------------- 1. debootstrap
 log "debootstrap --variant=minbase --include=$DEB_PACKAGES $SUITE"
-if ! debootstrap --variant=minbase --include="$DEB_PACKAGES" "$SUITE" "$ROOT" "$MIRROR" >&2; then
+if ! run_step debootstrap --variant=minbase --include="$DEB_PACKAGES" "$SUITE" "$ROOT" "$MIRROR" >&2; then
     [[ -f $ROOT/debootstrap/debootstrap.log ]] && tail -n 30 "$ROOT/debootstrap/debootstrap.log" >&2
     die "debootstrap failed (mirror $MIRROR; override with ORRERY_DEBIAN_MIRROR)"
 fi
@@ -229,7 +270,7 @@ if [[ -f "$SU/constraints.txt" ]]; then
 fi
 log "creating /opt/venv and installing $(grep -cE '^[A-Za-z0-9]' "$SU/requirements.txt") pinned packages"
 in_chroot python3 -m venv /opt/venv >&2 || die "python3 -m venv /opt/venv failed in the chroot"
-in_chroot /opt/venv/bin/pip install --no-cache-dir --progress-bar off "${PIP_ARGS[@]}" >&2 \
+run_step chroot "$ROOT" /usr/bin/env -i "${CHROOT_ENV[@]}" /opt/venv/bin/pip install --no-cache-dir --progress-bar off "${PIP_ARGS[@]}" >&2 \
     || die "pip install failed in the chroot (check network to the index / the pins in $SU/requirements.txt)"
 in_chroot /opt/venv/bin/python -c 'import jupyterlab, jupyter_server, ipykernel, jupyterhub' \
     || die "installed packages do not import"
@@ -291,3 +332,5 @@ if [[ -n $OLD_ID && $OLD_ID != "$NEW_ID" ]]; then
 fi
 log "built $IMAGE in $((SECONDS - START)) s ($(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 finish
+exit 0
+}
