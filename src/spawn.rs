@@ -345,6 +345,8 @@ async fn run_spawn(
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
+        // A dead container's address never refuses: don't let one probe hang for seconds.
+        .connect_timeout(Duration::from_secs(1))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| StartError::Failed(e.to_string()))?;
@@ -364,6 +366,7 @@ async fn run_spawn(
             if let Ok(PollStatus::Stopped(reason)) =
                 hub.backend.poll(&user, &server, &started.state).await
             {
+                let _ = hub.backend.stop(&user, &server, &started.state).await;
                 return Err(StartError::Failed(format!(
                     "the server stopped before it was ready: {reason}"
                 )));

@@ -526,13 +526,39 @@ impl Backend for DockerBackend {
                 .and_then(|n| n.networks)
                 .and_then(|mut n| n.remove(&self.network))
                 .and_then(|e| e.ip_address)
-                .filter(|ip| !ip.is_empty())
-                .ok_or_else(|| {
-                    SpawnError::Failed(format!(
+                .filter(|ip| !ip.is_empty());
+            let Some(ip) = ip else {
+                // Most often the server exited at once (the network endpoint goes with it):
+                // say why, and don't leave the dead container behind.
+                let st = info.state.unwrap_or_default();
+                let mut reason = if st.running == Some(true) {
+                    format!(
                         "container {name} got no address on network {}",
                         self.network
-                    ))
-                })?;
+                    )
+                } else {
+                    format!(
+                        "the container exited with code {}",
+                        st.exit_code.unwrap_or(-1)
+                    )
+                };
+                let logs = self.last_logs(docker, &created.id, 20).await;
+                if !logs.is_empty() {
+                    reason.push_str(&format!("\nLast log lines:\n{logs}"));
+                }
+                let _ = docker
+                    .remove_container(
+                        &created.id,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+                return Err(SpawnError::Failed(format!(
+                    "the server stopped before it was ready: {reason}"
+                )));
+            };
             let _ = spec.progress.send(format!("Container {name} started"));
             Ok(Started {
                 url: format!("http://{ip}:{}", cfg.port),

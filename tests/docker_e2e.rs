@@ -1,0 +1,940 @@
+//! End to end with the Docker backend: the real `orrery serve` binary spawns the single-user
+//! test image (`tests/images/build.sh`) on this machine's Docker engine, and the tests talk to
+//! Jupyter Server through the hub's proxy, inspect the containers with the `docker` CLI and
+//! check isolation, persistence, failure reporting, limits and re-adoption after a crash.
+//!
+//! Needs a running Docker engine and the image (built offline, cached by recipe hash). A missing
+//! prerequisite is a failure, never a skip.
+//!
+//! Every test uses its own network (`orrery-test-<n>`), home volumes (`orrery-test-<n>-<user>`)
+//! and user names (`e<n>…`), and removes what it created (also when it fails). The tests of this
+//! file run one at a time: each starts containers running a full Jupyter server, and on a small
+//! machine several at once make spawn times (and so the tests) erratic.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{free_port, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+// ------------------------------------------------------------------------------------------
+// prerequisites
+
+/// One test at a time (see the module docs); a failed test does not block the others (an
+/// async mutex is not poisoned).
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// Run `docker ARGS…`: (success, stdout, stderr).
+fn docker(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the docker CLI ({e}); these tests need Docker"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// `docker ARGS…` that must succeed; its stdout.
+fn docker_ok(args: &[&str]) -> String {
+    let (ok, out, err) = docker(args);
+    assert!(ok, "docker {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+/// The single-user image, built (or found in the cache) once per test process.
+fn image() -> String {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            let (ok, _, err) = docker(&["info", "--format", "{{.ServerVersion}}"]);
+            assert!(
+                ok,
+                "no Docker engine answers (CI={ci}); start one (dockerd >/var/log/dockerd.log 2>&1 &):\n{err}"
+            );
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/images/build.sh");
+            let out = Command::new("bash")
+                .arg(script)
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run tests/images/build.sh");
+            assert!(
+                out.status.success(),
+                "tests/images/build.sh failed ({}); the Docker tests need the single-user image",
+                out.status
+            );
+            let image = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            assert!(
+                image.starts_with("orrery-singleuser:"),
+                "tests/images/build.sh printed no image reference: {image:?}"
+            );
+            docker_ok(&["image", "inspect", "--format", "{{.Id}}", &image]);
+            image
+        })
+        .clone()
+}
+
+/// What a test created on the engine; removed on drop, also when the test panics.
+struct Cleanup {
+    began: Instant,
+    containers: Vec<String>,
+    volumes: Vec<String>,
+    network: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        for v in &self.volumes {
+            let _ = docker(&["volume", "rm", "-f", v]);
+        }
+        let _ = docker(&["network", "rm", &self.network]);
+        eprintln!(
+            "[docker_e2e] {} took {:?} (cleanup included)",
+            std::thread::current().name().unwrap_or("test"),
+            self.began.elapsed()
+        );
+    }
+}
+
+/// A test's own corner of the engine: network, volume template, user names.
+struct Env {
+    n: u16,
+    image: String,
+    network: String,
+    cleanup: Cleanup,
+}
+
+impl Env {
+    fn new() -> Env {
+        let image = image();
+        let n = free_port();
+        let network = format!("orrery-test-{n}");
+        Env {
+            n,
+            image,
+            network: network.clone(),
+            cleanup: Cleanup {
+                began: Instant::now(),
+                containers: Vec::new(),
+                volumes: Vec::new(),
+                network,
+            },
+        }
+    }
+
+    /// A user name unique to this test; its container and volume are cleaned up.
+    fn user(&mut self, tag: &str) -> String {
+        let u = format!("e{}{tag}", self.n);
+        self.cleanup.containers.push(container_name(&u));
+        self.cleanup.volumes.push(self.volume(&u));
+        u
+    }
+
+    fn volume(&self, user: &str) -> String {
+        format!("orrery-test-{}-{user}", self.n)
+    }
+
+    /// The daemon config: Docker backend on this test's network and volumes, plus `extra`
+    /// (lines for `[spawner.docker]` first, then other tables).
+    fn config(&self, docker_extra: &str, extra: &str) -> String {
+        format!(
+            "[spawner]\nbackend = \"docker\"\nslow_spawn_timeout = \"60s\"\nstart_timeout = \"90s\"\n\n\
+             [spawner.docker]\nimage = \"{}\"\npull_policy = \"never\"\nnetwork = \"{}\"\n\
+             home_volume = \"orrery-test-{}-{{username}}\"\n{docker_extra}\n\n[cull]\nenabled = false\n\n{extra}\n",
+            self.image, self.network, self.n
+        )
+    }
+
+    async fn daemon(&self, docker_extra: &str, extra: &str) -> Daemon {
+        Daemon::start(&self.config(docker_extra, extra)).await
+    }
+}
+
+fn container_name(user: &str) -> String {
+    format!("orrery-{user}")
+}
+
+/// `docker inspect` of one object, as JSON.
+fn inspect(what: &str) -> Value {
+    let out = docker_ok(&["inspect", what]);
+    let v: Value = serde_json::from_str(&out).expect("docker inspect JSON");
+    v[0].clone()
+}
+
+/// The last lines of a container's log, for failure messages.
+fn container_logs(name: &str) -> String {
+    let (_, out, err) = docker(&["logs", "--tail", "40", name]);
+    format!("{out}\n{err}")
+}
+
+/// `docker exec CONTAINER ARGS…`: (exit code, stdout, stderr).
+fn exec(container: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("docker")
+        .arg("exec")
+        .arg(container)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker exec");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+// ------------------------------------------------------------------------------------------
+// hub and proxy helpers
+
+/// Start `user`'s server through the API and wait until the hub calls it ready; returns the
+/// container id the hub recorded (checked against the engine's).
+async fn start_server(d: &Daemon, user: &str) -> String {
+    let began = Instant::now();
+    let (s, b, _) = d
+        .api("POST", &format!("/users/{user}/server"), Some(ADMIN), None)
+        .await;
+    assert!(
+        s == 201 || s == 202,
+        "spawn {user}: {s} {b}\nlog:\n{}\ncontainer log:\n{}",
+        d.log(),
+        container_logs(&container_name(user))
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let model = loop {
+        let (_, u, _) = d
+            .api("GET", &format!("/users/{user}"), Some(ADMIN), None)
+            .await;
+        let srv = &u["servers"][""];
+        if srv["ready"] == true {
+            break u;
+        }
+        assert!(
+            s == 202 && !srv.is_null(),
+            "{user}'s server is neither ready nor pending after {s}: {u}\nlog:\n{}",
+            d.log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{user}'s server not ready in 120 s: {u}\nlog:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let srv = &model["servers"][""];
+    assert_eq!(srv["url"], format!("/user/{user}/"), "{model}");
+    assert_eq!(model["server"], format!("/user/{user}/"), "{model}");
+    assert_eq!(srv["pending"], Value::Null, "{model}");
+    let id = srv["state"]["container_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("container_id in the server state: {model}"))
+        .to_string();
+    let engine_id = docker_ok(&["inspect", "-f", "{{.Id}}", &container_name(user)]);
+    assert_eq!(id, engine_id, "the hub's container is orrery-{user}");
+    eprintln!(
+        "[docker_e2e] {user}'s server ready in {:?} ({s})",
+        began.elapsed()
+    );
+    id
+}
+
+/// A request through the hub's proxy to `/user/<user>/<rest>` with `token`.
+async fn proxied(
+    d: &Daemon,
+    method: &str,
+    user: &str,
+    rest: &str,
+    token: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut req = d
+        .http
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}/user/{user}/{rest}", d.url),
+        )
+        .header("Authorization", format!("token {token}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} /user/{user}/{rest}: {e}"))
+}
+
+/// `proxied`, expecting `status`; the JSON body.
+async fn proxied_json(
+    d: &Daemon,
+    method: &str,
+    user: &str,
+    rest: &str,
+    token: &str,
+    body: Option<Value>,
+    status: u16,
+) -> Value {
+    let r = proxied(d, method, user, rest, token, body).await;
+    let got = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    assert_eq!(
+        got,
+        status,
+        "{method} /user/{user}/{rest}: {text}\nhub log:\n{}\ncontainer log:\n{}",
+        d.log(),
+        container_logs(&container_name(user))
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON from {rest} ({e}): {text}"))
+}
+
+/// The server model of `user` (admin view); Null when no server.
+async fn server_model(d: &Daemon, user: &str) -> Value {
+    let (s, u, _) = d
+        .api("GET", &format!("/users/{user}"), Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 200, "{u}");
+    u["servers"][""].clone()
+}
+
+/// Ids of every container (running or not) labelled for `user`.
+fn containers_of(user: &str) -> Vec<String> {
+    let out = docker_ok(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &format!("label=org.orrery.user={user}"),
+        "--format",
+        "{{.ID}}",
+    ]);
+    out.lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_spawn_proxy_and_kernel_execute() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let user = env.user("k");
+    let d = env.daemon("", "").await;
+    d.create_users(&[&user], false).await;
+    let token = d.token_for(&user).await;
+    let id = start_server(&d, &user).await;
+
+    // Jupyter Server's own API answers through the hub's proxy, with its own headers.
+    let r = proxied(&d, "GET", &user, "api/status", &token, None).await;
+    assert_eq!(r.status(), 200, "{:?}", r.headers());
+    let server_hdr = r
+        .headers()
+        .get("server")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        server_hdr.starts_with("TornadoServer/"),
+        "Server header from Jupyter: {:?}",
+        r.headers()
+    );
+    assert!(
+        r.headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("frame-ancestors")),
+        "Jupyter's CSP header came through: {:?}",
+        r.headers()
+    );
+    assert!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json")),
+        "{:?}",
+        r.headers()
+    );
+    let status: Value = r.json().await.expect("status JSON");
+    assert_eq!(status["kernels"], 0, "{status}");
+    assert!(status["started"].is_string(), "{status}");
+    // Without a token the API refuses (the proxy does not authenticate; the server does).
+    let anon = d
+        .http
+        .get(format!("{}/user/{user}/api/status", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 403, "anonymous API request");
+
+    // A kernel, and code executed in it over the channels WebSocket through the proxy.
+    let kernel = proxied_json(
+        &d,
+        "POST",
+        &user,
+        "api/kernels",
+        &token,
+        Some(json!({"name": "python3"})),
+        201,
+    )
+    .await;
+    let kid = kernel["id"].as_str().expect("kernel id").to_string();
+    assert_eq!(kernel["name"], "python3", "{kernel}");
+    let ws_url = format!(
+        "ws://127.0.0.1:{}/user/{user}/api/kernels/{kid}/channels?token={token}",
+        d.port
+    );
+    // As a browser sends it: token in the URL (JupyterHub honours that only with
+    // `Sec-Fetch-Mode: websocket`) and a same-origin Origin, which Jupyter Server checks
+    // against the Host header the proxy must keep.
+    let mut ws_req = ws_url.as_str().into_client_request().expect("ws request");
+    ws_req
+        .headers_mut()
+        .insert("sec-fetch-mode", "websocket".parse().unwrap());
+    ws_req
+        .headers_mut()
+        .insert("origin", d.url.parse().unwrap());
+    let (mut ws, resp) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::connect_async(ws_req),
+    )
+    .await
+    .expect("WebSocket handshake within 30 s")
+    .unwrap_or_else(|e| {
+        panic!(
+            "WebSocket to the kernel through the proxy: {e}\n{}",
+            d.log()
+        )
+    });
+    assert_eq!(resp.status(), 101);
+    let msg_id = format!("exec-{}", uuid::Uuid::new_v4());
+    let request = json!({
+        "header": {
+            "msg_id": msg_id,
+            "username": user,
+            "session": uuid::Uuid::new_v4().to_string(),
+            "msg_type": "execute_request",
+            "version": "5.3",
+            "date": chrono::Utc::now().to_rfc3339(),
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": {
+            "code": "1+1",
+            "silent": false,
+            "store_history": true,
+            "user_expressions": {},
+            "allow_stdin": false,
+            "stop_on_error": true,
+        },
+        "channel": "shell",
+        "buffers": [],
+    });
+    ws.send(Message::Text(request.to_string().into()))
+        .await
+        .expect("send execute_request");
+    let mut seen = Vec::new();
+    let result = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(m) = ws.next().await {
+            let m = m.expect("WebSocket message");
+            let Message::Text(text) = m else { continue };
+            let v: Value = serde_json::from_str(text.as_str()).expect("JSON message");
+            let kind = v["msg_type"]
+                .as_str()
+                .or(v["header"]["msg_type"].as_str())
+                .unwrap_or("")
+                .to_string();
+            seen.push(format!("{}:{kind}", v["channel"].as_str().unwrap_or("?")));
+            if kind == "execute_result" && v["parent_header"]["msg_id"] == msg_id.as_str() {
+                return Some(v);
+            }
+        }
+        None
+    })
+    .await;
+    let result = match result {
+        Ok(Some(v)) => v,
+        Ok(None) => panic!("the WebSocket closed before execute_result; saw {seen:?}"),
+        Err(_) => panic!("no execute_result within 60 s; saw {seen:?}"),
+    };
+    assert_eq!(result["channel"], "iopub", "{result}");
+    assert_eq!(result["content"]["data"]["text/plain"], "2", "{result}");
+    let _ = ws.close(None).await;
+    let status = proxied_json(&d, "GET", &user, "api/status", &token, None, 200).await;
+    assert_eq!(status["kernels"], 1, "{status}");
+
+    // The container: labels, unprivileged user, hardening.
+    let c = inspect(&id);
+    assert_eq!(c["Name"], format!("/orrery-{user}"));
+    assert_eq!(
+        c["Config"]["Labels"]["org.orrery.user"],
+        user.as_str(),
+        "{}",
+        c["Config"]["Labels"]
+    );
+    assert_eq!(c["Config"]["Labels"]["org.orrery.kind"], "notebook");
+    assert_eq!(c["Config"]["Labels"]["org.orrery.server"], "");
+    assert_eq!(c["State"]["Running"], true);
+    assert_eq!(
+        c["HostConfig"]["CapDrop"],
+        json!(["ALL"]),
+        "{}",
+        c["HostConfig"]
+    );
+    assert_eq!(c["HostConfig"]["SecurityOpt"], json!(["no-new-privileges"]));
+    assert_eq!(c["HostConfig"]["PidsLimit"], 1024);
+    assert_eq!(c["HostConfig"]["Privileged"], false);
+    assert_eq!(c["HostConfig"]["NetworkMode"], env.network.as_str());
+    assert_eq!(
+        c["Mounts"][0]["Name"],
+        env.volume(&user).as_str(),
+        "home volume: {}",
+        c["Mounts"]
+    );
+    assert_eq!(c["Mounts"][0]["Destination"], "/home/jovyan");
+    assert_eq!(exec(&id, &["id", "-u"]).1, "1000");
+    let (_, caps, _) = exec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status",
+        ],
+    );
+    assert!(caps.contains("CapEff:\t0000000000000000"), "{caps}");
+    assert!(caps.contains("NoNewPrivs:\t1"), "{caps}");
+    // The server environment the hub gave it.
+    let (_, envs, _) = exec(&id, &["sh", "-c", "env | sort"]);
+    assert!(
+        envs.contains(&format!("JUPYTERHUB_USER={user}\n")),
+        "{envs}"
+    );
+    assert!(
+        envs.contains(&format!("JUPYTERHUB_SERVICE_PREFIX=/user/{user}/\n")),
+        "{envs}"
+    );
+    assert!(
+        envs.contains("JUPYTERHUB_API_URL=http://")
+            && envs.contains(&format!(":{}/hub/api\n", d.internal_port)),
+        "{envs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_readopts_the_same_server() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let user = env.user("r");
+    let mut d = env.daemon("", "").await;
+    d.create_users(&[&user], false).await;
+    let token = d.token_for(&user).await;
+    let id = start_server(&d, &user).await;
+    proxied_json(&d, "GET", &user, "api/status", &token, None, 200).await;
+
+    d.kill();
+    // The server outlives the hub.
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &id]),
+        "true"
+    );
+    let began = Instant::now();
+    d.spawn().await;
+    eprintln!("[docker_e2e] restart answered in {:?}", began.elapsed());
+
+    let status = proxied_json(&d, "GET", &user, "api/status", &token, None, 200).await;
+    assert!(status["started"].is_string(), "{status}");
+    assert_eq!(
+        containers_of(&user),
+        vec![id.clone()],
+        "exactly the same container"
+    );
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &id]),
+        "true"
+    );
+    let srv = server_model(&d, &user).await;
+    assert_eq!(srv["ready"], true, "{srv}");
+    assert_eq!(srv["pending"], Value::Null, "{srv}");
+    assert_eq!(srv["state"]["container_id"], id.as_str(), "{srv}");
+    assert!(d.log().contains("re-adopted running server"), "{}", d.log());
+    // The server still reaches the restarted hub with its own token.
+    let (code, out, err) = exec(
+        &id,
+        &[
+            "python3",
+            "-c",
+            "import json,os,urllib.request as u; r=u.Request(os.environ['JUPYTERHUB_API_URL']+'/user', headers={'Authorization':'token '+os.environ['JUPYTERHUB_API_TOKEN']}); print(json.load(u.urlopen(r, timeout=10))['name'])",
+        ],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, user.as_str()),
+        "{err}\n{}",
+        d.log()
+    );
+    // Starting again is refused (no second container).
+    let (s, b, _) = d
+        .api("POST", &format!("/users/{user}/server"), Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(containers_of(&user), vec![id.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_containers_cannot_reach_each_other() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let a = env.user("a");
+    let b = env.user("b");
+    let d = env.daemon("", "").await;
+    d.create_users(&[&a, &b], false).await;
+    let token_a = d.token_for(&a).await;
+    let token_b = d.token_for(&b).await;
+    let id_a = start_server(&d, &a).await;
+    let id_b = start_server(&d, &b).await;
+
+    let ip_of = |id: &str| {
+        let ip = docker_ok(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            id,
+        ]);
+        assert!(
+            ip.parse::<std::net::Ipv4Addr>().is_ok(),
+            "container IP {ip:?}"
+        );
+        ip
+    };
+    let ip_b = ip_of(&id_b);
+    // Control: B's server listens there (the hub, on the host, reaches it).
+    let direct = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((ip_b.as_str(), 8888)),
+    )
+    .await;
+    assert!(
+        matches!(direct, Ok(Ok(_))),
+        "B's server is reachable from the host at {ip_b}:8888: {direct:?}"
+    );
+    // A cannot open a connection to B.
+    let (code, out, err) = exec(
+        &id_a,
+        &[
+            "python3",
+            "-c",
+            &format!("import socket; socket.create_connection(('{ip_b}', 8888), timeout=3); print('connected')"),
+        ],
+    );
+    assert_ne!(code, 0, "A reached B's server at {ip_b}:8888: {out} {err}");
+    assert!(!out.contains("connected"), "{out}");
+    assert!(
+        err.contains("timed out") || err.contains("refused") || err.contains("unreachable"),
+        "A's connection to B failed for a network reason: {err}"
+    );
+    // …but reaches the hub's internal API.
+    let (code, out, err) = exec(
+        &id_a,
+        &[
+            "python3",
+            "-c",
+            "import urllib.request,os; print(urllib.request.urlopen(os.environ['JUPYTERHUB_API_URL'] + '/', timeout=10).status)",
+        ],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "200"),
+        "A reaches the hub API: {err}\n{}",
+        d.log()
+    );
+
+    // A's token can neither start nor stop B's server, nor use it.
+    let (s, body, _) = d
+        .api(
+            "DELETE",
+            &format!("/users/{b}/server"),
+            Some(&token_a),
+            None,
+        )
+        .await;
+    assert!(s == 403 || s == 404, "A stops B's server: {s} {body}");
+    let (s, body, _) = d
+        .api("POST", &format!("/users/{b}/server"), Some(&token_a), None)
+        .await;
+    assert!(s == 403 || s == 404, "A starts B's server: {s} {body}");
+    let r = proxied(&d, "GET", &b, "api/status", &token_a, None).await;
+    assert_eq!(r.status(), 403, "A's token on B's server");
+    let r = proxied(&d, "GET", &b, "api/contents", &token_a, None).await;
+    assert_eq!(r.status(), 403, "A's token on B's files");
+    // B's server is untouched.
+    let srv = server_model(&d, &b).await;
+    assert_eq!(srv["ready"], true, "{srv}");
+    assert_eq!(srv["state"]["container_id"], id_b.as_str());
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &id_b]),
+        "true"
+    );
+    proxied_json(&d, "GET", &b, "api/status", &token_b, None, 200).await;
+    proxied_json(&d, "GET", &a, "api/status", &token_a, None, 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_directory_survives_stop_and_start() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let user = env.user("h");
+    let d = env.daemon("", "").await;
+    d.create_users(&[&user], false).await;
+    let token = d.token_for(&user).await;
+    let first = start_server(&d, &user).await;
+    let content = format!("hello-from-{user}\n");
+    let saved = proxied_json(
+        &d,
+        "PUT",
+        &user,
+        "api/contents/persist.txt",
+        &token,
+        Some(json!({"type": "file", "format": "text", "content": content})),
+        201,
+    )
+    .await;
+    assert_eq!(saved["path"], "persist.txt", "{saved}");
+    // It is a file in the home volume, owned by the notebook user.
+    let (_, ls, _) = exec(&first, &["stat", "-c", "%u %s", "/home/jovyan/persist.txt"]);
+    assert_eq!(ls, format!("1000 {}", content.len()));
+
+    let (s, b, _) = d
+        .api(
+            "DELETE",
+            &format!("/users/{user}/server"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    assert_eq!(server_model(&d, &user).await, Value::Null);
+    assert_eq!(
+        containers_of(&user),
+        Vec::<String>::new(),
+        "the container is gone"
+    );
+    let (ok, _, err) = docker(&["inspect", &first]);
+    assert!(!ok, "the container is removed: {err}");
+    let vol = inspect(&env.volume(&user));
+    assert_eq!(
+        vol["Name"],
+        env.volume(&user).as_str(),
+        "the home volume is kept"
+    );
+    assert_eq!(vol["Labels"]["org.orrery.user"], user.as_str(), "{vol}");
+    assert_eq!(vol["Labels"]["org.orrery.kind"], "home", "{vol}");
+    // Through the proxy, a stopped server sends the browser to the hub's page for it.
+    let r = proxied(&d, "GET", &user, "api/contents/persist.txt", &token, None).await;
+    assert_eq!(r.status(), 307);
+    assert_eq!(
+        r.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("/hub/user/{user}/api/contents/persist.txt").as_str())
+    );
+
+    let second = start_server(&d, &user).await;
+    assert_ne!(first, second, "a new container");
+    let file = proxied_json(
+        &d,
+        "GET",
+        &user,
+        "api/contents/persist.txt?type=file&format=text",
+        &token,
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(file["content"], content.as_str(), "{file}");
+    assert_eq!(file["type"], "file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_spawn_shows_why() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let user = env.user("f");
+    let d = env
+        .daemon(
+            "cmd = [\"sh\", \"-c\", \"echo boom-before-ready >&2; exit 3\"]",
+            "",
+        )
+        .await;
+    d.create_users(&[&user], false).await;
+    // Every expectation is checked and the failures reported together, so one run shows all
+    // that is wrong with a failed spawn.
+    let mut problems: Vec<String> = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            problems.push(what);
+        }
+    };
+
+    let began = Instant::now();
+    let (s, b, _) = d
+        .api("POST", &format!("/users/{user}/server"), Some(ADMIN), None)
+        .await;
+    eprintln!(
+        "[docker_e2e] failed spawn answered {s} in {:?}: {b}",
+        began.elapsed()
+    );
+    assert_eq!(s, 500, "{b}\n{}", d.log());
+    assert_eq!(b["status"], 500, "{b}");
+    let msg = b["message"].as_str().unwrap_or_default().to_string();
+    check(
+        msg.contains("boom-before-ready"),
+        format!("the server's output is not in the API error: {msg:?}"),
+    );
+    check(
+        msg.contains("exited with code 3"),
+        format!("the exit code is not in the API error: {msg:?}"),
+    );
+
+    // The progress stream ends with the reason.
+    let r = d
+        .http
+        .get(format!("{}/hub/api/users/{user}/server/progress", d.url))
+        .header("Authorization", format!("token {ADMIN}"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("progress");
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream")),
+        "{:?}",
+        r.headers()
+    );
+    let text = r
+        .text()
+        .await
+        .expect("progress stream ends after the failure");
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|l| serde_json::from_str(l.trim()).expect("event JSON"))
+        .collect();
+    let last = events.last().unwrap_or_else(|| panic!("no events: {text}"));
+    assert_eq!(events[0]["message"], "Server requested", "{text}");
+    assert_eq!(last["failed"], true, "{text}");
+    assert_eq!(last["progress"], 100, "{text}");
+    let last_msg = last["message"].as_str().unwrap_or_default();
+    assert!(last_msg.starts_with("Spawn failed: "), "{text}");
+    check(
+        last_msg.contains("boom-before-ready") && last_msg.contains("exited with code 3"),
+        format!("the last progress event does not say why: {last_msg:?}"),
+    );
+
+    // Nothing is left: no server record, no container.
+    let (_, u, _) = d
+        .api("GET", &format!("/users/{user}"), Some(ADMIN), None)
+        .await;
+    assert_eq!(u["servers"], json!({}), "{u}");
+    assert_eq!(u["server"], Value::Null, "{u}");
+    assert_eq!(u["pending"], Value::Null, "{u}");
+    let left: Vec<String> = containers_of(&user)
+        .iter()
+        .map(|id| {
+            docker_ok(&[
+                "inspect",
+                "-f",
+                "{{.Name}} {{.State.Status}} (exit {{.State.ExitCode}})",
+                id,
+            ])
+        })
+        .collect();
+    check(
+        left.is_empty(),
+        format!("containers are left behind after the failed spawn: {left:?}"),
+    );
+    assert!(
+        problems.is_empty(),
+        "failed spawn:\n  {}\nhub log:\n{}",
+        problems.join("\n  "),
+        d.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_is_enforced_and_exported() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let user = env.user("m");
+    let d = env
+        .daemon("", "[limits]\nmemory = \"256M\"\ncpu = 0.5\n")
+        .await;
+    d.create_users(&[&user], false).await;
+    let token = d.token_for(&user).await;
+    let id = start_server(&d, &user).await;
+
+    let c = inspect(&id);
+    assert_eq!(
+        c["HostConfig"]["Memory"], 268435456u64,
+        "{}",
+        c["HostConfig"]
+    );
+    assert_eq!(
+        c["HostConfig"]["MemorySwap"], 268435456u64,
+        "no swap beyond the limit"
+    );
+    assert_eq!(
+        c["HostConfig"]["NanoCpus"], 500000000u64,
+        "{}",
+        c["HostConfig"]
+    );
+    assert_eq!(exec(&id, &["printenv", "MEM_LIMIT"]).1, "268435456");
+    assert_eq!(exec(&id, &["printenv", "CPU_LIMIT"]).1, "0.5");
+    // The kernel's cgroup carries the limit (v1 or v2)…
+    let (_, limit, _) = exec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+        ],
+    );
+    assert_eq!(limit, "268435456");
+    // …and enforces it: 400 MiB cannot be touched inside the container.
+    let (code, out, err) = exec(
+        &id,
+        &[
+            "python3",
+            "-c",
+            "b = bytearray(400 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('allocated')",
+        ],
+    );
+    assert!(
+        code != 0 && !out.contains("allocated"),
+        "allocated 400 MiB under a 256 MiB limit: {code} {out} {err}"
+    );
+    // The server itself survived and still answers.
+    let status = proxied_json(&d, "GET", &user, "api/status", &token, None, 200).await;
+    assert!(status["started"].is_string(), "{status}");
+}
