@@ -278,3 +278,12 @@ pub fn parse_time(s: &str) -> ApiResult<chrono::DateTime<chrono::Utc>> {
             ))
         })
 }
+
+/// The user a path names, or 404 (also for names that could not exist).
+pub fn load_user(hub: &Hub, name: &str) -> ApiResult<crate::state::UserRecord> {
+    let n = crate::username::normalize(name)
+        .map_err(|_| ApiError::not_found(format!("No such user: {name}")))?;
+    hub.store
+        .user(&n)?
+        .ok_or_else(|| ApiError::not_found(format!("No such user: {name}")))
+}

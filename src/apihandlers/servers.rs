@@ -12,19 +12,9 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream, StreamExt};
 use serde_json::Value;
 
-use super::base::{ApiError, ApiResult, Auth};
+use super::base::{load_user, ApiError, ApiResult, Auth};
 use crate::hub::Hub;
 use crate::spawn::{self, ProgressEvent, StartError, StartOutcome, StopError};
-use crate::state::UserRecord;
-use crate::username;
-
-fn load_user(hub: &Hub, name: &str) -> ApiResult<UserRecord> {
-    let n = username::normalize(name)
-        .map_err(|_| ApiError::not_found(format!("No such user: {name}")))?;
-    hub.store
-        .user(&n)?
-        .ok_or_else(|| ApiError::not_found(format!("No such user: {name}")))
-}
 
 pub async fn start_default(
     hub: State<Arc<Hub>>,

@@ -11,20 +11,11 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::base::{parse_body, ApiError, ApiResult, Auth};
+use super::base::{load_user, parse_body, ApiError, ApiResult, Auth};
 use super::models::token_model;
 use crate::hub::Hub;
 use crate::scopes::{self, ScopeSet};
-use crate::state::{TokenKind, TokenOwner, UserRecord};
-use crate::username;
-
-fn load_user(hub: &Hub, name: &str) -> ApiResult<UserRecord> {
-    let n = username::normalize(name)
-        .map_err(|_| ApiError::not_found(format!("No such user: {name}")))?;
-    hub.store
-        .user(&n)?
-        .ok_or_else(|| ApiError::not_found(format!("No such user: {name}")))
-}
+use crate::state::{TokenKind, TokenOwner};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -10,7 +10,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::base::{paginate, parse_body, parse_time, ApiError, ApiResult, Auth, PageParams};
+use super::base::{
+    load_user, paginate, parse_body, parse_time, ApiError, ApiResult, Auth, PageParams,
+};
 use super::models::user_model_for;
 use crate::hub::Hub;
 use crate::spawn;
@@ -146,14 +148,6 @@ pub async fn create_many(
         .filter_map(|u| user_model_for(&hub, &auth.0, u))
         .collect();
     Ok((StatusCode::CREATED, Json(models)).into_response())
-}
-
-fn load_user(hub: &Hub, name: &str) -> ApiResult<UserRecord> {
-    let name = username::normalize(name)
-        .map_err(|_| ApiError::not_found(format!("No such user: {name}")))?;
-    hub.store
-        .user(&name)?
-        .ok_or_else(|| ApiError::not_found(format!("No such user: {name}")))
 }
 
 pub async fn get(
