@@ -8,22 +8,39 @@ fn repo(p: &str) -> std::path::PathBuf {
 }
 
 fn bootstrap(arg: &str) -> String {
-    let out = Command::new("sh").arg(repo("bootstrap/bootstrap.sh")).arg(arg).output().expect("run bootstrap.sh");
-    assert!(out.status.success(), "bootstrap.sh {arg}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sh")
+        .arg(repo("bootstrap/bootstrap.sh"))
+        .arg(arg)
+        .output()
+        .expect("run bootstrap.sh");
+    assert!(
+        out.status.success(),
+        "bootstrap.sh {arg}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
 fn bootstrap_embeds_the_repo_unit_and_config() {
     let unit = std::fs::read_to_string(repo("systemd/orrery.service")).unwrap();
-    assert_eq!(bootstrap("--print-unit").trim_end(), unit.trim_end(), "bootstrap.sh's unit differs from systemd/orrery.service");
+    assert_eq!(
+        bootstrap("--print-unit").trim_end(),
+        unit.trim_end(),
+        "bootstrap.sh's unit differs from systemd/orrery.service"
+    );
     let config = std::fs::read_to_string(repo("packaging/config.toml")).unwrap();
-    assert_eq!(bootstrap("--print-config").trim_end(), config.trim_end(), "bootstrap.sh's config differs from packaging/config.toml");
+    assert_eq!(
+        bootstrap("--print-config").trim_end(),
+        config.trim_end(),
+        "bootstrap.sh's config differs from packaging/config.toml"
+    );
 }
 
 #[test]
 fn production_config_is_valid_and_public() {
-    let cfg = orrery::config::load_file(&repo("packaging/config.toml")).expect("packaging/config.toml is valid");
+    let cfg = orrery::config::load_file(&repo("packaging/config.toml"))
+        .expect("packaging/config.toml is valid");
     assert_eq!(cfg.http.port, 80);
     assert_eq!(cfg.spawner.backend, orrery::config::BackendKind::Docker);
     assert_eq!(cfg.auth.kind, orrery::config::AuthType::Firstuse);

@@ -38,28 +38,14 @@ impl Daemon {
     /// the `[http]`, `[internal]` or `[state]` tables).
     pub async fn start(extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let internal_port = free_port();
         let config_path = dir.path().join("config.toml");
-        let config = format!(
-            "[http]\naddress = \"127.0.0.1\"\nport = {port}\n\n[internal]\nport = {internal_port}\n\n[state]\npath = \"{}\"\n\n\
-             [[services]]\nname = \"test-admin\"\napi_token = \"{ADMIN_SERVICE_TOKEN}\"\n\
-             scopes = [\"admin:users\", \"admin:servers\", \"tokens\", \"admin:groups\", \"read:hub\", \"list:users\", \"read:metrics\"]\n\n{extra}\n",
-            dir.path().join("state").display()
-        );
-        // Tests that don't say otherwise must not touch the machine's Docker engine.
-        let config = if extra.contains("[spawner") {
-            config
-        } else {
-            format!("{config}\n[spawner]\nbackend = \"local\"\n")
-        };
-        std::fs::write(&config_path, config).expect("write config");
+        let log_path = dir.path().join("orrery.log");
         let mut d = Daemon {
             child: None,
-            port,
-            internal_port,
-            url: format!("http://127.0.0.1:{port}"),
-            log_path: dir.path().join("orrery.log"),
+            port: 0,
+            internal_port: 0,
+            url: String::new(),
+            log_path,
             dir,
             config_path,
             http: reqwest::Client::builder()
@@ -67,12 +53,51 @@ impl Daemon {
                 .build()
                 .expect("client"),
         };
-        d.spawn().await;
-        d
+        // A port found free can be taken by a parallel test before the daemon binds it:
+        // then pick new ports and try again.
+        for attempt in 1..=5 {
+            d.port = free_port();
+            d.internal_port = free_port();
+            d.url = format!("http://127.0.0.1:{}", d.port);
+            d.write_config(extra);
+            match d.try_spawn().await {
+                Ok(()) => return d,
+                Err(log) if log.contains("Address already in use") && attempt < 5 => {
+                    let _ = std::fs::remove_file(&d.log_path);
+                }
+                Err(log) => panic!("orrery did not start; log:\n{log}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    fn write_config(&self, extra: &str) {
+        let config = format!(
+            "[http]\naddress = \"127.0.0.1\"\nport = {}\n\n[internal]\nport = {}\n\n[state]\npath = \"{}\"\n\n\
+             [[services]]\nname = \"test-admin\"\napi_token = \"{ADMIN_SERVICE_TOKEN}\"\n\
+             scopes = [\"admin:users\", \"admin:servers\", \"tokens\", \"admin:groups\", \"read:hub\", \"list:users\", \"read:metrics\"]\n\n{extra}\n",
+            self.port,
+            self.internal_port,
+            self.dir.path().join("state").display()
+        );
+        // Tests that don't say otherwise must not touch the machine's Docker engine.
+        let config = if extra.contains("[spawner") {
+            config
+        } else {
+            format!("{config}\n[spawner]\nbackend = \"local\"\n")
+        };
+        std::fs::write(&self.config_path, config).expect("write config");
     }
 
     /// (Re)start the process on the same config and state.
     pub async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("orrery did not start; log:\n{log}");
+        }
+    }
+
+    /// Start the process; Err(log) if it exits or does not answer within 30 s.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -91,18 +116,27 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self.http.get(format!("{}/hub/api/", self.url)).send().await {
-                if r.status().is_success() {
-                    return;
+            // Our daemon writes daemon.json (with its pid) once it has bound its port; without
+            // that check a parallel test's daemon on a recycled port could answer instead.
+            let ours = std::fs::read_to_string(self.state_dir().join("daemon.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .is_some_and(|v| v["pid"].as_u64() == self.child.as_ref().map(|c| c.id() as u64));
+            if ours {
+                if let Ok(r) = self.http.get(format!("{}/hub/api/", self.url)).send().await {
+                    if r.status().is_success() {
+                        return Ok(());
+                    }
                 }
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("orrery exited early ({status}); log:\n{}", self.log());
+                    self.child = None;
+                    return Err(format!("exited early ({status}):\n{}", self.log()));
                 }
             }
             if Instant::now() > deadline {
-                panic!("orrery did not answer within 30 s; log:\n{}", self.log());
+                return Err(format!("no answer within 30 s:\n{}", self.log()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
