@@ -938,3 +938,43 @@ async fn memory_limit_is_enforced_and_exported() {
     let status = proxied_json(&d, "GET", &user, "api/status", &token, None, 200).await;
     assert!(status["started"].is_string(), "{status}");
 }
+
+#[tokio::test]
+async fn deleting_a_user_keeps_their_home_unless_purged() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let user = env.user("p");
+    let volume = env.volume(&user);
+    let d = env.daemon("", "").await;
+    d.create_users(&[&user], false).await;
+    start_server(&d, &user).await;
+    // Deleting the user stops the server, removes the container, keeps the home volume.
+    let (s, b, _) = d
+        .api("DELETE", &format!("/users/{user}"), Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 204, "{b}");
+    assert_eq!(
+        containers_of(&user),
+        Vec::<String>::new(),
+        "the container is gone"
+    );
+    let (ok, _, err) = docker(&["volume", "inspect", &volume]);
+    assert!(ok, "the home volume survives deleting the user: {err}");
+    // The purge endpoint refuses while the user exists.
+    d.create_users(&[&user], false).await;
+    let (s, b, _) = d
+        .api(
+            "POST",
+            &format!("/orrery/users/{user}/purge"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    // `orrery users remove NAME --purge` deletes the user and then the volume.
+    let (code, out, err) = d.cli(&["users", "remove", &user, "--purge"], None);
+    assert_eq!(code, 0, "{out}{err}\n{}", d.log());
+    assert!(out.contains(&format!("removed volume {volume}")), "{out}");
+    let (ok, _, _) = docker(&["volume", "inspect", &volume]);
+    assert!(!ok, "the volume is purged");
+}
