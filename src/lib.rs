@@ -18,6 +18,7 @@
 //! * [`spawner`]: the backend contract (start/stop/poll) and its implementations;
 //!   [`spawn`]: the hub's side of starting a server (tokens, OAuth client, readiness, progress).
 //! * [`proxy`]: the in-process proxy from `/user/<name>/` to each user's server.
+//! * [`kernels`]: talking to Jupyter kernels over ZeroMQ and the kernel WebSocket (gateway groundwork).
 //! * [`cull`]: the built-in idle culler. [`reload`]: applying a changed config to the running daemon.
 //! * [`app`]: the HTTP router. [`serve`]: startup and explicit graceful shutdown.
 //! * [`metrics`], [`telemetry`]: Prometheus metrics and logging. [`secrets`]: tokens and hashes.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod cull;
 pub mod handlers;
 pub mod hub;
+pub mod kernels;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

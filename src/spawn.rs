@@ -53,6 +53,20 @@ impl Spawns {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Take a spawn slot if fewer than `limit` are in use (atomically: concurrent requests
+    /// can't both take the last one).
+    fn try_reserve(&self, limit: usize) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Subscribe to a server's progress; None if it never spawned since the daemon started.
     pub fn subscribe(
         &self,
@@ -125,14 +139,13 @@ pub async fn start(
         return Err(StartError::NamedServers);
     }
     let cfg = hub.config();
+    // Already running or starting: say so (400) before any limit (429), as JupyterHub does.
+    // The atomic create below still settles races between concurrent requests.
     if let Some(s) = hub.store.server(&user.name, server_name)? {
         return Err(match s.pending {
             Some(p) => StartError::Pending(user.name.clone(), p),
             None => StartError::AlreadyRunning(user.name.clone()),
         });
-    }
-    if hub.spawns.in_flight() >= cfg.spawner.concurrent_spawn_limit as usize {
-        return Err(StartError::TooMany);
     }
     let Some(api_base) = hub.internal_api_base() else {
         return Err(StartError::NotAvailable(format!(
@@ -140,7 +153,66 @@ pub async fn start(
             hub.backend.name()
         )));
     };
+    if !hub
+        .spawns
+        .try_reserve(cfg.spawner.concurrent_spawn_limit as usize)
+    {
+        return Err(StartError::TooMany);
+    }
+    // The pending record is the reservation: of two concurrent requests only one creates it.
+    let record = ServerRecord {
+        user: user.name.clone(),
+        name: server_name.to_string(),
+        url: None,
+        started: None,
+        last_activity: None,
+        pending: Some("spawn".into()),
+        ready: false,
+        user_options: user_options.clone(),
+        backend_state: serde_json::Value::Null,
+        token_id: None,
+    };
+    let created = match hub.store.create_server(&record) {
+        Ok(c) => c,
+        Err(e) => {
+            hub.spawns.release();
+            return Err(e.into());
+        }
+    };
+    if !created {
+        hub.spawns.release();
+        return Err(
+            match hub
+                .store
+                .server(&user.name, server_name)?
+                .and_then(|s| s.pending)
+            {
+                Some(p) => StartError::Pending(user.name.clone(), p),
+                None => StartError::AlreadyRunning(user.name.clone()),
+            },
+        );
+    }
+    match prepare_and_launch(hub, user, server_name, user_options, api_base, record).await {
+        Ok(rx) => wait_outcome(&cfg, rx).await,
+        Err(e) => {
+            hub.spawns.release();
+            let _ = cleanup(hub, &user.name, server_name).await;
+            Err(e)
+        }
+    }
+}
 
+/// Mint the server's credentials, build its environment and launch the spawn task; returns the
+/// channel its result arrives on. The caller holds a spawn slot, which the task releases.
+async fn prepare_and_launch(
+    hub: &Arc<Hub>,
+    user: &UserRecord,
+    server_name: &str,
+    user_options: serde_json::Value,
+    api_base: String,
+    mut record: ServerRecord,
+) -> Result<tokio::sync::oneshot::Receiver<Result<String, StartError>>, StartError> {
+    let cfg = hub.config();
     let name = user.name.clone();
     let prefix = server_prefix(hub, &name);
     let (token, token_rec) = hub.issue_token(
@@ -162,18 +234,7 @@ pub async fn start(
         user: Some(name.clone()),
         description: format!("Server at {prefix}"),
     })?;
-    let record = ServerRecord {
-        user: name.clone(),
-        name: server_name.to_string(),
-        url: None,
-        started: None,
-        last_activity: None,
-        pending: Some("spawn".into()),
-        ready: false,
-        user_options: user_options.clone(),
-        backend_state: serde_json::Value::Null,
-        token_id: Some(token_rec.id.clone()),
-    };
+    record.token_id = Some(token_rec.id.clone());
     hub.store.put_server(&record)?;
     hub.store.flush().await?;
 
@@ -260,13 +321,12 @@ pub async fn start(
         }
     });
 
-    hub.spawns.in_flight.fetch_add(1, Ordering::Relaxed);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let task_hub = hub.clone();
     tokio::spawn(async move {
         let began = Instant::now();
         let result = run_spawn(&task_hub, spec, &progress).await;
-        task_hub.spawns.in_flight.fetch_sub(1, Ordering::Relaxed);
+        task_hub.spawns.release();
         task_hub.metrics.spawn(result.is_ok(), began.elapsed());
         match &result {
             Ok(url) => {
@@ -300,6 +360,14 @@ pub async fn start(
         let _ = done_tx.send(result);
     });
 
+    Ok(done_rx)
+}
+
+/// Wait up to `slow_spawn_timeout` for the spawn task's result.
+async fn wait_outcome(
+    cfg: &crate::config::Config,
+    done_rx: tokio::sync::oneshot::Receiver<Result<String, StartError>>,
+) -> Result<StartOutcome, StartError> {
     match tokio::time::timeout(cfg.spawner.slow_spawn_timeout.as_std(), done_rx).await {
         Ok(Ok(Ok(_))) => Ok(StartOutcome::Ready),
         Ok(Ok(Err(StartError::NotAvailable(m)))) => Err(StartError::NotAvailable(m)),

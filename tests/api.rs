@@ -587,3 +587,21 @@ async fn spawns_beyond_the_limit_get_429_and_pending_spawns_answer_202() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_starts_of_one_server_start_it_once() {
+    let d = Daemon::start(
+        "[spawner]\nbackend = \"local\"\nslow_spawn_timeout = \"1s\"\nstart_timeout = \"20s\"\n\
+         [spawner.local]\ncmd = [\"sleep\", \"20\"]\nallow_root = true\n",
+    )
+    .await;
+    d.create_users(&["alice"], false).await;
+    let (a, b, c) = tokio::join!(
+        d.api("POST", "/users/alice/server", Some(ADMIN), None),
+        d.api("POST", "/users/alice/server", Some(ADMIN), None),
+        d.api("POST", "/users/alice/server", Some(ADMIN), None),
+    );
+    let mut codes = vec![a.0, b.0, c.0];
+    codes.sort();
+    assert_eq!(codes, vec![202, 400, 400], "exactly one start wins");
+}

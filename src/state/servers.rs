@@ -52,6 +52,18 @@ impl Store {
         put(&self.servers, &ServerRecord::key(&s.user, &s.name), s)
     }
 
+    /// Store a new server record unless one exists: the reservation that makes two concurrent
+    /// start requests for one server start it once. Returns false if one existed.
+    pub fn create_server(&self, s: &ServerRecord) -> Result<bool> {
+        let key = ServerRecord::key(&s.user, &s.name);
+        let swapped = self.servers.compare_and_swap(
+            key.as_bytes(),
+            None as Option<&[u8]>,
+            Some(super::encode(s)),
+        )?;
+        Ok(swapped.is_ok())
+    }
+
     pub fn delete_server(&self, user: &str, name: &str) -> Result<bool> {
         Ok(self
             .servers

@@ -1,0 +1,46 @@
+//! Kernels: Orrery's side of talking to Jupyter kernels, the groundwork for Orrery acting as
+//! the user's *kernel gateway*.
+//!
+//! The plan: a user's Jupyter Server runs in gateway mode (`JUPYTER_GATEWAY_URL` pointing at
+//! Orrery) and sends all kernel management and the kernel WebSocket to the hub. Orrery starts
+//! each kernel in its own container (so kernels can be given GPUs, culled and re-created
+//! independently of the notebook server) and bridges Jupyter Server's WebSocket to the kernel's
+//! ZeroMQ sockets. The protocols are Jupyter's messaging spec (5.x) and what Jupyter Server's
+//! gateway client (`jupyter_server/gateway/`) actually sends.
+//!
+//! What is here now, self-contained and tested against a real ipykernel
+//! (`tests/kernel_wire.rs`):
+//!
+//! * [`channel`]: the five channel names.
+//! * [`connection`]: the kernel connection file ([`ConnectionInfo`]): fixed in-container
+//!   ports, a fresh key per kernel.
+//! * [`wire`]: Jupyter messages on ZeroMQ ([`RawMessage`]): split at `<IDS|MSG>`, HMAC-SHA256
+//!   [`sign`]/[`verify`], JSON parts kept as raw bytes and re-signed when forwarded.
+//! * [`ws`]: the legacy WebSocket framing Jupyter Server uses towards a gateway (JSON text
+//!   frames, binary frames for messages with buffers) and the conversions to and from
+//!   [`RawMessage`].
+//! * [`client`]: [`KernelClient`], the ZeroMQ connection to one kernel (shell/stdin/control
+//!   DEALERs sharing one identity, iopub SUB, heartbeat REQ), with the gateway "nudge"
+//!   ([`KernelClient::kernel_info`]).
+//!
+//! Still to come: the gateway REST API (`/api/kernels`, `/api/kernelspecs`), starting kernel
+//! containers, the WebSocket handler that ties [`ws`] to [`client`], activity tracking and
+//! culling, and re-creating a reclaimed kernel behind the same id.
+//!
+//! A known limit of the other end: Jupyter Server 2.x in gateway mode forwards the browser's
+//! binary frames to the gateway *as text frames*, and decodes every frame from the gateway as
+//! UTF-8. [`ws_to_kernel`] copes with the first (it looks at the payload, not the opcode; the
+//! WebSocket layer must accept non-UTF-8 text frames); the second means binary buffers from a
+//! kernel to the browser only survive if they are valid UTF-8.
+
+pub mod channel;
+pub mod client;
+pub mod connection;
+pub mod wire;
+pub mod ws;
+
+pub use channel::{Channel, UnknownChannel};
+pub use client::{KernelClient, KernelError, KernelMessage};
+pub use connection::{ConnectionInfo, KernelPorts};
+pub use wire::{sign, verify, RawMessage, SigningKey, WireError};
+pub use ws::{kernel_to_ws, ws_to_kernel, WsError, WsFrame};
