@@ -27,10 +27,11 @@
 //! have arrived.
 //!
 //! Reconnection (zeromq 0.7): the SUB socket reconnects by itself and re-subscribes; DEALER and
-//! REQ sockets do not. After the kernel process restarts, sends fail ("Not connected to peers")
-//! and nothing more arrives on shell/control/stdin: make a new `KernelClient`.
-//! [`KernelClient::heartbeat`] notices a dead kernel (it reconnects its own REQ socket each time
-//! a beat fails).
+//! REQ sockets do not. After the kernel process restarts, [`KernelClient::send`] fails with
+//! [`KernelError::Disconnected`] and nothing more arrives on shell/control/stdin: connect a new
+//! `KernelClient`. [`KernelClient::heartbeat`] and [`KernelClient::kernel_info`] open their
+//! own sockets when needed, so they succeed against a restarted kernel even when this client's
+//! shell is dead: they say the kernel is alive, not that this client can reach it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +92,10 @@ pub enum KernelError {
         #[source]
         source: Box<ZmqError>,
     },
+    /// The kernel's end of this socket is gone (the kernel died or restarted): the DEALER
+    /// sockets of zeromq 0.7 do not reconnect, so connect a new [`KernelClient`].
+    #[error("the kernel at {ip} is not connected on {channel} (it stopped or restarted)")]
+    Disconnected { ip: String, channel: Channel },
     #[error("messages are not sent on the {0} channel")]
     NotSendable(Channel),
     #[error("no {waiting_for} from the kernel at {ip} within {after:?}")]
@@ -198,11 +203,17 @@ impl KernelClient {
         let frames = ZmqMessage::try_from(msg.to_frames(&self.key))
             .expect("a Jupyter message has at least six frames");
         let sent = socket.lock().await.send(frames).await;
-        sent.map_err(|source| KernelError::Send {
-            ip: self.ip.clone(),
-            channel,
-            msg_type: msg.msg_type().unwrap_or_else(|_| "<unreadable>".into()),
-            source: Box::new(source),
+        sent.map_err(|source| match source {
+            ZmqError::ReturnToSender { .. } => KernelError::Disconnected {
+                ip: self.ip.clone(),
+                channel,
+            },
+            source => KernelError::Send {
+                ip: self.ip.clone(),
+                channel,
+                msg_type: msg.msg_type().unwrap_or_else(|_| "<unreadable>".into()),
+                source: Box::new(source),
+            },
         })
     }
 
@@ -242,8 +253,9 @@ impl KernelClient {
     /// The gateway nudge: sends `kernel_info_request` on transient shell and control sockets
     /// every [`NUDGE_INTERVAL`] until a `kernel_info_reply` (on either) *and* any iopub message
     /// on this client's subscriber have arrived, and returns the reply. After it returns,
-    /// the iopub subscription is known to be live. The iopub messages the requests cause
-    /// (`status` busy/idle) go to the receiver like any other.
+    /// the iopub subscription is known to be live. Control is served while a cell runs, so a
+    /// busy kernel answers at once. The iopub messages the requests cause (`status`
+    /// busy/idle) go to the receiver like any other.
     pub async fn kernel_info(&self, timeout: Duration) -> Result<RawMessage, KernelError> {
         let mut iopub = self.iopub_seen.clone();
         iopub.mark_unchanged();

@@ -115,7 +115,7 @@ pub enum WireError {
     TooFewFrames { found: usize },
     #[error("the signature frame is not text")]
     SignatureNotText,
-    #[error("invalid signature on a {msg_type} message")]
+    #[error("invalid signature (msg_type {msg_type})")]
     BadSignature { msg_type: String },
     #[error("the message {part} is not valid JSON: {source}")]
     Json {

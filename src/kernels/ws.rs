@@ -26,8 +26,8 @@
 //! valid UTF-8). [`ws_to_kernel`] takes the payload whatever the opcode and tells the two
 //! layouts apart by the first byte (`0x00`: the big-endian count of a binary frame; JSON
 //! cannot start with it). In the other direction Jupyter Server decodes every frame from the
-//! gateway as UTF-8, so binary frames towards it only survive if their bytes happen to be valid
-//! UTF-8 (see the module docs of [`crate::kernels`]).
+//! gateway as UTF-8 and forwards it as text, so binary frames towards it do not reach the
+//! browser intact (see the module docs of [`crate::kernels`]).
 
 use std::io::Write;
 
