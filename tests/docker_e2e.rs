@@ -978,3 +978,73 @@ async fn deleting_a_user_keeps_their_home_unless_purged() {
     let (ok, _, _) = docker(&["volume", "inspect", &volume]);
     assert!(!ok, "the volume is purged");
 }
+
+/// Forward a unix socket at `path` to the Docker engine's socket, from now on.
+fn engine_proxy(path: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind the proxy socket");
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut engine) =
+                    tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_comes_late_is_picked_up_without_a_restart() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let user = env.user("late");
+    let sockdir = tempfile::tempdir().unwrap();
+    let sock = sockdir.path().join("docker.sock");
+    let d = env
+        .daemon(&format!("socket = \"unix://{}\"", sock.display()), "")
+        .await;
+    d.create_users(&[&user], false).await;
+    // No engine yet: the hub serves, and a spawn says why it can't start.
+    let (s, b, _) = d
+        .api("POST", &format!("/users/{user}/server"), Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 501, "{b}");
+    assert!(
+        b["message"].as_str().unwrap_or("").contains("not ready"),
+        "{b}"
+    );
+    let (s, _, _) = d
+        .api("GET", &format!("/users/{user}"), Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 200, "the hub keeps serving");
+    // The engine appears; the hub's background retry picks it up (backoff ≤ 30 s).
+    let proxy = engine_proxy(sock.clone());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (s, b, _) = d
+            .api("POST", &format!("/users/{user}/server"), Some(ADMIN), None)
+            .await;
+        if s == 201 || s == 202 {
+            break;
+        }
+        assert_eq!(s, 501, "{b}");
+        assert!(
+            Instant::now() < deadline,
+            "the engine was never picked up:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(d.log().contains("backend ready"), "{}", d.log());
+    let _ = d
+        .api(
+            "DELETE",
+            &format!("/users/{user}/server"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    proxy.abort();
+}
