@@ -83,6 +83,9 @@ pub struct Hub {
     /// Base URL user servers reach the hub at (`http://<internal listener>`), set once the
     /// internal listener is bound.
     internal_api: std::sync::OnceLock<String>,
+    /// The kernel gateway, once its router is built (`serve.rs`): stopping a server deletes
+    /// that user's remote kernels.
+    gateway: std::sync::OnceLock<std::sync::Weak<crate::gateway::Gateway>>,
 }
 
 /// Token use is recorded at most this often per token, to keep writes off the hot path.
@@ -108,6 +111,7 @@ impl Hub {
             service_tokens: RwLock::new(HashMap::new()),
             control_token_hash,
             internal_api: std::sync::OnceLock::new(),
+            gateway: std::sync::OnceLock::new(),
         };
         hub.rebuild_service_tokens();
         hub
@@ -154,6 +158,15 @@ impl Hub {
 
     pub fn set_internal_api_base(&self, base: String) {
         let _ = self.internal_api.set(base);
+    }
+
+    pub fn set_gateway(&self, gateway: &Arc<crate::gateway::Gateway>) {
+        let _ = self.gateway.set(Arc::downgrade(gateway));
+    }
+
+    /// The kernel gateway, if this daemon serves one.
+    pub fn gateway(&self) -> Option<Arc<crate::gateway::Gateway>> {
+        self.gateway.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// `base_url` + `hub/`, e.g. `/hub/` or `/jupyter/hub/`.

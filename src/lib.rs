@@ -19,6 +19,7 @@
 //!   [`spawn`]: the hub's side of starting a server (tokens, OAuth client, readiness, progress).
 //! * [`proxy`]: the in-process proxy from `/user/<name>/` to each user's server.
 //! * [`kernels`]: talking to Jupyter kernels over ZeroMQ and the kernel WebSocket (gateway groundwork).
+//! * [`gateway`]: the kernel gateway API on the internal listener (`kernels.remote`): kernels in their own containers.
 //! * [`cull`]: the built-in idle culler. [`reload`]: applying a changed config to the running daemon.
 //! * [`app`]: the HTTP router. [`serve`]: startup and explicit graceful shutdown.
 //! * [`metrics`], [`telemetry`]: Prometheus metrics and logging. [`secrets`]: tokens and hashes.
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod cull;
+pub mod gateway;
 pub mod handlers;
 pub mod hub;
 pub mod kernels;

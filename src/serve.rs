@@ -23,7 +23,7 @@ use crate::config::{AuthType, BackendKind, ConfigSource, LoadedConfig};
 use crate::hub::Hub;
 use crate::spawner::{docker::DockerBackend, local::LocalBackend, Backend};
 use crate::state::{StateError, Store};
-use crate::{app, cull, reload, secrets, spawn};
+use crate::{app, cull, gateway, reload, secrets, spawn};
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -144,6 +144,9 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     let public_addr = SocketAddr::new(public_ip, cfg.http.port);
     let public = bind(public_addr, "http.port").await?;
     let router = app::router(hub.clone());
+    // The internal listener also serves the kernel gateway (`<base_url>hub/gateway`), which only
+    // user servers call; it is never reachable on the public listener.
+    let internal_router = router.clone().merge(gateway::router(hub.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // The backend gets ready (for Docker: the engine answers, the network exists), then the
@@ -155,14 +158,18 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
         Ok(Ok(ip)) => {
             let (listener, addr) = bind_internal(&cfg, ip).await?;
             adopt(&hub, addr).await?;
-            tokio::spawn(serve_internal(listener, router.clone(), stop_rx.clone()))
+            tokio::spawn(serve_internal(
+                listener,
+                internal_router.clone(),
+                stop_rx.clone(),
+            ))
         }
         Ok(Err(e)) => {
             tracing::warn!(backend = backend.name(), error = %e, "backend not ready; retrying in the background");
             tokio::spawn(prepare_later(
                 hub.clone(),
                 cfg.clone(),
-                router.clone(),
+                internal_router.clone(),
                 stop_rx.clone(),
             ))
         }
@@ -174,7 +181,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
             tokio::spawn(prepare_later(
                 hub.clone(),
                 cfg.clone(),
-                router.clone(),
+                internal_router.clone(),
                 stop_rx.clone(),
             ))
         }

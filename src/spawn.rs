@@ -271,6 +271,22 @@ async fn prepare_and_launch(
     ] {
         env.insert(k.to_string(), v);
     }
+    if cfg.kernels.remote {
+        // Gateway mode: the user's Jupyter Server sends kernel management to Orrery, which
+        // starts every kernel in its own container (src/gateway/).
+        let (gateway_token, _) = hub.issue_token(
+            TokenOwner::User(name.clone()),
+            TokenKind::Gateway,
+            Vec::new(),
+            "kernel gateway token",
+            None,
+        )?;
+        env.insert(
+            "JUPYTER_GATEWAY_URL".into(),
+            format!("{api_base}{}hub/gateway", cfg.base_url),
+        );
+        env.insert("JUPYTER_GATEWAY_AUTH_TOKEN".into(), gateway_token);
+    }
     if let Some(m) = &cfg.limits.memory {
         env.insert("MEM_LIMIT".into(), m.bytes().to_string());
     }
@@ -471,8 +487,12 @@ async fn run_spawn(
     Ok(prefix)
 }
 
-/// Forget a server: revoke its token, its OAuth client and the tokens issued to that client.
+/// Forget a server: revoke its token, its OAuth client and the tokens issued to that client,
+/// and delete the user's remote kernels (their gateway token goes with the server).
 async fn cleanup(hub: &Hub, user: &str, server: &str) -> Result<(), StateError> {
+    if let Some(gw) = hub.gateway() {
+        gw.delete_all_of(user).await;
+    }
     if let Some(rec) = hub.store.server(user, server)? {
         if let Some(id) = &rec.token_id {
             hub.store.delete_tokens_where(|t| &t.id == id)?;
@@ -481,6 +501,9 @@ async fn cleanup(hub: &Hub, user: &str, server: &str) -> Result<(), StateError> 
     let cid = client_id(user);
     hub.store
         .delete_tokens_where(|t| t.oauth_client.as_deref() == Some(cid.as_str()))?;
+    hub.store.delete_tokens_where(|t| {
+        t.kind == TokenKind::Gateway && t.owner == TokenOwner::User(user.to_string())
+    })?;
     hub.store.delete_oauth_client(&cid)?;
     hub.store.delete_server(user, server)?;
     hub.store.flush().await?;

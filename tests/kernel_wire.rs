@@ -614,21 +614,10 @@ async fn kernel_restart_needs_a_new_client() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The old client's subscriber reconnected: it sees the new kernel's traffic.
-    let request = fresh
-        .request(
-            Channel::Shell,
-            "execute_request",
-            &execute_content("3+3", false),
-        )
-        .await
-        .unwrap();
-    wait_for(
-        &mut rx,
-        "iopub from the restarted kernel on the old client",
-        |c, m| is(c, m, Channel::IOPub, "status", &request),
-    )
-    .await;
+    // (Whether the old client's SUB socket reconnects in time to see the new kernel's iopub
+    // is up to zeromq's reconnect timing; the gateway never relies on it: it connects a new
+    // client after every restart, as above.)
+    drop(rx);
 }
 
 /// A second connection (a reconnecting WebSocket) while a cell runs: control answers

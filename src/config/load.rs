@@ -1004,6 +1004,72 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         }
     }
 
+    let kernels = &config.kernels;
+    if kernels.remote && kernels.cull_interval.is_zero() {
+        return err(
+            "kernels.cull_interval",
+            "must be more than 0s, e.g. \"1m\"".into(),
+        );
+    }
+    let mut spec_names: Vec<&str> = Vec::new();
+    for (i, spec) in kernels.specs.iter().enumerate() {
+        let at = |field: &str| format!("kernels.specs[{i}].{field}");
+        let name = &spec.name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return err(
+                &at("name"),
+                format!("{name:?} is not a kernelspec name; use letters, digits, '-', '_' or '.', e.g. \"python3\""),
+            );
+        }
+        if let Some(first) = spec_names.iter().position(|n| *n == name.as_str()) {
+            return err(
+                &at("name"),
+                format!("{name:?} is already the name of kernels.specs[{first}]"),
+            );
+        }
+        spec_names.push(name);
+        if spec.argv.is_empty() {
+            return err(
+                &at("argv"),
+                "must name the kernel's command, e.g. [\"python\", \"-m\", \"ipykernel_launcher\", \"-f\", \"{connection_file}\"]".into(),
+            );
+        }
+        if !spec.argv.iter().any(|a| a.contains("{connection_file}")) {
+            return err(
+                &at("argv"),
+                "must contain {connection_file}, where the kernel reads its connection file".into(),
+            );
+        }
+        if let Some(cpu) = spec.cpu {
+            if !(cpu.is_finite() && cpu > 0.0) {
+                return err(
+                    &at("cpu"),
+                    format!("{cpu} is not a number of cores; use e.g. 0.5 or 2, or unset it"),
+                );
+            }
+        }
+        if spec.memory.is_some_and(|m| m.bytes() == 0) {
+            return err(
+                &at("memory"),
+                "must be more than 0; unset it for no limit".into(),
+            );
+        }
+        if spec.gpus > 0 {
+            return err(
+                &at("gpus"),
+                "GPU kernels are not supported yet; use 0".into(),
+            );
+        }
+        for (pos, user) in spec.allowed_users.iter().enumerate() {
+            normalize_user(&at(&format!("allowed_users[{pos}]")), user)?;
+        }
+    }
+
     let cull = &config.cull;
     if cull.enabled {
         if cull.every.is_zero() {
@@ -1691,6 +1757,23 @@ mod tests {
                 "users.blocked: \"alice\" is also in users.admin",
             ),
             ("[cull]\nevery = 0", "cull.every: must be more than 0s"),
+            (
+                "[[kernels.specs]]\nname = \"a b\"",
+                "kernels.specs[0].name: \"a b\" is not a kernelspec name",
+            ),
+            (
+                "[[kernels.specs]]\nname = \"py\"\n[[kernels.specs]]\nname = \"py\"",
+                "kernels.specs[1].name: \"py\" is already the name of kernels.specs[0]",
+            ),
+            (
+                "[[kernels.specs]]\nargv = [\"python\", \"-m\", \"ipykernel_launcher\"]",
+                "kernels.specs[0].argv: must contain {connection_file}",
+            ),
+            (
+                "[[kernels.specs]]\ninterrupt_mode = \"loud\"",
+                "kernels.specs[0].interrupt_mode",
+            ),
+            ("[[kernels.specs]]\ngpus = 1", "kernels.specs[0].gpus: GPU kernels are not supported yet"),
             ("[limits]\ncpu = 0", "limits.cpu: 0 is not a number of cores"),
             ("[limits]\ncpu = -1.5", "limits.cpu: -1.5 is not a number of cores"),
             ("[spawner]\nconcurrent_spawn_limit = 0", "spawner.concurrent_spawn_limit: must be at least 1"),

@@ -42,6 +42,8 @@ pub struct Config {
     pub cull: Cull,
     pub user_environment: UserEnvironment,
     pub spawner: Spawner,
+    /// Remote kernels: Orrery as the users' kernel gateway (off unless `kernels.remote`).
+    pub kernels: Kernels,
     /// External services (the idle culler, dashboards) and the tokens and scopes they hold.
     pub services: Vec<Service>,
     pub logging: Logging,
@@ -61,6 +63,7 @@ impl Default for Config {
             cull: Cull::default(),
             user_environment: UserEnvironment::default(),
             spawner: Spawner::default(),
+            kernels: Kernels::default(),
             services: Vec::new(),
             logging: Logging::default(),
         }
@@ -453,6 +456,114 @@ impl Default for DockerSpawner {
             user: String::new(),
             allow_root: false,
             socket: String::new(),
+        }
+    }
+}
+
+/// Remote kernels: with `remote = true` each user's Jupyter Server runs in gateway mode and
+/// Orrery starts every kernel in its own container (Docker backend).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Kernels {
+    pub remote: bool,
+    /// A kernel idle longer than this loses its container (it stays listed); 0 = never.
+    pub idle_timeout: Duration,
+    /// How often idle kernels are looked for.
+    pub cull_interval: Duration,
+    /// Kernelspecs offered to users; none: one `python3` spec on the server image.
+    pub specs: Vec<KernelSpec>,
+}
+
+impl Default for Kernels {
+    fn default() -> Self {
+        Kernels {
+            remote: false,
+            idle_timeout: Duration::from_secs(0),
+            cull_interval: Duration::from_secs(60),
+            specs: Vec::new(),
+        }
+    }
+}
+
+impl Kernels {
+    /// The specs in effect: the configured ones, or the default `python3`.
+    pub fn effective_specs(&self) -> Vec<KernelSpec> {
+        if self.specs.is_empty() {
+            vec![KernelSpec::default()]
+        } else {
+            self.specs.clone()
+        }
+    }
+}
+
+/// How a kernel is interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterruptMode {
+    /// SIGINT to the kernel's container.
+    Signal,
+    /// `interrupt_request` on the control channel.
+    Message,
+}
+
+impl InterruptMode {
+    pub const ALL: [&'static str; 2] = ["signal", "message"];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterruptMode::Signal => "signal",
+            InterruptMode::Message => "message",
+        }
+    }
+}
+
+/// One kernelspec (`[[kernels.specs]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KernelSpec {
+    pub name: String,
+    pub display_name: String,
+    pub language: String,
+    /// Image of the kernel's container; empty: `spawner.docker.image`.
+    pub image: String,
+    /// The kernel's command; `{connection_file}` is replaced by the connection file's path.
+    pub argv: Vec<String>,
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Fractional cores; none: unlimited.
+    pub cpu: Option<f64>,
+    pub memory: Option<Size>,
+    pub gpus: u32,
+    /// Overrides `kernels.idle_timeout` for this spec.
+    pub idle_timeout: Option<Duration>,
+    /// If non-empty (either list), only these users / members of these groups see the spec.
+    pub allowed_users: Vec<String>,
+    pub allowed_groups: Vec<String>,
+    pub interrupt_mode: InterruptMode,
+}
+
+impl Default for KernelSpec {
+    fn default() -> Self {
+        KernelSpec {
+            name: "python3".into(),
+            display_name: "Python 3".into(),
+            language: "python".into(),
+            image: String::new(),
+            argv: [
+                "python",
+                "-m",
+                "ipykernel_launcher",
+                "-f",
+                "{connection_file}",
+            ]
+            .map(String::from)
+            .to_vec(),
+            env: Default::default(),
+            cpu: None,
+            memory: None,
+            gpus: 0,
+            idle_timeout: None,
+            allowed_users: Vec::new(),
+            allowed_groups: Vec::new(),
+            interrupt_mode: InterruptMode::Signal,
         }
     }
 }

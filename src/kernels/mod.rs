@@ -23,9 +23,8 @@
 //!   DEALERs sharing one identity, iopub SUB, heartbeat REQ), with the gateway "nudge"
 //!   ([`KernelClient::kernel_info`]).
 //!
-//! Still to come: the gateway REST API (`/api/kernels`, `/api/kernelspecs`), starting kernel
-//! containers, the WebSocket handler that ties [`ws`] to [`client`], activity tracking and
-//! culling, and re-creating a reclaimed kernel behind the same id.
+//! The gateway itself (REST API, kernel containers, the WebSocket handler that ties [`ws`] to
+//! [`client`], culling and re-creation) is [`crate::gateway`].
 //!
 //! A known limit of the other end (read in Jupyter Server 2.21's `gateway/connections.py`, not
 //! yet exercised end to end): in gateway mode it relays the browser's binary frames to the

@@ -125,13 +125,26 @@ impl Store {
 
     fn open_checked(db_path: &Path, dir: &Path, existed: bool) -> Result<Store> {
         let path = dir.to_path_buf();
-        let db = sled::Config::new()
-            .path(db_path)
-            .open()
-            .map_err(|source| StateError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        // A process that just closed the database (a restart, a CLI command) may still hold
+        // sled's file lock for a moment: retry briefly before calling it an error.
+        let mut attempt = 0;
+        let db = loop {
+            match sled::Config::new().path(db_path).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && attempt < 30 =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(source) => {
+                    return Err(StateError::Open {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            }
+        };
         let meta = db.open_tree("meta")?;
         match meta.get("schema_version")? {
             Some(raw) => {

@@ -24,6 +24,9 @@ pub enum TokenKind {
     Server,
     /// Issued by the OAuth provider to a client on a user's behalf.
     OAuth,
+    /// A single-user server's token for Orrery's kernel gateway (`kernels.remote`); carries no
+    /// hub API scopes and is revoked with the server token.
+    Gateway,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

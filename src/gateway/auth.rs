@@ -1,0 +1,62 @@
+//! Who is calling the gateway: `Authorization: token <gateway token>` (or `bearer`), hashed and
+//! looked up; only tokens of kind [`TokenKind::Gateway`] owned by a user are accepted.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use chrono::Utc;
+
+use super::{Gateway, GatewayError};
+use crate::secrets;
+use crate::state::{TokenKind, TokenOwner};
+
+/// The user a gateway request acts for, and their groups (for kernelspec filters).
+#[derive(Debug, Clone)]
+pub struct GatewayUser {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+impl FromRequestParts<Arc<Gateway>> for GatewayUser {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gw: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized =
+            || GatewayError::new(StatusCode::FORBIDDEN, "a valid gateway token is required");
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(unauthorized)?;
+        let token = value
+            .split_once(' ')
+            .filter(|(scheme, _)| {
+                scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")
+            })
+            .map(|(_, t)| t.trim())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(unauthorized)?;
+        let hub = &gw.hub;
+        let rec = hub
+            .store
+            .token_by_hash(&secrets::hash_token(token))
+            .map_err(|e| GatewayError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .ok_or_else(unauthorized)?;
+        if rec.kind != TokenKind::Gateway || rec.is_expired(Utc::now()) {
+            return Err(unauthorized());
+        }
+        let TokenOwner::User(name) = rec.owner else {
+            return Err(unauthorized());
+        };
+        if hub.store.user(&name).ok().flatten().is_none() {
+            return Err(unauthorized());
+        }
+        let groups = hub.groups_of(&name);
+        Ok(GatewayUser { name, groups })
+    }
+}

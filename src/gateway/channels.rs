@@ -1,0 +1,145 @@
+//! `GET /api/kernels/{id}/channels`: the WebSocket ↔ ZeroMQ bridge, in the legacy framing
+//! Jupyter Server uses towards a gateway ([`crate::kernels::ws`]).
+//!
+//! The upgrade is done by hand (hyper upgrade + tokio-tungstenite) rather than with axum's
+//! `ws` feature. Known limit: tungstenite rejects text frames that are not UTF-8, and Jupyter
+//! Server relays the browser's *binary* messages (widget buffers) as such frames, so messages
+//! with buffers from the browser close the socket (see the [`crate::kernels`] module docs).
+//!
+//! Each socket registers with its [`Kernel`](super::manager::Kernel): iopub reaches every
+//! socket, replies go to the socket that sent the request. Messages from the socket are
+//! re-signed with the kernel's key by the shared [`KernelClient`](crate::kernels::KernelClient).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::auth::GatewayUser;
+use super::manager::{Kernel, START_TIMEOUT};
+use super::{Gateway, GatewayError};
+use crate::kernels::{kernel_to_ws, ws_to_kernel, Channel, WsFrame};
+
+pub async fn handle(
+    State(gw): State<Arc<Gateway>>,
+    user: GatewayUser,
+    Path(id): Path<String>,
+    mut req: Request,
+) -> Response {
+    let Some(kernel) = gw.kernel_of(&user.name, &id) else {
+        return GatewayError::not_found(format!("Kernel does not exist: {id}")).into_response();
+    };
+    let headers = req.headers();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return GatewayError::new(StatusCode::BAD_REQUEST, "a WebSocket upgrade is required")
+            .into_response();
+    };
+    if !is_upgrade {
+        return GatewayError::new(StatusCode::BAD_REQUEST, "a WebSocket upgrade is required")
+            .into_response();
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                bridge(gw, kernel, ws).await;
+            }
+            Err(e) => tracing::warn!(kernel = %id, error = %e, "kernel WebSocket upgrade failed"),
+        }
+    });
+    let accept = derive_accept_key(key.as_bytes());
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+async fn bridge<S>(gw: Arc<Gateway>, kernel: Arc<Kernel>, ws: WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (socket, mut from_kernel) = kernel.add_socket();
+    let (mut sink, mut stream) = ws.split();
+    tracing::debug!(kernel = %kernel.id, socket, "kernel WebSocket opened");
+    loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let payload = match incoming {
+                    Some(Ok(Message::Text(t))) => bytes::Bytes::from(t),
+                    Some(Ok(Message::Binary(b))) => b,
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        tracing::debug!(kernel = %kernel.id, error = %e, "kernel WebSocket read failed");
+                        break;
+                    }
+                };
+                let (channel, msg) = match ws_to_kernel(&payload) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(kernel = %kernel.id, error = %e, "dropping a WebSocket message");
+                        continue;
+                    }
+                };
+                if matches!(channel, Channel::Shell | Channel::Control) {
+                    if let Ok(id) = msg.msg_id() {
+                        kernel.route(id, socket);
+                    }
+                }
+                // Only real traffic counts as activity (not the clients' periodic probes).
+                if !msg
+                    .msg_type()
+                    .is_ok_and(|t| t == "kernel_info_request" || t == "comm_info_request")
+                {
+                    kernel.touch();
+                }
+                gw.ensure_running(&kernel, channel, &msg).await;
+                let Some(client) = kernel.client(START_TIMEOUT).await else {
+                    tracing::warn!(kernel = %kernel.id, "kernel not running; dropping a message");
+                    continue;
+                };
+                if let Err(e) = client.send(channel, msg).await {
+                    tracing::warn!(kernel = %kernel.id, error = %e, "sending to the kernel failed");
+                }
+            }
+            out = from_kernel.recv() => {
+                let Some((channel, msg)) = out else { break };
+                let frame = match kernel_to_ws(channel, &msg) {
+                    Ok(WsFrame::Text(t)) => Message::Text(t.into()),
+                    Ok(WsFrame::Binary(b)) => Message::Binary(b),
+                    Err(e) => {
+                        tracing::warn!(kernel = %kernel.id, error = %e, "dropping a kernel message");
+                        continue;
+                    }
+                };
+                if sink.send(frame).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    kernel.remove_socket(socket);
+    tracing::debug!(kernel = %kernel.id, socket, "kernel WebSocket closed");
+}

@@ -1,0 +1,359 @@
+//! Kernel containers (bollard): one per kernel, `orrery-kernel-<id>`.
+//!
+//! * Image: the spec's, else `spawner.docker.image`; the command is the spec's `argv` with
+//!   `{connection_file}` → [`CONNECTION_FILE`]. The image's entrypoint (tini) is kept, so a
+//!   SIGINT to the container reaches the kernel.
+//! * Orrery writes the connection file (fresh key, `0.0.0.0`, fixed ports) into
+//!   `<state>/kernels/<id>/` and bind-mounts that directory read-only: the key never reaches the
+//!   notebook container.
+//! * The user's home (volume or host directory, named as for notebook containers) at
+//!   `spawner.docker.home_mount`; the working directory from `KERNEL_WORKING_DIR`, kept inside
+//!   the home.
+//! * The notebook containers' hardening: non-root, every capability dropped,
+//!   `no-new-privileges`, pids limit; the spec's cpu/memory; the isolated Orrery network.
+//! * Labels `org.orrery.kind=kernel`, `org.orrery.user`, `org.orrery.kernel`, `org.orrery.hub`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Component, Path};
+
+use bollard::container::{
+    Config as ContainerConfig, CreateContainerOptions, InspectContainerOptions,
+    KillContainerOptions, ListContainersOptions, RemoveContainerOptions, StartContainerOptions,
+};
+use bollard::models::{EndpointSettings, HostConfig, Mount, MountTypeEnum};
+use bollard::Docker;
+use tokio::sync::OnceCell;
+
+use super::manager::Kernel;
+use crate::config::Config;
+use crate::kernels::ConnectionInfo;
+use crate::spawner::docker::{LABEL_HUB, LABEL_KIND, LABEL_USER};
+
+/// Label naming the kernel id of a kernel container.
+pub const LABEL_KERNEL: &str = "org.orrery.kernel";
+/// Where the connection directory is mounted inside a kernel container.
+pub const CONNECTION_DIR: &str = "/var/run/orrery-kernel";
+/// The connection file inside a kernel container.
+pub const CONNECTION_FILE: &str = "/var/run/orrery-kernel/kernel.json";
+
+pub struct Containers {
+    socket: String,
+    docker: OnceCell<Docker>,
+    instance: String,
+}
+
+/// Writes `<dir>/kernel.json`, readable by the kernel's (non-root) user; the directory is in the
+/// state directory, which only root can enter on the host.
+pub fn write_connection_file(dir: &Path, info: &ConnectionInfo) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let path = dir.join("kernel.json");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&path)?;
+    f.write_all(info.to_json().as_bytes())?;
+    f.sync_all()
+}
+
+/// The kernel's working directory inside its container: `KERNEL_WORKING_DIR` (absolute, as
+/// Jupyter Server sends it, or relative to the home), which must stay inside `home`.
+pub fn working_dir(home: &str, requested: Option<&str>) -> Result<String, String> {
+    let Some(req) = requested.filter(|r| !r.is_empty()) else {
+        return Ok(home.to_string());
+    };
+    let path = Path::new(req);
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!(
+            "KERNEL_WORKING_DIR {req:?} must not contain \"..\""
+        ));
+    }
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        Path::new(home).join(path)
+    };
+    if !joined.starts_with(home) {
+        return Err(format!(
+            "KERNEL_WORKING_DIR {req:?} is outside the home directory {home}"
+        ));
+    }
+    Ok(joined.to_string_lossy().into_owned())
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl Containers {
+    pub fn new(socket: &str, instance: String) -> Containers {
+        Containers {
+            socket: socket.to_string(),
+            docker: OnceCell::new(),
+            instance,
+        }
+    }
+
+    async fn client(&self) -> Result<&Docker, String> {
+        self.docker
+            .get_or_try_init(|| async {
+                let socket = if !self.socket.is_empty() {
+                    self.socket.clone()
+                } else {
+                    std::env::var("DOCKER_HOST")
+                        .unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+                };
+                let d = Docker::connect_with_socket(&socket, 120, bollard::API_DEFAULT_VERSION)
+                    .map_err(|e| format!("the Docker engine is not reachable at {socket}: {e}"))?;
+                d.negotiate_version()
+                    .await
+                    .map_err(|e| format!("the Docker engine is not reachable at {socket}: {e}"))
+            })
+            .await
+    }
+
+    /// Create and start the kernel's container; returns its id and address on the network.
+    pub async fn start(&self, cfg: &Config, kernel: &Kernel) -> Result<(String, String), String> {
+        let docker = self.client().await?;
+        let dcfg = &cfg.spawner.docker;
+        let image = if kernel.spec.image.is_empty() {
+            dcfg.image.clone()
+        } else {
+            kernel.spec.image.clone()
+        };
+        let inspected = docker
+            .inspect_image(&image)
+            .await
+            .map_err(|e| format!("image {image} is not available on this machine: {e}"))?;
+        let run_as = if dcfg.user.is_empty() {
+            inspected.config.and_then(|c| c.user).unwrap_or_default()
+        } else {
+            dcfg.user.clone()
+        };
+        let root = {
+            let u = run_as.split(':').next().unwrap_or("");
+            u.is_empty() || u == "0" || u == "root"
+        };
+        if root && !dcfg.allow_root {
+            return Err(format!(
+                "image {image} runs as root; kernels run unprivileged (set spawner.docker.user)"
+            ));
+        }
+        let home = match &dcfg.home_host_path {
+            Some(tpl) => Mount {
+                target: Some(dcfg.home_mount.clone()),
+                source: Some(tpl.replace("{username}", &kernel.user)),
+                typ: Some(MountTypeEnum::BIND),
+                ..Default::default()
+            },
+            None => Mount {
+                target: Some(dcfg.home_mount.clone()),
+                source: Some(dcfg.home_volume.replace("{username}", &kernel.user)),
+                typ: Some(MountTypeEnum::VOLUME),
+                ..Default::default()
+            },
+        };
+        let connection = Mount {
+            target: Some(CONNECTION_DIR.into()),
+            source: Some(kernel.dir.to_string_lossy().into_owned()),
+            typ: Some(MountTypeEnum::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        };
+        let cmd: Vec<String> = kernel
+            .spec
+            .argv
+            .iter()
+            .map(|a| a.replace("{connection_file}", CONNECTION_FILE))
+            .collect();
+        let mut env: Vec<String> = kernel.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.extend(kernel.spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        env.push(format!("JUPYTERHUB_USER={}", kernel.user));
+        let labels = HashMap::from([
+            (LABEL_KIND.to_string(), "kernel".to_string()),
+            (LABEL_USER.to_string(), kernel.user.clone()),
+            (LABEL_KERNEL.to_string(), kernel.id.clone()),
+            (LABEL_HUB.to_string(), self.instance.clone()),
+        ]);
+        let memory = kernel.spec.memory.map(|m| m.bytes() as i64);
+        let host_config = HostConfig {
+            mounts: Some(vec![home, connection]),
+            memory,
+            memory_swap: memory,
+            nano_cpus: kernel.spec.cpu.map(|c| (c * 1e9) as i64),
+            pids_limit: Some(dcfg.pids_limit),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            network_mode: Some(dcfg.network.clone()),
+            ..Default::default()
+        };
+        let name = format!("orrery-kernel-{}", kernel.id);
+        let container = ContainerConfig {
+            image: Some(image.clone()),
+            cmd: Some(cmd),
+            env: Some(env),
+            labels: Some(labels),
+            working_dir: Some(kernel.working_dir.clone()),
+            user: if dcfg.user.is_empty() {
+                None
+            } else {
+                Some(dcfg.user.clone())
+            },
+            host_config: Some(host_config),
+            networking_config: Some(bollard::container::NetworkingConfig {
+                endpoints_config: HashMap::from([(
+                    dcfg.network.clone(),
+                    EndpointSettings::default(),
+                )]),
+            }),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: name.clone(),
+                    platform: None,
+                }),
+                container,
+            )
+            .await
+            .map_err(|e| format!("creating container {name}: {e}"))?;
+        docker
+            .start_container(&created.id, None::<StartContainerOptions<String>>)
+            .await
+            .map_err(|e| format!("starting container {name}: {e}"))?;
+        let info = docker
+            .inspect_container(&created.id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| format!("inspecting container {name}: {e}"))?;
+        let ip = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(&dcfg.network))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty());
+        match ip {
+            Some(ip) => Ok((created.id, ip)),
+            None => {
+                let reason = self
+                    .stopped(&created.id)
+                    .await
+                    .unwrap_or_else(|| format!("container {name} got no address"));
+                Err(reason)
+            }
+        }
+    }
+
+    /// Send `signal` to the container's main process (tini forwards it to the kernel).
+    pub async fn signal(&self, container: &str, signal: &str) -> Result<(), String> {
+        let docker = self.client().await?;
+        docker
+            .kill_container(container, Some(KillContainerOptions { signal }))
+            .await
+            .map_err(|e| format!("signalling the kernel's container: {e}"))
+    }
+
+    /// Remove the container (force); a missing one is fine.
+    pub async fn remove(&self, container: &str) {
+        let Ok(docker) = self.client().await else {
+            return;
+        };
+        match docker
+            .remove_container(
+                container,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: false,
+                    link: false,
+                }),
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => tracing::warn!(container, error = %e, "cannot remove kernel container"),
+        }
+    }
+
+    /// This hub's kernel containers: (container id, kernel id).
+    pub async fn list(&self) -> Result<Vec<(String, String)>, String> {
+        let docker = self.client().await?;
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_KIND}=kernel"),
+                format!("{LABEL_HUB}={}", self.instance),
+            ],
+        )]);
+        let list = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| format!("listing kernel containers: {e}"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let kernel = c.labels.unwrap_or_default().get(LABEL_KERNEL)?.clone();
+                Some((c.id?, kernel))
+            })
+            .collect())
+    }
+
+    /// `Some(reason)` if the container is no longer running (or is gone).
+    pub async fn stopped(&self, container: &str) -> Option<String> {
+        let docker = self.client().await.ok()?;
+        let info = match docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(i) => i,
+            Err(e) if is_not_found(&e) => return Some("the kernel's container is gone".into()),
+            Err(_) => return None,
+        };
+        let st = info.state.unwrap_or_default();
+        if st.running == Some(true) {
+            return None;
+        }
+        let mut reason = format!(
+            "the kernel's container exited with code {}",
+            st.exit_code.unwrap_or(-1)
+        );
+        if st.oom_killed == Some(true) {
+            reason.push_str(" (killed for using more than its memory limit)");
+        }
+        Some(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::working_dir;
+
+    #[test]
+    fn working_dir_stays_in_home() {
+        let home = "/home/jovyan";
+        assert_eq!(working_dir(home, None).unwrap(), home);
+        assert_eq!(working_dir(home, Some("")).unwrap(), home);
+        assert_eq!(
+            working_dir(home, Some("/home/jovyan/a/b")).unwrap(),
+            "/home/jovyan/a/b"
+        );
+        assert_eq!(working_dir(home, Some("sub")).unwrap(), "/home/jovyan/sub");
+        assert!(working_dir(home, Some("/etc")).is_err());
+        assert!(working_dir(home, Some("/home/jovyan/../root")).is_err());
+        assert!(working_dir(home, Some("/home/jovyanother")).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! `/api/kernels`: create (201 at once, `starting`), list, get, delete, interrupt, restart.
+//! A user's token never sees another user's kernels: they are 404, like unknown ids.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::auth::GatewayUser;
+use super::kernelspecs::specs_for;
+use super::manager::Kernel;
+use super::{Gateway, GatewayError};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CreateBody {
+    pub name: Option<String>,
+    pub env: Map<String, Value>,
+}
+
+fn kernel(gw: &Gateway, user: &GatewayUser, id: &str) -> Result<Arc<Kernel>, GatewayError> {
+    gw.kernel_of(&user.name, id)
+        .ok_or_else(|| GatewayError::not_found(format!("Kernel does not exist: {id}")))
+}
+
+pub async fn create(
+    State(gw): State<Arc<Gateway>>,
+    user: GatewayUser,
+    body: Option<Json<CreateBody>>,
+) -> Result<Response, GatewayError> {
+    if !gw.hub.config().kernels.remote {
+        return Err(GatewayError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "remote kernels are turned off (kernels.remote = false)",
+        ));
+    }
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let specs = specs_for(&gw, &user);
+    let spec = match body.name.as_deref().filter(|n| !n.is_empty()) {
+        Some(name) => specs
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| GatewayError::not_found(format!("No such kernel named {name}")))?,
+        None => specs
+            .into_iter()
+            .next()
+            .ok_or_else(|| GatewayError::not_found("no kernelspec is available to you"))?,
+    };
+    let k = gw
+        .create(&user.name, spec, &body.env)
+        .map_err(|m| GatewayError::new(StatusCode::BAD_REQUEST, m))?;
+    tracing::info!(kernel = %k.id, user = %user.name, spec = %k.spec.name, "kernel requested");
+    let location = format!("/api/kernels/{}", k.id);
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::LOCATION, location)],
+        Json(k.model()),
+    )
+        .into_response())
+}
+
+pub async fn list(State(gw): State<Arc<Gateway>>, user: GatewayUser) -> Json<Value> {
+    Json(Value::Array(
+        gw.kernels_of(&user.name)
+            .iter()
+            .map(|k| k.model())
+            .collect(),
+    ))
+}
+
+pub async fn get_one(
+    State(gw): State<Arc<Gateway>>,
+    user: GatewayUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, GatewayError> {
+    Ok(Json(kernel(&gw, &user, &id)?.model()))
+}
+
+pub async fn delete(
+    State(gw): State<Arc<Gateway>>,
+    user: GatewayUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, GatewayError> {
+    let k = kernel(&gw, &user, &id)?;
+    gw.delete(&k).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn interrupt(
+    State(gw): State<Arc<Gateway>>,
+    user: GatewayUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, GatewayError> {
+    let k = kernel(&gw, &user, &id)?;
+    gw.interrupt(&k)
+        .await
+        .map_err(|m| GatewayError::new(StatusCode::INTERNAL_SERVER_ERROR, m))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn restart(
+    State(gw): State<Arc<Gateway>>,
+    user: GatewayUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, GatewayError> {
+    let k = kernel(&gw, &user, &id)?;
+    gw.restart(&k)
+        .await
+        .map_err(|m| GatewayError::new(StatusCode::INTERNAL_SERVER_ERROR, m))?;
+    Ok(Json(k.model()))
+}

@@ -1,0 +1,581 @@
+//! The registry of remote kernels and their lifecycle: start (in the background, so create
+//! answers at once with `starting`), interrupt, restart keeping the id, delete, and noticing a
+//! container that died (`dead`, with the reason; restartable).
+//!
+//! One [`KernelClient`] per kernel, shared by all of its WebSockets. A pump task reads what the
+//! kernel sends: iopub goes to every socket (and `status` sets the execution state); shell,
+//! control and stdin messages go to the socket that sent the request they answer (parent
+//! `msg_id` → socket, kept until the shell/control reply; `input_request` has the execute as
+//! parent, so it reaches the socket that sent the execute). Unknown parents go to every socket.
+//!
+//! The registry lives in memory: at startup, kernel containers and connection directories
+//! this hub left behind are removed (Jupyter Server then sees those kernels as gone).
+//!
+//! Culling: a kernel that is not busy and has had no real traffic (requests from a socket other
+//! than `kernel_info`/`comm_info`, outputs on iopub) for its spec's `idle_timeout` (else
+//! `kernels.idle_timeout`) loses its container but stays listed under its id, also while
+//! WebSockets are connected (Jupyter Server would otherwise drop the notebook's session). The
+//! next message from a socket ([`Gateway::ensure_running`]) starts a new container behind the id;
+//! for a shell request the sockets first get a stderr stream message saying so.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Mutex, RwLock};
+
+use super::containers::{self, Containers};
+use crate::config::{InterruptMode, KernelSpec};
+use crate::hub::Hub;
+use crate::kernels::{Channel, ConnectionInfo, KernelClient, KernelMessage, RawMessage};
+
+/// How long a kernel may take from container start to answering `kernel_info`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often containers are checked for having died.
+const MONITOR_EVERY: Duration = Duration::from_secs(3);
+/// Per-socket queue of messages towards a WebSocket.
+const SOCKET_QUEUE: usize = 1024;
+
+pub struct Gateway {
+    pub hub: Arc<Hub>,
+    pub containers: Containers,
+    kernels: StdMutex<HashMap<String, Arc<Kernel>>>,
+}
+
+/// What a socket receives from the pump.
+pub type Outgoing = KernelMessage;
+
+#[derive(Default)]
+struct Sockets {
+    next: u64,
+    senders: HashMap<u64, mpsc::Sender<Outgoing>>,
+    /// Request `msg_id` → the socket that sent it.
+    routes: HashMap<String, u64>,
+}
+
+pub struct KernelStatus {
+    pub execution_state: String,
+    pub last_activity: DateTime<Utc>,
+    pub container: Option<String>,
+    pub ip: Option<String>,
+    /// Why the kernel is dead, if it is.
+    pub reason: Option<String>,
+    /// Set while the kernel's container was reclaimed for idleness: how long it had been idle.
+    pub reclaimed_after: Option<Duration>,
+}
+
+pub struct Kernel {
+    pub id: String,
+    pub user: String,
+    pub spec: KernelSpec,
+    pub info: ConnectionInfo,
+    /// `<state>/kernels/<id>`: holds `kernel.json`, bind-mounted read-only.
+    pub dir: PathBuf,
+    /// The kernel's working directory inside its container.
+    pub working_dir: String,
+    /// `KERNEL_*` variables from the create request.
+    pub env: Vec<(String, String)>,
+    pub status: StdMutex<KernelStatus>,
+    client: RwLock<Option<Arc<KernelClient>>>,
+    sockets: StdMutex<Sockets>,
+    /// Serialises start, restart and delete.
+    lifecycle: Mutex<()>,
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `%Y-%m-%dT%H:%M:%S.ffffffZ`: always fractional seconds and `Z` (Jupyter Server parses it so).
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+impl Kernel {
+    /// The kernel model: `{"id", "name", "last_activity", "execution_state", "connections"}`.
+    pub fn model(&self) -> Value {
+        let st = lock(&self.status);
+        let connections = lock(&self.sockets).senders.len();
+        json!({
+            "id": self.id,
+            "name": self.spec.name,
+            "last_activity": timestamp(st.last_activity),
+            "execution_state": st.execution_state,
+            "connections": connections,
+        })
+    }
+
+    pub fn execution_state(&self) -> String {
+        lock(&self.status).execution_state.clone()
+    }
+
+    fn set_state(&self, state: &str) {
+        lock(&self.status).execution_state = state.to_string();
+    }
+
+    pub fn touch(&self) {
+        lock(&self.status).last_activity = Utc::now();
+    }
+
+    /// The current ZeroMQ client, waiting up to `wait` while the kernel starts or restarts.
+    pub async fn client(&self, wait: Duration) -> Option<Arc<KernelClient>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(c) = self.client.read().await.clone() {
+                return Some(c);
+            }
+            let state = self.execution_state();
+            if state == "dead" || tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Register a WebSocket: its id and the receiver of what the kernel sends it.
+    pub fn add_socket(&self) -> (u64, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+        let mut s = lock(&self.sockets);
+        s.next += 1;
+        let id = s.next;
+        s.senders.insert(id, tx);
+        (id, rx)
+    }
+
+    pub fn remove_socket(&self, socket: u64) {
+        let mut s = lock(&self.sockets);
+        s.senders.remove(&socket);
+        s.routes.retain(|_, v| *v != socket);
+    }
+
+    /// Remember that `socket` sent request `msg_id` (its replies go back there).
+    pub fn route(&self, msg_id: String, socket: u64) {
+        lock(&self.sockets).routes.insert(msg_id, socket);
+    }
+
+    /// Deliver one message from the kernel to the sockets it is for.
+    fn dispatch(&self, channel: Channel, msg: RawMessage) {
+        let targets: Vec<mpsc::Sender<Outgoing>> = {
+            let mut s = lock(&self.sockets);
+            let routed = if channel == Channel::IOPub {
+                None
+            } else {
+                let parent = msg.parent_msg_id().ok().flatten();
+                let is_reply = msg.msg_type().is_ok_and(|t| t.ends_with("_reply"));
+                parent.and_then(|p| {
+                    let target = s.routes.get(&p).copied();
+                    if is_reply && channel != Channel::Stdin {
+                        s.routes.remove(&p);
+                    }
+                    target
+                })
+            };
+            match routed.and_then(|id| s.senders.get(&id).cloned()) {
+                Some(tx) => vec![tx],
+                None => s.senders.values().cloned().collect(),
+            }
+        };
+        for tx in targets {
+            // A socket that does not keep up loses messages rather than stalling the kernel.
+            let _ = tx.try_send((channel, msg.clone()));
+        }
+    }
+
+    /// Close every WebSocket of this kernel.
+    fn close_sockets(&self) {
+        let mut s = lock(&self.sockets);
+        s.senders.clear();
+        s.routes.clear();
+    }
+}
+
+impl Gateway {
+    pub fn new(hub: Arc<Hub>) -> Arc<Gateway> {
+        let cfg = hub.config();
+        let instance = hub.store.instance_id().unwrap_or_default();
+        let gw = Arc::new(Gateway {
+            containers: Containers::new(&cfg.spawner.docker.socket, instance),
+            hub,
+            kernels: StdMutex::new(HashMap::new()),
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(monitor(Arc::downgrade(&gw)));
+            rt.spawn(cull(Arc::downgrade(&gw)));
+            rt.spawn(sweep_leftovers(gw.clone()));
+        }
+        gw
+    }
+
+    /// `user`'s kernel `id`; another user's kernel is as missing as an unknown one.
+    pub fn kernel_of(&self, user: &str, id: &str) -> Option<Arc<Kernel>> {
+        lock(&self.kernels)
+            .get(id)
+            .filter(|k| k.user == user)
+            .cloned()
+    }
+
+    pub fn kernels_of(&self, user: &str) -> Vec<Arc<Kernel>> {
+        let mut v: Vec<_> = lock(&self.kernels)
+            .values()
+            .filter(|k| k.user == user)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Register a new kernel and start its container in the background.
+    pub fn create(
+        self: &Arc<Self>,
+        user: &str,
+        spec: KernelSpec,
+        request_env: &serde_json::Map<String, Value>,
+    ) -> Result<Arc<Kernel>, String> {
+        let cfg = self.hub.config();
+        let id = uuid::Uuid::new_v4().to_string();
+        let home = cfg.spawner.docker.home_mount.clone();
+        let working_dir = containers::working_dir(
+            &home,
+            request_env
+                .get("KERNEL_WORKING_DIR")
+                .and_then(|v| v.as_str()),
+        )?;
+        let env = request_env
+            .iter()
+            .filter(|(k, _)| k.starts_with("KERNEL_"))
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect();
+        let info = ConnectionInfo::new("0.0.0.0", spec.name.clone());
+        let dir = self.hub.store.path().join("kernels").join(&id);
+        containers::write_connection_file(&dir, &info)
+            .map_err(|e| format!("writing the kernel's connection file: {e}"))?;
+        let kernel = Arc::new(Kernel {
+            id: id.clone(),
+            user: user.to_string(),
+            spec,
+            info,
+            dir,
+            working_dir,
+            env,
+            status: StdMutex::new(KernelStatus {
+                execution_state: "starting".into(),
+                last_activity: Utc::now(),
+                container: None,
+                ip: None,
+                reason: None,
+                reclaimed_after: None,
+            }),
+            client: RwLock::new(None),
+            sockets: StdMutex::new(Sockets::default()),
+            lifecycle: Mutex::new(()),
+        });
+        lock(&self.kernels).insert(id.clone(), kernel.clone());
+        let gw = self.clone();
+        let k = kernel.clone();
+        tokio::spawn(async move {
+            let _guard = k.lifecycle.lock().await;
+            gw.start(&k).await;
+        });
+        Ok(kernel)
+    }
+
+    /// Create and start the kernel's container, connect, nudge. Caller holds `lifecycle`.
+    async fn start(&self, kernel: &Arc<Kernel>) {
+        kernel.set_state("starting");
+        let cfg = self.hub.config();
+        let began = std::time::Instant::now();
+        let result = async {
+            let (container, ip) = self.containers.start(&cfg, kernel).await?;
+            {
+                let mut st = lock(&kernel.status);
+                st.container = Some(container);
+                st.ip = Some(ip.clone());
+                st.reason = None;
+            }
+            self.connect(kernel, &ip).await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(kernel = %kernel.id, user = %kernel.user, took_ms = began.elapsed().as_millis() as u64, "kernel ready");
+            }
+            Err(e) => {
+                tracing::warn!(kernel = %kernel.id, user = %kernel.user, error = %e, "kernel failed to start");
+                let mut st = lock(&kernel.status);
+                st.execution_state = "dead".into();
+                st.reason = Some(e);
+            }
+        }
+    }
+
+    /// Connect a fresh client to the kernel at `ip`, start its pump and nudge it.
+    async fn connect(&self, kernel: &Arc<Kernel>, ip: &str) -> Result<(), String> {
+        let mut client = KernelClient::connect_with_timeout(&kernel.info, ip, START_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let rx = client
+            .take_receiver()
+            .expect("a new client has its receiver");
+        let client = Arc::new(client);
+        tokio::spawn(pump(Arc::downgrade(kernel), rx));
+        client
+            .kernel_info(START_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        *kernel.client.write().await = Some(client);
+        kernel.set_state("idle");
+        Ok(())
+    }
+
+    pub async fn interrupt(&self, kernel: &Arc<Kernel>) -> Result<(), String> {
+        if lock(&kernel.status).reclaimed_after.is_some() {
+            // Nothing runs in a reclaimed kernel.
+            return Ok(());
+        }
+        kernel.touch();
+        match kernel.spec.interrupt_mode {
+            InterruptMode::Signal => {
+                let container = lock(&kernel.status).container.clone();
+                let Some(container) = container else {
+                    return Err("the kernel has no running container".into());
+                };
+                self.containers.signal(&container, "SIGINT").await
+            }
+            InterruptMode::Message => {
+                let client = kernel
+                    .client(Duration::from_secs(5))
+                    .await
+                    .ok_or("the kernel is not connected")?;
+                client
+                    .request(Channel::Control, "interrupt_request", &json!({}))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Restart keeping the id and the connection info: the container is recreated and a fresh
+    /// client connected (zeromq's DEALERs do not reconnect). Returns once the kernel answers.
+    pub async fn restart(&self, kernel: &Arc<Kernel>) -> Result<(), String> {
+        let _guard = kernel.lifecycle.lock().await;
+        kernel.touch();
+        kernel.set_state("restarting");
+        lock(&kernel.status).reclaimed_after = None;
+        *kernel.client.write().await = None;
+        let container = lock(&kernel.status).container.take();
+        if let Some(c) = container {
+            self.containers.remove(&c).await;
+        }
+        self.start(kernel).await;
+        match kernel.execution_state().as_str() {
+            "dead" => Err(lock(&kernel.status)
+                .reason
+                .clone()
+                .unwrap_or_else(|| "the kernel did not start".into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Delete every kernel of `user` (their server stopped: nobody can reach them any more).
+    pub async fn delete_all_of(&self, user: &str) {
+        for k in self.kernels_of(user) {
+            self.delete(&k).await;
+        }
+    }
+
+    /// Remove the kernel: container, connection directory, registry entry, WebSockets.
+    pub async fn delete(&self, kernel: &Arc<Kernel>) {
+        lock(&self.kernels).remove(&kernel.id);
+        let _guard = kernel.lifecycle.lock().await;
+        *kernel.client.write().await = None;
+        kernel.close_sockets();
+        let container = lock(&kernel.status).container.take();
+        if let Some(c) = container {
+            self.containers.remove(&c).await;
+        }
+        let _ = std::fs::remove_dir_all(&kernel.dir);
+        tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel deleted");
+    }
+}
+
+impl Gateway {
+    /// Takes the container of an idle kernel; the kernel stays listed, `idle`.
+    async fn reclaim(&self, kernel: &Arc<Kernel>, idle: Duration) {
+        let Ok(_guard) = kernel.lifecycle.try_lock() else {
+            return;
+        };
+        if kernel.execution_state() != "idle" || lock(&kernel.status).reclaimed_after.is_some() {
+            return;
+        }
+        *kernel.client.write().await = None;
+        let container = {
+            let mut st = lock(&kernel.status);
+            st.reclaimed_after = Some(idle);
+            st.ip = None;
+            st.container.take()
+        };
+        if let Some(c) = container {
+            self.containers.remove(&c).await;
+        }
+        tracing::info!(kernel = %kernel.id, user = %kernel.user, idle_s = idle.as_secs(), "kernel container reclaimed for idleness");
+    }
+
+    /// Before a message from a socket reaches `kernel`: if its container was reclaimed, start a
+    /// new one behind the same id. For a shell request the sockets first get a stderr stream
+    /// message (parent: `trigger`) saying the kernel's state was reset.
+    pub async fn ensure_running(
+        &self,
+        kernel: &Arc<Kernel>,
+        channel: Channel,
+        trigger: &RawMessage,
+    ) {
+        if lock(&kernel.status).reclaimed_after.is_none() {
+            return;
+        }
+        let _guard = kernel.lifecycle.lock().await;
+        let Some(idle) = lock(&kernel.status).reclaimed_after.take() else {
+            return;
+        };
+        if channel == Channel::Shell {
+            let secs = idle.as_secs();
+            let after = if secs >= 60 {
+                format!("{} minutes", secs / 60)
+            } else {
+                format!("{secs} seconds")
+            };
+            let text = format!("kernel was reclaimed after {after} idle; its state was reset\n");
+            let notice = RawMessage::new(
+                "stream",
+                &kernel.id,
+                &json!({"name": "stderr", "text": text}),
+            )
+            .with_parent(trigger);
+            kernel.dispatch(Channel::IOPub, notice);
+        }
+        tracing::info!(kernel = %kernel.id, user = %kernel.user, "re-creating a reclaimed kernel");
+        self.start(kernel).await;
+    }
+}
+
+/// At startup: the registry is in memory, so kernel containers and connection directories left
+/// by an earlier run of this hub cannot be reached again; remove them.
+async fn sweep_leftovers(gw: Arc<Gateway>) {
+    if !gw.hub.config().kernels.remote {
+        return;
+    }
+    let Ok(found) = gw.containers.list().await else {
+        return;
+    };
+    for (container, kernel) in found {
+        if !lock(&gw.kernels).contains_key(&kernel) {
+            tracing::info!(kernel = %kernel, "removing a kernel container left by an earlier run");
+            gw.containers.remove(&container).await;
+        }
+    }
+    let dir = gw.hub.store.path().join("kernels");
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !lock(&gw.kernels).contains_key(&name) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Reclaims the containers of kernels idle past their timeout.
+async fn cull(gw: std::sync::Weak<Gateway>) {
+    loop {
+        let every = match gw.upgrade() {
+            Some(gw) => gw.hub.config().kernels.cull_interval.as_std(),
+            None => return,
+        };
+        tokio::time::sleep(every.max(Duration::from_secs(1))).await;
+        let Some(gw) = gw.upgrade() else { return };
+        let cfg = gw.hub.config();
+        if !cfg.kernels.remote {
+            continue;
+        }
+        let kernels: Vec<Arc<Kernel>> = lock(&gw.kernels).values().cloned().collect();
+        for k in kernels {
+            let timeout = k
+                .spec
+                .idle_timeout
+                .unwrap_or(cfg.kernels.idle_timeout)
+                .as_std();
+            if timeout.is_zero() {
+                continue;
+            }
+            let idle = {
+                let st = lock(&k.status);
+                if st.execution_state != "idle" || st.container.is_none() {
+                    continue;
+                }
+                (Utc::now() - st.last_activity).to_std().unwrap_or_default()
+            };
+            if idle > timeout {
+                gw.reclaim(&k, idle).await;
+            }
+        }
+    }
+}
+
+/// Reads everything the kernel sends and hands it to the kernel's sockets.
+async fn pump(kernel: std::sync::Weak<Kernel>, mut rx: mpsc::Receiver<KernelMessage>) {
+    while let Some((channel, msg)) = rx.recv().await {
+        let Some(kernel) = kernel.upgrade() else {
+            return;
+        };
+        if channel == Channel::IOPub {
+            match msg.msg_type().as_deref() {
+                Ok("status") => {
+                    if let Some(state) = msg
+                        .content_json()
+                        .ok()
+                        .and_then(|c| c["execution_state"].as_str().map(str::to_string))
+                    {
+                        let mut st = lock(&kernel.status);
+                        if st.execution_state != "restarting" && st.execution_state != "dead" {
+                            st.execution_state = state;
+                        }
+                    }
+                }
+                Ok("stream" | "execute_result" | "display_data" | "error" | "execute_input") => {
+                    kernel.touch()
+                }
+                _ => {}
+            }
+        }
+        kernel.dispatch(channel, msg);
+    }
+}
+
+/// Marks kernels whose container stopped as `dead`, with the reason.
+async fn monitor(gw: std::sync::Weak<Gateway>) {
+    loop {
+        tokio::time::sleep(MONITOR_EVERY).await;
+        let Some(gw) = gw.upgrade() else { return };
+        let kernels: Vec<Arc<Kernel>> = lock(&gw.kernels).values().cloned().collect();
+        for k in kernels {
+            let (state, container) = {
+                let st = lock(&k.status);
+                (st.execution_state.clone(), st.container.clone())
+            };
+            if matches!(state.as_str(), "starting" | "restarting" | "dead") {
+                continue;
+            }
+            let Some(container) = container else { continue };
+            if let Some(reason) = gw.containers.stopped(&container).await {
+                tracing::warn!(kernel = %k.id, user = %k.user, %reason, "kernel container stopped");
+                *k.client.write().await = None;
+                let mut st = lock(&k.status);
+                st.execution_state = "dead".into();
+                st.reason = Some(reason);
+            }
+        }
+    }
+}

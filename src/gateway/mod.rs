@@ -1,0 +1,98 @@
+//! The kernel gateway: Orrery answers the calls Jupyter Server's gateway client makes
+//! (`JUPYTER_GATEWAY_URL` = `<internal api><base_url>hub/gateway`) and runs every kernel in its
+//! own container next to the user's notebook container.
+//!
+//! * [`auth`]: the per-user gateway token (`TokenKind::Gateway`) → the user.
+//! * [`kernelspecs`]: `GET /api/kernelspecs[/{name}]` from `[[kernels.specs]]`.
+//! * [`kernels`]: the `/api/kernels` handlers (create, list, get, delete, interrupt, restart).
+//! * [`manager`]: the registry of kernels and their lifecycle.
+//! * [`containers`]: kernel containers through bollard.
+//! * [`channels`]: the WebSocket ↔ ZeroMQ bridge (`/api/kernels/{id}/channels`).
+//!
+//! Mounted on the internal listener only (see `serve.rs`). Nothing here is reachable unless
+//! `kernels.remote = true`, because only then are gateway tokens minted.
+
+pub mod auth;
+pub mod channels;
+pub mod containers;
+pub mod kernels;
+pub mod kernelspecs;
+pub mod manager;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::hub::Hub;
+pub use manager::Gateway;
+
+/// The gateway's routes under `<base_url>hub/gateway`.
+pub fn router(hub: Arc<Hub>) -> Router {
+    let prefix = format!("{}hub/gateway", hub.config().base_url);
+    let gw = Gateway::new(hub.clone());
+    hub.set_gateway(&gw);
+    Router::new()
+        .route(&format!("{prefix}/api/kernelspecs"), get(kernelspecs::list))
+        .route(
+            &format!("{prefix}/api/kernelspecs/{{name}}"),
+            get(kernelspecs::one),
+        )
+        .route(
+            &format!("{prefix}/kernelspecs/{{name}}/{{*resource}}"),
+            get(kernelspecs::resource),
+        )
+        .route(
+            &format!("{prefix}/api/kernels"),
+            get(kernels::list).post(kernels::create),
+        )
+        .route(
+            &format!("{prefix}/api/kernels/{{id}}"),
+            get(kernels::get_one).delete(kernels::delete),
+        )
+        .route(
+            &format!("{prefix}/api/kernels/{{id}}/interrupt"),
+            post(kernels::interrupt),
+        )
+        .route(
+            &format!("{prefix}/api/kernels/{{id}}/restart"),
+            post(kernels::restart),
+        )
+        .route(
+            &format!("{prefix}/api/kernels/{{id}}/channels"),
+            get(channels::handle),
+        )
+        .with_state(gw)
+}
+
+/// An error in the gateway API's shape: `{"reason", "message"}`.
+#[derive(Debug)]
+pub struct GatewayError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl GatewayError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> GatewayError {
+        GatewayError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn not_found(message: impl Into<String>) -> GatewayError {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let reason = self.status.canonical_reason().unwrap_or("Error");
+        (
+            self.status,
+            Json(serde_json::json!({"reason": reason, "message": self.message})),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,995 @@
+//! End to end for remote kernels (`kernels.remote = true`): the real `orrery serve` binary, the
+//! single-user test image with the real Jupyter Server in gateway mode, and every kernel in its
+//! own container. Through the hub's proxy the tests create kernels with Jupyter Server's API,
+//! execute code over its channels WebSocket, interrupt, restart and use `input()`; directly on
+//! the internal listener they check that one user's gateway token cannot see another's kernels,
+//! and from inside kernel containers that kernels cannot reach each other.
+//!
+//! Needs Docker and the image (`tests/images/build.sh`); like `docker_e2e.rs`, each test has its
+//! own network, volumes and user names, cleans up also when it fails, and runs one at a time.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{free_port, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+// ------------------------------------------------------------------------------------------
+// prerequisites (as in docker_e2e.rs)
+
+/// One test at a time (see the module docs); a failed test does not block the others (an
+/// async mutex is not poisoned).
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// Run `docker ARGS…`: (success, stdout, stderr).
+fn docker(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the docker CLI ({e}); these tests need Docker"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// `docker ARGS…` that must succeed; its stdout.
+fn docker_ok(args: &[&str]) -> String {
+    let (ok, out, err) = docker(args);
+    assert!(ok, "docker {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+/// The single-user image, built (or found in the cache) once per test process.
+fn image() -> String {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            let (ok, _, err) = docker(&["info", "--format", "{{.ServerVersion}}"]);
+            assert!(
+                ok,
+                "no Docker engine answers (CI={ci}); start one (dockerd >/var/log/dockerd.log 2>&1 &):\n{err}"
+            );
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/images/build.sh");
+            let out = Command::new("bash")
+                .arg(script)
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run tests/images/build.sh");
+            assert!(
+                out.status.success(),
+                "tests/images/build.sh failed ({}); the Docker tests need the single-user image",
+                out.status
+            );
+            let image = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            assert!(
+                image.starts_with("orrery-singleuser:"),
+                "tests/images/build.sh printed no image reference: {image:?}"
+            );
+            docker_ok(&["image", "inspect", "--format", "{{.Id}}", &image]);
+            image
+        })
+        .clone()
+}
+
+/// What a test created on the engine; removed on drop, also when the test panics.
+struct Cleanup {
+    began: Instant,
+    /// Users whose labelled containers (notebook and kernels) are removed.
+    users: Vec<String>,
+    containers: Vec<String>,
+    volumes: Vec<String>,
+    network: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for u in &self.users {
+            for c in containers_of(u) {
+                let _ = docker(&["rm", "-f", &c]);
+            }
+        }
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        for v in &self.volumes {
+            let _ = docker(&["volume", "rm", "-f", v]);
+        }
+        let _ = docker(&["network", "rm", &self.network]);
+        eprintln!(
+            "[gateway_e2e] {} took {:?} (cleanup included)",
+            std::thread::current().name().unwrap_or("test"),
+            self.began.elapsed()
+        );
+    }
+}
+
+/// A test's own corner of the engine: network, volume template, user names.
+struct Env {
+    n: u16,
+    image: String,
+    network: String,
+    cleanup: Cleanup,
+}
+
+impl Env {
+    fn new() -> Env {
+        let image = image();
+        let n = free_port();
+        let network = format!("orrery-test-{n}");
+        Env {
+            n,
+            image,
+            network: network.clone(),
+            cleanup: Cleanup {
+                began: Instant::now(),
+                users: Vec::new(),
+                containers: Vec::new(),
+                volumes: Vec::new(),
+                network,
+            },
+        }
+    }
+
+    /// A user name unique to this test; its container and volume are cleaned up.
+    fn user(&mut self, tag: &str) -> String {
+        let u = format!("g{}{tag}", self.n);
+        self.cleanup.users.push(u.clone());
+        self.cleanup.containers.push(container_name(&u));
+        self.cleanup.volumes.push(self.volume(&u));
+        u
+    }
+
+    fn volume(&self, user: &str) -> String {
+        format!("orrery-test-{}-{user}", self.n)
+    }
+
+    /// The daemon config: Docker backend on this test's network and volumes, plus `extra`
+    /// (lines for `[spawner.docker]` first, then other tables).
+    fn config(&self, docker_extra: &str, extra: &str) -> String {
+        format!(
+            "[spawner]\nbackend = \"docker\"\nslow_spawn_timeout = \"60s\"\nstart_timeout = \"90s\"\n\n\
+             [spawner.docker]\nimage = \"{}\"\npull_policy = \"never\"\nnetwork = \"{}\"\n\
+             home_volume = \"orrery-test-{}-{{username}}\"\n{docker_extra}\n\n[cull]\nenabled = false\n\n{extra}\n",
+            self.image, self.network, self.n
+        )
+    }
+
+    async fn daemon(&self, docker_extra: &str, extra: &str) -> Daemon {
+        Daemon::start(&self.config(docker_extra, extra)).await
+    }
+}
+
+fn container_name(user: &str) -> String {
+    format!("orrery-{user}")
+}
+
+/// `docker inspect` of one object, as JSON.
+fn inspect(what: &str) -> Value {
+    let out = docker_ok(&["inspect", what]);
+    let v: Value = serde_json::from_str(&out).expect("docker inspect JSON");
+    v[0].clone()
+}
+
+/// The last lines of a container's log, for failure messages.
+fn container_logs(name: &str) -> String {
+    let (_, out, err) = docker(&["logs", "--tail", "40", name]);
+    format!("{out}\n{err}")
+}
+
+/// `docker exec CONTAINER ARGS…`: (exit code, stdout, stderr).
+fn exec(container: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("docker")
+        .arg("exec")
+        .arg(container)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker exec");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+// ------------------------------------------------------------------------------------------
+// hub and proxy helpers
+
+/// Start `user`'s server through the API and wait until the hub calls it ready; returns the
+/// container id the hub recorded (checked against the engine's).
+async fn start_server(d: &Daemon, user: &str) -> String {
+    let began = Instant::now();
+    let (s, b, _) = d
+        .api("POST", &format!("/users/{user}/server"), Some(ADMIN), None)
+        .await;
+    assert!(
+        s == 201 || s == 202,
+        "spawn {user}: {s} {b}\nlog:\n{}\ncontainer log:\n{}",
+        d.log(),
+        container_logs(&container_name(user))
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let model = loop {
+        let (_, u, _) = d
+            .api("GET", &format!("/users/{user}"), Some(ADMIN), None)
+            .await;
+        let srv = &u["servers"][""];
+        if srv["ready"] == true {
+            break u;
+        }
+        assert!(
+            s == 202 && !srv.is_null(),
+            "{user}'s server is neither ready nor pending after {s}: {u}\nlog:\n{}",
+            d.log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{user}'s server not ready in 120 s: {u}\nlog:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let srv = &model["servers"][""];
+    assert_eq!(srv["url"], format!("/user/{user}/"), "{model}");
+    assert_eq!(model["server"], format!("/user/{user}/"), "{model}");
+    assert_eq!(srv["pending"], Value::Null, "{model}");
+    let id = srv["state"]["container_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("container_id in the server state: {model}"))
+        .to_string();
+    let engine_id = docker_ok(&["inspect", "-f", "{{.Id}}", &container_name(user)]);
+    assert_eq!(id, engine_id, "the hub's container is orrery-{user}");
+    eprintln!(
+        "[gateway_e2e] {user}'s server ready in {:?} ({s})",
+        began.elapsed()
+    );
+    id
+}
+
+/// A request through the hub's proxy to `/user/<user>/<rest>` with `token`.
+async fn proxied(
+    d: &Daemon,
+    method: &str,
+    user: &str,
+    rest: &str,
+    token: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut req = d
+        .http
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}/user/{user}/{rest}", d.url),
+        )
+        .header("Authorization", format!("token {token}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} /user/{user}/{rest}: {e}"))
+}
+
+/// `proxied`, expecting `status`; the JSON body.
+async fn proxied_json(
+    d: &Daemon,
+    method: &str,
+    user: &str,
+    rest: &str,
+    token: &str,
+    body: Option<Value>,
+    status: u16,
+) -> Value {
+    let r = proxied(d, method, user, rest, token, body).await;
+    let got = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    assert_eq!(
+        got,
+        status,
+        "{method} /user/{user}/{rest}: {text}\nhub log:\n{}\ncontainer log:\n{}",
+        d.log(),
+        container_logs(&container_name(user))
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON from {rest} ({e}): {text}"))
+}
+
+/// Ids of every container (running or not) labelled for `user`.
+fn containers_of(user: &str) -> Vec<String> {
+    let out = docker_ok(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &format!("label=org.orrery.user={user}"),
+        "--format",
+        "{{.ID}}",
+    ]);
+    out.lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// remote-kernel helpers
+
+const REMOTE: &str = "[kernels]\nremote = true\n";
+
+/// The kernel container of kernel `kid` (by label), if any.
+fn kernel_container(kid: &str) -> Option<String> {
+    let out = docker_ok(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &format!("label=org.orrery.kernel={kid}"),
+        "--format",
+        "{{.ID}}",
+    ]);
+    out.lines().next().map(str::to_string)
+}
+
+/// A variable of a container's environment.
+fn container_env(container: &str, var: &str) -> String {
+    let (code, out, err) = exec(container, &["env"]);
+    assert_eq!(code, 0, "env in {container}: {err}");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{var}=")))
+        .unwrap_or_else(|| panic!("{var} not in {container}'s environment:\n{out}"))
+        .to_string()
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The kernel's channels WebSocket through the proxy, as a browser opens it.
+async fn open_channels(d: &Daemon, user: &str, token: &str, kid: &str) -> Socket {
+    let url = format!(
+        "ws://127.0.0.1:{}/user/{user}/api/kernels/{kid}/channels?token={token}&session_id={}",
+        d.port,
+        uuid::Uuid::new_v4()
+    );
+    let mut req = url.as_str().into_client_request().expect("ws request");
+    req.headers_mut()
+        .insert("sec-fetch-mode", "websocket".parse().unwrap());
+    req.headers_mut().insert("origin", d.url.parse().unwrap());
+    let (ws, resp) = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("WebSocket handshake within 60 s")
+    .unwrap_or_else(|e| panic!("kernel WebSocket through the proxy: {e}\n{}", d.log()));
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+fn message(msg_type: &str, channel: &str, content: Value, parent: Value) -> (String, Value) {
+    let msg_id = format!("{msg_type}-{}", uuid::Uuid::new_v4());
+    let msg = json!({
+        "header": {
+            "msg_id": msg_id,
+            "username": "test",
+            "session": "gateway-e2e",
+            "msg_type": msg_type,
+            "version": "5.3",
+            "date": chrono::Utc::now().to_rfc3339(),
+        },
+        "parent_header": parent,
+        "metadata": {},
+        "content": content,
+        "channel": channel,
+        "buffers": [],
+    });
+    (msg_id, msg)
+}
+
+/// Sends an execute_request; returns its msg_id.
+async fn execute(ws: &mut Socket, code: &str, allow_stdin: bool) -> String {
+    let (id, msg) = message(
+        "execute_request",
+        "shell",
+        json!({"code": code, "silent": false, "store_history": true,
+               "user_expressions": {}, "allow_stdin": allow_stdin, "stop_on_error": true}),
+        json!({}),
+    );
+    ws.send(Message::Text(msg.to_string().into()))
+        .await
+        .expect("send execute_request");
+    id
+}
+
+/// The next message (JSON) whose parent is `parent` and that `want` accepts, within `within`.
+async fn wait_for(
+    ws: &mut Socket,
+    parent: &str,
+    within: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut seen = Vec::new();
+    let got = tokio::time::timeout(within, async {
+        while let Some(m) = ws.next().await {
+            let Ok(Message::Text(text)) = m else { continue };
+            let v: Value = serde_json::from_str(text.as_str()).expect("JSON message");
+            seen.push(format!(
+                "{}:{}",
+                v["channel"].as_str().unwrap_or("?"),
+                v["header"]["msg_type"].as_str().unwrap_or("?")
+            ));
+            if v["parent_header"]["msg_id"] == parent && want(&v) {
+                return Some(v);
+            }
+        }
+        None
+    })
+    .await;
+    match got {
+        Ok(Some(v)) => v,
+        Ok(None) => panic!("WebSocket closed; saw {seen:?}"),
+        Err(_) => panic!("nothing wanted within {within:?}; saw {seen:?}"),
+    }
+}
+
+fn is(msg_type: &'static str) -> impl Fn(&Value) -> bool {
+    move |v| v["header"]["msg_type"] == msg_type
+}
+
+/// Runs `code` and returns everything it printed to stdout.
+async fn run(ws: &mut Socket, code: &str) -> String {
+    let id = execute(ws, code, false).await;
+    let mut out = String::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let v = wait_for(ws, &id, left, |_| true).await;
+        match v["header"]["msg_type"].as_str().unwrap_or("") {
+            "stream" => out.push_str(v["content"]["text"].as_str().unwrap_or("")),
+            "error" => panic!("{code:?} failed: {}", v["content"]),
+            "status" if v["content"]["execution_state"] == "idle" => return out,
+            _ => {}
+        }
+    }
+}
+
+/// Waits until the gateway reports the kernel idle (its container answered).
+async fn wait_idle(d: &Daemon, user: &str, token: &str, kid: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        // Jupyter Server refreshes its kernel models from the gateway when it lists them.
+        let list = proxied_json(d, "GET", user, "api/kernels", token, None, 200).await;
+        let k = list
+            .as_array()
+            .and_then(|l| l.iter().find(|k| k["id"] == kid))
+            .unwrap_or_else(|| panic!("kernel {kid} not listed: {list}"))
+            .clone();
+        if k["execution_state"] == "idle" {
+            return k;
+        }
+        assert!(
+            k["execution_state"] != "dead",
+            "kernel died: {k}\nhub log:\n{}",
+            d.log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "kernel not idle in 90 s: {k}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jupyter_server_in_gateway_mode_runs_kernels_in_their_own_containers() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let user = env.user("k");
+    let d = env.daemon("", REMOTE).await;
+    d.create_users(&[&user], false).await;
+    let token = d.token_for(&user).await;
+    let server = start_server(&d, &user).await;
+    let gateway_url = container_env(&server, "JUPYTER_GATEWAY_URL");
+    assert!(
+        gateway_url.ends_with(&format!(":{}/hub/gateway", d.internal_port)),
+        "{gateway_url}"
+    );
+
+    // Jupyter Server lists the gateway's kernelspecs.
+    let specs = proxied_json(&d, "GET", &user, "api/kernelspecs", &token, None, 200).await;
+    assert_eq!(specs["default"], "python3", "{specs}");
+    assert_eq!(
+        specs["kernelspecs"]["python3"]["spec"]["display_name"], "Python 3",
+        "{specs}"
+    );
+
+    // A kernel: Jupyter Server forwards the create to the gateway, which answers at once.
+    let began = Instant::now();
+    let kernel = proxied_json(
+        &d,
+        "POST",
+        &user,
+        "api/kernels",
+        &token,
+        Some(json!({"name": "python3"})),
+        201,
+    )
+    .await;
+    let kid = kernel["id"].as_str().expect("kernel id").to_string();
+    assert_eq!(kernel["name"], "python3", "{kernel}");
+    let model = wait_idle(&d, &user, &token, &kid).await;
+    let last = model["last_activity"].as_str().unwrap_or("");
+    assert!(last.ends_with('Z') && last.contains('.'), "{model}");
+    eprintln!(
+        "[gateway_e2e] kernel idle {:?} after create",
+        began.elapsed()
+    );
+
+    // The kernel container: its own, labelled, hardened, on the isolated network.
+    let kc = kernel_container(&kid).expect("a container labelled with the kernel id");
+    let c = inspect(&kc);
+    let labels = &c["Config"]["Labels"];
+    assert_eq!(labels["org.orrery.kind"], "kernel", "{labels}");
+    assert_eq!(labels["org.orrery.user"], user.as_str(), "{labels}");
+    assert_eq!(labels["org.orrery.kernel"], kid.as_str(), "{labels}");
+    assert!(
+        labels["org.orrery.hub"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "{labels}"
+    );
+    assert_eq!(c["HostConfig"]["CapDrop"], json!(["ALL"]));
+    assert_eq!(c["HostConfig"]["SecurityOpt"], json!(["no-new-privileges"]));
+    assert_eq!(c["HostConfig"]["NetworkMode"], env.network.as_str());
+    assert_eq!(exec(&kc, &["id", "-u"]).1, "1000");
+    // The key is in the kernel's container, never in the notebook container.
+    let (_, server_env, _) = exec(&server, &["env"]);
+    let key: Value =
+        serde_json::from_str(&exec(&kc, &["cat", "/var/run/orrery-kernel/kernel.json"]).1)
+            .expect("connection file");
+    let key = key["key"].as_str().expect("key").to_string();
+    assert_eq!(key.len(), 64);
+    assert!(!server_env.contains(&key));
+    let (code, _, _) = exec(&server, &["ls", "/var/run/orrery-kernel"]);
+    assert_ne!(code, 0, "no connection directory in the notebook container");
+
+    // Code runs in the kernel's container: another hostname, the same home.
+    let mut ws = open_channels(&d, &user, &token, &kid).await;
+    let t = Instant::now();
+    let host = run(&mut ws, "import socket; print(socket.gethostname())").await;
+    eprintln!(
+        "[gateway_e2e] first execute through proxy + gateway: {:?}",
+        t.elapsed()
+    );
+    let server_host = c["Config"]["Hostname"].as_str().unwrap_or("").to_string();
+    let notebook_host = inspect(&server)["Config"]["Hostname"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(
+        host.trim(),
+        server_host,
+        "the kernel's hostname is its container's"
+    );
+    assert_ne!(
+        host.trim(),
+        notebook_host,
+        "the kernel does not run in the notebook container"
+    );
+    let t = Instant::now();
+    run(
+        &mut ws,
+        "open('/home/jovyan/from-kernel.txt','w').write('hi')",
+    )
+    .await;
+    eprintln!("[gateway_e2e] execute round trip: {:?}", t.elapsed());
+    let file = proxied_json(
+        &d,
+        "GET",
+        &user,
+        "api/contents/from-kernel.txt",
+        &token,
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(file["content"], "hi", "{file}");
+    let cwd = run(&mut ws, "import os; print(os.getcwd())").await;
+    assert_eq!(cwd.trim(), "/home/jovyan");
+
+    // Interrupt: a long sleep ends with KeyboardInterrupt within 2 s.
+    let id = execute(&mut ws, "import time; time.sleep(100)", false).await;
+    wait_for(&mut ws, &id, Duration::from_secs(30), |v| {
+        v["header"]["msg_type"] == "status" && v["content"]["execution_state"] == "busy"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    let r = proxied(
+        &d,
+        "POST",
+        &user,
+        &format!("api/kernels/{kid}/interrupt"),
+        &token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        204,
+        "interrupt: {}",
+        r.text().await.unwrap_or_default()
+    );
+    let reply = wait_for(&mut ws, &id, Duration::from_secs(2), is("execute_reply")).await;
+    assert_eq!(reply["content"]["status"], "error", "{reply}");
+    assert_eq!(reply["content"]["ename"], "KeyboardInterrupt", "{reply}");
+    eprintln!(
+        "[gateway_e2e] interrupt → KeyboardInterrupt in {:?}",
+        t.elapsed()
+    );
+
+    // input(): input_request on stdin, input_reply back, the value arrives.
+    let id = execute(&mut ws, "x = input('name? '); print('got', x)", true).await;
+    let req = wait_for(&mut ws, &id, Duration::from_secs(30), is("input_request")).await;
+    assert_eq!(req["channel"], "stdin", "{req}");
+    assert_eq!(req["content"]["prompt"], "name? ", "{req}");
+    let (_, reply) = message(
+        "input_reply",
+        "stdin",
+        json!({"value": "orrery"}),
+        req["header"].clone(),
+    );
+    ws.send(Message::Text(reply.to_string().into()))
+        .await
+        .expect("send input_reply");
+    let out = wait_for(&mut ws, &id, Duration::from_secs(30), is("stream")).await;
+    assert_eq!(out["content"]["text"], "got orrery\n", "{out}");
+    run(&mut ws, "pass").await;
+    let _ = ws.close(None).await;
+
+    // Restart keeps the id; the kernel's state is fresh; the container is new.
+    run_check_restart(&d, &user, &token, &kid, &kc).await;
+
+    // Delete removes the container.
+    let r = proxied(
+        &d,
+        "DELETE",
+        &user,
+        &format!("api/kernels/{kid}"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        kernel_container(&kid),
+        None,
+        "the kernel's container is removed"
+    );
+    let list = proxied_json(&d, "GET", &user, "api/kernels", &token, None, 200).await;
+    assert_eq!(list, json!([]), "{list}");
+}
+
+async fn run_check_restart(d: &Daemon, user: &str, token: &str, kid: &str, old_container: &str) {
+    let mut ws = open_channels(d, user, token, kid).await;
+    run(&mut ws, "marker = 42").await;
+    let _ = ws.close(None).await;
+    let t = Instant::now();
+    let restarted = proxied_json(
+        d,
+        "POST",
+        user,
+        &format!("api/kernels/{kid}/restart"),
+        token,
+        Some(json!({})),
+        200,
+    )
+    .await;
+    assert_eq!(restarted["id"], kid, "{restarted}");
+    eprintln!("[gateway_e2e] restart took {:?}", t.elapsed());
+    wait_idle(d, user, token, kid).await;
+    let new_container = kernel_container(kid).expect("a kernel container after restart");
+    assert_ne!(
+        new_container, old_container,
+        "restart recreates the container"
+    );
+    let mut ws = open_channels(d, user, token, kid).await;
+    let out = run(&mut ws, "print('marker' in dir())").await;
+    assert_eq!(out.trim(), "False", "restart resets the kernel's state");
+    let _ = ws.close(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let a = env.user("a");
+    let b = env.user("b");
+    let d = env.daemon("", REMOTE).await;
+    d.create_users(&[&a, &b], false).await;
+    let token_a = d.token_for(&a).await;
+    let server_a = start_server(&d, &a).await;
+    let server_b = start_server(&d, &b).await;
+    let url = container_env(&server_b, "JUPYTER_GATEWAY_URL");
+    let token_gb = container_env(&server_b, "JUPYTER_GATEWAY_AUTH_TOKEN");
+    let token_ga = container_env(&server_a, "JUPYTER_GATEWAY_AUTH_TOKEN");
+    assert_ne!(token_ga, token_gb);
+
+    let gw = |method: &str, path: &str, token: Option<&str>| {
+        let mut r = d
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{url}{path}"),
+            )
+            .timeout(Duration::from_secs(30));
+        if let Some(t) = token {
+            r = r.header("Authorization", format!("token {t}"));
+        }
+        if method == "POST" {
+            r = r.json(&json!({}));
+        }
+        r.send()
+    };
+    // Kernelspecs come from the config as it is now: a reload changes the list the running
+    // Jupyter Server shows, filtered per user.
+    let mut config = std::fs::read_to_string(&d.config_path).unwrap();
+    config.push_str(&format!(
+        "\n[[kernels.specs]]\nname = \"python3\"\ndisplay_name = \"Python 3\"\n\n\
+         [[kernels.specs]]\nname = \"py-small\"\ndisplay_name = \"Python (small)\"\n\
+         memory = \"512M\"\nallowed_users = [\"{a}\"]\n"
+    ));
+    std::fs::write(&d.config_path, config).unwrap();
+    let (code, out, err) = d.cli(&["config", "reload"], None);
+    assert_eq!(code, 0, "reload: {out}{err}\n{}", d.log());
+    let specs = proxied_json(&d, "GET", &a, "api/kernelspecs", &token_a, None, 200).await;
+    let names: Vec<&String> = specs["kernelspecs"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["py-small", "python3"], "{specs}");
+    let r = gw("GET", "/api/kernelspecs", Some(&token_gb))
+        .await
+        .unwrap();
+    let specs_b: Value = r.json().await.unwrap();
+    assert!(
+        specs_b["kernelspecs"]["py-small"].is_null(),
+        "B may not use A's spec: {specs_b}"
+    );
+    let r = gw("GET", "/api/kernelspecs/py-small", Some(&token_gb))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // A's kernel, through A's server.
+    let kernel = proxied_json(
+        &d,
+        "POST",
+        &a,
+        "api/kernels",
+        &token_a,
+        Some(json!({"name": "python3"})),
+        201,
+    )
+    .await;
+    let kid = kernel["id"].as_str().unwrap().to_string();
+    wait_idle(&d, &a, &token_a, &kid).await;
+
+    // Without a token, or with an ordinary API token, the gateway refuses.
+    let r = gw("GET", "/api/kernels", None).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = gw("GET", "/api/kernels", Some(&token_a)).await.unwrap();
+    assert_eq!(r.status(), 403, "a hub API token is not a gateway token");
+    // A's gateway token sees the kernel; B's sees nothing of it.
+    let r = gw("GET", &format!("/api/kernels/{kid}"), Some(&token_ga))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = gw("GET", "/api/kernels", Some(&token_gb)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+    for (method, path) in [
+        ("GET", format!("/api/kernels/{kid}")),
+        ("POST", format!("/api/kernels/{kid}/interrupt")),
+        ("POST", format!("/api/kernels/{kid}/restart")),
+        ("GET", format!("/api/kernels/{kid}/channels")),
+        ("DELETE", format!("/api/kernels/{kid}")),
+    ] {
+        let r = gw(method, &path, Some(&token_gb)).await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 404, "B's token: {method} {path}: {body}");
+        assert!(
+            body["reason"].is_string() && body["message"].is_string(),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}}",
+            &kernel_container(&kid).unwrap()
+        ]),
+        "true",
+        "A's kernel is untouched"
+    );
+
+    // B's kernel (straight through the gateway with B's token) cannot reach A's kernel.
+    let r = gw("POST", "/api/kernels", Some(&token_gb)).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let kb: Value = r.json().await.unwrap();
+    let kid_b = kb["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let m: Value = gw("GET", &format!("/api/kernels/{kid_b}"), Some(&token_gb))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if m["execution_state"] == "idle" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && m["execution_state"] != "dead",
+            "{m}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let ka = kernel_container(&kid).unwrap();
+    let kbc = kernel_container(&kid_b).unwrap();
+    let ip_a = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &ka,
+    ]);
+    // Control: the hub (on the host) reaches A's shell port.
+    let direct = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((ip_a.as_str(), 52000)),
+    )
+    .await;
+    assert!(
+        matches!(direct, Ok(Ok(_))),
+        "A's kernel listens at {ip_a}:52000: {direct:?}"
+    );
+    let (code, out, err) = exec(
+        &kbc,
+        &[
+            "python3",
+            "-c",
+            &format!("import socket; socket.create_connection(('{ip_a}', 52000), timeout=3); print('connected')"),
+        ],
+    );
+    assert_ne!(
+        code, 0,
+        "B's kernel reached A's kernel at {ip_a}:52000: {out} {err}"
+    );
+    assert!(!out.contains("connected"), "{out}");
+    let r = gw("DELETE", &format!("/api/kernels/{kid_b}"), Some(&token_gb))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    // Stopping A's server deletes A's kernels and revokes A's gateway token.
+    let (s, body, _) = d
+        .api("DELETE", &format!("/users/{a}/server"), Some(ADMIN), None)
+        .await;
+    assert!(s == 204 || s == 202, "stop {a}: {s} {body}");
+    let t = Instant::now();
+    while kernel_container(&kid).is_some() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "A's kernel outlived A's server"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let r = gw("GET", "/api/kernels", Some(&token_ga)).await.unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "A's gateway token is revoked with the server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kernel_is_reclaimed_and_recreated_behind_the_same_id() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let user = env.user("c");
+    let d = env
+        .daemon(
+            "",
+            "[kernels]\nremote = true\nidle_timeout = \"3s\"\ncull_interval = \"1s\"\n",
+        )
+        .await;
+    d.create_users(&[&user], false).await;
+    let token = d.token_for(&user).await;
+    start_server(&d, &user).await;
+
+    // A notebook session with a kernel, as JupyterLab opens one.
+    let session = proxied_json(
+        &d,
+        "POST",
+        &user,
+        "api/sessions",
+        &token,
+        Some(
+            json!({"path": "nb.ipynb", "name": "nb.ipynb", "type": "notebook",
+                    "kernel": {"name": "python3"}}),
+        ),
+        201,
+    )
+    .await;
+    let kid = session["kernel"]["id"]
+        .as_str()
+        .expect("kernel id")
+        .to_string();
+    wait_idle(&d, &user, &token, &kid).await;
+    let first = kernel_container(&kid).expect("kernel container");
+    let mut ws = open_channels(&d, &user, &token, &kid).await;
+    run(&mut ws, "x = 1").await;
+
+    // Idle past the timeout: the container goes, the kernel and the session stay.
+    let t = Instant::now();
+    while kernel_container(&kid).is_some() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the idle kernel's container was not reclaimed in 30 s\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "[gateway_e2e] idle kernel reclaimed {:?} after its last execute",
+        t.elapsed()
+    );
+    let listed = wait_idle(&d, &user, &token, &kid).await;
+    assert_eq!(listed["id"], kid.as_str());
+    let sessions = proxied_json(&d, "GET", &user, "api/sessions", &token, None, 200).await;
+    assert_eq!(sessions[0]["id"], session["id"], "{sessions}");
+    assert_eq!(sessions[0]["kernel"]["id"], kid.as_str(), "{sessions}");
+
+    // The next execute, on the same WebSocket: the reclaim notice, then the result.
+    let t = Instant::now();
+    let id = execute(&mut ws, "print('x' in dir())", false).await;
+    let notice = wait_for(&mut ws, &id, Duration::from_secs(60), is("stream")).await;
+    assert_eq!(notice["content"]["name"], "stderr", "{notice}");
+    let text = notice["content"]["text"].as_str().unwrap_or("");
+    assert!(
+        text.starts_with("kernel was reclaimed after ") && text.contains("its state was reset"),
+        "{notice}"
+    );
+    let out = wait_for(&mut ws, &id, Duration::from_secs(60), is("stream")).await;
+    assert_eq!(out["content"]["name"], "stdout", "{out}");
+    assert_eq!(out["content"]["text"], "False\n", "state was reset: {out}");
+    eprintln!(
+        "[gateway_e2e] execute on a reclaimed kernel answered in {:?}",
+        t.elapsed()
+    );
+    let second = kernel_container(&kid).expect("a new kernel container behind the same id");
+    assert_ne!(first, second);
+    let _ = ws.close(None).await;
+}
