@@ -132,7 +132,9 @@ impl Store {
             match sled::Config::new().path(db_path).open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && attempt < 30 =>
+                    if (e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock"))
+                        && attempt < 30 =>
                 {
                     attempt += 1;
                     std::thread::sleep(std::time::Duration::from_millis(100));
