@@ -265,3 +265,92 @@ fn reload_without_a_daemon_fails_clearly() {
     assert!(err.contains("orrery is not running"), "{err}");
     assert!(err.contains("systemctl start orrery"), "{err}");
 }
+
+/// `[[kernels.specs]]` entries are added and removed by name, written as TOML inline tables;
+/// an invalid entry is refused and the file left as it was.
+#[test]
+fn kernel_specs_are_added_and_removed_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    fs::write(&config, COMMENTED).unwrap();
+    ok(
+        &config,
+        &[
+            "add-item",
+            "kernels.specs",
+            "{name = \"gpu\", display_name = \"Python (GPU)\", memory = \"4G\"}",
+        ],
+    );
+    let text = fs::read_to_string(&config).unwrap();
+    assert!(
+        text.starts_with("# Our class hub."),
+        "comments kept:\n{text}"
+    );
+    assert!(
+        text.contains("[[kernels.specs]]") && text.contains("name = \"gpu\""),
+        "{text}"
+    );
+    let parsed = orrery::config::load_file(&config).unwrap();
+    assert_eq!(parsed.kernels.specs.len(), 1);
+    assert_eq!(parsed.kernels.specs[0].display_name, "Python (GPU)");
+    ok(
+        &config,
+        &[
+            "add-item",
+            "kernels.specs",
+            "{name = \"r\", display_name = \"R\", language = \"R\"}",
+        ],
+    );
+    assert_eq!(
+        orrery::config::load_file(&config)
+            .unwrap()
+            .kernels
+            .specs
+            .len(),
+        2
+    );
+
+    // The same name twice, an entry without a name, or a bad field: refused, file unchanged.
+    let before = fs::read(&config).unwrap();
+    let err = fails(
+        &config,
+        &["add-item", "kernels.specs", "{name = \"gpu\"}"],
+        2,
+    );
+    assert!(err.contains("already has an entry named"), "{err}");
+    let err = fails(
+        &config,
+        &["add-item", "kernels.specs", "{display_name = \"x\"}"],
+        2,
+    );
+    assert!(err.contains("needs a name"), "{err}");
+    let err = fails(
+        &config,
+        &[
+            "add-item",
+            "kernels.specs",
+            "{name = \"bad\", memroy = \"1G\"}",
+        ],
+        2,
+    );
+    assert!(err.contains("memroy"), "{err}");
+    assert_eq!(
+        fs::read(&config).unwrap(),
+        before,
+        "refused edits leave the file byte-identical"
+    );
+
+    ok(&config, &["remove-item", "kernels.specs", "gpu"]);
+    let parsed = orrery::config::load_file(&config).unwrap();
+    assert_eq!(
+        parsed
+            .kernels
+            .specs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["r"]
+    );
+    let err = fails(&config, &["remove-item", "kernels.specs", "gpu"], 2);
+    assert!(err.contains("does not contain"), "{err}");
+}

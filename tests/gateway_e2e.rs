@@ -755,13 +755,14 @@ async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
     };
     // Kernelspecs come from the config as it is now: a reload changes the list the running
     // Jupyter Server shows, filtered per user.
-    let mut config = std::fs::read_to_string(&d.config_path).unwrap();
-    config.push_str(&format!(
-        "\n[[kernels.specs]]\nname = \"python3\"\ndisplay_name = \"Python 3\"\n\n\
-         [[kernels.specs]]\nname = \"py-small\"\ndisplay_name = \"Python (small)\"\n\
-         memory = \"512M\"\nallowed_users = [\"{a}\"]\n"
-    ));
-    std::fs::write(&d.config_path, config).unwrap();
+    // Added the operator's way: `orrery config add-item` + `orrery config reload`.
+    for spec in [
+        "{name = \"python3\", display_name = \"Python 3\"}".to_string(),
+        format!("{{name = \"py-small\", display_name = \"Python (small)\", memory = \"512M\", allowed_users = [\"{a}\"]}}"),
+    ] {
+        let (code, out, err) = d.cli(&["config", "add-item", "kernels.specs", &spec], None);
+        assert_eq!(code, 0, "add-item {spec}: {out}{err}");
+    }
     let (code, out, err) = d.cli(&["config", "reload"], None);
     assert_eq!(code, 0, "reload: {out}{err}\n{}", d.log());
     let specs = proxied_json(&d, "GET", &a, "api/kernelspecs", &token_a, None, 200).await;

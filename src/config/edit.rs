@@ -288,10 +288,41 @@ fn add_item_by(
     let table = parent_mut(doc, &parts, true)?
         .ok_or_else(|| ConfigError::invalid(key, "cannot create its section"))?;
     match table.get_mut(last) {
+        None | Some(Item::None) if value.is_inline_table() => {
+            let mut aot = toml_edit::ArrayOfTables::new();
+            if let Value::InlineTable(t) = value {
+                aot.push(t.into_table());
+            }
+            table.insert(last, Item::ArrayOfTables(aot));
+            Ok(true)
+        }
         None | Some(Item::None) => {
             let mut array = Array::new();
             array.push(value);
             table.insert(last, Item::Value(Value::Array(array)));
+            Ok(true)
+        }
+        Some(Item::ArrayOfTables(aot)) if value.is_inline_table() => {
+            let exists = aot
+                .iter()
+                .any(|t| same(&Value::InlineTable(t.clone().into_inline_table()), &value));
+            if exists {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "already has an entry named {}; remove-item it first to replace it",
+                        value
+                            .as_inline_table()
+                            .and_then(|t| t.get("name"))
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
+                            .trim()
+                    ),
+                ));
+            }
+            if let Value::InlineTable(t) = value {
+                aot.push(t.into_table());
+            }
             Ok(true)
         }
         Some(Item::Value(Value::Array(array))) => {
@@ -361,6 +392,14 @@ fn remove_item_by(
                     }
                 }
             }
+            Ok(())
+        }
+        Some(Item::ArrayOfTables(aot)) if value.is_inline_table() => {
+            let index = aot
+                .iter()
+                .position(|t| same(&Value::InlineTable(t.clone().into_inline_table()), value))
+                .ok_or_else(not_there)?;
+            aot.remove(index);
             Ok(())
         }
         Some(Item::ArrayOfTables(_)) => Err(list_of_tables_error(key)),
@@ -669,8 +708,7 @@ pub fn unset_key(path: &Path, key: &str) -> Result<Change, ConfigError> {
 
 fn check_list(key: &str) -> Result<(), ConfigError> {
     match check_editable(key)?.required() {
-        Shape::List(element) if !matches!(element.required(), Shape::Table(_)) => Ok(()),
-        Shape::List(_) => Err(list_of_tables_error(key)),
+        Shape::List(_) => Ok(()),
         _ => Err(ConfigError::invalid(
             key,
             format!("not a list; use `orrery config set {key} VALUE`"),
@@ -701,9 +739,46 @@ fn list_item(key: &str, raw: &str) -> Result<(Value, SameItem), ConfigError> {
         })?;
         return Ok((Value::from(name), same_user));
     }
+    if is_list_of_tables(key) {
+        return Ok((table_item(key, raw)?, same_name));
+    }
     let value = parse_value_for_key(key, raw)
         .ok_or_else(|| ConfigError::invalid(key, format!("{raw:?} cannot be a list item")))?;
     Ok((value, same_value))
+}
+
+fn is_list_of_tables(key: &str) -> bool {
+    matches!(load::key_shape(key).map(Shape::required), Some(Shape::List(e)) if matches!(e.required(), Shape::Table(_)))
+}
+
+/// An entry of a list of tables (`[[kernels.specs]]`, `[[services]]`), written as a TOML inline
+/// table: `{name = "gpu", image = "…"}`. A bare word stands for `{name = "WORD"}` (enough for
+/// remove-item). Entries are identified by their `name`.
+fn table_item(key: &str, raw: &str) -> Result<Value, ConfigError> {
+    let text = raw.trim();
+    let value = if text.starts_with('{') {
+        text.parse::<Value>().map_err(|e| {
+            ConfigError::invalid(key, format!("{raw:?} is not a TOML inline table ({e}); write e.g. '{{name = \"gpu\", display_name = \"GPU\"}}'"))
+        })?
+    } else {
+        let mut t = toml_edit::InlineTable::new();
+        t.insert("name", Value::from(text));
+        Value::InlineTable(t)
+    };
+    match &value {
+        Value::InlineTable(t) if t.get("name").and_then(|n| n.as_str()).is_some_and(|n| !n.is_empty()) => Ok(value),
+        _ => Err(ConfigError::invalid(key, format!("{raw:?} needs a name: each [[{key}]] entry is identified by its name, e.g. '{{name = \"gpu\", …}}'"))),
+    }
+}
+
+/// Two entries of a list of tables are the same entry if their names are equal.
+fn same_name(a: &Value, b: &Value) -> bool {
+    let name = |v: &Value| {
+        v.as_inline_table()
+            .and_then(|t| t.get("name"))
+            .and_then(|n| n.as_str().map(str::to_string))
+    };
+    name(a).is_some() && name(a) == name(b)
 }
 
 /// `orrery config add-item KEY VALUE`. Adding a value already present changes nothing. User
