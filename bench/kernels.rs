@@ -1,0 +1,407 @@
+//! Kernel benchmark: remote kernels (each in its own container, through Orrery's gateway)
+//! against kernels local to the notebook server, both driven through the hub's proxy the way
+//! JupyterLab drives them.
+//!
+//! Two users on one hub: `local` gets a server with `kernels.remote = false`, `remote` one with
+//! `kernels.remote = true` (set with `orrery config set` + `config reload` between the spawns).
+//! For each: **kernel start** = `POST /user/<u>/api/kernels` → channels WebSocket → the first
+//! `execute_reply` of `1+1`; **execute round trip** = `execute_request` → `execute_reply` on an
+//! open WebSocket. Medians; rounds alternate which side goes first. Writes a section of
+//! `docs/benchmarks.md`. Run: `cargo bench --bench kernels` (ORRERY_BENCH_RUNS, default 5 starts
+//! and 30 round trips each).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const TOKEN: &str = "bench-admin-token-0123456789abcdef";
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn sh(cmd: &str) -> String {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Hub {
+    http: reqwest::Client,
+    port: u16,
+    config: std::path::PathBuf,
+}
+
+impl Hub {
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(
+                method,
+                format!("http://127.0.0.1:{}/hub/api{path}", self.port),
+            )
+            .header("Authorization", format!("token {TOKEN}"));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("hub request");
+        let s = resp.status().as_u16();
+        (s, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    fn cli(&self, args: &[&str]) {
+        let ok = Command::new(env!("CARGO_BIN_EXE_orrery"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .status()
+            .expect("orrery cli")
+            .success();
+        assert!(ok, "orrery {args:?} failed");
+    }
+
+    /// A user with a ready server; returns an API token of theirs.
+    async fn user_with_server(&self, user: &str) -> String {
+        let (s, b) = self
+            .api(
+                reqwest::Method::POST,
+                &format!("/users/{user}"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        let (s, t) = self
+            .api(
+                reqwest::Method::POST,
+                &format!("/users/{user}/tokens"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(s, 201, "{t}");
+        let (s, b) = self
+            .api(
+                reqwest::Method::POST,
+                &format!("/users/{user}/server"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 201, "spawn {user}: {b}");
+        t["token"].as_str().expect("token").to_string()
+    }
+
+    async fn new_kernel(&self, user: &str, token: &str) -> String {
+        let r = self
+            .http
+            .post(format!(
+                "http://127.0.0.1:{}/user/{user}/api/kernels",
+                self.port
+            ))
+            .header("Authorization", format!("token {token}"))
+            .json(&json!({"name": "python3"}))
+            .send()
+            .await
+            .expect("create kernel");
+        assert_eq!(r.status().as_u16(), 201);
+        let k: Value = r.json().await.expect("kernel model");
+        k["id"].as_str().expect("kernel id").to_string()
+    }
+
+    async fn delete_kernel(&self, user: &str, token: &str, id: &str) {
+        let _ = self
+            .http
+            .delete(format!(
+                "http://127.0.0.1:{}/user/{user}/api/kernels/{id}",
+                self.port
+            ))
+            .header("Authorization", format!("token {token}"))
+            .send()
+            .await;
+    }
+
+    async fn channels(&self, user: &str, token: &str, id: &str) -> Socket {
+        let url = format!(
+            "ws://127.0.0.1:{}/user/{user}/api/kernels/{id}/channels?token={token}&session_id={}",
+            self.port,
+            uuid::Uuid::new_v4()
+        );
+        let mut req = url.as_str().into_client_request().expect("ws request");
+        req.headers_mut()
+            .insert("sec-fetch-mode", "websocket".parse().expect("header"));
+        req.headers_mut().insert(
+            "origin",
+            format!("http://127.0.0.1:{}", self.port)
+                .parse()
+                .expect("header"),
+        );
+        tokio_tungstenite::connect_async(req)
+            .await
+            .expect("kernel websocket")
+            .0
+    }
+}
+
+/// Send `1+1` and wait for its execute_reply; seconds taken.
+async fn execute(ws: &mut Socket) -> f64 {
+    let msg_id = uuid::Uuid::new_v4().to_string();
+    let msg = json!({
+        "header": {"msg_id": msg_id, "username": "bench", "session": "bench", "msg_type": "execute_request", "version": "5.3", "date": chrono::Utc::now().to_rfc3339()},
+        "parent_header": {}, "metadata": {},
+        "content": {"code": "1+1", "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true},
+        "channel": "shell", "buffers": [],
+    });
+    let t0 = Instant::now();
+    ws.send(Message::Text(msg.to_string().into()))
+        .await
+        .expect("send execute");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let next = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            ws.next(),
+        )
+        .await
+        .expect("execute_reply within 120 s");
+        let Some(Ok(frame)) = next else {
+            panic!("kernel websocket closed")
+        };
+        let text = match frame {
+            Message::Text(t) => t.to_string(),
+            _ => continue,
+        };
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if v["msg_type"] == "execute_reply" || v["header"]["msg_type"] == "execute_reply" {
+            if v["parent_header"]["msg_id"] == msg_id.as_str() {
+                return t0.elapsed().as_secs_f64();
+            }
+        }
+    }
+}
+
+struct Side {
+    starts: Vec<f64>,
+    rtts: Vec<f64>,
+}
+
+async fn measure_start(hub: &Hub, user: &str, token: &str) -> f64 {
+    let t0 = Instant::now();
+    let id = hub.new_kernel(user, token).await;
+    let mut ws = hub.channels(user, token, &id).await;
+    execute(&mut ws).await;
+    let took = t0.elapsed().as_secs_f64();
+    let _ = ws.close(None).await;
+    hub.delete_kernel(user, token, &id).await;
+    took
+}
+
+async fn measure_rtts(hub: &Hub, user: &str, token: &str, n: usize) -> Vec<f64> {
+    let id = hub.new_kernel(user, token).await;
+    let mut ws = hub.channels(user, token, &id).await;
+    for _ in 0..3 {
+        execute(&mut ws).await; // warm-up
+    }
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(execute(&mut ws).await);
+    }
+    let _ = ws.close(None).await;
+    hub.delete_kernel(user, token, &id).await;
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    let runs: usize = std::env::var("ORRERY_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let image = Command::new("bash")
+        .arg(format!("{repo}/tests/images/build.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("build image");
+    assert!(image.status.success(), "tests/images/build.sh failed");
+    let image = String::from_utf8_lossy(&image.stdout).trim().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let tag = port.to_string();
+    let network = format!("orrery-kbench-{tag}");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\naddress = \"127.0.0.1\"\nport = {port}\n[internal]\nport = {}\n[state]\npath = \"{}\"\n\
+             [cull]\nenabled = false\n[spawner]\nbackend = \"docker\"\nslow_spawn_timeout = \"120s\"\n\
+             [spawner.docker]\nimage = \"{image}\"\npull_policy = \"never\"\nnetwork = \"{network}\"\nhome_volume = \"orrery-kbench-{tag}-{{username}}\"\n\
+             [kernels]\nremote = false\n\
+             [[services]]\nname = \"bench\"\napi_token = \"{TOKEN}\"\nscopes = [\"admin:users\", \"admin:servers\", \"tokens\"]\n",
+            free_port(),
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("config");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_orrery"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start orrery");
+    let hub = Hub {
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
+        port,
+        config: config.clone(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hub
+        .http
+        .get(format!("http://127.0.0.1:{port}/hub/api/"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "orrery did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let local_token = hub.user_with_server("local").await;
+    hub.cli(&["config", "set", "kernels.remote", "true"]);
+    hub.cli(&["config", "reload"]);
+    let remote_token = hub.user_with_server("remote").await;
+
+    let mut local = Side {
+        starts: Vec::new(),
+        rtts: Vec::new(),
+    };
+    let mut remote = Side {
+        starts: Vec::new(),
+        rtts: Vec::new(),
+    };
+    // One warm-up start each (first use of the image for kernels, Python imports cached).
+    measure_start(&hub, "local", &local_token).await;
+    measure_start(&hub, "remote", &remote_token).await;
+    for i in 0..runs {
+        if i % 2 == 0 {
+            local
+                .starts
+                .push(measure_start(&hub, "local", &local_token).await);
+            remote
+                .starts
+                .push(measure_start(&hub, "remote", &remote_token).await);
+        } else {
+            remote
+                .starts
+                .push(measure_start(&hub, "remote", &remote_token).await);
+            local
+                .starts
+                .push(measure_start(&hub, "local", &local_token).await);
+        }
+        eprintln!(
+            "start {}: local {:.3}s, remote {:.3}s",
+            i + 1,
+            local.starts[i],
+            remote.starts[i]
+        );
+    }
+    local.rtts = measure_rtts(&hub, "local", &local_token, 30).await;
+    remote.rtts = measure_rtts(&hub, "remote", &remote_token, 30).await;
+
+    let _ = hub
+        .api(reqwest::Method::DELETE, "/users/local/server", None)
+        .await;
+    let _ = hub
+        .api(reqwest::Method::DELETE, "/users/remote/server", None)
+        .await;
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+    sh(&format!("docker ps -aq --filter label=org.orrery.kind=kernel --filter network={network} | xargs -r docker rm -f >/dev/null 2>&1; docker volume ls -q --filter name=orrery-kbench-{tag} | xargs -r docker volume rm >/dev/null 2>&1; docker network rm {network} >/dev/null 2>&1"));
+
+    let (ls, rs) = (
+        median(&mut local.starts.clone()),
+        median(&mut remote.starts.clone()),
+    );
+    let (lr, rr) = (
+        median(&mut local.rtts.clone()) * 1000.0,
+        median(&mut remote.rtts.clone()) * 1000.0,
+    );
+    println!("kernel start: local {ls:.3}s, remote {rs:.3}s; execute round trip: local {lr:.1} ms, remote {rr:.1} ms");
+    let machine = format!(
+        "{} cores ({}), {} memory, kernel {}, Docker {}",
+        sh("nproc"),
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'"),
+        sh("free -h | awk '/Mem:/ {print $2}'"),
+        sh("uname -r"),
+        sh("docker version --format '{{.Server.Version}}'")
+    );
+    let section = format!(
+        "## Remote kernels through the gateway\n\n\
+         Measured {date} on {machine}, image `{image}`, through the hub's proxy and the user's Jupyter \
+         Server as JupyterLab drives them; {runs} kernel starts per side after one warm-up, rounds \
+         alternating which side goes first, and 30 execute round trips per side after 3 warm-ups. \
+         `cargo bench --bench kernels` regenerates this section.\n\n\
+         * **Local**: the kernel runs inside the user's notebook container (`kernels.remote = false`).\n\
+         * **Remote**: Jupyter Server in gateway mode; Orrery starts the kernel in its own container and \
+         bridges its ZeroMQ sockets to the WebSocket.\n\n\
+         | | local | remote | remote − local |\n| --- | --- | --- | --- |\n\
+         | kernel start (create → first `execute_reply`), median | {ls:.3} s | {rs:.3} s | {:+.0} ms |\n\
+         | execute round trip (`1+1`), median | {lr:.1} ms | {rr:.1} ms | {:+.1} ms |\n",
+        (rs - ls) * 1000.0,
+        rr - lr,
+        date = sh("date -u +%Y-%m-%d"),
+    );
+    write_section(
+        &format!("{repo}/docs/benchmarks.md"),
+        "## Remote kernels through the gateway",
+        &section,
+    );
+    eprintln!("wrote docs/benchmarks.md");
+}
+
+/// Replace (or append) one `## ` section of the benchmarks document.
+fn write_section(path: &str, heading: &str, section: &str) {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".to_string());
+    let new = match old.find(heading) {
+        Some(start) => {
+            let rest = &old[start + heading.len()..];
+            let end = rest
+                .find("\n## ")
+                .map(|e| start + heading.len() + e + 1)
+                .unwrap_or(old.len());
+            format!("{}{}{}", &old[..start], section, &old[end..])
+        }
+        None => format!(
+            "{}\n{}",
+            old.trim_end_matches('\n').to_string() + "\n",
+            section
+        ),
+    };
+    let mut f = std::fs::File::create(path).expect("write docs/benchmarks.md");
+    let _ = f.write_all(new.as_bytes());
+}
