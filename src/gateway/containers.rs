@@ -28,7 +28,7 @@ use tokio::sync::OnceCell;
 use super::manager::Kernel;
 use crate::config::Config;
 use crate::kernels::ConnectionInfo;
-use crate::spawner::docker::{LABEL_HUB, LABEL_KIND, LABEL_USER};
+use crate::spawner::docker::{self, is_not_found, LABEL_HUB, LABEL_KIND, LABEL_USER};
 
 /// Label naming the kernel id of a kernel container.
 pub const LABEL_KERNEL: &str = "org.orrery.kernel";
@@ -85,16 +85,6 @@ pub fn working_dir(home: &str, requested: Option<&str>) -> Result<String, String
     Ok(joined.to_string_lossy().into_owned())
 }
 
-fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
 impl Containers {
     pub fn new(socket: &str, instance: String) -> Containers {
         Containers {
@@ -107,17 +97,9 @@ impl Containers {
     async fn client(&self) -> Result<&Docker, String> {
         self.docker
             .get_or_try_init(|| async {
-                let socket = if !self.socket.is_empty() {
-                    self.socket.clone()
-                } else {
-                    std::env::var("DOCKER_HOST")
-                        .unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
-                };
-                let d = Docker::connect_with_socket(&socket, 120, bollard::API_DEFAULT_VERSION)
-                    .map_err(|e| format!("the Docker engine is not reachable at {socket}: {e}"))?;
-                d.negotiate_version()
-                    .await
-                    .map_err(|e| format!("the Docker engine is not reachable at {socket}: {e}"))
+                docker::connect(&self.socket).await.map_err(|(socket, e)| {
+                    format!("the Docker engine is not reachable at {socket}: {e}")
+                })
             })
             .await
     }
@@ -149,19 +131,13 @@ impl Containers {
                 "image {image} runs as root; kernels run unprivileged (set spawner.docker.user)"
             ));
         }
-        let home = match &dcfg.home_host_path {
-            Some(tpl) => Mount {
-                target: Some(dcfg.home_mount.clone()),
-                source: Some(tpl.replace("{username}", &kernel.user)),
-                typ: Some(MountTypeEnum::BIND),
-                ..Default::default()
-            },
-            None => Mount {
-                target: Some(dcfg.home_mount.clone()),
-                source: Some(dcfg.home_volume.replace("{username}", &kernel.user)),
-                typ: Some(MountTypeEnum::VOLUME),
-                ..Default::default()
-            },
+        // The same home the user's notebook server mounts (created there at spawn).
+        let (source, typ) = docker::home_source(dcfg, &kernel.user);
+        let home = Mount {
+            target: Some(dcfg.home_mount.clone()),
+            source: Some(source),
+            typ: Some(typ),
+            ..Default::default()
         };
         let connection = Mount {
             target: Some(CONNECTION_DIR.into()),

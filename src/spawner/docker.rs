@@ -68,17 +68,9 @@ impl DockerBackend {
     async fn client(&self) -> Result<&Docker, SpawnError> {
         self.docker
             .get_or_try_init(|| async {
-                let socket = if !self.socket.is_empty() {
-                    self.socket.clone()
-                } else {
-                    std::env::var("DOCKER_HOST")
-                        .unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
-                };
-                let d = Docker::connect_with_socket(&socket, 120, bollard::API_DEFAULT_VERSION)
-                    .map_err(|e| unreachable(&socket, &e))?;
-                d.negotiate_version()
+                connect(&self.socket)
                     .await
-                    .map_err(|e| unreachable(&socket, &e))
+                    .map_err(|(socket, e)| unreachable(&socket, &e))
             })
             .await
     }
@@ -108,7 +100,20 @@ fn failed(what: &str, e: bollard::errors::Error) -> SpawnError {
     }
 }
 
-fn is_not_found(e: &bollard::errors::Error) -> bool {
+/// Connect to the engine at `socket` (empty: $DOCKER_HOST or the default socket) and agree on
+/// an API version. Shared by notebook servers and kernel containers. Err: (socket, error).
+pub async fn connect(socket: &str) -> Result<Docker, (String, bollard::errors::Error)> {
+    let socket = if !socket.is_empty() {
+        socket.to_string()
+    } else {
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+    };
+    let d = Docker::connect_with_socket(&socket, 120, bollard::API_DEFAULT_VERSION)
+        .map_err(|e| (socket.clone(), e))?;
+    d.negotiate_version().await.map_err(|e| (socket, e))
+}
+
+pub fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
         bollard::errors::Error::DockerResponseServerError {
@@ -116,6 +121,18 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+/// Where `user`'s home lives: a host directory (bind mount) or a named volume, per config.
+/// The one rule for naming it, so notebook servers and kernels mount the same files.
+pub fn home_source(cfg: &DockerSpawner, user: &str) -> (String, MountTypeEnum) {
+    match &cfg.home_host_path {
+        Some(tpl) => (tpl.replace("{username}", user), MountTypeEnum::BIND),
+        None => (
+            cfg.home_volume.replace("{username}", user),
+            MountTypeEnum::VOLUME,
+        ),
+    }
 }
 
 fn is_root_user(user: &str) -> bool {
@@ -201,8 +218,9 @@ impl DockerBackend {
         cfg: &DockerSpawner,
         user: &str,
     ) -> Result<Mount, SpawnError> {
-        if let Some(tpl) = &cfg.home_host_path {
-            let path = tpl.replace("{username}", user);
+        let (source, typ) = home_source(cfg, user);
+        if typ == MountTypeEnum::BIND {
+            let path = source.clone();
             if !std::path::Path::new(&path).exists() {
                 std::fs::create_dir_all(&path).map_err(|e| {
                     SpawnError::Failed(format!("cannot create home directory {path}: {e}"))
@@ -219,29 +237,21 @@ impl DockerBackend {
                     ))
                 })?;
             }
-            return Ok(Mount {
-                target: Some(cfg.home_mount.clone()),
-                source: Some(path),
-                typ: Some(MountTypeEnum::BIND),
-                ..Default::default()
-            });
-        }
-        let name = cfg.home_volume.replace("{username}", user);
-        if docker.inspect_volume(&name).await.is_err() {
+        } else if docker.inspect_volume(&source).await.is_err() {
             let labels = HashMap::from([(LABEL_KIND, "home"), (LABEL_USER, user)]);
             docker
                 .create_volume(CreateVolumeOptions {
-                    name: name.as_str(),
+                    name: source.as_str(),
                     labels,
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| failed(&format!("creating volume {name}"), e))?;
+                .map_err(|e| failed(&format!("creating volume {source}"), e))?;
         }
         Ok(Mount {
             target: Some(cfg.home_mount.clone()),
-            source: Some(name),
-            typ: Some(MountTypeEnum::VOLUME),
+            source: Some(source),
+            typ: Some(typ),
             ..Default::default()
         })
     }
@@ -690,8 +700,9 @@ impl Backend for DockerBackend {
         Box::pin(async move {
             let docker = self.client().await?;
             let cfg = &config.spawner.docker;
-            if let Some(tpl) = &cfg.home_host_path {
-                let path = tpl.replace("{username}", user);
+            let (name, typ) = home_source(cfg, user);
+            if typ == MountTypeEnum::BIND {
+                let path = name;
                 return match std::fs::remove_dir_all(&path) {
                     Ok(()) => Ok(format!("removed home directory {path}")),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -700,7 +711,6 @@ impl Backend for DockerBackend {
                     Err(e) => Err(SpawnError::Failed(format!("cannot remove {path}: {e}"))),
                 };
             }
-            let name = cfg.home_volume.replace("{username}", user);
             match docker.remove_volume(&name, None).await {
                 Ok(()) => Ok(format!("removed volume {name}")),
                 Err(e) if is_not_found(&e) => Ok(format!("no volume {name}")),
