@@ -47,7 +47,7 @@ fn runs_with_no_config_file_on_embedded_defaults() {
         );
     }
     let cwd = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orrery"))
+    let child = Command::new(env!("CARGO_BIN_EXE_orrery"))
         .arg("serve")
         .current_dir(cwd.path())
         .env_remove("ORRERY_CONFIG")
