@@ -10,10 +10,13 @@
 //! `docs/benchmarks.md`. Run: `cargo bench --bench kernels` (ORRERY_BENCH_RUNS, default 5 starts
 //! and 30 round trips each).
 
-use std::io::Write;
+#[path = "common.rs"]
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{free_port, machine, median, sh, write_section};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -23,32 +26,6 @@ const TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn sh(cmd: &str) -> String {
-    Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 struct Hub {
     http: reqwest::Client,
@@ -352,14 +329,7 @@ async fn main() {
         median(&mut remote.rtts.clone()) * 1000.0,
     );
     println!("kernel start: local {ls:.3}s, remote {rs:.3}s; execute round trip: local {lr:.1} ms, remote {rr:.1} ms");
-    let machine = format!(
-        "{} cores ({}), {} memory, kernel {}, Docker {}",
-        sh("nproc"),
-        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'"),
-        sh("free -h | awk '/Mem:/ {print $2}'"),
-        sh("uname -r"),
-        sh("docker version --format '{{.Server.Version}}'")
-    );
+    let machine = machine();
     let section = format!(
         "## Remote kernels through the gateway\n\n\
          Measured {date} on {machine}, image `{image}`, through the hub's proxy and the user's Jupyter \
@@ -382,26 +352,4 @@ async fn main() {
         &section,
     );
     eprintln!("wrote docs/benchmarks.md");
-}
-
-/// Replace (or append) one `## ` section of the benchmarks document.
-fn write_section(path: &str, heading: &str, section: &str) {
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".to_string());
-    let new = match old.find(heading) {
-        Some(start) => {
-            let rest = &old[start + heading.len()..];
-            let end = rest
-                .find("\n## ")
-                .map(|e| start + heading.len() + e + 1)
-                .unwrap_or(old.len());
-            format!("{}{}{}", &old[..start], section, &old[end..])
-        }
-        None => format!(
-            "{}\n{}",
-            old.trim_end_matches('\n').to_string() + "\n",
-            section
-        ),
-    };
-    let mut f = std::fs::File::create(path).expect("write docs/benchmarks.md");
-    let _ = f.write_all(new.as_bytes());
 }

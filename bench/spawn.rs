@@ -11,7 +11,9 @@
 //! Needs a Docker engine and the test image (`tests/images/build.sh`). Writes
 //! `docs/benchmarks.md`. Run: `cargo bench --bench spawn` (ORRERY_BENCH_RUNS, default 7).
 
-use std::io::Write;
+#[path = "common.rs"]
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,34 +23,9 @@ use bollard::container::{
 };
 use bollard::models::HostConfig;
 use bollard::Docker;
+use common::{free_port, machine, median, sh, write_section};
 
 const TOKEN: &str = "bench-admin-token-0123456789abcdef";
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn sh(cmd: &str) -> String {
-    Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 async fn wait_ready(http: &reqwest::Client, url: &str, limit: Duration) -> Option<Instant> {
     let deadline = Instant::now() + limit;
@@ -284,14 +261,7 @@ async fn main() {
     let median_pair = median(&mut diffs);
     println!("spawn latency median {mh:.3}s; direct container median {mb:.3}s; hub overhead {overhead_ms:.0} ms (median of paired differences {median_pair:.0} ms); ratio {:.3}", mh / mb);
 
-    let machine = format!(
-        "{} cores ({}), {} memory, kernel {}, Docker {}",
-        sh("nproc"),
-        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'"),
-        sh("free -h | awk '/Mem:/ {print $2}'"),
-        sh("uname -r"),
-        sh("docker version --format '{{.Server.Version}}'")
-    );
+    let machine = machine();
     let mut rows = String::new();
     for (i, (h, b)) in hub_runs.iter().zip(&base_runs).enumerate() {
         rows.push_str(&format!(
@@ -323,26 +293,4 @@ async fn main() {
         &section,
     );
     eprintln!("wrote docs/benchmarks.md");
-}
-
-/// Replace (or append) one `## ` section of the benchmarks document.
-fn write_section(path: &str, heading: &str, section: &str) {
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\nEach section is written by the benchmark named in it; numbers are medians measured side by side on the machine described.\n\n".to_string());
-    let new = match old.find(heading) {
-        Some(start) => {
-            let rest = &old[start + heading.len()..];
-            let end = rest
-                .find("\n## ")
-                .map(|e| start + heading.len() + e + 1)
-                .unwrap_or(old.len());
-            format!("{}{}{}", &old[..start], section, &old[end..])
-        }
-        None => format!(
-            "{}\n{}",
-            old.trim_end_matches('\n').to_string() + "\n",
-            section
-        ),
-    };
-    let mut f = std::fs::File::create(path).expect("write docs/benchmarks.md");
-    let _ = f.write_all(new.as_bytes());
 }
