@@ -6,6 +6,10 @@
 //! the browser sent. The proxy does not authenticate: the single-user server checks the user via
 //! OAuth, as behind CHP. Each request records activity for the server (throttled).
 //!
+//! One exception with remote kernels: a kernel channels WebSocket
+//! (`user/<name>/api/kernels/<id>/channels`) is answered by the gateway itself
+//! ([`crate::gateway::direct`]), after the user's server has authorized the same credentials.
+//!
 //! A request for a server that is not running is redirected to the hub's page for it
 //! (`<hub>/user/<name>/…`), which offers to start it — never to a stale address.
 
@@ -62,7 +66,8 @@ impl Default for Proxy {
 }
 
 impl Proxy {
-    fn should_touch(&self, user: &str) -> bool {
+    /// Whether activity for `user`'s server is due to be recorded again (at most every 30 s).
+    pub fn should_touch(&self, user: &str) -> bool {
         let mut map = self.touched.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         match map.get(user) {
@@ -72,6 +77,31 @@ impl Proxy {
                 true
             }
         }
+    }
+}
+
+impl Proxy {
+    /// The status of a plain `GET url` with `headers` (the body is discarded): how the gateway
+    /// asks a user's server whether a browser may open one of its kernels.
+    pub async fn status_of_get(
+        &self,
+        url: &str,
+        headers: axum::http::HeaderMap,
+    ) -> Result<StatusCode, ProxyError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| ProxyError::Target(e.to_string()))?;
+        let mut req = hyper::Request::builder()
+            .method(axum::http::Method::GET)
+            .uri(uri)
+            .body(Body::empty())
+            .map_err(|e| ProxyError::Target(e.to_string()))?;
+        *req.headers_mut() = headers;
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .map_err(|_| ProxyError::Upstream("no answer within 30 s".into()))?
+            .map_err(|e| ProxyError::Upstream(describe(&e)))?;
+        Ok(resp.status())
     }
 }
 
@@ -112,6 +142,19 @@ pub async fn handle(
         let _ = hub.record_activity(&name, Some(""), Utc::now());
     }
     let client_ip = connect.map(|c| c.0.ip());
+    // With remote kernels the browser's kernel WebSocket goes to the gateway directly (binary
+    // buffers survive, one hop less); the user's server still decides who may open it.
+    if is_websocket(&req) && hub.config().kernels.remote {
+        let rest = params.get("rest").map(String::as_str).unwrap_or("");
+        if let (Some(kid), Some(gw)) = (
+            crate::gateway::direct::channels_kernel_id(rest),
+            hub.gateway(),
+        ) {
+            let mut req = req;
+            add_forwarded(req.headers_mut(), client_ip, hub.config().https.enabled);
+            return crate::gateway::direct::handle(gw, &name, &target, kid, req).await;
+        }
+    }
     match forward(
         &hub.proxy,
         req,
@@ -163,7 +206,6 @@ pub async fn forward(
         .parse()
         .map_err(|e: axum::http::uri::InvalidUri| ProxyError::Target(e.to_string()))?;
     let websocket = is_websocket(&req);
-    let original_host = req.headers().get(header::HOST).cloned();
 
     // Build the upstream request: same method, headers minus hop-by-hop, streaming body.
     let mut builder = hyper::Request::builder()
@@ -185,30 +227,7 @@ pub async fn forward(
             }
             h.append(k.clone(), v.clone());
         }
-        if let Some(ip) = client_ip {
-            let xff = match req
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip.to_string(),
-            };
-            if let Ok(v) = HeaderValue::from_str(&xff) {
-                h.insert(HeaderName::from_static("x-forwarded-for"), v);
-            }
-        }
-        if !h.contains_key("x-forwarded-proto") {
-            h.insert(
-                HeaderName::from_static("x-forwarded-proto"),
-                HeaderValue::from_static(if https { "https" } else { "http" }),
-            );
-        }
-        if let Some(host) = &original_host {
-            if !h.contains_key("x-forwarded-host") {
-                h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
-            }
-        }
+        add_forwarded(h, client_ip, https);
         if websocket {
             h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -259,6 +278,30 @@ pub async fn forward(
         parts.headers.remove(*name);
     }
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// `X-Forwarded-For` (appended to), `-Proto` and `-Host` (kept if set), as CHP does.
+fn add_forwarded(h: &mut axum::http::HeaderMap, client_ip: Option<std::net::IpAddr>, https: bool) {
+    if let Some(ip) = client_ip {
+        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert(HeaderName::from_static("x-forwarded-for"), v);
+        }
+    }
+    if !h.contains_key("x-forwarded-proto") {
+        h.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(if https { "https" } else { "http" }),
+        );
+    }
+    if let Some(host) = h.get(header::HOST).cloned() {
+        if !h.contains_key("x-forwarded-host") {
+            h.insert(HeaderName::from_static("x-forwarded-host"), host);
+        }
+    }
 }
 
 fn describe(e: &hyper_util::client::legacy::Error) -> String {

@@ -308,6 +308,10 @@ async fn adopt(hub: &Arc<Hub>, internal: SocketAddr) -> Result<(), ServeError> {
         hub.set_internal_api_base(base);
     }
     spawn::reconcile(hub).await?;
+    // Kernels after servers: a kernel is taken back only if its user's server still runs.
+    if let Some(gw) = hub.gateway() {
+        gw.adopt().await;
+    }
     Ok(())
 }
 

@@ -174,6 +174,26 @@ async fn open_channels(d: &Daemon, user: &str, token: &str, kid: &str) -> Socket
     ws
 }
 
+/// The status a kernel channels WebSocket handshake through the proxy gets (101 when it opens).
+async fn channels_status(d: &Daemon, user: &str, token: &str, kid: &str, origin: &str) -> u16 {
+    let url = format!(
+        "ws://127.0.0.1:{}/user/{user}/api/kernels/{kid}/channels?token={token}",
+        d.port
+    );
+    let mut req = url.as_str().into_client_request().expect("ws request");
+    req.headers_mut()
+        .insert("sec-fetch-mode", "websocket".parse().unwrap());
+    req.headers_mut().insert("origin", origin.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((mut ws, resp)) => {
+            let _ = ws.close(None).await;
+            resp.status().as_u16()
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("kernel WebSocket handshake: {e}"),
+    }
+}
+
 fn message(msg_type: &str, channel: &str, content: Value, parent: Value) -> (String, Value) {
     let msg_id = format!("{msg_type}-{}", uuid::Uuid::new_v4());
     let msg = json!({
@@ -219,8 +239,18 @@ async fn wait_for(
     let mut seen = Vec::new();
     let got = tokio::time::timeout(within, async {
         while let Some(m) = ws.next().await {
-            let Ok(Message::Text(text)) = m else { continue };
-            let v: Value = serde_json::from_str(text.as_str()).expect("JSON message");
+            let v = match m {
+                Ok(Message::Text(text)) => {
+                    serde_json::from_str(text.as_str()).expect("JSON message")
+                }
+                // A message with buffers: the buffers become arrays of byte values.
+                Ok(Message::Binary(b)) => {
+                    let (mut v, buffers) = decode_binary(&b);
+                    v["buffers"] = json!(buffers);
+                    v
+                }
+                _ => continue,
+            };
             seen.push(format!(
                 "{}:{}",
                 v["channel"].as_str().unwrap_or("?"),
@@ -238,6 +268,103 @@ async fn wait_for(
         Ok(None) => panic!("WebSocket closed; saw {seen:?}"),
         Err(_) => panic!("nothing wanted within {within:?}; saw {seen:?}"),
     }
+}
+
+/// Jupyter's legacy binary WebSocket frame (as JupyterLab sends and reads it): u32 BE count
+/// `n` = 1 + buffers, `n` u32 BE offsets, the JSON message, the buffers.
+fn encode_binary(msg: &Value, buffers: &[Vec<u8>]) -> Vec<u8> {
+    let mut msg = msg.clone();
+    if let Some(m) = msg.as_object_mut() {
+        m.remove("buffers");
+    }
+    let json = msg.to_string().into_bytes();
+    let n = 1 + buffers.len();
+    let mut offsets = vec![4 * (n as u32 + 1)];
+    let mut at = offsets[0] + json.len() as u32;
+    for b in buffers {
+        offsets.push(at);
+        at += b.len() as u32;
+    }
+    let mut out = (n as u32).to_be_bytes().to_vec();
+    for o in offsets {
+        out.extend_from_slice(&o.to_be_bytes());
+    }
+    out.extend_from_slice(&json);
+    for b in buffers {
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+fn decode_binary(frame: &[u8]) -> (Value, Vec<Vec<u8>>) {
+    let word = |i: usize| u32::from_be_bytes(frame[4 * i..4 * i + 4].try_into().unwrap()) as usize;
+    let n = word(0);
+    let offsets: Vec<usize> = (1..=n).map(word).collect();
+    let end = |i: usize| offsets.get(i + 1).copied().unwrap_or(frame.len());
+    let msg: Value = serde_json::from_slice(&frame[offsets[0]..end(0)]).expect("JSON part");
+    let buffers = (1..n).map(|i| frame[offsets[i]..end(i)].to_vec()).collect();
+    (msg, buffers)
+}
+
+/// The bytes of a decoded message's buffer `i`.
+fn buffer(v: &Value, i: usize) -> Vec<u8> {
+    v["buffers"][i]
+        .as_array()
+        .unwrap_or_else(|| panic!("no buffer {i} in {v}"))
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect()
+}
+
+/// An ipywidgets-style comm with binary buffers both ways through proxy and gateway: the
+/// kernel's comm target sends back what it got (reversed), the bytes include ones that are not
+/// UTF-8 and NULs.
+async fn comm_round_trip(ws: &mut Socket) {
+    run(
+        ws,
+        "import comm\n\
+         def _echo(c, open_msg):\n\
+         \x20   c.on_msg(lambda m: c.send({'got': len(m['buffers'])}, buffers=[bytes(b)[::-1] for b in m['buffers']]))\n\
+         \x20   c.send({'opened': len(open_msg['buffers'])}, buffers=[bytes(b) for b in open_msg['buffers']])\n\
+         comm.get_comm_manager().register_target('echo', _echo)",
+    )
+    .await;
+    let comm_id = uuid::Uuid::new_v4().to_string();
+    let blob: Vec<u8> = (0..=255u8).rev().chain([0, 0xff, 0xfe, 0xc3]).collect();
+    let (open_id, open) = message(
+        "comm_open",
+        "shell",
+        json!({"comm_id": comm_id, "target_name": "echo", "data": {}}),
+        json!({}),
+    );
+    ws.send(Message::Binary(
+        encode_binary(&open, &[blob.clone(), b"second".to_vec()]).into(),
+    ))
+    .await
+    .expect("send comm_open");
+    let opened = wait_for(ws, &open_id, Duration::from_secs(30), is("comm_msg")).await;
+    assert_eq!(opened["content"]["data"]["opened"], 2, "{opened}");
+    assert_eq!(buffer(&opened, 0), blob, "buffer 0 came back intact");
+    assert_eq!(buffer(&opened, 1), b"second", "buffer 1 came back intact");
+
+    let (msg_id, msg) = message(
+        "comm_msg",
+        "shell",
+        json!({"comm_id": comm_id, "data": {"method": "custom"}}),
+        json!({}),
+    );
+    ws.send(Message::Binary(
+        encode_binary(&msg, &[vec![1, 2, 0xff, 0]]).into(),
+    ))
+    .await
+    .expect("send comm_msg");
+    let reply = wait_for(ws, &msg_id, Duration::from_secs(30), is("comm_msg")).await;
+    assert_eq!(reply["content"]["data"]["got"], 1, "{reply}");
+    assert_eq!(
+        buffer(&reply, 0),
+        vec![0, 0xff, 2, 1],
+        "reversed by the kernel"
+    );
 }
 
 fn is(msg_type: &'static str) -> impl Fn(&Value) -> bool {
@@ -395,6 +522,7 @@ async fn jupyter_server_in_gateway_mode_runs_kernels_in_their_own_containers() {
     )
     .await;
     eprintln!("[gateway_e2e] execute round trip: {:?}", t.elapsed());
+    comm_round_trip(&mut ws).await;
     let file = proxied_json(
         &d,
         "GET",
@@ -624,6 +752,21 @@ async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
         "true",
         "A's kernel is untouched"
     );
+    // Through the proxy, the browser's kernel WebSocket: A's server decides who may open it.
+    let token_b = d.token_for(&b).await;
+    assert_eq!(channels_status(&d, &a, &token_a, &kid, &d.url).await, 101);
+    assert_eq!(
+        channels_status(&d, &a, &token_b, &kid, &d.url).await,
+        403,
+        "B's credentials open A's kernel"
+    );
+    assert_eq!(
+        channels_status(&d, &a, &token_a, &kid, "http://evil.example").await,
+        403,
+        "a page of another site opens A's kernel with A's credentials"
+    );
+    // A kernel of A's is not reachable under B's server either.
+    assert_eq!(channels_status(&d, &b, &token_b, &kid, &d.url).await, 404);
 
     // B's kernel (straight through the gateway with B's token) cannot reach A's kernel.
     let r = gw("POST", "/api/kernels", Some(&token_gb)).await.unwrap();
@@ -783,4 +926,103 @@ async fn an_idle_kernel_is_reclaimed_and_recreated_behind_the_same_id() {
     let second = kernel_container(&kid).expect("a new kernel container behind the same id");
     assert_ne!(first, second);
     let _ = ws.close(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernels_outlive_a_restart_of_the_daemon() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let user = env.user("r");
+    let mut d = env.daemon("", REMOTE).await;
+    d.create_users(&[&user], false).await;
+    let token = d.token_for(&user).await;
+    let server = start_server(&d, &user).await;
+
+    // Two kernels with state; the second one's container will not survive.
+    let mut kids = Vec::new();
+    for value in ["41", "7"] {
+        let k = proxied_json(
+            &d,
+            "POST",
+            &user,
+            "api/kernels",
+            &token,
+            Some(json!({"name": "python3"})),
+            201,
+        )
+        .await;
+        let kid = k["id"].as_str().expect("kernel id").to_string();
+        wait_idle(&d, &user, &token, &kid).await;
+        let mut ws = open_channels(&d, &user, &token, &kid).await;
+        run(&mut ws, &format!("x = {value}")).await;
+        let _ = ws.close(None).await;
+        kids.push(kid);
+    }
+    let kept = kernel_container(&kids[0]).expect("first kernel's container");
+    let lost = kernel_container(&kids[1]).expect("second kernel's container");
+
+    // The daemon stops (as for an upgrade); meanwhile the second kernel's container goes.
+    d.stop();
+    docker_ok(&["rm", "-f", &lost]);
+    d.spawn().await;
+
+    // Both kernels are still listed under their ids by the user's (same) server.
+    assert_eq!(
+        common::docker::containers_of(&user)
+            .iter()
+            .filter(|c| inspect(c)["Id"] == inspect(&server)["Id"])
+            .count(),
+        1,
+        "the notebook server was kept"
+    );
+    let first = wait_idle(&d, &user, &token, &kids[0]).await;
+    assert_eq!(first["id"], kids[0].as_str());
+    wait_idle(&d, &user, &token, &kids[1]).await;
+
+    // The first kept its container and its state.
+    assert_eq!(kernel_container(&kids[0]).as_deref(), Some(kept.as_str()));
+    let mut ws = open_channels(&d, &user, &token, &kids[0]).await;
+    assert_eq!(run(&mut ws, "print(x + 1)").await, "42\n");
+    let _ = ws.close(None).await;
+
+    // The second gets a new container on its next execute, after a notice saying why.
+    let mut ws = open_channels(&d, &user, &token, &kids[1]).await;
+    let id = execute(&mut ws, "print('x' in dir())", false).await;
+    let notice = wait_for(&mut ws, &id, Duration::from_secs(60), is("stream")).await;
+    assert_eq!(notice["content"]["name"], "stderr", "{notice}");
+    assert!(
+        notice["content"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("container was gone") && t.contains("state was reset")),
+        "{notice}"
+    );
+    let out = wait_for(&mut ws, &id, Duration::from_secs(60), is("stream")).await;
+    assert_eq!(out["content"]["text"], "False\n", "{out}");
+    let renewed = kernel_container(&kids[1]).expect("a new container behind the same id");
+    assert_ne!(renewed, lost);
+    let _ = ws.close(None).await;
+
+    // Deleting a kernel removes its record: after another restart only the first is listed.
+    let r = proxied(
+        &d,
+        "DELETE",
+        &user,
+        &format!("api/kernels/{}", kids[1]),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    d.stop();
+    d.spawn().await;
+    wait_idle(&d, &user, &token, &kids[0]).await;
+    let list = proxied_json(&d, "GET", &user, "api/kernels", &token, None, 200).await;
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["id"].as_str())
+        .collect();
+    assert_eq!(ids, [kids[0].as_str()], "{list}");
+    assert_eq!(kernel_container(&kids[1]), None);
 }

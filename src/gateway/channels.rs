@@ -2,9 +2,10 @@
 //! Jupyter Server uses towards a gateway ([`crate::kernels::ws`]).
 //!
 //! The upgrade is done by hand (hyper upgrade + tokio-tungstenite) rather than with axum's
-//! `ws` feature. Known limit: tungstenite rejects text frames that are not UTF-8, and Jupyter
-//! Server relays the browser's *binary* messages (widget buffers) as such frames, so messages
-//! with buffers from the browser close the socket (see the [`crate::kernels`] module docs).
+//! `ws` feature. Known limit on the Jupyter Server link: tungstenite rejects text frames that
+//! are not UTF-8, and Jupyter Server relays binary messages (widget buffers) as such frames.
+//! Browsers therefore do not come this way: the proxy gives their kernel WebSockets to
+//! [`super::direct`], which ends in the same bridge.
 //!
 //! Each socket registers with its [`Kernel`](super::manager::Kernel): iopub reaches every
 //! socket, replies go to the socket that sent the request. Messages from the socket are
@@ -33,11 +34,17 @@ pub async fn handle(
     State(gw): State<Arc<Gateway>>,
     user: GatewayUser,
     Path(id): Path<String>,
-    mut req: Request,
+    req: Request,
 ) -> Response {
     let Some(kernel) = gw.kernel_of(&user.name, &id) else {
         return GatewayError::not_found(format!("Kernel does not exist: {id}")).into_response();
     };
+    accept(gw, kernel, req)
+}
+
+/// Answer a WebSocket upgrade for `kernel` (no subprotocol: the legacy framing) and bridge it.
+/// Used by [`handle`] (Jupyter Server's gateway client) and by [`super::direct`] (the browser).
+pub fn accept(gw: Arc<Gateway>, kernel: Arc<Kernel>, mut req: Request) -> Response {
     let headers = req.headers();
     let is_upgrade = headers
         .get(header::UPGRADE)
@@ -52,6 +59,7 @@ pub async fn handle(
             .into_response();
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let id = kernel.id.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -113,6 +121,11 @@ where
                     .is_ok_and(|t| t == "kernel_info_request" || t == "comm_info_request")
                 {
                     kernel.touch();
+                    // Kernel work is work on the user's server too (its culler must not stop a
+                    // server whose kernels are in use; the browser may bypass the server).
+                    if gw.hub.proxy.should_touch(&kernel.user) {
+                        let _ = gw.hub.record_activity(&kernel.user, Some(""), chrono::Utc::now());
+                    }
                 }
                 gw.ensure_running(&kernel, channel, &msg).await;
                 let Some(client) = kernel.client(START_TIMEOUT).await else {

@@ -208,17 +208,7 @@ impl Containers {
             .start_container(&created.id, None::<StartContainerOptions<String>>)
             .await
             .map_err(|e| format!("starting container {name}: {e}"))?;
-        let info = docker
-            .inspect_container(&created.id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| format!("inspecting container {name}: {e}"))?;
-        let ip = info
-            .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|mut n| n.remove(&dcfg.network))
-            .and_then(|e| e.ip_address)
-            .filter(|ip| !ip.is_empty());
-        match ip {
+        match self.address(&created.id, &dcfg.network).await {
             Some(ip) => Ok((created.id, ip)),
             None => {
                 let reason = self
@@ -228,6 +218,20 @@ impl Containers {
                 Err(reason)
             }
         }
+    }
+
+    /// The container's address on `network`, if it has one.
+    pub async fn address(&self, container: &str, network: &str) -> Option<String> {
+        let docker = self.client().await.ok()?;
+        let info = docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+            .ok()?;
+        info.network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(network))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty())
     }
 
     /// Send `signal` to the container's main process (tini forwards it to the kernel).

@@ -8,8 +8,10 @@
 //! `msg_id` → socket, kept until the shell/control reply; `input_request` has the execute as
 //! parent, so it reaches the socket that sent the execute). Unknown parents go to every socket.
 //!
-//! The registry lives in memory: at startup, kernel containers and connection directories
-//! this hub left behind are removed (Jupyter Server then sees those kernels as gone).
+//! The registry is in memory, backed by one [`record`](super::record) file per kernel: at
+//! startup ([`Gateway::adopt`]) kernels whose containers still run are reconnected, kernels
+//! whose containers are gone stay listed and get a new container on their next request, and
+//! containers or directories without a record (or whose user's server is gone) are removed.
 //!
 //! Culling: a kernel that is not busy and has had no real traffic (requests from a socket other
 //! than `kernel_info`/`comm_info`, outputs on iopub) for its spec's `idle_timeout` (else
@@ -28,6 +30,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Mutex, RwLock};
 
 use super::containers::{self, Containers};
+use super::record::{self, KernelRecord};
 use crate::config::{InterruptMode, KernelSpec};
 use crate::hub::Hub;
 use crate::kernels::{Channel, ConnectionInfo, KernelClient, KernelMessage, RawMessage};
@@ -63,8 +66,38 @@ pub struct KernelStatus {
     pub ip: Option<String>,
     /// Why the kernel is dead, if it is.
     pub reason: Option<String>,
-    /// Set while the kernel's container was reclaimed for idleness: how long it had been idle.
-    pub reclaimed_after: Option<Duration>,
+    /// Set while the kernel has no container although it is listed: why. Its next request
+    /// starts one ([`Gateway::ensure_running`]).
+    pub reclaimed_after: Option<Reclaimed>,
+}
+
+/// Why a listed kernel has no container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reclaimed {
+    /// Culled after this long without activity.
+    Idle(Duration),
+    /// The container was gone when the hub started again (a reboot, a removed container).
+    Lost,
+}
+
+impl Reclaimed {
+    /// The stderr text the notebook gets before the request that re-creates the kernel.
+    pub fn notice(self) -> String {
+        match self {
+            Reclaimed::Idle(idle) => {
+                let secs = idle.as_secs();
+                let after = if secs >= 60 {
+                    format!("{} minutes", secs / 60)
+                } else {
+                    format!("{secs} seconds")
+                };
+                format!("kernel was reclaimed after {after} idle; its state was reset\n")
+            }
+            Reclaimed::Lost => "kernel's container was gone when the hub restarted; \
+                                a new one was started and its state was reset\n"
+                .to_string(),
+        }
+    }
 }
 
 pub struct Kernel {
@@ -78,6 +111,7 @@ pub struct Kernel {
     pub working_dir: String,
     /// `KERNEL_*` variables from the create request.
     pub env: Vec<(String, String)>,
+    pub created: DateTime<Utc>,
     pub status: StdMutex<KernelStatus>,
     client: RwLock<Option<Arc<KernelClient>>>,
     sockets: StdMutex<Sockets>,
@@ -106,6 +140,23 @@ impl Kernel {
             "execution_state": st.execution_state,
             "connections": connections,
         })
+    }
+
+    /// What is saved of this kernel so that it outlives a restart of the daemon.
+    pub fn record(&self) -> KernelRecord {
+        let reclaimed_after_s = match lock(&self.status).reclaimed_after {
+            Some(Reclaimed::Idle(d)) => Some(d.as_secs()),
+            _ => None,
+        };
+        KernelRecord {
+            id: self.id.clone(),
+            user: self.user.clone(),
+            spec: self.spec.clone(),
+            working_dir: self.working_dir.clone(),
+            env: self.env.clone(),
+            created: self.created,
+            reclaimed_after_s,
+        }
     }
 
     pub fn execution_state(&self) -> String {
@@ -204,7 +255,6 @@ impl Gateway {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(monitor(Arc::downgrade(&gw)));
             rt.spawn(cull(Arc::downgrade(&gw)));
-            rt.spawn(sweep_leftovers(gw.clone()));
         }
         gw
     }
@@ -260,6 +310,7 @@ impl Gateway {
             dir,
             working_dir,
             env,
+            created: Utc::now(),
             status: StdMutex::new(KernelStatus {
                 execution_state: "starting".into(),
                 last_activity: Utc::now(),
@@ -272,6 +323,10 @@ impl Gateway {
             sockets: StdMutex::new(Sockets::default()),
             lifecycle: Mutex::new(()),
         });
+        if let Err(e) = record::save(self.hub.store.path(), &kernel.record()) {
+            let _ = std::fs::remove_dir_all(&kernel.dir);
+            return Err(format!("saving the kernel's record: {e}"));
+        }
         lock(&self.kernels).insert(id.clone(), kernel.clone());
         let gw = self.clone();
         let k = kernel.clone();
@@ -364,7 +419,9 @@ impl Gateway {
         let _guard = kernel.lifecycle.lock().await;
         kernel.touch();
         kernel.set_state("restarting");
-        lock(&kernel.status).reclaimed_after = None;
+        if lock(&kernel.status).reclaimed_after.take().is_some() {
+            self.save_record(kernel);
+        }
         *kernel.client.write().await = None;
         let container = lock(&kernel.status).container.take();
         if let Some(c) = container {
@@ -398,6 +455,7 @@ impl Gateway {
             self.containers.remove(&c).await;
         }
         let _ = std::fs::remove_dir_all(&kernel.dir);
+        record::remove(self.hub.store.path(), &kernel.id);
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel deleted");
     }
 }
@@ -414,10 +472,11 @@ impl Gateway {
         *kernel.client.write().await = None;
         let container = {
             let mut st = lock(&kernel.status);
-            st.reclaimed_after = Some(idle);
+            st.reclaimed_after = Some(Reclaimed::Idle(idle));
             st.ip = None;
             st.container.take()
         };
+        self.save_record(kernel);
         if let Some(c) = container {
             self.containers.remove(&c).await;
         }
@@ -437,17 +496,12 @@ impl Gateway {
             return;
         }
         let _guard = kernel.lifecycle.lock().await;
-        let Some(idle) = lock(&kernel.status).reclaimed_after.take() else {
+        let Some(why) = lock(&kernel.status).reclaimed_after.take() else {
             return;
         };
+        self.save_record(kernel);
         if channel == Channel::Shell {
-            let secs = idle.as_secs();
-            let after = if secs >= 60 {
-                format!("{} minutes", secs / 60)
-            } else {
-                format!("{secs} seconds")
-            };
-            let text = format!("kernel was reclaimed after {after} idle; its state was reset\n");
+            let text = why.notice();
             let notice = RawMessage::new(
                 "stream",
                 &kernel.id,
@@ -461,28 +515,152 @@ impl Gateway {
     }
 }
 
-/// At startup: the registry is in memory, so kernel containers and connection directories left
-/// by an earlier run of this hub cannot be reached again; remove them.
-async fn sweep_leftovers(gw: Arc<Gateway>) {
-    if !gw.hub.config().kernels.remote {
-        return;
-    }
-    let Ok(found) = gw.containers.list().await else {
-        return;
-    };
-    for (container, kernel) in found {
-        if !lock(&gw.kernels).contains_key(&kernel) {
-            tracing::info!(kernel = %kernel, "removing a kernel container left by an earlier run");
-            gw.containers.remove(&container).await;
+impl Gateway {
+    /// Write the kernel's record again (its reclaim state changed). A failure is logged: the
+    /// kernel works on, only its survival of a daemon restart is at stake.
+    fn save_record(&self, kernel: &Kernel) {
+        if let Err(e) = record::save(self.hub.store.path(), &kernel.record()) {
+            tracing::warn!(kernel = %kernel.id, error = %e, "cannot save the kernel's record");
         }
     }
-    let dir = gw.hub.store.path().join("kernels");
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !lock(&gw.kernels).contains_key(&name) {
-                let _ = std::fs::remove_dir_all(e.path());
+
+    /// At startup, after user servers are reconciled and before the gateway serves: take back
+    /// the kernels an earlier run of this hub left (see the module docs) and remove what cannot
+    /// be reached any more.
+    pub async fn adopt(self: &Arc<Self>) {
+        if !self.hub.config().kernels.remote {
+            return;
+        }
+        let state = self.hub.store.path().to_path_buf();
+        let containers = match self.containers.list().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list kernel containers; kernels of an earlier run are not taken back");
+                return;
             }
+        };
+        let mut adopted = 0;
+        for found in record::load_all(&state) {
+            let rec = match found {
+                Ok(r) => r,
+                Err((path, e)) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable kernel record; its kernel is removed");
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+            };
+            let mine: Vec<String> = containers
+                .iter()
+                .filter(|(_, k)| *k == rec.id)
+                .map(|(c, _)| c.clone())
+                .collect();
+            let dir = state.join("kernels").join(&rec.id);
+            let info = std::fs::read(dir.join("kernel.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ConnectionInfo>(&b).ok());
+            let server_up = self
+                .hub
+                .store
+                .server(&rec.user, "")
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.ready);
+            let Some(info) = info.filter(|_| server_up) else {
+                tracing::info!(kernel = %rec.id, user = %rec.user, "removing a kernel of an earlier run (its server is gone or its connection file is)");
+                for c in &mine {
+                    self.containers.remove(c).await;
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+                record::remove(&state, &rec.id);
+                continue;
+            };
+            let mut live = None;
+            for c in mine {
+                if live.is_none() && self.containers.stopped(&c).await.is_none() {
+                    live = Some(c);
+                } else {
+                    self.containers.remove(&c).await;
+                }
+            }
+            let network = self.hub.config().spawner.docker.network.clone();
+            let ip = match &live {
+                Some(c) => self.containers.address(c, &network).await,
+                None => None,
+            };
+            let reclaimed = match (&live, ip.is_some(), rec.reclaimed_after_s) {
+                (Some(_), true, _) => None,
+                (_, _, Some(s)) => Some(Reclaimed::Idle(Duration::from_secs(s))),
+                _ => Some(Reclaimed::Lost),
+            };
+            if reclaimed.is_some() {
+                if let Some(c) = &live {
+                    self.containers.remove(c).await;
+                }
+            }
+            let kernel = Arc::new(Kernel {
+                id: rec.id.clone(),
+                user: rec.user.clone(),
+                spec: rec.spec,
+                info,
+                dir,
+                working_dir: rec.working_dir,
+                env: rec.env,
+                created: rec.created,
+                status: StdMutex::new(KernelStatus {
+                    execution_state: if reclaimed.is_some() {
+                        "idle"
+                    } else {
+                        "starting"
+                    }
+                    .into(),
+                    last_activity: Utc::now(),
+                    container: if reclaimed.is_some() { None } else { live },
+                    ip: if reclaimed.is_some() {
+                        None
+                    } else {
+                        ip.clone()
+                    },
+                    reason: None,
+                    reclaimed_after: reclaimed,
+                }),
+                client: RwLock::new(None),
+                sockets: StdMutex::new(Sockets::default()),
+                lifecycle: Mutex::new(()),
+            });
+            lock(&self.kernels).insert(kernel.id.clone(), kernel.clone());
+            adopted += 1;
+            tracing::info!(kernel = %kernel.id, user = %kernel.user, running = reclaimed.is_none(), "kernel of an earlier run taken back");
+            if let (None, Some(ip)) = (reclaimed, ip) {
+                let gw = self.clone();
+                tokio::spawn(async move {
+                    let _guard = kernel.lifecycle.lock().await;
+                    if let Err(e) = gw.connect(&kernel, &ip).await {
+                        tracing::warn!(kernel = %kernel.id, error = %e, "cannot reconnect to a kernel of an earlier run");
+                        let mut st = lock(&kernel.status);
+                        st.execution_state = "dead".into();
+                        st.reason =
+                            Some(format!("reconnecting after the hub restarted failed: {e}"));
+                    }
+                });
+            }
+        }
+        // What no record accounts for cannot be reached again.
+        for (container, kernel) in &containers {
+            if !lock(&self.kernels).contains_key(kernel) {
+                tracing::info!(kernel = %kernel, "removing a kernel container without a record");
+                self.containers.remove(container).await;
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(state.join("kernels")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !lock(&self.kernels).contains_key(&name) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        if adopted > 0 {
+            tracing::info!(kernels = adopted, "kernels of an earlier run taken back");
         }
     }
 }

@@ -6,8 +6,11 @@
 //! * [`kernelspecs`]: `GET /api/kernelspecs[/{name}]` from `[[kernels.specs]]`.
 //! * [`kernels`]: the `/api/kernels` handlers (create, list, get, delete, interrupt, restart).
 //! * [`manager`]: the registry of kernels and their lifecycle.
+//! * [`record`]: one file per kernel, so kernels outlive a restart of the daemon.
 //! * [`containers`]: kernel containers through bollard.
 //! * [`channels`]: the WebSocket ↔ ZeroMQ bridge (`/api/kernels/{id}/channels`).
+//! * [`direct`]: the browser's kernel WebSocket, handed over by the proxy and bridged here
+//!   without the user's Jupyter Server in the middle (it still authorizes it).
 //!
 //! Mounted on the internal listener only (see `serve.rs`). Nothing here is reachable unless
 //! `kernels.remote = true`, because only then are gateway tokens minted.
@@ -15,9 +18,11 @@
 pub mod auth;
 pub mod channels;
 pub mod containers;
+pub mod direct;
 pub mod kernels;
 pub mod kernelspecs;
 pub mod manager;
+pub mod record;
 
 use std::sync::Arc;
 

@@ -26,15 +26,12 @@
 //! The gateway itself (REST API, kernel containers, the WebSocket handler that ties [`ws`] to
 //! [`client`], culling and re-creation) is [`crate::gateway`].
 //!
-//! A known limit of the other end (read in Jupyter Server 2.21's `gateway/connections.py`, not
-//! yet exercised end to end): in gateway mode it relays the browser's binary frames to the
-//! gateway *as text frames* (`write_message(bytes)` without `binary=True`), and it decodes every
-//! frame from the gateway as UTF-8 and passes it on to the browser as *text*. [`ws_to_kernel`]
-//! copes with the first (it looks at the payload, not the opcode; the WebSocket layer must
-//! accept text frames that are not UTF-8). The second means a message with buffers from the
-//! kernel reaches the browser as a text frame that is not JSON (or, if the bytes are not
-//! UTF-8, ends Jupyter Server's read loop): widget buffers kernel → browser need a decision in
-//! the gateway before they can work.
+//! A known limit of the other end (read in Jupyter Server 2.21's `gateway/connections.py`): in
+//! gateway mode it relays the browser's binary frames to the gateway *as text frames*
+//! (`write_message(bytes)` without `binary=True`), and it decodes every frame from the gateway
+//! as UTF-8 and passes it on to the browser as *text*, so messages with buffers (widgets) cannot
+//! cross it. Orrery's proxy therefore hands the browser's kernel WebSocket straight to the
+//! gateway ([`crate::gateway::direct`]); the user's server only authorizes it.
 
 pub mod channel;
 pub mod client;
