@@ -27,6 +27,21 @@ const TOKEN: &str = "bench-admin-token-0123456789abcdef";
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+struct Cleanup {
+    daemon: std::process::Child,
+    network: String,
+    tag: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.daemon.id().to_string()).status();
+        let _ = self.daemon.wait();
+        let (network, tag) = (&self.network, &self.tag);
+        sh(&format!("docker ps -aq --filter network={network} | xargs -r docker rm -f >/dev/null 2>&1; docker volume ls -q --filter name=orrery-kbench-{tag} | xargs -r docker volume rm >/dev/null 2>&1; docker network rm {network} >/dev/null 2>&1"));
+    }
+}
+
 struct Hub {
     http: reqwest::Client,
     port: u16,
@@ -241,7 +256,7 @@ async fn main() {
         ),
     )
     .expect("config");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_orrery"))
+    let daemon = Command::new(env!("CARGO_BIN_EXE_orrery"))
         .arg("--config")
         .arg(&config)
         .arg("serve")
@@ -249,6 +264,12 @@ async fn main() {
         .stdin(Stdio::null())
         .spawn()
         .expect("start orrery");
+    // Stops the daemon and removes what it made, also when a measurement panics.
+    let _cleanup = Cleanup {
+        daemon,
+        network: network.clone(),
+        tag: tag.clone(),
+    };
     let hub = Hub {
         http: reqwest::Client::builder()
             .no_proxy()
@@ -316,9 +337,7 @@ async fn main() {
     let _ = hub
         .api(reqwest::Method::DELETE, "/users/remote/server", None)
         .await;
-    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
-    let _ = daemon.wait();
-    sh(&format!("docker ps -aq --filter label=org.orrery.kind=kernel --filter network={network} | xargs -r docker rm -f >/dev/null 2>&1; docker volume ls -q --filter name=orrery-kbench-{tag} | xargs -r docker volume rm >/dev/null 2>&1; docker network rm {network} >/dev/null 2>&1"));
+    drop(_cleanup);
 
     let (ls, rs) = (
         median(&mut local.starts.clone()),
@@ -332,13 +351,14 @@ async fn main() {
     let machine = machine();
     let section = format!(
         "## Remote kernels through the gateway\n\n\
-         Measured {date} on {machine}, image `{image}`, through the hub's proxy and the user's Jupyter \
-         Server as JupyterLab drives them; {runs} kernel starts per side after one warm-up, rounds \
+         Measured {date} on {machine}, image `{image}`, through the hub's proxy as JupyterLab drives them \
+         (kernel REST calls through the user's Jupyter Server, the channels WebSocket as the browser opens it); {runs} kernel starts per side after one warm-up, rounds \
          alternating which side goes first, and 30 execute round trips per side after 3 warm-ups. \
          `cargo bench --bench kernels` regenerates this section.\n\n\
          * **Local**: the kernel runs inside the user's notebook container (`kernels.remote = false`).\n\
-         * **Remote**: Jupyter Server in gateway mode; Orrery starts the kernel in its own container and \
-         bridges its ZeroMQ sockets to the WebSocket.\n\n\
+         * **Remote**: Jupyter Server in gateway mode; Orrery starts the kernel in its own container; the \
+         proxy hands the browser's WebSocket to the gateway (after the user's server authorized it), which \
+         bridges it to the kernel's ZeroMQ sockets.\n\n\
          | | local | remote | remote − local |\n| --- | --- | --- | --- |\n\
          | kernel start (create → first `execute_reply`), median | {ls:.3} s | {rs:.3} s | {:+.0} ms |\n\
          | execute round trip (`1+1`), median | {lr:.1} ms | {rr:.1} ms | {:+.1} ms |\n",

@@ -142,17 +142,19 @@ pub async fn handle(
         let _ = hub.record_activity(&name, Some(""), Utc::now());
     }
     let client_ip = connect.map(|c| c.0.ip());
-    // With remote kernels the browser's kernel WebSocket goes to the gateway directly (binary
-    // buffers survive, one hop less); the user's server still decides who may open it.
-    if is_websocket(&req) && hub.config().kernels.remote {
+    // The WebSocket of a kernel the gateway runs goes to the gateway directly (binary buffers
+    // survive, one hop less); the user's server still decides who may open it. Kernels the
+    // gateway does not know (a server started before `kernels.remote` was turned on runs its
+    // own) are proxied as usual.
+    if is_websocket(&req) {
         let rest = params.get("rest").map(String::as_str).unwrap_or("");
-        if let (Some(kid), Some(gw)) = (
-            crate::gateway::direct::channels_kernel_id(rest),
-            hub.gateway(),
-        ) {
+        let kernel = crate::gateway::direct::channels_kernel_id(rest)
+            .and_then(|kid| hub.gateway().map(|gw| (gw, kid)))
+            .and_then(|(gw, kid)| gw.kernel_of(&name, kid).map(|k| (gw, k)));
+        if let Some((gw, kernel)) = kernel {
             let mut req = req;
             add_forwarded(req.headers_mut(), client_ip, hub.config().https.enabled);
-            return crate::gateway::direct::handle(gw, &name, &target, kid, req).await;
+            return crate::gateway::direct::handle(gw, kernel, &name, &target, req).await;
         }
     }
     match forward(

@@ -22,6 +22,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::manager::Kernel;
 use super::{channels, Gateway, GatewayError};
 
 /// Request headers replayed on the authorization check: the credentials, and what the
@@ -71,15 +72,16 @@ pub fn origin_allowed(headers: &HeaderMap) -> bool {
     netloc.eq_ignore_ascii_case(host)
 }
 
-/// Answer the browser's upgrade for `name`'s kernel `kernel_id`; `server` is the running
-/// server's address (`http://host:port`) that authorizes it.
+/// Answer the browser's upgrade for `kernel` of user `name`; `server` is the running server's
+/// address (`http://host:port`) that authorizes it.
 pub async fn handle(
     gw: Arc<Gateway>,
+    kernel: Arc<Kernel>,
     name: &str,
     server: &str,
-    kernel_id: &str,
     req: Request,
 ) -> Response {
+    let kernel_id = kernel.id.clone();
     if !origin_allowed(req.headers()) {
         tracing::warn!(user = %name, kernel = %kernel_id, "cross-origin kernel WebSocket refused");
         return GatewayError::new(
@@ -88,10 +90,6 @@ pub async fn handle(
         )
         .into_response();
     }
-    let Some(kernel) = gw.kernel_of(name, kernel_id) else {
-        return GatewayError::not_found(format!("Kernel does not exist: {kernel_id}"))
-            .into_response();
-    };
     let path = req.uri().path();
     let check_path = path.strip_suffix("/channels").unwrap_or(path);
     let token = req.uri().query().and_then(|q| {
