@@ -35,7 +35,9 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.daemon.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.daemon.id().to_string())
+            .status();
         let _ = self.daemon.wait();
         let (network, tag) = (&self.network, &self.tag);
         sh(&format!("docker ps -aq --filter network={network} | xargs -r docker rm -f >/dev/null 2>&1; docker volume ls -q --filter name=orrery-kbench-{tag} | xargs -r docker volume rm >/dev/null 2>&1; docker network rm {network} >/dev/null 2>&1"));
