@@ -1026,3 +1026,125 @@ async fn kernels_outlive_a_restart_of_the_daemon() {
     assert_eq!(ids, [kids[0].as_str()], "{list}");
     assert_eq!(kernel_container(&kids[1]), None);
 }
+
+/// Waits until Jupyter Server (asking the gateway) reports the kernel dead; returns its model.
+async fn wait_dead(d: &Daemon, user: &str, token: &str, kid: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        // The list, not the single model: Jupyter Server refreshes the list from the gateway.
+        let list = proxied_json(d, "GET", user, "api/kernels", token, None, 200).await;
+        let k = list
+            .as_array()
+            .and_then(|l| l.iter().find(|k| k["id"] == kid))
+            .unwrap_or_else(|| panic!("kernel {kid} not listed: {list}"))
+            .clone();
+        if k["execution_state"] == "dead" {
+            return k;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kernel not reported dead within {within:?}: {k}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_that_dies_or_hangs_is_reported_dead_with_the_reason_and_restarts() {
+    let _serial = serial().await;
+    let mut env = Env::new();
+    let user = env.user("d");
+    let d = env.daemon("", REMOTE).await;
+    d.create_users(&[&user], false).await;
+    let token = d.token_for(&user).await;
+    start_server(&d, &user).await;
+    let k = proxied_json(
+        &d,
+        "POST",
+        &user,
+        "api/kernels",
+        &token,
+        Some(json!({"name": "python3"})),
+        201,
+    )
+    .await;
+    let kid = k["id"].as_str().expect("kernel id").to_string();
+    wait_idle(&d, &user, &token, &kid).await;
+    let mut ws = open_channels(&d, &user, &token, &kid).await;
+
+    // The kernel process exits: the cell that was running gets the reason, the model says dead.
+    let id = execute(
+        &mut ws,
+        "import os, time; time.sleep(0.5); os._exit(3)",
+        false,
+    )
+    .await;
+    let notice = wait_for(&mut ws, &id, Duration::from_secs(30), is("stream")).await;
+    let text = notice["content"]["text"].as_str().unwrap_or("");
+    assert_eq!(notice["content"]["name"], "stderr", "{notice}");
+    assert!(
+        text.starts_with("Kernel died: ") && text.contains("exited with code 3"),
+        "{notice}"
+    );
+    let model = wait_dead(&d, &user, &token, &kid, Duration::from_secs(15)).await;
+    assert!(
+        model["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("exited with code 3")),
+        "the model carries the reason: {model}"
+    );
+    // Code sent to the dead kernel gets the same explanation instead of silence.
+    let id = execute(&mut ws, "1", false).await;
+    let again = wait_for(&mut ws, &id, Duration::from_secs(10), is("stream")).await;
+    assert!(
+        again["content"]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Kernel died: ")),
+        "{again}"
+    );
+
+    // Restart (as JupyterLab's button does) brings it back behind the same id.
+    let r = proxied(
+        &d,
+        "POST",
+        &user,
+        &format!("api/kernels/{kid}/restart"),
+        &token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    wait_idle(&d, &user, &token, &kid).await;
+    assert_eq!(run(&mut ws, "print(6 * 7)").await, "42\n");
+
+    // A hung kernel (its container frozen) misses heartbeats and is declared dead too.
+    let frozen = kernel_container(&kid).expect("kernel container");
+    docker_ok(&["pause", &frozen]);
+    let t = Instant::now();
+    let model = wait_dead(&d, &user, &token, &kid, Duration::from_secs(40)).await;
+    eprintln!(
+        "[gateway_e2e] frozen kernel declared dead after {:?}",
+        t.elapsed()
+    );
+    assert!(
+        model["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("heartbeat")),
+        "{model}"
+    );
+    let r = proxied(
+        &d,
+        "POST",
+        &user,
+        &format!("api/kernels/{kid}/restart"),
+        &token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    wait_idle(&d, &user, &token, &kid).await;
+    assert_ne!(kernel_container(&kid).as_deref(), Some(frozen.as_str()));
+    assert_eq!(run(&mut ws, "print('back')").await, "back\n");
+    let _ = ws.close(None).await;
+}

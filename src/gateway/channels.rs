@@ -127,9 +127,18 @@ where
                         let _ = gw.hub.record_activity(&kernel.user, Some(""), chrono::Utc::now());
                     }
                 }
+                if channel == Channel::Shell {
+                    kernel.remember_shell_request(&msg);
+                }
                 gw.ensure_running(&kernel, channel, &msg).await;
                 let Some(client) = kernel.client(START_TIMEOUT).await else {
                     tracing::warn!(kernel = %kernel.id, "kernel not running; dropping a message");
+                    // Tell the notebook why nothing happens (a probe gets no answer at all).
+                    if let (Some(reason), true) = (kernel.dead_reason(), channel == Channel::Shell) {
+                        if msg.msg_type().is_ok_and(|t| t == "execute_request") {
+                            kernel.notify(&super::manager::dead_notice(&reason), Some(&msg));
+                        }
+                    }
                     continue;
                 };
                 if let Err(e) = client.send(channel, msg).await {

@@ -39,6 +39,11 @@ use crate::kernels::{Channel, ConnectionInfo, KernelClient, KernelMessage, RawMe
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often containers are checked for having died.
 const MONITOR_EVERY: Duration = Duration::from_secs(3);
+/// A kernel whose heartbeat fails this many times in a row (one check per monitor round) is
+/// declared dead: the process is hung or its container frozen.
+const HB_MISSES: u32 = 3;
+/// How long one heartbeat may take.
+const HB_TIMEOUT: Duration = Duration::from_secs(2);
 /// Per-socket queue of messages towards a WebSocket.
 const SOCKET_QUEUE: usize = 1024;
 
@@ -66,6 +71,8 @@ pub struct KernelStatus {
     pub ip: Option<String>,
     /// Why the kernel is dead, if it is.
     pub reason: Option<String>,
+    /// Heartbeats missed in a row (the monitor declares the kernel dead at [`HB_MISSES`]).
+    pub hb_misses: u32,
     /// Set while the kernel has no container although it is listed: why. Its next request
     /// starts one ([`Gateway::ensure_running`]).
     pub reclaimed_after: Option<Reclaimed>,
@@ -113,6 +120,9 @@ pub struct Kernel {
     pub env: Vec<(String, String)>,
     pub created: DateTime<Utc>,
     pub status: StdMutex<KernelStatus>,
+    /// The last shell request from a socket: notices about the kernel's death are its children,
+    /// so the notebook shows them under the cell that was running.
+    last_shell: StdMutex<Option<RawMessage>>,
     client: RwLock<Option<Arc<KernelClient>>>,
     sockets: StdMutex<Sockets>,
     /// Serialises start, restart and delete.
@@ -133,13 +143,18 @@ impl Kernel {
     pub fn model(&self) -> Value {
         let st = lock(&self.status);
         let connections = lock(&self.sockets).senders.len();
-        json!({
+        let mut model = json!({
             "id": self.id,
             "name": self.spec.name,
             "last_activity": timestamp(st.last_activity),
             "execution_state": st.execution_state,
             "connections": connections,
-        })
+        });
+        // As Jupyter Server's own model: why a dead kernel died (JupyterLab shows it).
+        if let (Some(reason), "dead") = (&st.reason, st.execution_state.as_str()) {
+            model["reason"] = json!(reason);
+        }
+        model
     }
 
     /// What is saved of this kernel so that it outlives a restart of the daemon.
@@ -157,6 +172,43 @@ impl Kernel {
             created: self.created,
             reclaimed_after_s,
         }
+    }
+
+    /// Remember the last shell request (see [`Kernel::last_shell`]).
+    pub fn remember_shell_request(&self, msg: &RawMessage) {
+        *lock(&self.last_shell) = Some(msg.clone());
+    }
+
+    /// Send every socket a stderr `stream` message on iopub, as the child of `parent` (else of
+    /// the last shell request), so that it appears under the cell that caused it.
+    pub fn notify(&self, text: &str, parent: Option<&RawMessage>) {
+        let mut notice =
+            RawMessage::new("stream", &self.id, &json!({"name": "stderr", "text": text}));
+        let last = lock(&self.last_shell).clone();
+        if let Some(p) = parent.or(last.as_ref()) {
+            notice = notice.with_parent(p);
+        }
+        self.dispatch(Channel::IOPub, notice);
+    }
+
+    /// Why the kernel is dead, if it is.
+    pub fn dead_reason(&self) -> Option<String> {
+        let st = lock(&self.status);
+        (st.execution_state == "dead").then(|| st.reason.clone().unwrap_or_default())
+    }
+
+    /// The kernel cannot run code any more: report it (state, reason, a notice to the sockets).
+    /// It stays listed and can be restarted.
+    async fn mark_dead(&self, reason: String) {
+        *self.client.write().await = None;
+        {
+            let mut st = lock(&self.status);
+            st.execution_state = "dead".into();
+            st.reason = Some(reason.clone());
+            st.hb_misses = 0;
+        }
+        tracing::warn!(kernel = %self.id, user = %self.user, %reason, "kernel died");
+        self.notify(&dead_notice(&reason), None);
     }
 
     pub fn execution_state(&self) -> String {
@@ -317,8 +369,10 @@ impl Gateway {
                 container: None,
                 ip: None,
                 reason: None,
+                hb_misses: 0,
                 reclaimed_after: None,
             }),
+            last_shell: StdMutex::new(None),
             client: RwLock::new(None),
             sockets: StdMutex::new(Sockets::default()),
             lifecycle: Mutex::new(()),
@@ -349,6 +403,7 @@ impl Gateway {
                 st.container = Some(container);
                 st.ip = Some(ip.clone());
                 st.reason = None;
+                st.hb_misses = 0;
             }
             self.connect(kernel, &ip).await
         }
@@ -501,14 +556,7 @@ impl Gateway {
         };
         self.save_record(kernel);
         if channel == Channel::Shell {
-            let text = why.notice();
-            let notice = RawMessage::new(
-                "stream",
-                &kernel.id,
-                &json!({"name": "stderr", "text": text}),
-            )
-            .with_parent(trigger);
-            kernel.dispatch(Channel::IOPub, notice);
+            kernel.notify(&why.notice(), Some(trigger));
         }
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "re-creating a reclaimed kernel");
         self.start(kernel).await;
@@ -621,8 +669,10 @@ impl Gateway {
                         ip.clone()
                     },
                     reason: None,
+                    hb_misses: 0,
                     reclaimed_after: reclaimed,
                 }),
+                last_shell: StdMutex::new(None),
                 client: RwLock::new(None),
                 sockets: StdMutex::new(Sockets::default()),
                 lifecycle: Mutex::new(()),
@@ -732,7 +782,13 @@ async fn pump(kernel: std::sync::Weak<Kernel>, mut rx: mpsc::Receiver<KernelMess
     }
 }
 
-/// Marks kernels whose container stopped as `dead`, with the reason.
+/// The text a notebook gets when its kernel died.
+pub fn dead_notice(reason: &str) -> String {
+    format!("Kernel died: {reason}. Restart the kernel to go on.\n")
+}
+
+/// Marks kernels `dead`, with the reason, when their container stopped or their heartbeat
+/// failed [`HB_MISSES`] times in a row.
 async fn monitor(gw: std::sync::Weak<Gateway>) {
     loop {
         tokio::time::sleep(MONITOR_EVERY).await;
@@ -747,12 +803,29 @@ async fn monitor(gw: std::sync::Weak<Gateway>) {
                 continue;
             }
             let Some(container) = container else { continue };
+            // A restart or reclaim in progress owns the kernel; look again next round.
+            let Ok(_guard) = k.lifecycle.try_lock() else {
+                continue;
+            };
             if let Some(reason) = gw.containers.stopped(&container).await {
-                tracing::warn!(kernel = %k.id, user = %k.user, %reason, "kernel container stopped");
-                *k.client.write().await = None;
-                let mut st = lock(&k.status);
-                st.execution_state = "dead".into();
-                st.reason = Some(reason);
+                k.mark_dead(reason).await;
+                continue;
+            }
+            let Some(client) = k.client.read().await.clone() else {
+                continue;
+            };
+            let misses = if client.heartbeat(HB_TIMEOUT).await {
+                0
+            } else {
+                lock(&k.status).hb_misses + 1
+            };
+            lock(&k.status).hb_misses = misses;
+            if misses >= HB_MISSES {
+                let secs = (MONITOR_EVERY + HB_TIMEOUT).as_secs() * u64::from(misses);
+                k.mark_dead(format!(
+                    "it stopped answering its heartbeat for about {secs} s (hung, or its container is frozen)"
+                ))
+                .await;
             }
         }
     }
