@@ -367,6 +367,18 @@ async fn comm_round_trip(ws: &mut Socket) {
     );
 }
 
+/// Every JSON message arriving within `within`.
+async fn collect(ws: &mut Socket, within: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Text(t) = m {
+            out.push(serde_json::from_str(t.as_str()).expect("JSON message"));
+        }
+    }
+    out
+}
+
 fn is(msg_type: &'static str) -> impl Fn(&Value) -> bool {
     move |v| v["header"]["msg_type"] == msg_type
 }
@@ -523,6 +535,30 @@ async fn jupyter_server_in_gateway_mode_runs_kernels_in_their_own_containers() {
     .await;
     eprintln!("[gateway_e2e] execute round trip: {:?}", t.elapsed());
     comm_round_trip(&mut ws).await;
+
+    // Two tabs on one kernel: both see the output, only the tab that asked gets the reply.
+    let mut ws2 = open_channels(&d, &user, &token, &kid).await;
+    let id = execute(&mut ws, "print('to both')", false).await;
+    let reply = wait_for(&mut ws, &id, Duration::from_secs(30), is("execute_reply")).await;
+    assert_eq!(reply["content"]["status"], "ok", "{reply}");
+    let seen = collect(&mut ws2, Duration::from_secs(2)).await;
+    let of_it: Vec<&Value> = seen
+        .iter()
+        .filter(|v| v["parent_header"]["msg_id"] == id.as_str())
+        .collect();
+    assert!(
+        of_it
+            .iter()
+            .any(|v| v["header"]["msg_type"] == "stream" && v["content"]["text"] == "to both\n"),
+        "the second tab sees the output: {of_it:?}"
+    );
+    assert!(
+        !of_it
+            .iter()
+            .any(|v| v["header"]["msg_type"] == "execute_reply"),
+        "the reply went to the tab that asked only: {of_it:?}"
+    );
+    let _ = ws2.close(None).await;
     let file = proxied_json(
         &d,
         "GET",
