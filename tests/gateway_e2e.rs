@@ -735,6 +735,66 @@ async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
+    // A kernel of the restricted spec gets the spec's limits; B cannot start one.
+    let small = proxied_json(
+        &d,
+        "POST",
+        &a,
+        "api/kernels",
+        &token_a,
+        Some(json!({"name": "py-small"})),
+        201,
+    )
+    .await;
+    let small_id = small["id"].as_str().unwrap().to_string();
+    wait_idle(&d, &a, &token_a, &small_id).await;
+    let small_c = inspect(&kernel_container(&small_id).expect("py-small container"));
+    assert_eq!(small_c["HostConfig"]["Memory"], 512 * 1024 * 1024);
+    let r = d
+        .http
+        .post(format!("{url}/api/kernels"))
+        .header("Authorization", format!("token {token_gb}"))
+        .json(&json!({"name": "py-small"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "B may not start A's spec");
+
+    // Changing and removing specs the operator's way affects new kernels only: the running
+    // py-small kernel keeps its container and limits.
+    for args in [
+        vec!["config", "remove-item", "kernels.specs", "py-small"],
+        vec![
+            "config",
+            "add-item",
+            "kernels.specs",
+            "{name = \"py-big\", display_name = \"Python (big)\", memory = \"1G\"}",
+        ],
+        vec!["config", "reload"],
+    ] {
+        let (code, out, err) = d.cli(&args, None);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+    let specs = proxied_json(&d, "GET", &a, "api/kernelspecs", &token_a, None, 200).await;
+    let names: Vec<&String> = specs["kernelspecs"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["py-big", "python3"], "{specs}");
+    assert_eq!(
+        specs["kernelspecs"]["py-big"]["spec"]["display_name"], "Python (big)",
+        "{specs}"
+    );
+    let listed = wait_idle(&d, &a, &token_a, &small_id).await;
+    assert_eq!(listed["name"], "py-small", "{listed}");
+    let r = proxied(
+        &d,
+        "DELETE",
+        &a,
+        &format!("api/kernels/{small_id}"),
+        &token_a,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+
     // A's kernel, through A's server.
     let kernel = proxied_json(
         &d,
