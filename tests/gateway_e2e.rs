@@ -402,16 +402,29 @@ async fn run(ws: &mut Socket, code: &str) -> String {
 
 /// Waits until the gateway reports the kernel idle (its container answered).
 async fn wait_idle(d: &Daemon, user: &str, token: &str, kid: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
+    wait_state(d, user, token, kid, "idle", Duration::from_secs(90)).await
+}
+
+/// Waits until Jupyter Server (asking the gateway) reports the kernel in `state`; returns its
+/// model. Waiting for anything but `dead`, a dead kernel fails at once.
+async fn wait_state(
+    d: &Daemon,
+    user: &str,
+    token: &str,
+    kid: &str,
+    state: &str,
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
     loop {
-        // Jupyter Server refreshes its kernel models from the gateway when it lists them.
+        // The list, not the single model: Jupyter Server refreshes the list from the gateway.
         let list = proxied_json(d, "GET", user, "api/kernels", token, None, 200).await;
         let k = list
             .as_array()
             .and_then(|l| l.iter().find(|k| k["id"] == kid))
             .unwrap_or_else(|| panic!("kernel {kid} not listed: {list}"))
             .clone();
-        if k["execution_state"] == "idle" {
+        if k["execution_state"] == state {
             return k;
         }
         assert!(
@@ -421,11 +434,44 @@ async fn wait_idle(d: &Daemon, user: &str, token: &str, kid: &str) -> Value {
         );
         assert!(
             Instant::now() < deadline,
-            "kernel not idle in 90 s: {k}\n{}",
+            "kernel not {state} within {within:?}: {k}\n{}",
             d.log()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Restarts the kernel through the user's server (JupyterLab's button) and waits for idle.
+async fn restart(d: &Daemon, user: &str, token: &str, kid: &str) {
+    let r = proxied(
+        d,
+        "POST",
+        user,
+        &format!("api/kernels/{kid}/restart"),
+        token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    wait_idle(d, user, token, kid).await;
+}
+
+/// A new kernel of `spec` through the user's server, once it is idle: its id.
+async fn new_kernel(d: &Daemon, user: &str, token: &str, spec: &str) -> String {
+    let k = proxied_json(
+        d,
+        "POST",
+        user,
+        "api/kernels",
+        token,
+        Some(json!({"name": spec})),
+        201,
+    )
+    .await;
+    let kid = k["id"].as_str().expect("kernel id").to_string();
+    assert_eq!(k["name"], spec, "{k}");
+    wait_idle(d, user, token, &kid).await;
+    kid
 }
 
 // ------------------------------------------------------------------------------------------
@@ -736,18 +782,7 @@ async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
     assert_eq!(r.status(), 404);
 
     // A kernel of the restricted spec gets the spec's limits; B cannot start one.
-    let small = proxied_json(
-        &d,
-        "POST",
-        &a,
-        "api/kernels",
-        &token_a,
-        Some(json!({"name": "py-small"})),
-        201,
-    )
-    .await;
-    let small_id = small["id"].as_str().unwrap().to_string();
-    wait_idle(&d, &a, &token_a, &small_id).await;
+    let small_id = new_kernel(&d, &a, &token_a, "py-small").await;
     let small_c = inspect(&kernel_container(&small_id).expect("py-small container"));
     assert_eq!(small_c["HostConfig"]["Memory"], 512 * 1024 * 1024);
     let r = d
@@ -796,18 +831,7 @@ async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
     assert_eq!(r.status(), 204);
 
     // A's kernel, through A's server.
-    let kernel = proxied_json(
-        &d,
-        "POST",
-        &a,
-        "api/kernels",
-        &token_a,
-        Some(json!({"name": "python3"})),
-        201,
-    )
-    .await;
-    let kid = kernel["id"].as_str().unwrap().to_string();
-    wait_idle(&d, &a, &token_a, &kid).await;
+    let kid = new_kernel(&d, &a, &token_a, "python3").await;
 
     // Without a token, or with an ordinary API token, the gateway refuses.
     let r = gw("GET", "/api/kernels", None).await.unwrap();
@@ -1037,18 +1061,7 @@ async fn kernels_outlive_a_restart_of_the_daemon() {
     // Two kernels with state; the second one's container will not survive.
     let mut kids = Vec::new();
     for value in ["41", "7"] {
-        let k = proxied_json(
-            &d,
-            "POST",
-            &user,
-            "api/kernels",
-            &token,
-            Some(json!({"name": "python3"})),
-            201,
-        )
-        .await;
-        let kid = k["id"].as_str().expect("kernel id").to_string();
-        wait_idle(&d, &user, &token, &kid).await;
+        let kid = new_kernel(&d, &user, &token, "python3").await;
         let mut ws = open_channels(&d, &user, &token, &kid).await;
         run(&mut ws, &format!("x = {value}")).await;
         let _ = ws.close(None).await;
@@ -1123,29 +1136,6 @@ async fn kernels_outlive_a_restart_of_the_daemon() {
     assert_eq!(kernel_container(&kids[1]), None);
 }
 
-/// Waits until Jupyter Server (asking the gateway) reports the kernel dead; returns its model.
-async fn wait_dead(d: &Daemon, user: &str, token: &str, kid: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        // The list, not the single model: Jupyter Server refreshes the list from the gateway.
-        let list = proxied_json(d, "GET", user, "api/kernels", token, None, 200).await;
-        let k = list
-            .as_array()
-            .and_then(|l| l.iter().find(|k| k["id"] == kid))
-            .unwrap_or_else(|| panic!("kernel {kid} not listed: {list}"))
-            .clone();
-        if k["execution_state"] == "dead" {
-            return k;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kernel not reported dead within {within:?}: {k}\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kernel_that_dies_or_hangs_is_reported_dead_with_the_reason_and_restarts() {
     let _serial = serial().await;
@@ -1155,18 +1145,7 @@ async fn a_kernel_that_dies_or_hangs_is_reported_dead_with_the_reason_and_restar
     d.create_users(&[&user], false).await;
     let token = d.token_for(&user).await;
     start_server(&d, &user).await;
-    let k = proxied_json(
-        &d,
-        "POST",
-        &user,
-        "api/kernels",
-        &token,
-        Some(json!({"name": "python3"})),
-        201,
-    )
-    .await;
-    let kid = k["id"].as_str().expect("kernel id").to_string();
-    wait_idle(&d, &user, &token, &kid).await;
+    let kid = new_kernel(&d, &user, &token, "python3").await;
     let mut ws = open_channels(&d, &user, &token, &kid).await;
 
     // The kernel process exits: the cell that was running gets the reason, the model says dead.
@@ -1183,7 +1162,7 @@ async fn a_kernel_that_dies_or_hangs_is_reported_dead_with_the_reason_and_restar
         text.starts_with("Kernel died: ") && text.contains("exited with code 3"),
         "{notice}"
     );
-    let model = wait_dead(&d, &user, &token, &kid, Duration::from_secs(15)).await;
+    let model = wait_state(&d, &user, &token, &kid, "dead", Duration::from_secs(15)).await;
     assert!(
         model["reason"]
             .as_str()
@@ -1201,24 +1180,14 @@ async fn a_kernel_that_dies_or_hangs_is_reported_dead_with_the_reason_and_restar
     );
 
     // Restart (as JupyterLab's button does) brings it back behind the same id.
-    let r = proxied(
-        &d,
-        "POST",
-        &user,
-        &format!("api/kernels/{kid}/restart"),
-        &token,
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-    wait_idle(&d, &user, &token, &kid).await;
+    restart(&d, &user, &token, &kid).await;
     assert_eq!(run(&mut ws, "print(6 * 7)").await, "42\n");
 
     // A hung kernel (its container frozen) misses heartbeats and is declared dead too.
     let frozen = kernel_container(&kid).expect("kernel container");
     docker_ok(&["pause", &frozen]);
     let t = Instant::now();
-    let model = wait_dead(&d, &user, &token, &kid, Duration::from_secs(40)).await;
+    let model = wait_state(&d, &user, &token, &kid, "dead", Duration::from_secs(40)).await;
     eprintln!(
         "[gateway_e2e] frozen kernel declared dead after {:?}",
         t.elapsed()
@@ -1229,17 +1198,7 @@ async fn a_kernel_that_dies_or_hangs_is_reported_dead_with_the_reason_and_restar
             .is_some_and(|r| r.contains("heartbeat")),
         "{model}"
     );
-    let r = proxied(
-        &d,
-        "POST",
-        &user,
-        &format!("api/kernels/{kid}/restart"),
-        &token,
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-    wait_idle(&d, &user, &token, &kid).await;
+    restart(&d, &user, &token, &kid).await;
     assert_ne!(kernel_container(&kid).as_deref(), Some(frozen.as_str()));
     assert_eq!(run(&mut ws, "print('back')").await, "back\n");
     let _ = ws.close(None).await;
