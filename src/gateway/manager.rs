@@ -575,11 +575,14 @@ impl Gateway {
     /// At startup, after user servers are reconciled and before the gateway serves: take back
     /// the kernels an earlier run of this hub left (see the module docs) and remove what cannot
     /// be reached any more.
+    /// Done also with `kernels.remote` now off: servers started in gateway mode still use their
+    /// kernels, and a container nobody manages would run forever.
     pub async fn adopt(self: &Arc<Self>) {
-        if !self.hub.config().kernels.remote {
+        let state = self.hub.store.path().to_path_buf();
+        let records = record::load_all(&state);
+        if records.is_empty() && !self.hub.config().kernels.remote {
             return;
         }
-        let state = self.hub.store.path().to_path_buf();
         let containers = match self.containers.list().await {
             Ok(c) => c,
             Err(e) => {
@@ -588,7 +591,7 @@ impl Gateway {
             }
         };
         let mut adopted = 0;
-        for found in record::load_all(&state) {
+        for found in records {
             let rec = match found {
                 Ok(r) => r,
                 Err((path, e)) => {
@@ -724,10 +727,8 @@ async fn cull(gw: std::sync::Weak<Gateway>) {
         };
         tokio::time::sleep(every.max(Duration::from_secs(1))).await;
         let Some(gw) = gw.upgrade() else { return };
+        // Also with `kernels.remote` now off: kernels of servers started before still idle.
         let cfg = gw.hub.config();
-        if !cfg.kernels.remote {
-            continue;
-        }
         let kernels: Vec<Arc<Kernel>> = lock(&gw.kernels).values().cloned().collect();
         for k in kernels {
             let timeout = k
