@@ -1,34 +1,35 @@
 //! A real browser through the Docker backend: headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, driven by selenium from `tests/python/browser_flow.py`) logs in, presses
-//! Start, sees the spawn-pending page, lands in JupyterLab in an `orrery-singleuser` container,
-//! runs a cell and sees its output. Screenshots go to `target/test-artifacts/browser/`.
+//! Start, lands in JupyterLab in an `orrery-singleuser` container and runs cells.
+//!
+//! * Local kernels: the spawn-pending page shows on the way, and `print(6*7)` prints `42`.
+//!   Screenshots go to `target/test-artifacts/browser/`.
+//! * Remote kernels (`kernels.remote = true`): the notebook's code runs in a kernel container of
+//!   its own (its hostname), a comm with binary buffers makes the round trip from the page's own
+//!   kernel WebSocket byte for byte, and a kernelspec added with `orrery config add-item` +
+//!   `config reload` shows in the launcher of the running JupyterLab. Screenshots go to
+//!   `target/test-artifacts/browser/remote-kernels/`.
 //!
 //! Needs a Docker engine, the single-user image (`tests/images/build.sh`, cached), the Python
 //! venv (`tests/python/venv.sh`) and `/usr/bin/chromium` + `/usr/bin/chromedriver`. A missing
-//! prerequisite fails the test with what to install; it never passes silently.
+//! prerequisite fails the test with what to install; it never passes silently. The tests may
+//! run in parallel: each has its own user, network and volume.
 
 mod common;
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::Daemon;
+use common::docker::{container_name, docker_ok, image, inspect, proxied_json};
+use common::{python, repo, Daemon};
 use serde_json::Value;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-/// The whole browser journey (login, spawn, JupyterLab, kernel, cell) must fit in this.
-const FLOW_TIMEOUT: Duration = Duration::from_secs(360);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn artifact_dir() -> PathBuf {
-    repo().join("target/test-artifacts/browser")
-}
+const PASSWORD: &str = "browser-password";
 
 /// Chromium and its driver from Debian; without them the test fails loudly.
 fn require_chromium() {
@@ -51,104 +52,166 @@ fn require_chromium() {
     );
 }
 
-fn require_docker() {
-    let ok = Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
+/// `docker ARGS…` whose outcome does not matter (cleanup).
+fn docker_quiet(args: &[&str]) -> String {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "browser test: cannot talk to the Docker engine (`docker info` failed); start it, e.g. \
-         `dockerd >/var/log/dockerd.log 2>&1 &`"
-    );
-}
-
-/// The single-user image's reference (built once, cached by its recipe hash).
-fn image() -> String {
-    let out = Command::new("bash")
-        .arg(repo().join("tests/images/build.sh"))
-        .stderr(Stdio::inherit())
         .output()
-        .expect("run tests/images/build.sh");
-    assert!(
-        out.status.success(),
-        "tests/images/build.sh failed: cannot build the single-user image"
-    );
-    let image = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        image.starts_with("orrery-singleuser:"),
-        "unexpected image ref {image:?}"
-    );
-    image
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
-/// The venv's python (with selenium), built on first use and cached.
-fn python() -> String {
-    let out = Command::new("bash")
-        .arg(repo().join("tests/python/venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run venv.sh");
-    assert!(
-        out.status.success(),
-        "tests/python/venv.sh failed: cannot install the Python test clients"
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Removes what the Docker backend made for this test, whatever happened.
+/// Removes what the Docker backend made for a test, whatever happened: the user's containers
+/// (the notebook server and, with remote kernels, every kernel's), its volume, the network.
 struct DockerCleanup {
-    container: String,
+    user: String,
     volume: String,
     network: String,
 }
 
 impl Drop for DockerCleanup {
     fn drop(&mut self) {
-        let docker = |args: &[&str]| {
-            let _ = Command::new("docker")
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        };
-        docker(&["rm", "-f", &self.container]);
-        docker(&["volume", "rm", "-f", &self.volume]);
-        docker(&["network", "rm", &self.network]);
+        let label = format!("label=org.orrery.user={}", self.user);
+        let labelled = docker_quiet(&["ps", "-aq", "--no-trunc", "--filter", &label]);
+        for c in labelled.split_whitespace() {
+            docker_quiet(&["rm", "-f", c]);
+        }
+        docker_quiet(&["rm", "-f", &container_name(&self.user)]);
+        docker_quiet(&["volume", "rm", "-f", &self.volume]);
+        docker_quiet(&["network", "rm", &self.network]);
     }
 }
 
-fn assert_png(path: &Path) {
-    let bytes = std::fs::read(path)
-        .unwrap_or_else(|e| panic!("screenshot {} missing: {e}", path.display()));
-    assert!(
-        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "{} is not a PNG",
-        path.display()
-    );
-    assert!(
-        bytes.len() > 5 * 1024,
-        "{} is only {} bytes: a blank page?",
-        path.display(),
-        bytes.len()
-    );
+/// One browser test's prerequisites and its own corner of the Docker engine: a user, a network
+/// and a home volume no parallel test shares, removed when this is dropped (declare the
+/// `Daemon` after it, so the daemon stops first).
+struct BrowserEnv {
+    py: String,
+    image: String,
+    user: String,
+    network: String,
+    /// `home_volume` template (`…-{username}`).
+    volume_tpl: String,
+    artifacts: PathBuf,
+    _cleanup: DockerCleanup,
+}
+
+impl BrowserEnv {
+    /// `tag` starts the user, network and volume names (each test its own); screenshots and
+    /// logs go to `target/test-artifacts/browser/<artifacts>`.
+    fn new(tag: &str, artifacts: &str) -> BrowserEnv {
+        require_chromium();
+        let image = image();
+        let py = python();
+        let unique = format!(
+            "{}{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() % 100_000)
+                .unwrap_or(0)
+        );
+        let user = format!("{tag}{unique}");
+        let network = format!("orrery-{tag}-{unique}");
+        let volume_tpl = format!("orrery-{tag}-{unique}-{{username}}");
+        let artifacts = repo().join("target/test-artifacts/browser").join(artifacts);
+        std::fs::create_dir_all(&artifacts).expect("create the artifact dir");
+        BrowserEnv {
+            py,
+            image,
+            _cleanup: DockerCleanup {
+                user: user.clone(),
+                volume: volume_tpl.replace("{username}", &user),
+                network: network.clone(),
+            },
+            user,
+            network,
+            volume_tpl,
+            artifacts,
+        }
+    }
+
+    /// The daemon's config: the Docker backend on this test's network and volume; `spawner`
+    /// and `docker` are more lines for `[spawner]` and `[spawner.docker]`, `extra` more tables.
+    fn config(&self, spawner: &str, docker: &str, extra: &str) -> String {
+        format!(
+            "[spawner]\nbackend = \"docker\"\nstart_timeout = \"120s\"\n{spawner}\n\
+             [spawner.docker]\nimage = \"{}\"\npull_policy = \"never\"\nnetwork = \"{}\"\n\
+             home_volume = \"{}\"\n{docker}\n{extra}",
+            self.image, self.network, self.volume_tpl
+        )
+    }
+
+    /// Runs browser_flow.py against `d` (with `args` after the usual ones) within `timeout`,
+    /// keeps its log and the hub's next to the screenshots, and returns its JSON summary;
+    /// panics with both logs when the flow fails.
+    fn flow(&self, d: &Daemon, args: &[OsString], timeout: Duration) -> Value {
+        let started = Instant::now();
+        let (ok, stdout, stderr) = run_flow(
+            &self.py,
+            &[
+                d.url.clone().into(),
+                self.user.clone().into(),
+                PASSWORD.into(),
+                self.artifacts.clone().into(),
+            ],
+            args,
+            timeout,
+        );
+        let elapsed = started.elapsed();
+        let _ = std::fs::write(self.artifacts.join("browser_flow.log"), &stderr);
+        let _ = std::fs::write(self.artifacts.join("orrery.log"), d.log());
+        assert!(
+            ok,
+            "browser_flow.py failed after {elapsed:.1?} (artifacts: {}):\nstdout:\n{stdout}\nstderr:\n{stderr}\nhub log:\n{}",
+            self.artifacts.display(),
+            d.log()
+        );
+        let summary: Value = stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l.trim()).ok())
+            .unwrap_or_else(|| panic!("no JSON summary from browser_flow.py:\n{stdout}\n{stderr}"));
+        eprintln!("browser flow in {elapsed:.1?}: {summary}");
+        let lab_url = summary["lab_url"].as_str().unwrap_or_default();
+        assert!(
+            lab_url.starts_with(&format!("{}/user/{}/lab", d.url, self.user)),
+            "landed in JupyterLab through the hub: {summary}"
+        );
+        summary
+    }
+
+    fn assert_png(&self, name: &str) {
+        let path = self.artifacts.join(name);
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("screenshot {} missing: {e}", path.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is not a PNG",
+            path.display()
+        );
+        assert!(
+            bytes.len() > 5 * 1024,
+            "{} is only {} bytes: a blank page?",
+            path.display(),
+            bytes.len()
+        );
+    }
 }
 
 /// Run browser_flow.py with a deadline; returns (success, stdout, stderr).
 fn run_flow(
     py: &str,
-    hub: &str,
-    user: &str,
-    password: &str,
-    artifacts: &Path,
+    positional: &[OsString],
+    options: &[OsString],
+    timeout: Duration,
 ) -> (bool, String, String) {
     let mut child = Command::new(py)
         .arg(repo().join("tests/python/browser_flow.py"))
-        .args([hub, user, password])
-        .arg(artifacts)
+        .args(positional)
+        .args(options)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -167,7 +230,7 @@ fn run_flow(
         let _ = err_pipe.read_to_string(&mut s);
         s
     });
-    let deadline = Instant::now() + FLOW_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait browser_flow.py") {
             break Some(s);
@@ -182,74 +245,127 @@ fn run_flow(
     let stdout = out_t.join().unwrap_or_default();
     let mut stderr = err_t.join().unwrap_or_default();
     if status.is_none() {
-        stderr.push_str(&format!(
-            "\nbrowser_flow.py killed after {FLOW_TIMEOUT:?}\n"
-        ));
+        stderr.push_str(&format!("\nbrowser_flow.py killed after {timeout:?}\n"));
     }
     (status.is_some_and(|s| s.success()), stdout, stderr)
 }
 
 #[tokio::test]
 async fn browser_logs_in_starts_a_docker_server_and_runs_a_cell_in_jupyterlab() {
-    require_chromium();
-    require_docker();
-    let image = image();
-    let py = python();
-
-    let unique = format!(
-        "{}{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() % 100_000)
-            .unwrap_or(0)
-    );
-    let user = format!("browser{unique}");
-    let password = "browser-password";
-    let network = format!("orrery-browser-{unique}");
-    let volume_tpl = format!("orrery-browser-{unique}-{{username}}");
-    let _cleanup = DockerCleanup {
-        container: format!("orrery-{user}"),
-        volume: volume_tpl.replace("{username}", &user),
-        network: network.clone(),
-    };
-    // Declared after the cleanup guard, so the daemon is stopped before the guard runs.
+    let env = BrowserEnv::new("browser", "");
+    // Declared after the environment, so the daemon is stopped before its cleanup runs.
     // A container start takes 2-4 s here; the 1 s slow_spawn_timeout makes Start answer with the
     // spawn-pending page, and the server's command waits 2 s more before the image's own start
     // script, so the page is on screen long enough to be seen and photographed on any machine.
-    let d = Daemon::start(&format!(
-        "[spawner]\nbackend = \"docker\"\nslow_spawn_timeout = \"1s\"\nstart_timeout = \"120s\"\n\
-         [spawner.docker]\nimage = \"{image}\"\npull_policy = \"never\"\nnetwork = \"{network}\"\n\
-         home_volume = \"{volume_tpl}\"\ncmd = [\"sh\", \"-c\", \"sleep 2; exec start-singleuser.sh\"]\n"
+    let d = Daemon::start(&env.config(
+        "slow_spawn_timeout = \"1s\"",
+        "cmd = [\"sh\", \"-c\", \"sleep 2; exec start-singleuser.sh\"]",
+        "",
     ))
     .await;
 
-    let artifacts = artifact_dir();
-    std::fs::create_dir_all(&artifacts).expect("create the artifact dir");
-    let started = Instant::now();
-    let (ok, stdout, stderr) = run_flow(&py, &d.url, &user, password, &artifacts);
-    let elapsed = started.elapsed();
-    let _ = std::fs::write(artifacts.join("browser_flow.log"), &stderr);
-    let _ = std::fs::write(artifacts.join("orrery.log"), d.log());
-    assert!(
-        ok,
-        "browser_flow.py failed after {elapsed:.1?} (artifacts: {}):\nstdout:\n{stdout}\nstderr:\n{stderr}\nhub log:\n{}",
-        artifacts.display(),
-        d.log()
-    );
-    let summary: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l.trim()).ok())
-        .unwrap_or_else(|| panic!("no JSON summary from browser_flow.py:\n{stdout}\n{stderr}"));
-    eprintln!("browser flow in {elapsed:.1?}: {summary}");
+    // The whole journey (login, spawn, JupyterLab, kernel, cell) must fit in this.
+    let summary = env.flow(&d, &[], Duration::from_secs(360));
     assert_eq!(summary["spawn_pending_seen"], true, "{summary}");
     assert_eq!(summary["output"], "42", "{summary}");
-    let lab_url = summary["lab_url"].as_str().unwrap_or_default();
-    assert!(
-        lab_url.starts_with(&format!("{}/user/{user}/lab", d.url)),
-        "landed in JupyterLab through the hub: {summary}"
+    env.assert_png("spawn-pending.png");
+    env.assert_png("jupyterlab.png");
+}
+
+#[tokio::test]
+async fn jupyterlab_runs_cells_in_remote_kernels_with_binary_comms() {
+    let env = BrowserEnv::new("remote", "remote-kernels");
+    // After the environment, as above. No spawn-pending page needed here: Start may go straight
+    // to the server.
+    let d = Daemon::start(&env.config(
+        "slow_spawn_timeout = \"60s\"",
+        "",
+        "[kernels]\nremote = true\n",
+    ))
+    .await;
+    let user = env.user.as_str();
+
+    // Login, JupyterLab, hostname cell, comm round trip, and a kernelspec added at runtime.
+    let summary = env.flow(
+        &d,
+        &[
+            "--remote-kernels".into(),
+            "--orrery".into(),
+            env!("CARGO_BIN_EXE_orrery").into(),
+            "--config".into(),
+            d.config_path.clone().into(),
+        ],
+        Duration::from_secs(480),
     );
-    assert_png(&artifacts.join("spawn-pending.png"));
-    assert_png(&artifacts.join("jupyterlab.png"));
+
+    // The cell ran in the user's one kernel container, not in the notebook server's.
+    let kernels = docker_ok(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &format!("label=org.orrery.user={user}"),
+        "--filter",
+        "label=org.orrery.kind=kernel",
+        "--format",
+        "{{.ID}}",
+    ]);
+    let kernels: Vec<&str> = kernels.split_whitespace().collect();
+    assert_eq!(
+        kernels.len(),
+        1,
+        "one kernel container for {user}: {kernels:?}\n{summary}"
+    );
+    let kernel = inspect(kernels[0]);
+    let kernel_host = kernel["Config"]["Hostname"].as_str().unwrap_or_default();
+    let notebook_host = inspect(&container_name(user))["Config"]["Hostname"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!kernel_host.is_empty(), "{kernel}");
+    assert_eq!(
+        summary["output"], kernel_host,
+        "the cell printed its kernel container's hostname: {summary}"
+    );
+    assert_ne!(
+        summary["output"], notebook_host,
+        "the cell did not run in the notebook container: {summary}"
+    );
+
+    // That container is the kernel the user's server lists (and the page talked to).
+    let kid = kernel["Config"]["Labels"]["org.orrery.kernel"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no org.orrery.kernel label: {kernel}"));
+    let token = d.token_for(user).await;
+    let listed = proxied_json(&d, "GET", user, "api/kernels", &token, None, 200).await;
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap_or_else(|| panic!("a kernel list: {listed}"))
+        .iter()
+        .filter_map(|k| k["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&kid),
+        "the server lists kernel {kid}: {listed}"
+    );
+    assert_eq!(summary["kernel_id"], kid, "{summary}");
+
+    // Buffers survived both ways, in binary frames, byte for byte.
+    let comm = &summary["comm"];
+    assert_eq!(comm["opened_ok"], true, "{comm}");
+    assert_eq!(comm["reversed_ok"], true, "{comm}");
+    assert_eq!(comm["opened"]["frame"], "binary", "{comm}");
+    assert_eq!(comm["opened"]["buffers"][0]["length"], 260, "{comm}");
+    assert_eq!(comm["reply"]["frame"], "binary", "{comm}");
+
+    // The kernelspec added while JupyterLab ran is in its launcher after a reload.
+    let before = summary["launcher_before"].to_string();
+    assert!(
+        !before.contains("Python (extra)"),
+        "no extra spec before it was added: {summary}"
+    );
+    assert_eq!(summary["extra_spec_in_launcher"], true, "{summary}");
+
+    env.assert_png("jupyterlab-remote.png");
+    env.assert_png("launcher-remote.png");
 }

@@ -4,29 +4,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use common::{python, repo, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use serde_json::{json, Value};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv's python (built on first use, cached by the requirements' hash).
-fn python() -> String {
-    let out = Command::new("bash")
-        .arg(repo().join("tests/python/venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run venv.sh");
-    assert!(
-        out.status.success(),
-        "tests/python/venv.sh failed: cannot install the Python clients"
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A daemon whose local backend runs `singleuser_app.py` (HubOAuth) as each user's server,
 /// reached through the hub's proxy at `/user/<name>/`.

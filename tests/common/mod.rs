@@ -13,6 +13,31 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python of the test venv (the real JupyterHub clients, selenium): built by
+/// `tests/python/venv.sh` on first use and cached by the requirements' hash.
+pub fn python() -> String {
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let out = Command::new("bash")
+                .arg(repo().join("tests/python/venv.sh"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run tests/python/venv.sh");
+            assert!(
+                out.status.success(),
+                "tests/python/venv.sh failed: cannot install the Python test clients"
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+        .clone()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -1,6 +1,7 @@
 """A real browser through the whole user journey on an Orrery hub.
 
 Usage: browser_flow.py HUB_URL USER PASSWORD ARTIFACT_DIR
+       browser_flow.py HUB_URL USER PASSWORD ARTIFACT_DIR --remote-kernels --orrery BIN --config PATH
 
 Headless Chromium (Debian's `chromium` + `chromium-driver`, driven by selenium) logs in on
 HUB_URL/hub/login, presses "Start my server" on the home page, sees the spawn-pending page
@@ -8,14 +9,33 @@ HUB_URL/hub/login, presses "Start my server" on the home page, sees the spawn-pe
 opens JupyterLab at /user/USER/lab, opens a new Python 3 notebook from the launcher, runs
 `print(6*7)` and waits for `42` in the output (screenshot `jupyterlab.png`).
 
+With --remote-kernels (a hub with `kernels.remote = true`: the user's Jupyter Server runs in
+gateway mode and every kernel in a container of its own) the spawn-pending page is noted when
+it shows but not required, and after opening the notebook the browser
+  1. runs `import socket; print(socket.gethostname())` and reports what it printed (the caller
+     compares it with the kernel container's hostname);
+  2. runs a second cell that registers an `echo` comm target in the kernel, then, from a script
+     in the page, opens another kernel channels WebSocket to the notebook's kernel
+     (/user/USER/api/kernels/ID/channels, authenticated by the page's cookies), sends a comm_open
+     with two buffers (bytes that are not valid UTF-8 among them) and a comm_msg with one, all in
+     Jupyter's binary WebSocket frames, and checks that the kernel's binary replies carry the
+     same bytes back (reversed for the comm_msg); screenshot `jupyterlab-remote.png`;
+  3. adds the kernelspecs `python3` and `py-extra` ("Python (extra)") the operator's way,
+     `BIN --config PATH config add-item kernels.specs …` then `config reload`, reloads
+     JupyterLab and waits for a "Python (extra)" card in its launcher (screenshot
+     `launcher-remote.png`).
+
 On success prints one JSON line on stdout and exits 0. On failure saves `failure.png`,
 `failure.html` and `failure-console.log` (the page's console) into ARTIFACT_DIR, prints what
 failed on stderr and exits 1. Never downloads anything: the driver and browser paths are
 given explicitly, so selenium-manager is not run (and SE_OFFLINE forbids it to go online).
 """
 
+import argparse
 import json
 import os
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +60,24 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 CHROMIUM = os.environ.get("ORRERY_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("ORRERY_CHROMEDRIVER", "/usr/bin/chromedriver")
 SPAWN_WAIT_S = 120
+# The visible notebook (JupyterLab hides, rather than removes, inactive panels).
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+# Each wait inside the comm round trip's page script.
+COMM_WAIT_S = 60
+HOSTNAME_CODE = "import socket; print(socket.gethostname())"
+# One line, so that CodeMirror's auto-indent has nothing to indent: the target answers a
+# comm_open with its buffers (and how many), and every later comm_msg with them reversed.
+ECHO_TARGET_CODE = (
+    "import comm; comm.get_comm_manager().register_target('echo', lambda c, m: ("
+    "c.on_msg(lambda m2: c.send({'got': len(m2['buffers'])}, "
+    "buffers=[bytes(b)[::-1] for b in m2['buffers']])), "
+    "c.send({'opened': len(m['buffers'])}, buffers=[bytes(b) for b in m['buffers']])))"
+)
+EXTRA_SPECS = (
+    '{name = "python3", display_name = "Python 3"}',
+    '{name = "py-extra", display_name = "Python (extra)"}',
+)
+EXTRA_SPEC_LABEL = "Python (extra)"
 
 
 class FlowError(Exception):
@@ -144,6 +182,19 @@ def see_spawn_pending(driver, user, artifacts):
     return info
 
 
+def note_spawn_pending(driver, user):
+    """With remote kernels the spawn-pending page is not required: whether it showed."""
+    wait(
+        driver,
+        30,
+        lambda d: "/hub/spawn-pending/" in d.current_url or f"/user/{user}/" in d.current_url,
+        "the spawn-pending page or the server",
+    )
+    seen = "/hub/spawn-pending/" in driver.current_url
+    log(f"after Start: {driver.current_url} (spawn-pending page {'seen' if seen else 'skipped'})")
+    return seen
+
+
 def land_in_lab(driver, user):
     prefix = f"/user/{user}/lab"
 
@@ -171,6 +222,14 @@ def land_in_lab(driver, user):
     return driver.current_url
 
 
+def launcher_labels(driver):
+    """The titles (or texts) of the launcher's cards now on the page."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('.jp-LauncherCard')]"
+        ".map(c => c.getAttribute('title') || c.textContent.trim());"
+    )
+
+
 def open_notebook(driver):
     card = (
         By.CSS_SELECTOR,
@@ -181,49 +240,91 @@ def open_notebook(driver):
     wait(driver, 60, EC.url_contains(".ipynb"), "the new notebook to open")
     # Run only once the kernel is connected (over the proxied websocket) and idle: JupyterLab
     # clears, rather than queues, a cell run while the notebook's session has no kernel yet.
+    # The toolbar's execution indicator says "idle" from the start (its initial state), so
+    # the status bar's kernel item ("Python 3 | Idle", from the session's kernel) is the sign.
     wait(
         driver,
         90,
         EC.presence_of_element_located(
-            (
-                By.CSS_SELECTOR,
-                '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status="idle"]',
-            )
+            (By.CSS_SELECTOR, f'{PANEL} .jp-Notebook-ExecutionIndicator[data-status="idle"]')
         ),
-        "the notebook's kernel to be idle",
+        "the notebook's execution indicator",
     )
-    log("kernel idle")
-    editor = click_when_ready(
-        driver,
-        60,
-        (By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .jp-InputArea-editor .cm-content"),
-        "the first cell's editor",
-    )
-    return editor
 
-
-def run_cell(driver, editor):
-    editor.send_keys("print(6*7)")
-    wait(
-        driver,
-        10,
-        lambda d: "print(6*7)" in editor.text,
-        "the code to appear in the cell",
-    )
-    # Shift+Enter runs the cell (JupyterLab queues it until the kernel is up).
-    editor.send_keys(Keys.SHIFT, Keys.ENTER)
-    log("ran the cell with Shift+Enter")
-
-    def output(d):
-        for el in d.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output"):
+    def kernel_idle(d):
+        for el in d.find_elements(By.CSS_SELECTOR, ".jp-StatusBar-TextItem"):
             text = el.text.strip()
-            if text:
+            if re.search(r"\|\s*Idle$", text):
                 return text
         return False
 
-    def first_prompt(d):
-        els = d.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .jp-InputPrompt")
-        return els[0].text.strip() if els else ""
+    status = wait(driver, 90, kernel_idle, "the status bar to show the notebook's kernel idle ('… | Idle')")
+    log(f"kernel idle: {status!r}")
+
+
+def cells(driver):
+    return driver.find_elements(By.CSS_SELECTOR, f"{PANEL} .jp-Cell")
+
+
+def cell_editor(driver, index):
+    """Cell `index`'s editor in the visible notebook, clicked (so it has the focus)."""
+
+    def editor(d):
+        found = cells(d)
+        if len(found) <= index:
+            return False
+        eds = found[index].find_elements(By.CSS_SELECTOR, ".jp-InputArea-editor .cm-content")
+        return eds[0] if eds and eds[0].is_displayed() and eds[0].is_enabled() else False
+
+    el = wait(driver, 60, editor, f"cell {index + 1}'s editor")
+    el.click()
+    return el
+
+
+def cell_prompt(driver, index):
+    found = cells(driver)
+    if len(found) <= index:
+        return ""
+    prompts = found[index].find_elements(By.CSS_SELECTOR, ".jp-InputPrompt")
+    return prompts[0].text.strip() if prompts else ""
+
+
+def cell_output(driver, index):
+    """The text of cell `index`'s outputs ('' when none)."""
+    found = cells(driver)
+    if len(found) <= index:
+        return ""
+    texts = (el.text.strip() for el in found[index].find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output"))
+    return "\n".join(t for t in texts if t)
+
+
+def run_cell(driver, index, code, wants_output=True):
+    """Type `code` into cell `index`, run it with Shift+Enter and return its output's text.
+
+    wants_output: wait for some output; else wait until the cell has run (its prompt shows an
+    execution count) and return whatever it printed ('' when nothing).
+    """
+    editor = cell_editor(driver, index)
+    editor.send_keys(code)
+    what = f"cell {index + 1}'s code"
+
+    def typed_text(_):
+        text = editor.get_attribute("textContent") or ""
+        return text if code in text else False
+
+    typed = wait(driver, 20, typed_text, f"{what} to appear in the editor")
+    if typed != code:
+        raise FlowError(f"{what} reads {typed!r} in the editor, not {code!r} (did the editor add to it?)")
+    # Shift+Enter runs the cell (JupyterLab queues it until the kernel is up).
+    editor.send_keys(Keys.SHIFT, Keys.ENTER)
+    log(f"ran cell {index + 1} with Shift+Enter: {code}")
+
+    def finished(d):
+        if wants_output:
+            return cell_output(d, index) or False
+        if re.fullmatch(r"\[\d+\]:?", cell_prompt(d, index)):
+            return ("ran", cell_output(d, index))
+        return False
 
     # On a loaded machine JupyterLab sometimes drops a run issued right after the kernel
     # connects: the prompt stays "[ ]:" and nothing is sent. A person would press Run again;
@@ -231,20 +332,205 @@ def run_cell(driver, editor):
     # message by message in tests/docker_e2e.rs.)
     for attempt in range(3):
         try:
-            text = wait(driver, 20 if attempt < 2 else 120, output, "the cell's output (kernel start and execution)")
+            got = wait(
+                driver,
+                20 if attempt < 2 else 120,
+                finished,
+                f"cell {index + 1}'s {'output' if wants_output else 'run'} (kernel start and execution)",
+            )
             break
         except FlowError:
-            prompt = first_prompt(driver)
+            prompt = cell_prompt(driver, index)
             if attempt == 2 or prompt not in ("[ ]:", "[ ]"):
                 raise
-            log(f"the run was dropped (prompt {prompt!r}); running the first cell again")
-            cell = driver.find_element(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .jp-InputArea-editor .cm-content")
-            cell.click()
-            cell.send_keys(Keys.SHIFT, Keys.ENTER)
-    if text != "42":
-        raise FlowError(f"the cell printed {text!r}, not '42'")
-    log(f"output: {text}")
+            log(f"the run was dropped (prompt {prompt!r}); running cell {index + 1} again")
+            cell_editor(driver, index).send_keys(Keys.SHIFT, Keys.ENTER)
+    text = got if wants_output else got[1]
+    log(f"cell {index + 1} output: {text!r}")
     return text
+
+
+# Runs in the page (selenium's execute_async_script): arguments are the user, the wait in ms
+# and selenium's callback. Finds the notebook's kernel with the page's cookies, opens its
+# channels WebSocket and does the comm round trip in Jupyter's binary frames: u32 BE n = 1 +
+# buffers, n u32 BE offsets from the frame's start, the JSON message, the buffers.
+COMM_JS = r"""
+const [user, waitMs, done] = arguments;
+const t0 = performance.now();
+const result = {steps: [], seen: []};
+const step = (s) => result.steps.push(`${Math.round(performance.now() - t0)} ms: ${s}`);
+let ws = null;
+let finished = false;
+const finish = (error) => {
+  if (finished) return;
+  finished = true;
+  if (error) result.error = error;
+  result.elapsed_ms = Math.round(performance.now() - t0);
+  try { if (ws) ws.close(); } catch (e) {}
+  done(result);
+};
+const hex = (n) => Array.from(crypto.getRandomValues(new Uint8Array(n)),
+                              (b) => b.toString(16).padStart(2, '0')).join('');
+const session = hex(16);
+const message = (msgType, content) => ({
+  header: {msg_id: `${msgType}-${hex(16)}`, msg_type: msgType, session, username: user,
+           date: new Date().toISOString(), version: '5.3'},
+  parent_header: {}, metadata: {}, content, channel: 'shell',
+});
+const encode = (msg, buffers) => {
+  const json = new TextEncoder().encode(JSON.stringify(msg));
+  const n = 1 + buffers.length;
+  const offsets = [4 * (n + 1)];
+  let at = offsets[0] + json.length;
+  for (const b of buffers) { offsets.push(at); at += b.length; }
+  const frame = new Uint8Array(at);
+  const view = new DataView(frame.buffer);
+  view.setUint32(0, n);  // DataView is big-endian unless told otherwise
+  offsets.forEach((o, i) => view.setUint32(4 * (i + 1), o));
+  frame.set(json, offsets[0]);
+  buffers.forEach((b, i) => frame.set(b, offsets[i + 1]));
+  return frame.buffer;
+};
+const decode = (buf) => {
+  const view = new DataView(buf);
+  const n = view.getUint32(0);
+  const offsets = Array.from({length: n}, (_, i) => view.getUint32(4 * (i + 1)));
+  const end = (i) => (i + 1 < n ? offsets[i + 1] : buf.byteLength);
+  const msg = JSON.parse(new TextDecoder('utf-8', {fatal: true}).decode(
+    new Uint8Array(buf, offsets[0], end(0) - offsets[0])));
+  msg.buffers = offsets.slice(1).map((o, i) => new Uint8Array(buf.slice(o, end(i + 1))));
+  return msg;
+};
+const same = (a, b) => a.length === b.length && Array.from(a).every((x, i) => x === b[i]);
+const summary = (m) => ({frame: m.frame, data: m.content.data,
+                         buffers: m.buffers.map((b) => ({length: b.length, head: Array.from(b.slice(0, 8))}))});
+const waiters = [];
+// The first comm_msg whose parent is `parentId`, or an error after waitMs.
+const reply = (parentId, what) => new Promise((resolve, reject) => {
+  const timer = setTimeout(() => reject(new Error(
+    `no ${what} within ${waitMs} ms; the socket saw ${JSON.stringify(result.seen.slice(-30))}`)), waitMs);
+  waiters.push({parentId, resolve: (m) => { clearTimeout(timer); resolve(m); }});
+});
+const onMessage = (ev) => {
+  let msg;
+  try {
+    if (typeof ev.data === 'string') { msg = JSON.parse(ev.data); msg.buffers = []; msg.frame = 'text'; }
+    else { msg = decode(ev.data); msg.frame = 'binary'; }
+  } catch (e) {
+    finish(`could not decode a frame from the kernel WebSocket: ${e}`);
+    return;
+  }
+  const type = (msg.header || {}).msg_type;
+  result.seen.push(`${msg.channel}:${type}:${msg.frame}`);
+  if (type !== 'comm_msg') return;
+  const parent = (msg.parent_header || {}).msg_id;
+  const i = waiters.findIndex((w) => w.parentId === parent);
+  if (i >= 0) waiters.splice(i, 1)[0].resolve(msg);
+};
+(async () => {
+  // Like JupyterLab's own requests: cookie auth wants the _xsrf cookie echoed in a header.
+  const xsrf = (document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/) || [])[1];
+  const headers = {Accept: 'application/json'};
+  if (xsrf !== undefined) headers['X-XSRFToken'] = xsrf;
+  const listing = await fetch(`/user/${user}/api/kernels`, {headers, signal: AbortSignal.timeout(waitMs)})
+    .catch((e) => { throw new Error(`GET /user/${user}/api/kernels: no answer within ${waitMs} ms (${e})`); });
+  if (!listing.ok) throw new Error(`GET /user/${user}/api/kernels answered ${listing.status}: ${await listing.text()}`);
+  const kernels = await listing.json();
+  result.kernels = kernels.map((k) => k.id);
+  if (kernels.length !== 1) throw new Error(`expected one kernel (the notebook's); the server lists ${JSON.stringify(kernels)}`);
+  const kid = kernels[0].id;
+  result.kernel_id = kid;
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}` +
+              `/user/${user}/api/kernels/${kid}/channels?session_id=${session}`;
+  ws = new WebSocket(url);
+  ws.binaryType = 'arraybuffer';
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the kernel WebSocket did not open within ${waitMs} ms`)), waitMs);
+    ws.onopen = () => { clearTimeout(timer); resolve(); };
+    ws.onclose = (e) => { clearTimeout(timer); reject(new Error(`the kernel WebSocket closed before it opened (code ${e.code}, ${JSON.stringify(e.reason)})`)); };
+  });
+  ws.onclose = (e) => finish(`the kernel WebSocket closed (code ${e.code}, ${JSON.stringify(e.reason)}) during the round trip`);
+  ws.onmessage = onMessage;
+  step(`opened ${url}`);
+
+  const commId = hex(16);
+  // Bytes that are not UTF-8 (a lone 0xff, 0xfe, a NUL, a cut-off 0xc3), then every byte value.
+  const blob = Uint8Array.from([0xff, 0xfe, 0x00, 0xc3, ...Array.from({length: 256}, (_, i) => 255 - i)]);
+  const second = new TextEncoder().encode('second');
+  const open = message('comm_open', {comm_id: commId, target_name: 'echo', data: {}});
+  const opened = reply(open.header.msg_id, "binary comm_msg answering the comm_open");
+  ws.send(encode(open, [blob, second]));
+  step('sent comm_open with 2 buffers');
+  const o = await opened;
+  result.opened = summary(o);
+  result.opened_ok = o.frame === 'binary' && o.content.data.opened === 2 && o.buffers.length === 2 &&
+                     same(o.buffers[0], blob) && same(o.buffers[1], second);
+  step(`comm_open answered (${o.frame}, ok: ${result.opened_ok})`);
+
+  const msg = message('comm_msg', {comm_id: commId, data: {method: 'custom'}});
+  const answered = reply(msg.header.msg_id, "binary comm_msg answering the comm_msg");
+  ws.send(encode(msg, [Uint8Array.from([1, 2, 255, 0])]));
+  step('sent comm_msg with [1, 2, 255, 0]');
+  const r = await answered;
+  result.reply = summary(r);
+  result.reversed_ok = r.frame === 'binary' && r.content.data.got === 1 && r.buffers.length === 1 &&
+                       same(r.buffers[0], [0, 255, 2, 1]);
+  step(`comm_msg answered (${r.frame}, ok: ${result.reversed_ok})`);
+  finish(null);
+})().catch((e) => finish(String((e && e.message) || e)));
+"""
+
+
+def comm_round_trip(driver, user):
+    """The binary comm round trip from the page (see COMM_JS); its result."""
+    # Four waits at most (listing, open, two replies): the driver's own limit is beyond them.
+    driver.set_script_timeout(4 * COMM_WAIT_S + 30)
+    try:
+        result = driver.execute_async_script(COMM_JS, user, COMM_WAIT_S * 1000)
+    except WebDriverException as e:
+        raise FlowError(f"the comm round trip's page script did not finish: {e.msg}") from e
+    log(f"comm round trip: {json.dumps(result)}")
+    if not isinstance(result, dict):
+        raise FlowError(f"the comm round trip's page script returned {result!r}")
+    if result.get("error"):
+        raise FlowError(f"the binary comm round trip failed: {result['error']} (steps: {result.get('steps')})")
+    if not (result.get("opened_ok") and result.get("reversed_ok")):
+        raise FlowError(f"the kernel's binary comm replies do not carry the bytes sent: {json.dumps(result)}")
+    return result
+
+
+def add_extra_spec(orrery, config):
+    """Adds the extra kernelspec the operator's way: `orrery config add-item` + `config reload`."""
+    for args in (
+        *(["config", "add-item", "kernels.specs", spec] for spec in EXTRA_SPECS),
+        ["config", "reload"],
+    ):
+        try:
+            p = subprocess.run(
+                [orrery, "--config", config, *args], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired as e:
+            raise FlowError(f"`orrery {' '.join(args)}` did not finish within 60 s") from e
+        if p.returncode != 0:
+            raise FlowError(f"`orrery {' '.join(args)}` exited {p.returncode}:\n{p.stdout}{p.stderr}")
+        log(f"orrery {' '.join(args)}: ok")
+
+
+def see_extra_spec_in_launcher(driver, hub, user):
+    """Reloads JupyterLab with a fresh workspace (a launcher) and waits for the extra spec's card."""
+    # `?reset` starts from an empty workspace, so the launcher shows instead of the notebook.
+    driver.get(f"{hub}/user/{user}/lab?reset")
+    wait(driver, 90, EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-LabShell")), "the reloaded JupyterLab shell")
+    label = EXTRA_SPEC_LABEL
+    card = (
+        By.XPATH,
+        f"//*[contains(concat(' ', normalize-space(@class), ' '), ' jp-LauncherCard ')]"
+        f"[@title='{label}' or .//*[normalize-space()='{label}']]",
+    )
+    wait(driver, 90, EC.visibility_of_element_located(card), f"a {label!r} card in the reloaded launcher")
+    labels = launcher_labels(driver)
+    log(f"launcher after the reload: {labels}")
+    return labels
 
 
 def save_failure(driver, artifacts):
@@ -270,13 +556,110 @@ def save_failure(driver, artifacts):
         pass
 
 
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="browser_flow.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("hub")
+    parser.add_argument("user")
+    parser.add_argument("password")
+    parser.add_argument("artifacts")
+    parser.add_argument(
+        "--remote-kernels", action="store_true", help="the hub runs kernels.remote = true: do the remote-kernel steps"
+    )
+    parser.add_argument("--orrery", help="the orrery binary (with --remote-kernels: adds a kernelspec)")
+    parser.add_argument("--config", help="the hub's config file (with --remote-kernels)")
+    args = parser.parse_args(argv[1:])
+    if args.remote_kernels and not (args.orrery and args.config):
+        parser.error("--remote-kernels needs --orrery BIN and --config PATH (to add a kernelspec)")
+    args.hub = args.hub.rstrip("/")
+    return args
+
+
+def local_flow(driver, args, timings):
+    """Spawn-pending page, JupyterLab, `print(6*7)` in a notebook."""
+    user, artifacts = args.user, args.artifacts
+    start_server(driver)
+    t_start = time.monotonic()
+    pending = see_spawn_pending(driver, user, artifacts)
+    lab_url = land_in_lab(driver, user)
+    timings["start_to_lab_s"] = round(time.monotonic() - t_start, 2)
+    open_notebook(driver)
+    t_cell = time.monotonic()
+    out = run_cell(driver, 0, "print(6*7)")
+    if out != "42":
+        raise FlowError(f"the cell printed {out!r}, not '42'")
+    timings["cell_s"] = round(time.monotonic() - t_cell, 2)
+    shot = os.path.join(artifacts, "jupyterlab.png")
+    driver.save_screenshot(shot)
+    log(f"screenshot {shot}")
+    return {"spawn_pending_seen": True, "spawn_pending": pending, "lab_url": lab_url, "output": out}
+
+
+def remote_flow(driver, args, timings):
+    """JupyterLab on remote kernels: the kernel's hostname, a binary comm round trip from the
+    page, and a kernelspec added at runtime showing in the launcher."""
+    hub, user, artifacts = args.hub, args.user, args.artifacts
+    start_server(driver)
+    t_start = time.monotonic()
+    pending_seen = note_spawn_pending(driver, user)
+    lab_url = land_in_lab(driver, user)
+    timings["start_to_lab_s"] = round(time.monotonic() - t_start, 2)
+    wait(
+        driver,
+        90,
+        EC.presence_of_element_located((By.CSS_SELECTOR, '.jp-LauncherCard[title^="Python 3"]')),
+        "the launcher's Python 3 cards",
+    )
+    before = launcher_labels(driver)
+    log(f"launcher before adding a kernelspec: {before}")
+    open_notebook(driver)
+    t_cell = time.monotonic()
+    hostname = run_cell(driver, 0, HOSTNAME_CODE)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", hostname):
+        raise FlowError(f"the hostname cell printed {hostname!r}, not a hostname")
+    timings["hostname_cell_s"] = round(time.monotonic() - t_cell, 2)
+    t_comm = time.monotonic()
+    printed = run_cell(driver, 1, ECHO_TARGET_CODE, wants_output=False)
+    if printed:
+        raise FlowError(f"registering the echo comm target printed {printed!r}")
+    comm = comm_round_trip(driver, user)
+    timings["comm_s"] = round(time.monotonic() - t_comm, 2)
+    shot = os.path.join(artifacts, "jupyterlab-remote.png")
+    driver.save_screenshot(shot)
+    log(f"screenshot {shot}")
+    t_spec = time.monotonic()
+    add_extra_spec(args.orrery, args.config)
+    after = see_extra_spec_in_launcher(driver, hub, user)
+    timings["extra_spec_s"] = round(time.monotonic() - t_spec, 2)
+    shot = os.path.join(artifacts, "launcher-remote.png")
+    driver.save_screenshot(shot)
+    log(f"screenshot {shot}")
+    return {
+        "spawn_pending_seen": pending_seen,
+        "lab_url": lab_url,
+        "output": hostname,
+        "kernel_id": comm.get("kernel_id"),
+        "comm": comm,
+        "launcher_before": before,
+        "launcher_after": after,
+        "extra_spec_in_launcher": EXTRA_SPEC_LABEL in after,
+    }
+
+
 def main(argv):
-    if len(argv) != 5:
-        print(__doc__, file=sys.stderr)
-        return 2
-    hub, user, password, artifacts = argv[1].rstrip("/"), argv[2], argv[3], argv[4]
+    args = parse_args(argv)
+    artifacts = args.artifacts
     os.makedirs(artifacts, exist_ok=True)
-    for stale in ("spawn-pending.png", "jupyterlab.png", "failure.png", "failure.html", "failure-console.log"):
+    for stale in (
+        "spawn-pending.png",
+        "jupyterlab.png",
+        "jupyterlab-remote.png",
+        "launcher-remote.png",
+        "failure.png",
+        "failure.html",
+        "failure-console.log",
+    ):
         try:
             os.remove(os.path.join(artifacts, stale))
         except FileNotFoundError:
@@ -292,33 +675,13 @@ def main(argv):
     with tempfile.TemporaryDirectory(prefix="orrery-chromium-") as profile:
         try:
             driver = make_driver(profile)
-            login(driver, hub, user, password)
+            login(driver, args.hub, args.user, args.password)
             timings["login_s"] = round(time.monotonic() - t0, 2)
-            start_server(driver)
-            t_start = time.monotonic()
-            pending = see_spawn_pending(driver, user, artifacts)
-            lab_url = land_in_lab(driver, user)
-            timings["start_to_lab_s"] = round(time.monotonic() - t_start, 2)
-            editor = open_notebook(driver)
-            t_cell = time.monotonic()
-            out = run_cell(driver, editor)
-            timings["cell_s"] = round(time.monotonic() - t_cell, 2)
-            shot = os.path.join(artifacts, "jupyterlab.png")
-            driver.save_screenshot(shot)
-            log(f"screenshot {shot}")
+            flow = remote_flow if args.remote_kernels else local_flow
+            summary = flow(driver, args, timings)
             timings["total_s"] = round(time.monotonic() - t0, 2)
-            print(
-                json.dumps(
-                    {
-                        "spawn_pending_seen": True,
-                        "spawn_pending": pending,
-                        "lab_url": lab_url,
-                        "output": out,
-                        "timings": timings,
-                    }
-                ),
-                flush=True,
-            )
+            summary["timings"] = timings
+            print(json.dumps(summary), flush=True)
             return 0
         except FlowError as e:
             log(f"FAILED: {e}")
