@@ -983,7 +983,17 @@ async fn an_idle_kernel_is_reclaimed_and_recreated_behind_the_same_id() {
     let token = d.token_for(&user).await;
     start_server(&d, &user).await;
 
-    // A notebook session with a kernel, as JupyterLab opens one.
+    // A notebook session with a kernel, as JupyterLab opens one, for a notebook in a folder.
+    proxied_json(
+        &d,
+        "PUT",
+        &user,
+        "api/contents/work",
+        &token,
+        Some(json!({"type": "directory"})),
+        201,
+    )
+    .await;
     let session = proxied_json(
         &d,
         "POST",
@@ -991,7 +1001,7 @@ async fn an_idle_kernel_is_reclaimed_and_recreated_behind_the_same_id() {
         "api/sessions",
         &token,
         Some(
-            json!({"path": "nb.ipynb", "name": "nb.ipynb", "type": "notebook",
+            json!({"path": "work/nb.ipynb", "name": "nb.ipynb", "type": "notebook",
                     "kernel": {"name": "python3"}}),
         ),
         201,
@@ -1005,6 +1015,9 @@ async fn an_idle_kernel_is_reclaimed_and_recreated_behind_the_same_id() {
     let first = kernel_container(&kid).expect("kernel container");
     let mut ws = open_channels(&d, &user, &token, &kid).await;
     run(&mut ws, "x = 1").await;
+    // The kernel starts in the notebook's folder (KERNEL_WORKING_DIR from Jupyter Server).
+    let cwd = "import os; print(os.getcwd())";
+    assert_eq!(run(&mut ws, cwd).await, "/home/jovyan/work\n");
 
     // Idle past the timeout: the container goes, the kernel and the session stay.
     let t = Instant::now();
@@ -1045,6 +1058,11 @@ async fn an_idle_kernel_is_reclaimed_and_recreated_behind_the_same_id() {
     );
     let second = kernel_container(&kid).expect("a new kernel container behind the same id");
     assert_ne!(first, second);
+    assert_eq!(
+        run(&mut ws, cwd).await,
+        "/home/jovyan/work\n",
+        "the same folder again"
+    );
     let _ = ws.close(None).await;
 }
 
