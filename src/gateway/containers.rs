@@ -19,7 +19,7 @@ use std::path::{Component, Path};
 
 use bollard::container::{
     Config as ContainerConfig, CreateContainerOptions, InspectContainerOptions,
-    KillContainerOptions, ListContainersOptions, RemoveContainerOptions, StartContainerOptions,
+    KillContainerOptions, RemoveContainerOptions, StartContainerOptions,
 };
 use bollard::models::{EndpointSettings, HostConfig, Mount, MountTypeEnum};
 use bollard::Docker;
@@ -268,19 +268,7 @@ impl Containers {
     /// This hub's kernel containers: (container id, kernel id).
     pub async fn list(&self) -> Result<Vec<(String, String)>, String> {
         let docker = self.client().await?;
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_KIND}=kernel"),
-                format!("{LABEL_HUB}={}", self.instance),
-            ],
-        )]);
-        let list = docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters,
-                ..Default::default()
-            }))
+        let list = docker::list_owned(docker, "kernel", &self.instance)
             .await
             .map_err(|e| format!("listing kernel containers: {e}"))?;
         Ok(list

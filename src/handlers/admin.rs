@@ -1,13 +1,16 @@
 //! The admin page (`<hub>/admin`, admins only): every user with their admin flag, server state
 //! and last activity; per-user start, stop, make/remove admin and delete (confirmed on a second
 //! page); and a form to add users. Admins cannot demote or delete themselves.
+//!
+//! Every POST handler takes an [`AdminForm`] (or an [`AdminTarget`], which adds the user the
+//! action names): the session, CSRF and admin checks run before the handler does.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use maud::html;
 
 use super::forms::{self, Fields};
@@ -43,20 +46,6 @@ fn require_admin(hub: &Hub, p: &Principal) -> Result<UserRecord, Response> {
     }
 }
 
-/// The admin behind a form submission (session, CSRF, admin), or the response to send.
-#[allow(clippy::result_large_err)] // a Response, as axum's own rejections
-fn require_admin_form(
-    hub: &Hub,
-    headers: &HeaderMap,
-    f: &Fields,
-) -> Result<(Principal, UserRecord), Response> {
-    let (p, user) = forms::form_user(hub, headers, f)?;
-    if !hub.is_admin(&user) {
-        return Err(forbidden(hub, &p));
-    }
-    Ok((p, user))
-}
-
 /// The user an action names, or the 404 page.
 #[allow(clippy::result_large_err)] // a Response, as axum's own rejections
 fn target(hub: &Hub, p: &Principal, name: &str) -> Result<UserRecord, Response> {
@@ -72,6 +61,64 @@ fn target(hub: &Hub, p: &Principal, name: &str) -> Result<UserRecord, Response> 
                 "That user does not exist (any more).",
             )
         })
+}
+
+/// A form an admin posted on the admin page. Extracting it checks, in this order, the session
+/// (else a redirect to the login page), the CSRF token (else the 403 "Form expired" page) and
+/// the admin flag (else the 403 page), so a handler taking it only does its action.
+pub struct AdminForm {
+    p: Principal,
+    /// The admin who posted the form.
+    me: UserRecord,
+    fields: Fields,
+}
+
+impl FromRequest<Arc<Hub>> for AdminForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, hub: &Arc<Hub>) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, hub)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let fields = Fields::parse(&body);
+        let (p, me) = forms::form_user(hub, &headers, &fields)?;
+        if !hub.is_admin(&me) {
+            return Err(forbidden(hub, &p));
+        }
+        Ok(AdminForm { p, me, fields })
+    }
+}
+
+/// An [`AdminForm`] posted to `<hub>/admin/users/<name>/<action>`, with the user `<name>`
+/// names: after the form's checks, a user that does not exist gets the 404 page.
+pub struct AdminTarget {
+    p: Principal,
+    /// The admin who posted the form.
+    me: UserRecord,
+    fields: Fields,
+    /// The user the action is for.
+    user: UserRecord,
+}
+
+impl FromRequest<Arc<Hub>> for AdminTarget {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, hub: &Arc<Hub>) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let Path(name) = Path::<String>::from_request_parts(&mut parts, hub)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let AdminForm { p, me, fields } =
+            AdminForm::from_request(Request::from_parts(parts, body), hub).await?;
+        let user = target(hub, &p, &name)?;
+        Ok(AdminTarget {
+            p,
+            me,
+            fields,
+            user,
+        })
+    }
 }
 
 fn admin_url(hub: &Hub) -> String {
@@ -234,13 +281,40 @@ fn failed(
     render(hub, p, me, status, vec![Notice::Error(message)], "", false)
 }
 
+/// The admin page with a 500 notice, after a state database error (logged by the caller).
+fn db_failed(hub: &Hub, p: &Principal, me: &UserRecord) -> Response {
+    failed(
+        hub,
+        p,
+        me,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "The hub's state database failed; see the hub's log.".into(),
+    )
+}
+
+/// The admin page with a 400 notice: an admin cannot delete their own account.
+fn self_delete(hub: &Hub, p: &Principal, me: &UserRecord) -> Response {
+    failed(
+        hub,
+        p,
+        me,
+        StatusCode::BAD_REQUEST,
+        "You cannot delete yourself.".into(),
+    )
+}
+
+/// Make the changes durable; a failure is logged, the change itself has been made.
+async fn flush(hub: &Hub) {
+    if let Err(e) = hub.store.flush().await {
+        tracing::error!(error = %e, "cannot flush the state database");
+    }
+}
+
 /// `POST <hub>/admin/users`: add one or more users.
-pub async fn add_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> Response {
-    let f = Fields::parse(&body);
-    let (p, me) = match require_admin_form(&hub, &headers, &f) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn add_users(
+    State(hub): State<Arc<Hub>>,
+    AdminForm { p, me, fields: f }: AdminForm,
+) -> Response {
     let raw = f.get("names");
     let make_admin = f.checked("admin");
     let words: Vec<&str> = raw
@@ -283,19 +357,11 @@ pub async fn add_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: By
             Ok(false) => existing += 1,
             Err(e) => {
                 tracing::error!(error = %e, "cannot create a user");
-                return failed(
-                    &hub,
-                    &p,
-                    &me,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "The hub's state database failed; see the hub's log.".into(),
-                );
+                return db_failed(&hub, &p, &me);
             }
         }
     }
-    if let Err(e) = hub.store.flush().await {
-        tracing::error!(error = %e, "cannot flush the state database");
-    }
+    flush(&hub).await;
     tracing::info!(admin = %me.name, created, existing, "users added on the admin page");
     layout::redirect(&format!(
         "{}?done=created&n={created}&existing={existing}",
@@ -306,19 +372,8 @@ pub async fn add_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: By
 /// `POST <hub>/admin/users/<name>/start`.
 pub async fn start(
     State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Bytes,
+    AdminTarget { p, me, user, .. }: AdminTarget,
 ) -> Response {
-    let f = Fields::parse(&body);
-    let (p, me) = match require_admin_form(&hub, &headers, &f) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let user = match target(&hub, &p, &name) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
     match home::start_server(&hub, &user).await {
         Ok(Begun::Ready) => done(&hub, "started", &user.name),
         Ok(Begun::Pending) => done(&hub, "pending", &user.name),
@@ -343,19 +398,8 @@ pub async fn start(
 /// `POST <hub>/admin/users/<name>/stop`.
 pub async fn stop(
     State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Bytes,
+    AdminTarget { p, me, user, .. }: AdminTarget,
 ) -> Response {
-    let f = Fields::parse(&body);
-    let (p, me) = match require_admin_form(&hub, &headers, &f) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let user = match target(&hub, &p, &name) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
     match home::stop_server(&hub, &user.name).await {
         Ok(()) => done(&hub, "stopped", &user.name),
         Err(e) => failed(&hub, &p, &me, e.status, e.message),
@@ -364,20 +408,9 @@ pub async fn stop(
 
 async fn set_admin(
     hub: Arc<Hub>,
-    headers: HeaderMap,
-    name: String,
-    body: Bytes,
+    AdminTarget { p, me, user, .. }: AdminTarget,
     admin: bool,
 ) -> Response {
-    let f = Fields::parse(&body);
-    let (p, me) = match require_admin_form(&hub, &headers, &f) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let user = match target(&hub, &p, &name) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
     if user.name == me.name && !admin {
         return failed(
             &hub,
@@ -396,39 +429,21 @@ async fn set_admin(
     }
     if let Err(e) = hub.store.update_user(&user.name, |u| u.admin = admin) {
         tracing::error!(error = %e, "cannot update a user");
-        return failed(
-            &hub,
-            &p,
-            &me,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The hub's state database failed; see the hub's log.".into(),
-        );
+        return db_failed(&hub, &p, &me);
     }
-    if let Err(e) = hub.store.flush().await {
-        tracing::error!(error = %e, "cannot flush the state database");
-    }
+    flush(&hub).await;
     tracing::info!(admin = %me.name, user = %user.name, to = admin, "admin flag changed on the admin page");
     done(&hub, if admin { "promoted" } else { "demoted" }, &user.name)
 }
 
 /// `POST <hub>/admin/users/<name>/make-admin`.
-pub async fn make_admin(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    set_admin(hub, headers, name, body, true).await
+pub async fn make_admin(State(hub): State<Arc<Hub>>, a: AdminTarget) -> Response {
+    set_admin(hub, a, true).await
 }
 
 /// `POST <hub>/admin/users/<name>/remove-admin`.
-pub async fn remove_admin(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    set_admin(hub, headers, name, body, false).await
+pub async fn remove_admin(State(hub): State<Arc<Hub>>, a: AdminTarget) -> Response {
+    set_admin(hub, a, false).await
 }
 
 fn confirm_page(
@@ -487,13 +502,7 @@ pub async fn delete_confirm(
         Err(r) => return r,
     };
     if user.name == me.name {
-        return failed(
-            &hub,
-            &p,
-            &me,
-            StatusCode::BAD_REQUEST,
-            "You cannot delete yourself.".into(),
-        );
+        return self_delete(&hub, &p, &me);
     }
     confirm_page(&hub, &p, &user, StatusCode::OK, None)
 }
@@ -501,27 +510,15 @@ pub async fn delete_confirm(
 /// `POST <hub>/admin/users/<name>/delete`: needs the confirmation checkbox.
 pub async fn delete(
     State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Bytes,
+    AdminTarget {
+        p,
+        me,
+        fields: f,
+        user,
+    }: AdminTarget,
 ) -> Response {
-    let f = Fields::parse(&body);
-    let (p, me) = match require_admin_form(&hub, &headers, &f) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let user = match target(&hub, &p, &name) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
     if user.name == me.name {
-        return failed(
-            &hub,
-            &p,
-            &me,
-            StatusCode::BAD_REQUEST,
-            "You cannot delete yourself.".into(),
-        );
+        return self_delete(&hub, &p, &me);
     }
     if f.get("confirm") != "yes" {
         let n = Notice::Error("Tick the confirmation box to delete the user.".into());
@@ -542,28 +539,14 @@ pub async fn delete(
         }
         Err(StopError::State(e)) => {
             tracing::error!(error = %e, "cannot stop a server");
-            return failed(
-                &hub,
-                &p,
-                &me,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The hub's state database failed; see the hub's log.".into(),
-            );
+            return db_failed(&hub, &p, &me);
         }
     }
     if let Err(e) = hub.store.delete_user(&user.name) {
         tracing::error!(error = %e, "cannot delete a user");
-        return failed(
-            &hub,
-            &p,
-            &me,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The hub's state database failed; see the hub's log.".into(),
-        );
+        return db_failed(&hub, &p, &me);
     }
-    if let Err(e) = hub.store.flush().await {
-        tracing::error!(error = %e, "cannot flush the state database");
-    }
+    flush(&hub).await;
     tracing::info!(admin = %me.name, user = %user.name, "user deleted on the admin page");
     done(&hub, "deleted", &user.name)
 }

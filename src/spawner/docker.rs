@@ -21,7 +21,7 @@ use bollard::container::{
     StopContainerOptions,
 };
 use bollard::image::CreateImageOptions;
-use bollard::models::{EndpointSettings, HostConfig, Mount, MountTypeEnum};
+use bollard::models::{ContainerSummary, EndpointSettings, HostConfig, Mount, MountTypeEnum};
 use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
 use bollard::volume::CreateVolumeOptions;
 use bollard::Docker;
@@ -82,6 +82,16 @@ impl DockerBackend {
             format!("orrery-{user}--{server}")
         }
     }
+
+    /// The container a server's saved state names (`container_id`), else the name its container
+    /// is created with.
+    fn container_id(user: &str, server: &str, state: &serde_json::Value) -> String {
+        state
+            .get("container_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| Self::container_name(user, server))
+    }
 }
 
 fn unreachable(socket: &str, e: &bollard::errors::Error) -> SpawnError {
@@ -133,6 +143,30 @@ pub fn home_source(cfg: &DockerSpawner, user: &str) -> (String, MountTypeEnum) {
             MountTypeEnum::VOLUME,
         ),
     }
+}
+
+/// Every container (running or not) labelled `org.orrery.kind=<kind>` that this hub instance
+/// owns (`org.orrery.hub=<instance>`): how notebook servers and kernel containers are both found
+/// again after a restart.
+pub async fn list_owned(
+    docker: &Docker,
+    kind: &str,
+    instance: &str,
+) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{LABEL_KIND}={kind}"),
+            format!("{LABEL_HUB}={instance}"),
+        ],
+    )]);
+    docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters,
+            ..Default::default()
+        }))
+        .await
 }
 
 fn is_root_user(user: &str) -> bool {
@@ -585,11 +619,7 @@ impl Backend for DockerBackend {
     ) -> BoxFuture<'a, Result<(), SpawnError>> {
         Box::pin(async move {
             let docker = self.client().await?;
-            let id = state
-                .get("container_id")
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| Self::container_name(user, server));
+            let id = Self::container_id(user, server, state);
             match docker
                 .stop_container(&id, Some(StopContainerOptions { t: 10 }))
                 .await
@@ -631,11 +661,7 @@ impl Backend for DockerBackend {
     ) -> BoxFuture<'a, Result<PollStatus, SpawnError>> {
         Box::pin(async move {
             let docker = self.client().await?;
-            let id = state
-                .get("container_id")
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| Self::container_name(user, server));
+            let id = Self::container_id(user, server, state);
             let info = match docker
                 .inspect_container(&id, None::<InspectContainerOptions>)
                 .await
@@ -678,11 +704,7 @@ impl Backend for DockerBackend {
             let Ok(docker) = self.client().await else {
                 return String::new();
             };
-            let id = state
-                .get("container_id")
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| Self::container_name(user, server));
+            let id = Self::container_id(user, server, state);
             let logs = self.last_logs(docker, &id, 20).await;
             if logs.is_empty() {
                 String::new()
@@ -725,19 +747,7 @@ impl Backend for DockerBackend {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Observed>, SpawnError>> {
         Box::pin(async move {
             let docker = self.client().await?;
-            let filters = HashMap::from([(
-                "label".to_string(),
-                vec![
-                    format!("{LABEL_KIND}=notebook"),
-                    format!("{LABEL_HUB}={}", self.instance),
-                ],
-            )]);
-            let list = docker
-                .list_containers(Some(ListContainersOptions {
-                    all: true,
-                    filters,
-                    ..Default::default()
-                }))
+            let list = list_owned(docker, "notebook", &self.instance)
                 .await
                 .map_err(|e| failed("listing containers", e))?;
             Ok(list
