@@ -6,112 +6,37 @@
 //! Needs a running Docker engine and the image (built offline, cached by recipe hash). A missing
 //! prerequisite is a failure, never a skip.
 //!
-//! Every test uses its own network (`orrery-test-<n>`), home volumes (`orrery-test-<n>-<user>`)
-//! and user names (`e<n>…`), and removes what it created (also when it fails). The tests of this
-//! file run one at a time: each starts containers running a full Jupyter server, and on a small
-//! machine several at once make spawn times (and so the tests) erratic.
+//! Every test has its own corner of the engine (`common::docker::Env`): network
+//! (`orrery-test-<n>`), home volumes (`orrery-test-<n>-<user>`) and user names (`e<n>…`), removed
+//! also when the test fails. The tests of this file run one at a time: each starts containers
+//! running a full Jupyter server, and on a small machine several at once make spawn times (and
+//! so the tests) erratic.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::docker::{
-    container_name, containers_of, docker, docker_ok, exec, image, inspect, proxied, proxied_json,
-    start_server,
+    assert_host_reaches, channels_request, connect_from, containers_of, create_kernel, docker,
+    docker_ok, exec, inspect, ip_address, proxied, proxied_json, python, running, server_api, sh,
+    start_server, Env,
 };
-use common::{free_port, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 // ------------------------------------------------------------------------------------------
-// prerequisites
+// helpers
 
-/// One test at a time (see the module docs); a failed test does not block the others (an
-/// async mutex is not poisoned).
-async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
+/// Every test's corner of the engine; its users are `e<n>…`.
+async fn env() -> Env {
+    Env::new("e").await
 }
 
-/// What a test created on the engine; removed on drop, also when the test panics.
-struct Cleanup {
-    began: Instant,
-    containers: Vec<String>,
-    volumes: Vec<String>,
-    network: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for c in &self.containers {
-            let _ = docker(&["rm", "-f", c]);
-        }
-        for v in &self.volumes {
-            let _ = docker(&["volume", "rm", "-f", v]);
-        }
-        let _ = docker(&["network", "rm", &self.network]);
-        eprintln!(
-            "[docker_e2e] {} took {:?} (cleanup included)",
-            std::thread::current().name().unwrap_or("test"),
-            self.began.elapsed()
-        );
-    }
-}
-
-/// A test's own corner of the engine: network, volume template, user names.
-struct Env {
-    n: u16,
-    image: String,
-    network: String,
-    cleanup: Cleanup,
-}
-
-impl Env {
-    fn new() -> Env {
-        let image = image();
-        let n = free_port();
-        let network = format!("orrery-test-{n}");
-        Env {
-            n,
-            image,
-            network: network.clone(),
-            cleanup: Cleanup {
-                began: Instant::now(),
-                containers: Vec::new(),
-                volumes: Vec::new(),
-                network,
-            },
-        }
-    }
-
-    /// A user name unique to this test; its container and volume are cleaned up.
-    fn user(&mut self, tag: &str) -> String {
-        let u = format!("e{}{tag}", self.n);
-        self.cleanup.containers.push(container_name(&u));
-        self.cleanup.volumes.push(self.volume(&u));
-        u
-    }
-
-    fn volume(&self, user: &str) -> String {
-        format!("orrery-test-{}-{user}", self.n)
-    }
-
-    /// The daemon config: Docker backend on this test's network and volumes, plus `extra`
-    /// (lines for `[spawner.docker]` first, then other tables).
-    fn config(&self, docker_extra: &str, extra: &str) -> String {
-        format!(
-            "[spawner]\nbackend = \"docker\"\nslow_spawn_timeout = \"60s\"\nstart_timeout = \"90s\"\n\n\
-             [spawner.docker]\nimage = \"{}\"\npull_policy = \"never\"\nnetwork = \"{}\"\n\
-             home_volume = \"orrery-test-{}-{{username}}\"\n{docker_extra}\n\n[cull]\nenabled = false\n\n{extra}\n",
-            self.image, self.network, self.n
-        )
-    }
-
-    async fn daemon(&self, docker_extra: &str, extra: &str) -> Daemon {
-        Daemon::start(&self.config(docker_extra, extra)).await
-    }
+/// A response header, if it is there and text.
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The server model of `user` (admin view); Null when no server.
@@ -128,41 +53,24 @@ async fn server_model(d: &Daemon, user: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_spawn_proxy_and_kernel_execute() {
-    let _serial = serial().await;
-    let mut env = Env::new();
-    let user = env.user("k");
-    let d = env.daemon("", "").await;
-    d.create_users(&[&user], false).await;
-    let token = d.token_for(&user).await;
-    let id = start_server(&d, &user).await;
+    let mut env = env().await;
+    let (d, user, token, id) = env.one_user("k", "", "").await;
 
     // Jupyter Server's own API answers through the hub's proxy, with its own headers.
     let r = proxied(&d, "GET", &user, "api/status", &token, None).await;
     assert_eq!(r.status(), 200, "{:?}", r.headers());
-    let server_hdr = r
-        .headers()
-        .get("server")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
     assert!(
-        server_hdr.starts_with("TornadoServer/"),
+        header(&r, "server").is_some_and(|v| v.starts_with("TornadoServer/")),
         "Server header from Jupyter: {:?}",
         r.headers()
     );
     assert!(
-        r.headers()
-            .get("content-security-policy")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("frame-ancestors")),
+        header(&r, "content-security-policy").is_some_and(|v| v.contains("frame-ancestors")),
         "Jupyter's CSP header came through: {:?}",
         r.headers()
     );
     assert!(
-        r.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json")),
+        header(&r, "content-type").is_some_and(|v| v.starts_with("application/json")),
         "{:?}",
         r.headers()
     );
@@ -179,32 +87,9 @@ async fn api_spawn_proxy_and_kernel_execute() {
     assert_eq!(anon.status(), 403, "anonymous API request");
 
     // A kernel, and code executed in it over the channels WebSocket through the proxy.
-    let kernel = proxied_json(
-        &d,
-        "POST",
-        &user,
-        "api/kernels",
-        &token,
-        Some(json!({"name": "python3"})),
-        201,
-    )
-    .await;
-    let kid = kernel["id"].as_str().expect("kernel id").to_string();
-    assert_eq!(kernel["name"], "python3", "{kernel}");
-    let ws_url = format!(
-        "ws://127.0.0.1:{}/user/{user}/api/kernels/{kid}/channels?token={token}",
-        d.port
-    );
-    // As a browser sends it: token in the URL (JupyterHub honours that only with
-    // `Sec-Fetch-Mode: websocket`) and a same-origin Origin, which Jupyter Server checks
-    // against the Host header the proxy must keep.
-    let mut ws_req = ws_url.as_str().into_client_request().expect("ws request");
-    ws_req
-        .headers_mut()
-        .insert("sec-fetch-mode", "websocket".parse().unwrap());
-    ws_req
-        .headers_mut()
-        .insert("origin", d.url.parse().unwrap());
+    let kid = create_kernel(&d, &user, &token, "python3").await;
+    // As a browser sends it, with a same-origin Origin.
+    let ws_req = channels_request(&d, &user, &token, &kid, "", &d.url);
     let (mut ws, resp) = tokio::time::timeout(
         Duration::from_secs(30),
         tokio_tungstenite::connect_async(ws_req),
@@ -304,18 +189,11 @@ async fn api_spawn_proxy_and_kernel_execute() {
     );
     assert_eq!(c["Mounts"][0]["Destination"], "/home/jovyan");
     assert_eq!(exec(&id, &["id", "-u"]).1, "1000");
-    let (_, caps, _) = exec(
-        &id,
-        &[
-            "sh",
-            "-c",
-            "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status",
-        ],
-    );
+    let (_, caps, _) = sh(&id, "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status");
     assert!(caps.contains("CapEff:\t0000000000000000"), "{caps}");
     assert!(caps.contains("NoNewPrivs:\t1"), "{caps}");
     // The server environment the hub gave it.
-    let (_, envs, _) = exec(&id, &["sh", "-c", "env | sort"]);
+    let (_, envs, _) = sh(&id, "env | sort");
     assert!(
         envs.contains(&format!("JUPYTERHUB_USER={user}\n")),
         "{envs}"
@@ -333,21 +211,13 @@ async fn api_spawn_proxy_and_kernel_execute() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_restart_readopts_the_same_server() {
-    let _serial = serial().await;
-    let mut env = Env::new();
-    let user = env.user("r");
-    let mut d = env.daemon("", "").await;
-    d.create_users(&[&user], false).await;
-    let token = d.token_for(&user).await;
-    let id = start_server(&d, &user).await;
+    let mut env = env().await;
+    let (mut d, user, token, id) = env.one_user("r", "", "").await;
     proxied_json(&d, "GET", &user, "api/status", &token, None, 200).await;
 
     d.kill();
     // The server outlives the hub.
-    assert_eq!(
-        docker_ok(&["inspect", "-f", "{{.State.Running}}", &id]),
-        "true"
-    );
+    assert_eq!(running(&id), "true");
     let began = Instant::now();
     d.spawn().await;
     eprintln!("[docker_e2e] restart answered in {:?}", began.elapsed());
@@ -359,23 +229,16 @@ async fn kill_9_and_restart_readopts_the_same_server() {
         vec![id.clone()],
         "exactly the same container"
     );
-    assert_eq!(
-        docker_ok(&["inspect", "-f", "{{.State.Running}}", &id]),
-        "true"
-    );
+    assert_eq!(running(&id), "true");
     let srv = server_model(&d, &user).await;
     assert_eq!(srv["ready"], true, "{srv}");
     assert_eq!(srv["pending"], Value::Null, "{srv}");
     assert_eq!(srv["state"]["container_id"], id.as_str(), "{srv}");
     assert!(d.log().contains("re-adopted running server"), "{}", d.log());
     // The server still reaches the restarted hub with its own token.
-    let (code, out, err) = exec(
+    let (code, out, err) = python(
         &id,
-        &[
-            "python3",
-            "-c",
-            "import json,os,urllib.request as u; r=u.Request(os.environ['JUPYTERHUB_API_URL']+'/user', headers={'Authorization':'token '+os.environ['JUPYTERHUB_API_TOKEN']}); print(json.load(u.urlopen(r, timeout=10))['name'])",
-        ],
+        "import json,os,urllib.request as u; r=u.Request(os.environ['JUPYTERHUB_API_URL']+'/user', headers={'Authorization':'token '+os.environ['JUPYTERHUB_API_TOKEN']}); print(json.load(u.urlopen(r, timeout=10))['name'])",
     );
     assert_eq!(
         (code, out.as_str()),
@@ -384,59 +247,27 @@ async fn kill_9_and_restart_readopts_the_same_server() {
         d.log()
     );
     // Starting again is refused (no second container).
-    let (s, b, _) = d
-        .api("POST", &format!("/users/{user}/server"), Some(ADMIN), None)
-        .await;
+    let (s, b) = server_api(&d, "POST", &user, ADMIN).await;
     assert_eq!(s, 400, "{b}");
     assert_eq!(containers_of(&user), vec![id.clone()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_containers_cannot_reach_each_other() {
-    let _serial = serial().await;
-    let mut env = Env::new();
+    let mut env = env().await;
     let a = env.user("a");
     let b = env.user("b");
-    let d = env.daemon("", "").await;
-    d.create_users(&[&a, &b], false).await;
+    let d = env.daemon(&[&a, &b], "", "").await;
     let token_a = d.token_for(&a).await;
     let token_b = d.token_for(&b).await;
     let id_a = start_server(&d, &a).await;
     let id_b = start_server(&d, &b).await;
 
-    let ip_of = |id: &str| {
-        let ip = docker_ok(&[
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            id,
-        ]);
-        assert!(
-            ip.parse::<std::net::Ipv4Addr>().is_ok(),
-            "container IP {ip:?}"
-        );
-        ip
-    };
-    let ip_b = ip_of(&id_b);
+    let ip_b = ip_address(&id_b);
     // Control: B's server listens there (the hub, on the host, reaches it).
-    let direct = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect((ip_b.as_str(), 8888)),
-    )
-    .await;
-    assert!(
-        matches!(direct, Ok(Ok(_))),
-        "B's server is reachable from the host at {ip_b}:8888: {direct:?}"
-    );
+    assert_host_reaches(&ip_b, 8888, "B's server").await;
     // A cannot open a connection to B.
-    let (code, out, err) = exec(
-        &id_a,
-        &[
-            "python3",
-            "-c",
-            &format!("import socket; socket.create_connection(('{ip_b}', 8888), timeout=3); print('connected')"),
-        ],
-    );
+    let (code, out, err) = connect_from(&id_a, &ip_b, 8888);
     assert_ne!(code, 0, "A reached B's server at {ip_b}:8888: {out} {err}");
     assert!(!out.contains("connected"), "{out}");
     assert!(
@@ -444,13 +275,9 @@ async fn users_containers_cannot_reach_each_other() {
         "A's connection to B failed for a network reason: {err}"
     );
     // …but reaches the hub's internal API.
-    let (code, out, err) = exec(
+    let (code, out, err) = python(
         &id_a,
-        &[
-            "python3",
-            "-c",
-            "import urllib.request,os; print(urllib.request.urlopen(os.environ['JUPYTERHUB_API_URL'] + '/', timeout=10).status)",
-        ],
+        "import urllib.request,os; print(urllib.request.urlopen(os.environ['JUPYTERHUB_API_URL'] + '/', timeout=10).status)",
     );
     assert_eq!(
         (code, out.as_str()),
@@ -460,18 +287,9 @@ async fn users_containers_cannot_reach_each_other() {
     );
 
     // A's token can neither start nor stop B's server, nor use it.
-    let (s, body, _) = d
-        .api(
-            "DELETE",
-            &format!("/users/{b}/server"),
-            Some(&token_a),
-            None,
-        )
-        .await;
+    let (s, body) = server_api(&d, "DELETE", &b, &token_a).await;
     assert!(s == 403 || s == 404, "A stops B's server: {s} {body}");
-    let (s, body, _) = d
-        .api("POST", &format!("/users/{b}/server"), Some(&token_a), None)
-        .await;
+    let (s, body) = server_api(&d, "POST", &b, &token_a).await;
     assert!(s == 403 || s == 404, "A starts B's server: {s} {body}");
     let r = proxied(&d, "GET", &b, "api/status", &token_a, None).await;
     assert_eq!(r.status(), 403, "A's token on B's server");
@@ -481,23 +299,15 @@ async fn users_containers_cannot_reach_each_other() {
     let srv = server_model(&d, &b).await;
     assert_eq!(srv["ready"], true, "{srv}");
     assert_eq!(srv["state"]["container_id"], id_b.as_str());
-    assert_eq!(
-        docker_ok(&["inspect", "-f", "{{.State.Running}}", &id_b]),
-        "true"
-    );
+    assert_eq!(running(&id_b), "true");
     proxied_json(&d, "GET", &b, "api/status", &token_b, None, 200).await;
     proxied_json(&d, "GET", &a, "api/status", &token_a, None, 200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn home_directory_survives_stop_and_start() {
-    let _serial = serial().await;
-    let mut env = Env::new();
-    let user = env.user("h");
-    let d = env.daemon("", "").await;
-    d.create_users(&[&user], false).await;
-    let token = d.token_for(&user).await;
-    let first = start_server(&d, &user).await;
+    let mut env = env().await;
+    let (d, user, token, first) = env.one_user("h", "", "").await;
     let content = format!("hello-from-{user}\n");
     let saved = proxied_json(
         &d,
@@ -514,14 +324,7 @@ async fn home_directory_survives_stop_and_start() {
     let (_, ls, _) = exec(&first, &["stat", "-c", "%u %s", "/home/jovyan/persist.txt"]);
     assert_eq!(ls, format!("1000 {}", content.len()));
 
-    let (s, b, _) = d
-        .api(
-            "DELETE",
-            &format!("/users/{user}/server"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
+    let (s, b) = server_api(&d, "DELETE", &user, ADMIN).await;
     assert_eq!(s, 204, "{b}");
     assert_eq!(server_model(&d, &user).await, Value::Null);
     assert_eq!(
@@ -543,7 +346,7 @@ async fn home_directory_survives_stop_and_start() {
     let r = proxied(&d, "GET", &user, "api/contents/persist.txt", &token, None).await;
     assert_eq!(r.status(), 307);
     assert_eq!(
-        r.headers().get("location").and_then(|v| v.to_str().ok()),
+        header(&r, "location"),
         Some(format!("/hub/user/{user}/api/contents/persist.txt").as_str())
     );
 
@@ -565,16 +368,15 @@ async fn home_directory_survives_stop_and_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_spawn_shows_why() {
-    let _serial = serial().await;
-    let mut env = Env::new();
+    let mut env = env().await;
     let user = env.user("f");
     let d = env
         .daemon(
+            &[&user],
             "cmd = [\"sh\", \"-c\", \"echo boom-before-ready >&2; exit 3\"]",
             "",
         )
         .await;
-    d.create_users(&[&user], false).await;
     // Every expectation is checked and the failures reported together, so one run shows all
     // that is wrong with a failed spawn.
     let mut problems: Vec<String> = Vec::new();
@@ -585,9 +387,7 @@ async fn failed_spawn_shows_why() {
     };
 
     let began = Instant::now();
-    let (s, b, _) = d
-        .api("POST", &format!("/users/{user}/server"), Some(ADMIN), None)
-        .await;
+    let (s, b) = server_api(&d, "POST", &user, ADMIN).await;
     eprintln!(
         "[docker_e2e] failed spawn answered {s} in {:?}: {b}",
         began.elapsed()
@@ -615,10 +415,7 @@ async fn failed_spawn_shows_why() {
         .expect("progress");
     assert_eq!(r.status(), 200);
     assert!(
-        r.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream")),
+        header(&r, "content-type").is_some_and(|v| v.starts_with("text/event-stream")),
         "{:?}",
         r.headers()
     );
@@ -674,15 +471,10 @@ async fn failed_spawn_shows_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_is_enforced_and_exported() {
-    let _serial = serial().await;
-    let mut env = Env::new();
-    let user = env.user("m");
-    let d = env
-        .daemon("", "[limits]\nmemory = \"256M\"\ncpu = 0.5\n")
+    let mut env = env().await;
+    let (d, user, token, id) = env
+        .one_user("m", "", "[limits]\nmemory = \"256M\"\ncpu = 0.5\n")
         .await;
-    d.create_users(&[&user], false).await;
-    let token = d.token_for(&user).await;
-    let id = start_server(&d, &user).await;
 
     let c = inspect(&id);
     assert_eq!(
@@ -702,23 +494,15 @@ async fn memory_limit_is_enforced_and_exported() {
     assert_eq!(exec(&id, &["printenv", "MEM_LIMIT"]).1, "268435456");
     assert_eq!(exec(&id, &["printenv", "CPU_LIMIT"]).1, "0.5");
     // The kernel's cgroup carries the limit (v1 or v2)…
-    let (_, limit, _) = exec(
+    let (_, limit, _) = sh(
         &id,
-        &[
-            "sh",
-            "-c",
-            "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
-        ],
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
     );
     assert_eq!(limit, "268435456");
     // …and enforces it: 400 MiB cannot be touched inside the container.
-    let (code, out, err) = exec(
+    let (code, out, err) = python(
         &id,
-        &[
-            "python3",
-            "-c",
-            "b = bytearray(400 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('allocated')",
-        ],
+        "b = bytearray(400 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('allocated')",
     );
     assert!(
         code != 0 && !out.contains("allocated"),
@@ -731,12 +515,10 @@ async fn memory_limit_is_enforced_and_exported() {
 
 #[tokio::test]
 async fn deleting_a_user_keeps_their_home_unless_purged() {
-    let _serial = serial().await;
-    let mut env = Env::new();
+    let mut env = env().await;
     let user = env.user("p");
     let volume = env.volume(&user);
-    let d = env.daemon("", "").await;
-    d.create_users(&[&user], false).await;
+    let d = env.daemon(&[&user], "", "").await;
     start_server(&d, &user).await;
     // Deleting the user stops the server, removes the container, keeps the home volume.
     let (s, b, _) = d
@@ -787,19 +569,19 @@ fn engine_proxy(path: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_that_comes_late_is_picked_up_without_a_restart() {
-    let _serial = serial().await;
-    let mut env = Env::new();
+    let mut env = env().await;
     let user = env.user("late");
     let sockdir = tempfile::tempdir().unwrap();
     let sock = sockdir.path().join("docker.sock");
     let d = env
-        .daemon(&format!("socket = \"unix://{}\"", sock.display()), "")
+        .daemon(
+            &[&user],
+            &format!("socket = \"unix://{}\"", sock.display()),
+            "",
+        )
         .await;
-    d.create_users(&[&user], false).await;
     // No engine yet: the hub serves, and a spawn says why it can't start.
-    let (s, b, _) = d
-        .api("POST", &format!("/users/{user}/server"), Some(ADMIN), None)
-        .await;
+    let (s, b) = server_api(&d, "POST", &user, ADMIN).await;
     assert_eq!(s, 501, "{b}");
     assert!(
         b["message"].as_str().unwrap_or("").contains("not ready"),
@@ -813,9 +595,7 @@ async fn an_engine_that_comes_late_is_picked_up_without_a_restart() {
     let proxy = engine_proxy(sock.clone());
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let (s, b, _) = d
-            .api("POST", &format!("/users/{user}/server"), Some(ADMIN), None)
-            .await;
+        let (s, b) = server_api(&d, "POST", &user, ADMIN).await;
         if s == 201 || s == 202 {
             break;
         }
@@ -828,13 +608,6 @@ async fn an_engine_that_comes_late_is_picked_up_without_a_restart() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert!(d.log().contains("backend ready"), "{}", d.log());
-    let _ = d
-        .api(
-            "DELETE",
-            &format!("/users/{user}/server"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
+    let _ = server_api(&d, "DELETE", &user, ADMIN).await;
     proxy.abort();
 }

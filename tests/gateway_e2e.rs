@@ -6,122 +6,29 @@
 //! and from inside kernel containers that kernels cannot reach each other.
 //!
 //! Needs Docker and the image (`tests/images/build.sh`); like `docker_e2e.rs`, each test has its
-//! own network, volumes and user names, cleans up also when it fails, and runs one at a time.
+//! own corner of the engine (`common::docker::Env`: network, volumes and user names `g<n>…`),
+//! cleaned up also when it fails (kernel containers included), and runs one at a time.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::docker::{
-    container_name, containers_of, docker, docker_ok, exec, image, inspect, proxied, proxied_json,
-    start_server,
+    assert_host_reaches, channels_request, connect_from, containers_of, create_kernel, docker_ok,
+    exec, inspect, ip_address, proxied, proxied_json, running, server_api, start_server, Env,
 };
-use common::{free_port, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 // ------------------------------------------------------------------------------------------
-// prerequisites (as in docker_e2e.rs)
-
-/// One test at a time (see the module docs); a failed test does not block the others (an
-/// async mutex is not poisoned).
-async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
-}
-
-/// What a test created on the engine; removed on drop, also when the test panics.
-struct Cleanup {
-    began: Instant,
-    /// Users whose labelled containers (notebook and kernels) are removed.
-    users: Vec<String>,
-    containers: Vec<String>,
-    volumes: Vec<String>,
-    network: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for u in &self.users {
-            for c in containers_of(u) {
-                let _ = docker(&["rm", "-f", &c]);
-            }
-        }
-        for c in &self.containers {
-            let _ = docker(&["rm", "-f", c]);
-        }
-        for v in &self.volumes {
-            let _ = docker(&["volume", "rm", "-f", v]);
-        }
-        let _ = docker(&["network", "rm", &self.network]);
-        eprintln!(
-            "[gateway_e2e] {} took {:?} (cleanup included)",
-            std::thread::current().name().unwrap_or("test"),
-            self.began.elapsed()
-        );
-    }
-}
-
-/// A test's own corner of the engine: network, volume template, user names.
-struct Env {
-    n: u16,
-    image: String,
-    network: String,
-    cleanup: Cleanup,
-}
-
-impl Env {
-    fn new() -> Env {
-        let image = image();
-        let n = free_port();
-        let network = format!("orrery-test-{n}");
-        Env {
-            n,
-            image,
-            network: network.clone(),
-            cleanup: Cleanup {
-                began: Instant::now(),
-                users: Vec::new(),
-                containers: Vec::new(),
-                volumes: Vec::new(),
-                network,
-            },
-        }
-    }
-
-    /// A user name unique to this test; its container and volume are cleaned up.
-    fn user(&mut self, tag: &str) -> String {
-        let u = format!("g{}{tag}", self.n);
-        self.cleanup.users.push(u.clone());
-        self.cleanup.containers.push(container_name(&u));
-        self.cleanup.volumes.push(self.volume(&u));
-        u
-    }
-
-    fn volume(&self, user: &str) -> String {
-        format!("orrery-test-{}-{user}", self.n)
-    }
-
-    /// The daemon config: Docker backend on this test's network and volumes, plus `extra`
-    /// (lines for `[spawner.docker]` first, then other tables).
-    fn config(&self, docker_extra: &str, extra: &str) -> String {
-        format!(
-            "[spawner]\nbackend = \"docker\"\nslow_spawn_timeout = \"60s\"\nstart_timeout = \"90s\"\n\n\
-             [spawner.docker]\nimage = \"{}\"\npull_policy = \"never\"\nnetwork = \"{}\"\n\
-             home_volume = \"orrery-test-{}-{{username}}\"\n{docker_extra}\n\n[cull]\nenabled = false\n\n{extra}\n",
-            self.image, self.network, self.n
-        )
-    }
-
-    async fn daemon(&self, docker_extra: &str, extra: &str) -> Daemon {
-        Daemon::start(&self.config(docker_extra, extra)).await
-    }
-}
-
-// ------------------------------------------------------------------------------------------
 // remote-kernel helpers
+
+/// Every test's corner of the engine; its users are `g<n>…`.
+async fn env() -> Env {
+    Env::new("g").await
+}
 
 const REMOTE: &str = "[kernels]\nremote = true\n";
 
@@ -154,15 +61,8 @@ type Socket =
 
 /// The kernel's channels WebSocket through the proxy, as a browser opens it.
 async fn open_channels(d: &Daemon, user: &str, token: &str, kid: &str) -> Socket {
-    let url = format!(
-        "ws://127.0.0.1:{}/user/{user}/api/kernels/{kid}/channels?token={token}&session_id={}",
-        d.port,
-        uuid::Uuid::new_v4()
-    );
-    let mut req = url.as_str().into_client_request().expect("ws request");
-    req.headers_mut()
-        .insert("sec-fetch-mode", "websocket".parse().unwrap());
-    req.headers_mut().insert("origin", d.url.parse().unwrap());
+    let session = format!("&session_id={}", uuid::Uuid::new_v4());
+    let req = channels_request(d, user, token, kid, &session, &d.url);
     let (ws, resp) = tokio::time::timeout(
         Duration::from_secs(60),
         tokio_tungstenite::connect_async(req),
@@ -176,14 +76,7 @@ async fn open_channels(d: &Daemon, user: &str, token: &str, kid: &str) -> Socket
 
 /// The status a kernel channels WebSocket handshake through the proxy gets (101 when it opens).
 async fn channels_status(d: &Daemon, user: &str, token: &str, kid: &str, origin: &str) -> u16 {
-    let url = format!(
-        "ws://127.0.0.1:{}/user/{user}/api/kernels/{kid}/channels?token={token}",
-        d.port
-    );
-    let mut req = url.as_str().into_client_request().expect("ws request");
-    req.headers_mut()
-        .insert("sec-fetch-mode", "websocket".parse().unwrap());
-    req.headers_mut().insert("origin", origin.parse().unwrap());
+    let req = channels_request(d, user, token, kid, "", origin);
     match tokio_tungstenite::connect_async(req).await {
         Ok((mut ws, resp)) => {
             let _ = ws.close(None).await;
@@ -441,35 +334,40 @@ async fn wait_state(
     }
 }
 
-/// Restarts the kernel through the user's server (JupyterLab's button) and waits for idle.
-async fn restart(d: &Daemon, user: &str, token: &str, kid: &str) {
-    let r = proxied(
+/// Restarts the kernel through the user's server (JupyterLab's button) and waits for idle; the
+/// model the restart answered with.
+async fn restart(d: &Daemon, user: &str, token: &str, kid: &str) -> Value {
+    let restarted = proxied_json(
         d,
         "POST",
         user,
         &format!("api/kernels/{kid}/restart"),
         token,
         Some(json!({})),
+        200,
     )
     .await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     wait_idle(d, user, token, kid).await;
+    restarted
+}
+
+/// Deletes the kernel through the user's server.
+async fn delete_kernel(d: &Daemon, user: &str, token: &str, kid: &str) {
+    let r = proxied(
+        d,
+        "DELETE",
+        user,
+        &format!("api/kernels/{kid}"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
 }
 
 /// A new kernel of `spec` through the user's server, once it is idle: its id.
 async fn new_kernel(d: &Daemon, user: &str, token: &str, spec: &str) -> String {
-    let k = proxied_json(
-        d,
-        "POST",
-        user,
-        "api/kernels",
-        token,
-        Some(json!({"name": spec})),
-        201,
-    )
-    .await;
-    let kid = k["id"].as_str().expect("kernel id").to_string();
-    assert_eq!(k["name"], spec, "{k}");
+    let kid = create_kernel(d, user, token, spec).await;
     wait_idle(d, user, token, &kid).await;
     kid
 }
@@ -479,13 +377,8 @@ async fn new_kernel(d: &Daemon, user: &str, token: &str, spec: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jupyter_server_in_gateway_mode_runs_kernels_in_their_own_containers() {
-    let _serial = serial().await;
-    let mut env = Env::new();
-    let user = env.user("k");
-    let d = env.daemon("", REMOTE).await;
-    d.create_users(&[&user], false).await;
-    let token = d.token_for(&user).await;
-    let server = start_server(&d, &user).await;
+    let mut env = env().await;
+    let (d, user, token, server) = env.one_user("k", "", REMOTE).await;
     let gateway_url = container_env(&server, "JUPYTER_GATEWAY_URL");
     assert!(
         gateway_url.ends_with(&format!(":{}/hub/gateway", d.internal_port)),
@@ -502,18 +395,7 @@ async fn jupyter_server_in_gateway_mode_runs_kernels_in_their_own_containers() {
 
     // A kernel: Jupyter Server forwards the create to the gateway, which answers at once.
     let began = Instant::now();
-    let kernel = proxied_json(
-        &d,
-        "POST",
-        &user,
-        "api/kernels",
-        &token,
-        Some(json!({"name": "python3"})),
-        201,
-    )
-    .await;
-    let kid = kernel["id"].as_str().expect("kernel id").to_string();
-    assert_eq!(kernel["name"], "python3", "{kernel}");
+    let kid = create_kernel(&d, &user, &token, "python3").await;
     let model = wait_idle(&d, &user, &token, &kid).await;
     let last = model["last_activity"].as_str().unwrap_or("");
     assert!(last.ends_with('Z') && last.contains('.'), "{model}");
@@ -673,16 +555,7 @@ async fn jupyter_server_in_gateway_mode_runs_kernels_in_their_own_containers() {
     run_check_restart(&d, &user, &token, &kid, &kc).await;
 
     // Delete removes the container.
-    let r = proxied(
-        &d,
-        "DELETE",
-        &user,
-        &format!("api/kernels/{kid}"),
-        &token,
-        None,
-    )
-    .await;
-    assert_eq!(r.status(), 204);
+    delete_kernel(&d, &user, &token, &kid).await;
     assert_eq!(
         kernel_container(&kid),
         None,
@@ -697,19 +570,9 @@ async fn run_check_restart(d: &Daemon, user: &str, token: &str, kid: &str, old_c
     run(&mut ws, "marker = 42").await;
     let _ = ws.close(None).await;
     let t = Instant::now();
-    let restarted = proxied_json(
-        d,
-        "POST",
-        user,
-        &format!("api/kernels/{kid}/restart"),
-        token,
-        Some(json!({})),
-        200,
-    )
-    .await;
+    let restarted = restart(d, user, token, kid).await;
+    eprintln!("[gateway_e2e] restart until idle took {:?}", t.elapsed());
     assert_eq!(restarted["id"], kid, "{restarted}");
-    eprintln!("[gateway_e2e] restart took {:?}", t.elapsed());
-    wait_idle(d, user, token, kid).await;
     let new_container = kernel_container(kid).expect("a kernel container after restart");
     assert_ne!(
         new_container, old_container,
@@ -723,12 +586,10 @@ async fn run_check_restart(d: &Daemon, user: &str, token: &str, kid: &str, old_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
-    let _serial = serial().await;
-    let mut env = Env::new();
+    let mut env = env().await;
     let a = env.user("a");
     let b = env.user("b");
-    let d = env.daemon("", REMOTE).await;
-    d.create_users(&[&a, &b], false).await;
+    let d = env.daemon(&[&a, &b], "", REMOTE).await;
     let token_a = d.token_for(&a).await;
     let server_a = start_server(&d, &a).await;
     let server_b = start_server(&d, &b).await;
@@ -819,16 +680,7 @@ async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
     );
     let listed = wait_idle(&d, &a, &token_a, &small_id).await;
     assert_eq!(listed["name"], "py-small", "{listed}");
-    let r = proxied(
-        &d,
-        "DELETE",
-        &a,
-        &format!("api/kernels/{small_id}"),
-        &token_a,
-        None,
-    )
-    .await;
-    assert_eq!(r.status(), 204);
+    delete_kernel(&d, &a, &token_a, &small_id).await;
 
     // A's kernel, through A's server.
     let kid = new_kernel(&d, &a, &token_a, "python3").await;
@@ -863,12 +715,7 @@ async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
         );
     }
     assert_eq!(
-        docker_ok(&[
-            "inspect",
-            "-f",
-            "{{.State.Running}}",
-            &kernel_container(&kid).unwrap()
-        ]),
+        running(&kernel_container(&kid).unwrap()),
         "true",
         "A's kernel is untouched"
     );
@@ -913,30 +760,10 @@ async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
     }
     let ka = kernel_container(&kid).unwrap();
     let kbc = kernel_container(&kid_b).unwrap();
-    let ip_a = docker_ok(&[
-        "inspect",
-        "-f",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-        &ka,
-    ]);
+    let ip_a = ip_address(&ka);
     // Control: the hub (on the host) reaches A's shell port.
-    let direct = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect((ip_a.as_str(), 52000)),
-    )
-    .await;
-    assert!(
-        matches!(direct, Ok(Ok(_))),
-        "A's kernel listens at {ip_a}:52000: {direct:?}"
-    );
-    let (code, out, err) = exec(
-        &kbc,
-        &[
-            "python3",
-            "-c",
-            &format!("import socket; socket.create_connection(('{ip_a}', 52000), timeout=3); print('connected')"),
-        ],
-    );
+    assert_host_reaches(&ip_a, 52000, "A's kernel's shell port").await;
+    let (code, out, err) = connect_from(&kbc, &ip_a, 52000);
     assert_ne!(
         code, 0,
         "B's kernel reached A's kernel at {ip_a}:52000: {out} {err}"
@@ -948,9 +775,7 @@ async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
     assert_eq!(r.status(), 204);
 
     // Stopping A's server deletes A's kernels and revokes A's gateway token.
-    let (s, body, _) = d
-        .api("DELETE", &format!("/users/{a}/server"), Some(ADMIN), None)
-        .await;
+    let (s, body) = server_api(&d, "DELETE", &a, ADMIN).await;
     assert!(s == 204 || s == 202, "stop {a}: {s} {body}");
     let t = Instant::now();
     while kernel_container(&kid).is_some() {
@@ -970,18 +795,14 @@ async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_kernel_is_reclaimed_and_recreated_behind_the_same_id() {
-    let _serial = serial().await;
-    let mut env = Env::new();
-    let user = env.user("c");
-    let d = env
-        .daemon(
+    let mut env = env().await;
+    let (d, user, token, _) = env
+        .one_user(
+            "c",
             "",
             "[kernels]\nremote = true\nidle_timeout = \"3s\"\ncull_interval = \"1s\"\n",
         )
         .await;
-    d.create_users(&[&user], false).await;
-    let token = d.token_for(&user).await;
-    start_server(&d, &user).await;
 
     // A notebook session with a kernel, as JupyterLab opens one, for a notebook in a folder.
     proxied_json(
@@ -1068,13 +889,8 @@ async fn an_idle_kernel_is_reclaimed_and_recreated_behind_the_same_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kernels_outlive_a_restart_of_the_daemon() {
-    let _serial = serial().await;
-    let mut env = Env::new();
-    let user = env.user("r");
-    let mut d = env.daemon("", REMOTE).await;
-    d.create_users(&[&user], false).await;
-    let token = d.token_for(&user).await;
-    let server = start_server(&d, &user).await;
+    let mut env = env().await;
+    let (mut d, user, token, server) = env.one_user("r", "", REMOTE).await;
 
     // Two kernels with state; the second one's container will not survive.
     let mut kids = Vec::new();
@@ -1095,7 +911,7 @@ async fn kernels_outlive_a_restart_of_the_daemon() {
 
     // Both kernels are still listed under their ids by the user's (same) server.
     assert_eq!(
-        common::docker::containers_of(&user)
+        containers_of(&user)
             .iter()
             .filter(|c| inspect(c)["Id"] == inspect(&server)["Id"])
             .count(),
@@ -1130,16 +946,7 @@ async fn kernels_outlive_a_restart_of_the_daemon() {
     let _ = ws.close(None).await;
 
     // Deleting a kernel removes its record: after another restart only the first is listed.
-    let r = proxied(
-        &d,
-        "DELETE",
-        &user,
-        &format!("api/kernels/{}", kids[1]),
-        &token,
-        None,
-    )
-    .await;
-    assert_eq!(r.status(), 204);
+    delete_kernel(&d, &user, &token, &kids[1]).await;
     d.stop();
     d.spawn().await;
     wait_idle(&d, &user, &token, &kids[0]).await;
@@ -1156,13 +963,8 @@ async fn kernels_outlive_a_restart_of_the_daemon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kernel_that_dies_or_hangs_is_reported_dead_with_the_reason_and_restarts() {
-    let _serial = serial().await;
-    let mut env = Env::new();
-    let user = env.user("d");
-    let d = env.daemon("", REMOTE).await;
-    d.create_users(&[&user], false).await;
-    let token = d.token_for(&user).await;
-    start_server(&d, &user).await;
+    let mut env = env().await;
+    let (d, user, token, _) = env.one_user("d", "", REMOTE).await;
     let kid = new_kernel(&d, &user, &token, "python3").await;
     let mut ws = open_channels(&d, &user, &token, &kid).await;
 

@@ -1,4 +1,7 @@
-//! Docker helpers shared by the tests that need an engine and the single-user image.
+//! Docker helpers shared by the tests that need an engine and the single-user image: the
+//! `docker` CLI, the image, a user's server reached through the hub, and (for `docker_e2e.rs`
+//! and `gateway_e2e.rs`) [`Env`], a test's own corner of the engine that is cleaned up after it
+//! and held by one test of the binary at a time.
 
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -6,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+
+use super::{free_port, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 
 /// Run `docker ARGS…`: (success, stdout, stderr).
 pub fn docker(args: &[&str]) -> (bool, String, String) {
@@ -69,6 +75,136 @@ pub fn image() -> String {
 }
 
 // ------------------------------------------------------------------------------------------
+// a test's own corner of the engine
+
+/// One test of this binary at a time (each test binary is its own process): every test starts
+/// containers running a full Jupyter server, and on a small machine several at once make spawn
+/// times (and so the tests) erratic. A failed test does not block the others (an async mutex is
+/// not poisoned).
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// What a test created on the engine; removed on drop, also when the test panics.
+struct Cleanup {
+    began: Instant,
+    /// Users whose labelled containers (notebook and kernels) are removed.
+    users: Vec<String>,
+    containers: Vec<String>,
+    volumes: Vec<String>,
+    network: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for u in &self.users {
+            for c in containers_of(u) {
+                let _ = docker(&["rm", "-f", &c]);
+            }
+        }
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        for v in &self.volumes {
+            let _ = docker(&["volume", "rm", "-f", v]);
+        }
+        let _ = docker(&["network", "rm", &self.network]);
+        eprintln!(
+            "[{}] {} took {:?} (cleanup included)",
+            env!("CARGO_CRATE_NAME"),
+            std::thread::current().name().unwrap_or("test"),
+            self.began.elapsed()
+        );
+    }
+}
+
+/// A test's own corner of the engine: network (`orrery-test-<n>`), home volumes
+/// (`orrery-test-<n>-<user>`) and user names (`<prefix><n>…`), removed when it is dropped (also
+/// when the test fails). While it lives no other test of the binary holds one (see `serial`).
+pub struct Env {
+    n: u16,
+    user_prefix: &'static str,
+    image: String,
+    pub network: String,
+    cleanup: Cleanup,
+    /// Declared last, so released after the cleanup.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Env {
+    /// Waits for the other tests of the binary, then builds (or finds) the image. User names
+    /// start with `user_prefix`, which tells the test files' leftovers apart.
+    pub async fn new(user_prefix: &'static str) -> Env {
+        let serial = serial().await;
+        let image = image();
+        let n = free_port();
+        let network = format!("orrery-test-{n}");
+        Env {
+            n,
+            user_prefix,
+            image,
+            network: network.clone(),
+            cleanup: Cleanup {
+                began: Instant::now(),
+                users: Vec::new(),
+                containers: Vec::new(),
+                volumes: Vec::new(),
+                network,
+            },
+            _serial: serial,
+        }
+    }
+
+    /// A user name unique to this test; its containers and volume are cleaned up.
+    pub fn user(&mut self, tag: &str) -> String {
+        let u = format!("{}{}{tag}", self.user_prefix, self.n);
+        self.cleanup.users.push(u.clone());
+        self.cleanup.containers.push(container_name(&u));
+        self.cleanup.volumes.push(self.volume(&u));
+        u
+    }
+
+    pub fn volume(&self, user: &str) -> String {
+        format!("orrery-test-{}-{user}", self.n)
+    }
+
+    /// The daemon config: Docker backend on this test's network and volumes, plus `extra`
+    /// (lines for `[spawner.docker]` first, then other tables).
+    pub fn config(&self, docker_extra: &str, extra: &str) -> String {
+        format!(
+            "[spawner]\nbackend = \"docker\"\nslow_spawn_timeout = \"60s\"\nstart_timeout = \"90s\"\n\n\
+             [spawner.docker]\nimage = \"{}\"\npull_policy = \"never\"\nnetwork = \"{}\"\n\
+             home_volume = \"orrery-test-{}-{{username}}\"\n{docker_extra}\n\n[cull]\nenabled = false\n\n{extra}\n",
+            self.image, self.network, self.n
+        )
+    }
+
+    /// The daemon on `config(docker_extra, extra)`, with `users` created (not admins).
+    pub async fn daemon(&self, users: &[&str], docker_extra: &str, extra: &str) -> Daemon {
+        let d = Daemon::start(&self.config(docker_extra, extra)).await;
+        d.create_users(users, false).await;
+        d
+    }
+
+    /// The daemon on `config(docker_extra, extra)` with one user (`user(tag)`) whose server is
+    /// started (`start_server`): (daemon, the user's name, their API token, the id of their
+    /// server's container).
+    pub async fn one_user(
+        &mut self,
+        tag: &str,
+        docker_extra: &str,
+        extra: &str,
+    ) -> (Daemon, String, String, String) {
+        let user = self.user(tag);
+        let d = self.daemon(&[&user], docker_extra, extra).await;
+        let token = d.token_for(&user).await;
+        let server = start_server(&d, &user).await;
+        (d, user, token, server)
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // A user's server in Docker, reached through the hub
 
 pub fn container_name(user: &str) -> String {
@@ -104,16 +240,75 @@ pub fn exec(container: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `sh -c SCRIPT` in `container`: (exit code, stdout, stderr).
+pub fn sh(container: &str, script: &str) -> (i32, String, String) {
+    exec(container, &["sh", "-c", script])
+}
+
+/// `python3 -c CODE` in `container`: (exit code, stdout, stderr).
+pub fn python(container: &str, code: &str) -> (i32, String, String) {
+    exec(container, &["python3", "-c", code])
+}
+
+/// Whether a container runs, as `docker inspect` says it: `"true"` or `"false"`.
+pub fn running(container: &str) -> String {
+    docker_ok(&["inspect", "-f", "{{.State.Running}}", container])
+}
+
+/// A container's IPv4 address on its network.
+pub fn ip_address(container: &str) -> String {
+    let ip = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        container,
+    ]);
+    assert!(
+        ip.parse::<std::net::Ipv4Addr>().is_ok(),
+        "container IP {ip:?}"
+    );
+    ip
+}
+
+/// From inside `container`, a TCP connection to `ip:port` (3 s timeout) that prints `connected`
+/// when it opens: (exit code, stdout, stderr).
+pub fn connect_from(container: &str, ip: &str, port: u16) -> (i32, String, String) {
+    python(
+        container,
+        &format!("import socket; socket.create_connection(('{ip}', {port}), timeout=3); print('connected')"),
+    )
+}
+
+/// The control for `connect_from`: the host (where the hub runs) connects to `ip:port` within
+/// 5 s; `what` listens there.
+pub async fn assert_host_reaches(ip: &str, port: u16, what: &str) {
+    let direct = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((ip, port)),
+    )
+    .await;
+    assert!(
+        matches!(direct, Ok(Ok(_))),
+        "{what} is reachable from the host at {ip}:{port}: {direct:?}"
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // hub and proxy helpers
+
+/// `METHOD /hub/api/users/<user>/server` (start or stop the server) with `token`: (status, body).
+pub async fn server_api(d: &Daemon, method: &str, user: &str, token: &str) -> (u16, Value) {
+    let (s, body, _) = d
+        .api(method, &format!("/users/{user}/server"), Some(token), None)
+        .await;
+    (s, body)
+}
 
 /// Start `user`'s server through the API and wait until the hub calls it ready; returns the
 /// container id the hub recorded (checked against the engine's).
 pub async fn start_server(d: &Daemon, user: &str) -> String {
     let began = Instant::now();
-    let (s, b, _) = d
-        .api("POST", &format!("/users/{user}/server"), Some(ADMIN), None)
-        .await;
+    let (s, b) = server_api(d, "POST", user, ADMIN).await;
     assert!(
         s == 201 || s == 202,
         "spawn {user}: {s} {b}\nlog:\n{}\ncontainer log:\n{}",
@@ -204,6 +399,46 @@ pub async fn proxied_json(
         container_logs(&container_name(user))
     );
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON from {rest} ({e}): {text}"))
+}
+
+/// The handshake of kernel `kid`'s channels WebSocket through the proxy, as a browser sends it:
+/// the token in the URL (JupyterHub honours that only with `Sec-Fetch-Mode: websocket`) and
+/// `origin` as the Origin, which Jupyter Server checks against the Host header the proxy must
+/// keep. `query` is more of the URL's query (`&name=value…`).
+pub fn channels_request(
+    d: &Daemon,
+    user: &str,
+    token: &str,
+    kid: &str,
+    query: &str,
+    origin: &str,
+) -> Request {
+    let url = format!(
+        "ws://127.0.0.1:{}/user/{user}/api/kernels/{kid}/channels?token={token}{query}",
+        d.port
+    );
+    let mut req = url.as_str().into_client_request().expect("ws request");
+    req.headers_mut()
+        .insert("sec-fetch-mode", "websocket".parse().unwrap());
+    req.headers_mut().insert("origin", origin.parse().unwrap());
+    req
+}
+
+/// A new kernel of `spec` through the user's server (Jupyter Server's API): its id.
+pub async fn create_kernel(d: &Daemon, user: &str, token: &str, spec: &str) -> String {
+    let k = proxied_json(
+        d,
+        "POST",
+        user,
+        "api/kernels",
+        token,
+        Some(serde_json::json!({"name": spec})),
+        201,
+    )
+    .await;
+    let kid = k["id"].as_str().expect("kernel id").to_string();
+    assert_eq!(k["name"], spec, "{k}");
+    kid
 }
 
 /// Ids of every container (running or not) labelled for `user`.
