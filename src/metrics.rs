@@ -1,7 +1,8 @@
 //! Prometheus metrics, rendered by hand in the text exposition format at `/hub/metrics`.
 //!
 //! Few enough series that a crate would be more code than this: login counters, an API latency
-//! histogram, spawn outcomes, and gauges computed from the store when scraped.
+//! histogram, spawn outcomes, remote kernels by state and reclaims, and gauges computed from the
+//! store and the gateway when scraped.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -27,6 +28,8 @@ pub struct Metrics {
     logins_failed: AtomicU64,
     spawns_ok: AtomicU64,
     spawns_failed: AtomicU64,
+    /// Kernel containers taken from idle kernels (each one memory, CPU or a GPU given back).
+    kernels_reclaimed: AtomicU64,
     /// (method, status class) → latency histogram of API requests.
     api: Mutex<BTreeMap<(String, String), Histogram>>,
     spawn_seconds: Mutex<Histogram>,
@@ -38,6 +41,18 @@ pub struct Gauges {
     pub active_users: usize,
     pub running_servers: usize,
     pub pending_spawns: usize,
+    /// Remote kernels by state: `running` (a container answers), `reclaimed` (listed, no
+    /// container), `starting` (starting or restarting), `dead`.
+    pub kernels: KernelCounts,
+}
+
+/// Remote kernels by state (see [`Gauges::kernels`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KernelCounts {
+    pub running: usize,
+    pub reclaimed: usize,
+    pub starting: usize,
+    pub dead: usize,
 }
 
 impl Metrics {
@@ -63,6 +78,10 @@ impl Metrics {
                 took.as_secs_f64(),
             );
         }
+    }
+
+    pub fn kernel_reclaimed(&self) {
+        self.kernels_reclaimed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn api_request(&self, method: &str, status: u16, took: Duration) {
@@ -102,6 +121,25 @@ impl Metrics {
             "orrery_pending_spawns",
             "Spawns in progress.",
             g.pending_spawns,
+        );
+        let k = &g.kernels;
+        let _ = writeln!(
+            out,
+            "# HELP orrery_kernels Remote kernels by state.\n# TYPE orrery_kernels gauge"
+        );
+        for (state, n) in [
+            ("running", k.running),
+            ("reclaimed", k.reclaimed),
+            ("starting", k.starting),
+            ("dead", k.dead),
+        ] {
+            let _ = writeln!(out, "orrery_kernels{{state=\"{state}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP orrery_kernels_reclaimed_total Idle kernels whose container was reclaimed.\n\
+             # TYPE orrery_kernels_reclaimed_total counter\norrery_kernels_reclaimed_total {}",
+            self.kernels_reclaimed.load(Ordering::Relaxed)
         );
         let _ = writeln!(out, "# HELP orrery_logins_total Login attempts by outcome.\n# TYPE orrery_logins_total counter");
         let _ = writeln!(
@@ -190,7 +228,16 @@ mod tests {
             active_users: 1,
             running_servers: 0,
             pending_spawns: 0,
+            kernels: KernelCounts {
+                running: 2,
+                reclaimed: 1,
+                ..Default::default()
+            },
         });
+        assert!(text.contains("orrery_kernels{state=\"running\"} 2"));
+        assert!(text.contains("orrery_kernels{state=\"reclaimed\"} 1"));
+        assert!(text.contains("orrery_kernels{state=\"dead\"} 0"));
+        assert!(text.contains("orrery_kernels_reclaimed_total 0"));
         assert!(text.contains("orrery_logins_total{outcome=\"failure\"} 2"));
         assert!(text.contains("orrery_total_users 3"));
         assert!(text.contains("orrery_api_request_duration_seconds_bucket{method=\"GET\",code=\"2xx\",le=\"0.005\"} 1"));

@@ -859,6 +859,24 @@ async fn an_idle_kernel_is_reclaimed_and_recreated_behind_the_same_id() {
     let sessions = proxied_json(&d, "GET", &user, "api/sessions", &token, None, 200).await;
     assert_eq!(sessions[0]["id"], session["id"], "{sessions}");
     assert_eq!(sessions[0]["kernel"]["id"], kid.as_str(), "{sessions}");
+    // The operator sees it in the metrics.
+    let metrics = d
+        .http
+        .get(format!("{}/hub/metrics", d.url))
+        .header("Authorization", format!("token {ADMIN}"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for line in [
+        "orrery_kernels{state=\"reclaimed\"} 1",
+        "orrery_kernels{state=\"running\"} 0",
+        "orrery_kernels_reclaimed_total 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 
     // The next execute, on the same WebSocket: the reclaim notice, then the result.
     let t = Instant::now();

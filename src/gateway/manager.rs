@@ -319,6 +319,21 @@ impl Gateway {
             .cloned()
     }
 
+    /// How many kernels are in each state (for `/hub/metrics`).
+    pub fn counts(&self) -> crate::metrics::KernelCounts {
+        let mut c = crate::metrics::KernelCounts::default();
+        for k in lock(&self.kernels).values() {
+            let st = lock(&k.status);
+            match st.execution_state.as_str() {
+                "dead" => c.dead += 1,
+                "starting" | "restarting" => c.starting += 1,
+                _ if st.reclaimed_after.is_some() => c.reclaimed += 1,
+                _ => c.running += 1,
+            }
+        }
+        c
+    }
+
     pub fn kernels_of(&self, user: &str) -> Vec<Arc<Kernel>> {
         let mut v: Vec<_> = lock(&self.kernels)
             .values()
@@ -535,6 +550,7 @@ impl Gateway {
         if let Some(c) = container {
             self.containers.remove(&c).await;
         }
+        self.hub.metrics.kernel_reclaimed();
         tracing::info!(kernel = %kernel.id, user = %kernel.user, idle_s = idle.as_secs(), "kernel container reclaimed for idleness");
     }
 
