@@ -187,10 +187,10 @@ async fn execute(ws: &mut Socket) -> f64 {
             _ => continue,
         };
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if v["msg_type"] == "execute_reply" || v["header"]["msg_type"] == "execute_reply" {
-            if v["parent_header"]["msg_id"] == msg_id.as_str() {
-                return t0.elapsed().as_secs_f64();
-            }
+        if (v["msg_type"] == "execute_reply" || v["header"]["msg_type"] == "execute_reply")
+            && v["parent_header"]["msg_id"] == msg_id.as_str()
+        {
+            return t0.elapsed().as_secs_f64();
         }
     }
 }

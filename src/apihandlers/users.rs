@@ -62,8 +62,8 @@ pub async fn list(
     match params.sort.as_deref().unwrap_or("id") {
         "id" | "name" => users.sort_by(|a, b| a.name.cmp(&b.name)),
         "-name" => users.sort_by(|a, b| b.name.cmp(&a.name)),
-        "last_activity" => users.sort_by(|a, b| a.last_activity.cmp(&b.last_activity)),
-        "-last_activity" => users.sort_by(|a, b| b.last_activity.cmp(&a.last_activity)),
+        "last_activity" => users.sort_by_key(|a| a.last_activity),
+        "-last_activity" => users.sort_by_key(|a| std::cmp::Reverse(a.last_activity)),
         other => {
             return Err(ApiError::bad_request(format!(
                 "unrecognized sort {other:?}: use name, -name, last_activity or -last_activity"

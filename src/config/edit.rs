@@ -116,7 +116,7 @@ fn parent_mut<'a>(
     let parents = &parts[..parts.len().saturating_sub(1)];
     for (i, part) in parents.iter().enumerate() {
         let here = parts[..=i].join(".");
-        if table.get(part).map_or(true, Item::is_none) {
+        if table.get(part).is_none_or(Item::is_none) {
             if !create {
                 return Ok(None);
             }

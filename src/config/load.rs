@@ -695,7 +695,7 @@ pub fn nearest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> 
         let candidate_last = candidate.rsplit('.').next().unwrap_or(candidate);
         let score = strsim::jaro_winkler(key, candidate)
             .max(strsim::jaro_winkler(last, candidate_last) - 0.02);
-        if best.map_or(true, |(s, _)| score > s) {
+        if best.is_none_or(|(s, _)| score > s) {
             best = Some((score, candidate));
         }
     }
@@ -906,7 +906,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ("https.tls.cert", &https.tls.cert),
             ("https.tls.key", &https.tls.key),
         ] {
-            if value.as_ref().map_or(true, |p| p.as_os_str().is_empty()) {
+            if value.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
                 return err(
                     key,
                     "https.enabled is true, which needs a PEM certificate and key; set \

@@ -143,7 +143,10 @@ impl fmt::Display for Duration {
         if millis == 0 {
             return f.write_str("0s");
         }
-        if let Some((name, scale)) = DURATION_UNITS.iter().find(|(_, scale)| millis % scale == 0) {
+        if let Some((name, scale)) = DURATION_UNITS
+            .iter()
+            .find(|(_, scale)| millis.is_multiple_of(*scale))
+        {
             if millis / scale < 100 {
                 return write!(f, "{}{}", millis / scale, name);
             }
