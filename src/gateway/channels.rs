@@ -110,7 +110,11 @@ where
                         continue;
                     }
                 };
-                if matches!(channel, Channel::Shell | Channel::Control) {
+                // Requests get replies (and `input_request`s) routed back to this socket. Other
+                // shell messages (comm_open/comm_msg/comm_close) get none: remembering them
+                // would grow the routing table with every widget message.
+                let is_request = msg.msg_type().is_ok_and(|t| t.ends_with("_request"));
+                if is_request && matches!(channel, Channel::Shell | Channel::Control) {
                     if let Ok(id) = msg.msg_id() {
                         kernel.route(id, socket);
                     }

@@ -201,6 +201,7 @@ impl Kernel {
     /// It stays listed and can be restarted.
     async fn mark_dead(&self, reason: String) {
         *self.client.write().await = None;
+        self.forget_routes();
         {
             let mut st = lock(&self.status);
             st.execution_state = "dead".into();
@@ -285,6 +286,12 @@ impl Kernel {
             // A socket that does not keep up loses messages rather than stalling the kernel.
             let _ = tx.try_send((channel, msg.clone()));
         }
+    }
+
+    /// Forget where replies go: the requests in flight will never be answered (the kernel
+    /// died or is being restarted).
+    fn forget_routes(&self) {
+        lock(&self.sockets).routes.clear();
     }
 
     /// Close every WebSocket of this kernel.
@@ -489,6 +496,7 @@ impl Gateway {
         let _guard = kernel.lifecycle.lock().await;
         kernel.touch();
         kernel.set_state("restarting");
+        kernel.forget_routes();
         if lock(&kernel.status).reclaimed_after.take().is_some() {
             self.save_record(kernel);
         }
