@@ -129,13 +129,12 @@ pub async fn handle(
     };
     let Some(target) = target else {
         // Not running (or still starting): the hub's page for it offers to start or shows progress.
-        let rest = params.get("rest").map(String::as_str).unwrap_or("");
-        let query = req
-            .uri()
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
-        let to = format!("{}user/{name}/{rest}{query}", hub.hub_prefix());
+        // Built from the raw (still percent-encoded) path, not the decoded parameters, so
+        // `x%3Fy` stays a file name and never becomes a query.
+        let base = hub.config().base_url.clone();
+        let path_q = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
+        let under_base = path_q.strip_prefix(base.as_str()).unwrap_or(path_q);
+        let to = format!("{}{under_base}", hub.hub_prefix());
         return Redirect::temporary(&to).into_response();
     };
     if hub.proxy.should_touch(&name) {

@@ -589,7 +589,14 @@ async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
     let mut env = env().await;
     let a = env.user("a");
     let b = env.user("b");
-    let d = env.daemon(&[&a, &b], "", REMOTE).await;
+    // Per-user limits apply to kernels whose spec sets none.
+    let d = env
+        .daemon(
+            &[&a, &b],
+            "",
+            &format!("{REMOTE}[limits]\nmemory = \"768M\"\n"),
+        )
+        .await;
     let token_a = d.token_for(&a).await;
     let server_a = start_server(&d, &a).await;
     let server_b = start_server(&d, &b).await;
@@ -684,6 +691,41 @@ async fn gateway_tokens_and_kernel_containers_are_isolated_between_users() {
 
     // A's kernel, through A's server.
     let kid = new_kernel(&d, &a, &token_a, "python3").await;
+    let c = inspect(&kernel_container(&kid).expect("A's kernel container"));
+    assert_eq!(
+        c["HostConfig"]["Memory"],
+        768 * 1024 * 1024,
+        "limits.memory"
+    );
+
+    // At most kernels.max_per_user kernels each (set live).
+    for args in [
+        vec!["config", "set", "kernels.max_per_user", "2"],
+        vec!["config", "reload"],
+    ] {
+        let (code, out, err) = d.cli(&args, None);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+    let r = gw("POST", "/api/kernels", Some(&token_ga)).await.unwrap();
+    assert_eq!(r.status(), 201, "A's second kernel");
+    let second: Value = r.json().await.unwrap();
+    let r = gw("POST", "/api/kernels", Some(&token_ga)).await.unwrap();
+    assert_eq!(r.status(), 429, "A's third kernel");
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("kernels.max_per_user = 2")),
+        "{body}"
+    );
+    let r = gw(
+        "DELETE",
+        &format!("/api/kernels/{}", second["id"].as_str().unwrap()),
+        Some(&token_ga),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204);
 
     // Without a token, or with an ordinary API token, the gateway refuses.
     let r = gw("GET", "/api/kernels", None).await.unwrap();
@@ -878,8 +920,26 @@ async fn an_idle_kernel_is_reclaimed_and_recreated_behind_the_same_id() {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
 
-    // The next execute, on the same WebSocket: the reclaim notice, then the result.
+    // The tab reconnects (as after a laptop sleeps): JupyterLab's kernel_info probe re-creates
+    // the kernel, but the notice waits for the next execute, where the user sees it.
+    let _ = ws.close(None).await;
+    let mut ws = open_channels(&d, &user, &token, &kid).await;
     let t = Instant::now();
+    let (probe, info) = message("kernel_info_request", "shell", json!({}), json!({}));
+    ws.send(Message::Text(info.to_string().into()))
+        .await
+        .expect("send kernel_info_request");
+    wait_for(
+        &mut ws,
+        &probe,
+        Duration::from_secs(60),
+        is("kernel_info_reply"),
+    )
+    .await;
+    eprintln!(
+        "[gateway_e2e] reclaimed kernel re-created by a probe in {:?}",
+        t.elapsed()
+    );
     let id = execute(&mut ws, "print('x' in dir())", false).await;
     let notice = wait_for(&mut ws, &id, Duration::from_secs(60), is("stream")).await;
     assert_eq!(notice["content"]["name"], "stderr", "{notice}");
@@ -1040,4 +1100,57 @@ async fn a_kernel_that_dies_or_hangs_is_reported_dead_with_the_reason_and_restar
     assert_ne!(kernel_container(&kid).as_deref(), Some(frozen.as_str()));
     assert_eq!(run(&mut ws, "print('back')").await, "back\n");
     let _ = ws.close(None).await;
+
+    // A kernel that cannot start: dead with the exit code and what it wrote, no container
+    // left behind, and a restart fails the same way (not on a leftover container's name).
+    let spec = "{name = \"broken\", argv = [\"python\", \"-c\", \"import sys; sys.stderr.write('no module named frobnicate'); sys.exit(4)\", \"{connection_file}\"]}";
+    for args in [
+        vec![
+            "config",
+            "add-item",
+            "kernels.specs",
+            "{name = \"python3\"}",
+        ],
+        vec!["config", "add-item", "kernels.specs", spec],
+        vec!["config", "reload"],
+    ] {
+        let (code, out, err) = d.cli(&args, None);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+    let k = proxied_json(
+        &d,
+        "POST",
+        &user,
+        "api/kernels",
+        &token,
+        Some(json!({"name": "broken"})),
+        201,
+    )
+    .await;
+    let broken = k["id"].as_str().expect("kernel id").to_string();
+    for attempt in ["start", "restart"] {
+        let model = wait_state(&d, &user, &token, &broken, "dead", Duration::from_secs(60)).await;
+        let reason = model["reason"].as_str().unwrap_or("");
+        assert!(
+            reason.contains("exited with code 4") && reason.contains("no module named frobnicate"),
+            "{attempt}: {model}"
+        );
+        assert_eq!(
+            kernel_container(&broken),
+            None,
+            "{attempt}: no container left"
+        );
+        if attempt == "start" {
+            let r = proxied(
+                &d,
+                "POST",
+                &user,
+                &format!("api/kernels/{broken}/restart"),
+                &token,
+                Some(json!({})),
+            )
+            .await;
+            assert!(!r.status().is_success(), "restarting a broken kernel fails");
+        }
+    }
 }

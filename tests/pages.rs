@@ -863,6 +863,13 @@ async fn base_url_prefixes_everything() {
         b.get("/jupyter/user/lena/").await.header("location"),
         "/jupyter/hub/user/lena/"
     );
+    // The raw path is kept: an encoded `?` stays part of the file name.
+    assert_eq!(
+        b.get("/jupyter/user/lena/files/x%3Fy.txt?download=1")
+            .await
+            .header("location"),
+        "/jupyter/hub/user/lena/files/x%3Fy.txt?download=1"
+    );
     assert_eq!(
         b.get("/jupyter/hub/user/lena/").await.status,
         StatusCode::FAILED_DEPENDENCY

@@ -470,6 +470,9 @@ pub struct Kernels {
     pub idle_timeout: Duration,
     /// How often idle kernels are looked for.
     pub cull_interval: Duration,
+    /// Most kernels one user may have at once (reclaimed ones included); 0 = no limit. Each is a
+    /// container, and code in a notebook can ask for kernels in a loop.
+    pub max_per_user: u32,
     /// Kernelspecs offered to users; none: one `python3` spec on the server image.
     pub specs: Vec<KernelSpec>,
 }
@@ -480,6 +483,7 @@ impl Default for Kernels {
             remote: false,
             idle_timeout: Duration::from_secs(0),
             cull_interval: Duration::from_secs(60),
+            max_per_user: 10,
             specs: Vec::new(),
         }
     }

@@ -28,7 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::auth::GatewayUser;
 use super::manager::{Kernel, START_TIMEOUT};
 use super::{Gateway, GatewayError};
-use crate::kernels::{kernel_to_ws, ws_to_kernel, Channel, WsFrame};
+use crate::kernels::{kernel_to_ws, ws_to_kernel, Channel, RawMessage, WsFrame};
 
 pub async fn handle(
     State(gw): State<Arc<Gateway>>,
@@ -83,16 +83,40 @@ pub fn accept(gw: Arc<Gateway>, kernel: Arc<Kernel>, mut req: Request) -> Respon
     resp
 }
 
+/// How often an idle socket is pinged; one that has not answered for three of these is gone
+/// (a browser that vanished without closing, a proxy that cut the connection).
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// Unregisters the socket from its kernel however the bridge ends.
+struct Registered {
+    kernel: Arc<Kernel>,
+    socket: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.kernel.remove_socket(self.socket);
+        tracing::debug!(kernel = %self.kernel.id, socket = self.socket, "kernel WebSocket closed");
+    }
+}
+
 async fn bridge<S>(gw: Arc<Gateway>, kernel: Arc<Kernel>, ws: WebSocketStream<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (socket, mut from_kernel) = kernel.add_socket();
+    let _registered = Registered {
+        kernel: kernel.clone(),
+        socket,
+    };
     let (mut sink, mut stream) = ws.split();
     tracing::debug!(kernel = %kernel.id, socket, "kernel WebSocket opened");
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             incoming = stream.next() => {
+                heard = tokio::time::Instant::now();
                 let payload = match incoming {
                     Some(Ok(Message::Text(t))) => bytes::Bytes::from(t),
                     Some(Ok(Message::Binary(b))) => b,
@@ -103,50 +127,11 @@ where
                         break;
                     }
                 };
-                let (channel, msg) = match ws_to_kernel(&payload) {
-                    Ok(m) => m,
+                match ws_to_kernel(&payload) {
+                    Ok((channel, msg)) => deliver(&gw, &kernel, socket, channel, msg).await,
                     Err(e) => {
                         tracing::warn!(kernel = %kernel.id, error = %e, "dropping a WebSocket message");
-                        continue;
                     }
-                };
-                // Requests get replies (and `input_request`s) routed back to this socket. Other
-                // shell messages (comm_open/comm_msg/comm_close) get none: remembering them
-                // would grow the routing table with every widget message.
-                let is_request = msg.msg_type().is_ok_and(|t| t.ends_with("_request"));
-                if is_request && matches!(channel, Channel::Shell | Channel::Control) {
-                    if let Ok(id) = msg.msg_id() {
-                        kernel.route(id, socket);
-                    }
-                }
-                // Only real traffic counts as activity (not the clients' periodic probes).
-                if !msg
-                    .msg_type()
-                    .is_ok_and(|t| t == "kernel_info_request" || t == "comm_info_request")
-                {
-                    kernel.touch();
-                    // Kernel work is work on the user's server too (its culler must not stop a
-                    // server whose kernels are in use; the browser may bypass the server).
-                    if gw.hub.proxy.should_touch(&kernel.user) {
-                        let _ = gw.hub.record_activity(&kernel.user, Some(""), chrono::Utc::now());
-                    }
-                }
-                if channel == Channel::Shell {
-                    kernel.remember_shell_request(&msg);
-                }
-                gw.ensure_running(&kernel, channel, &msg).await;
-                let Some(client) = kernel.client(START_TIMEOUT).await else {
-                    tracing::warn!(kernel = %kernel.id, "kernel not running; dropping a message");
-                    // Tell the notebook why nothing happens (a probe gets no answer at all).
-                    if let (Some(reason), true) = (kernel.dead_reason(), channel == Channel::Shell) {
-                        if msg.msg_type().is_ok_and(|t| t == "execute_request") {
-                            kernel.notify(&super::manager::dead_notice(&reason), Some(&msg));
-                        }
-                    }
-                    continue;
-                };
-                if let Err(e) = client.send(channel, msg).await {
-                    tracing::warn!(kernel = %kernel.id, error = %e, "sending to the kernel failed");
                 }
             }
             out = from_kernel.recv() => {
@@ -163,9 +148,71 @@ where
                     break;
                 }
             }
+            _ = ping.tick() => {
+                if heard.elapsed() > 3 * PING_EVERY {
+                    tracing::debug!(kernel = %kernel.id, socket, "kernel WebSocket silent; closing it");
+                    break;
+                }
+                if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-    kernel.remove_socket(socket);
-    tracing::debug!(kernel = %kernel.id, socket, "kernel WebSocket closed");
+}
+
+/// One message from a socket to the kernel: activity, re-creation of a reclaimed kernel, the
+/// reply route, the send. Holds the kernel's use guard throughout, so the container cannot be
+/// reclaimed under it.
+async fn deliver(
+    gw: &Gateway,
+    kernel: &Arc<Kernel>,
+    socket: u64,
+    channel: Channel,
+    msg: RawMessage,
+) {
+    let _in_use = kernel.use_guard().await;
+    let msg_type = msg.msg_type().unwrap_or_default();
+    // Only real traffic counts as activity (not the clients' periodic probes).
+    if msg_type != "kernel_info_request" && msg_type != "comm_info_request" {
+        kernel.touch();
+        // Kernel work is work on the user's server too (its culler must not stop a server
+        // whose kernels are in use; the browser bypasses the server).
+        if gw.hub.proxy.should_touch(&kernel.user) {
+            let _ = gw
+                .hub
+                .record_activity(&kernel.user, Some(""), chrono::Utc::now());
+        }
+    }
+    if channel == Channel::Shell {
+        kernel.remember_shell_request(&msg);
+    }
+    gw.ensure_running(kernel, channel, &msg).await;
+    let Some(client) = kernel.client(START_TIMEOUT).await else {
+        tracing::warn!(kernel = %kernel.id, "kernel not running; dropping a message");
+        // Tell the notebook why nothing happens (a probe gets no answer at all).
+        if let Some(reason) = kernel.dead_reason() {
+            if channel == Channel::Shell && msg_type == "execute_request" {
+                kernel.notify(&super::manager::dead_notice(&reason), Some(&msg));
+            }
+        }
+        return;
+    };
+    // Requests get replies (and `input_request`s) routed back to this socket. Other shell
+    // messages (comm_open/comm_msg/comm_close) get none: remembering them would grow the
+    // routing table with every widget message.
+    let route = (msg_type.ends_with("_request")
+        && matches!(channel, Channel::Shell | Channel::Control))
+    .then(|| msg.msg_id().ok())
+    .flatten();
+    if let Some(id) = &route {
+        kernel.route(id.clone(), socket);
+    }
+    if let Err(e) = client.send(channel, msg).await {
+        tracing::warn!(kernel = %kernel.id, error = %e, "sending to the kernel failed");
+        if let Some(id) = &route {
+            kernel.unroute(id);
+        }
+    }
 }

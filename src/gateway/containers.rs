@@ -161,12 +161,18 @@ impl Containers {
             (LABEL_KERNEL.to_string(), kernel.id.clone()),
             (LABEL_HUB.to_string(), self.instance.clone()),
         ]);
-        let memory = kernel.spec.memory.map(|m| m.bytes() as i64);
+        // The spec's limits, else the per-user ones notebook servers get.
+        let memory = kernel
+            .spec
+            .memory
+            .or(cfg.limits.memory)
+            .map(|m| m.bytes() as i64);
+        let cpu = kernel.spec.cpu.or(cfg.limits.cpu);
         let host_config = HostConfig {
             mounts: Some(vec![home, connection]),
             memory,
             memory_swap: memory,
-            nano_cpus: kernel.spec.cpu.map(|c| (c * 1e9) as i64),
+            nano_cpus: cpu.map(|c| (c * 1e9) as i64),
             pids_limit: Some(dcfg.pids_limit),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
@@ -194,6 +200,8 @@ impl Containers {
             }),
             ..Default::default()
         };
+        // A container left by a failed earlier attempt would block the name.
+        self.remove(&name).await;
         let created = docker
             .create_container(
                 Some(CreateContainerOptions {
@@ -204,19 +212,37 @@ impl Containers {
             )
             .await
             .map_err(|e| format!("creating container {name}: {e}"))?;
-        docker
+        let started = match docker
             .start_container(&created.id, None::<StartContainerOptions<String>>)
             .await
-            .map_err(|e| format!("starting container {name}: {e}"))?;
-        match self.address(&created.id, &dcfg.network).await {
-            Some(ip) => Ok((created.id, ip)),
-            None => {
-                let reason = self
+        {
+            Err(e) => Err(format!("starting container {name}: {e}")),
+            Ok(()) => match self.address(&created.id, &dcfg.network).await {
+                Some(ip) => Ok(ip),
+                None => Err(self
                     .stopped(&created.id)
                     .await
-                    .unwrap_or_else(|| format!("container {name} got no address"));
-                Err(reason)
-            }
+                    .unwrap_or_else(|| format!("container {name} got no address"))),
+            },
+        };
+        match started {
+            Ok(ip) => Ok((created.id, ip)),
+            Err(reason) => Err(self.give_up(&created.id, reason).await),
+        }
+    }
+
+    /// A kernel container that will not be used: `reason` with the last lines it wrote (the
+    /// traceback of a kernel that crashed is the useful part), and the container removed.
+    pub async fn give_up(&self, container: &str, reason: String) -> String {
+        let logs = match self.client().await {
+            Ok(docker) => docker::last_logs(docker, container, 5).await,
+            Err(_) => String::new(),
+        };
+        self.remove(container).await;
+        if logs.is_empty() {
+            reason
+        } else {
+            format!("{reason}; it wrote:\n{logs}")
         }
     }
 

@@ -38,6 +38,16 @@ pub async fn create(
             "remote kernels are turned off (kernels.remote = false)",
         ));
     }
+    let most = gw.hub.config().kernels.max_per_user as usize;
+    let have = gw.kernels_of(&user.name).len();
+    if most > 0 && have >= most {
+        return Err(GatewayError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "you have {have} kernels, the most allowed (kernels.max_per_user = {most}); shut one down first"
+            ),
+        ));
+    }
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let specs = specs_for(&gw, &user);
     let spec = match body.name.as_deref().filter(|n| !n.is_empty()) {

@@ -44,6 +44,9 @@ const MONITOR_EVERY: Duration = Duration::from_secs(3);
 const HB_MISSES: u32 = 3;
 /// How long one heartbeat may take.
 const HB_TIMEOUT: Duration = Duration::from_secs(2);
+/// More requests than this awaiting replies means replies are not coming (a kernel that ignores
+/// a request type): the table is cleared and later replies go to every socket.
+const MAX_ROUTES: usize = 4096;
 /// Per-socket queue of messages towards a WebSocket.
 const SOCKET_QUEUE: usize = 1024;
 
@@ -123,6 +126,14 @@ pub struct Kernel {
     /// The last shell request from a socket: notices about the kernel's death are its children,
     /// so the notebook shows them under the cell that was running.
     last_shell: StdMutex<Option<RawMessage>>,
+    /// A reclaim notice not yet shown: the kernel was re-created for a message no cell shows
+    /// (a `kernel_info` probe on reconnect), so the next `execute_request` gets it.
+    pending_notice: StdMutex<Option<String>>,
+    /// Held (shared) by a socket while it delivers a message, so that reclaiming (exclusive,
+    /// never waited for) cannot take the container from under a message in flight.
+    in_use: RwLock<()>,
+    /// Set by delete: a kernel object still held elsewhere must not be saved or started again.
+    deleted: std::sync::atomic::AtomicBool,
     client: RwLock<Option<Arc<KernelClient>>>,
     sockets: StdMutex<Sockets>,
     /// Serialises start, restart and delete.
@@ -197,19 +208,13 @@ impl Kernel {
         (st.execution_state == "dead").then(|| st.reason.clone().unwrap_or_default())
     }
 
-    /// The kernel cannot run code any more: report it (state, reason, a notice to the sockets).
-    /// It stays listed and can be restarted.
-    async fn mark_dead(&self, reason: String) {
-        *self.client.write().await = None;
-        self.forget_routes();
-        {
-            let mut st = lock(&self.status);
-            st.execution_state = "dead".into();
-            st.reason = Some(reason.clone());
-            st.hb_misses = 0;
-        }
-        tracing::warn!(kernel = %self.id, user = %self.user, %reason, "kernel died");
-        self.notify(&dead_notice(&reason), None);
+    /// Hold while delivering a message (see [`Kernel::in_use`]).
+    pub async fn use_guard(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.in_use.read().await
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn execution_state(&self) -> String {
@@ -231,8 +236,11 @@ impl Kernel {
             if let Some(c) = self.client.read().await.clone() {
                 return Some(c);
             }
-            let state = self.execution_state();
-            if state == "dead" || tokio::time::Instant::now() >= deadline {
+            let (state, reclaimed) = {
+                let st = lock(&self.status);
+                (st.execution_state.clone(), st.reclaimed_after.is_some())
+            };
+            if state == "dead" || reclaimed || tokio::time::Instant::now() >= deadline {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -257,12 +265,22 @@ impl Kernel {
 
     /// Remember that `socket` sent request `msg_id` (its replies go back there).
     pub fn route(&self, msg_id: String, socket: u64) {
-        lock(&self.sockets).routes.insert(msg_id, socket);
+        let mut s = lock(&self.sockets);
+        if s.routes.len() >= MAX_ROUTES {
+            tracing::warn!(kernel = %self.id, "too many requests without replies; forgetting where replies go");
+            s.routes.clear();
+        }
+        s.routes.insert(msg_id, socket);
+    }
+
+    /// Forget the route of a request that never reached the kernel.
+    pub fn unroute(&self, msg_id: &str) {
+        lock(&self.sockets).routes.remove(msg_id);
     }
 
     /// Deliver one message from the kernel to the sockets it is for.
     fn dispatch(&self, channel: Channel, msg: RawMessage) {
-        let targets: Vec<mpsc::Sender<Outgoing>> = {
+        let targets: Vec<(u64, mpsc::Sender<Outgoing>)> = {
             let mut s = lock(&self.sockets);
             let routed = if channel == Channel::IOPub {
                 None
@@ -277,14 +295,28 @@ impl Kernel {
                     target
                 })
             };
-            match routed.and_then(|id| s.senders.get(&id).cloned()) {
-                Some(tx) => vec![tx],
-                None => s.senders.values().cloned().collect(),
+            match routed.and_then(|id| s.senders.get_key_value(&id).map(|(k, v)| (*k, v.clone()))) {
+                Some(one) => vec![one],
+                None => s.senders.iter().map(|(k, v)| (*k, v.clone())).collect(),
             }
         };
-        for tx in targets {
-            // A socket that does not keep up loses messages rather than stalling the kernel.
-            let _ = tx.try_send((channel, msg.clone()));
+        // Outputs may be lost by a socket that does not keep up (as Jupyter Server's iopub rate
+        // limit drops them); anything else lost would leave a cell running forever, so such a
+        // socket is closed instead and its client reconnects.
+        let droppable = channel == Channel::IOPub
+            && msg.msg_type().is_ok_and(|t| {
+                matches!(
+                    t.as_str(),
+                    "stream" | "display_data" | "update_display_data" | "execute_result"
+                )
+            });
+        for (socket, tx) in targets {
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send((channel, msg.clone())) {
+                if !droppable {
+                    tracing::warn!(kernel = %self.id, socket, "a WebSocket does not keep up; closing it");
+                    self.remove_socket(socket);
+                }
+            }
         }
     }
 
@@ -395,6 +427,9 @@ impl Gateway {
                 reclaimed_after: None,
             }),
             last_shell: StdMutex::new(None),
+            pending_notice: StdMutex::new(None),
+            in_use: RwLock::new(()),
+            deleted: Default::default(),
             client: RwLock::new(None),
             sockets: StdMutex::new(Sockets::default()),
             lifecycle: Mutex::new(()),
@@ -422,12 +457,25 @@ impl Gateway {
             let (container, ip) = self.containers.start(&cfg, kernel).await?;
             {
                 let mut st = lock(&kernel.status);
-                st.container = Some(container);
+                st.container = Some(container.clone());
                 st.ip = Some(ip.clone());
                 st.reason = None;
                 st.hb_misses = 0;
             }
-            self.connect(kernel, &ip).await
+            // A kernel that crashes while starting (a bad argv, a broken package) is reported
+            // as soon as its container exits, not after the whole start timeout.
+            let exited = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if let Some(reason) = self.containers.stopped(&container).await {
+                        return reason;
+                    }
+                }
+            };
+            tokio::select! {
+                connected = self.connect(kernel, &ip) => connected,
+                reason = exited => Err(reason),
+            }
         }
         .await;
         match result {
@@ -436,9 +484,7 @@ impl Gateway {
             }
             Err(e) => {
                 tracing::warn!(kernel = %kernel.id, user = %kernel.user, error = %e, "kernel failed to start");
-                let mut st = lock(&kernel.status);
-                st.execution_state = "dead".into();
-                st.reason = Some(e);
+                self.kernel_died(kernel, e).await;
             }
         }
     }
@@ -524,6 +570,9 @@ impl Gateway {
 
     /// Remove the kernel: container, connection directory, registry entry, WebSockets.
     pub async fn delete(&self, kernel: &Arc<Kernel>) {
+        kernel
+            .deleted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         lock(&self.kernels).remove(&kernel.id);
         let _guard = kernel.lifecycle.lock().await;
         *kernel.client.write().await = None;
@@ -540,26 +589,58 @@ impl Gateway {
 
 impl Gateway {
     /// Takes the container of an idle kernel; the kernel stays listed, `idle`.
-    async fn reclaim(&self, kernel: &Arc<Kernel>, idle: Duration) {
+    async fn reclaim(&self, kernel: &Arc<Kernel>, timeout: Duration) {
+        // Never waits: a message being delivered, or a start, restart or delete, wins.
+        let Ok(_in_use) = kernel.in_use.try_write() else {
+            return;
+        };
         let Ok(_guard) = kernel.lifecycle.try_lock() else {
             return;
         };
-        if kernel.execution_state() != "idle" || lock(&kernel.status).reclaimed_after.is_some() {
-            return;
-        }
-        *kernel.client.write().await = None;
         let container = {
             let mut st = lock(&kernel.status);
+            let idle = (Utc::now() - st.last_activity).to_std().unwrap_or_default();
+            if st.execution_state != "idle" || st.reclaimed_after.is_some() || idle <= timeout {
+                return;
+            }
+            // Marked first, so a socket waiting for the client looks again (ensure_running).
             st.reclaimed_after = Some(Reclaimed::Idle(idle));
             st.ip = None;
             st.container.take()
         };
+        *kernel.client.write().await = None;
         self.save_record(kernel);
         if let Some(c) = container {
             self.containers.remove(&c).await;
         }
         self.hub.metrics.kernel_reclaimed();
-        tracing::info!(kernel = %kernel.id, user = %kernel.user, idle_s = idle.as_secs(), "kernel container reclaimed for idleness");
+        tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel container reclaimed for idleness");
+    }
+
+    /// The kernel cannot run code any more (its container exited or failed to start, or its
+    /// heartbeat stopped): the container goes (its last lines are kept in the reason), the
+    /// kernel stays listed as `dead` with the reason, the sockets get a notice under the running
+    /// cell. A restart brings it back.
+    async fn kernel_died(&self, kernel: &Kernel, reason: String) {
+        *kernel.client.write().await = None;
+        kernel.forget_routes();
+        let container = {
+            let mut st = lock(&kernel.status);
+            st.ip = None;
+            st.container.take()
+        };
+        let reason = match container {
+            Some(c) => self.containers.give_up(&c, reason).await,
+            None => reason,
+        };
+        {
+            let mut st = lock(&kernel.status);
+            st.execution_state = "dead".into();
+            st.reason = Some(reason.clone());
+            st.hb_misses = 0;
+        }
+        tracing::warn!(kernel = %kernel.id, user = %kernel.user, %reason, "kernel died");
+        kernel.notify(&dead_notice(&reason), None);
     }
 
     /// Before a message from a socket reaches `kernel`: if its container was reclaimed, start a
@@ -571,16 +652,29 @@ impl Gateway {
         channel: Channel,
         trigger: &RawMessage,
     ) {
+        let is_execute =
+            channel == Channel::Shell && trigger.msg_type().is_ok_and(|t| t == "execute_request");
+        if is_execute {
+            let pending = lock(&kernel.pending_notice).take();
+            if let Some(text) = pending {
+                kernel.notify(&text, Some(trigger));
+            }
+        }
         if lock(&kernel.status).reclaimed_after.is_none() {
             return;
         }
         let _guard = kernel.lifecycle.lock().await;
+        if kernel.is_deleted() {
+            return;
+        }
         let Some(why) = lock(&kernel.status).reclaimed_after.take() else {
             return;
         };
         self.save_record(kernel);
-        if channel == Channel::Shell {
+        if is_execute {
             kernel.notify(&why.notice(), Some(trigger));
+        } else {
+            *lock(&kernel.pending_notice) = Some(why.notice());
         }
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "re-creating a reclaimed kernel");
         self.start(kernel).await;
@@ -591,6 +685,9 @@ impl Gateway {
     /// Write the kernel's record again (its reclaim state changed). A failure is logged: the
     /// kernel works on, only its survival of a daemon restart is at stake.
     fn save_record(&self, kernel: &Kernel) {
+        if kernel.is_deleted() {
+            return;
+        }
         if let Err(e) = record::save(self.hub.store.path(), &kernel.record()) {
             tracing::warn!(kernel = %kernel.id, error = %e, "cannot save the kernel's record");
         }
@@ -607,11 +704,14 @@ impl Gateway {
         if records.is_empty() && !self.hub.config().kernels.remote {
             return;
         }
-        let containers = match self.containers.list().await {
-            Ok(c) => c,
+        // Without the list (the engine not answering yet) kernels are still taken back, as
+        // without containers: their next request starts a new one (the old one, if it runs,
+        // is replaced by name), which beats Jupyter Server dropping every notebook's session.
+        let (containers, listed) = match self.containers.list().await {
+            Ok(c) => (c, true),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list kernel containers; kernels of an earlier run are not taken back");
-                return;
+                tracing::warn!(error = %e, "cannot list kernel containers; kernels of an earlier run get new containers on their next request");
+                (Vec::new(), false)
             }
         };
         let mut adopted = 0;
@@ -700,6 +800,9 @@ impl Gateway {
                     reclaimed_after: reclaimed,
                 }),
                 last_shell: StdMutex::new(None),
+                pending_notice: StdMutex::new(None),
+                in_use: RwLock::new(()),
+                deleted: Default::default(),
                 client: RwLock::new(None),
                 sockets: StdMutex::new(Sockets::default()),
                 lifecycle: Mutex::new(()),
@@ -722,7 +825,7 @@ impl Gateway {
             }
         }
         // What no record accounts for cannot be reached again.
-        for (container, kernel) in &containers {
+        for (container, kernel) in containers.iter().filter(|_| listed) {
             if !lock(&self.kernels).contains_key(kernel) {
                 tracing::info!(kernel = %kernel, "removing a kernel container without a record");
                 self.containers.remove(container).await;
@@ -771,7 +874,7 @@ async fn cull(gw: std::sync::Weak<Gateway>) {
                 (Utc::now() - st.last_activity).to_std().unwrap_or_default()
             };
             if idle > timeout {
-                gw.reclaim(&k, idle).await;
+                gw.reclaim(&k, timeout).await;
             }
         }
     }
@@ -809,7 +912,7 @@ async fn pump(kernel: std::sync::Weak<Kernel>, mut rx: mpsc::Receiver<KernelMess
 
 /// The text a notebook gets when its kernel died.
 pub fn dead_notice(reason: &str) -> String {
-    format!("Kernel died: {reason}. Restart the kernel to go on.\n")
+    format!("Kernel died: {reason}\nRestart the kernel to go on.\n")
 }
 
 /// Marks kernels `dead`, with the reason, when their container stopped or their heartbeat
@@ -833,7 +936,7 @@ async fn monitor(gw: std::sync::Weak<Gateway>) {
                 continue;
             };
             if let Some(reason) = gw.containers.stopped(&container).await {
-                k.mark_dead(reason).await;
+                gw.kernel_died(&k, reason).await;
                 continue;
             }
             let Some(client) = k.client.read().await.clone() else {
@@ -847,7 +950,7 @@ async fn monitor(gw: std::sync::Weak<Gateway>) {
             lock(&k.status).hb_misses = misses;
             if misses >= HB_MISSES {
                 let secs = (MONITOR_EVERY + HB_TIMEOUT).as_secs() * u64::from(misses);
-                k.mark_dead(format!(
+                gw.kernel_died(&k, format!(
                     "it stopped answering its heartbeat for about {secs} s (hung, or its container is frozen)"
                 ))
                 .await;

@@ -306,23 +306,24 @@ impl DockerBackend {
             }
         }
     }
+}
 
-    async fn last_logs(&self, docker: &Docker, id: &str, lines: usize) -> String {
-        let mut stream = docker.logs::<String>(
-            id,
-            Some(LogsOptions {
-                stdout: true,
-                stderr: true,
-                tail: lines.to_string(),
-                ..Default::default()
-            }),
-        );
-        let mut out = String::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            out.push_str(&chunk.to_string());
-        }
-        out.trim_end().to_string()
+/// The last `lines` lines a container wrote (stdout and stderr), for error messages.
+pub async fn last_logs(docker: &Docker, id: &str, lines: usize) -> String {
+    let mut stream = docker.logs::<String>(
+        id,
+        Some(LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        }),
+    );
+    let mut out = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        out.push_str(&chunk.to_string());
     }
+    out.trim_end().to_string()
 }
 
 impl Backend for DockerBackend {
@@ -586,7 +587,7 @@ impl Backend for DockerBackend {
                         st.exit_code.unwrap_or(-1)
                     )
                 };
-                let logs = self.last_logs(docker, &created.id, 20).await;
+                let logs = last_logs(docker, &created.id, 20).await;
                 if !logs.is_empty() {
                     reason.push_str(&format!("\nLast log lines:\n{logs}"));
                 }
@@ -686,7 +687,7 @@ impl Backend for DockerBackend {
             if let Some(err) = st.error.filter(|e| !e.is_empty()) {
                 reason.push_str(&format!(": {err}"));
             }
-            let logs = self.last_logs(docker, &id, 20).await;
+            let logs = last_logs(docker, &id, 20).await;
             if !logs.is_empty() {
                 reason.push_str(&format!("\nLast log lines:\n{logs}"));
             }
@@ -705,7 +706,7 @@ impl Backend for DockerBackend {
                 return String::new();
             };
             let id = Self::container_id(user, server, state);
-            let logs = self.last_logs(docker, &id, 20).await;
+            let logs = last_logs(docker, &id, 20).await;
             if logs.is_empty() {
                 String::new()
             } else {
