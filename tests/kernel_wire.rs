@@ -429,7 +429,8 @@ async fn comm_echo_with_binary_buffers_through_the_websocket_framing() {
     let frame = binary_frame(
         &serde_json::to_vec(&envelope).unwrap(),
         &[Bytes::from_static(buffer)],
-    );
+    )
+    .expect("a small frame");
     let (channel, msg) = ws_to_kernel(&frame).unwrap();
     assert_eq!(channel, Channel::Shell);
     assert_eq!(msg.buffers, vec![Bytes::from_static(buffer)]);

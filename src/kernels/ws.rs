@@ -62,6 +62,8 @@ pub enum WsError {
     Binary(String),
     #[error(transparent)]
     Kernel(#[from] WireError),
+    #[error("a message of {bytes} bytes is too large for a WebSocket frame (4 GiB at most)")]
+    TooLarge { bytes: usize },
     #[error("kernel message part {part} is not UTF-8")]
     NotUtf8 { part: &'static str },
 }
@@ -126,15 +128,19 @@ pub fn kernel_to_ws(channel: Channel, msg: &RawMessage) -> Result<WsFrame, WsErr
             .map(WsFrame::Text)
             .map_err(|_| WsError::NotUtf8 { part: "message" })
     } else {
-        Ok(WsFrame::Binary(binary_frame(&json, &msg.buffers)))
+        binary_frame(&json, &msg.buffers).map(WsFrame::Binary)
     }
 }
 
-/// The binary layout around an already serialized JSON message and its buffers.
-pub fn binary_frame(json: &[u8], buffers: &[Bytes]) -> Bytes {
+/// The binary layout around an already serialized JSON message and its buffers. Its offsets
+/// are 32-bit: a message of 4 GiB or more cannot be framed.
+pub fn binary_frame(json: &[u8], buffers: &[Bytes]) -> Result<Bytes, WsError> {
     let n = 1 + buffers.len();
     let header_len = 4 * (n + 1);
     let total = header_len + json.len() + buffers.iter().map(Bytes::len).sum::<usize>();
+    if u32::try_from(total).is_err() {
+        return Err(WsError::TooLarge { bytes: total });
+    }
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&offset_u32(n).to_be_bytes());
     let mut offset = header_len;
@@ -149,11 +155,12 @@ pub fn binary_frame(json: &[u8], buffers: &[Bytes]) -> Bytes {
     for buf in buffers {
         out.extend_from_slice(buf);
     }
-    Bytes::from(out)
+    Ok(Bytes::from(out))
 }
 
+/// `n` as a frame offset; [`binary_frame`] checked that every offset fits.
 fn offset_u32(n: usize) -> u32 {
-    u32::try_from(n).expect("a WebSocket message is far below 4 GiB")
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Splits a binary frame into its JSON message and its buffers (copies of the slices).
