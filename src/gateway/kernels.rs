@@ -118,8 +118,25 @@ pub async fn restart(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, GatewayError> {
     let k = kernel(&gw, &user, &id)?;
-    gw.restart(&k)
-        .await
-        .map_err(|m| GatewayError::new(StatusCode::INTERNAL_SERVER_ERROR, m))?;
+    // The restart runs on its own task: Jupyter Server gives up on a request after 42 s, and a
+    // slow image must not turn into "restart failed" while the kernel is in fact coming up. Past
+    // RESTART_ANSWER the answer is the model as it is (`starting`); the client polls it.
+    let task = {
+        let (gw, k) = (gw.clone(), k.clone());
+        tokio::spawn(async move { gw.restart(&k).await })
+    };
+    match tokio::time::timeout(RESTART_ANSWER, task).await {
+        Ok(Ok(Err(m))) => return Err(GatewayError::new(StatusCode::INTERNAL_SERVER_ERROR, m)),
+        Ok(Err(e)) => {
+            return Err(GatewayError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the restart failed: {e}"),
+            ))
+        }
+        Ok(Ok(Ok(()))) | Err(_) => {}
+    }
     Ok(Json(k.model()))
 }
+
+/// How long a restart request waits for the kernel before answering with its current model.
+const RESTART_ANSWER: std::time::Duration = std::time::Duration::from_secs(30);
