@@ -940,6 +940,14 @@ async fn an_idle_kernel_is_reclaimed_and_recreated_behind_the_same_id() {
         "[gateway_e2e] reclaimed kernel re-created by a probe in {:?}",
         t.elapsed()
     );
+    // Its idle time starts afresh (probes are not activity, but the new container is new):
+    // after more than one cull pass it is still there.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        kernel_container(&kid).is_some(),
+        "a kernel re-created a moment ago was reclaimed again\n{}",
+        d.log()
+    );
     let id = execute(&mut ws, "print('x' in dir())", false).await;
     let notice = wait_for(&mut ws, &id, Duration::from_secs(60), is("stream")).await;
     assert_eq!(notice["content"]["name"], "stderr", "{notice}");

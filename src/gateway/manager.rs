@@ -480,6 +480,9 @@ impl Gateway {
         .await;
         match result {
             Ok(()) => {
+                // A (re)started kernel is fresh: its idle time starts now, or a kernel re-created
+                // for a probe (which is not activity) would be reclaimed again at once.
+                kernel.touch();
                 tracing::info!(kernel = %kernel.id, user = %kernel.user, took_ms = began.elapsed().as_millis() as u64, "kernel ready");
             }
             Err(e) => {
