@@ -1,22 +1,21 @@
-//! Kernels: Orrery's side of talking to Jupyter kernels, the groundwork for Orrery acting as
-//! the user's *kernel gateway*.
+//! Kernels: Orrery's side of talking to Jupyter kernels, the protocol layer under the kernel
+//! gateway ([`crate::gateway`]).
 //!
-//! The plan: a user's Jupyter Server runs in gateway mode (`JUPYTER_GATEWAY_URL` pointing at
-//! Orrery) and sends all kernel management and the kernel WebSocket to the hub. Orrery starts
-//! each kernel in its own container (so kernels can be given GPUs, culled and re-created
-//! independently of the notebook server) and bridges Jupyter Server's WebSocket to the kernel's
-//! ZeroMQ sockets. The protocols are Jupyter's messaging spec (5.x) and what Jupyter Server's
-//! gateway client (`jupyter_server/gateway/`) actually sends.
+//! With remote kernels a user's Jupyter Server runs in gateway mode (`JUPYTER_GATEWAY_URL`
+//! pointing at Orrery) and sends all kernel management to the hub; Orrery starts each kernel in
+//! its own container (so kernels can be limited, culled and re-created independently of the
+//! notebook server) and bridges the kernel WebSocket to the kernel's ZeroMQ sockets. The
+//! protocols are Jupyter's messaging spec (5.x) and what Jupyter Server's gateway client
+//! (`jupyter_server/gateway/`) and JupyterLab actually send.
 //!
-//! What is here now, self-contained and tested against a real ipykernel
-//! (`tests/kernel_wire.rs`):
+//! Self-contained and tested against a real ipykernel (`tests/kernel_wire.rs`):
 //!
 //! * [`channel`]: the five channel names.
 //! * [`connection`]: the kernel connection file ([`ConnectionInfo`]): fixed in-container
 //!   ports, a fresh key per kernel.
 //! * [`wire`]: Jupyter messages on ZeroMQ ([`RawMessage`]): split at `<IDS|MSG>`, HMAC-SHA256
 //!   [`sign`]/[`verify`], JSON parts kept as raw bytes and re-signed when forwarded.
-//! * [`ws`]: the legacy WebSocket framing Jupyter Server uses towards a gateway (JSON text
+//! * [`ws`]: the legacy WebSocket framing (JSON text
 //!   frames, binary frames for messages with buffers) and the conversions to and from
 //!   [`RawMessage`].
 //! * [`client`]: [`KernelClient`], the ZeroMQ connection to one kernel (shell/stdin/control
