@@ -2,7 +2,7 @@
 //!
 //! A scope is a name (`read:users`) optionally narrowed by filters (`read:users!user=alice`,
 //! `access:servers!server=alice/`, `!group=`, `!service=`). Broad scopes imply narrower ones
-//! ([`SUBSCOPES`]); roles (`user`, `admin`, `server`) are fixed bundles of scopes. A request is
+//! (`SUBSCOPES`); roles (`user`, `admin`, `server`) are fixed bundles of scopes. A request is
 //! allowed when the caller's expanded [`ScopeSet`] holds the needed scope for the target.
 
 use std::collections::{BTreeMap, BTreeSet};

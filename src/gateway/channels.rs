@@ -7,7 +7,7 @@
 //! Browsers therefore do not come this way: the proxy gives their kernel WebSockets to
 //! [`super::direct`], which ends in the same bridge.
 //!
-//! Each socket registers with its [`Kernel`](super::manager::Kernel): iopub reaches every
+//! Each socket registers with its [`Kernel`]: iopub reaches every
 //! socket, replies go to the socket that sent the request. Messages from the socket are
 //! re-signed with the kernel's key by the shared [`KernelClient`](crate::kernels::KernelClient).
 

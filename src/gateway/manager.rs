@@ -8,7 +8,7 @@
 //! `msg_id` → socket, kept until the shell/control reply; `input_request` has the execute as
 //! parent, so it reaches the socket that sent the execute). Unknown parents go to every socket.
 //!
-//! The registry is in memory, backed by one [`record`](super::record) file per kernel: at
+//! The registry is in memory, backed by one [`record`] file per kernel: at
 //! startup ([`Gateway::adopt`]) kernels whose containers still run are reconnected, kernels
 //! whose containers are gone stay listed and get a new container on their next request, and
 //! containers or directories without a record (or whose user's server is gone) are removed.
@@ -74,7 +74,7 @@ pub struct KernelStatus {
     pub ip: Option<String>,
     /// Why the kernel is dead, if it is.
     pub reason: Option<String>,
-    /// Heartbeats missed in a row (the monitor declares the kernel dead at [`HB_MISSES`]).
+    /// Heartbeats missed in a row (the monitor declares the kernel dead at `HB_MISSES`).
     pub hb_misses: u32,
     /// Set while the kernel has no container although it is listed: why. Its next request
     /// starts one ([`Gateway::ensure_running`]).
@@ -185,7 +185,7 @@ impl Kernel {
         }
     }
 
-    /// Remember the last shell request (see [`Kernel::last_shell`]).
+    /// Remember the last shell request (the parent of notices about the kernel's death).
     pub fn remember_shell_request(&self, msg: &RawMessage) {
         *lock(&self.last_shell) = Some(msg.clone());
     }
@@ -208,7 +208,7 @@ impl Kernel {
         (st.execution_state == "dead").then(|| st.reason.clone().unwrap_or_default())
     }
 
-    /// Hold while delivering a message (see [`Kernel::in_use`]).
+    /// Hold while delivering a message: reclaiming never takes the container from under it.
     pub async fn use_guard(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
         self.in_use.read().await
     }
