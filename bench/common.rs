@@ -68,3 +68,104 @@ pub fn write_section(path: &str, heading: &str, section: &str) {
     let mut f = std::fs::File::create(path).expect("write docs/benchmarks.md");
     let _ = f.write_all(new.as_bytes());
 }
+
+/// `ORRERY_BENCH_RUNS`, else `default`.
+pub fn runs(default: usize) -> usize {
+    std::env::var("ORRERY_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The single-user test image (`tests/images/build.sh`: built once, cached by its recipe hash).
+pub fn test_image() -> String {
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/images/build.sh"
+        ))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("build image");
+    assert!(out.status.success(), "tests/images/build.sh failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A real `orrery serve` on the Docker backend with its own state, network and home volumes,
+/// and a service token for the benchmark. Dropping it stops the daemon and removes what it
+/// made, also when a measurement panics.
+pub struct BenchDaemon {
+    pub port: u16,
+    pub config: std::path::PathBuf,
+    pub network: String,
+    /// `<prefix>-<port>`: names the network and the volumes.
+    tag: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchDaemon {
+    /// Starts it (`prefix` names its network and volumes; `scopes` is a TOML list for the
+    /// service `token`; `extra` is appended to the config) and waits until the API answers.
+    pub async fn start(prefix: &str, image: &str, token: &str, scopes: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let tag = format!("{prefix}-{port}");
+        let network = tag.clone();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[http]\naddress = \"127.0.0.1\"\nport = {port}\n[internal]\nport = {}\n[state]\npath = \"{}\"\n\
+                 [cull]\nenabled = false\n[spawner]\nbackend = \"docker\"\nslow_spawn_timeout = \"120s\"\n\
+                 [spawner.docker]\nimage = \"{image}\"\npull_policy = \"never\"\nnetwork = \"{network}\"\nhome_volume = \"{tag}-{{username}}\"\n\
+                 [[services]]\nname = \"bench\"\napi_token = \"{token}\"\nscopes = {scopes}\n{extra}",
+                free_port(),
+                dir.path().join("state").display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new(env!("CARGO_BIN_EXE_orrery"))
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start orrery");
+        let daemon = BenchDaemon {
+            port,
+            config,
+            network,
+            tag,
+            child,
+            _dir: dir,
+        };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while http.get(format!("{}/", daemon.api())).send().await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "orrery did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        daemon
+    }
+
+    /// `http://127.0.0.1:<port>/hub/api`.
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}/hub/api", self.port)
+    }
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let (network, tag) = (&self.network, &self.tag);
+        sh(&format!("docker ps -aq --filter network={network} | xargs -r docker rm -f >/dev/null 2>&1; docker volume ls -q --filter name={tag}- | xargs -r docker volume rm >/dev/null 2>&1; docker network rm {network} >/dev/null 2>&1"));
+    }
+}

@@ -13,10 +13,10 @@
 #[path = "common.rs"]
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, machine, median, sh, write_section};
+use common::{machine, median, runs, sh, test_image, write_section, BenchDaemon};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -26,23 +26,6 @@ const TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Cleanup {
-    daemon: std::process::Child,
-    network: String,
-    tag: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.daemon.id().to_string())
-            .status();
-        let _ = self.daemon.wait();
-        let (network, tag) = (&self.network, &self.tag);
-        sh(&format!("docker ps -aq --filter network={network} | xargs -r docker rm -f >/dev/null 2>&1; docker volume ls -q --filter name=orrery-kbench-{tag} | xargs -r docker volume rm >/dev/null 2>&1; docker network rm {network} >/dev/null 2>&1"));
-    }
-}
 
 struct Hub {
     http: reqwest::Client,
@@ -228,69 +211,24 @@ async fn measure_rtts(hub: &Hub, user: &str, token: &str, n: usize) -> Vec<f64> 
 
 #[tokio::main]
 async fn main() {
-    let runs: usize = std::env::var("ORRERY_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let image = Command::new("bash")
-        .arg(format!("{repo}/tests/images/build.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("build image");
-    assert!(image.status.success(), "tests/images/build.sh failed");
-    let image = String::from_utf8_lossy(&image.stdout).trim().to_string();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let tag = port.to_string();
-    let network = format!("orrery-kbench-{tag}");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[http]\naddress = \"127.0.0.1\"\nport = {port}\n[internal]\nport = {}\n[state]\npath = \"{}\"\n\
-             [cull]\nenabled = false\n[spawner]\nbackend = \"docker\"\nslow_spawn_timeout = \"120s\"\n\
-             [spawner.docker]\nimage = \"{image}\"\npull_policy = \"never\"\nnetwork = \"{network}\"\nhome_volume = \"orrery-kbench-{tag}-{{username}}\"\n\
-             [kernels]\nremote = false\n\
-             [[services]]\nname = \"bench\"\napi_token = \"{TOKEN}\"\nscopes = [\"admin:users\", \"admin:servers\", \"tokens\"]\n",
-            free_port(),
-            dir.path().join("state").display()
-        ),
+    let runs = runs(5);
+    let image = test_image();
+    let daemon = BenchDaemon::start(
+        "orrery-kbench",
+        &image,
+        TOKEN,
+        "[\"admin:users\", \"admin:servers\", \"tokens\"]",
+        "[kernels]\nremote = false\n",
     )
-    .expect("config");
-    let daemon = Command::new(env!("CARGO_BIN_EXE_orrery"))
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start orrery");
-    // Stops the daemon and removes what it made, also when a measurement panics.
-    let _cleanup = Cleanup {
-        daemon,
-        network: network.clone(),
-        tag: tag.clone(),
-    };
+    .await;
     let hub = Hub {
         http: reqwest::Client::builder()
             .no_proxy()
             .build()
             .expect("client"),
-        port,
-        config: config.clone(),
+        port: daemon.port,
+        config: daemon.config.clone(),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while hub
-        .http
-        .get(format!("http://127.0.0.1:{port}/hub/api/"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "orrery did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let local_token = hub.user_with_server("local").await;
     hub.cli(&["config", "set", "kernels.remote", "true"]);
     hub.cli(&["config", "reload"]);
@@ -339,7 +277,7 @@ async fn main() {
     let _ = hub
         .api(reqwest::Method::DELETE, "/users/remote/server", None)
         .await;
-    drop(_cleanup);
+    drop(daemon);
 
     let (ls, rs) = (
         median(&mut local.starts.clone()),
@@ -369,7 +307,7 @@ async fn main() {
         date = sh("date -u +%Y-%m-%d"),
     );
     write_section(
-        &format!("{repo}/docs/benchmarks.md"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/docs/benchmarks.md"),
         "## Remote kernels through the gateway",
         &section,
     );

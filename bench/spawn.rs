@@ -14,7 +14,6 @@
 #[path = "common.rs"]
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bollard::container::{
@@ -23,7 +22,7 @@ use bollard::container::{
 };
 use bollard::models::HostConfig;
 use bollard::Docker;
-use common::{free_port, machine, median, sh, write_section};
+use common::{machine, median, runs, sh, test_image, write_section, BenchDaemon};
 
 const TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
@@ -129,54 +128,22 @@ async fn baseline(
 
 #[tokio::main]
 async fn main() {
-    let runs: usize = std::env::var("ORRERY_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(7);
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let image = Command::new("bash")
-        .arg(format!("{repo}/tests/images/build.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("build image");
-    assert!(image.status.success(), "tests/images/build.sh failed");
-    let image = String::from_utf8_lossy(&image.stdout).trim().to_string();
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let tag = port.to_string();
-    let network = format!("orrery-bench-{tag}");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[http]\naddress = \"127.0.0.1\"\nport = {port}\n[internal]\nport = {}\n[state]\npath = \"{}\"\n\
-             [cull]\nenabled = false\n[spawner]\nbackend = \"docker\"\nslow_spawn_timeout = \"120s\"\n\
-             [spawner.docker]\nimage = \"{image}\"\npull_policy = \"never\"\nnetwork = \"{network}\"\nhome_volume = \"orrery-bench-{tag}-{{username}}\"\n\
-             [[services]]\nname = \"bench\"\napi_token = \"{TOKEN}\"\nscopes = [\"admin:users\", \"admin:servers\"]\n",
-            free_port(),
-            dir.path().join("state").display()
-        ),
+    let runs = runs(7);
+    let image = test_image();
+    let daemon = BenchDaemon::start(
+        "orrery-bench",
+        &image,
+        TOKEN,
+        "[\"admin:users\", \"admin:servers\"]",
+        "",
     )
-    .expect("config");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_orrery"))
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start orrery");
+    .await;
+    let (network, tag) = (daemon.network.clone(), daemon.port.to_string());
+    let api = daemon.api();
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("client");
-    let api = format!("http://127.0.0.1:{port}/hub/api");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{api}/")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "orrery did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let docker = Docker::connect_with_local_defaults()
         .expect("docker")
         .negotiate_version()
@@ -246,9 +213,7 @@ async fn main() {
         hub_runs.push(h);
         base_runs.push(b);
     }
-    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
-    let _ = daemon.wait();
-    sh(&format!("docker volume ls -q --filter name=orrery-bench-{tag} | xargs -r docker volume rm >/dev/null 2>&1; docker network rm {network} >/dev/null 2>&1"));
+    drop(daemon);
 
     let (mut h, mut b) = (hub_runs.clone(), base_runs.clone());
     let (mh, mb) = (median(&mut h), median(&mut b));
@@ -288,7 +253,7 @@ async fn main() {
         date = sh("date -u +%Y-%m-%d"),
     );
     write_section(
-        &format!("{repo}/docs/benchmarks.md"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/docs/benchmarks.md"),
         "## Spawn latency and hub overhead",
         &section,
     );

@@ -22,7 +22,7 @@
 //! * [`gateway`]: the kernel gateway API on the internal listener (`kernels.remote`): kernels in their own containers.
 //! * [`cull`]: the built-in idle culler. [`reload`]: applying a changed config to the running daemon.
 //! * [`app`]: the HTTP router. [`serve`]: startup and explicit graceful shutdown.
-//! * [`metrics`], [`telemetry`]: Prometheus metrics and logging. [`secrets`]: tokens and hashes.
+//! * [`metrics`], [`telemetry`]: Prometheus metrics and logging. [`secrets`]: tokens and hashes. [`files`]: the daemon's own files, written atomically.
 //! * [`cli`]: the `orrery` command line (serve, config, users, doctor, version).
 
 pub mod apihandlers;
@@ -31,6 +31,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod cull;
+pub mod files;
 pub mod gateway;
 pub mod handlers;
 pub mod hub;

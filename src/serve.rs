@@ -7,7 +7,6 @@
 //! requests in flight finish, and flush state. User servers keep running and are re-adopted next
 //! start.
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use crate::config::{AuthType, BackendKind, ConfigSource, LoadedConfig};
 use crate::hub::Hub;
 use crate::spawner::{docker::DockerBackend, local::LocalBackend, Backend};
 use crate::state::{StateError, Store};
-use crate::{app, cull, gateway, reload, secrets, spawn};
+use crate::{app, cull, files, gateway, reload, secrets, spawn};
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -58,29 +57,15 @@ pub fn daemon_info_path(state: &Path) -> PathBuf {
 }
 
 fn write_daemon_info(state: &Path, api: &str) -> std::io::Result<()> {
-    let tmp = state.join(".daemon.json.tmp");
     let body = serde_json::json!({"pid": std::process::id(), "api": api});
-    std::fs::write(&tmp, body.to_string())?;
-    std::fs::rename(&tmp, daemon_info_path(state))
+    files::write_atomically(&daemon_info_path(state), body.to_string().as_bytes(), 0o644)
 }
 
 fn write_control_token(state: &Path) -> Result<String, ServeError> {
     let path = control_token_path(state);
     let token = secrets::new_token();
-    let tmp = state.join(".control.token.tmp");
-    let write = || -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(token.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|source| ServeError::ControlToken { path, source })?;
+    files::write_atomically(&path, token.as_bytes(), 0o600)
+        .map_err(|source| ServeError::ControlToken { path, source })?;
     Ok(secrets::hash_token(&token))
 }
 

@@ -14,7 +14,6 @@
 //! * Labels `org.orrery.kind=kernel`, `org.orrery.user`, `org.orrery.kernel`, `org.orrery.hub`.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Component, Path};
 
 use bollard::container::{
@@ -46,18 +45,10 @@ pub struct Containers {
 /// Writes `<dir>/kernel.json`, readable by the kernel's (non-root) user; the directory is in the
 /// state directory, which only root can enter on the host.
 pub fn write_connection_file(dir: &Path, info: &ConnectionInfo) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-    let path = dir.join("kernel.json");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&path)?;
-    f.write_all(info.to_json().as_bytes())?;
-    f.sync_all()
+    crate::files::write_atomically(&dir.join("kernel.json"), info.to_json().as_bytes(), 0o644)
 }
 
 /// The kernel's working directory inside its container: `KERNEL_WORKING_DIR` (absolute, as

@@ -78,7 +78,7 @@ pub struct KernelStatus {
     pub hb_misses: u32,
     /// Set while the kernel has no container although it is listed: why. Its next request
     /// starts one ([`Gateway::ensure_running`]).
-    pub reclaimed_after: Option<Reclaimed>,
+    pub reclaimed: Option<Reclaimed>,
 }
 
 /// Why a listed kernel has no container.
@@ -149,7 +149,50 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
+impl KernelStatus {
+    /// A kernel in `state` with no container yet (`reclaimed`: why it has none).
+    fn new(state: &str, reclaimed: Option<Reclaimed>) -> KernelStatus {
+        KernelStatus {
+            execution_state: state.into(),
+            last_activity: Utc::now(),
+            container: None,
+            ip: None,
+            reason: None,
+            hb_misses: 0,
+            reclaimed,
+        }
+    }
+}
+
 impl Kernel {
+    /// A kernel as its record describes it (a new one, or one taken back at startup), with its
+    /// connection info, its connection directory and its current status.
+    fn from_record(
+        record: KernelRecord,
+        info: ConnectionInfo,
+        dir: PathBuf,
+        status: KernelStatus,
+    ) -> Kernel {
+        Kernel {
+            id: record.id,
+            user: record.user,
+            spec: record.spec,
+            info,
+            dir,
+            working_dir: record.working_dir,
+            env: record.env,
+            created: record.created,
+            status: StdMutex::new(status),
+            last_shell: StdMutex::new(None),
+            pending_notice: StdMutex::new(None),
+            in_use: RwLock::new(()),
+            deleted: Default::default(),
+            client: RwLock::new(None),
+            sockets: StdMutex::new(Sockets::default()),
+            lifecycle: Mutex::new(()),
+        }
+    }
+
     /// The kernel model: `{"id", "name", "last_activity", "execution_state", "connections"}`.
     pub fn model(&self) -> Value {
         let st = lock(&self.status);
@@ -170,7 +213,7 @@ impl Kernel {
 
     /// What is saved of this kernel so that it outlives a restart of the daemon.
     pub fn record(&self) -> KernelRecord {
-        let reclaimed_after_s = match lock(&self.status).reclaimed_after {
+        let reclaimed_after_s = match lock(&self.status).reclaimed {
             Some(Reclaimed::Idle(d)) => Some(d.as_secs()),
             _ => None,
         };
@@ -238,7 +281,7 @@ impl Kernel {
             }
             let (state, reclaimed) = {
                 let st = lock(&self.status);
-                (st.execution_state.clone(), st.reclaimed_after.is_some())
+                (st.execution_state.clone(), st.reclaimed.is_some())
             };
             if state == "dead" || reclaimed || tokio::time::Instant::now() >= deadline {
                 return None;
@@ -366,7 +409,7 @@ impl Gateway {
             match st.execution_state.as_str() {
                 "dead" => c.dead += 1,
                 "starting" | "restarting" => c.starting += 1,
-                _ if st.reclaimed_after.is_some() => c.reclaimed += 1,
+                _ if st.reclaimed.is_some() => c.reclaimed += 1,
                 _ => c.running += 1,
             }
         }
@@ -408,32 +451,21 @@ impl Gateway {
         let dir = self.hub.store.path().join("kernels").join(&id);
         containers::write_connection_file(&dir, &info)
             .map_err(|e| format!("writing the kernel's connection file: {e}"))?;
-        let kernel = Arc::new(Kernel {
+        let record = KernelRecord {
             id: id.clone(),
             user: user.to_string(),
             spec,
-            info,
-            dir,
             working_dir,
             env,
             created: Utc::now(),
-            status: StdMutex::new(KernelStatus {
-                execution_state: "starting".into(),
-                last_activity: Utc::now(),
-                container: None,
-                ip: None,
-                reason: None,
-                hb_misses: 0,
-                reclaimed_after: None,
-            }),
-            last_shell: StdMutex::new(None),
-            pending_notice: StdMutex::new(None),
-            in_use: RwLock::new(()),
-            deleted: Default::default(),
-            client: RwLock::new(None),
-            sockets: StdMutex::new(Sockets::default()),
-            lifecycle: Mutex::new(()),
-        });
+            reclaimed_after_s: None,
+        };
+        let kernel = Arc::new(Kernel::from_record(
+            record,
+            info,
+            dir,
+            KernelStatus::new("starting", None),
+        ));
         if let Err(e) = record::save(self.hub.store.path(), &kernel.record()) {
             let _ = std::fs::remove_dir_all(&kernel.dir);
             return Err(format!("saving the kernel's record: {e}"));
@@ -512,7 +544,7 @@ impl Gateway {
     }
 
     pub async fn interrupt(&self, kernel: &Arc<Kernel>) -> Result<(), String> {
-        if lock(&kernel.status).reclaimed_after.is_some() {
+        if lock(&kernel.status).reclaimed.is_some() {
             // Nothing runs in a reclaimed kernel.
             return Ok(());
         }
@@ -546,7 +578,7 @@ impl Gateway {
         kernel.touch();
         kernel.set_state("restarting");
         kernel.forget_routes();
-        if lock(&kernel.status).reclaimed_after.take().is_some() {
+        if lock(&kernel.status).reclaimed.take().is_some() {
             self.save_record(kernel);
         }
         *kernel.client.write().await = None;
@@ -603,11 +635,11 @@ impl Gateway {
         let container = {
             let mut st = lock(&kernel.status);
             let idle = (Utc::now() - st.last_activity).to_std().unwrap_or_default();
-            if st.execution_state != "idle" || st.reclaimed_after.is_some() || idle <= timeout {
+            if st.execution_state != "idle" || st.reclaimed.is_some() || idle <= timeout {
                 return;
             }
             // Marked first, so a socket waiting for the client looks again (ensure_running).
-            st.reclaimed_after = Some(Reclaimed::Idle(idle));
+            st.reclaimed = Some(Reclaimed::Idle(idle));
             st.ip = None;
             st.container.take()
         };
@@ -663,14 +695,14 @@ impl Gateway {
                 kernel.notify(&text, Some(trigger));
             }
         }
-        if lock(&kernel.status).reclaimed_after.is_none() {
+        if lock(&kernel.status).reclaimed.is_none() {
             return;
         }
         let _guard = kernel.lifecycle.lock().await;
         if kernel.is_deleted() {
             return;
         }
-        let Some(why) = lock(&kernel.status).reclaimed_after.take() else {
+        let Some(why) = lock(&kernel.status).reclaimed.take() else {
             return;
         };
         self.save_record(kernel);
@@ -717,6 +749,7 @@ impl Gateway {
                 (Vec::new(), false)
             }
         };
+        let network = self.hub.config().spawner.docker.network.clone();
         let mut adopted = 0;
         for found in records {
             let rec = match found {
@@ -760,7 +793,6 @@ impl Gateway {
                     self.containers.remove(&c).await;
                 }
             }
-            let network = self.hub.config().spawner.docker.network.clone();
             let ip = match &live {
                 Some(c) => self.containers.address(c, &network).await,
                 None => None,
@@ -775,41 +807,16 @@ impl Gateway {
                     self.containers.remove(c).await;
                 }
             }
-            let kernel = Arc::new(Kernel {
-                id: rec.id.clone(),
-                user: rec.user.clone(),
-                spec: rec.spec,
-                info,
-                dir,
-                working_dir: rec.working_dir,
-                env: rec.env,
-                created: rec.created,
-                status: StdMutex::new(KernelStatus {
-                    execution_state: if reclaimed.is_some() {
-                        "idle"
-                    } else {
-                        "starting"
-                    }
-                    .into(),
-                    last_activity: Utc::now(),
-                    container: if reclaimed.is_some() { None } else { live },
-                    ip: if reclaimed.is_some() {
-                        None
-                    } else {
-                        ip.clone()
-                    },
-                    reason: None,
-                    hb_misses: 0,
-                    reclaimed_after: reclaimed,
-                }),
-                last_shell: StdMutex::new(None),
-                pending_notice: StdMutex::new(None),
-                in_use: RwLock::new(()),
-                deleted: Default::default(),
-                client: RwLock::new(None),
-                sockets: StdMutex::new(Sockets::default()),
-                lifecycle: Mutex::new(()),
-            });
+            let status = match reclaimed {
+                Some(why) => KernelStatus::new("idle", Some(why)),
+                None => {
+                    let mut st = KernelStatus::new("starting", None);
+                    st.container = live;
+                    st.ip = ip.clone();
+                    st
+                }
+            };
+            let kernel = Arc::new(Kernel::from_record(rec, info, dir, status));
             lock(&self.kernels).insert(kernel.id.clone(), kernel.clone());
             adopted += 1;
             tracing::info!(kernel = %kernel.id, user = %kernel.user, running = reclaimed.is_none(), "kernel of an earlier run taken back");

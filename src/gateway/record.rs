@@ -12,7 +12,6 @@
 //! container still runs is reconnected; one whose container is gone stays listed and gets a new
 //! container on its next request, like a reclaimed kernel.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -47,20 +46,9 @@ fn path_of(state: &Path, id: &str) -> PathBuf {
 
 /// Write (or replace) the record, atomically.
 pub fn save(state: &Path, record: &KernelRecord) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = records_dir(state);
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(records_dir(state))?;
     let body = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!(".{}.json.tmp", record.id));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&body)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path_of(state, &record.id))
+    crate::files::write_atomically(&path_of(state, &record.id), &body, 0o600)
 }
 
 pub fn remove(state: &Path, id: &str) {
