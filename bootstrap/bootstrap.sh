@@ -79,6 +79,12 @@ path = "/var/lib/orrery/state"
 [spawner]
 # One container per user on this machine's Docker engine.
 backend = "docker"
+
+[auth.firstuse]
+# Who may log in: admins (users.admin), users an admin added (`orrery users add NAME`, the
+# admin page) and the names in users.allowed; each sets a password at first login. true lets
+# anyone who can reach the hub create an account.
+create_users = false
 ORRERY_CONFIG_EOF
 }
 

@@ -212,8 +212,8 @@ impl Hub {
             .get(&hash)
             .cloned()
         {
-            // Config was validated, so the scopes parse; an error here means none.
-            let scopes = ScopeSet::from_strings(&svc.scopes, None).unwrap_or_default();
+            // Checked when the config was read; scopes Orrery does not implement grant nothing.
+            let scopes = ScopeSet::granted(&svc.scopes, None);
             return Ok(Some(Principal {
                 kind: PrincipalKind::Service(svc.name),
                 scopes,
@@ -239,7 +239,7 @@ impl Hub {
                 let requested = if rec.scopes.iter().any(|s| s == "inherit") {
                     owner_scopes.clone()
                 } else {
-                    ScopeSet::from_strings(&rec.scopes, Some(&user.name)).unwrap_or_default()
+                    ScopeSet::granted(&rec.scopes, Some(&user.name))
                 };
                 Principal {
                     scopes: requested.intersect(&owner_scopes),
@@ -256,8 +256,8 @@ impl Hub {
                     .find(|s| &s.name == name)
                     .cloned();
                 let Some(svc) = svc else { return Ok(None) };
-                let owner_scopes = ScopeSet::from_strings(&svc.scopes, None).unwrap_or_default();
-                let requested = ScopeSet::from_strings(&rec.scopes, None).unwrap_or_default();
+                let owner_scopes = ScopeSet::granted(&svc.scopes, None);
+                let requested = ScopeSet::granted(&rec.scopes, None);
                 Principal {
                     scopes: requested.intersect(&owner_scopes),
                     kind: PrincipalKind::Service(name.clone()),

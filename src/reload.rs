@@ -32,6 +32,8 @@ pub struct ReloadReport {
     pub applied: bool,
     pub changed: Vec<String>,
     pub needs_restart: Vec<String>,
+    /// What the new config does that is accepted but worth saying ([`config::load::warnings`]).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,10 +87,14 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
 pub async fn reload(hub: &Hub) -> Result<ReloadReport, ReloadError> {
     let new = match &hub.config_path {
         Some(p) => config::load_file(p)?,
-        None => Config::default(),
+        None => Config::developer(),
     };
     let old = hub.config();
     let changed = diff(&old, &new);
+    let warnings = config::load::warnings(&new);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     let needs_restart: Vec<String> = changed
         .iter()
         .filter(|k| RESTART_KEYS.iter().any(|p| k.starts_with(p)))
@@ -113,6 +119,7 @@ pub async fn reload(hub: &Hub) -> Result<ReloadReport, ReloadError> {
         applied: true,
         changed,
         needs_restart,
+        warnings,
     })
 }
 

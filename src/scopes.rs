@@ -149,10 +149,27 @@ impl<'a> Target<'a> {
     }
 }
 
+/// JupyterHub scopes that Orrery knows but does not implement yet: accepted in config with a
+/// warning ([`check`]), they grant nothing. JupyterHub 5's sharing scopes, JupyterHub 6's
+/// `start:servers`, and the dynamic-services ones.
+const NOT_IMPLEMENTED: &[&str] = &[
+    "shares",
+    "read:shares",
+    "users:shares",
+    "read:users:shares",
+    "groups:shares",
+    "read:groups:shares",
+    "start:servers",
+    "admin:services",
+    "read:services:name",
+];
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ScopeError {
-    #[error("unknown scope {0:?}")]
+    #[error("unknown scope {scope:?}{hint}", scope = .0, hint = nearest_hint(.0))]
     Unknown(String),
+    #[error("scope {0:?} is JupyterHub's, but Orrery does not implement it yet")]
+    NotImplemented(String),
     #[error("bad filter in scope {0:?}: use !user=NAME, !server=USER/NAME, !group=NAME or !service=NAME")]
     BadFilter(String),
 }
@@ -167,6 +184,54 @@ fn is_known(name: &str) -> bool {
     SUBSCOPES.iter().any(|(n, _)| *n == name) || LEAF_SCOPES.contains(&name)
 }
 
+/// Every scope name Orrery knows, implemented or not.
+fn all_names() -> impl Iterator<Item = &'static str> {
+    SUBSCOPES
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(LEAF_SCOPES.iter().copied())
+        .chain(NOT_IMPLEMENTED.iter().copied())
+}
+
+/// The known scope whose name is nearest to the name part of `raw` (`name!filter`).
+pub fn nearest_known(raw: &str) -> Option<&'static str> {
+    let name = raw.split('!').next().unwrap_or(raw);
+    all_names()
+        .map(|known| (strsim::jaro_winkler(name, known), known))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, known)| known)
+}
+
+fn nearest_hint(raw: &str) -> String {
+    match nearest_known(raw) {
+        Some(n) => format!(" (the nearest known scope is {n:?})"),
+        None => String::new(),
+    }
+}
+
+/// What a scope written in config amounts to.
+#[derive(Debug, PartialEq)]
+pub enum Checked {
+    /// Orrery implements it.
+    Implemented,
+    /// JupyterHub has it and Orrery does not implement it yet: accepted, grants nothing; the
+    /// string is the warning to show.
+    NotImplemented(String),
+}
+
+/// Check one scope from config (services, later roles): an unknown scope is an error naming
+/// the nearest known one; a JupyterHub scope Orrery does not implement is accepted with a
+/// warning. `owner` is the user `self`/`!user` refer to (none for services).
+pub fn check(raw: &str, owner: Option<&str>) -> Result<Checked, ScopeError> {
+    match ScopeSet::from_strings(&[raw], owner) {
+        Ok(_) => Ok(Checked::Implemented),
+        Err(e @ ScopeError::NotImplemented(_)) => Ok(Checked::NotImplemented(format!(
+            "{e}; it grants nothing until it is"
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
 /// Split `name!kind=value` into the name and an optional filter. `owner` fills a bare `!user`.
 fn parse_one(raw: &str, owner: Option<&str>) -> Result<(String, Option<FilterItem>), ScopeError> {
     let (name, filter) = match raw.split_once('!') {
@@ -174,6 +239,9 @@ fn parse_one(raw: &str, owner: Option<&str>) -> Result<(String, Option<FilterIte
         None => (raw, None),
     };
     if !is_known(name) {
+        if NOT_IMPLEMENTED.contains(&name) {
+            return Err(ScopeError::NotImplemented(raw.to_string()));
+        }
         return Err(ScopeError::Unknown(raw.to_string()));
     }
     let item = match filter {
@@ -228,6 +296,21 @@ impl ScopeSet {
             set.add_expanded(&name, item);
         }
         Ok(set)
+    }
+
+    /// The scopes a credential was granted (config services, stored tokens), which were
+    /// checked when they were written: each scope that does not parse (one Orrery does not
+    /// implement) grants nothing, and the others keep their effect. One odd scope must never
+    /// cost a service all of its scopes.
+    pub fn granted<S: AsRef<str>>(scopes: &[S], owner: Option<&str>) -> ScopeSet {
+        let mut set = ScopeSet::default();
+        for raw in scopes {
+            match ScopeSet::from_strings(std::slice::from_ref(raw), owner) {
+                Ok(one) => set.merge(&one),
+                Err(e) => tracing::debug!(error = %e, "scope grants nothing"),
+            }
+        }
+        set
     }
 
     fn add_expanded(&mut self, name: &str, item: Option<FilterItem>) {

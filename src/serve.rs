@@ -56,8 +56,10 @@ pub fn daemon_info_path(state: &Path) -> PathBuf {
     state.join("daemon.json")
 }
 
-fn write_daemon_info(state: &Path, api: &str) -> std::io::Result<()> {
-    let body = serde_json::json!({"pid": std::process::id(), "api": api});
+/// `notices` are the upgrade notices the daemon logged at start, for `orrery doctor` to show
+/// while the daemon holds the state database.
+fn write_daemon_info(state: &Path, api: &str, notices: &[String]) -> std::io::Result<()> {
+    let body = serde_json::json!({"pid": std::process::id(), "api": api, "notices": notices});
     files::write_atomically(&daemon_info_path(state), body.to_string().as_bytes(), 0o644)
 }
 
@@ -102,6 +104,10 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
             .map_err(ServeError::Refused)?;
     }
     let store = Store::open(&state_path)?;
+    let notices: Vec<String> =
+        auth::signup::upgrade_notice(&loaded, store.created_with_open_signup()?)
+            .into_iter()
+            .collect();
     let control_hash = write_control_token(&state_path)?;
     let backend: Arc<dyn Backend> = match cfg.spawner.backend {
         BackendKind::Docker => Arc::new(DockerBackend::new(
@@ -190,12 +196,32 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
         ConfigSource::Defaults => tracing::info!("no config file: running on embedded defaults (create one with `orrery config set KEY VALUE`)"),
     }
     tracing::info!(state = %state_path.display(), backend = backend.name(), "state opened");
+    let min = cfg.auth.firstuse.min_password_length;
     let how = match cfg.auth.kind {
-        AuthType::Firstuse => "log in with any new user name and a password of at least 7 characters: the first password used becomes that user's password",
-        AuthType::Native => "log in with a user an admin created (orrery users add NAME --password)",
-        AuthType::Dummy => "log in with any user name (dummy authenticator: testing only)",
+        AuthType::Firstuse if cfg.auth.firstuse.create_users => {
+            let why = match loaded.source {
+                ConfigSource::Defaults => "open sign-up: the no-config developer mode on loopback",
+                ConfigSource::File(_) => "open sign-up: auth.firstuse.create_users is true",
+            };
+            format!("log in with any new user name and a password of at least {min} characters: the first password used becomes that user's password ({why})")
+        }
+        AuthType::Firstuse => format!("sign-up is closed: users an admin added (orrery users add NAME) and the names in users.admin and users.allowed set their password (at least {min} characters) at first login"),
+        AuthType::Native => "log in with a user an admin created (orrery users add NAME --password)".to_string(),
+        AuthType::Dummy => "log in with any user name (dummy authenticator: testing only)".to_string(),
     };
     tracing::info!("Orrery is listening on {url} ({public_local}); {how}");
+    for notice in &notices {
+        tracing::warn!("{notice}");
+    }
+    for warning in crate::config::load::warnings(&cfg) {
+        tracing::warn!("{warning}");
+    }
+    if !cfg.http.is_loopback() {
+        tracing::warn!(
+            "plain HTTP on a network address: passwords travel unencrypted; put a TLS reverse \
+             proxy in front and set http.address 127.0.0.1 (README: \"HTTPS with a reverse proxy\")"
+        );
+    }
     eprintln!(
         "Orrery {} is listening on {url}\n  {how}",
         env!("CARGO_PKG_VERSION")
@@ -215,6 +241,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
             public_local.port(),
             cfg.base_url
         ),
+        &notices,
     )?;
 
     let mut hup = signal(SignalKind::hangup())?;

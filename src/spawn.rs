@@ -134,6 +134,7 @@ pub async fn start(
     user: &UserRecord,
     server_name: &str,
     user_options: serde_json::Value,
+    display_name: Option<String>,
 ) -> Result<StartOutcome, StartError> {
     if !server_name.is_empty() {
         return Err(StartError::NamedServers);
@@ -169,6 +170,7 @@ pub async fn start(
         pending: Some("spawn".into()),
         ready: false,
         user_options: user_options.clone(),
+        display_name,
         backend_state: serde_json::Value::Null,
         token_id: None,
     };

@@ -24,7 +24,7 @@ fn hub_with(cfg: Config) -> (Arc<Hub>, tempfile::TempDir) {
 
 #[tokio::test]
 async fn first_use_sets_the_password_then_only_it_works() {
-    let (hub, _d) = hub_with(Config::default());
+    let (hub, _d) = hub_with(Config::developer());
     let u = auth::login(&hub, "Alice", "s3cret-pass", None)
         .await
         .expect("first login creates alice");
@@ -69,7 +69,7 @@ async fn first_use_sets_the_password_then_only_it_works() {
 
 #[tokio::test]
 async fn failures_are_throttled_per_user_and_per_address() {
-    let mut cfg = Config::default();
+    let mut cfg = Config::developer();
     cfg.auth.rate_limit.attempts = 3;
     let (hub, _d) = hub_with(cfg);
     auth::login(&hub, "carol", "carol-password", None)
@@ -117,9 +117,64 @@ async fn failures_are_throttled_per_user_and_per_address() {
     assert!(limited, "per-address throttle never kicked in");
 }
 
+/// A hub with a config file (no `create_users` in it): sign-up is closed. Unknown names are
+/// refused with the same error as a wrong password; the names in users.allowed and
+/// users.admin, and users an admin added, set their password at first login.
+#[tokio::test]
+async fn sign_up_is_closed_by_default() {
+    let mut cfg = Config::default();
+    assert!(!cfg.auth.firstuse.create_users, "closed is the default");
+    cfg.users.admin = vec!["boss".into()];
+    let (hub, _d) = hub_with(cfg.clone());
+    let stranger = auth::login(&hub, "stranger", "a-long-password", None).await;
+    assert!(
+        matches!(stranger, Err(LoginError::BadCredentials)),
+        "{stranger:?}"
+    );
+    assert!(
+        hub.store.user("stranger").unwrap().is_none(),
+        "no account made"
+    );
+
+    // An admin named in the config, and a user an admin added, claim their password once.
+    auth::login(&hub, "boss", "boss-password", None)
+        .await
+        .expect("users.admin counts as added");
+    assert!(hub
+        .store
+        .create_user(&orrery::state::UserRecord::new("added"))
+        .unwrap());
+    auth::login(&hub, "added", "added-password", None)
+        .await
+        .expect("an admin-added user sets a password at first login");
+    let wrong = auth::login(&hub, "added", "other-password", None).await;
+    assert!(
+        matches!(wrong, Err(LoginError::BadCredentials)),
+        "a wrong password answers as an unknown name does: {wrong:?}"
+    );
+
+    // users.allowed counts as added too (and still keeps everyone else out).
+    cfg.users.allowed = vec!["listed".into()];
+    hub.set_config(cfg.clone());
+    auth::login(&hub, "listed", "listed-password", None)
+        .await
+        .expect("users.allowed counts as added");
+    assert!(auth::login(&hub, "stranger", "a-long-password", None)
+        .await
+        .is_err());
+
+    // Opening sign-up (the old default) lets the stranger in.
+    cfg.auth.firstuse.create_users = true;
+    cfg.users.allowed.clear();
+    hub.set_config(cfg);
+    auth::login(&hub, "stranger2", "a-long-password", None)
+        .await
+        .expect("create_users = true opens sign-up");
+}
+
 #[tokio::test]
 async fn allowed_blocked_native_and_dummy() {
-    let mut cfg = Config::default();
+    let mut cfg = Config::developer();
     cfg.users.allowed = vec!["eve".into()];
     cfg.users.blocked = vec!["mallory".into()];
     let (hub, _d) = hub_with(cfg.clone());
@@ -171,7 +226,7 @@ async fn allowed_blocked_native_and_dummy() {
 
 #[tokio::test]
 async fn state_dump_holds_no_secret_in_the_clear() {
-    let mut cfg = Config::default();
+    let mut cfg = Config::developer();
     cfg.services.push(orrery::config::Service {
         name: "culler".into(),
         api_token: "service-token-in-config-0123456789".into(),

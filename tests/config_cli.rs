@@ -96,7 +96,7 @@ fn set_and_get_round_trip_keeping_comments() {
     assert_eq!(ok(&config, &["get", "auth.type"]), "firstuse\n");
     assert_eq!(ok(&config, &["get", "cull.timeout"]), "10m\n");
     let section = ok(&config, &["get", "auth.firstuse"]);
-    assert!(section.contains("create_users = true"), "{section}");
+    assert!(section.contains("create_users = false"), "{section}");
 
     // show prints the file as is; --effective the whole configuration.
     assert_eq!(ok(&config, &["show"]), fs::read_to_string(&config).unwrap());

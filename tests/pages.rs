@@ -20,14 +20,20 @@ struct TestHub {
 }
 
 fn test_hub(base_url: &str, admins: &[&str], cmd: Vec<String>) -> TestHub {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("store");
+    // The developer mode's config (open sign-up): these tests are about first use.
     let mut cfg = Config {
         base_url: base_url.to_string(),
-        ..Config::default()
+        ..Config::developer()
     };
     cfg.auth.kind = AuthType::Firstuse;
     cfg.users.admin = admins.iter().map(|a| a.to_string()).collect();
+    test_hub_from(cfg, cmd)
+}
+
+/// A hub on `cfg` whose servers are local processes running `cmd`.
+fn test_hub_from(mut cfg: Config, cmd: Vec<String>) -> TestHub {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
     cfg.spawner.backend = BackendKind::Local;
     cfg.spawner.local.cmd = cmd.clone();
     let backend = Arc::new(orrery::spawner::local::LocalBackend::new(cmd, true));
@@ -579,6 +585,93 @@ async fn tokens_page_creates_and_revokes() {
     assert!(t.hub.store.token_by_hash(&other.hash).unwrap().is_some());
 }
 
+/// The config the installer writes (`bootstrap.sh --print-config`, what a first install puts
+/// in /etc/orrery/config.toml), plus an admin as `bootstrap.sh --admin boss` adds one: nobody
+/// can sign up; the admin and the users the admin adds set their password at first login; the
+/// login and admin pages warn that plain HTTP on a public address sends passwords in clear.
+#[tokio::test]
+async fn installer_config_closes_sign_up_and_warns_about_plain_http() {
+    let out = std::process::Command::new("sh")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/bootstrap/bootstrap.sh"
+        ))
+        .arg("--print-config")
+        .output()
+        .expect("run bootstrap.sh");
+    assert!(out.status.success());
+    let mut cfg = orrery::config::parse_str(&String::from_utf8_lossy(&out.stdout))
+        .expect("the installer's config is valid");
+    assert!(!cfg.auth.firstuse.create_users);
+    assert_eq!(cfg.http.address, "", "every interface: not loopback");
+    cfg.users.admin.push("boss".into());
+    let t = test_hub_from(cfg, vec![]);
+
+    let mut stranger = Browser::new(&t);
+    let page = stranger.get("/hub/login").await;
+    for needle in [
+        "travel unencrypted",
+        "HTTPS with a reverse proxy",
+        "administrator added",
+    ] {
+        assert!(
+            page.body.contains(needle),
+            "login page lacks {needle:?}:\n{}",
+            page.body
+        );
+    }
+    let r = stranger.login("/hub/", "stranger", "a long password").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.body.contains("an administrator must add you first"),
+        "the page says why: {}",
+        r.body
+    );
+    assert!(t.hub.store.user("stranger").unwrap().is_none());
+
+    let mut admin = Browser::new(&t);
+    let r = admin.login("/hub/", "boss", "boss password").await;
+    assert_eq!(
+        r.status,
+        StatusCode::FOUND,
+        "users.admin counts as added: {}",
+        r.body
+    );
+    let page = admin.get("/hub/admin").await;
+    assert!(page.body.contains("travel unencrypted"), "{}", page.body);
+    let r = admin
+        .post(
+            "/hub/admin/users",
+            &[("_xsrf", &page.xsrf()), ("names", "carol")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    let mut carol = Browser::new(&t);
+    let r = carol.login("/hub/", "carol", "carol password").await;
+    assert_eq!(
+        r.status,
+        StatusCode::FOUND,
+        "an added user sets a password: {}",
+        r.body
+    );
+
+    // A wrong password gets the same words as an unknown name: nothing is revealed.
+    let mut again = Browser::new(&t);
+    let r = again.login("/hub/", "carol", "not carols password").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("an administrator must add you first"));
+
+    // On loopback (a TLS proxy in front, as the README says) there is no warning.
+    let mut cfg = t.hub.config().as_ref().clone();
+    cfg.http.address = "127.0.0.1".into();
+    t.hub.set_config(cfg);
+    assert!(!Browser::new(&t)
+        .get("/hub/login")
+        .await
+        .body
+        .contains("travel unencrypted"));
+}
+
 #[tokio::test]
 async fn admin_page() {
     let t = test_hub("/", &["boss"], vec![]);
@@ -892,6 +985,7 @@ fn server_record(user: &str, pending: Option<&str>, ready: bool) -> orrery::stat
         pending: pending.map(str::to_string),
         ready,
         user_options: serde_json::json!({}),
+        display_name: None,
         backend_state: serde_json::Value::Null,
         token_id: None,
     }

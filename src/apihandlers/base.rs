@@ -254,15 +254,46 @@ pub fn iso_opt(t: &Option<chrono::DateTime<chrono::Utc>>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Parse a JSON body, turning serde's errors into a 400 naming the problem.
+/// Parse a JSON body (none at all counts as `{}`), turning serde's errors into a 400 that
+/// names the field: `invalid request body: scopes: expected a list of strings, found string "x"`.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     let body = if body.iter().all(|b| b.is_ascii_whitespace()) {
         b"{}".as_slice()
     } else {
         body
     };
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let message = reword_json_error(e.inner());
+        match field.as_str() {
+            "." => ApiError::bad_request(format!("invalid request body: {message}")),
+            _ => ApiError::bad_request(format!("invalid request body: {field}: {message}")),
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::bad_request(format!("invalid request body: {}", reword_json_error(&e)))
+    })?;
+    Ok(value)
+}
+
+/// serde_json's message without its position, in the words API users know: `sequence` is a
+/// list, `map` and `struct …` an object.
+fn reword_json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" at line ") {
+        Some(at) if e.line() > 0 => text[..at].to_string(),
+        _ => text,
+    };
+    let text = text
+        .replace("a sequence", "a list")
+        .replace("invalid type: ", "wrong type: found ")
+        .replace("sequence,", "list,")
+        .replace("map,", "object,");
+    match text.find("expected struct ") {
+        Some(at) => format!("{}expected a JSON object", &text[..at]),
+        None => text,
+    }
 }
 
 /// Parse an ISO 8601 timestamp from a client.

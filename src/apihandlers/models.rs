@@ -44,6 +44,7 @@ pub fn server_model(hub: &Hub, s: &ServerRecord, with_state: bool) -> Value {
         "stopped": false,
         "url": prefix,
         "user_options": s.user_options,
+        "display_name": s.display_name.clone().unwrap_or_else(|| s.name.clone()),
         "progress_url": format!("{}api/users/{}/server/progress", hub.hub_prefix(), s.user),
         "full_url": Value::Null,
         "full_progress_url": Value::Null,

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream, StreamExt};
 use serde_json::Value;
 
-use super::base::{load_user, ApiError, ApiResult, Auth};
+use super::base::{load_user, parse_body, ApiError, ApiResult, Auth};
 use crate::hub::Hub;
 use crate::spawn::{self, ProgressEvent, StartError, StartOutcome, StopError};
 
@@ -43,17 +43,16 @@ async fn start(
 ) -> ApiResult<Response> {
     let user = load_user(&hub, &name)?;
     auth.require_on_user(&hub, "servers", &user.name)?;
-    let options: Value = if body.iter().all(|b| b.is_ascii_whitespace()) {
-        Value::Object(Default::default())
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!("user_options must be a JSON object: {e}"))
-        })?
-    };
-    if !options.is_object() {
-        return Err(ApiError::bad_request("user_options must be a JSON object"));
-    }
-    match spawn::start(&hub, &user, &server, options).await {
+    let request = StartBody::parse(&body)?;
+    match spawn::start(
+        &hub,
+        &user,
+        &server,
+        request.user_options,
+        request.display_name,
+    )
+    .await
+    {
         Ok(StartOutcome::Ready) => Ok(StatusCode::CREATED.into_response()),
         Ok(StartOutcome::Pending) => Ok(StatusCode::ACCEPTED.into_response()),
         Err(
@@ -73,6 +72,107 @@ async fn start(
     }
 }
 
+/// The longest `display_name` kept (JupyterHub stores it in a 255-character column).
+const DISPLAY_NAME_MAX: usize = 255;
+
+/// A start request's body in either of JupyterHub's forms: JupyterHub 6's
+/// `{"user_options": {...}, "display_name": "..."}`, or, when neither key is there, the older
+/// form where the whole body is the `user_options`. No body (or `user_options: null`) means
+/// no options: Orrery keeps no options from a server's previous launch.
+#[derive(Debug, Default, PartialEq)]
+struct StartBody {
+    user_options: Value,
+    display_name: Option<String>,
+}
+
+impl StartBody {
+    fn parse(body: &[u8]) -> ApiResult<StartBody> {
+        let empty = || Value::Object(Default::default());
+        if body.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(StartBody {
+                user_options: empty(),
+                display_name: None,
+            });
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not JSON: {e}")))?;
+        let Value::Object(mut fields) = value else {
+            return Err(ApiError::bad_request(format!(
+                "the request body must be a JSON object, e.g. {{\"user_options\": {{}}}}, found {}",
+                json_type(&value)
+            )));
+        };
+        if !fields.contains_key("user_options") && !fields.contains_key("display_name") {
+            // Before JupyterHub 6: the body is the options.
+            return Ok(StartBody {
+                user_options: Value::Object(fields),
+                display_name: None,
+            });
+        }
+        let user_options = match fields.remove("user_options") {
+            None | Some(Value::Null) => empty(),
+            Some(o @ Value::Object(_)) => o,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "user_options must be a JSON object, found {}",
+                    json_type(&other)
+                )))
+            }
+        };
+        let display_name = match fields.remove("display_name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.chars().count() > DISPLAY_NAME_MAX => {
+                return Err(ApiError::bad_request(format!(
+                    "display_name is longer than {DISPLAY_NAME_MAX} characters"
+                )))
+            }
+            Some(Value::String(s)) if s.chars().any(char::is_control) => {
+                return Err(ApiError::bad_request(
+                    "display_name must not contain control characters",
+                ))
+            }
+            Some(Value::String(s)) => Some(s),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "display_name must be a string, found {}",
+                    json_type(&other)
+                )))
+            }
+        };
+        if let Some(extra) = fields.keys().next() {
+            return Err(ApiError::bad_request(format!(
+                "unknown field {extra:?} next to user_options/display_name: put the spawner's \
+                 options inside user_options"
+            )));
+        }
+        Ok(StartBody {
+            user_options,
+            display_name,
+        })
+    }
+}
+
+/// How a JSON value's type is named in error messages.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `DELETE …/servers/{server}` may carry JupyterHub's `{"remove": bool}`. A stopped server
+/// keeps nothing in Orrery, so stopping always removes; the body is checked all the same.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopBody {
+    #[allow(dead_code)]
+    remove: Option<bool>,
+}
+
 pub async fn stop_default(
     hub: State<Arc<Hub>>,
     auth: Auth,
@@ -85,7 +185,9 @@ pub async fn stop_named(
     hub: State<Arc<Hub>>,
     auth: Auth,
     Path((name, server)): Path<(String, String)>,
+    body: Bytes,
 ) -> ApiResult<Response> {
+    let _: StopBody = parse_body(&body)?;
     stop(hub, auth, name, server).await
 }
 
@@ -185,4 +287,57 @@ pub fn progress_stream(
         .chain(tail)
         .map(|ev| Ok(Event::default().data(serde_json::to_string(&ev).unwrap_or_default())));
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(body: &str) -> Result<StartBody, String> {
+        StartBody::parse(body.as_bytes()).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn both_body_forms() {
+        let jh6 = parse(r#"{"user_options": {"image": "x"}, "display_name": "My GPU box"}"#);
+        assert_eq!(
+            jh6,
+            Ok(StartBody {
+                user_options: json!({"image": "x"}),
+                display_name: Some("My GPU box".into())
+            })
+        );
+        let old = parse(r#"{"image": "x"}"#).expect("old form");
+        assert_eq!(old.user_options, json!({"image": "x"}));
+        assert_eq!(old.display_name, None);
+        for empty in [
+            "",
+            "  ",
+            r#"{"user_options": null}"#,
+            r#"{"display_name": null}"#,
+        ] {
+            assert_eq!(
+                parse(empty).expect(empty).user_options,
+                json!({}),
+                "{empty:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        for (body, field) in [
+            (r#"{"user_options": [1]}"#, "user_options"),
+            (r#"{"user_options": "x"}"#, "user_options"),
+            (r#"{"display_name": 5}"#, "display_name"),
+            (r#"{"display_name": "a\nb"}"#, "display_name"),
+            (r#"{"user_options": {}, "image": "x"}"#, "image"),
+            ("[1]", "JSON object"),
+            ("nope", "not JSON"),
+        ] {
+            let err = parse(body).expect_err(body);
+            assert!(err.contains(field), "{body}: {err}");
+        }
+    }
 }

@@ -20,7 +20,8 @@ use crate::state::{TokenKind, TokenOwner};
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
-    expires_in: Option<i64>,
+    /// Seconds; JupyterHub's spec types it as a number, so `3600.0` is as good as `3600`.
+    expires_in: Option<f64>,
     note: Option<String>,
     scopes: Option<Vec<String>>,
     /// Deprecated in JupyterHub; accepted and ignored when empty.
@@ -67,11 +68,16 @@ pub async fn create(
         )));
     }
     let expires_at = match req.expires_in {
-        None | Some(0) => None,
-        Some(s) if s > 0 => Some(Utc::now() + chrono::Duration::seconds(s)),
+        None => None,
+        Some(s) if s == 0.0 => None,
+        // Up to ~100 years; beyond that a token might as well not expire, and chrono would
+        // overflow.
+        Some(s) if s > 0.0 && s <= 3.2e9 => {
+            Some(Utc::now() + chrono::Duration::milliseconds((s * 1000.0) as i64))
+        }
         Some(_) => {
             return Err(ApiError::bad_request(
-                "expires_in must be a positive number of seconds",
+                "expires_in must be a positive number of seconds (at most 3200000000), or 0 or null for no expiry",
             ))
         }
     };

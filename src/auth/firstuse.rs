@@ -2,7 +2,10 @@
 //!
 //! A name that has no password yet takes the first password it logs in with (at least
 //! `auth.firstuse.min_password_length` characters). After that, only that password works.
-//! New names are created on first login unless `auth.firstuse.create_users = false`.
+//! Who may set a first password: users an admin added (admin page, API, `orrery users add`),
+//! and the names listed in `users.admin` or `users.allowed`, which count as added, as in TLJH.
+//! Any other name is refused unless `auth.firstuse.create_users` opens sign-up to everyone
+//! (off by default; on only in the no-config developer mode).
 
 use super::{hash_password, verify_password, LoginError};
 use crate::hub::Hub;
@@ -45,7 +48,10 @@ pub async fn authenticate(hub: &Hub, name: &str, password: &str) -> Result<UserR
             }
         },
         None => {
-            if !cfg.auth.firstuse.create_users {
+            let listed = cfg.users.admin.iter().any(|a| a == name)
+                || cfg.users.allowed.iter().any(|a| a == name);
+            if !cfg.auth.firstuse.create_users && !listed {
+                // Same answer as a wrong password: the page adds that an admin must add you.
                 return Err(LoginError::BadCredentials);
             }
             if (password.chars().count() as u32) < min {

@@ -5,6 +5,8 @@
 //! * [`native`]: only users that exist with a password (admin-created) may log in.
 //! * [`dummy`]: any password (or the one configured); refuses non-loopback addresses at startup.
 //!
+//! [`signup`] says who may create an account (closed by default) and tells upgraded installs.
+//!
 //! Every attempt goes through [`login`], which normalises the name, applies the allowed and
 //! blocked lists, and throttles failures per user and per client IP ([`ratelimit`]).
 
@@ -12,6 +14,7 @@ pub mod dummy;
 pub mod firstuse;
 pub mod native;
 pub mod ratelimit;
+pub mod signup;
 
 use std::net::IpAddr;
 use std::time::Duration;

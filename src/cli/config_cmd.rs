@@ -118,6 +118,12 @@ fn report(change: &Change, unset: bool) {
         println!("created {}", change.path.display());
     }
     println!("{}: {} -> {}", change.key, show(&change.before), after);
+    // Accepted, but worth knowing (e.g. a scope Orrery does not implement yet).
+    if let Ok(config) = load::load_file(&change.path) {
+        for warning in load::warnings(&config) {
+            eprintln!("warning: {warning}");
+        }
+    }
     println!("{RELOAD_HINT}");
 }
 
@@ -216,6 +222,8 @@ struct ReloadReply {
     needs_restart: Vec<String>,
     #[serde(default = "yes")]
     applied: bool,
+    #[serde(default)]
+    warnings: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -302,6 +310,9 @@ fn print_reload(reply: &ReloadReply) {
             "needs a restart: {} (run `systemctl restart orrery`)",
             reply.needs_restart.join(", ")
         );
+    }
+    for warning in &reply.warnings {
+        eprintln!("warning: {warning}");
     }
 }
 

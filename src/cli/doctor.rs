@@ -54,6 +54,14 @@ pub fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
                 }
             };
             out.push(check("config", Level::Ok, what, ""));
+            for warning in config::load::warnings(&l.config) {
+                out.push(check(
+                    "config",
+                    Level::Warn,
+                    warning,
+                    "remove the scope, or keep it for when Orrery implements it",
+                ));
+            }
             l
         }
         Err(e) => {
@@ -68,17 +76,24 @@ pub fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
     };
     let cfg = &loaded.config;
     let state_path = loaded.state_path();
+    // Upgrade notices: worked out from the state when it opens, else (a daemon holds it) the
+    // ones the running daemon logged at start.
+    let mut notices = Vec::new();
     match Store::open(&state_path) {
-        Ok(_) => out.push(check(
-            "state",
-            Level::Ok,
-            format!(
-                "{} opens (schema {})",
-                state_path.display(),
-                crate::state::SCHEMA_VERSION
-            ),
-            "",
-        )),
+        Ok(store) => {
+            out.push(check(
+                "state",
+                Level::Ok,
+                format!(
+                    "{} opens (schema {})",
+                    state_path.display(),
+                    crate::state::SCHEMA_VERSION
+                ),
+                "",
+            ));
+            let open_era = store.created_with_open_signup().unwrap_or(false);
+            notices.extend(crate::auth::signup::upgrade_notice(&loaded, open_era));
+        }
         Err(StateError::Open { source, .. })
             if source.to_string().contains("lock") || source.to_string().contains("WouldBlock") =>
         {
@@ -87,7 +102,8 @@ pub fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
                 Level::Ok,
                 format!("{} is in use by a running orrery", state_path.display()),
                 "",
-            ))
+            ));
+            notices.extend(running_daemon_notices(&state_path));
         }
         Err(e) => out.push(check(
             "state",
@@ -96,6 +112,15 @@ pub fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
             "see the message; `orrery serve` will refuse to start until this is fixed",
         )),
     }
+    for notice in notices {
+        out.push(check(
+            "upgrade",
+            Level::Warn,
+            notice,
+            format!("set {} explicitly", crate::auth::signup::CREATE_USERS_KEY),
+        ));
+    }
+    out.push(signup_check(cfg));
     if cfg.spawner.backend == BackendKind::Docker {
         out.push(docker_check());
     }
@@ -135,6 +160,41 @@ pub fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
         }
     }
     out
+}
+
+/// The notices a running daemon wrote into its `daemon.json` when it started.
+fn running_daemon_notices(state: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(crate::serve::daemon_info_path(state))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| serde_json::from_value(v["notices"].clone()).ok())
+        .unwrap_or_default()
+}
+
+/// Who can get in, and whether passwords cross the network in clear text.
+fn signup_check(cfg: &config::Config) -> Check {
+    let open = match cfg.auth.kind {
+        config::AuthType::Firstuse => cfg.auth.firstuse.create_users,
+        config::AuthType::Dummy => true,
+        config::AuthType::Native => false,
+    };
+    let plain = !cfg.https.enabled && !cfg.http.is_loopback();
+    match (open, plain) {
+        (true, true) => check(
+            "sign-up",
+            Level::Warn,
+            "anyone who can reach this hub can log in with a new name (auth.type dummy, or auth.firstuse.create_users true), and passwords travel unencrypted over plain HTTP",
+            "orrery config set auth.firstuse.create_users false (and auth.type firstuse), add users with `orrery users add NAME`; put a TLS reverse proxy in front (README: \"HTTPS with a reverse proxy\")",
+        ),
+        (false, true) => check(
+            "sign-up",
+            Level::Warn,
+            "passwords travel unencrypted: plain HTTP on a network address",
+            "put a TLS reverse proxy in front and `orrery config set http.address 127.0.0.1` (README: \"HTTPS with a reverse proxy\")",
+        ),
+        (true, false) => check("sign-up", Level::Ok, "open: any new name may log in (on loopback or HTTPS)", ""),
+        (false, false) => check("sign-up", Level::Ok, "closed: only admins and users an admin added may log in", ""),
+    }
 }
 
 fn orrery_answers(port: u16) -> bool {

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use thiserror::Error;
 
 use super::{Config, DEFAULT_CONFIG_PATH, DEFAULT_STATE_PATH, DEV_STATE_PATH};
-use crate::username;
+use crate::{scopes, username};
 
 /// The environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "ORRERY_CONFIG";
@@ -300,10 +300,18 @@ pub fn discover(explicit: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
             })
         }
         None => Ok(LoadedConfig {
-            config: Config::default(),
+            config: Config::developer(),
             source: ConfigSource::Defaults,
         }),
     }
+}
+
+/// Does the file write `key` (e.g. `auth.firstuse.create_users`) itself, rather than leave it
+/// at its default? Unreadable files and keys inside lists count as not written.
+pub fn file_sets_key(path: &Path, key: &str) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .is_some_and(|text| key_offset(&text, key).is_some())
 }
 
 /// Read, parse and validate one file.
@@ -862,6 +870,23 @@ fn normalize_user(key: &str, name: &str) -> Result<String, ConfigError> {
     })
 }
 
+/// What is accepted but worth saying whenever the config is read or set: scopes that
+/// JupyterHub has and Orrery does not implement yet (they grant nothing), each with its key.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, service) in config.services.iter().enumerate() {
+        for (pos, scope) in service.scopes.iter().enumerate() {
+            if let Ok(scopes::Checked::NotImplemented(w)) = scopes::check(scope, None) {
+                out.push(format!(
+                    "services[{i}].scopes[{pos}] (service {:?}): {w}",
+                    service.name
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Check what types alone cannot: each error names the key and says how to fix it.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
     let err = |key: &str, message: String| Err(ConfigError::invalid(key, message));
@@ -987,11 +1012,20 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 ),
             );
         }
-        if let Some(pos) = service.scopes.iter().position(|s| s.trim().is_empty()) {
-            return err(
-                &format!("services[{i}].scopes[{pos}]"),
-                "a scope must not be empty".into(),
-            );
+        for (pos, scope) in service.scopes.iter().enumerate() {
+            if scope.trim().is_empty() {
+                return err(
+                    &format!("services[{i}].scopes[{pos}]"),
+                    "a scope must not be empty".into(),
+                );
+            }
+            // A scope Orrery does not implement is only a warning (see `warnings`).
+            if let Err(e) = scopes::check(scope, None) {
+                return err(
+                    &format!("services[{i}].scopes[{pos}]"),
+                    format!("{e}; see the README's list of scopes"),
+                );
+            }
         }
         if let Some(uri) = &service.oauth_redirect_uri {
             if uri.trim().is_empty() {

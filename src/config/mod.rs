@@ -70,6 +70,17 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The configuration of the no-config developer mode: the defaults (loopback only), with
+    /// open sign-up so that a developer can log in with any new name at once. `orrery serve`
+    /// says so when it starts.
+    pub fn developer() -> Config {
+        let mut config = Config::default();
+        config.auth.firstuse.create_users = true;
+        config
+    }
+}
+
 /// The public HTTP listener (browsers, API clients).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -77,6 +88,16 @@ pub struct Http {
     /// Address to bind; `""` means every interface (TLJH's meaning).
     pub address: String,
     pub port: u16,
+}
+
+impl Http {
+    /// Does the listener only take connections from this machine? (`""` means every
+    /// interface, so no.) Plain HTTP elsewhere sends passwords across the network.
+    pub fn is_loopback(&self) -> bool {
+        self.address
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    }
 }
 
 impl Default for Http {
@@ -203,7 +224,10 @@ impl Default for Auth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FirstUse {
-    /// Whether an unknown name may create itself by logging in (TLJH: true).
+    /// Whether an unknown name may create its own account by logging in. False by default (as
+    /// TLJH): a hub on the internet must not let anyone sign up. Names in `users.admin` and
+    /// `users.allowed` count as added by an admin either way. Only the no-config developer
+    /// mode on loopback ([`Config::developer`]) turns it on.
     pub create_users: bool,
     pub min_password_length: u32,
 }
@@ -211,7 +235,7 @@ pub struct FirstUse {
 impl Default for FirstUse {
     fn default() -> Self {
         FirstUse {
-            create_users: true,
+            create_users: false,
             min_password_length: 7,
         }
     }

@@ -189,6 +189,7 @@ fn render(
     };
     let body = html! {
         (layout::notices(&notices))
+        @if let Some(w) = layout::plain_http_notice(hub) { (w.render()) }
         section aria-labelledby="users-heading" {
             h2 #users-heading { "Users" }
             div.table-wrap {

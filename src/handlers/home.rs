@@ -104,7 +104,7 @@ impl ActionError {
 
 /// Start `user`'s default server (waiting at most `slow_spawn_timeout`).
 pub async fn start_server(hub: &Arc<Hub>, user: &UserRecord) -> Result<Begun, ActionError> {
-    match spawn::start(hub, user, "", json!({})).await {
+    match spawn::start(hub, user, "", json!({}), None).await {
         Ok(StartOutcome::Ready) | Err(StartError::AlreadyRunning(_)) => Ok(Begun::Ready),
         Ok(StartOutcome::Pending) => Ok(Begun::Pending),
         Err(StartError::Pending(_, kind)) if kind == "spawn" => Ok(Begun::Pending),

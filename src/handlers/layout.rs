@@ -37,6 +37,8 @@ pub enum Nav {
 pub enum Notice {
     Info(String),
     Error(String),
+    /// Something the reader should know before going on (not an error of theirs).
+    Warning(String),
     /// An error with a list of the individual problems.
     Errors(String, Vec<String>),
 }
@@ -47,6 +49,9 @@ impl Notice {
             Notice::Info(m) => html! { div.notice.info role="status" { p { (m) } } },
             Notice::Error(m) => html! {
                 div.notice.error role="alert" { p { strong { "Error: " } (m) } }
+            },
+            Notice::Warning(m) => html! {
+                div.notice.warning role="note" { p { strong { "Warning: " } (m) } }
             },
             Notice::Errors(m, list) => html! {
                 div.notice.error role="alert" {
@@ -61,6 +66,25 @@ impl Notice {
 /// Render notices (none, one or several).
 pub fn notices(list: &[Notice]) -> Markup {
     html! { @for n in list { (n.render()) } }
+}
+
+/// The README section that explains how to put HTTPS in front of Orrery.
+pub const HTTPS_HELP: &str = "the README's \"HTTPS with a reverse proxy\" section";
+
+/// On a plain-HTTP listener that other machines can reach, passwords and session cookies cross
+/// the network unencrypted: the login page and the admin page say so, and how to fix it.
+/// Loopback listeners (a developer machine, or a TLS reverse proxy on the same machine, as the
+/// README recommends) get no warning.
+pub fn plain_http_notice(hub: &Hub) -> Option<Notice> {
+    let cfg = hub.config();
+    if cfg.https.enabled || cfg.http.is_loopback() {
+        return None;
+    }
+    Some(Notice::Warning(format!(
+        "This hub is served over plain HTTP on a network address, so passwords and login \
+         cookies travel unencrypted. Put a TLS reverse proxy in front of it and listen on \
+         127.0.0.1 only (see {HTTPS_HELP})."
+    )))
 }
 
 /// A whole page: `title` is both the `<title>` and the `<h1>`.

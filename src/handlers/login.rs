@@ -115,6 +115,11 @@ pub async fn submit(
                     tracing::error!(error = %m, "login failed internally");
                     "The hub could not check your login; see the hub's log.".to_string()
                 }
+                LoginError::BadCredentials => match closed_signup_hint(&hub) {
+                    // Said for wrong passwords too, so it reveals nothing about which names exist.
+                    Some(hint) => format!("Invalid user name or password. {hint}"),
+                    None => capitalize(&e.to_string()),
+                },
                 other => capitalize(&other.to_string()),
             };
             let mut resp = render(
@@ -146,6 +151,19 @@ fn capitalize(s: &str) -> String {
     }
 }
 
+/// On a hub where people cannot sign themselves up: what to do without an account.
+fn closed_signup_hint(hub: &Hub) -> Option<&'static str> {
+    let cfg = hub.config();
+    match cfg.auth.kind {
+        AuthType::Firstuse if cfg.auth.firstuse.create_users => None,
+        AuthType::Firstuse | AuthType::Native => Some(
+            "If you have no account on this hub yet, an administrator must add you first: \
+             new names cannot sign themselves up here.",
+        ),
+        AuthType::Dummy => None,
+    }
+}
+
 /// What the active authenticator means for the person at the form.
 fn explanation(hub: &Hub) -> String {
     let cfg = hub.config();
@@ -156,8 +174,9 @@ fn explanation(hub: &Hub) -> String {
              becomes that name's password. Choose one of at least {min} characters and remember it."
         ),
         AuthType::Firstuse => format!(
-            "This hub uses first-use passwords for accounts an administrator created: the first \
-             password you log in with becomes your password (at least {min} characters)."
+            "This hub uses first-use passwords for accounts an administrator added: the first \
+             password you log in with becomes your password (at least {min} characters). \
+             Anyone else needs an administrator to add them first."
         ),
         AuthType::Native => {
             "Log in with the user name and password an administrator gave you.".into()
@@ -182,6 +201,7 @@ fn render(
     let hp = hub.hub_prefix();
     let body = html! {
         @if let Some(n) = &notice { (n.render()) }
+        @if let Some(w) = layout::plain_http_notice(hub) { (w.render()) }
         p.lead #auth-help { (explanation(hub)) }
         form.stack method="post" action=(format!("{hp}login")) aria-describedby="auth-help" {
             (forms::xsrf_input(xsrf))

@@ -28,6 +28,9 @@ pub use users::UserRecord;
 /// The layout version this binary writes and understands.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The `meta` key recording the sign-up default in force when the state was created.
+const SIGNUP_DEFAULT_KEY: &str = "signup_default_at_creation";
+
 /// The sub-directory of the state directory that holds the sled database.
 const DB_DIR: &str = "sled";
 
@@ -190,6 +193,14 @@ impl Store {
                 db.flush()?;
             }
         }
+        // Which sign-up default this state was created under: the key is new with closed
+        // sign-up, so a database that exists without it was made by an Orrery whose
+        // `auth.firstuse.create_users` defaulted to true (see `created_with_open_signup`).
+        if meta.get(SIGNUP_DEFAULT_KEY)?.is_none() {
+            let era: &[u8] = if existed { b"open" } else { b"closed" };
+            meta.insert(SIGNUP_DEFAULT_KEY, era)?;
+            db.flush()?;
+        }
         Ok(Store {
             users: db.open_tree("users")?,
             groups: db.open_tree("groups")?,
@@ -217,6 +228,14 @@ impl Store {
             .get("instance_id")?
             .map(|v| String::from_utf8_lossy(&v).into_owned())
             .unwrap_or(id))
+    }
+
+    /// True if this state was created by an Orrery whose first-use authenticator let unknown
+    /// names sign up by default (before `auth.firstuse.create_users` defaulted to false): such
+    /// an install changes behaviour on upgrade unless its config sets the key.
+    pub fn created_with_open_signup(&self) -> Result<bool> {
+        let meta = self.db.open_tree("meta")?;
+        Ok(meta.get(SIGNUP_DEFAULT_KEY)?.as_deref() == Some(b"open".as_slice()))
     }
 
     pub fn path(&self) -> &Path {

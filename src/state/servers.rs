@@ -19,6 +19,9 @@ pub struct ServerRecord {
     pub pending: Option<String>,
     pub ready: bool,
     pub user_options: serde_json::Value,
+    /// The name people see for the server (JupyterHub 6's `display_name`), if one was given.
+    #[serde(default)]
+    pub display_name: Option<String>,
     /// Backend-specific handle (container id, pid), for stop/poll after a restart.
     pub backend_state: serde_json::Value,
     /// The server token's id, so it can be revoked when the server stops.
