@@ -605,3 +605,279 @@ async fn concurrent_starts_of_one_server_start_it_once() {
     codes.sort();
     assert_eq!(codes, vec![202, 400, 400], "exactly one start wins");
 }
+
+/// JupyterHub's OpenAPI spec (`../shared/reference/`, or `$ORRERY_JUPYTERHUB_SPEC`) as JSON,
+/// read with PyYAML from the test venv.
+fn jupyterhub_spec() -> Value {
+    let path = std::env::var("ORRERY_JUPYTERHUB_SPEC").unwrap_or_else(|_| {
+        common::repo()
+            .join("../shared/reference/jupyterhub-rest-api.yml")
+            .display()
+            .to_string()
+    });
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "JupyterHub's OpenAPI spec is not at {path}: the checkout needs ../shared beside it, or set \
+         ORRERY_JUPYTERHUB_SPEC to the file (jupyterhub/docs/source/_static/rest-api.yml)"
+    );
+    let out = std::process::Command::new(common::python())
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout, default=str)",
+            &path,
+        ])
+        .output()
+        .expect("run the venv's python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the spec as JSON")
+}
+
+/// Follow a `$ref` to `#/components/…`.
+fn resolve<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => r
+            .trim_start_matches("#/")
+            .split('/')
+            .fold(spec, |v, segment| &v[segment]),
+        None => schema,
+    }
+}
+
+/// For a field of `schema`, bodies that give it a value of the wrong type: the field itself,
+/// a list's items, and an object's values (activity's `servers`). With the path of the
+/// field, as the error message should name it.
+fn wrong_bodies(field: &str, schema: &Value) -> Vec<(Value, String)> {
+    let wrong = |s: &Value| -> Option<Value> {
+        Some(match s["type"].as_str()? {
+            "string" => json!(12345),
+            "boolean" => json!("yes"),
+            "number" | "integer" => json!("soon"),
+            "array" => json!("x"),
+            "object" => json!([1]),
+            _ => return None,
+        })
+    };
+    let mut out = Vec::new();
+    if let Some(v) = wrong(schema) {
+        out.push((json!({ field: v }), field.to_string()));
+    }
+    if let Some(v) = schema.get("items").and_then(wrong) {
+        out.push((json!({ field: [v] }), field.to_string()));
+    }
+    if let Some(props) = schema["additionalProperties"]["properties"].as_object() {
+        for (inner, s) in props {
+            if let Some(v) = wrong(s) {
+                out.push((json!({ field: { "": { inner: v } } }), inner.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Every request body of JupyterHub's API that Orrery implements, with a value of the wrong
+/// type in each field in turn: always a 400 that names the field, never a 2xx or 5xx. The
+/// endpoints Orrery does not implement are listed, so one that stops answering is noticed.
+#[tokio::test]
+async fn every_request_body_in_the_spec_refuses_wrong_types() {
+    let spec = jupyterhub_spec();
+    // A server that would start by mistake only sleeps, and goes with the daemon.
+    let d = Daemon::start(
+        "[spawner]\nbackend = \"local\"\nslow_spawn_timeout = \"1s\"\n\
+         [spawner.local]\ncmd = [\"sleep\", \"30\"]\nallow_root = true\n",
+    )
+    .await;
+    d.create_users(&["alice"], false).await;
+    let (s, body, _) = d.api("POST", "/groups/class1", Some(ADMIN), None).await;
+    assert_eq!(s, 201, "{body}");
+
+    let mut walked = Vec::new();
+    let mut not_implemented = Vec::new();
+    let paths = spec["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+            if schema.is_null() {
+                continue;
+            }
+            let schema = resolve(&spec, schema);
+            let url = path
+                .replace(
+                    "{name}",
+                    if path.starts_with("/groups") {
+                        "class1"
+                    } else {
+                        "alice"
+                    },
+                )
+                .replace("{server_name}", "gpu")
+                .replace("{owner}", "alice");
+            let method = method.to_uppercase();
+            // Each field with a wrong value; a body with no fields is sent a list instead.
+            let mut cases: Vec<(Value, String)> = Vec::new();
+            match schema["properties"].as_object() {
+                Some(props) => {
+                    for (field, prop) in props {
+                        cases.extend(wrong_bodies(field, resolve(&spec, prop)));
+                    }
+                }
+                None => cases.push((json!([1]), "object".to_string())),
+            }
+            {
+                for (body, named) in cases {
+                    let (status, reply, _) =
+                        d.api(&method, &url, Some(ADMIN), Some(body.clone())).await;
+                    if status == 405 || reply["message"] == "no such API endpoint" {
+                        not_implemented.push(format!("{method} {path}"));
+                        break;
+                    }
+                    assert_eq!(status, 400, "{method} {url} {body}: {reply}");
+                    let message = reply["message"].as_str().unwrap_or("");
+                    assert!(
+                        message.contains(named.as_str()),
+                        "{method} {url} {body}: the message should name {named:?}: {message}"
+                    );
+                    walked.push(format!("{method} {path} {body}"));
+                }
+            }
+        }
+    }
+    not_implemented.sort();
+    not_implemented.dedup();
+    assert_eq!(
+        not_implemented,
+        [
+            "PATCH /proxy",
+            "PATCH /shares/{owner}/{server_name}",
+            "PATCH /users/{name}/servers/{server_name}",
+            "POST /authorizations/token",
+            "POST /share-codes/{owner}/{server_name}",
+            "POST /shares/{owner}/{server_name}",
+            "POST /shutdown",
+            "PUT /groups/{name}/properties",
+            "PUT /users/{name}/servers/{server_name}",
+        ]
+    );
+    assert!(walked.len() >= 20, "too few bodies walked: {walked:#?}");
+    // Nothing was started or created by a body that should have been refused.
+    let (_, alice, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    assert!(
+        alice["servers"].as_object().is_none_or(|s| s.is_empty()),
+        "{alice}"
+    );
+
+    // `GET /info` fills every field the spec types as a string.
+    let (s, info, _) = d.api("GET", "/info", Some(ADMIN), None).await;
+    assert_eq!(s, 200, "{info}");
+    let schema =
+        &spec["paths"]["/info"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+    let mut strings = 0;
+    for (field, prop) in schema["properties"].as_object().expect("info properties") {
+        let nested = prop["properties"].as_object();
+        let fields: Vec<(String, &Value, &Value)> = match nested {
+            Some(n) => n
+                .iter()
+                .map(|(k, p)| (format!("{field}.{k}"), p, &info[field][k]))
+                .collect(),
+            None => vec![(field.clone(), prop, &info[field])],
+        };
+        for (name, p, value) in fields {
+            if p["type"] == "string" {
+                strings += 1;
+                assert!(
+                    value.as_str().is_some_and(|v| !v.is_empty()),
+                    "/info {name}: {info}"
+                );
+            }
+        }
+    }
+    assert!(strings >= 7, "{strings} string fields in /info's spec");
+}
+
+/// `POST …/server` takes JupyterHub 6's `{"user_options": {...}, "display_name": ...}` and the
+/// older form where the whole body is the options; wrong types are 400s naming the field.
+#[tokio::test]
+async fn spawn_bodies_in_both_forms_and_wrong_types_refused() {
+    let d = Daemon::start(
+        "[spawner]\nbackend = \"local\"\nslow_spawn_timeout = \"1s\"\nstart_timeout = \"30s\"\n\
+         [spawner.local]\ncmd = [\"sleep\", \"30\"]\nallow_root = true\n",
+    )
+    .await;
+    d.create_users(&["alice", "bob"], false).await;
+    for bad in [
+        json!({"user_options": [1]}),
+        json!({"user_options": "x"}),
+        json!({"display_name": 7}),
+    ] {
+        let (s, body, _) = d
+            .api(
+                "POST",
+                "/users/alice/server",
+                Some(ADMIN),
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!(s, 400, "{bad}: {body}");
+    }
+    let (s, body, _) = d
+        .api(
+            "POST",
+            "/users/alice/tokens",
+            Some(ADMIN),
+            Some(json!({"scopes": "x"})),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("scopes"),
+        "{body}"
+    );
+
+    // JupyterHub 6's form: the options and a display name.
+    let (s, body, _) = d
+        .api(
+            "POST",
+            "/users/alice/server",
+            Some(ADMIN),
+            Some(json!({"user_options": {"profile": "gpu"}, "display_name": "Alice's box"})),
+        )
+        .await;
+    assert_eq!(s, 202, "a sleeping server stays pending: {body}");
+    // The older form: the whole body is the options.
+    let (s, body, _) = d
+        .api(
+            "POST",
+            "/users/bob/server",
+            Some(ADMIN),
+            Some(json!({"profile": "cpu"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let (_, alice, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    let server = &alice["servers"][""];
+    assert_eq!(server["user_options"], json!({"profile": "gpu"}), "{alice}");
+    assert_eq!(server["display_name"], "Alice's box", "{alice}");
+    let (_, bob, _) = d.api("GET", "/users/bob", Some(ADMIN), None).await;
+    assert_eq!(
+        bob["servers"][""]["user_options"],
+        json!({"profile": "cpu"}),
+        "{bob}"
+    );
+}
+
+/// The README states the JupyterHub version the API reports.
+#[tokio::test]
+async fn readme_and_api_agree_on_the_jupyterhub_version() {
+    let d = Daemon::start("").await;
+    let (_, body, headers) = d.api("GET", "/", None, None).await;
+    let version = body["version"].as_str().expect("version").to_string();
+    assert_eq!(headers["x-jupyterhub-version"], version.as_str());
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("it reports API version `{version}`")),
+        "README.md must say the API reports {version}"
+    );
+}

@@ -85,6 +85,10 @@ fn runs_with_no_config_file_on_embedded_defaults() {
         "says how to log in: {stderr}"
     );
     assert!(
+        stderr.contains("open sign-up: the no-config developer mode on loopback"),
+        "says that sign-up is open, and why: {stderr}"
+    );
+    assert!(
         cwd.path().join("orrery-state/sled").is_dir(),
         "state in a local directory"
     );
@@ -345,4 +349,116 @@ fn doctor_reports_each_check_with_a_fix() {
         out.contains("docker") && out.contains("apt-get install docker.io"),
         "{out}"
     );
+}
+
+const SERVICE_TOKEN: &str = "dashboard-service-token-0123456789";
+
+/// An unknown scope in a `[[services]]` entry stops the daemon from starting, naming the scope
+/// and the nearest known one; a JupyterHub scope Orrery does not implement (`shares`) starts
+/// with a warning, and the service keeps its other scopes.
+#[tokio::test]
+async fn config_scopes_are_checked_and_one_odd_scope_costs_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = |scopes: &str| {
+        format!(
+            "[spawner]\nbackend = \"local\"\n[[services]]\nname = \"dashboard\"\n\
+             api_token = \"{SERVICE_TOKEN}\"\nscopes = {scopes}\n"
+        )
+    };
+    let cfg = write_config(dir.path(), &service(r#"["admin:users", "nonsense"]"#));
+    let (code, err) = serve_refuses(&cfg);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("services[0].scopes[1]") && err.contains("unknown scope \"nonsense\""),
+        "names the scope and where it is: {err}"
+    );
+    assert!(err.contains("the nearest known scope is"), "{err}");
+    let typo = write_config(dir.path(), &service(r#"["admin:user"]"#));
+    let (_, err) = serve_refuses(&typo);
+    assert!(
+        err.contains("nearest known scope is \"admin:users\""),
+        "{err}"
+    );
+    // Any `config set` on such a file refuses (the whole result is checked) and changes nothing.
+    let before = std::fs::read_to_string(&typo).unwrap();
+    let (code, _, err) = run_cli(&typo, &["config", "set", "http.port", "8123"], None);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(std::fs::read_to_string(&typo).unwrap(), before);
+
+    let mut d = Daemon::start(
+        &service(r#"["admin:users", "shares"]"#).replace("[spawner]\nbackend = \"local\"\n", ""),
+    )
+    .await;
+    let (status, me, _) = d.api("GET", "/user", Some(SERVICE_TOKEN), None).await;
+    assert_eq!(status, 200, "{me}");
+    let scopes: Vec<&str> = me["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    assert!(scopes.contains(&"admin:users"), "{scopes:?}");
+    assert!(!scopes.contains(&"shares"), "grants nothing: {scopes:?}");
+    let (status, users, _) = d.api("GET", "/users", Some(SERVICE_TOKEN), None).await;
+    assert_eq!(status, 200, "the service can still list users: {users}");
+    let log = d.log();
+    assert!(
+        log.contains("scope \"shares\" is JupyterHub's, but Orrery does not implement it yet"),
+        "{log}"
+    );
+    let (_, out, _) = d.cli(&["doctor"], None);
+    assert!(
+        out.contains("[warn]") && out.contains("\"shares\""),
+        "{out}"
+    );
+    let (code, _, err) = d.cli(&["config", "set", "cull.timeout", "20m"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: services[1].scopes[1]"), "{err}");
+    d.stop();
+}
+
+/// An install whose state was created while sign-up was open, and whose config does not set
+/// auth.firstuse.create_users, is told at start (log) and by `orrery doctor` (daemon running
+/// or not) which key brings the old behaviour back; setting the key silences it.
+#[tokio::test]
+async fn an_upgrade_that_closes_sign_up_says_so() {
+    let mut d = Daemon::start("").await;
+    d.stop();
+    assert!(
+        !d.log().contains("now defaults to false"),
+        "a new install: no notice"
+    );
+    // Make the state look as an older Orrery left it: no record of the sign-up default.
+    {
+        let db = sled::open(d.state_dir().join("sled")).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        assert!(meta.remove("signup_default_at_creation").unwrap().is_some());
+        db.flush().unwrap();
+    }
+    let (_, out, _) = d.cli(&["doctor"], None);
+    assert!(
+        out.contains("auth.firstuse.create_users now defaults to false")
+            && out.contains("orrery config set auth.firstuse.create_users true"),
+        "doctor, daemon stopped: {out}"
+    );
+    d.spawn().await;
+    assert!(
+        d.log()
+            .contains("orrery config set auth.firstuse.create_users true"),
+        "{}",
+        d.log()
+    );
+    let (_, out, _) = d.cli(&["doctor"], None);
+    assert!(
+        out.contains("now defaults to false"),
+        "doctor, daemon running: {out}"
+    );
+    d.stop();
+    let (code, _, err) = d.cli(
+        &["config", "set", "auth.firstuse.create_users", "false"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = d.cli(&["doctor"], None);
+    assert!(!out.contains("now defaults to false"), "{out}");
 }
