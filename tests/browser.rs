@@ -264,6 +264,8 @@ async fn browser_logs_in_starts_a_docker_server_and_runs_a_cell_in_jupyterlab() 
     ))
     .await;
 
+    // Sign-up is closed: an admin adds the user, who sets a password at first login.
+    d.create_users(&[env.user.as_str()], false).await;
     // The whole journey (login, spawn, JupyterLab, kernel, cell) must fit in this.
     let summary = env.flow(&d, &[], Duration::from_secs(360));
     assert_eq!(summary["spawn_pending_seen"], true, "{summary}");
@@ -284,6 +286,7 @@ async fn jupyterlab_runs_cells_in_remote_kernels_with_binary_comms() {
     ))
     .await;
     let user = env.user.as_str();
+    d.create_users(&[user], false).await;
 
     // Login, JupyterLab, hostname cell, comm round trip, and a kernelspec added at runtime.
     let summary = env.flow(

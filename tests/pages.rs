@@ -661,6 +661,20 @@ async fn installer_config_closes_sign_up_and_warns_about_plain_http() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body.contains("an administrator must add you first"));
 
+    // A name listed in users.allowed counts as added too.
+    let mut cfg = t.hub.config().as_ref().clone();
+    cfg.users.allowed = vec!["dana".into()];
+    t.hub.set_config(cfg);
+    let r = Browser::new(&t)
+        .login("/hub/", "dana", "dana password")
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FOUND,
+        "users.allowed counts as added: {}",
+        r.body
+    );
+
     // On loopback (a TLS proxy in front, as the README says) there is no warning.
     let mut cfg = t.hub.config().as_ref().clone();
     cfg.http.address = "127.0.0.1".into();

@@ -41,7 +41,8 @@ async fn start_server(d: &Daemon, user: &str) -> String {
 async fn hub_oauth_resolves_the_right_user_with_access_scopes() {
     let py = python();
     let d = daemon_with_app(&py, "").await;
-    // First-use logins create alice and bob with these passwords.
+    // Added by an admin (sign-up is closed), alice and bob set these passwords at first login.
+    d.create_users(&["alice", "bob"], false).await;
     let login = |u: &str, p: &str| {
         let u = u.to_string();
         let p = p.to_string();
