@@ -102,7 +102,7 @@ async fn metrics(State(hub): State<Arc<Hub>>, auth: Option<Auth>) -> Response {
             .count(),
         running_servers: servers.iter().filter(|s| s.ready).count(),
         pending_spawns: hub.spawns.in_flight(),
-        kernels: hub.gateway().map(|g| g.counts()).unwrap_or_default(),
+        kernels: hub.gateway.counts(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

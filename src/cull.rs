@@ -75,7 +75,7 @@ pub async fn cull_once(hub: &Arc<Hub>) -> Vec<String> {
 }
 
 /// Run the culler until the daemon stops; re-reads the config each round so reload applies.
-pub async fn run(hub: Arc<Hub>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(hub: Arc<Hub>, stop: tokio_util::sync::CancellationToken) {
     loop {
         let every = hub
             .config()
@@ -85,7 +85,7 @@ pub async fn run(hub: Arc<Hub>, mut shutdown: tokio::sync::watch::Receiver<bool>
             .max(std::time::Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
+            _ = stop.cancelled() => return,
         }
         if hub.config().cull.enabled {
             cull_once(&hub).await;

@@ -1,22 +1,30 @@
-//! The hub: the state every request handler shares.
+//! The hub: the state every request handler shares, and the owner of the services.
 //!
 //! It holds the current configuration (swapped whole on reload), the state store, the login
-//! throttle, metrics, the spawner backend and the spawns in flight, and answers the two questions
-//! every request asks: *who is this* ([`Hub::principal_for_token`], [`Hub::principal_for_session`])
-//! and *what may they do* ([`Principal::scopes`]).
+//! throttle, and the services below it: metrics, activity, the forwarder to users' servers, the
+//! spawner backend, spawn progress and the kernel gateway. Services never reach back into the
+//! hub; they get what they need (a config handle, the store, metrics…) when they are built
+//! here. The hub answers the two questions every request asks: *who is this*
+//! ([`Hub::principal_for_token`], [`Hub::principal_for_session`]) and *what may they do*
+//! ([`Principal::scopes`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use crate::activity::Activity;
+use crate::config::SharedConfig;
+use crate::forward::Forwarder;
+use crate::gateway::Gateway;
+
 use chrono::{DateTime, Utc};
 
-use crate::auth::ratelimit::RateLimiter;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::progress::Spawns;
+use crate::ratelimit::RateLimiter;
 use crate::scopes::ScopeSet;
 use crate::secrets;
-use crate::spawn::Spawns;
 use crate::spawner::Backend;
 use crate::state::{StateError, Store, TokenKind, TokenOwner, TokenRecord, UserRecord};
 
@@ -66,16 +74,20 @@ impl Principal {
 
 pub struct Hub {
     /// Current configuration; replaced as a whole by reload so readers see one version.
-    config: RwLock<Arc<Config>>,
+    config: SharedConfig,
     /// The file the configuration came from (None: embedded defaults). Reload re-reads it.
     pub config_path: Option<PathBuf>,
     pub store: Store,
     pub limiter: RateLimiter,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// When users and servers were last used (proxy, gateway, activity API; read by the culler).
+    pub activity: Arc<Activity>,
+    /// The HTTP client to users' servers (the proxy's and the gateway's).
+    pub forward: Arc<Forwarder>,
     pub backend: Arc<dyn Backend>,
     pub spawns: Spawns,
-    /// The in-process proxy to users' servers (its connection pool and activity throttle).
-    pub proxy: crate::proxy::Proxy,
+    /// The kernel gateway (remote kernels); stopping a server deletes that user's kernels.
+    pub gateway: Arc<Gateway>,
     /// SHA-256 of each config service token → the service; rebuilt on reload.
     service_tokens: RwLock<HashMap<String, ServiceToken>>,
     /// SHA-256 of the control token written to `<state>/control.token` at startup.
@@ -83,9 +95,6 @@ pub struct Hub {
     /// Base URL user servers reach the hub at (`http://<internal listener>`), set once the
     /// internal listener is bound.
     internal_api: std::sync::OnceLock<String>,
-    /// The kernel gateway, once its router is built (`serve.rs`): stopping a server deletes
-    /// that user's remote kernels.
-    gateway: std::sync::OnceLock<std::sync::Weak<crate::gateway::Gateway>>,
 }
 
 /// Token use is recorded at most this often per token, to keep writes off the hot path.
@@ -99,33 +108,42 @@ impl Hub {
         backend: Arc<dyn Backend>,
         control_token_hash: String,
     ) -> Hub {
+        let config = SharedConfig::new(config);
+        let metrics = Arc::new(Metrics::default());
+        let activity = Arc::new(Activity::new(store.clone()));
+        let forward = Arc::new(Forwarder::default());
+        let gateway = Gateway::new(crate::gateway::Services {
+            config: config.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            activity: activity.clone(),
+            forward: forward.clone(),
+        });
         let hub = Hub {
-            config: RwLock::new(Arc::new(config)),
+            config,
             config_path,
             store,
             limiter: RateLimiter::default(),
-            metrics: Metrics::default(),
+            metrics,
+            activity,
+            forward,
             backend,
             spawns: Spawns::default(),
-            proxy: crate::proxy::Proxy::default(),
+            gateway,
             service_tokens: RwLock::new(HashMap::new()),
             control_token_hash,
             internal_api: std::sync::OnceLock::new(),
-            gateway: std::sync::OnceLock::new(),
         };
         hub.rebuild_service_tokens();
         hub
     }
 
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.get()
     }
 
     pub fn set_config(&self, config: Config) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        self.config.set(config);
         self.rebuild_service_tokens();
     }
 
@@ -158,15 +176,6 @@ impl Hub {
 
     pub fn set_internal_api_base(&self, base: String) {
         let _ = self.internal_api.set(base);
-    }
-
-    pub fn set_gateway(&self, gateway: &Arc<crate::gateway::Gateway>) {
-        let _ = self.gateway.set(Arc::downgrade(gateway));
-    }
-
-    /// The kernel gateway, if this daemon serves one.
-    pub fn gateway(&self) -> Option<Arc<crate::gateway::Gateway>> {
-        self.gateway.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// `base_url` + `hub/`, e.g. `/hub/` or `/jupyter/hub/`.
@@ -331,19 +340,6 @@ impl Hub {
         server: Option<&str>,
         when: DateTime<Utc>,
     ) -> Result<(), StateError> {
-        self.store.update_user(user, |u| {
-            if u.last_activity.is_none_or(|t| t < when) {
-                u.last_activity = Some(when);
-            }
-        })?;
-        if let Some(name) = server {
-            if let Some(mut s) = self.store.server(user, name)? {
-                if s.last_activity.is_none_or(|t| t < when) {
-                    s.last_activity = Some(when);
-                    self.store.put_server(&s)?;
-                }
-            }
-        }
-        Ok(())
+        self.activity.record(user, server, when)
     }
 }

@@ -25,6 +25,7 @@
 //! * [`metrics`], [`telemetry`]: Prometheus metrics and logging. [`secrets`]: tokens and hashes. [`files`]: the daemon's own files, written atomically.
 //! * [`cli`]: the `orrery` command line (serve, config, users, doctor, version).
 
+pub mod activity;
 pub mod apihandlers;
 pub mod app;
 pub mod auth;
@@ -32,16 +33,20 @@ pub mod cli;
 pub mod config;
 pub mod cull;
 pub mod files;
+pub mod forward;
 pub mod gateway;
 pub mod handlers;
 pub mod hub;
 pub mod kernels;
 pub mod metrics;
+pub mod progress;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod scopes;
 pub mod secrets;
 pub mod serve;
+pub mod session;
 pub mod spawn;
 pub mod spawner;
 pub mod state;

@@ -1,10 +1,10 @@
 //! The in-process proxy: `<base_url>user/<name>/…` → that user's running server.
 //!
-//! It replaces configurable-http-proxy. Requests and responses stream through (no buffering of
-//! uploads or downloads); WebSocket upgrades are tunnelled byte for byte. `Host` is kept and
-//! `X-Forwarded-For/-Proto/-Host` are set, as CHP does, so Jupyter Server's origin checks see what
-//! the browser sent. The proxy does not authenticate: the single-user server checks the user via
-//! OAuth, as behind CHP. Each request records activity for the server (throttled).
+//! It replaces configurable-http-proxy: this route finds the user's server and hands the
+//! request to [`crate::forward`], which streams it through. The proxy does not authenticate:
+//! the single-user server checks the user via OAuth, as behind CHP. Each request records
+//! activity for the server (throttled, [`crate::activity`]). These routes sit outside the hub's
+//! own middleware, so a server's responses reach the browser with their headers as sent.
 //!
 //! One exception with remote kernels: a kernel channels WebSocket
 //! (`user/<name>/api/kernels/<id>/channels`) is answered by the gateway itself
@@ -15,102 +15,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::Utc;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use crate::forward::{add_forwarded, forward, is_websocket};
 use crate::hub::Hub;
-
-/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-connection",
-];
-
-/// Activity is written at most this often per server.
-const ACTIVITY_EVERY: Duration = Duration::from_secs(30);
-
-pub struct Proxy {
-    client: Client<HttpConnector, Body>,
-    /// Last time activity was recorded, per user.
-    touched: Mutex<HashMap<String, Instant>>,
-}
-
-impl Default for Proxy {
-    fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        Proxy {
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(connector),
-            touched: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl Proxy {
-    /// Whether activity for `user`'s server is due to be recorded again (at most every 30 s).
-    pub fn should_touch(&self, user: &str) -> bool {
-        let mut map = self.touched.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match map.get(user) {
-            Some(t) if now.duration_since(*t) < ACTIVITY_EVERY => false,
-            _ => {
-                map.insert(user.to_string(), now);
-                true
-            }
-        }
-    }
-}
-
-impl Proxy {
-    /// The status of a plain `GET url` with `headers` (the body is discarded): how the gateway
-    /// asks a user's server whether a browser may open one of its kernels.
-    pub async fn status_of_get(
-        &self,
-        url: &str,
-        headers: axum::http::HeaderMap,
-    ) -> Result<StatusCode, ProxyError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e: axum::http::uri::InvalidUri| ProxyError::Target(e.to_string()))?;
-        let mut req = hyper::Request::builder()
-            .method(axum::http::Method::GET)
-            .uri(uri)
-            .body(Body::empty())
-            .map_err(|e| ProxyError::Target(e.to_string()))?;
-        *req.headers_mut() = headers;
-        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
-            .await
-            .map_err(|_| ProxyError::Upstream("no answer within 30 s".into()))?
-            .map_err(|e| ProxyError::Upstream(describe(&e)))?;
-        Ok(resp.status())
-    }
-}
-
-fn is_websocket(req: &Request) -> bool {
-    req.headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
 
 /// `ANY <base_url>user/{name}` and `<base_url>user/{name}/{*rest}`.
 pub async fn handle(
@@ -137,9 +49,7 @@ pub async fn handle(
         let to = format!("{}{under_base}", hub.hub_prefix());
         return Redirect::temporary(&to).into_response();
     };
-    if hub.proxy.should_touch(&name) {
-        let _ = hub.record_activity(&name, Some(""), Utc::now());
-    }
+    hub.activity.traffic(&name);
     let client_ip = connect.map(|c| c.0.ip());
     // The WebSocket of a kernel the gateway runs goes to the gateway directly (binary buffers
     // survive, one hop less); the user's server still decides who may open it. Kernels the
@@ -148,16 +58,16 @@ pub async fn handle(
     if is_websocket(&req) {
         let rest = params.get("rest").map(String::as_str).unwrap_or("");
         let kernel = crate::gateway::direct::channels_kernel_id(rest)
-            .and_then(|kid| hub.gateway().map(|gw| (gw, kid)))
-            .and_then(|(gw, kid)| gw.kernel_of(&name, kid).map(|k| (gw, k)));
-        if let Some((gw, kernel)) = kernel {
+            .and_then(|kid| hub.gateway.kernel_of(&name, kid));
+        if let Some(kernel) = kernel {
+            let gw = hub.gateway.clone();
             let mut req = req;
             add_forwarded(req.headers_mut(), client_ip, hub.config().https.enabled);
             return crate::gateway::direct::handle(gw, kernel, &name, &target, req).await;
         }
     }
     match forward(
-        &hub.proxy,
+        &hub.forward,
         req,
         &target,
         client_ip,
@@ -180,218 +90,4 @@ pub async fn handle(
                 .into_response()
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    #[error("bad target URL: {0}")]
-    Target(String),
-    #[error("{0}")]
-    Upstream(String),
-}
-
-/// Forward `req` to `target` (scheme://host:port), keeping its path and query.
-pub async fn forward(
-    proxy: &Proxy,
-    mut req: Request,
-    target: &str,
-    client_ip: Option<std::net::IpAddr>,
-    https: bool,
-) -> Result<Response, ProxyError> {
-    let path_q = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let uri: Uri = format!("{target}{path_q}")
-        .parse()
-        .map_err(|e: axum::http::uri::InvalidUri| ProxyError::Target(e.to_string()))?;
-    let websocket = is_websocket(&req);
-
-    // Build the upstream request: same method, headers minus hop-by-hop, streaming body.
-    let mut builder = hyper::Request::builder()
-        .method(req.method().clone())
-        .uri(uri);
-    let connection_tokens: Vec<String> = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
-    if let Some(h) = builder.headers_mut() {
-        for (k, v) in req.headers() {
-            let name = k.as_str();
-            if HOP_BY_HOP.contains(&name) || connection_tokens.iter().any(|t| t == name) {
-                continue;
-            }
-            h.append(k.clone(), v.clone());
-        }
-        add_forwarded(h, client_ip, https);
-        if websocket {
-            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        }
-    }
-    let client_upgrade = if websocket {
-        Some(hyper::upgrade::on(&mut req))
-    } else {
-        None
-    };
-    let body = std::mem::take(req.body_mut());
-    let upstream_req = builder
-        .body(body)
-        .map_err(|e| ProxyError::Target(e.to_string()))?;
-    let mut upstream = proxy
-        .client
-        .request(upstream_req)
-        .await
-        .map_err(|e| ProxyError::Upstream(describe(&e)))?;
-
-    if websocket && upstream.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let server_upgrade = hyper::upgrade::on(&mut upstream);
-        let mut resp = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
-        if let Some(h) = resp.headers_mut() {
-            for (k, v) in upstream.headers() {
-                h.append(k.clone(), v.clone());
-            }
-        }
-        if let Some(client_upgrade) = client_upgrade {
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, server_upgrade) {
-                    Ok((client, server)) => tunnel(client, server).await,
-                    Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-                }
-            });
-        }
-        return resp
-            .body(Body::empty())
-            .map_err(|e| ProxyError::Upstream(e.to_string()));
-    }
-
-    let (mut parts, body) = upstream.into_parts();
-    for name in HOP_BY_HOP {
-        parts.headers.remove(*name);
-    }
-    Ok(Response::from_parts(parts, Body::new(body)))
-}
-
-/// Carry an upgraded connection (a WebSocket) both ways until either side closes.
-///
-/// Jupyter Server (tornado) leaves Nagle's algorithm on for its WebSockets, so each small
-/// message after the first waits until we acknowledge the one before, and Linux delays ACKs by
-/// up to 40 ms: a kernel round trip through the proxy took 26-45 ms instead of ~9. The proxy
-/// therefore acknowledges the server's data at once (`TCP_QUICKACK`, which Linux clears again
-/// by itself, so it is re-armed after every read).
-async fn tunnel(client: hyper::upgrade::Upgraded, server: hyper::upgrade::Upgraded) {
-    use tokio::io::AsyncWriteExt;
-    let mut client = TokioIo::new(client);
-    match server.downcast::<TokioIo<tokio::net::TcpStream>>() {
-        Ok(parts) => {
-            // Bytes hyper had already read past the response head belong to the tunnel.
-            if !parts.read_buf.is_empty() && client.write_all(&parts.read_buf).await.is_err() {
-                return;
-            }
-            let mut server = QuickAck(parts.io.into_inner());
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-        }
-        Err(server) => {
-            let mut server = TokioIo::new(server);
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-        }
-    }
-}
-
-/// A TCP stream that acknowledges what it reads at once (see [`tunnel`]).
-struct QuickAck(tokio::net::TcpStream);
-
-impl QuickAck {
-    fn arm(&self) {
-        use std::os::fd::AsRawFd;
-        let one: libc::c_int = 1;
-        // SAFETY: a valid socket descriptor owned by `self.0`, a pointer to a live c_int and
-        // its size; failure (not Linux, or not TCP) only means no quick ACK.
-        unsafe {
-            libc::setsockopt(
-                self.0.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
-}
-
-impl tokio::io::AsyncRead for QuickAck {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let polled = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
-        if let std::task::Poll::Ready(Ok(())) = polled {
-            self.arm();
-        }
-        polled
-    }
-}
-
-impl tokio::io::AsyncWrite for QuickAck {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-/// `X-Forwarded-For` (appended to), `-Proto` and `-Host` (kept if set), as CHP does.
-fn add_forwarded(h: &mut axum::http::HeaderMap, client_ip: Option<std::net::IpAddr>, https: bool) {
-    if let Some(ip) = client_ip {
-        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert(HeaderName::from_static("x-forwarded-for"), v);
-        }
-    }
-    if !h.contains_key("x-forwarded-proto") {
-        h.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(if https { "https" } else { "http" }),
-        );
-    }
-    if let Some(host) = h.get(header::HOST).cloned() {
-        if !h.contains_key("x-forwarded-host") {
-            h.insert(HeaderName::from_static("x-forwarded-host"), host);
-        }
-    }
-}
-
-fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg = format!("{msg}: {s}");
-        src = s.source();
-    }
-    msg
 }

@@ -1,11 +1,15 @@
 //! `orrery serve`: start the daemon, run until a signal, shut down explicitly.
 //!
 //! Startup order: open state (refusing damaged or newer state), check the authenticator against
-//! the listen address, write the control token, build the hub, re-adopt running servers, bind
-//! the public and internal listeners, then start the background loops (culler, server poller,
-//! expiry sweeper). SIGHUP reloads the config; SIGTERM/SIGINT stop accepting connections, let
-//! requests in flight finish, and flush state. User servers keep running and are re-adopted next
-//! start.
+//! the listen address, write the control token, build the hub (and the services it owns),
+//! re-adopt running servers, bind the public and internal listeners, then start the background
+//! loops (culler, server poller, expiry sweeper, the gateway's kernel monitor and culler).
+//!
+//! Shutdown is explicit: SIGTERM/SIGINT cancel one token that every loop and listener watches;
+//! the listeners stop accepting and let requests in flight finish; every tracked task is awaited
+//! (at most [`SHUTDOWN_GRACE`]) before the last flush of the state. Spawns in flight are not
+//! waited for: their containers keep running and the next start's reconcile adopts them. User
+//! servers and kernels keep running too. SIGHUP reloads the config.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,7 +19,8 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth;
 use crate::config::{AuthType, BackendKind, ConfigSource, LoadedConfig};
@@ -44,6 +49,10 @@ pub enum ServeError {
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// How long shutdown waits for the tracked tasks before the final flush; well inside the
+/// unit's `TimeoutStopSec`.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The file the CLI reads to authenticate `config reload` and `users` against the daemon.
 pub fn control_token_path(state: &Path) -> PathBuf {
@@ -137,48 +146,51 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     let router = app::router(hub.clone());
     // The internal listener also serves the kernel gateway (`<base_url>hub/gateway`), which only
     // user servers call; it is never reachable on the public listener.
-    let internal_router = router.clone().merge(gateway::router(hub.clone()));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let internal_router = router.clone().merge(gateway::router(hub.gateway.clone()));
+    // Every loop and listener ends when `stop` is cancelled; `tasks` is awaited before the
+    // final flush.
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
 
     // The backend gets ready (for Docker: the engine answers, the network exists), then the
     // internal listener binds where user servers can reach it and running servers are
     // re-adopted. If the engine is down this is retried in the background: the hub still serves
     // logins and the API, and spawns answer "not available" until it is back.
-    let internal_task = match tokio::time::timeout(Duration::from_secs(15), backend.prepare()).await
-    {
+    match tokio::time::timeout(Duration::from_secs(15), backend.prepare()).await {
         Ok(Ok(ip)) => {
             let (listener, addr) = bind_internal(&cfg, ip).await?;
             adopt(&hub, addr).await?;
-            tokio::spawn(serve_internal(
+            tasks.spawn(serve_internal(
                 listener,
                 internal_router.clone(),
-                stop_rx.clone(),
-            ))
+                stop.clone(),
+            ));
         }
         Ok(Err(e)) => {
             tracing::warn!(backend = backend.name(), error = %e, "backend not ready; retrying in the background");
-            tokio::spawn(prepare_later(
+            tasks.spawn(prepare_later(
                 hub.clone(),
                 cfg.clone(),
                 internal_router.clone(),
-                stop_rx.clone(),
-            ))
+                stop.clone(),
+            ));
         }
         Err(_) => {
             tracing::warn!(
                 backend = backend.name(),
                 "backend not ready after 15 s; retrying in the background"
             );
-            tokio::spawn(prepare_later(
+            tasks.spawn(prepare_later(
                 hub.clone(),
                 cfg.clone(),
                 internal_router.clone(),
-                stop_rx.clone(),
-            ))
+                stop.clone(),
+            ));
         }
-    };
-    tokio::spawn(cull::run(hub.clone(), stop_rx.clone()));
-    tokio::spawn(housekeeping(hub.clone(), stop_rx.clone()));
+    }
+    tasks.spawn(cull::run(hub.clone(), stop.clone()));
+    tasks.spawn(housekeeping(hub.clone(), stop.clone()));
+    hub.gateway.run_loops(&tasks, &stop);
 
     let public_local = public.local_addr()?;
     let shown_host = if public_ip.is_unspecified() {
@@ -247,8 +259,13 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let reload_hub = hub.clone();
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
+    let reload_stop = stop.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                got = hup.recv() => if got.is_none() { return },
+                _ = reload_stop.cancelled() => return,
+            }
             match reload::reload(&reload_hub).await {
                 Ok(r) => {
                     tracing::info!(changed = ?r.changed, needs_restart = ?r.needs_restart, "SIGHUP: configuration reloaded")
@@ -258,14 +275,14 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
         }
     });
     let shutdown = {
-        let stop_tx = stop_tx.clone();
+        let stop = stop.clone();
         async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
             tracing::info!("shutting down: finishing requests in flight");
-            let _ = stop_tx.send(true);
+            stop.cancel();
         }
     };
     let public_server = axum::serve(
@@ -274,7 +291,16 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     )
     .with_graceful_shutdown(shutdown);
     public_server.await?;
-    let _ = internal_task.await;
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "background tasks still running after {} s; flushing state without them",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
     hub.store.flush().await?;
     let _ = std::fs::remove_file(daemon_info_path(&state_path));
     tracing::info!(
@@ -321,24 +347,16 @@ async fn adopt(hub: &Arc<Hub>, internal: SocketAddr) -> Result<(), ServeError> {
     }
     spawn::reconcile(hub).await?;
     // Kernels after servers: a kernel is taken back only if its user's server still runs.
-    if let Some(gw) = hub.gateway() {
-        gw.adopt().await;
-    }
+    hub.gateway.adopt().await;
     Ok(())
 }
 
-async fn serve_internal(
-    listener: TcpListener,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn serve_internal(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
     let server = axum::serve(
         nodelay(listener),
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move {
-        let _ = stop.changed().await;
-    });
+    .with_graceful_shutdown(async move { stop.cancelled().await });
     if let Err(e) = server.await {
         tracing::error!(error = %e, "internal listener failed");
     }
@@ -349,13 +367,13 @@ async fn prepare_later(
     hub: Arc<Hub>,
     cfg: crate::config::Config,
     router: axum::Router,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut wait = Duration::from_secs(2);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
+            _ = stop.cancelled() => return,
         }
         let ip = match hub.backend.prepare().await {
             Ok(ip) => ip,
@@ -383,11 +401,11 @@ async fn prepare_later(
 }
 
 /// Periodic upkeep: forget servers that died, drop expired sessions and OAuth codes.
-async fn housekeeping(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+async fn housekeeping(hub: Arc<Hub>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-            _ = stop.changed() => return,
+            _ = stop.cancelled() => return,
         }
         let now = chrono::Utc::now();
         if let Err(e) = spawn::poll_all(&hub).await {

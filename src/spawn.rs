@@ -10,89 +10,24 @@
 //! [`reconcile`] runs at startup: servers the backend still runs are re-adopted, the rest are
 //! forgotten, so nothing is started twice after a restart.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::Utc;
-use serde::Serialize;
+use futures::stream::{self, Stream, StreamExt};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use crate::hub::Hub;
+use crate::progress::{push, ProgressEvent, SpawnSlot};
 use crate::scopes::ScopeSet;
 use crate::spawner::{PollStatus, SpawnError, SpawnSpec};
 use crate::state::{
     OAuthClientRecord, ServerRecord, StateError, TokenKind, TokenOwner, UserRecord,
 };
-
-/// One event of the progress stream, in JupyterHub's shape.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ProgressEvent {
-    pub progress: u8,
-    pub message: String,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub ready: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub failed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-}
-
-/// Spawns in flight and the progress of the latest spawn of each server.
-#[derive(Default)]
-pub struct Spawns {
-    /// `user/server` → all events so far of its latest spawn.
-    progress: Mutex<HashMap<String, watch::Sender<Vec<ProgressEvent>>>>,
-    in_flight: AtomicUsize,
-}
-
-impl Spawns {
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Take a spawn slot if fewer than `limit` are in use (atomically: concurrent requests
-    /// can't both take the last one).
-    fn try_reserve(&self, limit: usize) -> bool {
-        self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Subscribe to a server's progress; None if it never spawned since the daemon started.
-    pub fn subscribe(
-        &self,
-        user: &str,
-        server: &str,
-    ) -> Option<watch::Receiver<Vec<ProgressEvent>>> {
-        self.progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&ServerRecord::key(user, server))
-            .map(|s| s.subscribe())
-    }
-
-    fn begin(&self, user: &str, server: &str) -> watch::Sender<Vec<ProgressEvent>> {
-        let (tx, _) = watch::channel(Vec::new());
-        self.progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(ServerRecord::key(user, server), tx.clone());
-        tx
-    }
-}
-
-fn push(tx: &watch::Sender<Vec<ProgressEvent>>, ev: ProgressEvent) {
-    tx.send_modify(|v| v.push(ev));
-}
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -154,12 +89,12 @@ pub async fn start(
             hub.backend.name()
         )));
     };
-    if !hub
+    let Some(slot) = hub
         .spawns
         .try_reserve(cfg.spawner.concurrent_spawn_limit as usize)
-    {
+    else {
         return Err(StartError::TooMany);
-    }
+    };
     // The pending record is the reservation: of two concurrent requests only one creates it.
     let record = ServerRecord {
         user: user.name.clone(),
@@ -174,15 +109,7 @@ pub async fn start(
         backend_state: serde_json::Value::Null,
         token_id: None,
     };
-    let created = match hub.store.create_server(&record) {
-        Ok(c) => c,
-        Err(e) => {
-            hub.spawns.release();
-            return Err(e.into());
-        }
-    };
-    if !created {
-        hub.spawns.release();
+    if !hub.store.create_server(&record)? {
         return Err(
             match hub
                 .store
@@ -194,10 +121,9 @@ pub async fn start(
             },
         );
     }
-    match prepare_and_launch(hub, user, server_name, user_options, api_base, record).await {
+    match prepare_and_launch(hub, user, server_name, user_options, api_base, record, slot).await {
         Ok(rx) => wait_outcome(&cfg, rx).await,
         Err(e) => {
-            hub.spawns.release();
             let _ = cleanup(hub, &user.name, server_name).await;
             Err(e)
         }
@@ -205,7 +131,7 @@ pub async fn start(
 }
 
 /// Mint the server's credentials, build its environment and launch the spawn task; returns the
-/// channel its result arrives on. The caller holds a spawn slot, which the task releases.
+/// channel its result arrives on. The spawn task holds `slot` until the spawn ends.
 async fn prepare_and_launch(
     hub: &Arc<Hub>,
     user: &UserRecord,
@@ -213,6 +139,7 @@ async fn prepare_and_launch(
     user_options: serde_json::Value,
     api_base: String,
     mut record: ServerRecord,
+    slot: SpawnSlot,
 ) -> Result<tokio::sync::oneshot::Receiver<Result<String, StartError>>, StartError> {
     let cfg = hub.config();
     let name = user.name.clone();
@@ -344,7 +271,7 @@ async fn prepare_and_launch(
     tokio::spawn(async move {
         let began = Instant::now();
         let result = run_spawn(&task_hub, spec, &progress).await;
-        task_hub.spawns.release();
+        drop(slot);
         task_hub.metrics.spawn(result.is_ok(), began.elapsed());
         match &result {
             Ok(url) => {
@@ -492,9 +419,7 @@ async fn run_spawn(
 /// Forget a server: revoke its token, its OAuth client and the tokens issued to that client,
 /// and delete the user's remote kernels (their gateway token goes with the server).
 async fn cleanup(hub: &Hub, user: &str, server: &str) -> Result<(), StateError> {
-    if let Some(gw) = hub.gateway() {
-        gw.delete_all_of(user).await;
-    }
+    hub.gateway.delete_all_of(user).await;
     if let Some(rec) = hub.store.server(user, server)? {
         if let Some(id) = &rec.token_id {
             hub.store.delete_tokens_where(|t| &t.id == id)?;
@@ -601,4 +526,64 @@ pub async fn poll_all(hub: &Hub) -> Result<(), StateError> {
         }
     }
     Ok(())
+}
+
+/// The SSE stream for a server; shared with the spawn-pending page.
+pub fn progress_stream(
+    hub: &Hub,
+    user: &str,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let prefix = server_prefix(hub, user);
+    let running = hub.store.server(user, "").ok().flatten();
+    let rx = hub.spawns.subscribe(user, "");
+    let initial: Vec<ProgressEvent> = match (&running, &rx) {
+        (Some(s), _) if s.ready => vec![ProgressEvent {
+            progress: 100,
+            message: format!("Server ready at {prefix}"),
+            ready: true,
+            failed: false,
+            url: Some(prefix.clone()),
+        }],
+        (_, Some(rx)) => rx.borrow().clone(),
+        (None, None) => vec![ProgressEvent {
+            progress: 100,
+            message: "No server is running or starting".into(),
+            ready: false,
+            failed: true,
+            url: None,
+        }],
+        (Some(_), None) => Vec::new(),
+    };
+    let done = initial.iter().any(|e| e.ready || e.failed);
+    let sent = initial.len();
+    let head = stream::iter(initial);
+    let tail = match (done, rx) {
+        (false, Some(rx)) => stream::unfold(
+            (rx, sent, false),
+            |(mut rx, mut sent, finished)| async move {
+                if finished {
+                    return None;
+                }
+                loop {
+                    let events = rx.borrow_and_update().clone();
+                    if events.len() > sent {
+                        let new: Vec<ProgressEvent> = events[sent..].to_vec();
+                        sent = events.len();
+                        let fin = new.iter().any(|e| e.ready || e.failed);
+                        return Some((stream::iter(new), (rx, sent, fin)));
+                    }
+                    if rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            },
+        )
+        .flatten()
+        .boxed(),
+        _ => stream::empty().boxed(),
+    };
+    let events = head
+        .chain(tail)
+        .map(|ev| Ok(Event::default().data(serde_json::to_string(&ev).unwrap_or_default())));
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -17,10 +17,10 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::handlers::session;
 use crate::hub::Hub;
 use crate::scopes::ScopeSet;
 use crate::secrets;
+use crate::session;
 use crate::state::{OAuthCodeRecord, TokenKind, TokenOwner};
 
 /// Codes expire quickly: the browser follows the redirect at once.

@@ -1,20 +1,16 @@
 //! `/hub/api/users/{name}/server`: start (POST), stop (DELETE) and the progress event stream.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::stream::{self, Stream, StreamExt};
 use serde_json::Value;
 
 use super::base::{load_user, parse_body, ApiError, ApiResult, Auth};
 use crate::hub::Hub;
-use crate::spawn::{self, ProgressEvent, StartError, StartOutcome, StopError};
+use crate::spawn::{self, StartError, StartOutcome, StopError};
 
 pub async fn start_default(
     hub: State<Arc<Hub>>,
@@ -226,67 +222,7 @@ pub async fn progress(
 ) -> ApiResult<Response> {
     let user = load_user(&hub, &name)?;
     auth.require_on_user(&hub, "read:servers", &user.name)?;
-    Ok(progress_stream(&hub, &user.name).into_response())
-}
-
-/// The SSE stream for a server; shared with the spawn-pending page.
-pub fn progress_stream(
-    hub: &Hub,
-    user: &str,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let prefix = spawn::server_prefix(hub, user);
-    let running = hub.store.server(user, "").ok().flatten();
-    let rx = hub.spawns.subscribe(user, "");
-    let initial: Vec<ProgressEvent> = match (&running, &rx) {
-        (Some(s), _) if s.ready => vec![ProgressEvent {
-            progress: 100,
-            message: format!("Server ready at {prefix}"),
-            ready: true,
-            failed: false,
-            url: Some(prefix.clone()),
-        }],
-        (_, Some(rx)) => rx.borrow().clone(),
-        (None, None) => vec![ProgressEvent {
-            progress: 100,
-            message: "No server is running or starting".into(),
-            ready: false,
-            failed: true,
-            url: None,
-        }],
-        (Some(_), None) => Vec::new(),
-    };
-    let done = initial.iter().any(|e| e.ready || e.failed);
-    let sent = initial.len();
-    let head = stream::iter(initial);
-    let tail = match (done, rx) {
-        (false, Some(rx)) => stream::unfold(
-            (rx, sent, false),
-            |(mut rx, mut sent, finished)| async move {
-                if finished {
-                    return None;
-                }
-                loop {
-                    let events = rx.borrow_and_update().clone();
-                    if events.len() > sent {
-                        let new: Vec<ProgressEvent> = events[sent..].to_vec();
-                        sent = events.len();
-                        let fin = new.iter().any(|e| e.ready || e.failed);
-                        return Some((stream::iter(new), (rx, sent, fin)));
-                    }
-                    if rx.changed().await.is_err() {
-                        return None;
-                    }
-                }
-            },
-        )
-        .flatten()
-        .boxed(),
-        _ => stream::empty().boxed(),
-    };
-    let events = head
-        .chain(tail)
-        .map(|ev| Ok(Event::default().data(serde_json::to_string(&ev).unwrap_or_default())));
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(spawn::progress_stream(&hub, &user.name).into_response())
 }
 
 #[cfg(test)]

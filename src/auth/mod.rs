@@ -8,12 +8,11 @@
 //! [`signup`] says who may create an account (closed by default) and tells upgraded installs.
 //!
 //! Every attempt goes through [`login`], which normalises the name, applies the allowed and
-//! blocked lists, and throttles failures per user and per client IP ([`ratelimit`]).
+//! blocked lists, and throttles failures per user and per client IP ([`crate::ratelimit`]).
 
 pub mod dummy;
 pub mod firstuse;
 pub mod native;
-pub mod ratelimit;
 pub mod signup;
 
 use std::net::IpAddr;

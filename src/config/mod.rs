@@ -70,6 +70,29 @@ impl Default for Config {
     }
 }
 
+/// The configuration in force, shared by the hub and the services it owns: a reload replaces
+/// it whole, so a reader sees one version from start to end of what it does.
+#[derive(Clone)]
+pub struct SharedConfig(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Config>>>);
+
+impl SharedConfig {
+    pub fn new(config: Config) -> SharedConfig {
+        SharedConfig(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(config),
+        )))
+    }
+
+    /// The current configuration.
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Put a new configuration in force.
+    pub fn set(&self, config: Config) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(config);
+    }
+}
+
 impl Config {
     /// The configuration of the no-config developer mode: the defaults (loopback only), with
     /// open sign-up so that a developer can log in with any new name at once. `orrery serve`

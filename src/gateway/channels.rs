@@ -37,7 +37,7 @@ pub async fn handle(
     req: Request,
 ) -> Response {
     let Some(kernel) = gw.kernel_of(&user.name, &id) else {
-        return GatewayError::not_found(format!("Kernel does not exist: {id}")).into_response();
+        return GatewayError::NoSuchKernel(id).into_response();
     };
     accept(gw, kernel, req)
 }
@@ -51,12 +51,10 @@ pub fn accept(gw: Arc<Gateway>, kernel: Arc<Kernel>, mut req: Request) -> Respon
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
-        return GatewayError::new(StatusCode::BAD_REQUEST, "a WebSocket upgrade is required")
-            .into_response();
+        return GatewayError::BadRequest("a WebSocket upgrade is required".into()).into_response();
     };
     if !is_upgrade {
-        return GatewayError::new(StatusCode::BAD_REQUEST, "a WebSocket upgrade is required")
-            .into_response();
+        return GatewayError::BadRequest("a WebSocket upgrade is required".into()).into_response();
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let id = kernel.id.clone();
@@ -179,11 +177,7 @@ async fn deliver(
         kernel.touch();
         // Kernel work is work on the user's server too (its culler must not stop a server
         // whose kernels are in use; the browser bypasses the server).
-        if gw.hub.proxy.should_touch(&kernel.user) {
-            let _ = gw
-                .hub
-                .record_activity(&kernel.user, Some(""), chrono::Utc::now());
-        }
+        gw.activity.traffic(&kernel.user);
     }
     if channel == Channel::Shell {
         kernel.remember_shell_request(&msg);

@@ -84,11 +84,7 @@ pub async fn handle(
     let kernel_id = kernel.id.clone();
     if !origin_allowed(req.headers()) {
         tracing::warn!(user = %name, kernel = %kernel_id, "cross-origin kernel WebSocket refused");
-        return GatewayError::new(
-            StatusCode::FORBIDDEN,
-            "cross-origin WebSocket refused: the page's Origin is not this server's Host",
-        )
-        .into_response();
+        return GatewayError::CrossOrigin.into_response();
     }
     let path = req.uri().path();
     let check_path = path.strip_suffix("/channels").unwrap_or(path);
@@ -113,20 +109,20 @@ pub async fn handle(
     }
     headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     let url = format!("{server}{check_path}{query}");
-    match gw.hub.proxy.status_of_get(&url, headers).await {
+    match gw.forward.status_of_get(&url, headers).await {
         Ok(StatusCode::OK) => channels::accept(gw, kernel, req),
         Ok(status) => {
             tracing::info!(user = %name, kernel = %kernel_id, %status, "kernel WebSocket not authorized by the user's server");
-            GatewayError::new(
+            GatewayError::NotAuthorized {
+                user: name.to_string(),
                 status,
-                format!("{name}'s server did not authorize this kernel connection ({status})"),
-            )
+            }
             .into_response()
         }
-        Err(e) => GatewayError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{name}'s server did not answer the authorization check: {e}"),
-        )
+        Err(e) => GatewayError::ServerUnreachable {
+            user: name.to_string(),
+            cause: e.to_string(),
+        }
         .into_response(),
     }
 }

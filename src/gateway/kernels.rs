@@ -24,7 +24,7 @@ pub struct CreateBody {
 
 fn kernel(gw: &Gateway, user: &GatewayUser, id: &str) -> Result<Arc<Kernel>, GatewayError> {
     gw.kernel_of(&user.name, id)
-        .ok_or_else(|| GatewayError::not_found(format!("Kernel does not exist: {id}")))
+        .ok_or_else(|| GatewayError::NoSuchKernel(id.to_string()))
 }
 
 pub async fn create(
@@ -32,21 +32,13 @@ pub async fn create(
     user: GatewayUser,
     body: Option<Json<CreateBody>>,
 ) -> Result<Response, GatewayError> {
-    if !gw.hub.config().kernels.remote {
-        return Err(GatewayError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "remote kernels are turned off (kernels.remote = false)",
-        ));
+    if !gw.config.get().kernels.remote {
+        return Err(GatewayError::Disabled);
     }
-    let most = gw.hub.config().kernels.max_per_user as usize;
+    let most = gw.config.get().kernels.max_per_user as usize;
     let have = gw.kernels_of(&user.name).len();
     if most > 0 && have >= most {
-        return Err(GatewayError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "you have {have} kernels, the most allowed (kernels.max_per_user = {most}); shut one down first"
-            ),
-        ));
+        return Err(GatewayError::TooManyKernels { have, most });
     }
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let specs = specs_for(&gw, &user);
@@ -54,15 +46,13 @@ pub async fn create(
         Some(name) => specs
             .into_iter()
             .find(|s| s.name == name)
-            .ok_or_else(|| GatewayError::not_found(format!("No such kernel named {name}")))?,
+            .ok_or_else(|| GatewayError::NoSuchSpec(format!("No such kernel named {name}")))?,
         None => specs
             .into_iter()
             .next()
-            .ok_or_else(|| GatewayError::not_found("no kernelspec is available to you"))?,
+            .ok_or_else(|| GatewayError::NoSuchSpec("no kernelspec is available to you".into()))?,
     };
-    let k = gw
-        .create(&user.name, spec, &body.env)
-        .map_err(|m| GatewayError::new(StatusCode::BAD_REQUEST, m))?;
+    let k = gw.create(&user.name, spec, &body.env)?;
     tracing::info!(kernel = %k.id, user = %user.name, spec = %k.spec.name, "kernel requested");
     let location = format!("/api/kernels/{}", k.id);
     Ok((
@@ -106,9 +96,7 @@ pub async fn interrupt(
     Path(id): Path<String>,
 ) -> Result<StatusCode, GatewayError> {
     let k = kernel(&gw, &user, &id)?;
-    gw.interrupt(&k)
-        .await
-        .map_err(|m| GatewayError::new(StatusCode::INTERNAL_SERVER_ERROR, m))?;
+    gw.interrupt(&k).await.map_err(GatewayError::Kernel)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -126,13 +114,8 @@ pub async fn restart(
         tokio::spawn(async move { gw.restart(&k).await })
     };
     match tokio::time::timeout(RESTART_ANSWER, task).await {
-        Ok(Ok(Err(m))) => return Err(GatewayError::new(StatusCode::INTERNAL_SERVER_ERROR, m)),
-        Ok(Err(e)) => {
-            return Err(GatewayError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the restart failed: {e}"),
-            ))
-        }
+        Ok(Ok(Err(m))) => return Err(GatewayError::Kernel(m)),
+        Ok(Err(e)) => return Err(GatewayError::Kernel(format!("the restart failed: {e}"))),
         Ok(Ok(Ok(()))) | Err(_) => {}
     }
     Ok(Json(k.model()))

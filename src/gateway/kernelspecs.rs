@@ -28,8 +28,8 @@ pub fn allowed(spec: &KernelSpec, user: &GatewayUser) -> bool {
 
 /// The specs `user` may use, in config order.
 pub fn specs_for(gw: &Gateway, user: &GatewayUser) -> Vec<KernelSpec> {
-    gw.hub
-        .config()
+    gw.config
+        .get()
         .kernels
         .effective_specs()
         .into_iter()
@@ -69,7 +69,7 @@ pub async fn one(
         .iter()
         .find(|s| s.name == name)
         .map(|s| Json(model(s)))
-        .ok_or_else(|| GatewayError::not_found(format!("no kernelspec {name:?}")))
+        .ok_or_else(|| GatewayError::NoSuchSpec(format!("no kernelspec {name:?}")))
 }
 
 /// Kernelspec resources (logos): none are served.
@@ -77,6 +77,6 @@ pub async fn resource(
     _user: GatewayUser,
     Path((name, resource)): Path<(String, String)>,
 ) -> Response {
-    GatewayError::not_found(format!("kernelspec {name:?} has no resource {resource:?}"))
+    GatewayError::NoSuchSpec(format!("kernelspec {name:?} has no resource {resource:?}"))
         .into_response()
 }

@@ -28,12 +28,20 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::containers::{self, Containers};
+use super::error::GatewayError;
 use super::record::{self, KernelRecord};
+use super::state::ExecutionState;
+use crate::activity::Activity;
+use crate::config::SharedConfig;
 use crate::config::{InterruptMode, KernelSpec};
-use crate::hub::Hub;
+use crate::forward::Forwarder;
 use crate::kernels::{Channel, ConnectionInfo, KernelClient, KernelMessage, RawMessage};
+use crate::metrics::Metrics;
+use crate::state::Store;
 
 /// How long a kernel may take from container start to answering `kernel_info`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,8 +58,26 @@ const MAX_ROUTES: usize = 4096;
 /// Per-socket queue of messages towards a WebSocket.
 const SOCKET_QUEUE: usize = 1024;
 
+/// What the gateway needs from the hub's services, handed over when the hub builds it (the
+/// gateway never reaches back into the hub).
+pub struct Services {
+    pub config: SharedConfig,
+    /// Users, groups and servers (who owns a gateway token; is a kernel's server up?); its
+    /// directory holds the kernel records and connection files.
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    /// Kernel traffic counts as use of the user's server.
+    pub activity: Arc<Activity>,
+    /// Asks a user's server whether a browser may open a kernel's WebSocket.
+    pub forward: Arc<Forwarder>,
+}
+
 pub struct Gateway {
-    pub hub: Arc<Hub>,
+    pub config: SharedConfig,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub activity: Arc<Activity>,
+    pub forward: Arc<Forwarder>,
     pub containers: Containers,
     kernels: StdMutex<HashMap<String, Arc<Kernel>>>,
 }
@@ -68,7 +94,7 @@ struct Sockets {
 }
 
 pub struct KernelStatus {
-    pub execution_state: String,
+    pub execution_state: ExecutionState,
     pub last_activity: DateTime<Utc>,
     pub container: Option<String>,
     pub ip: Option<String>,
@@ -151,9 +177,9 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 
 impl KernelStatus {
     /// A kernel in `state` with no container yet (`reclaimed`: why it has none).
-    fn new(state: &str, reclaimed: Option<Reclaimed>) -> KernelStatus {
+    fn new(state: ExecutionState, reclaimed: Option<Reclaimed>) -> KernelStatus {
         KernelStatus {
-            execution_state: state.into(),
+            execution_state: state,
             last_activity: Utc::now(),
             container: None,
             ip: None,
@@ -205,7 +231,7 @@ impl Kernel {
             "connections": connections,
         });
         // As Jupyter Server's own model: why a dead kernel died (JupyterLab shows it).
-        if let (Some(reason), "dead") = (&st.reason, st.execution_state.as_str()) {
+        if let (Some(reason), ExecutionState::Dead) = (&st.reason, st.execution_state) {
             model["reason"] = json!(reason);
         }
         model
@@ -248,7 +274,7 @@ impl Kernel {
     /// Why the kernel is dead, if it is.
     pub fn dead_reason(&self) -> Option<String> {
         let st = lock(&self.status);
-        (st.execution_state == "dead").then(|| st.reason.clone().unwrap_or_default())
+        (st.execution_state == ExecutionState::Dead).then(|| st.reason.clone().unwrap_or_default())
     }
 
     /// Hold while delivering a message: reclaiming never takes the container from under it.
@@ -260,12 +286,12 @@ impl Kernel {
         self.deleted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    pub fn execution_state(&self) -> String {
-        lock(&self.status).execution_state.clone()
+    pub fn execution_state(&self) -> ExecutionState {
+        lock(&self.status).execution_state
     }
 
-    fn set_state(&self, state: &str) {
-        lock(&self.status).execution_state = state.to_string();
+    fn set_state(&self, state: ExecutionState) {
+        lock(&self.status).execution_state = state;
     }
 
     pub fn touch(&self) {
@@ -281,9 +307,10 @@ impl Kernel {
             }
             let (state, reclaimed) = {
                 let st = lock(&self.status);
-                (st.execution_state.clone(), st.reclaimed.is_some())
+                (st.execution_state, st.reclaimed.is_some())
             };
-            if state == "dead" || reclaimed || tokio::time::Instant::now() >= deadline {
+            if state == ExecutionState::Dead || reclaimed || tokio::time::Instant::now() >= deadline
+            {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -378,19 +405,26 @@ impl Kernel {
 }
 
 impl Gateway {
-    pub fn new(hub: Arc<Hub>) -> Arc<Gateway> {
-        let cfg = hub.config();
-        let instance = hub.store.instance_id().unwrap_or_default();
-        let gw = Arc::new(Gateway {
+    /// A gateway with no kernels yet; [`Gateway::run_loops`] starts its monitor and culler.
+    pub fn new(services: Services) -> Arc<Gateway> {
+        let cfg = services.config.get();
+        let instance = services.store.instance_id().unwrap_or_default();
+        Arc::new(Gateway {
             containers: Containers::new(&cfg.spawner.docker.socket, instance),
-            hub,
+            config: services.config,
+            store: services.store,
+            metrics: services.metrics,
+            activity: services.activity,
+            forward: services.forward,
             kernels: StdMutex::new(HashMap::new()),
-        });
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(monitor(Arc::downgrade(&gw)));
-            rt.spawn(cull(Arc::downgrade(&gw)));
-        }
-        gw
+        })
+    }
+
+    /// Start the loops that watch kernels (death, heartbeat) and reclaim idle ones, on
+    /// `tasks`; they end when `stop` is cancelled.
+    pub fn run_loops(self: &Arc<Self>, tasks: &TaskTracker, stop: &CancellationToken) {
+        tasks.spawn(monitor(Arc::downgrade(self), stop.clone()));
+        tasks.spawn(cull(Arc::downgrade(self), stop.clone()));
     }
 
     /// `user`'s kernel `id`; another user's kernel is as missing as an unknown one.
@@ -406,9 +440,9 @@ impl Gateway {
         let mut c = crate::metrics::KernelCounts::default();
         for k in lock(&self.kernels).values() {
             let st = lock(&k.status);
-            match st.execution_state.as_str() {
-                "dead" => c.dead += 1,
-                "starting" | "restarting" => c.starting += 1,
+            match st.execution_state {
+                ExecutionState::Dead => c.dead += 1,
+                ExecutionState::Starting | ExecutionState::Restarting => c.starting += 1,
                 _ if st.reclaimed.is_some() => c.reclaimed += 1,
                 _ => c.running += 1,
             }
@@ -432,8 +466,8 @@ impl Gateway {
         user: &str,
         spec: KernelSpec,
         request_env: &serde_json::Map<String, Value>,
-    ) -> Result<Arc<Kernel>, String> {
-        let cfg = self.hub.config();
+    ) -> Result<Arc<Kernel>, GatewayError> {
+        let cfg = self.config.get();
         let id = uuid::Uuid::new_v4().to_string();
         let home = cfg.spawner.docker.home_mount.clone();
         let working_dir = containers::working_dir(
@@ -441,16 +475,19 @@ impl Gateway {
             request_env
                 .get("KERNEL_WORKING_DIR")
                 .and_then(|v| v.as_str()),
-        )?;
+        )
+        .map_err(GatewayError::BadRequest)?;
         let env = request_env
             .iter()
             .filter(|(k, _)| k.starts_with("KERNEL_"))
             .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
             .collect();
         let info = ConnectionInfo::new("0.0.0.0", spec.name.clone());
-        let dir = self.hub.store.path().join("kernels").join(&id);
-        containers::write_connection_file(&dir, &info)
-            .map_err(|e| format!("writing the kernel's connection file: {e}"))?;
+        let dir = self.store.path().join("kernels").join(&id);
+        containers::write_connection_file(&dir, &info).map_err(|source| GatewayError::Io {
+            what: "writing the kernel's connection file",
+            source,
+        })?;
         let record = KernelRecord {
             id: id.clone(),
             user: user.to_string(),
@@ -464,11 +501,14 @@ impl Gateway {
             record,
             info,
             dir,
-            KernelStatus::new("starting", None),
+            KernelStatus::new(ExecutionState::Starting, None),
         ));
-        if let Err(e) = record::save(self.hub.store.path(), &kernel.record()) {
+        if let Err(source) = record::save(self.store.path(), &kernel.record()) {
             let _ = std::fs::remove_dir_all(&kernel.dir);
-            return Err(format!("saving the kernel's record: {e}"));
+            return Err(GatewayError::Io {
+                what: "saving the kernel's record",
+                source,
+            });
         }
         lock(&self.kernels).insert(id.clone(), kernel.clone());
         let gw = self.clone();
@@ -482,8 +522,8 @@ impl Gateway {
 
     /// Create and start the kernel's container, connect, nudge. Caller holds `lifecycle`.
     async fn start(&self, kernel: &Arc<Kernel>) {
-        kernel.set_state("starting");
-        let cfg = self.hub.config();
+        kernel.set_state(ExecutionState::Starting);
+        let cfg = self.config.get();
         let began = std::time::Instant::now();
         let result = async {
             let (container, ip) = self.containers.start(&cfg, kernel).await?;
@@ -539,7 +579,7 @@ impl Gateway {
             .await
             .map_err(|e| e.to_string())?;
         *kernel.client.write().await = Some(client);
-        kernel.set_state("idle");
+        kernel.set_state(ExecutionState::Idle);
         Ok(())
     }
 
@@ -576,7 +616,7 @@ impl Gateway {
     pub async fn restart(&self, kernel: &Arc<Kernel>) -> Result<(), String> {
         let _guard = kernel.lifecycle.lock().await;
         kernel.touch();
-        kernel.set_state("restarting");
+        kernel.set_state(ExecutionState::Restarting);
         kernel.forget_routes();
         if lock(&kernel.status).reclaimed.take().is_some() {
             self.save_record(kernel);
@@ -587,8 +627,8 @@ impl Gateway {
             self.containers.remove(&c).await;
         }
         self.start(kernel).await;
-        match kernel.execution_state().as_str() {
-            "dead" => Err(lock(&kernel.status)
+        match kernel.execution_state() {
+            ExecutionState::Dead => Err(lock(&kernel.status)
                 .reason
                 .clone()
                 .unwrap_or_else(|| "the kernel did not start".into())),
@@ -617,7 +657,7 @@ impl Gateway {
             self.containers.remove(&c).await;
         }
         let _ = std::fs::remove_dir_all(&kernel.dir);
-        record::remove(self.hub.store.path(), &kernel.id);
+        record::remove(self.store.path(), &kernel.id);
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel deleted");
     }
 }
@@ -635,7 +675,10 @@ impl Gateway {
         let container = {
             let mut st = lock(&kernel.status);
             let idle = (Utc::now() - st.last_activity).to_std().unwrap_or_default();
-            if st.execution_state != "idle" || st.reclaimed.is_some() || idle <= timeout {
+            if st.execution_state != ExecutionState::Idle
+                || st.reclaimed.is_some()
+                || idle <= timeout
+            {
                 return;
             }
             // Marked first, so a socket waiting for the client looks again (ensure_running).
@@ -648,7 +691,7 @@ impl Gateway {
         if let Some(c) = container {
             self.containers.remove(&c).await;
         }
-        self.hub.metrics.kernel_reclaimed();
+        self.metrics.kernel_reclaimed();
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel container reclaimed for idleness");
     }
 
@@ -670,7 +713,7 @@ impl Gateway {
         };
         {
             let mut st = lock(&kernel.status);
-            st.execution_state = "dead".into();
+            st.execution_state = ExecutionState::Dead;
             st.reason = Some(reason.clone());
             st.hb_misses = 0;
         }
@@ -723,7 +766,7 @@ impl Gateway {
         if kernel.is_deleted() {
             return;
         }
-        if let Err(e) = record::save(self.hub.store.path(), &kernel.record()) {
+        if let Err(e) = record::save(self.store.path(), &kernel.record()) {
             tracing::warn!(kernel = %kernel.id, error = %e, "cannot save the kernel's record");
         }
     }
@@ -734,9 +777,9 @@ impl Gateway {
     /// Done also with `kernels.remote` now off: servers started in gateway mode still use their
     /// kernels, and a container nobody manages would run forever.
     pub async fn adopt(self: &Arc<Self>) {
-        let state = self.hub.store.path().to_path_buf();
+        let state = self.store.path().to_path_buf();
         let records = record::load_all(&state);
-        if records.is_empty() && !self.hub.config().kernels.remote {
+        if records.is_empty() && !self.config.get().kernels.remote {
             return;
         }
         // Without the list (the engine not answering yet) kernels are still taken back, as
@@ -749,7 +792,7 @@ impl Gateway {
                 (Vec::new(), false)
             }
         };
-        let network = self.hub.config().spawner.docker.network.clone();
+        let network = self.config.get().spawner.docker.network.clone();
         let mut adopted = 0;
         for found in records {
             let rec = match found {
@@ -770,7 +813,6 @@ impl Gateway {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<ConnectionInfo>(&b).ok());
             let server_up = self
-                .hub
                 .store
                 .server(&rec.user, "")
                 .ok()
@@ -808,9 +850,9 @@ impl Gateway {
                 }
             }
             let status = match reclaimed {
-                Some(why) => KernelStatus::new("idle", Some(why)),
+                Some(why) => KernelStatus::new(ExecutionState::Idle, Some(why)),
                 None => {
-                    let mut st = KernelStatus::new("starting", None);
+                    let mut st = KernelStatus::new(ExecutionState::Starting, None);
                     st.container = live;
                     st.ip = ip.clone();
                     st
@@ -827,7 +869,7 @@ impl Gateway {
                     if let Err(e) = gw.connect(&kernel, &ip).await {
                         tracing::warn!(kernel = %kernel.id, error = %e, "cannot reconnect to a kernel of an earlier run");
                         let mut st = lock(&kernel.status);
-                        st.execution_state = "dead".into();
+                        st.execution_state = ExecutionState::Dead;
                         st.reason =
                             Some(format!("reconnecting after the hub restarted failed: {e}"));
                     }
@@ -856,16 +898,19 @@ impl Gateway {
 }
 
 /// Reclaims the containers of kernels idle past their timeout.
-async fn cull(gw: std::sync::Weak<Gateway>) {
+async fn cull(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
     loop {
         let every = match gw.upgrade() {
-            Some(gw) => gw.hub.config().kernels.cull_interval.as_std(),
+            Some(gw) => gw.config.get().kernels.cull_interval.as_std(),
             None => return,
         };
-        tokio::time::sleep(every.max(Duration::from_secs(1))).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every.max(Duration::from_secs(1))) => {}
+            _ = stop.cancelled() => return,
+        }
         let Some(gw) = gw.upgrade() else { return };
         // Also with `kernels.remote` now off: kernels of servers started before still idle.
-        let cfg = gw.hub.config();
+        let cfg = gw.config.get();
         let kernels: Vec<Arc<Kernel>> = lock(&gw.kernels).values().cloned().collect();
         for k in kernels {
             let timeout = k
@@ -878,7 +923,7 @@ async fn cull(gw: std::sync::Weak<Gateway>) {
             }
             let idle = {
                 let st = lock(&k.status);
-                if st.execution_state != "idle" || st.container.is_none() {
+                if st.execution_state != ExecutionState::Idle || st.container.is_none() {
                     continue;
                 }
                 (Utc::now() - st.last_activity).to_std().unwrap_or_default()
@@ -899,13 +944,16 @@ async fn pump(kernel: std::sync::Weak<Kernel>, mut rx: mpsc::Receiver<KernelMess
         if channel == Channel::IOPub {
             match msg.msg_type().as_deref() {
                 Ok("status") => {
-                    if let Some(state) = msg
-                        .content_json()
-                        .ok()
-                        .and_then(|c| c["execution_state"].as_str().map(str::to_string))
-                    {
+                    if let Some(state) = msg.content_json().ok().and_then(|c| {
+                        c["execution_state"]
+                            .as_str()
+                            .and_then(ExecutionState::from_status)
+                    }) {
                         let mut st = lock(&kernel.status);
-                        if st.execution_state != "restarting" && st.execution_state != "dead" {
+                        if !matches!(
+                            st.execution_state,
+                            ExecutionState::Restarting | ExecutionState::Dead
+                        ) {
                             st.execution_state = state;
                         }
                     }
@@ -927,17 +975,20 @@ pub fn dead_notice(reason: &str) -> String {
 
 /// Marks kernels `dead`, with the reason, when their container stopped or their heartbeat
 /// failed [`HB_MISSES`] times in a row.
-async fn monitor(gw: std::sync::Weak<Gateway>) {
+async fn monitor(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
     loop {
-        tokio::time::sleep(MONITOR_EVERY).await;
+        tokio::select! {
+            _ = tokio::time::sleep(MONITOR_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
         let Some(gw) = gw.upgrade() else { return };
         let kernels: Vec<Arc<Kernel>> = lock(&gw.kernels).values().cloned().collect();
         for k in kernels {
             let (state, container) = {
                 let st = lock(&k.status);
-                (st.execution_state.clone(), st.container.clone())
+                (st.execution_state, st.container.clone())
             };
-            if matches!(state.as_str(), "starting" | "restarting" | "dead") {
+            if state.is_starting() || state == ExecutionState::Dead {
                 continue;
             }
             let Some(container) = container else { continue };

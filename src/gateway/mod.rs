@@ -2,10 +2,12 @@
 //! (`JUPYTER_GATEWAY_URL` = `<internal api><base_url>hub/gateway`) and runs every kernel in its
 //! own container next to the user's notebook container.
 //!
+//! * [`error`]: [`GatewayError`], a status for each kind of failure.
 //! * [`auth`]: the per-user gateway token (`TokenKind::Gateway`) → the user.
 //! * [`kernelspecs`]: `GET /api/kernelspecs[/{name}]` from `[[kernels.specs]]`.
 //! * [`kernels`]: the `/api/kernels` handlers (create, list, get, delete, interrupt, restart).
 //! * [`manager`]: the registry of kernels and their lifecycle.
+//! * [`state`]: a kernel's execution state.
 //! * [`record`]: one file per kernel, so kernels outlive a restart of the daemon.
 //! * [`containers`]: kernel containers through bollard.
 //! * [`channels`]: the WebSocket ↔ ZeroMQ bridge (`/api/kernels/{id}/channels`).
@@ -19,26 +21,24 @@ pub mod auth;
 pub mod channels;
 pub mod containers;
 pub mod direct;
+pub mod error;
 pub mod kernels;
 pub mod kernelspecs;
 pub mod manager;
 pub mod record;
+pub mod state;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 
-use crate::hub::Hub;
-pub use manager::Gateway;
+pub use error::GatewayError;
+pub use manager::{Gateway, Services};
 
 /// The gateway's routes under `<base_url>hub/gateway`.
-pub fn router(hub: Arc<Hub>) -> Router {
-    let prefix = format!("{}hub/gateway", hub.config().base_url);
-    let gw = Gateway::new(hub.clone());
-    hub.set_gateway(&gw);
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let prefix = format!("{}hub/gateway", gw.config.get().base_url);
     Router::new()
         .route(&format!("{prefix}/api/kernelspecs"), get(kernelspecs::list))
         .route(
@@ -70,34 +70,4 @@ pub fn router(hub: Arc<Hub>) -> Router {
             get(channels::handle),
         )
         .with_state(gw)
-}
-
-/// An error in the gateway API's shape: `{"reason", "message"}`.
-#[derive(Debug)]
-pub struct GatewayError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl GatewayError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> GatewayError {
-        GatewayError {
-            status,
-            message: message.into(),
-        }
-    }
-    pub fn not_found(message: impl Into<String>) -> GatewayError {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-}
-
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
-        let reason = self.status.canonical_reason().unwrap_or("Error");
-        (
-            self.status,
-            Json(serde_json::json!({"reason": reason, "message": self.message})),
-        )
-            .into_response()
-    }
 }

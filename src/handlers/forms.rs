@@ -11,8 +11,8 @@ use axum::response::Response;
 use maud::{html, Markup};
 
 use super::layout;
-use super::session;
 use crate::hub::{Hub, Principal};
+use crate::session;
 use crate::state::UserRecord;
 
 /// The name of the hidden CSRF field every POST form carries (JupyterHub's name).

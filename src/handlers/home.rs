@@ -12,9 +12,9 @@ use serde_json::json;
 
 use super::forms::{self, Fields};
 use super::layout::{self, Nav, Notice};
-use super::session::{self, LoggedIn};
 use crate::config::AuthType;
 use crate::hub::{Hub, Principal};
+use crate::session::{self, LoggedIn};
 use crate::spawn::{self, StartError, StartOutcome, StopError};
 use crate::state::UserRecord;
 

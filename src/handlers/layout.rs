@@ -10,10 +10,10 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 
-use super::{assets, forms, session};
-use crate::apihandlers::base::ApiError;
+use super::{assets, forms};
 use crate::config::AuthType;
 use crate::hub::{Hub, Principal};
+use crate::session;
 
 /// `Content-Security-Policy` of every hub page: no inline script or style at all, only this
 /// origin's stylesheet and script, no framing. (No `form-action`: browsers apply it to the
@@ -197,7 +197,9 @@ pub async fn not_found(State(hub): State<Arc<Hub>>, uri: Uri, headers: HeaderMap
     let api = format!("{}api", hub.hub_prefix());
     let path = uri.path();
     if path == api || path.starts_with(&format!("{api}/")) {
-        return ApiError::not_found("no such API endpoint").into_response();
+        // The API's own 404, in JupyterHub's error shape.
+        let body = serde_json::json!({"status": 404, "message": "no such API endpoint"});
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
     }
     let who = session::principal(&hub, &headers);
     not_found_page(&hub, who.as_ref())

@@ -12,11 +12,11 @@ use maud::html;
 
 use super::forms::{self, ClientIp, Fields, XSRF_FIELD};
 use super::layout::{self, Nav, Notice};
-use super::session;
 use crate::auth::{self, LoginError};
 use crate::config::AuthType;
 use crate::hub::Hub;
 use crate::secrets;
+use crate::session;
 
 /// `GET <hub>/`: the home page when logged in, else the login page.
 pub async fn root(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {

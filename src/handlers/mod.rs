@@ -1,7 +1,7 @@
 //! Server-rendered HTML pages under `<base_url>hub/`: login, logout, home, spawn pending,
 //! change password, tokens, admin. Usable without JavaScript; one small stylesheet.
 //!
-//! * [`session`]: the login cookie, the logged-in extractor, CSRF tokens.
+//! * [`crate::session`] (beside this module, shared with the OAuth provider): the login cookie, the logged-in extractor, CSRF tokens.
 //! * [`layout`]: the page frame, navigation, error and 404 pages, security headers.
 //! * [`forms`]: form parsing and the checks every POST handler runs first.
 //! * [`login`], [`home`], [`spawn`], [`password`], [`tokens`], [`admin`], [`user`]: one page
@@ -14,7 +14,6 @@ pub mod home;
 pub mod layout;
 pub mod login;
 pub mod password;
-pub mod session;
 pub mod spawn;
 pub mod tokens;
 pub mod user;

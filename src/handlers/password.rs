@@ -12,10 +12,10 @@ use maud::html;
 
 use super::forms::{self, Fields};
 use super::layout::{self, Nav, Notice};
-use super::session::{self, LoggedIn};
 use crate::auth::{self, LoginError};
 use crate::config::AuthType;
 use crate::hub::{Hub, Principal};
+use crate::session::{self, LoggedIn};
 
 /// `GET <hub>/auth/change-password`.
 pub async fn form(State(hub): State<Arc<Hub>>, LoggedIn(p): LoggedIn) -> Response {

@@ -14,10 +14,9 @@ use super::assets;
 use super::forms;
 use super::home::{self, ServerState};
 use super::layout::{self, Nav};
-use super::session::{self, LoggedIn};
-use crate::apihandlers::servers::progress_stream;
 use crate::hub::Hub;
-use crate::spawn::ProgressEvent;
+use crate::progress::ProgressEvent;
+use crate::session::{self, LoggedIn};
 use crate::state::UserRecord;
 use crate::username;
 
@@ -157,5 +156,5 @@ pub async fn progress(
     let Some(owner) = visible_owner(&hub, viewer, &name) else {
         return (StatusCode::NOT_FOUND, "no such user").into_response();
     };
-    progress_stream(&hub, &owner.name).into_response()
+    crate::spawn::progress_stream(&hub, &owner.name).into_response()
 }

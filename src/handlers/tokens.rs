@@ -13,8 +13,8 @@ use maud::{html, Markup};
 
 use super::forms::{self, Fields};
 use super::layout::{self, Nav, Notice};
-use super::session::{self, LoggedIn};
 use crate::hub::{Hub, Principal};
+use crate::session::{self, LoggedIn};
 use crate::state::{TokenKind, TokenOwner, TokenRecord, UserRecord};
 
 /// The lifetimes offered by the form: (field value, label, seconds).

@@ -14,8 +14,8 @@ use maud::html;
 use super::forms;
 use super::home::{self, ServerState};
 use super::layout::{self, Nav};
-use super::session::LoggedIn;
 use crate::hub::Hub;
+use crate::session::LoggedIn;
 use crate::spawn;
 use crate::username;
 
