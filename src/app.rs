@@ -1,5 +1,6 @@
-//! The HTTP application: the API, the pages, health and metrics under `base_url`, with the
-//! `X-JupyterHub-Version` header on every response and API latency recorded.
+//! The HTTP application: the API, the pages, health and metrics under `base_url` (with the
+//! hub's headers, `X-JupyterHub-Version` among them, and API latency recorded), and the proxy
+//! routes to users' servers, outside that middleware.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +23,7 @@ use crate::proxy;
 pub fn router(hub: Arc<Hub>) -> Router {
     let base = hub.config().base_url.clone();
     let hub_prefix = format!("{base}hub");
-    let mut app = Router::new()
+    let mut own = Router::new()
         // Clients call `<api>/` for the version; a nested "/" route only matches without the slash.
         .route(
             &format!("{hub_prefix}/api/"),
@@ -31,31 +32,38 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .nest(&format!("{hub_prefix}/api"), apihandlers::router())
         .route(&format!("{hub_prefix}/health"), get(health))
         .route(&format!("{hub_prefix}/metrics"), get(metrics))
-        .merge(handlers::router(&hub_prefix))
+        .merge(handlers::router(&hub_prefix));
+    let root_target = format!("{hub_prefix}/");
+    own = own.route(
+        &base,
+        get(move || async move { Redirect::to(&root_target) }),
+    );
+    if base != "/" {
+        let t = format!("{hub_prefix}/");
+        own = own.route(
+            base.trim_end_matches('/'),
+            get(move || async move { Redirect::to(&t) }),
+        );
+    }
+    // The hub's own responses get its headers and count in its metrics; users' servers'
+    // responses (the proxy routes, merged after the layer) pass through as their servers sent
+    // them.
+    let own = own.layer(middleware::from_fn_with_state(hub.clone(), common_headers));
+    let proxied = Router::new()
         .route(&format!("{base}user/{{name}}"), any(proxy::handle))
         .route(&format!("{base}user/{{name}}/"), any(proxy::handle))
         .route(
             &format!("{base}user/{{name}}/{{*rest}}"),
             any(proxy::handle),
         );
-    let root_target = format!("{hub_prefix}/");
-    app = app.route(
-        &base,
-        get(move || async move { Redirect::to(&root_target) }),
-    );
-    if base != "/" {
-        let t = format!("{hub_prefix}/");
-        app = app.route(
-            base.trim_end_matches('/'),
-            get(move || async move { Redirect::to(&t) }),
-        );
-    }
-    app.layer(middleware::from_fn_with_state(hub.clone(), common_headers))
-        .with_state(hub)
+    own.merge(proxied).with_state(hub)
 }
 
+/// The hub's own headers on its pages and API responses (never on proxied ones), and the API's
+/// latency metric.
 async fn common_headers(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
-    let is_api = req.uri().path().contains("/hub/api");
+    let api = format!("{}api", hub.hub_prefix());
+    let is_api = req.uri().path().starts_with(&api);
     let method = req.method().as_str().to_string();
     let began = Instant::now();
     let mut resp = next.run(req).await;

@@ -111,22 +111,9 @@ pub async fn forward(
     let mut builder = hyper::Request::builder()
         .method(req.method().clone())
         .uri(uri);
-    let connection_tokens: Vec<String> = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
     if let Some(h) = builder.headers_mut() {
-        for (k, v) in req.headers() {
-            let name = k.as_str();
-            if HOP_BY_HOP.contains(&name) || connection_tokens.iter().any(|t| t == name) {
-                continue;
-            }
-            h.append(k.clone(), v.clone());
-        }
+        *h = req.headers().clone();
+        strip_hop_by_hop(h);
         add_forwarded(h, client_ip, https);
         if websocket {
             h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -170,10 +157,28 @@ pub async fn forward(
     }
 
     let (mut parts, body) = upstream.into_parts();
-    for name in HOP_BY_HOP {
-        parts.headers.remove(*name);
-    }
+    strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// Remove what describes only one hop: the hop-by-hop headers, and every header the message's
+/// `Connection` header names (RFC 9110 §7.6.1), in either direction.
+fn strip_hop_by_hop(h: &mut axum::http::HeaderMap) {
+    let named: Vec<String> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        h.remove(name);
+    }
 }
 
 /// Carry an upgraded connection (a WebSocket) both ways until either side closes.

@@ -68,8 +68,7 @@ pub async fn create(
         )));
     }
     let expires_at = match req.expires_in {
-        None => None,
-        Some(s) if s == 0.0 => None,
+        None | Some(0.0) => None,
         // Up to ~100 years; beyond that a token might as well not expire, and chrono would
         // overflow.
         Some(s) if s > 0.0 && s <= 3.2e9 => {

@@ -8,7 +8,7 @@
 //! protocols are Jupyter's messaging spec (5.x) and what Jupyter Server's gateway client
 //! (`jupyter_server/gateway/`) and JupyterLab actually send.
 //!
-//! Self-contained and tested against a real ipykernel (`tests/kernel_wire.rs`):
+//! Self-contained and tested against a real ipykernel (`tests/it/kernel_wire.rs`):
 //!
 //! * [`channel`]: the five channel names.
 //! * [`connection`]: the kernel connection file ([`ConnectionInfo`]): fixed in-container

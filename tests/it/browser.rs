@@ -15,16 +15,14 @@
 //! prerequisite fails the test with what to install; it never passes silently. The tests may
 //! run in parallel: each has its own user, network and volume.
 
-mod common;
-
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::docker::{container_name, docker_ok, image, inspect, proxied_json};
-use common::{python, repo, Daemon};
+use crate::common::docker::{container_name, docker_ok, image, inspect, proxied_json};
+use crate::common::{python, repo, Daemon};
 use serde_json::Value;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -252,6 +250,7 @@ fn run_flow(
 
 #[tokio::test]
 async fn browser_logs_in_starts_a_docker_server_and_runs_a_cell_in_jupyterlab() {
+    let _serial = crate::common::docker::serial().await;
     let env = BrowserEnv::new("browser", "");
     // Declared after the environment, so the daemon is stopped before its cleanup runs.
     // A container start takes 2-4 s here; the 1 s slow_spawn_timeout makes Start answer with the
@@ -276,6 +275,7 @@ async fn browser_logs_in_starts_a_docker_server_and_runs_a_cell_in_jupyterlab() 
 
 #[tokio::test]
 async fn jupyterlab_runs_cells_in_remote_kernels_with_binary_comms() {
+    let _serial = crate::common::docker::serial().await;
     let env = BrowserEnv::new("remote", "remote-kernels");
     // After the environment, as above. No spawn-pending page needed here: Start may go straight
     // to the server.

@@ -8,17 +8,15 @@
 //! missing prerequisite is a failure, never a skip. Every test removes its container and
 //! network, also when it fails.
 //!
-//! `cargo test --test kernel_wire -- --nocapture` prints the timings (start to first reply,
+//! `cargo test --test it kernel_wire -- --nocapture` prints the timings (start to first reply,
 //! execute round trips).
-
-mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
 use std::time::{Duration, Instant};
 
+use crate::common::docker::{docker, docker_ok, image};
 use bytes::Bytes;
-use common::docker::{docker, docker_ok, image};
 use orrery::kernels::ws::binary_frame;
 use orrery::kernels::{
     kernel_to_ws, ws_to_kernel, Channel, ConnectionInfo, KernelClient, KernelError, KernelMessage,

@@ -1,12 +1,10 @@
 //! `orrery serve` as an operator meets it: no config at all, damaged or newer state, unsafe
 //! authenticator settings, busy ports, config reload, the users and doctor commands.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, run_cli, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use crate::common::{free_port, run_cli, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use serde_json::json;
 
 /// Run `orrery serve` expecting it to refuse; returns (exit code, stderr).

@@ -77,11 +77,11 @@ pub fn image() -> String {
 // ------------------------------------------------------------------------------------------
 // a test's own corner of the engine
 
-/// One test of this binary at a time (each test binary is its own process): every test starts
-/// containers running a full Jupyter server, and on a small machine several at once make spawn
-/// times (and so the tests) erratic. A failed test does not block the others (an async mutex is
-/// not poisoned).
-async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+/// One Docker test at a time (the Docker, gateway and browser tests all take it): every such test
+/// starts containers running a full Jupyter server, and on a small machine several at once make
+/// spawn times (and so the tests) erratic. A failed test does not block the others (an async
+/// mutex is not poisoned).
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }

@@ -1,13 +1,11 @@
 //! Real JupyterHub clients against `orrery serve`: `jupyterhub-idle-culler` and
 //! `jupyterhub.services.auth.HubOAuth`, from PyPI in a venv `tests/python/venv.sh` makes.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{python, repo, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use crate::common::{python, repo, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use serde_json::{json, Value};
 
 /// A daemon whose local backend runs `singleuser_app.py` (HubOAuth) as each user's server,

@@ -12,16 +12,14 @@
 //! running a full Jupyter server, and on a small machine several at once make spawn times (and
 //! so the tests) erratic.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::docker::{
+use crate::common::docker::{
     assert_host_reaches, channels_request, connect_from, containers_of, create_kernel, docker,
     docker_ok, exec, inspect, ip_address, proxied, proxied_json, python, running, server_api, sh,
     start_server, Env,
 };
-use common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use crate::common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;

@@ -1,9 +1,7 @@
 //! The REST API against a real `orrery serve`: versions and headers, users and isolation,
 //! tokens and scopes, groups, activity, pagination, metrics.
 
-mod common;
-
-use common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use crate::common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -610,7 +608,7 @@ async fn concurrent_starts_of_one_server_start_it_once() {
 /// read with PyYAML from the test venv.
 fn jupyterhub_spec() -> Value {
     let path = std::env::var("ORRERY_JUPYTERHUB_SPEC").unwrap_or_else(|_| {
-        common::repo()
+        crate::common::repo()
             .join("../shared/reference/jupyterhub-rest-api.yml")
             .display()
             .to_string()
@@ -620,7 +618,7 @@ fn jupyterhub_spec() -> Value {
         "JupyterHub's OpenAPI spec is not at {path}: the checkout needs ../shared beside it, or set \
          ORRERY_JUPYTERHUB_SPEC to the file (jupyterhub/docs/source/_static/rest-api.yml)"
     );
-    let out = std::process::Command::new(common::python())
+    let out = std::process::Command::new(crate::common::python())
         .args([
             "-c",
             "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout, default=str)",
@@ -875,7 +873,7 @@ async fn readme_and_api_agree_on_the_jupyterhub_version() {
     let (_, body, headers) = d.api("GET", "/", None, None).await;
     let version = body["version"].as_str().expect("version").to_string();
     assert_eq!(headers["x-jupyterhub-version"], version.as_str());
-    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(crate::common::repo().join("README.md")).unwrap();
     assert!(
         readme.contains(&format!("it reports API version `{version}`")),
         "README.md must say the API reports {version}"

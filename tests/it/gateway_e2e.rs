@@ -9,15 +9,13 @@
 //! own corner of the engine (`common::docker::Env`: network, volumes and user names `g<n>…`),
 //! cleaned up also when it fails (kernel containers included), and runs one at a time.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::docker::{
+use crate::common::docker::{
     assert_host_reaches, channels_request, connect_from, containers_of, create_kernel, docker_ok,
     exec, inspect, ip_address, proxied, proxied_json, running, server_api, start_server, Env,
 };
-use common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use crate::common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
