@@ -113,7 +113,7 @@ async fn metrics(State(hub): State<Arc<Hub>>, auth: Option<Auth>) -> Response {
         kernels: hub.gateway.counts(),
     };
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         hub.metrics.render(&gauges),
     )
         .into_response()

@@ -1,38 +1,69 @@
-//! Prometheus metrics, rendered by hand in the text exposition format at `/hub/metrics`.
+//! Prometheus metrics at `/hub/metrics`, kept and rendered by `prometheus-client` (the
+//! Prometheus project's Rust client) in the OpenMetrics text format.
 //!
-//! Few enough series that a crate would be more code than this: login counters, an API latency
-//! histogram, spawn outcomes, remote kernels by state and reclaims, and gauges computed from the
-//! store and the gateway when scraped.
+//! Orrery's own series: login and spawn counters, spawn and API latency histograms, remote
+//! kernels by state and the kernel containers reclaimed, and gauges read from the store and the
+//! gateway at scrape time. Next to them, JupyterHub's standard names where one exists
+//! (`jupyterhub_total_users`, `jupyterhub_active_users{period="24h"}`,
+//! `jupyterhub_running_servers`, `jupyterhub_server_spawn_duration_seconds{status}`), so
+//! dashboards made for JupyterHub work unchanged.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Histogram bucket bounds in seconds (JupyterHub's request-duration buckets, trimmed).
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+/// Buckets of spawn durations: a container start takes seconds, a slow image minutes.
+const SPAWN_BUCKETS: &[f64] = &[0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
 }
 
-#[derive(Default)]
-pub struct Metrics {
-    logins_ok: AtomicU64,
-    logins_failed: AtomicU64,
-    spawns_ok: AtomicU64,
-    spawns_failed: AtomicU64,
-    /// Kernel containers taken from idle kernels (each one memory, CPU or a GPU given back).
-    kernels_reclaimed: AtomicU64,
-    /// (method, status class) → latency histogram of API requests.
-    api: Mutex<BTreeMap<(String, String), Histogram>>,
-    spawn_seconds: Mutex<Histogram>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiRequest {
+    method: String,
+    /// The status class, `2xx`…`5xx`: few series however many statuses occur.
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KernelState {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Period {
+    period: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpawnStatus {
+    status: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn api_histogram() -> Histogram {
+    Histogram::new(BUCKETS.iter().copied())
+}
+
+fn spawn_histogram() -> Histogram {
+    Histogram::new(SPAWN_BUCKETS.iter().copied())
 }
 
 /// Gauges read from the store at scrape time.
@@ -55,175 +86,240 @@ pub struct KernelCounts {
     pub dead: usize,
 }
 
-impl Metrics {
-    pub fn login(&self, ok: bool) {
-        let c = if ok {
-            &self.logins_ok
-        } else {
-            &self.logins_failed
+pub struct Metrics {
+    /// Every series below, registered once; rendering encodes it.
+    registry: Registry,
+    logins: Family<Outcome, Counter>,
+    spawns: Family<Outcome, Counter>,
+    /// Kernel containers taken from idle kernels (each one memory, CPU or a GPU given back).
+    kernels_reclaimed: Counter,
+    api: HistogramFamily<ApiRequest>,
+    spawn_seconds: Histogram,
+    jupyterhub_spawn_seconds: HistogramFamily<SpawnStatus>,
+    // Set from [`Gauges`] when scraped.
+    total_users: Gauge,
+    active_users: Gauge,
+    running_servers: Gauge,
+    pending_spawns: Gauge,
+    kernels: Family<KernelState, Gauge>,
+    jupyterhub_total_users: Gauge,
+    jupyterhub_active_users: Family<Period, Gauge>,
+    jupyterhub_running_servers: Gauge,
+}
+
+fn outcome(ok: bool) -> Outcome {
+    Outcome {
+        outcome: if ok { "success" } else { "failure" }.into(),
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            registry: Registry::default(),
+            logins: Family::default(),
+            spawns: Family::default(),
+            kernels_reclaimed: Counter::default(),
+            api: Family::new_with_constructor(api_histogram as fn() -> Histogram),
+            spawn_seconds: spawn_histogram(),
+            jupyterhub_spawn_seconds: Family::new_with_constructor(
+                spawn_histogram as fn() -> Histogram,
+            ),
+            total_users: Gauge::default(),
+            active_users: Gauge::default(),
+            running_servers: Gauge::default(),
+            pending_spawns: Gauge::default(),
+            kernels: Family::default(),
+            jupyterhub_total_users: Gauge::default(),
+            jupyterhub_active_users: Family::default(),
+            jupyterhub_running_servers: Gauge::default(),
         };
-        c.fetch_add(1, Ordering::Relaxed);
+        m.register()
+    }
+}
+
+impl Metrics {
+    /// Register every series, and create the labelled ones that are always shown (a
+    /// dashboard's `0` is better than a missing series).
+    fn register(mut self) -> Metrics {
+        for ok in [true, false] {
+            let _ = self.logins.get_or_create(&outcome(ok));
+            let _ = self.spawns.get_or_create(&outcome(ok));
+        }
+        for state in ["running", "reclaimed", "starting", "dead"] {
+            let _ = self.kernels.get_or_create(&KernelState {
+                state: state.into(),
+            });
+        }
+        let r = &mut self.registry;
+        r.register(
+            "orrery_total_users",
+            "Users in the state database",
+            self.total_users.clone(),
+        );
+        r.register(
+            "orrery_active_users",
+            "Users active in the last 24 hours",
+            self.active_users.clone(),
+        );
+        r.register(
+            "orrery_running_servers",
+            "Servers that are ready",
+            self.running_servers.clone(),
+        );
+        r.register(
+            "orrery_pending_spawns",
+            "Spawns in progress",
+            self.pending_spawns.clone(),
+        );
+        r.register(
+            "orrery_kernels",
+            "Remote kernels by state",
+            self.kernels.clone(),
+        );
+        r.register(
+            "orrery_kernels_reclaimed",
+            "Kernel containers reclaimed from idle kernels",
+            self.kernels_reclaimed.clone(),
+        );
+        r.register(
+            "orrery_logins",
+            "Login attempts by outcome",
+            self.logins.clone(),
+        );
+        r.register(
+            "orrery_spawns",
+            "Server spawns by outcome",
+            self.spawns.clone(),
+        );
+        r.register(
+            "orrery_spawn_duration_seconds",
+            "Time from spawn request to ready server",
+            self.spawn_seconds.clone(),
+        );
+        r.register(
+            "orrery_api_request_duration_seconds",
+            "Hub API request latency",
+            self.api.clone(),
+        );
+        r.register(
+            "jupyterhub_total_users",
+            "Total number of users (JupyterHub's name)",
+            self.jupyterhub_total_users.clone(),
+        );
+        r.register(
+            "jupyterhub_active_users",
+            "Number of users who were active in the given time period (JupyterHub's name)",
+            self.jupyterhub_active_users.clone(),
+        );
+        r.register(
+            "jupyterhub_running_servers",
+            "The number of user servers currently running (JupyterHub's name)",
+            self.jupyterhub_running_servers.clone(),
+        );
+        r.register(
+            "jupyterhub_server_spawn_duration_seconds",
+            "Time taken for server spawning operation (JupyterHub's name)",
+            self.jupyterhub_spawn_seconds.clone(),
+        );
+        self
+    }
+
+    pub fn login(&self, ok: bool) {
+        self.logins.get_or_create(&outcome(ok)).inc();
     }
 
     pub fn spawn(&self, ok: bool, took: Duration) {
-        let c = if ok {
-            &self.spawns_ok
-        } else {
-            &self.spawns_failed
-        };
-        c.fetch_add(1, Ordering::Relaxed);
+        self.spawns.get_or_create(&outcome(ok)).inc();
         if ok {
-            observe(
-                &mut self.spawn_seconds.lock().unwrap_or_else(|e| e.into_inner()),
-                took.as_secs_f64(),
-            );
+            self.spawn_seconds.observe(took.as_secs_f64());
         }
+        self.jupyterhub_spawn_seconds
+            .get_or_create(&SpawnStatus {
+                status: outcome(ok).outcome,
+            })
+            .observe(took.as_secs_f64());
     }
 
     pub fn kernel_reclaimed(&self) {
-        self.kernels_reclaimed.fetch_add(1, Ordering::Relaxed);
+        self.kernels_reclaimed.inc();
     }
 
     pub fn api_request(&self, method: &str, status: u16, took: Duration) {
-        let class = format!("{}xx", status / 100);
-        let mut map = self.api.lock().unwrap_or_else(|e| e.into_inner());
-        observe(
-            map.entry((method.to_string(), class)).or_default(),
-            took.as_secs_f64(),
-        );
+        self.api
+            .get_or_create(&ApiRequest {
+                method: method.to_string(),
+                code: format!("{}xx", status / 100),
+            })
+            .observe(took.as_secs_f64());
     }
 
+    /// The metrics text, with the gauges set from `g`.
     pub fn render(&self, g: &Gauges) -> String {
-        let mut out = String::new();
-        let gauge = |out: &mut String, name: &str, help: &str, v: usize| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(
-            &mut out,
-            "orrery_total_users",
-            "Users known to the hub.",
-            g.users,
-        );
-        gauge(
-            &mut out,
-            "orrery_active_users",
-            "Users active in the last 24 hours.",
-            g.active_users,
-        );
-        gauge(
-            &mut out,
-            "orrery_running_servers",
-            "Single-user servers running.",
-            g.running_servers,
-        );
-        gauge(
-            &mut out,
-            "orrery_pending_spawns",
-            "Spawns in progress.",
-            g.pending_spawns,
-        );
-        let k = &g.kernels;
-        let _ = writeln!(
-            out,
-            "# HELP orrery_kernels Remote kernels by state.\n# TYPE orrery_kernels gauge"
-        );
-        for (state, n) in [
-            ("running", k.running),
-            ("reclaimed", k.reclaimed),
-            ("starting", k.starting),
-            ("dead", k.dead),
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.total_users.set(n(g.users));
+        self.active_users.set(n(g.active_users));
+        self.running_servers.set(n(g.running_servers));
+        self.pending_spawns.set(n(g.pending_spawns));
+        for (state, v) in [
+            ("running", g.kernels.running),
+            ("reclaimed", g.kernels.reclaimed),
+            ("starting", g.kernels.starting),
+            ("dead", g.kernels.dead),
         ] {
-            let _ = writeln!(out, "orrery_kernels{{state=\"{state}\"}} {n}");
+            self.kernels
+                .get_or_create(&KernelState {
+                    state: state.into(),
+                })
+                .set(n(v));
         }
-        let _ = writeln!(
-            out,
-            "# HELP orrery_kernels_reclaimed_total Idle kernels whose container was reclaimed.\n\
-             # TYPE orrery_kernels_reclaimed_total counter\norrery_kernels_reclaimed_total {}",
-            self.kernels_reclaimed.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "# HELP orrery_logins_total Login attempts by outcome.\n# TYPE orrery_logins_total counter");
-        let _ = writeln!(
-            out,
-            "orrery_logins_total{{outcome=\"success\"}} {}",
-            self.logins_ok.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "orrery_logins_total{{outcome=\"failure\"}} {}",
-            self.logins_failed.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "# HELP orrery_spawns_total Server spawns by outcome.\n# TYPE orrery_spawns_total counter");
-        let _ = writeln!(
-            out,
-            "orrery_spawns_total{{outcome=\"success\"}} {}",
-            self.spawns_ok.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "orrery_spawns_total{{outcome=\"failure\"}} {}",
-            self.spawns_failed.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "# HELP orrery_spawn_duration_seconds Time from spawn request to ready server.\n# TYPE orrery_spawn_duration_seconds histogram");
-        render_hist(
-            &mut out,
-            "orrery_spawn_duration_seconds",
-            "",
-            &self.spawn_seconds.lock().unwrap_or_else(|e| e.into_inner()),
-        );
-        let _ = writeln!(out, "# HELP orrery_api_request_duration_seconds Hub API request latency.\n# TYPE orrery_api_request_duration_seconds histogram");
-        for ((method, code), h) in self.api.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            render_hist(
-                &mut out,
-                "orrery_api_request_duration_seconds",
-                &format!("method=\"{method}\",code=\"{code}\","),
-                h,
-            );
+        self.jupyterhub_total_users.set(n(g.users));
+        self.jupyterhub_active_users
+            .get_or_create(&Period {
+                period: "24h".into(),
+            })
+            .set(n(g.active_users));
+        self.jupyterhub_running_servers.set(n(g.running_servers));
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot render metrics");
         }
         out
     }
-}
-
-fn observe(h: &mut Histogram, v: f64) {
-    if h.counts.is_empty() {
-        h.counts = vec![0; BUCKETS.len()];
-    }
-    for (i, b) in BUCKETS.iter().enumerate() {
-        if v <= *b {
-            h.counts[i] += 1;
-        }
-    }
-    h.sum += v;
-    h.count += 1;
-}
-
-fn render_hist(out: &mut String, name: &str, labels: &str, h: &Histogram) {
-    for (i, b) in BUCKETS.iter().enumerate() {
-        let c = h.counts.get(i).copied().unwrap_or(0);
-        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {c}");
-    }
-    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", h.count);
-    let trimmed = labels.trim_end_matches(',');
-    let lb = if trimmed.is_empty() {
-        String::new()
-    } else {
-        format!("{{{trimmed}}}")
-    };
-    let _ = writeln!(out, "{name}_sum{lb} {}", h.sum);
-    let _ = writeln!(out, "{name}_count{lb} {}", h.count);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn renders_counters_and_histograms() {
-        let m = Metrics::default();
-        m.login(true);
-        m.login(false);
-        m.login(false);
-        m.api_request("GET", 200, Duration::from_millis(3));
-        let text = m.render(&Gauges {
+    /// Every sample name `/hub/metrics` shows. The `orrery_*` names are those of the
+    /// hand-written renderer this replaced (a dashboard built on them keeps working); the
+    /// `jupyterhub_*` ones are JupyterHub's standard names.
+    const GOLDEN: &[&str] = &[
+        "jupyterhub_active_users",
+        "jupyterhub_running_servers",
+        "jupyterhub_server_spawn_duration_seconds_bucket",
+        "jupyterhub_server_spawn_duration_seconds_count",
+        "jupyterhub_server_spawn_duration_seconds_sum",
+        "jupyterhub_total_users",
+        "orrery_active_users",
+        "orrery_api_request_duration_seconds_bucket",
+        "orrery_api_request_duration_seconds_count",
+        "orrery_api_request_duration_seconds_sum",
+        "orrery_kernels",
+        "orrery_kernels_reclaimed_total",
+        "orrery_logins_total",
+        "orrery_pending_spawns",
+        "orrery_running_servers",
+        "orrery_spawn_duration_seconds_bucket",
+        "orrery_spawn_duration_seconds_count",
+        "orrery_spawn_duration_seconds_sum",
+        "orrery_spawns_total",
+        "orrery_total_users",
+    ];
+
+    fn gauges() -> Gauges {
+        Gauges {
             users: 3,
             active_users: 1,
             running_servers: 0,
@@ -233,15 +329,50 @@ mod tests {
                 reclaimed: 1,
                 ..Default::default()
             },
-        });
-        assert!(text.contains("orrery_kernels{state=\"running\"} 2"));
-        assert!(text.contains("orrery_kernels{state=\"reclaimed\"} 1"));
-        assert!(text.contains("orrery_kernels{state=\"dead\"} 0"));
-        assert!(text.contains("orrery_kernels_reclaimed_total 0"));
-        assert!(text.contains("orrery_logins_total{outcome=\"failure\"} 2"));
-        assert!(text.contains("orrery_total_users 3"));
-        assert!(text.contains("orrery_api_request_duration_seconds_bucket{method=\"GET\",code=\"2xx\",le=\"0.005\"} 1"));
-        assert!(text
-            .contains("orrery_api_request_duration_seconds_count{method=\"GET\",code=\"2xx\"} 1"));
+        }
+    }
+
+    #[test]
+    fn the_metric_names_are_the_golden_list() {
+        let m = Metrics::default();
+        m.api_request("GET", 200, Duration::from_millis(3));
+        m.spawn(true, Duration::from_secs(2));
+        let text = m.render(&gauges());
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names, GOLDEN, "{text}");
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics text: {text}");
+    }
+
+    #[test]
+    fn renders_counters_gauges_and_histograms() {
+        let m = Metrics::default();
+        m.login(true);
+        m.login(false);
+        m.login(false);
+        m.kernel_reclaimed();
+        m.api_request("GET", 200, Duration::from_millis(3));
+        let text = m.render(&gauges());
+        for line in [
+            "orrery_kernels{state=\"running\"} 2",
+            "orrery_kernels{state=\"reclaimed\"} 1",
+            "orrery_kernels{state=\"dead\"} 0",
+            "orrery_kernels_reclaimed_total 1",
+            "orrery_logins_total{outcome=\"failure\"} 2",
+            "orrery_logins_total{outcome=\"success\"} 1",
+            "orrery_spawns_total{outcome=\"failure\"} 0",
+            "orrery_total_users 3",
+            "jupyterhub_total_users 3",
+            "jupyterhub_active_users{period=\"24h\"} 1",
+            "orrery_api_request_duration_seconds_bucket{le=\"0.005\",method=\"GET\",code=\"2xx\"} 1",
+            "orrery_api_request_duration_seconds_count{method=\"GET\",code=\"2xx\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
     }
 }
