@@ -15,11 +15,13 @@ use std::sync::{Arc, RwLock};
 use crate::activity::Activity;
 use crate::config::SharedConfig;
 use crate::forward::Forwarder;
-use crate::gateway::Gateway;
+use crate::gateway::containers::Containers;
+use crate::gateway::local::LocalKernels;
+use crate::gateway::{Gateway, KernelRuntime};
 
 use chrono::{DateTime, Utc};
 
-use crate::config::Config;
+use crate::config::{BackendKind, Config};
 use crate::metrics::Metrics;
 use crate::progress::Spawns;
 use crate::ratelimit::RateLimiter;
@@ -112,7 +114,17 @@ impl Hub {
         let metrics = Arc::new(Metrics::default());
         let activity = Arc::new(Activity::new(store.clone()));
         let forward = Arc::new(Forwarder::default());
+        // Kernels run where the servers do: in containers with the Docker backend, as
+        // processes on this machine with the local one.
+        let runtime: Arc<dyn KernelRuntime> = match config.get().spawner.backend {
+            BackendKind::Docker => Arc::new(Containers::new(
+                &config.get().spawner.docker.socket,
+                store.instance_id().unwrap_or_default(),
+            )),
+            BackendKind::Local => Arc::new(LocalKernels::new(store.path())),
+        };
         let gateway = Gateway::new(crate::gateway::Services {
+            runtime,
             config: config.clone(),
             store: store.clone(),
             metrics: metrics.clone(),

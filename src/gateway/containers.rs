@@ -24,7 +24,10 @@ use bollard::models::{EndpointSettings, HostConfig, Mount, MountTypeEnum};
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
+use futures::future::BoxFuture;
+
 use super::manager::Kernel;
+use super::runtime::KernelRuntime;
 use crate::config::Config;
 use crate::kernels::ConnectionInfo;
 use crate::spawner::docker::{self, is_not_found, LABEL_HUB, LABEL_KIND, LABEL_USER};
@@ -320,6 +323,54 @@ impl Containers {
             reason.push_str(" (killed for using more than its memory limit)");
         }
         Some(reason)
+    }
+}
+
+/// The production runtime: every kernel in its own container.
+impl KernelRuntime for Containers {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    /// Each container has its own address, so every kernel binds the same fixed ports.
+    fn connection_info(&self, kernel_name: &str) -> ConnectionInfo {
+        ConnectionInfo::new("0.0.0.0", kernel_name)
+    }
+
+    fn start<'a>(
+        &'a self,
+        cfg: &'a Config,
+        kernel: &'a Kernel,
+    ) -> BoxFuture<'a, Result<(String, String), String>> {
+        Box::pin(Containers::start(self, cfg, kernel))
+    }
+
+    fn stopped<'a>(&'a self, handle: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(Containers::stopped(self, handle))
+    }
+
+    fn signal<'a>(&'a self, handle: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(Containers::signal(self, handle, signal))
+    }
+
+    fn remove<'a>(&'a self, handle: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(Containers::remove(self, handle))
+    }
+
+    fn give_up<'a>(&'a self, handle: &'a str, reason: String) -> BoxFuture<'a, String> {
+        Box::pin(Containers::give_up(self, handle, reason))
+    }
+
+    fn address<'a>(&'a self, cfg: &'a Config, handle: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(Containers::address(
+            self,
+            handle,
+            &cfg.spawner.docker.network,
+        ))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, String>> {
+        Box::pin(Containers::list(self))
     }
 }
 

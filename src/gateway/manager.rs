@@ -31,9 +31,10 @@ use tokio::sync::{mpsc, Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::containers::{self, Containers};
+use super::containers;
 use super::error::GatewayError;
 use super::record::{self, KernelRecord};
+use super::runtime::KernelRuntime;
 use super::state::ExecutionState;
 use crate::activity::Activity;
 use crate::config::SharedConfig;
@@ -70,6 +71,8 @@ pub struct Services {
     pub activity: Arc<Activity>,
     /// Asks a user's server whether a browser may open a kernel's WebSocket.
     pub forward: Arc<Forwarder>,
+    /// What runs the kernels: containers, or processes on this machine.
+    pub runtime: Arc<dyn KernelRuntime>,
 }
 
 pub struct Gateway {
@@ -78,7 +81,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub activity: Arc<Activity>,
     pub forward: Arc<Forwarder>,
-    pub containers: Containers,
+    pub runtime: Arc<dyn KernelRuntime>,
     kernels: StdMutex<HashMap<String, Arc<Kernel>>>,
 }
 
@@ -407,10 +410,8 @@ impl Kernel {
 impl Gateway {
     /// A gateway with no kernels yet; [`Gateway::run_loops`] starts its monitor and culler.
     pub fn new(services: Services) -> Arc<Gateway> {
-        let cfg = services.config.get();
-        let instance = services.store.instance_id().unwrap_or_default();
         Arc::new(Gateway {
-            containers: Containers::new(&cfg.spawner.docker.socket, instance),
+            runtime: services.runtime,
             config: services.config,
             store: services.store,
             metrics: services.metrics,
@@ -482,7 +483,7 @@ impl Gateway {
             .filter(|(k, _)| k.starts_with("KERNEL_"))
             .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
             .collect();
-        let info = ConnectionInfo::new("0.0.0.0", spec.name.clone());
+        let info = self.runtime.connection_info(&spec.name);
         let dir = self.store.path().join("kernels").join(&id);
         containers::write_connection_file(&dir, &info).map_err(|source| GatewayError::Io {
             what: "writing the kernel's connection file",
@@ -526,7 +527,7 @@ impl Gateway {
         let cfg = self.config.get();
         let began = std::time::Instant::now();
         let result = async {
-            let (container, ip) = self.containers.start(&cfg, kernel).await?;
+            let (container, ip) = self.runtime.start(&cfg, kernel).await?;
             {
                 let mut st = lock(&kernel.status);
                 st.container = Some(container.clone());
@@ -539,7 +540,7 @@ impl Gateway {
             let exited = async {
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Some(reason) = self.containers.stopped(&container).await {
+                    if let Some(reason) = self.runtime.stopped(&container).await {
                         return reason;
                     }
                 }
@@ -595,7 +596,7 @@ impl Gateway {
                 let Some(container) = container else {
                     return Err("the kernel has no running container".into());
                 };
-                self.containers.signal(&container, "SIGINT").await
+                self.runtime.signal(&container, "SIGINT").await
             }
             InterruptMode::Message => {
                 let client = kernel
@@ -624,7 +625,7 @@ impl Gateway {
         *kernel.client.write().await = None;
         let container = lock(&kernel.status).container.take();
         if let Some(c) = container {
-            self.containers.remove(&c).await;
+            self.runtime.remove(&c).await;
         }
         self.start(kernel).await;
         match kernel.execution_state() {
@@ -654,7 +655,7 @@ impl Gateway {
         kernel.close_sockets();
         let container = lock(&kernel.status).container.take();
         if let Some(c) = container {
-            self.containers.remove(&c).await;
+            self.runtime.remove(&c).await;
         }
         let _ = std::fs::remove_dir_all(&kernel.dir);
         record::remove(self.store.path(), &kernel.id);
@@ -689,7 +690,7 @@ impl Gateway {
         *kernel.client.write().await = None;
         self.save_record(kernel);
         if let Some(c) = container {
-            self.containers.remove(&c).await;
+            self.runtime.remove(&c).await;
         }
         self.metrics.kernel_reclaimed();
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel container reclaimed for idleness");
@@ -708,7 +709,7 @@ impl Gateway {
             st.container.take()
         };
         let reason = match container {
-            Some(c) => self.containers.give_up(&c, reason).await,
+            Some(c) => self.runtime.give_up(&c, reason).await,
             None => reason,
         };
         {
@@ -785,14 +786,14 @@ impl Gateway {
         // Without the list (the engine not answering yet) kernels are still taken back, as
         // without containers: their next request starts a new one (the old one, if it runs,
         // is replaced by name), which beats Jupyter Server dropping every notebook's session.
-        let (containers, listed) = match self.containers.list().await {
+        let (containers, listed) = match self.runtime.list().await {
             Ok(c) => (c, true),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list kernel containers; kernels of an earlier run get new containers on their next request");
                 (Vec::new(), false)
             }
         };
-        let network = self.config.get().spawner.docker.network.clone();
+        let cfg = self.config.get();
         let mut adopted = 0;
         for found in records {
             let rec = match found {
@@ -821,7 +822,7 @@ impl Gateway {
             let Some(info) = info.filter(|_| server_up) else {
                 tracing::info!(kernel = %rec.id, user = %rec.user, "removing a kernel of an earlier run (its server is gone or its connection file is)");
                 for c in &mine {
-                    self.containers.remove(c).await;
+                    self.runtime.remove(c).await;
                 }
                 let _ = std::fs::remove_dir_all(&dir);
                 record::remove(&state, &rec.id);
@@ -829,14 +830,14 @@ impl Gateway {
             };
             let mut live = None;
             for c in mine {
-                if live.is_none() && self.containers.stopped(&c).await.is_none() {
+                if live.is_none() && self.runtime.stopped(&c).await.is_none() {
                     live = Some(c);
                 } else {
-                    self.containers.remove(&c).await;
+                    self.runtime.remove(&c).await;
                 }
             }
             let ip = match &live {
-                Some(c) => self.containers.address(c, &network).await,
+                Some(c) => self.runtime.address(&cfg, c).await,
                 None => None,
             };
             let reclaimed = match (&live, ip.is_some(), rec.reclaimed_after_s) {
@@ -846,7 +847,7 @@ impl Gateway {
             };
             if reclaimed.is_some() {
                 if let Some(c) = &live {
-                    self.containers.remove(c).await;
+                    self.runtime.remove(c).await;
                 }
             }
             let status = match reclaimed {
@@ -880,7 +881,7 @@ impl Gateway {
         for (container, kernel) in containers.iter().filter(|_| listed) {
             if !lock(&self.kernels).contains_key(kernel) {
                 tracing::info!(kernel = %kernel, "removing a kernel container without a record");
-                self.containers.remove(container).await;
+                self.runtime.remove(container).await;
             }
         }
         if let Ok(entries) = std::fs::read_dir(state.join("kernels")) {
@@ -996,7 +997,7 @@ async fn monitor(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
             let Ok(_guard) = k.lifecycle.try_lock() else {
                 continue;
             };
-            if let Some(reason) = gw.containers.stopped(&container).await {
+            if let Some(reason) = gw.runtime.stopped(&container).await {
                 gw.kernel_died(&k, reason).await;
                 continue;
             }

@@ -9,7 +9,8 @@
 //! * [`manager`]: the registry of kernels and their lifecycle.
 //! * [`state`]: a kernel's execution state.
 //! * [`record`]: one file per kernel, so kernels outlive a restart of the daemon.
-//! * [`containers`]: kernel containers through bollard.
+//! * [`runtime`]: the kernel runtime contract; [`containers`] (a container per kernel,
+//!   bollard) and [`local`] (a process per kernel on this machine) implement it.
 //! * [`channels`]: the WebSocket ↔ ZeroMQ bridge (`/api/kernels/{id}/channels`).
 //! * [`direct`]: the browser's kernel WebSocket, handed over by the proxy and bridged here
 //!   without the user's Jupyter Server in the middle (it still authorizes it).
@@ -24,8 +25,10 @@ pub mod direct;
 pub mod error;
 pub mod kernels;
 pub mod kernelspecs;
+pub mod local;
 pub mod manager;
 pub mod record;
+pub mod runtime;
 pub mod state;
 
 use std::sync::Arc;
@@ -35,6 +38,7 @@ use axum::Router;
 
 pub use error::GatewayError;
 pub use manager::{Gateway, Services};
+pub use runtime::KernelRuntime;
 
 /// The gateway's routes under `<base_url>hub/gateway`.
 pub fn router(gw: Arc<Gateway>) -> Router {

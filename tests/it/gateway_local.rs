@@ -1,5 +1,8 @@
 //! The kernel gateway's logic, in-process and without Docker: errors keep their kind (the
-//! client's mistakes are 4xx, Orrery's own failures 5xx with the cause).
+//! client's mistakes are 4xx, Orrery's own failures 5xx with the cause), and, with the local
+//! kernel runtime (ipykernel processes from the test venv), execute, interrupt, restart, death,
+//! idle reclaim and re-creation, and adoption by the next run. The Docker tests
+//! (`gateway_e2e.rs`) cover the same logic on the container runtime.
 
 use std::sync::Arc;
 
@@ -121,4 +124,391 @@ async fn a_failing_state_directory_is_a_500_with_its_cause_not_the_clients_fault
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["reason"], "Forbidden");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway's logic with the local kernel runtime: real ipykernel processes, no Docker.
+// ---------------------------------------------------------------------------------------------
+
+/// A hub whose kernels are ipykernel processes from the test venv, with the gateway served on
+/// a loopback port and its loops running: (hub, gateway URL, alice's gateway token, stop).
+struct LocalGateway {
+    hub: Arc<Hub>,
+    url: String,
+    token: String,
+    stop: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl LocalGateway {
+    async fn start(state: &std::path::Path, token: Option<String>) -> LocalGateway {
+        let python = crate::common::python();
+        let mut cfg = Config::default();
+        cfg.kernels.remote = true;
+        cfg.kernels.cull_interval = orrery::config::Duration::from_secs(1);
+        cfg.spawner.backend = BackendKind::Local;
+        cfg.kernels.specs = vec![orrery::config::KernelSpec {
+            name: "py".into(),
+            display_name: "Python (local)".into(),
+            argv: [
+                python.as_str(),
+                "-m",
+                "ipykernel_launcher",
+                "-f",
+                "{connection_file}",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Default::default()
+        }];
+        let store = Store::open(state).expect("store");
+        let backend = Arc::new(orrery::spawner::local::LocalBackend::new(vec![], false));
+        let hub = Arc::new(Hub::new(cfg, None, store, backend, "x".into()));
+        assert_eq!(hub.gateway.runtime.name(), "local");
+        let token = match token {
+            Some(t) => t,
+            None => {
+                assert!(hub.store.create_user(&UserRecord::new("alice")).unwrap());
+                // Kernels are taken back at a restart only while their user's server runs.
+                hub.store
+                    .put_server(&orrery::state::ServerRecord {
+                        user: "alice".into(),
+                        name: String::new(),
+                        url: Some("http://127.0.0.1:9".into()),
+                        started: Some(chrono::Utc::now()),
+                        last_activity: None,
+                        pending: None,
+                        ready: true,
+                        user_options: json!({}),
+                        display_name: None,
+                        backend_state: Value::Null,
+                        token_id: None,
+                    })
+                    .unwrap();
+                hub.issue_token(
+                    TokenOwner::User("alice".into()),
+                    TokenKind::Gateway,
+                    vec![],
+                    "gateway",
+                    None,
+                )
+                .unwrap()
+                .0
+            }
+        };
+        hub.gateway.adopt().await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        hub.gateway.run_loops(&tasks, &stop);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hub/gateway", listener.local_addr().unwrap());
+        let router = orrery::gateway::router(hub.gateway.clone());
+        let until = stop.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { until.cancelled().await })
+                .await
+                .unwrap();
+        });
+        LocalGateway {
+            hub,
+            url,
+            token,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stop the loops and the listener and drop the hub, as a daemon's shutdown does; the
+    /// kernel processes keep running.
+    async fn shut_down(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        // WebSocket bridges end on their own once their clients are gone; the state database
+        // is free once nothing but the hub holds the gateway.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&self.hub.gateway) > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway is still in use"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        drop(self.hub);
+    }
+
+    async fn http(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .header("Authorization", format!("token {}", self.token));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn model(&self, id: &str) -> Value {
+        let (status, model) = self
+            .http(reqwest::Method::GET, &format!("/api/kernels/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{model}");
+        model
+    }
+
+    /// Wait until the kernel's model says `state` (within `secs`); returns the model.
+    async fn wait_state(&self, id: &str, state: &str, secs: u64) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let m = self.model(id).await;
+            if m["execution_state"] == state {
+                return m;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kernel never {state}: {m}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn create(&self) -> String {
+        let (status, model) = self
+            .http(
+                reqwest::Method::POST,
+                "/api/kernels",
+                Some(json!({"name": "py"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{model}");
+        let id = model["id"].as_str().unwrap().to_string();
+        self.wait_state(&id, "idle", 60).await;
+        id
+    }
+
+    /// Run `code` over the channels WebSocket; returns what it printed (stdout and stderr, in
+    /// order) and the reply's status.
+    async fn execute(&self, id: &str, code: &str) -> (String, String) {
+        self.execute_within(id, code, 60).await
+    }
+
+    /// As [`LocalGateway::execute`], giving up on the reply after `secs` (a kernel that exits
+    /// sends none).
+    async fn execute_within(&self, id: &str, code: &str, secs: u64) -> (String, String) {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::Message;
+        let ws_url = format!(
+            "{}/api/kernels/{id}/channels",
+            self.url.replacen("http", "ws", 1)
+        );
+        let mut req = ws_url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "Authorization",
+            format!("token {}", self.token).parse().unwrap(),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let msg_id = uuid::Uuid::new_v4().to_string();
+        let request = json!({
+            "header": {"msg_id": msg_id, "username": "alice", "session": "s", "msg_type": "execute_request",
+                       "version": "5.3", "date": chrono::Utc::now().to_rfc3339()},
+            "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
+            "content": {"code": code, "silent": false, "store_history": true, "user_expressions": {},
+                        "allow_stdin": false, "stop_on_error": true},
+        });
+        ws.send(Message::Text(request.to_string().into()))
+            .await
+            .unwrap();
+        let mut output = String::new();
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(secs), async {
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Text(text) = m else { continue };
+                let v: Value = serde_json::from_str(text.as_str()).unwrap();
+                if v["parent_header"]["msg_id"] != msg_id.as_str() {
+                    continue;
+                }
+                match v["header"]["msg_type"].as_str().unwrap_or("") {
+                    "stream" => output.push_str(v["content"]["text"].as_str().unwrap_or("")),
+                    "error" => output.push_str(v["content"]["ename"].as_str().unwrap_or("")),
+                    "execute_reply" => {
+                        return v["content"]["status"].as_str().unwrap_or("").to_string()
+                    }
+                    _ => {}
+                }
+            }
+            String::new()
+        })
+        .await
+        .unwrap_or_default();
+        (output, reply)
+    }
+}
+
+/// The kernel's process id, from its pid file.
+fn kernel_pid(state: &std::path::Path, id: &str) -> i32 {
+    std::fs::read_to_string(state.join("kernels").join(id).join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test]
+async fn local_kernels_execute_interrupt_restart_die_and_are_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = LocalGateway::start(dir.path(), None).await;
+    let id = gw.create().await;
+    let (out, status) = gw.execute(&id, "x = 41\nprint(x + 1)").await;
+    assert_eq!((out.as_str(), status.as_str()), ("42\n", "ok"));
+
+    // Interrupt: SIGINT reaches the kernel's process.
+    let slow = {
+        let gw_url = gw.url.clone();
+        let token = gw.token.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            reqwest::Client::new()
+                .post(format!("{gw_url}/api/kernels/{id}/interrupt"))
+                .header("Authorization", format!("token {token}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let (out, status) = gw.execute(&id, "import time\ntime.sleep(60)").await;
+    assert_eq!(slow.await.unwrap(), 204);
+    assert_eq!(status, "error", "{out}");
+    assert!(out.contains("KeyboardInterrupt"), "{out}");
+
+    // Restart: the same id, a new process, the state reset.
+    let before = kernel_pid(dir.path(), &id);
+    let (status, model) = gw
+        .http(
+            reqwest::Method::POST,
+            &format!("/api/kernels/{id}/restart"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{model}");
+    gw.wait_state(&id, "idle", 60).await;
+    let after = kernel_pid(dir.path(), &id);
+    assert_ne!(before, after, "a new process");
+    assert!(!process_alive(before), "the old process is gone");
+    let (out, _) = gw.execute(&id, "print('x' in dir())").await;
+    assert_eq!(out, "False\n");
+
+    // Death: the process exits; the monitor reports it with the reason; a restart brings it back.
+    let _ = gw.execute_within(&id, "import os\nos._exit(3)", 2).await;
+    let dead = gw.wait_state(&id, "dead", 30).await;
+    assert!(
+        dead["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exited with code 3"),
+        "{dead}"
+    );
+    let (status, _) = gw
+        .http(
+            reqwest::Method::POST,
+            &format!("/api/kernels/{id}/restart"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    gw.wait_state(&id, "idle", 60).await;
+    let (out, _) = gw.execute(&id, "y = 7\nprint(y)").await;
+    assert_eq!(out, "7\n");
+
+    // Reclaim: idle past its timeout, the kernel loses its process but stays listed; the next
+    // execute starts a new one behind the same id and says the state was reset.
+    let pid = kernel_pid(dir.path(), &id);
+    let mut cfg = gw.hub.config().as_ref().clone();
+    cfg.kernels.idle_timeout = orrery::config::Duration::from_secs(1);
+    gw.hub.set_config(cfg);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while process_alive(pid) {
+        assert!(std::time::Instant::now() < deadline, "never reclaimed");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (status, list) = gw.http(reqwest::Method::GET, "/api/kernels", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["id"], id.as_str(), "still listed: {list}");
+    assert_eq!(gw.hub.gateway.counts().reclaimed, 1);
+    let mut cfg = gw.hub.config().as_ref().clone();
+    cfg.kernels.idle_timeout = orrery::config::Duration::from_secs(0);
+    gw.hub.set_config(cfg);
+    let (out, status) = gw.execute(&id, "print('y' in dir())").await;
+    assert_eq!(status, "ok");
+    assert!(out.contains("kernel was reclaimed after"), "{out}");
+    assert!(out.ends_with("False\n"), "{out}");
+    assert_ne!(
+        kernel_pid(dir.path(), &id),
+        pid,
+        "a new process behind the same id"
+    );
+
+    let (status, _) = gw
+        .http(reqwest::Method::DELETE, &format!("/api/kernels/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    gw.shut_down().await;
+}
+
+#[tokio::test]
+async fn local_kernels_are_adopted_with_their_state_and_strays_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = LocalGateway::start(dir.path(), None).await;
+    let id = gw.create().await;
+    let (out, _) = gw.execute(&id, "x = 41\nprint('set')").await;
+    assert_eq!(out, "set\n");
+    let pid = kernel_pid(dir.path(), &id);
+    let token = gw.token.clone();
+    gw.shut_down().await;
+    assert!(process_alive(pid), "kernels outlive the daemon");
+
+    // A process in the kernels directory without a record: a stray to remove.
+    let stray_dir = dir.path().join("kernels").join("stray");
+    std::fs::create_dir_all(&stray_dir).unwrap();
+    use std::os::unix::process::CommandExt;
+    let mut stray = std::process::Command::new("sleep")
+        .arg("300")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::fs::write(stray_dir.join("pid"), stray.id().to_string()).unwrap();
+
+    // The next run takes the kernel back, state and all.
+    let gw = LocalGateway::start(dir.path(), Some(token)).await;
+    let model = gw.wait_state(&id, "idle", 30).await;
+    assert_eq!(model["id"], id.as_str());
+    let (out, status) = gw.execute(&id, "print(x)").await;
+    assert_eq!((out.as_str(), status.as_str()), ("41\n", "ok"));
+    assert_eq!(kernel_pid(dir.path(), &id), pid, "the same process");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while process_alive(stray.id() as i32) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stray kernel process is still running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!stray_dir.exists(), "and its directory is gone");
+    let _ = stray.wait();
+    let (status, _) = gw
+        .http(reqwest::Method::DELETE, &format!("/api/kernels/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    gw.shut_down().await;
+    assert!(!process_alive(pid), "deleting the kernel ends its process");
 }
