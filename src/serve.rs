@@ -3,7 +3,8 @@
 //! Startup order: open state (refusing damaged or newer state), check the authenticator against
 //! the listen address, write the control token, build the hub (and the services it owns),
 //! re-adopt running servers, bind the public and internal listeners, then start the background
-//! loops (culler, server poller, expiry sweeper, the gateway's kernel monitor and culler).
+//! loops (culler, the reconcile loop, expiry sweeper, the gateway's kernel monitor and
+//! culler).
 //!
 //! Shutdown is explicit: SIGTERM/SIGINT cancel one token that every loop and listener watches;
 //! the listeners stop accepting and let requests in flight finish; every tracked task is awaited
@@ -190,6 +191,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     }
     tasks.spawn(cull::run(hub.clone(), stop.clone()));
     tasks.spawn(housekeeping(hub.clone(), stop.clone()));
+    tasks.spawn(reconcile_loop(hub.clone(), stop.clone()));
     hub.gateway.run_loops(&tasks, &stop);
 
     let public_local = public.local_addr()?;
@@ -400,7 +402,7 @@ async fn prepare_later(
     }
 }
 
-/// Periodic upkeep: forget servers that died, drop expired sessions and OAuth codes.
+/// Periodic upkeep: drop expired sessions and OAuth codes (every 30 s).
 async fn housekeeping(hub: Arc<Hub>, stop: CancellationToken) {
     loop {
         tokio::select! {
@@ -408,10 +410,23 @@ async fn housekeeping(hub: Arc<Hub>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
         let now = chrono::Utc::now();
-        if let Err(e) = spawn::poll_all(&hub).await {
-            tracing::warn!(error = %e, "polling servers failed");
-        }
         let _ = hub.store.purge_expired_sessions(now);
         let _ = hub.store.purge_expired_codes(now);
+    }
+}
+
+/// The reconcile loop: records and the backend's servers made to agree every
+/// `spawner.reconcile_interval` (re-read each round, so a reload applies).
+async fn reconcile_loop(hub: Arc<Hub>, stop: CancellationToken) {
+    let mut reconciler = spawn::Reconciler::default();
+    loop {
+        let every = hub.config().spawner.reconcile_interval.as_std();
+        tokio::select! {
+            _ = tokio::time::sleep(every.max(Duration::from_secs(1))) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = reconciler.pass(&hub, spawn::Pass::Periodic).await {
+            tracing::warn!(error = %e, "reconciling servers failed");
+        }
     }
 }

@@ -7,8 +7,10 @@
 //! `GET /hub/api/users/{name}/server/progress`. A failed or timed-out spawn is cleaned up
 //! completely (token, client, record) and its reason is kept for the progress stream.
 //!
-//! [`reconcile`] runs at startup: servers the backend still runs are re-adopted, the rest are
-//! forgotten, so nothing is started twice after a restart.
+//! [`Reconciler`] makes the records and what the backend runs agree: at startup (servers the
+//! backend still runs are re-adopted, the rest forgotten, so nothing starts twice after a
+//! restart) and every `spawner.reconcile_interval` (servers that died are forgotten, this
+//! hub's containers without a record removed), never touching a spawn in flight.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -460,72 +462,117 @@ pub async fn stop(hub: &Hub, user: &str, server: &str) -> Result<(), StopError> 
     result.map_err(|e| StopError::Backend(e.to_string()))
 }
 
-/// At startup: re-adopt servers the backend still runs, forget the rest, stop servers of users
-/// that no longer exist and spawns that were interrupted.
-pub async fn reconcile(hub: &Hub) -> Result<(), StateError> {
-    let records = hub.store.servers()?;
-    for rec in &records {
-        let user_exists = hub.store.user(&rec.user)?.is_some();
-        let running = match hub
-            .backend
-            .poll(&rec.user, &rec.name, &rec.backend_state)
-            .await
-        {
-            Ok(PollStatus::Running) => true,
-            Ok(PollStatus::Stopped(_)) => false,
-            Err(e) => {
-                // Can't tell (engine down?): keep the record, decide on a later poll.
-                tracing::warn!(user = %rec.user, error = %e, "cannot check server; keeping it");
-                continue;
-            }
-        };
-        if running && rec.ready && rec.pending.is_none() && user_exists {
-            tracing::info!(user = %rec.user, "re-adopted running server");
-            continue;
-        }
-        if running {
-            let _ = hub
-                .backend
-                .stop(&rec.user, &rec.name, &rec.backend_state)
-                .await;
-        }
-        tracing::info!(user = %rec.user, "forgetting server that is no longer running");
-        cleanup(hub, &rec.user, &rec.name).await?;
-    }
-    // Servers the backend runs that the hub has no record of (a crash mid-spawn, a deleted
-    // user): stop them, so nothing runs twice or unaccounted for.
-    if let Ok(observed) = hub.backend.list().await {
-        for o in observed {
-            let known = records.iter().any(|r| {
-                r.user == o.user
-                    && r.name == o.server
-                    && hub.store.server(&r.user, &r.name).ok().flatten().is_some()
-            });
-            if !known {
-                tracing::info!(user = %o.user, "stopping a server the hub has no record of");
-                let _ = hub.backend.stop(&o.user, &o.server, &o.state).await;
-            }
-        }
-    }
-    Ok(())
+/// Which pass of [`reconcile`] this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// At startup, before anything serves: no spawn of this process is in flight, so a
+    /// pending record is a spawn the last run abandoned, and any unrecorded server is stray.
+    Startup,
+    /// Every `spawner.reconcile_interval`, while spawns may be in flight.
+    Periodic,
 }
 
-/// Notice servers that died on their own and forget them (JupyterHub polls every 30 s).
-pub async fn poll_all(hub: &Hub) -> Result<(), StateError> {
-    for rec in hub.store.servers()? {
-        if rec.pending.is_some() {
-            continue;
-        }
-        if let Ok(PollStatus::Stopped(reason)) = hub
-            .backend
-            .poll(&rec.user, &rec.name, &rec.backend_state)
-            .await
-        {
-            tracing::warn!(user = %rec.user, %reason, "server stopped on its own");
+/// What one reconcile pass leaves for the next: the unrecorded servers it saw, so that one is
+/// removed only when seen so twice (a server is never removed on one glimpse).
+#[derive(Debug, Default)]
+pub struct Reconciler {
+    unrecorded: std::collections::HashSet<String>,
+}
+
+/// How a backend's server is known between passes (its user, name and handle).
+fn observed_key(o: &crate::spawner::Observed) -> String {
+    format!("{}/{}/{}", o.user, o.server, o.state)
+}
+
+impl Reconciler {
+    /// Compare the server records with what the backend runs, and make them agree. Idempotent:
+    /// a second pass right after the first changes nothing. It never hurts work in flight:
+    ///
+    /// * A record whose spawn is in flight (`pending`) is left to its spawn task, except at
+    ///   startup, when there is no such task (the last run's spawn was abandoned): it is
+    ///   stopped and forgotten, as is a server that is running but never became ready.
+    /// * A ready record whose server is gone is forgotten (token, OAuth client, record); one
+    ///   whose user no longer exists is stopped and forgotten.
+    /// * A server the backend runs for this hub (its instance label) with no record is
+    ///   stopped: at startup at once; later only when seen so in two passes in a row, or when
+    ///   it is older than `spawner.start_timeout` (no spawn takes longer).
+    ///
+    /// A backend that cannot answer (engine down) changes nothing; the next pass tries again.
+    pub async fn pass(&mut self, hub: &Hub, pass: Pass) -> Result<(), StateError> {
+        let records = hub.store.servers()?;
+        for rec in &records {
+            if rec.pending.is_some() && pass == Pass::Periodic {
+                continue;
+            }
+            let running = match hub
+                .backend
+                .poll(&rec.user, &rec.name, &rec.backend_state)
+                .await
+            {
+                Ok(PollStatus::Running) => true,
+                Ok(PollStatus::Stopped(reason)) => {
+                    if pass == Pass::Periodic {
+                        tracing::warn!(user = %rec.user, %reason, "server stopped on its own");
+                    }
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(user = %rec.user, error = %e, "cannot check server; keeping it");
+                    continue;
+                }
+            };
+            // The record may have changed while the backend answered (a spawn finished, a
+            // stop began): act only on what is still true.
+            let Some(now) = hub.store.server(&rec.user, &rec.name)? else {
+                continue;
+            };
+            if now.pending.is_some() && pass == Pass::Periodic {
+                continue;
+            }
+            let user_exists = hub.store.user(&rec.user)?.is_some();
+            if running && now.ready && now.pending.is_none() && user_exists {
+                if pass == Pass::Startup {
+                    tracing::info!(user = %rec.user, "re-adopted running server");
+                }
+                continue;
+            }
+            if running {
+                let _ = hub
+                    .backend
+                    .stop(&rec.user, &rec.name, &rec.backend_state)
+                    .await;
+            }
+            tracing::info!(user = %rec.user, "forgetting server that is no longer running");
             cleanup(hub, &rec.user, &rec.name).await?;
         }
+        let Ok(observed) = hub.backend.list().await else {
+            return Ok(());
+        };
+        let oldest_spawn = chrono::Duration::from_std(hub.config().spawner.start_timeout.as_std())
+            .unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        let mut unrecorded = std::collections::HashSet::new();
+        for o in observed {
+            if hub.store.server(&o.user, &o.server)?.is_some() {
+                continue;
+            }
+            let key = observed_key(&o);
+            let old = o.created.is_some_and(|c| now - c > oldest_spawn);
+            if pass == Pass::Startup || self.unrecorded.contains(&key) || old {
+                tracing::info!(user = %o.user, "stopping a server the hub has no record of");
+                let _ = hub.backend.stop(&o.user, &o.server, &o.state).await;
+            } else {
+                unrecorded.insert(key);
+            }
+        }
+        self.unrecorded = unrecorded;
+        Ok(())
     }
-    Ok(())
+}
+
+/// At startup, before anything serves: [`Reconciler::pass`] with [`Pass::Startup`].
+pub async fn reconcile(hub: &Hub) -> Result<(), StateError> {
+    Reconciler::default().pass(hub, Pass::Startup).await
 }
 
 /// The SSE stream for a server; shared with the spawn-pending page.

@@ -1038,6 +1038,13 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         }
     }
 
+    if config.spawner.reconcile_interval.is_zero() {
+        return err(
+            "spawner.reconcile_interval",
+            "must be more than 0s, e.g. \"30s\"".into(),
+        );
+    }
+
     let kernels = &config.kernels;
     if kernels.remote && kernels.cull_interval.is_zero() {
         return err(

@@ -398,6 +398,8 @@ pub struct Spawner {
     pub slow_spawn_timeout: Duration,
     /// Spawns in flight at once; beyond it the API answers 429 with Retry-After.
     pub concurrent_spawn_limit: u32,
+    /// How often records and the backend's servers are reconciled ([`crate::spawn::reconcile`]).
+    pub reconcile_interval: Duration,
     pub local: LocalSpawner,
     pub docker: DockerSpawner,
 }
@@ -409,6 +411,7 @@ impl Default for Spawner {
             start_timeout: Duration::from_secs(120),
             slow_spawn_timeout: Duration::from_secs(10),
             concurrent_spawn_limit: 100,
+            reconcile_interval: Duration::from_secs(30),
             local: LocalSpawner::default(),
             docker: DockerSpawner::default(),
         }

@@ -759,6 +759,9 @@ impl Backend for DockerBackend {
                         user: labels.get(LABEL_USER)?.clone(),
                         server: labels.get(LABEL_SERVER).cloned().unwrap_or_default(),
                         state: json!({"container_id": c.id.unwrap_or_default()}),
+                        created: c
+                            .created
+                            .and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
                     })
                 })
                 .collect())

@@ -45,6 +45,9 @@ pub struct Observed {
     pub user: String,
     pub server: String,
     pub state: serde_json::Value,
+    /// When the backend made it, if it knows: an unrecorded server older than
+    /// `spawner.start_timeout` cannot belong to a spawn in flight.
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A started server: where to reach it and the handle to find it again.

@@ -879,3 +879,36 @@ async fn readme_and_api_agree_on_the_jupyterhub_version() {
         "README.md must say the API reports {version}"
     );
 }
+
+/// Reconcile passes during a spawn never touch it: the pending server is left to its spawn
+/// task, however many passes run (here every second).
+#[tokio::test]
+async fn reconcile_leaves_a_spawn_in_flight_alone() {
+    let d = Daemon::start(
+        "[spawner]\nbackend = \"local\"\nslow_spawn_timeout = \"1s\"\nstart_timeout = \"60s\"\n\
+         reconcile_interval = \"1s\"\n[spawner.local]\ncmd = [\"sleep\", \"60\"]\nallow_root = true\n",
+    )
+    .await;
+    d.create_users(&["alice"], false).await;
+    let (s, body, _) = d
+        .api("POST", "/users/alice/server", Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 202, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let (_, alice, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    let server = &alice["servers"][""];
+    assert_eq!(
+        server["pending"],
+        "spawn",
+        "still its spawn's: {alice}\n{}",
+        d.log()
+    );
+    let pid = server["state"]["pid"]
+        .as_i64()
+        .expect("the spawn's process");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the spawn's process runs"
+    );
+    assert!(!d.log().contains("forgetting server"), "{}", d.log());
+}

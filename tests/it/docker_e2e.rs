@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::docker::{
     assert_host_reaches, channels_request, connect_from, containers_of, create_kernel, docker,
-    docker_ok, exec, inspect, ip_address, proxied, proxied_json, python, running, server_api, sh,
-    start_server, Env,
+    docker_ok, exec, image, inspect, ip_address, proxied, proxied_json, python, running,
+    server_api, sh, start_server, Env,
 };
 use crate::common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use futures::{SinkExt, StreamExt};
@@ -608,4 +608,84 @@ async fn an_engine_that_comes_late_is_picked_up_without_a_restart() {
     assert!(d.log().contains("backend ready"), "{}", d.log());
     let _ = server_api(&d, "DELETE", &user, ADMIN).await;
     proxy.abort();
+}
+
+/// The reconcile loop against the engine: a container started behind the daemon's back with
+/// this hub's labels and no record is removed within a reconcile period or two; the user's
+/// running server and another hub's container are left alone; a record whose container is
+/// removed behind the daemon's back is forgotten.
+#[tokio::test]
+async fn reconcile_removes_unrecorded_containers_and_forgets_vanished_servers() {
+    let mut env = env().await;
+    let user = env.user("rec");
+    let ghost = env.user("ghost");
+    let config =
+        env.config("", "")
+            .replacen("[spawner]\n", "[spawner]\nreconcile_interval = \"2s\"\n", 1);
+    let d = Daemon::start(&config).await;
+    d.create_users(&[&user], false).await;
+    let server = start_server(&d, &user).await;
+    let hub_label = inspect(&server)["Config"]["Labels"]["org.orrery.hub"]
+        .as_str()
+        .expect("the hub label")
+        .to_string();
+
+    let stray = |name: &str, hub: &str| {
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--label",
+            "org.orrery.kind=notebook",
+            "--label",
+            &format!("org.orrery.user={ghost}"),
+            "--label",
+            "org.orrery.server=",
+            "--label",
+            &format!("org.orrery.hub={hub}"),
+            &image(),
+            "sleep",
+            "300",
+        ])
+    };
+    let ours = format!("orrery-{ghost}");
+    let theirs = format!("orrery-{ghost}-other-hub");
+    stray(&ours, &hub_label);
+    stray(&theirs, "another-hub");
+    let began = Instant::now();
+    while docker(&["inspect", &ours]).0 {
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "the unrecorded container is still there\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("unrecorded container removed after {:?}", began.elapsed());
+    assert_eq!(
+        running(&theirs),
+        "true",
+        "another hub's container is not ours to remove"
+    );
+    let _ = docker(&["rm", "-f", &theirs]);
+    assert_eq!(running(&server), "true", "the user's server keeps running");
+    assert_eq!(server_model(&d, &user).await["ready"], true);
+
+    // The user's container removed behind the daemon's back: its record goes too.
+    docker_ok(&["rm", "-f", &server]);
+    let began = Instant::now();
+    loop {
+        let (_, u, _) = d
+            .api("GET", &format!("/users/{user}"), Some(ADMIN), None)
+            .await;
+        if u["servers"].as_object().is_some_and(|s| s.is_empty()) {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "record kept: {u}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
