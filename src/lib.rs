@@ -32,6 +32,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod cull;
+pub mod docker;
 pub mod files;
 pub mod forward;
 pub mod gateway;

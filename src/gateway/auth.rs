@@ -41,6 +41,7 @@ impl FromRequestParts<Arc<Gateway>> for GatewayUser {
             .filter(|t| !t.is_empty())
             .ok_or_else(unauthorized)?;
         let rec = gw
+            .services
             .store
             .token_by_hash(&secrets::hash_token(token))?
             .ok_or_else(unauthorized)?;
@@ -50,11 +51,11 @@ impl FromRequestParts<Arc<Gateway>> for GatewayUser {
         let TokenOwner::User(name) = rec.owner else {
             return Err(unauthorized());
         };
-        if gw.store.user(&name).ok().flatten().is_none() {
+        if gw.services.store.user(&name).ok().flatten().is_none() {
             return Err(unauthorized());
         }
         // A store error yields no groups (fails closed for group-only specs).
-        let groups = gw.store.groups_of(&name).unwrap_or_default();
+        let groups = gw.services.store.groups_of(&name).unwrap_or_default();
         Ok(GatewayUser { name, groups })
     }
 }

@@ -177,7 +177,7 @@ async fn deliver(
         kernel.touch();
         // Kernel work is work on the user's server too (its culler must not stop a server
         // whose kernels are in use; the browser bypasses the server).
-        gw.activity.traffic(&kernel.user);
+        gw.services.activity.traffic(&kernel.user);
     }
     if channel == Channel::Shell {
         kernel.remember_shell_request(&msg);

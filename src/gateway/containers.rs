@@ -13,14 +13,12 @@
 //!   `no-new-privileges`, pids limit; the spec's cpu/memory; the isolated Orrery network.
 //! * Labels `org.orrery.kind=kernel`, `org.orrery.user`, `org.orrery.kernel`, `org.orrery.hub`.
 
-use std::collections::HashMap;
 use std::path::{Component, Path};
 
 use bollard::container::{
-    Config as ContainerConfig, CreateContainerOptions, InspectContainerOptions,
-    KillContainerOptions, RemoveContainerOptions, StartContainerOptions,
+    Config as ContainerConfig, InspectContainerOptions, KillContainerOptions,
 };
-use bollard::models::{EndpointSettings, HostConfig, Mount, MountTypeEnum};
+use bollard::models::{Mount, MountTypeEnum};
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
@@ -29,11 +27,8 @@ use futures::future::BoxFuture;
 use super::manager::Kernel;
 use super::runtime::KernelRuntime;
 use crate::config::Config;
+use crate::docker::{self, is_not_found, LABEL_KERNEL};
 use crate::kernels::ConnectionInfo;
-use crate::spawner::docker::{self, is_not_found, LABEL_HUB, LABEL_KIND, LABEL_USER};
-
-/// Label naming the kernel id of a kernel container.
-pub const LABEL_KERNEL: &str = "org.orrery.kernel";
 /// Where the connection directory is mounted inside a kernel container.
 pub const CONNECTION_DIR: &str = "/var/run/orrery-kernel";
 /// The connection file inside a kernel container.
@@ -91,9 +86,9 @@ impl Containers {
     async fn client(&self) -> Result<&Docker, String> {
         self.docker
             .get_or_try_init(|| async {
-                docker::connect(&self.socket).await.map_err(|(socket, e)| {
-                    format!("the Docker engine is not reachable at {socket}: {e}")
-                })
+                docker::connect(&self.socket)
+                    .await
+                    .map_err(|e| e.to_string())
             })
             .await
     }
@@ -107,24 +102,7 @@ impl Containers {
         } else {
             kernel.spec.image.clone()
         };
-        let inspected = docker
-            .inspect_image(&image)
-            .await
-            .map_err(|e| format!("image {image} is not available on this machine: {e}"))?;
-        let run_as = if dcfg.user.is_empty() {
-            inspected.config.and_then(|c| c.user).unwrap_or_default()
-        } else {
-            dcfg.user.clone()
-        };
-        let root = {
-            let u = run_as.split(':').next().unwrap_or("");
-            u.is_empty() || u == "0" || u == "root"
-        };
-        if root && !dcfg.allow_root {
-            return Err(format!(
-                "image {image} runs as root; kernels run unprivileged (set spawner.docker.user)"
-            ));
-        }
+        docker::run_as(docker, &image, dcfg).await?;
         // The same home the user's notebook server mounts (created there at spawn).
         let (source, typ) = docker::home_source(dcfg, &kernel.user);
         let home = Mount {
@@ -149,12 +127,12 @@ impl Containers {
         let mut env: Vec<String> = kernel.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.extend(kernel.spec.env.iter().map(|(k, v)| format!("{k}={v}")));
         env.push(format!("JUPYTERHUB_USER={}", kernel.user));
-        let labels = HashMap::from([
-            (LABEL_KIND.to_string(), "kernel".to_string()),
-            (LABEL_USER.to_string(), kernel.user.clone()),
-            (LABEL_KERNEL.to_string(), kernel.id.clone()),
-            (LABEL_HUB.to_string(), self.instance.clone()),
-        ]);
+        let labels = docker::labels(
+            "kernel",
+            &kernel.user,
+            &self.instance,
+            &[(LABEL_KERNEL, &kernel.id)],
+        );
         // The spec's limits, else the per-user ones notebook servers get.
         let memory = kernel
             .spec
@@ -162,17 +140,8 @@ impl Containers {
             .or(cfg.limits.memory)
             .map(|m| m.bytes() as i64);
         let cpu = kernel.spec.cpu.or(cfg.limits.cpu);
-        let host_config = HostConfig {
-            mounts: Some(vec![home, connection]),
-            memory,
-            memory_swap: memory,
-            nano_cpus: cpu.map(|c| (c * 1e9) as i64),
-            pids_limit: Some(dcfg.pids_limit),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            network_mode: Some(dcfg.network.clone()),
-            ..Default::default()
-        };
+        let host_config =
+            docker::hardened_host_config(dcfg, vec![home, connection], memory, cpu, &[]);
         let name = format!("orrery-kernel-{}", kernel.id);
         let container = ContainerConfig {
             image: Some(image.clone()),
@@ -186,42 +155,23 @@ impl Containers {
                 Some(dcfg.user.clone())
             },
             host_config: Some(host_config),
-            networking_config: Some(bollard::container::NetworkingConfig {
-                endpoints_config: HashMap::from([(
-                    dcfg.network.clone(),
-                    EndpointSettings::default(),
-                )]),
-            }),
+            networking_config: Some(docker::networking(&dcfg.network)),
             ..Default::default()
         };
         // A container left by a failed earlier attempt would block the name.
         self.remove(&name).await;
-        let created = docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: name.clone(),
-                    platform: None,
-                }),
-                container,
-            )
+        let id = docker::create_and_start(docker, &name, container)
             .await
-            .map_err(|e| format!("creating container {name}: {e}"))?;
-        let started = match docker
-            .start_container(&created.id, None::<StartContainerOptions<String>>)
-            .await
-        {
-            Err(e) => Err(format!("starting container {name}: {e}")),
-            Ok(()) => match self.address(&created.id, &dcfg.network).await {
-                Some(ip) => Ok(ip),
-                None => Err(self
-                    .stopped(&created.id)
+            .map_err(|e| e.to_string())?;
+        match self.address(&id, &dcfg.network).await {
+            Some(ip) => Ok((id, ip)),
+            None => {
+                let reason = self
+                    .stopped(&id)
                     .await
-                    .unwrap_or_else(|| format!("container {name} got no address"))),
-            },
-        };
-        match started {
-            Ok(ip) => Ok((created.id, ip)),
-            Err(reason) => Err(self.give_up(&created.id, reason).await),
+                    .unwrap_or_else(|| format!("container {name} got no address"));
+                Err(self.give_up(&id, reason).await)
+            }
         }
     }
 
@@ -247,11 +197,7 @@ impl Containers {
             .inspect_container(container, None::<InspectContainerOptions>)
             .await
             .ok()?;
-        info.network_settings
-            .and_then(|n| n.networks)
-            .and_then(|mut n| n.remove(network))
-            .and_then(|e| e.ip_address)
-            .filter(|ip| !ip.is_empty())
+        docker::address(&info, network)
     }
 
     /// Send `signal` to the container's main process (tini forwards it to the kernel).
@@ -268,20 +214,8 @@ impl Containers {
         let Ok(docker) = self.client().await else {
             return;
         };
-        match docker
-            .remove_container(
-                container,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    v: false,
-                    link: false,
-                }),
-            )
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => tracing::warn!(container, error = %e, "cannot remove kernel container"),
+        if let Err(e) = docker::remove(docker, container).await {
+            tracing::warn!(container, error = %e, "cannot remove kernel container");
         }
     }
 
@@ -290,7 +224,7 @@ impl Containers {
         let docker = self.client().await?;
         let list = docker::list_owned(docker, "kernel", &self.instance)
             .await
-            .map_err(|e| format!("listing kernel containers: {e}"))?;
+            .map_err(|e| e.to_string())?;
         Ok(list
             .into_iter()
             .filter_map(|c| {
@@ -315,14 +249,7 @@ impl Containers {
         if st.running == Some(true) {
             return None;
         }
-        let mut reason = format!(
-            "the kernel's container exited with code {}",
-            st.exit_code.unwrap_or(-1)
-        );
-        if st.oom_killed == Some(true) {
-            reason.push_str(" (killed for using more than its memory limit)");
-        }
-        Some(reason)
+        Some(docker::exit_reason("the kernel's container", &st))
     }
 }
 

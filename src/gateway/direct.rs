@@ -109,7 +109,7 @@ pub async fn handle(
     }
     headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     let url = format!("{server}{check_path}{query}");
-    match gw.forward.status_of_get(&url, headers).await {
+    match gw.services.forward.status_of_get(&url, headers).await {
         Ok(StatusCode::OK) => channels::accept(gw, kernel, req),
         Ok(status) => {
             tracing::info!(user = %name, kernel = %kernel_id, %status, "kernel WebSocket not authorized by the user's server");

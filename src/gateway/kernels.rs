@@ -32,10 +32,10 @@ pub async fn create(
     user: GatewayUser,
     body: Option<Json<CreateBody>>,
 ) -> Result<Response, GatewayError> {
-    if !gw.config.get().kernels.remote {
+    if !gw.services.config.get().kernels.remote {
         return Err(GatewayError::Disabled);
     }
-    let most = gw.config.get().kernels.max_per_user as usize;
+    let most = gw.services.config.get().kernels.max_per_user as usize;
     let have = gw.kernels_of(&user.name).len();
     if most > 0 && have >= most {
         return Err(GatewayError::TooManyKernels { have, most });

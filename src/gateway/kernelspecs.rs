@@ -28,7 +28,8 @@ pub fn allowed(spec: &KernelSpec, user: &GatewayUser) -> bool {
 
 /// The specs `user` may use, in config order.
 pub fn specs_for(gw: &Gateway, user: &GatewayUser) -> Vec<KernelSpec> {
-    gw.config
+    gw.services
+        .config
         .get()
         .kernels
         .effective_specs()

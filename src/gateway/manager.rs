@@ -76,12 +76,8 @@ pub struct Services {
 }
 
 pub struct Gateway {
-    pub config: SharedConfig,
-    pub store: Store,
-    pub metrics: Arc<Metrics>,
-    pub activity: Arc<Activity>,
-    pub forward: Arc<Forwarder>,
-    pub runtime: Arc<dyn KernelRuntime>,
+    /// The hub's services the gateway uses.
+    pub services: Services,
     kernels: StdMutex<HashMap<String, Arc<Kernel>>>,
 }
 
@@ -411,12 +407,7 @@ impl Gateway {
     /// A gateway with no kernels yet; [`Gateway::run_loops`] starts its monitor and culler.
     pub fn new(services: Services) -> Arc<Gateway> {
         Arc::new(Gateway {
-            runtime: services.runtime,
-            config: services.config,
-            store: services.store,
-            metrics: services.metrics,
-            activity: services.activity,
-            forward: services.forward,
+            services,
             kernels: StdMutex::new(HashMap::new()),
         })
     }
@@ -468,7 +459,7 @@ impl Gateway {
         spec: KernelSpec,
         request_env: &serde_json::Map<String, Value>,
     ) -> Result<Arc<Kernel>, GatewayError> {
-        let cfg = self.config.get();
+        let cfg = self.services.config.get();
         let id = uuid::Uuid::new_v4().to_string();
         let home = cfg.spawner.docker.home_mount.clone();
         let working_dir = containers::working_dir(
@@ -483,8 +474,8 @@ impl Gateway {
             .filter(|(k, _)| k.starts_with("KERNEL_"))
             .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
             .collect();
-        let info = self.runtime.connection_info(&spec.name);
-        let dir = self.store.path().join("kernels").join(&id);
+        let info = self.services.runtime.connection_info(&spec.name);
+        let dir = self.services.store.path().join("kernels").join(&id);
         containers::write_connection_file(&dir, &info).map_err(|source| GatewayError::Io {
             what: "writing the kernel's connection file",
             source,
@@ -504,7 +495,7 @@ impl Gateway {
             dir,
             KernelStatus::new(ExecutionState::Starting, None),
         ));
-        if let Err(source) = record::save(self.store.path(), &kernel.record()) {
+        if let Err(source) = record::save(self.services.store.path(), &kernel.record()) {
             let _ = std::fs::remove_dir_all(&kernel.dir);
             return Err(GatewayError::Io {
                 what: "saving the kernel's record",
@@ -524,10 +515,10 @@ impl Gateway {
     /// Create and start the kernel's container, connect, nudge. Caller holds `lifecycle`.
     async fn start(&self, kernel: &Arc<Kernel>) {
         kernel.set_state(ExecutionState::Starting);
-        let cfg = self.config.get();
+        let cfg = self.services.config.get();
         let began = std::time::Instant::now();
         let result = async {
-            let (container, ip) = self.runtime.start(&cfg, kernel).await?;
+            let (container, ip) = self.services.runtime.start(&cfg, kernel).await?;
             {
                 let mut st = lock(&kernel.status);
                 st.container = Some(container.clone());
@@ -540,7 +531,7 @@ impl Gateway {
             let exited = async {
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Some(reason) = self.runtime.stopped(&container).await {
+                    if let Some(reason) = self.services.runtime.stopped(&container).await {
                         return reason;
                     }
                 }
@@ -596,7 +587,7 @@ impl Gateway {
                 let Some(container) = container else {
                     return Err("the kernel has no running container".into());
                 };
-                self.runtime.signal(&container, "SIGINT").await
+                self.services.runtime.signal(&container, "SIGINT").await
             }
             InterruptMode::Message => {
                 let client = kernel
@@ -625,7 +616,7 @@ impl Gateway {
         *kernel.client.write().await = None;
         let container = lock(&kernel.status).container.take();
         if let Some(c) = container {
-            self.runtime.remove(&c).await;
+            self.services.runtime.remove(&c).await;
         }
         self.start(kernel).await;
         match kernel.execution_state() {
@@ -655,10 +646,10 @@ impl Gateway {
         kernel.close_sockets();
         let container = lock(&kernel.status).container.take();
         if let Some(c) = container {
-            self.runtime.remove(&c).await;
+            self.services.runtime.remove(&c).await;
         }
         let _ = std::fs::remove_dir_all(&kernel.dir);
-        record::remove(self.store.path(), &kernel.id);
+        record::remove(self.services.store.path(), &kernel.id);
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel deleted");
     }
 }
@@ -690,9 +681,9 @@ impl Gateway {
         *kernel.client.write().await = None;
         self.save_record(kernel);
         if let Some(c) = container {
-            self.runtime.remove(&c).await;
+            self.services.runtime.remove(&c).await;
         }
-        self.metrics.kernel_reclaimed();
+        self.services.metrics.kernel_reclaimed();
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel container reclaimed for idleness");
     }
 
@@ -709,7 +700,7 @@ impl Gateway {
             st.container.take()
         };
         let reason = match container {
-            Some(c) => self.runtime.give_up(&c, reason).await,
+            Some(c) => self.services.runtime.give_up(&c, reason).await,
             None => reason,
         };
         {
@@ -767,7 +758,7 @@ impl Gateway {
         if kernel.is_deleted() {
             return;
         }
-        if let Err(e) = record::save(self.store.path(), &kernel.record()) {
+        if let Err(e) = record::save(self.services.store.path(), &kernel.record()) {
             tracing::warn!(kernel = %kernel.id, error = %e, "cannot save the kernel's record");
         }
     }
@@ -778,22 +769,22 @@ impl Gateway {
     /// Done also with `kernels.remote` now off: servers started in gateway mode still use their
     /// kernels, and a container nobody manages would run forever.
     pub async fn adopt(self: &Arc<Self>) {
-        let state = self.store.path().to_path_buf();
+        let state = self.services.store.path().to_path_buf();
         let records = record::load_all(&state);
-        if records.is_empty() && !self.config.get().kernels.remote {
+        if records.is_empty() && !self.services.config.get().kernels.remote {
             return;
         }
         // Without the list (the engine not answering yet) kernels are still taken back, as
         // without containers: their next request starts a new one (the old one, if it runs,
         // is replaced by name), which beats Jupyter Server dropping every notebook's session.
-        let (containers, listed) = match self.runtime.list().await {
+        let (containers, listed) = match self.services.runtime.list().await {
             Ok(c) => (c, true),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list kernel containers; kernels of an earlier run get new containers on their next request");
                 (Vec::new(), false)
             }
         };
-        let cfg = self.config.get();
+        let cfg = self.services.config.get();
         let mut adopted = 0;
         for found in records {
             let rec = match found {
@@ -814,6 +805,7 @@ impl Gateway {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<ConnectionInfo>(&b).ok());
             let server_up = self
+                .services
                 .store
                 .server(&rec.user, "")
                 .ok()
@@ -822,7 +814,7 @@ impl Gateway {
             let Some(info) = info.filter(|_| server_up) else {
                 tracing::info!(kernel = %rec.id, user = %rec.user, "removing a kernel of an earlier run (its server is gone or its connection file is)");
                 for c in &mine {
-                    self.runtime.remove(c).await;
+                    self.services.runtime.remove(c).await;
                 }
                 let _ = std::fs::remove_dir_all(&dir);
                 record::remove(&state, &rec.id);
@@ -830,14 +822,14 @@ impl Gateway {
             };
             let mut live = None;
             for c in mine {
-                if live.is_none() && self.runtime.stopped(&c).await.is_none() {
+                if live.is_none() && self.services.runtime.stopped(&c).await.is_none() {
                     live = Some(c);
                 } else {
-                    self.runtime.remove(&c).await;
+                    self.services.runtime.remove(&c).await;
                 }
             }
             let ip = match &live {
-                Some(c) => self.runtime.address(&cfg, c).await,
+                Some(c) => self.services.runtime.address(&cfg, c).await,
                 None => None,
             };
             let reclaimed = match (&live, ip.is_some(), rec.reclaimed_after_s) {
@@ -847,7 +839,7 @@ impl Gateway {
             };
             if reclaimed.is_some() {
                 if let Some(c) = &live {
-                    self.runtime.remove(c).await;
+                    self.services.runtime.remove(c).await;
                 }
             }
             let status = match reclaimed {
@@ -881,7 +873,7 @@ impl Gateway {
         for (container, kernel) in containers.iter().filter(|_| listed) {
             if !lock(&self.kernels).contains_key(kernel) {
                 tracing::info!(kernel = %kernel, "removing a kernel container without a record");
-                self.runtime.remove(container).await;
+                self.services.runtime.remove(container).await;
             }
         }
         if let Ok(entries) = std::fs::read_dir(state.join("kernels")) {
@@ -902,7 +894,7 @@ impl Gateway {
 async fn cull(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
     loop {
         let every = match gw.upgrade() {
-            Some(gw) => gw.config.get().kernels.cull_interval.as_std(),
+            Some(gw) => gw.services.config.get().kernels.cull_interval.as_std(),
             None => return,
         };
         tokio::select! {
@@ -911,7 +903,7 @@ async fn cull(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
         }
         let Some(gw) = gw.upgrade() else { return };
         // Also with `kernels.remote` now off: kernels of servers started before still idle.
-        let cfg = gw.config.get();
+        let cfg = gw.services.config.get();
         let kernels: Vec<Arc<Kernel>> = lock(&gw.kernels).values().cloned().collect();
         for k in kernels {
             let timeout = k
@@ -997,7 +989,7 @@ async fn monitor(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
             let Ok(_guard) = k.lifecycle.try_lock() else {
                 continue;
             };
-            if let Some(reason) = gw.runtime.stopped(&container).await {
+            if let Some(reason) = gw.services.runtime.stopped(&container).await {
                 gw.kernel_died(&k, reason).await;
                 continue;
             }

@@ -42,7 +42,7 @@ pub use runtime::KernelRuntime;
 
 /// The gateway's routes under `<base_url>hub/gateway`.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    let prefix = format!("{}hub/gateway", gw.config.get().base_url);
+    let prefix = format!("{}hub/gateway", gw.services.config.get().base_url);
     Router::new()
         .route(&format!("{prefix}/api/kernelspecs"), get(kernelspecs::list))
         .route(

@@ -16,12 +16,10 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use bollard::container::{
-    Config as ContainerConfig, CreateContainerOptions, InspectContainerOptions,
-    ListContainersOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
-    StopContainerOptions,
+    Config as ContainerConfig, InspectContainerOptions, StopContainerOptions,
 };
 use bollard::image::CreateImageOptions;
-use bollard::models::{ContainerSummary, EndpointSettings, HostConfig, Mount, MountTypeEnum};
+use bollard::models::{Mount, MountTypeEnum};
 use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
 use bollard::volume::CreateVolumeOptions;
 use bollard::Docker;
@@ -32,13 +30,10 @@ use tokio::sync::OnceCell;
 
 use super::{Backend, Observed, PollStatus, SpawnError, SpawnSpec, Started};
 use crate::config::{DockerSpawner, PullPolicy};
-
-/// Label keys on everything Orrery creates.
-pub const LABEL_KIND: &str = "org.orrery.kind";
-pub const LABEL_USER: &str = "org.orrery.user";
-pub const LABEL_SERVER: &str = "org.orrery.server";
-/// The hub instance (state directory) that owns a container.
-pub const LABEL_HUB: &str = "org.orrery.hub";
+use crate::docker::{
+    self, home_source, is_not_found, last_logs, list_owned, EngineError, LABEL_HUB, LABEL_KIND,
+    LABEL_SERVER, LABEL_USER,
+};
 
 pub struct DockerBackend {
     /// Socket path from config (empty: $DOCKER_HOST or the default socket).
@@ -67,11 +62,7 @@ impl DockerBackend {
 
     async fn client(&self) -> Result<&Docker, SpawnError> {
         self.docker
-            .get_or_try_init(|| async {
-                connect(&self.socket)
-                    .await
-                    .map_err(|(socket, e)| unreachable(&socket, &e))
-            })
+            .get_or_try_init(|| async { docker::connect(&self.socket).await.map_err(engine) })
             .await
     }
 
@@ -94,84 +85,27 @@ impl DockerBackend {
     }
 }
 
-fn unreachable(socket: &str, e: &bollard::errors::Error) -> SpawnError {
-    SpawnError::NotAvailable(format!(
-        "the Docker engine is not reachable at {socket} ({e}); start it (systemctl start docker) — Orrery retries"
-    ))
-}
-
 fn failed(what: &str, e: bollard::errors::Error) -> SpawnError {
+    engine(EngineError::call(what, e))
+}
+
+/// An engine failure as the spawn contract says it: the engine not there (or not answering)
+/// is "not available", which Orrery retries; anything else failed this spawn.
+fn engine(e: EngineError) -> SpawnError {
     match &e {
-        bollard::errors::Error::HyperResponseError { .. }
-        | bollard::errors::Error::IOError { .. } => SpawnError::NotAvailable(format!(
-            "{what}: the Docker engine did not answer ({e}); Orrery retries"
+        EngineError::Unreachable { socket, source } => SpawnError::NotAvailable(format!(
+            "the Docker engine is not reachable at {socket} ({source}); start it (systemctl start docker) — Orrery retries"
         )),
-        _ => SpawnError::Failed(format!("{what}: {e}")),
+        EngineError::Call {
+            what,
+            source:
+                source @ (bollard::errors::Error::HyperResponseError { .. }
+                | bollard::errors::Error::IOError { .. }),
+        } => SpawnError::NotAvailable(format!(
+            "{what}: the Docker engine did not answer ({source}); Orrery retries"
+        )),
+        EngineError::Call { .. } => SpawnError::Failed(e.to_string()),
     }
-}
-
-/// Connect to the engine at `socket` (empty: $DOCKER_HOST or the default socket) and agree on
-/// an API version. Shared by notebook servers and kernel containers. Err: (socket, error).
-pub async fn connect(socket: &str) -> Result<Docker, (String, bollard::errors::Error)> {
-    let socket = if !socket.is_empty() {
-        socket.to_string()
-    } else {
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
-    };
-    let d = Docker::connect_with_socket(&socket, 120, bollard::API_DEFAULT_VERSION)
-        .map_err(|e| (socket.clone(), e))?;
-    d.negotiate_version().await.map_err(|e| (socket, e))
-}
-
-pub fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
-/// Where `user`'s home lives: a host directory (bind mount) or a named volume, per config.
-/// The one rule for naming it, so notebook servers and kernels mount the same files.
-pub fn home_source(cfg: &DockerSpawner, user: &str) -> (String, MountTypeEnum) {
-    match &cfg.home_host_path {
-        Some(tpl) => (tpl.replace("{username}", user), MountTypeEnum::BIND),
-        None => (
-            cfg.home_volume.replace("{username}", user),
-            MountTypeEnum::VOLUME,
-        ),
-    }
-}
-
-/// Every container (running or not) labelled `org.orrery.kind=<kind>` that this hub instance
-/// owns (`org.orrery.hub=<instance>`): how notebook servers and kernel containers are both found
-/// again after a restart.
-pub async fn list_owned(
-    docker: &Docker,
-    kind: &str,
-    instance: &str,
-) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![
-            format!("{LABEL_KIND}={kind}"),
-            format!("{LABEL_HUB}={instance}"),
-        ],
-    )]);
-    docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters,
-            ..Default::default()
-        }))
-        .await
-}
-
-fn is_root_user(user: &str) -> bool {
-    let u = user.split(':').next().unwrap_or("");
-    u.is_empty() || u == "0" || u == "root"
 }
 
 impl DockerBackend {
@@ -308,24 +242,6 @@ impl DockerBackend {
     }
 }
 
-/// The last `lines` lines a container wrote (stdout and stderr), for error messages.
-pub async fn last_logs(docker: &Docker, id: &str, lines: usize) -> String {
-    let mut stream = docker.logs::<String>(
-        id,
-        Some(LogsOptions {
-            stdout: true,
-            stderr: true,
-            tail: lines.to_string(),
-            ..Default::default()
-        }),
-    );
-    let mut out = String::new();
-    while let Some(Ok(chunk)) = stream.next().await {
-        out.push_str(&chunk.to_string());
-    }
-    out.trim_end().to_string()
-}
-
 impl Backend for DockerBackend {
     fn name(&self) -> &'static str {
         "docker"
@@ -425,22 +341,9 @@ impl Backend for DockerBackend {
             };
             self.ensure_image(docker, &image, cfg.pull_policy, &spec)
                 .await?;
-            let inspected = docker
-                .inspect_image(&image)
+            docker::run_as(docker, &image, cfg)
                 .await
-                .map_err(|e| failed(&format!("inspecting image {image}"), e))?;
-            let image_user = inspected.config.and_then(|c| c.user).unwrap_or_default();
-            let run_as = if cfg.user.is_empty() {
-                image_user.clone()
-            } else {
-                cfg.user.clone()
-            };
-            if is_root_user(&run_as) && !cfg.allow_root {
-                return Err(SpawnError::Failed(format!(
-                    "image {image} runs as root (USER {:?}); Orrery runs servers unprivileged. Use a docker-stacks image, set spawner.docker.user = \"1000:100\", or (not recommended) spawner.docker.allow_root = true",
-                    if run_as.is_empty() { "root" } else { &run_as }
-                )));
-            }
+                .map_err(SpawnError::Failed)?;
 
             let name = Self::container_name(&spec.user, &spec.server_name);
             // A container of this name with no server record is a leftover of ours: replace it.
@@ -458,15 +361,7 @@ impl Backend for DockerBackend {
                         "a container named {name} already exists and was not made by this Orrery; remove or rename it (docker rm -f {name})"
                     )));
                 }
-                let _ = docker
-                    .remove_container(
-                        &name,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
+                let _ = docker::remove(docker, &name).await;
             }
             let _ = spec
                 .progress
@@ -501,29 +396,19 @@ impl Backend for DockerBackend {
                 "JUPYTERHUB_SERVICE_URL=http://0.0.0.0:{}{}",
                 cfg.port, spec.prefix
             ));
-            let labels = HashMap::from([
-                (LABEL_KIND.to_string(), "notebook".to_string()),
-                (LABEL_USER.to_string(), spec.user.clone()),
-                (LABEL_SERVER.to_string(), spec.server_name.clone()),
-                (LABEL_HUB.to_string(), self.instance.clone()),
-            ]);
-            let host_config = HostConfig {
-                mounts: Some(mounts),
-                memory: spec.memory_limit.map(|m| m as i64),
-                memory_swap: spec.memory_limit.map(|m| m as i64),
-                nano_cpus: spec.cpu_limit.map(|c| (c * 1e9) as i64),
-                pids_limit: Some(cfg.pids_limit),
-                cap_drop: Some(vec!["ALL".into()]),
-                cap_add: if cfg.cap_add.is_empty() {
-                    None
-                } else {
-                    Some(cfg.cap_add.clone())
-                },
-                security_opt: Some(vec!["no-new-privileges".into()]),
-                network_mode: Some(self.network.clone()),
-                init: None,
-                ..Default::default()
-            };
+            let labels = docker::labels(
+                "notebook",
+                &spec.user,
+                &self.instance,
+                &[(LABEL_SERVER, &spec.server_name)],
+            );
+            let host_config = docker::hardened_host_config(
+                cfg,
+                mounts,
+                spec.memory_limit.map(|m| m as i64),
+                spec.cpu_limit,
+                &cfg.cap_add,
+            );
             let container = ContainerConfig {
                 image: Some(image.clone()),
                 cmd: if cfg.cmd.is_empty() {
@@ -539,40 +424,18 @@ impl Backend for DockerBackend {
                     Some(cfg.user.clone())
                 },
                 host_config: Some(host_config),
-                networking_config: Some(bollard::container::NetworkingConfig {
-                    endpoints_config: HashMap::from([(
-                        self.network.clone(),
-                        EndpointSettings::default(),
-                    )]),
-                }),
+                networking_config: Some(docker::networking(&self.network)),
                 ..Default::default()
             };
             let _ = spec.progress.send(format!("Creating container {name}"));
-            let created = docker
-                .create_container(
-                    Some(CreateContainerOptions {
-                        name: name.clone(),
-                        platform: None,
-                    }),
-                    container,
-                )
+            let id = docker::create_and_start(docker, &name, container)
                 .await
-                .map_err(|e| failed(&format!("creating container {name}"), e))?;
-            docker
-                .start_container(&created.id, None::<StartContainerOptions<String>>)
-                .await
-                .map_err(|e| failed(&format!("starting container {name}"), e))?;
+                .map_err(engine)?;
             let info = docker
-                .inspect_container(&created.id, None::<InspectContainerOptions>)
+                .inspect_container(&id, None::<InspectContainerOptions>)
                 .await
                 .map_err(|e| failed("inspecting the new container", e))?;
-            let ip = info
-                .network_settings
-                .and_then(|n| n.networks)
-                .and_then(|mut n| n.remove(&self.network))
-                .and_then(|e| e.ip_address)
-                .filter(|ip| !ip.is_empty());
-            let Some(ip) = ip else {
+            let Some(ip) = docker::address(&info, &self.network) else {
                 // Most often the server exited at once (the network endpoint goes with it):
                 // say why, and don't leave the dead container behind.
                 let st = info.state.unwrap_or_default();
@@ -582,24 +445,13 @@ impl Backend for DockerBackend {
                         self.network
                     )
                 } else {
-                    format!(
-                        "the container exited with code {}",
-                        st.exit_code.unwrap_or(-1)
-                    )
+                    docker::exit_reason("the container", &st)
                 };
-                let logs = last_logs(docker, &created.id, 20).await;
+                let logs = last_logs(docker, &id, 20).await;
                 if !logs.is_empty() {
                     reason.push_str(&format!("\nLast log lines:\n{logs}"));
                 }
-                let _ = docker
-                    .remove_container(
-                        &created.id,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
+                let _ = docker::remove(docker, &id).await;
                 return Err(SpawnError::Failed(format!(
                     "the server stopped before it was ready: {reason}"
                 )));
@@ -607,7 +459,7 @@ impl Backend for DockerBackend {
             let _ = spec.progress.send(format!("Container {name} started"));
             Ok(Started {
                 url: format!("http://{ip}:{}", cfg.port),
-                state: json!({"container_id": created.id, "name": name, "image": image}),
+                state: json!({"container_id": id, "name": name, "image": image}),
             })
         })
     }
@@ -633,24 +485,7 @@ impl Backend for DockerBackend {
                 Err(e) => return Err(failed(&format!("stopping container {id}"), e)),
             }
             // Remove the container, never its volumes: the home volume holds the user's files.
-            match docker
-                .remove_container(
-                    &id,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        v: false,
-                        link: false,
-                    }),
-                )
-                .await
-            {
-                Ok(()) => Ok(()),
-                Err(e) if is_not_found(&e) => Ok(()),
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409, ..
-                }) => Ok(()),
-                Err(e) => Err(failed(&format!("removing container {id}"), e)),
-            }
+            docker::remove(docker, &id).await.map_err(engine)
         })
     }
 
@@ -677,16 +512,7 @@ impl Backend for DockerBackend {
             if st.running == Some(true) {
                 return Ok(PollStatus::Running);
             }
-            let mut reason = format!(
-                "the container exited with code {}",
-                st.exit_code.unwrap_or(-1)
-            );
-            if st.oom_killed == Some(true) {
-                reason = format!("the container was killed for using more than its memory limit (limits.memory); {reason}");
-            }
-            if let Some(err) = st.error.filter(|e| !e.is_empty()) {
-                reason.push_str(&format!(": {err}"));
-            }
+            let mut reason = docker::exit_reason("the container", &st);
             let logs = last_logs(docker, &id, 20).await;
             if !logs.is_empty() {
                 reason.push_str(&format!("\nLast log lines:\n{logs}"));
@@ -750,7 +576,7 @@ impl Backend for DockerBackend {
             let docker = self.client().await?;
             let list = list_owned(docker, "notebook", &self.instance)
                 .await
-                .map_err(|e| failed("listing containers", e))?;
+                .map_err(engine)?;
             Ok(list
                 .into_iter()
                 .filter_map(|c| {
