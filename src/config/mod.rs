@@ -5,12 +5,18 @@
 //! state in `./orrery-state`). Key names follow The Littlest JupyterHub's where TLJH has one.
 //!
 //! * [`units`]: durations (`10m`) and sizes (`2G`) as they are written in the file.
-//! * [`load`]: reading and validating a file, with errors that name the key and the nearest valid key.
+//! * [`load`]: reading a file, text to [`Config`], with errors that name the key and the nearest
+//!   valid key; [`discover`] finds the file, [`errors`] says what went wrong, [`schema`] is the
+//!   key tree, [`validate`] checks meaning, one function per section.
 //! * [`edit`]: `orrery config set/unset/add-item/...`, comment-preserving, validated, atomic.
 
+pub mod discover;
 pub mod edit;
+pub mod errors;
 pub mod load;
+pub mod schema;
 pub mod units;
+pub mod validate;
 
 use std::path::PathBuf;
 

@@ -417,6 +417,40 @@ impl Gateway {
     pub fn run_loops(self: &Arc<Self>, tasks: &TaskTracker, stop: &CancellationToken) {
         tasks.spawn(monitor(Arc::downgrade(self), stop.clone()));
         tasks.spawn(cull(Arc::downgrade(self), stop.clone()));
+        tasks.spawn(reconcile_loop(Arc::downgrade(self), stop.clone()));
+    }
+
+    /// One reconcile pass over the runtime: a kernel it runs for this hub that the registry
+    /// does not know (a crash between start and record, one started by hand with Orrery's
+    /// labels) is removed once seen so in two passes in a row. A kernel is registered before
+    /// its runtime starts it, so one being created is never taken. `seen` carries the
+    /// unknown handles from the last pass. The registry's own kernels are watched by the
+    /// monitor (death) and [`Gateway::adopt`] (startup).
+    pub async fn reconcile(&self, seen: &mut std::collections::HashSet<String>) {
+        let listed = match self.services.runtime.list().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list kernels; reconciling later");
+                return;
+            }
+        };
+        let mut unknown = std::collections::HashSet::new();
+        for (handle, kernel_id) in listed {
+            if lock(&self.kernels).contains_key(&kernel_id) {
+                continue;
+            }
+            if seen.contains(&handle) {
+                tracing::info!(kernel = %kernel_id, %handle, "removing a kernel the gateway has no record of");
+                self.services.runtime.remove(&handle).await;
+                let dir = self.services.store.path().join("kernels").join(&kernel_id);
+                if !lock(&self.kernels).contains_key(&kernel_id) {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            } else {
+                unknown.insert(handle);
+            }
+        }
+        *seen = unknown;
     }
 
     /// `user`'s kernel `id`; another user's kernel is as missing as an unknown one.
@@ -887,6 +921,23 @@ impl Gateway {
         if adopted > 0 {
             tracing::info!(kernels = adopted, "kernels of an earlier run taken back");
         }
+    }
+}
+
+/// The kernel reconcile loop: [`Gateway::reconcile`] every `spawner.reconcile_interval`.
+async fn reconcile_loop(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let every = match gw.upgrade() {
+            Some(gw) => gw.services.config.get().spawner.reconcile_interval.as_std(),
+            None => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(every.max(Duration::from_secs(1))) => {}
+            _ = stop.cancelled() => return,
+        }
+        let Some(gw) = gw.upgrade() else { return };
+        gw.reconcile(&mut seen).await;
     }
 }
 

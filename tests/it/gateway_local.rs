@@ -519,3 +519,44 @@ async fn local_kernels_are_adopted_with_their_state_and_strays_removed() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The kernel reconcile loop: a kernel process the gateway has no record of is removed within
+/// two passes (here one a second), and a kernel of the gateway's own is left alone.
+#[tokio::test]
+async fn a_kernel_without_a_record_is_removed_by_the_reconcile_loop() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = LocalGateway::start(dir.path(), None).await;
+    let mut cfg = gw.hub.config().as_ref().clone();
+    cfg.spawner.reconcile_interval = orrery::config::Duration::from_secs(1);
+    gw.hub.set_config(cfg);
+    let id = gw.create().await;
+    let stray_dir = dir.path().join("kernels").join("no-record");
+    std::fs::create_dir_all(&stray_dir).unwrap();
+    let mut stray = std::process::Command::new("sleep")
+        .arg("300")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::fs::write(stray_dir.join("pid"), stray.id().to_string()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while process_alive(stray.id() as i32) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unrecorded kernel still runs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = stray.wait();
+    assert!(!stray_dir.exists());
+    assert!(
+        process_alive(kernel_pid(dir.path(), &id)),
+        "the gateway's own kernel runs on"
+    );
+    gw.wait_state(&id, "idle", 5).await;
+    let (status, _) = gw
+        .http(reqwest::Method::DELETE, &format!("/api/kernels/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    gw.shut_down().await;
+}

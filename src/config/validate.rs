@@ -1,0 +1,463 @@
+//! What types alone cannot check: one function per section, each error naming the key and
+//! the fix; and the warnings worth saying whenever the config is read or set.
+
+use super::errors::ConfigError;
+use super::Config;
+use crate::{scopes, username};
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------------
+
+/// Minimum length of a service's `api_token`.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Lowercase and check the names in `users.admin`, `users.allowed` and `users.blocked`
+/// (dropping duplicates that differ only in case).
+pub fn normalize_users(config: &mut Config) -> Result<(), ConfigError> {
+    let users = &mut config.users;
+    for (key, names) in [
+        ("users.admin", &mut users.admin),
+        ("users.allowed", &mut users.allowed),
+        ("users.blocked", &mut users.blocked),
+    ] {
+        let mut normalized: Vec<String> = Vec::with_capacity(names.len());
+        for name in names.iter() {
+            let name = normalize_user(key, name)?;
+            if !normalized.contains(&name) {
+                normalized.push(name);
+            }
+        }
+        *names = normalized;
+    }
+    Ok(())
+}
+
+fn normalize_user(key: &str, name: &str) -> Result<String, ConfigError> {
+    username::normalize(name).map_err(|err| {
+        ConfigError::invalid(key, format!("{name:?} is not a valid user name: {err}"))
+    })
+}
+
+/// What is accepted but worth saying whenever the config is read or set: scopes that
+/// JupyterHub has and Orrery does not implement yet (they grant nothing), each with its key.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, service) in config.services.iter().enumerate() {
+        for (pos, scope) in service.scopes.iter().enumerate() {
+            if let Ok(scopes::Checked::NotImplemented(w)) = scopes::check(scope, None) {
+                out.push(format!(
+                    "services[{i}].scopes[{pos}] (service {:?}): {w}",
+                    service.name
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Check what types alone cannot: each error names the key and says how to fix it. One
+/// function per section, in the order a person reads the file.
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    validate_base_url(config)?;
+    validate_listeners(config)?;
+    validate_https(config)?;
+    validate_users(config)?;
+    validate_services(config)?;
+    validate_kernels(config)?;
+    validate_cull(config)?;
+    validate_limits(config)?;
+    validate_spawner(config)?;
+    Ok(())
+}
+
+fn err(key: &str, message: String) -> Result<(), ConfigError> {
+    Err(ConfigError::invalid(key, message))
+}
+
+/// `base_url`: a plain path that starts and ends with `/`.
+fn validate_base_url(config: &Config) -> Result<(), ConfigError> {
+    let base_url = &config.base_url;
+    if !base_url.starts_with('/') || !base_url.ends_with('/') {
+        return err(
+            "base_url",
+            format!("{base_url:?} must start and end with \"/\", e.g. \"/\" or \"/jupyter/\""),
+        );
+    }
+    if base_url.contains(char::is_whitespace) || base_url.contains("//") {
+        return err(
+            "base_url",
+            format!("{base_url:?} must be a plain path such as \"/jupyter/\""),
+        );
+    }
+
+    Ok(())
+}
+
+/// `http` and `internal`: addresses and ports.
+fn validate_listeners(config: &Config) -> Result<(), ConfigError> {
+    for (key, address) in [
+        ("http.address", &config.http.address),
+        ("internal.address", &config.internal.address),
+    ] {
+        if !address.is_empty() && address.parse::<std::net::IpAddr>().is_err() {
+            return err(
+                key,
+                format!(
+                    "{address:?} is not an IP address; use e.g. \"0.0.0.0\" (every interface), \
+                     \"127.0.0.1\" (this machine only), or \"\" for the default"
+                ),
+            );
+        }
+    }
+    if config.http.port == 0 {
+        return err(
+            "http.port",
+            "0 is not a port to listen on; use e.g. 80 or 8000".into(),
+        );
+    }
+    Ok(())
+}
+
+/// `https`: a certificate and key, and a port of its own.
+fn validate_https(config: &Config) -> Result<(), ConfigError> {
+    let https = &config.https;
+    if https.enabled {
+        for (key, value) in [
+            ("https.tls.cert", &https.tls.cert),
+            ("https.tls.key", &https.tls.key),
+        ] {
+            if value.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+                return err(
+                    key,
+                    "https.enabled is true, which needs a PEM certificate and key; set \
+                     https.tls.cert and https.tls.key, or set https.enabled to false"
+                        .into(),
+                );
+            }
+        }
+        if https.port == 0 {
+            return err(
+                "https.port",
+                "0 is not a port to listen on; use e.g. 443".into(),
+            );
+        }
+        if https.port == config.http.port {
+            return err(
+                "https.port",
+                format!(
+                    "{} is also http.port; HTTP and HTTPS need different ports",
+                    https.port
+                ),
+            );
+        }
+    }
+
+    Ok(())
+}
+
+/// `users`: valid names, and no admin also blocked.
+fn validate_users(config: &Config) -> Result<(), ConfigError> {
+    let users = &config.users;
+    let mut admins = Vec::new();
+    for (key, names) in [
+        ("users.admin", &users.admin),
+        ("users.allowed", &users.allowed),
+        ("users.blocked", &users.blocked),
+    ] {
+        for name in names {
+            let name = normalize_user(key, name)?;
+            if key == "users.admin" {
+                admins.push(name);
+            } else if key == "users.blocked" && admins.contains(&name) {
+                return err(
+                    "users.blocked",
+                    format!("{name:?} is also in users.admin; remove it from one of the two lists"),
+                );
+            }
+        }
+    }
+
+    Ok(())
+}
+
+/// `[[services]]`: names, tokens, scopes (unknown ones refused), OAuth redirect URIs.
+fn validate_services(config: &Config) -> Result<(), ConfigError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, service) in config.services.iter().enumerate() {
+        let at = |field: &str| format!("services[{i}].{field}");
+        let name = &service.name;
+        if name.is_empty() {
+            return err(
+                &at("name"),
+                "every [[services]] entry needs a name, e.g. name = \"idle-culler\"".into(),
+            );
+        }
+        if username::normalize(name).ok().as_deref() != Some(name.as_str()) {
+            return err(
+                &at("name"),
+                format!(
+                    "{name:?} is not a valid service name; use lowercase letters, digits, '.', \
+                     '_' and '-', starting with a letter or digit"
+                ),
+            );
+        }
+        if let Some(first) = seen.iter().position(|n| *n == name) {
+            return err(
+                &at("name"),
+                format!("{name:?} is already the name of services[{first}]"),
+            );
+        }
+        seen.push(name);
+        if service.api_token.trim().chars().count() < MIN_TOKEN_LEN {
+            return err(
+                &at("api_token"),
+                format!(
+                    "service {name:?} needs an api_token of at least {MIN_TOKEN_LEN} characters; \
+                     generate one with `openssl rand -hex 32`"
+                ),
+            );
+        }
+        for (pos, scope) in service.scopes.iter().enumerate() {
+            if scope.trim().is_empty() {
+                return err(
+                    &format!("services[{i}].scopes[{pos}]"),
+                    "a scope must not be empty".into(),
+                );
+            }
+            // A scope Orrery does not implement is only a warning (see `warnings`).
+            if let Err(e) = scopes::check(scope, None) {
+                return err(
+                    &format!("services[{i}].scopes[{pos}]"),
+                    format!("{e}; see the README's list of scopes"),
+                );
+            }
+        }
+        if let Some(uri) = &service.oauth_redirect_uri {
+            if uri.trim().is_empty() {
+                return err(
+                    &at("oauth_redirect_uri"),
+                    "must not be empty; leave the key out if the service does not log users in"
+                        .into(),
+                );
+            }
+        }
+    }
+
+    Ok(())
+}
+
+/// `kernels`: the cull interval and each kernelspec.
+fn validate_kernels(config: &Config) -> Result<(), ConfigError> {
+    let kernels = &config.kernels;
+    if kernels.remote && kernels.cull_interval.is_zero() {
+        return err(
+            "kernels.cull_interval",
+            "must be more than 0s, e.g. \"1m\"".into(),
+        );
+    }
+    let mut spec_names: Vec<&str> = Vec::new();
+    for (i, spec) in kernels.specs.iter().enumerate() {
+        let at = |field: &str| format!("kernels.specs[{i}].{field}");
+        let name = &spec.name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return err(
+                &at("name"),
+                format!("{name:?} is not a kernelspec name; use letters, digits, '-', '_' or '.', e.g. \"python3\""),
+            );
+        }
+        if let Some(first) = spec_names.iter().position(|n| *n == name.as_str()) {
+            return err(
+                &at("name"),
+                format!("{name:?} is already the name of kernels.specs[{first}]"),
+            );
+        }
+        spec_names.push(name);
+        if spec.argv.is_empty() {
+            return err(
+                &at("argv"),
+                "must name the kernel's command, e.g. [\"python\", \"-m\", \"ipykernel_launcher\", \"-f\", \"{connection_file}\"]".into(),
+            );
+        }
+        if !spec.argv.iter().any(|a| a.contains("{connection_file}")) {
+            return err(
+                &at("argv"),
+                "must contain {connection_file}, where the kernel reads its connection file".into(),
+            );
+        }
+        if let Some(cpu) = spec.cpu {
+            if !(cpu.is_finite() && cpu > 0.0) {
+                return err(
+                    &at("cpu"),
+                    format!("{cpu} is not a number of cores; use e.g. 0.5 or 2, or unset it"),
+                );
+            }
+        }
+        if spec.memory.is_some_and(|m| m.bytes() == 0) {
+            return err(
+                &at("memory"),
+                "must be more than 0; unset it for no limit".into(),
+            );
+        }
+        if spec.gpus > 0 {
+            return err(
+                &at("gpus"),
+                "GPU kernels are not supported yet; use 0".into(),
+            );
+        }
+        for (pos, user) in spec.allowed_users.iter().enumerate() {
+            normalize_user(&at(&format!("allowed_users[{pos}]")), user)?;
+        }
+    }
+
+    Ok(())
+}
+
+/// `cull`: intervals and concurrency.
+fn validate_cull(config: &Config) -> Result<(), ConfigError> {
+    let cull = &config.cull;
+    if cull.enabled {
+        if cull.every.is_zero() {
+            return err(
+                "cull.every",
+                "must be more than 0s when cull.enabled is true, e.g. \"1m\"".into(),
+            );
+        }
+        if cull.timeout.is_zero() {
+            return err(
+                "cull.timeout",
+                "must be more than 0s when cull.enabled is true, e.g. \"10m\"".into(),
+            );
+        }
+        if cull.concurrency == 0 {
+            return err(
+                "cull.concurrency",
+                "must be at least 1 when cull.enabled is true".into(),
+            );
+        }
+    }
+
+    Ok(())
+}
+
+/// `limits`: CPU and memory.
+fn validate_limits(config: &Config) -> Result<(), ConfigError> {
+    if let Some(cpu) = config.limits.cpu {
+        if !(cpu.is_finite() && cpu > 0.0) {
+            return err(
+                "limits.cpu",
+                format!(
+                    "{cpu} is not a number of cores; use e.g. 0.5 or 2, or unset it for no limit"
+                ),
+            );
+        }
+    }
+    if config.limits.memory.is_some_and(|m| m.bytes() == 0) {
+        return err(
+            "limits.memory",
+            "0 leaves no memory at all; use e.g. \"2G\", or unset it for no limit".into(),
+        );
+    }
+
+    Ok(())
+}
+
+/// `spawner`: intervals, limits and the Docker backend's settings.
+fn validate_spawner(config: &Config) -> Result<(), ConfigError> {
+    if config.spawner.reconcile_interval.is_zero() {
+        return err(
+            "spawner.reconcile_interval",
+            "must be more than 0s, e.g. \"30s\"".into(),
+        );
+    }
+
+    if config.spawner.concurrent_spawn_limit == 0 {
+        return err(
+            "spawner.concurrent_spawn_limit",
+            "must be at least 1 (spawns allowed at once); the default is 100".into(),
+        );
+    }
+    let docker = &config.spawner.docker;
+    if docker.image.trim().is_empty() {
+        return err(
+            "spawner.docker.image",
+            "must name an image, e.g. \"quay.io/jupyter/base-notebook:latest\"".into(),
+        );
+    }
+    // Without {username} every user would share one home: refuse rather than mix files.
+    if !docker.home_volume.contains("{username}") {
+        return err(
+            "spawner.docker.home_volume",
+            format!("{:?} must contain {{username}} so each user gets their own volume, e.g. \"orrery-home-{{username}}\"", docker.home_volume),
+        );
+    }
+    if let Some(p) = &docker.home_host_path {
+        if !p.contains("{username}") || !p.starts_with('/') {
+            return err(
+                "spawner.docker.home_host_path",
+                format!("{p:?} must be an absolute path containing {{username}}, e.g. \"/srv/orrery/homes/{{username}}\""),
+            );
+        }
+    }
+    if !docker.home_mount.starts_with('/') {
+        return err(
+            "spawner.docker.home_mount",
+            format!(
+                "{:?} must be an absolute path such as \"/home/jovyan\"",
+                docker.home_mount
+            ),
+        );
+    }
+    if docker.port == 0 {
+        return err(
+            "spawner.docker.port",
+            "must be the port the server listens on inside the container, e.g. 8888".into(),
+        );
+    }
+    if docker.network.is_empty()
+        || !docker
+            .network
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return err(
+            "spawner.docker.network",
+            format!(
+                "{:?} is not a valid network name; use letters, digits, '-', '_' or '.'",
+                docker.network
+            ),
+        );
+    }
+    if !docker.user.is_empty()
+        && !docker
+            .user
+            .split(':')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    {
+        return err(
+            "spawner.docker.user",
+            format!(
+                "{:?} must be numeric \"uid\" or \"uid:gid\", e.g. \"1000:100\"",
+                docker.user
+            ),
+        );
+    }
+    for v in &docker.volumes {
+        let parts: Vec<&str> = v.split(':').collect();
+        let ok = (parts.len() == 2 || (parts.len() == 3 && matches!(parts[2], "ro" | "rw")))
+            && parts[1].starts_with('/')
+            && !parts[0].is_empty();
+        if !ok {
+            return err(
+                "spawner.docker.volumes",
+                format!("{v:?} must be \"SOURCE:/target\" or \"SOURCE:/target:ro\""),
+            );
+        }
+    }
+    Ok(())
+}
