@@ -460,3 +460,56 @@ async fn an_upgrade_that_closes_sign_up_says_so() {
     let (_, out, _) = d.cli(&["doctor"], None);
     assert!(!out.contains("now defaults to false"), "{out}");
 }
+
+/// SIGTERM during a spawn: the daemon ends within its 10 s grace with a clean exit, leaving
+/// the spawn's process running; the next start's reconcile stops it and forgets the record (a
+/// spawn abandoned by the last run can never become ready).
+#[tokio::test]
+async fn shutdown_abandons_a_spawn_in_flight_to_the_next_start() {
+    let mut d = Daemon::start(
+        "[spawner]\nbackend = \"local\"\nslow_spawn_timeout = \"1s\"\nstart_timeout = \"60s\"\n\
+         [spawner.local]\ncmd = [\"sleep\", \"60\"]\nallow_root = true\n",
+    )
+    .await;
+    d.create_users(&["alice"], false).await;
+    let (s, body, _) = d
+        .api("POST", "/users/alice/server", Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let (_, alice, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    let pid = alice["servers"][""]["state"]["pid"].as_i64().expect("pid") as i32;
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    };
+
+    let (status, took) = d.terminate();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        d.log()
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "shutdown took {took:?}, past its 10 s grace"
+    );
+    assert!(alive(pid), "the spawn's process is left running");
+
+    d.spawn().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned spawn still runs\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, alice, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    assert!(
+        alice["servers"].as_object().is_some_and(|s| s.is_empty()),
+        "the abandoned record is forgotten: {alice}"
+    );
+}

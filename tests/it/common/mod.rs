@@ -201,6 +201,27 @@ impl Daemon {
         }
     }
 
+    /// Stop with SIGTERM and wait up to 30 s: (its exit status, how long it took).
+    pub fn terminate(&mut self) -> (Option<std::process::ExitStatus>, Duration) {
+        let began = Instant::now();
+        let Some(mut c) = self.child.take() else {
+            return (None, Duration::ZERO);
+        };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        while began.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = c.try_wait() {
+                return (Some(status), began.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        (None, began.elapsed())
+    }
+
     /// Kill with SIGKILL (crash).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
