@@ -2,7 +2,7 @@
 //!
 //! Requests and responses stream through (no buffering of uploads or downloads); WebSocket
 //! upgrades are tunnelled byte for byte, with the server's data acknowledged at once
-//! ([`QuickAck`]). Hop-by-hop headers, and those named by `Connection`, are not forwarded;
+//! (`QuickAck`). Hop-by-hop headers, and those named by `Connection`, are not forwarded;
 //! `X-Forwarded-For/-Proto/-Host` are set as configurable-http-proxy sets them. Everything else
 //! passes in both directions untouched. Who may reach which server is decided above this
 //! ([`crate::proxy`], and the server's own OAuth check).

@@ -362,6 +362,29 @@ fn process_alive(pid: i32) -> bool {
     })
 }
 
+/// A process with a pid file in `<state>/kernels/<name>/`, as a kernel without a record looks.
+fn start_stray(state: &std::path::Path, name: &str) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let dir = state.join("kernels").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = std::process::Command::new("sleep")
+        .arg("300")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::fs::write(dir.join("pid"), child.id().to_string()).unwrap();
+    child
+}
+
+/// Wait (at most `secs`) until process `pid` is gone; `what` names it if it is not.
+async fn wait_gone(pid: i32, secs: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while process_alive(pid) {
+        assert!(std::time::Instant::now() < deadline, "{what} still runs");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn local_kernels_execute_interrupt_restart_die_and_are_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
@@ -478,15 +501,8 @@ async fn local_kernels_are_adopted_with_their_state_and_strays_removed() {
     assert!(process_alive(pid), "kernels outlive the daemon");
 
     // A process in the kernels directory without a record: a stray to remove.
+    let mut stray = start_stray(dir.path(), "stray");
     let stray_dir = dir.path().join("kernels").join("stray");
-    std::fs::create_dir_all(&stray_dir).unwrap();
-    use std::os::unix::process::CommandExt;
-    let mut stray = std::process::Command::new("sleep")
-        .arg("300")
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    std::fs::write(stray_dir.join("pid"), stray.id().to_string()).unwrap();
 
     // The next run takes the kernel back, state and all.
     let gw = LocalGateway::start(dir.path(), Some(token)).await;
@@ -495,14 +511,12 @@ async fn local_kernels_are_adopted_with_their_state_and_strays_removed() {
     let (out, status) = gw.execute(&id, "print(x)").await;
     assert_eq!((out.as_str(), status.as_str()), ("41\n", "ok"));
     assert_eq!(kernel_pid(dir.path(), &id), pid, "the same process");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while process_alive(stray.id() as i32) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stray kernel process is still running"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_gone(
+        stray.id() as i32,
+        10,
+        "the stray kernel process is still running",
+    )
+    .await;
     assert!(!stray_dir.exists(), "and its directory is gone");
     let _ = stray.wait();
     let (status, _) = gw
@@ -510,43 +524,22 @@ async fn local_kernels_are_adopted_with_their_state_and_strays_removed() {
         .await;
     assert_eq!(status, 204);
     gw.shut_down().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while process_alive(pid) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "deleting the kernel ends its process"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_gone(pid, 10, "deleting the kernel ends its process").await;
 }
 
 /// The kernel reconcile loop: a kernel process the gateway has no record of is removed within
 /// two passes (here one a second), and a kernel of the gateway's own is left alone.
 #[tokio::test]
 async fn a_kernel_without_a_record_is_removed_by_the_reconcile_loop() {
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let gw = LocalGateway::start(dir.path(), None).await;
     let mut cfg = gw.hub.config().as_ref().clone();
     cfg.spawner.reconcile_interval = orrery::config::Duration::from_secs(1);
     gw.hub.set_config(cfg);
     let id = gw.create().await;
+    let mut stray = start_stray(dir.path(), "no-record");
     let stray_dir = dir.path().join("kernels").join("no-record");
-    std::fs::create_dir_all(&stray_dir).unwrap();
-    let mut stray = std::process::Command::new("sleep")
-        .arg("300")
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    std::fs::write(stray_dir.join("pid"), stray.id().to_string()).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while process_alive(stray.id() as i32) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the unrecorded kernel still runs"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_gone(stray.id() as i32, 15, "the unrecorded kernel still runs").await;
     let _ = stray.wait();
     assert!(!stray_dir.exists());
     assert!(
