@@ -510,16 +510,7 @@ async fn unreachable_docker_is_reported_clearly_and_health_metrics_work() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "metrics need read:metrics");
-    let m = d
-        .http
-        .get(format!("{}/hub/metrics", d.url))
-        .header("Authorization", format!("token {ADMIN}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = d.metrics().await;
     assert!(m.contains("orrery_total_users 1"), "{m}");
     assert!(
         m.contains("orrery_api_request_duration_seconds_count{method=\"POST\",code=\"5xx\"}"),

@@ -900,16 +900,7 @@ async fn an_idle_kernel_is_reclaimed_and_recreated_behind_the_same_id() {
     assert_eq!(sessions[0]["id"], session["id"], "{sessions}");
     assert_eq!(sessions[0]["kernel"]["id"], kid.as_str(), "{sessions}");
     // The operator sees it in the metrics.
-    let metrics = d
-        .http
-        .get(format!("{}/hub/metrics", d.url))
-        .header("Authorization", format!("token {ADMIN}"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = d.metrics().await;
     for line in [
         "orrery_kernels{state=\"reclaimed\"} 1",
         "orrery_kernels{state=\"running\"} 0",

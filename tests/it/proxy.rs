@@ -13,16 +13,7 @@ fn header_list(h: &reqwest::header::HeaderMap) -> Vec<(String, Vec<u8>)> {
 
 /// The sum of the hub's API request counts in `/hub/metrics`.
 async fn api_requests_counted(d: &Daemon) -> u64 {
-    let text = d
-        .http
-        .get(format!("{}/hub/metrics", d.url))
-        .header("Authorization", format!("token {ADMIN}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.metrics().await;
     text.lines()
         .filter(|l| l.starts_with("orrery_api_request_duration_seconds_count"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())

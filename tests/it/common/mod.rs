@@ -259,6 +259,19 @@ impl Daemon {
         )
     }
 
+    /// `/hub/metrics` as the admin service (which holds `read:metrics`).
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/hub/metrics", self.url))
+            .header("Authorization", format!("token {ADMIN_SERVICE_TOKEN}"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Create users through the admin service token.
     pub async fn create_users(&self, names: &[&str], admin: bool) {
         let (s, body, _) = self
