@@ -546,9 +546,15 @@ summary() {
     auth=$(orrery_cmd config get auth.type 2>/dev/null) || auth=firstuse
     case $auth in
         firstuse)
+            signup=$(orrery_cmd config get auth.firstuse.create_users 2>/dev/null) || signup=false
             info "Log in with a user name and a password (at least 7 characters): the first"
-            info "password a name logs in with becomes its password, so admins created without"
-            info "a password should log in now, before anyone else takes their name." ;;
+            info "password a user logs in with becomes its password, so admins created without"
+            info "a password should log in now."
+            if [ "$signup" = true ]; then
+                warn "sign-up is open (auth.firstuse.create_users = true): anyone who reaches the hub can make an account"
+            else
+                info "Sign-up is closed: add users with sudo orrery users add NAME (or the admin page)."
+            fi ;;
         native) info "Log in with a user an admin created: sudo orrery users add NAME --password-stdin" ;;
         *) info "Authenticator: $auth" ;;
     esac
