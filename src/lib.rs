@@ -36,6 +36,7 @@ pub mod docker;
 pub mod files;
 pub mod forward;
 pub mod gateway;
+pub mod gpu;
 pub mod handlers;
 pub mod hub;
 pub mod kernels;

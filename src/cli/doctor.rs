@@ -1,8 +1,8 @@
 //! `orrery doctor`: checks that this machine can run Orrery, each failure with its fix.
 //!
 //! Checks: the config file is valid; the state directory opens (or is held by a running
-//! daemon); the Docker engine answers (when the Docker backend is configured); NVML can be
-//! loaded (GPUs; a warning only); the listen ports are free or held by Orrery itself.
+//! daemon); the Docker engine answers (when the Docker backend is configured); NVML answers
+//! and which GPUs it finds (a warning only); the listen ports are free or held by Orrery itself.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -124,7 +124,7 @@ pub fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
     if cfg.spawner.backend == BackendKind::Docker {
         out.push(docker_check());
     }
-    out.push(nvml_check());
+    out.push(nvml_check(&cfg.gpu));
     let host = if cfg.http.address.is_empty() {
         "0.0.0.0"
     } else {
@@ -253,17 +253,27 @@ fn docker_check() -> Check {
     }
 }
 
-fn nvml_check() -> Check {
-    // dlopen the library NVML-using code would load; absence only means "no GPUs to share".
-    let name = c"libnvidia-ml.so.1";
-    // SAFETY: dlopen with a valid NUL-terminated name; the handle is closed right away.
-    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL) };
-    if handle.is_null() {
-        check("nvml", Level::Warn, "libnvidia-ml.so.1 not found: no GPUs will be offered", "on a GPU machine install the NVIDIA driver (and nvidia-container-toolkit for containers)")
-    } else {
-        // SAFETY: handle came from dlopen above and is not used afterwards.
-        unsafe { libc::dlclose(handle) };
-        check("nvml", Level::Ok, "libnvidia-ml.so.1 loads", "")
+/// What NVML says about this machine's GPUs: a warning only, since GPUs are optional.
+fn nvml_check(cfg: &config::Gpu) -> Check {
+    match crate::gpu::probe(cfg) {
+        Ok(inv) => {
+            let units = inv.schedulable().count();
+            check(
+                "gpus",
+                Level::Ok,
+                format!(
+                    "NVML answers (driver {}): {} unit(s) to schedule; see `orrery gpus`",
+                    inv.driver_version, units
+                ),
+                "",
+            )
+        }
+        Err(e) => check(
+            "gpus",
+            Level::Warn,
+            e.to_string(),
+            "GPUs are optional; `orrery gpus` shows what NVML finds once the driver is there",
+        ),
     }
 }
 

@@ -1,8 +1,9 @@
-//! The `orrery` command line: `serve`, `config`, `users`, `doctor`, `version`.
+//! The `orrery` command line: `serve`, `config`, `users`, `gpus`, `doctor`, `version`.
 
 pub mod config_cmd;
 pub mod daemon;
 pub mod doctor;
+pub mod gpus_cmd;
 pub mod users_cmd;
 
 use std::path::PathBuf;
@@ -37,6 +38,12 @@ pub enum Command {
     Users {
         #[command(subcommand)]
         cmd: users_cmd::UsersCommand,
+    },
+    /// Show the GPUs Orrery can hand out (read through NVML; no daemon needed).
+    Gpus {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Check that this machine can run Orrery, with a fix for each problem found.
     Doctor,

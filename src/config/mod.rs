@@ -53,6 +53,8 @@ pub struct Config {
     /// External services (the idle culler, dashboards) and the tokens and scopes they hold.
     pub services: Vec<Service>,
     pub logging: Logging,
+    /// GPUs: where NVML is, and which GPUs Orrery may schedule.
+    pub gpu: Gpu,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             kernels: Kernels::default(),
             services: Vec::new(),
             logging: Logging::default(),
+            gpu: Gpu::default(),
         }
     }
 }
@@ -640,6 +643,27 @@ pub struct Service {
     /// If set, the service may log users in through the hub's OAuth provider
     /// (client id `service-<name>`, this exact redirect URI).
     pub oauth_redirect_uri: Option<String>,
+}
+
+/// GPUs (`[gpu]`): Orrery reads them through NVML and never changes their settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gpu {
+    /// The NVML library to load: the NVIDIA driver installs `libnvidia-ml.so.1` (the name
+    /// without `.1` exists only with development packages). A path, or a name the loader finds.
+    pub nvml_library: String,
+    /// If not empty, the only GPUs (UUIDs, `MIG-…` UUIDs or indexes) Orrery hands out; the
+    /// others are left alone for other uses of the machine.
+    pub devices: Vec<String>,
+}
+
+impl Default for Gpu {
+    fn default() -> Self {
+        Gpu {
+            nvml_library: "libnvidia-ml.so.1".into(),
+            devices: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ mod config_cli;
 mod docker_e2e;
 mod gateway_e2e;
 mod gateway_local;
+mod gpu;
 mod kernel_wire;
 mod packaging;
 mod pages;

@@ -1,0 +1,11 @@
+//! GPUs: what this machine has, read through NVML.
+//!
+//! * [`inventory`]: the GPUs and their schedulable units (MIG devices when MIG is on, else
+//!   whole GPUs), memory, utilization and the compute processes on them (host PIDs).
+//!
+//! Orrery only reads: it never changes a GPU setting (MIG mode, persistence, clocks). Without
+//! NVML or without GPUs the GPU features are off, and `orrery gpus` and `orrery doctor` say why.
+
+pub mod inventory;
+
+pub use inventory::{probe, GpuError, Inventory, Unit};

@@ -1,0 +1,237 @@
+//! GPUs through NVML, without a GPU: a fake `libnvidia-ml.so.1` built from
+//! `tests/nvml/fake_nvml.c` (NVML's real return semantics, GPUs described in a file the test
+//! writes) behind the real nvml-wrapper, read by `orrery gpus` and `orrery doctor`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::common::repo;
+
+/// The fake NVML library, built once per test run with the C compiler (`$CC`, else `cc`).
+fn fake_nvml() -> PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let dir = repo().join("target/fake-nvml");
+        std::fs::create_dir_all(&dir).unwrap();
+        let lib = dir.join("libnvidia-ml.so.1");
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let out = Command::new(&cc)
+            .args(["-shared", "-fPIC", "-Wall", "-Werror", "-o"])
+            .arg(&lib)
+            .arg(repo().join("tests/nvml/fake_nvml.c"))
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("the fake NVML needs a C compiler ({cc}): {e}; apt-get install gcc")
+            });
+        assert!(
+            out.status.success(),
+            "building the fake NVML failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lib
+    })
+    .clone()
+}
+
+const A100: &str = "GPU-11111111-2222-3333-4444-555555555555";
+const H100: &str = "GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+
+/// `orrery gpus ARGS` with `gpu.*` from `gpu_toml` and the fake's GPUs from `state`:
+/// (exit code, stdout, stderr).
+fn gpus(dir: &Path, gpu_toml: &str, state: &str, args: &[&str]) -> (i32, String, String) {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[state]\npath = \"{}\"\n[spawner]\nbackend = \"local\"\n[gpu]\n{gpu_toml}\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let state_file = dir.join("nvml-state");
+    std::fs::write(&state_file, state).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orrery"))
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .env("FAKE_NVML_STATE", &state_file)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn library(lib: &Path) -> String {
+    format!("nvml_library = \"{}\"", lib.display())
+}
+
+#[test]
+fn gpus_lists_whole_gpus_with_memory_utilization_and_host_pids() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake_nvml();
+    let state = format!(
+        "driver 550.54.15\ncuda 12040\n\
+         gpu {A100} 85899345920 2147483648 35 10 - NVIDIA A100 80GB PCIe\n\
+         gpu {H100} 85899345920 0 0 0 0 NVIDIA H100 80GB HBM3\n\
+         proc {A100} 4242 2147483648\nproc {A100} 4343 1073741824\n"
+    );
+    let (code, out, err) = gpus(dir.path(), &library(&lib), &state, &["gpus"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("NVIDIA driver 550.54.15, CUDA 12.4"), "{out}");
+    let a100 = out
+        .lines()
+        .find(|l| l.contains(A100))
+        .expect("the A100's line");
+    for part in [
+        "NVIDIA A100 80GB PCIe",
+        "2.0/80.0",
+        "35 %",
+        "pid 4242 (2.0 GiB)",
+        "pid 4343 (1.0 GiB)",
+    ] {
+        assert!(a100.contains(part), "{part:?} in {a100:?}");
+    }
+    let h100 = out
+        .lines()
+        .find(|l| l.contains(H100))
+        .expect("the H100's line");
+    assert!(
+        h100.contains("0 %") && h100.trim_end().ends_with('-'),
+        "{h100:?}"
+    );
+
+    // The same as JSON, with exact values.
+    let (code, json, _) = gpus(dir.path(), &library(&lib), &state, &["gpus", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let units = v["units"].as_array().unwrap();
+    assert_eq!(units.len(), 2);
+    assert_eq!(units[0]["uuid"], A100);
+    assert_eq!(units[0]["memory_total"], 85899345920u64);
+    assert_eq!(units[0]["utilization"], 35);
+    assert_eq!(units[0]["processes"][1]["pid"], 4343);
+    assert_eq!(units[1]["processes"], serde_json::json!([]));
+
+    // gpu.devices leaves the other GPUs alone.
+    let only = format!("{}\ndevices = [\"{H100}\"]", library(&lib));
+    let (_, json, _) = gpus(dir.path(), &only, &state, &["gpus", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["units"][0]["scheduled"], false);
+    assert_eq!(v["units"][1]["scheduled"], true);
+    let (_, out, _) = gpus(dir.path(), &only, &state, &["gpus"]);
+    assert!(out.contains("left alone: not in gpu.devices"), "{out}");
+}
+
+#[test]
+fn with_mig_on_the_units_are_the_mig_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake_nvml();
+    let state = format!(
+        "gpu {H100} 150323855360 0 0 0 1 NVIDIA H200\n\
+         mig 0 0 MIG-00000000-0000-0000-0000-000000000001 19327352832 0 NVIDIA H200 MIG 1g.18gb\n\
+         mig 0 2 MIG-00000000-0000-0000-0000-000000000002 19327352832 1073741824 NVIDIA H200 MIG 1g.18gb\n\
+         mig 0 5 MIG-00000000-0000-0000-0000-000000000003 38654705664 0 NVIDIA H200 MIG 2g.35gb\n\
+         proc MIG-00000000-0000-0000-0000-000000000002 777 1073741824\n"
+    );
+    let (code, json, err) = gpus(dir.path(), &library(&lib), &state, &["gpus", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let units = v["units"].as_array().unwrap();
+    let uuids: Vec<&str> = units.iter().filter_map(|u| u["uuid"].as_str()).collect();
+    assert_eq!(
+        uuids,
+        [
+            "MIG-00000000-0000-0000-0000-000000000001",
+            "MIG-00000000-0000-0000-0000-000000000002",
+            "MIG-00000000-0000-0000-0000-000000000003"
+        ],
+        "the parent GPU is not a unit of its own; empty MIG slots are skipped"
+    );
+    assert_eq!(units[2]["mig_profile"], "2g.35gb");
+    assert_eq!(units[1]["processes"][0]["pid"], 777);
+    assert!(
+        units.iter().all(|u| u["utilization"].is_null()),
+        "no per-process utilization on MIG"
+    );
+    let (_, out, _) = gpus(dir.path(), &library(&lib), &state, &["gpus"]);
+    assert!(out.contains("MIG is on for GPU(s) 0"), "{out}");
+}
+
+#[test]
+fn without_nvml_or_driver_gpus_and_doctor_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = gpus(
+        dir.path(),
+        "nvml_library = \"/nonexistent/libnvidia-ml.so.1\"",
+        "",
+        &["gpus"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("cannot load the NVML library") && err.contains("install the NVIDIA driver"),
+        "{err}"
+    );
+
+    // A library whose driver is not there (the fake with no state file, as NVML without the
+    // kernel module).
+    let lib = fake_nvml();
+    let config = dir.path().join("no-driver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[state]\npath = \"{}\"\n[spawner]\nbackend = \"local\"\n[gpu]\n{}\n",
+            dir.path().join("state").display(),
+            library(&lib)
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_orrery"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("FAKE_NVML_STATE")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run(&["gpus"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot reach the driver") && err.contains("nvidia-smi"),
+        "{err}"
+    );
+    let (_, out, _) = run(&["doctor"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("gpus"))
+        .expect("a gpus check");
+    assert!(
+        line.starts_with("[warn]") && line.contains("cannot reach the driver"),
+        "{out}"
+    );
+}
+
+#[test]
+fn doctor_reports_the_units_nvml_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake_nvml();
+    let state = format!("gpu {A100} 85899345920 0 0 0 - NVIDIA A100 80GB PCIe\n");
+    let (_, out, _) = gpus(dir.path(), &library(&lib), &state, &["doctor"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("gpus"))
+        .expect("a gpus check");
+    assert!(
+        line.starts_with("[ok") && line.contains("driver 550.54.15") && line.contains("1 unit(s)"),
+        "{out}"
+    );
+}
