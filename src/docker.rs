@@ -11,8 +11,8 @@ use bollard::container::{
     NetworkingConfig, RemoveContainerOptions, StartContainerOptions,
 };
 use bollard::models::{
-    ContainerInspectResponse, ContainerState, ContainerSummary, EndpointSettings, HostConfig,
-    Mount, MountTypeEnum,
+    ContainerInspectResponse, ContainerState, ContainerSummary, DeviceRequest, EndpointSettings,
+    HostConfig, Mount, MountTypeEnum,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -141,6 +141,41 @@ pub fn hardened_host_config(
         security_opt: Some(vec!["no-new-privileges".into()]),
         network_mode: Some(cfg.network.clone()),
         ..Default::default()
+    }
+}
+
+/// What a container sees of the GPUs: exactly `units` (UUIDs), through a device request to
+/// the NVIDIA driver with `NVIDIA_VISIBLE_DEVICES` to match; with none,
+/// `NVIDIA_VISIBLE_DEVICES=void`, so that an image that sets `all`, or an engine whose default
+/// runtime is nvidia, shows no GPU behind the scheduler's back. Returns the environment entry
+/// and the device requests for the host config.
+pub fn gpu_access(units: &[String]) -> (String, Option<Vec<DeviceRequest>>) {
+    if units.is_empty() {
+        return ("NVIDIA_VISIBLE_DEVICES=void".into(), None);
+    }
+    let request = DeviceRequest {
+        driver: Some("nvidia".into()),
+        device_ids: Some(units.to_vec()),
+        capabilities: Some(vec![vec!["gpu".into()]]),
+        ..Default::default()
+    };
+    (
+        format!("NVIDIA_VISIBLE_DEVICES={}", units.join(",")),
+        Some(vec![request]),
+    )
+}
+
+/// An engine error said for people: a GPU request to an engine without the NVIDIA runtime
+/// names what to install.
+pub fn explain(e: &EngineError) -> String {
+    let text = e.to_string();
+    if text.contains("could not select device driver") {
+        format!(
+            "{text}. This Docker engine has no NVIDIA runtime: install nvidia-container-toolkit \
+             (from NVIDIA's apt repository) and restart Docker (systemctl restart docker)"
+        )
+    } else {
+        text
     }
 }
 
@@ -310,6 +345,35 @@ mod tests {
             exit_reason("the container", &st),
             "the container exited with code 137 (killed for using more than its memory limit, limits.memory)"
         );
+    }
+
+    #[test]
+    fn gpus_are_given_exactly_or_not_at_all() {
+        let (env, requests) = gpu_access(&[]);
+        assert_eq!(env, "NVIDIA_VISIBLE_DEVICES=void");
+        assert_eq!(requests, None);
+        let units = vec!["GPU-aaaa".to_string(), "MIG-bbbb".to_string()];
+        let (env, requests) = gpu_access(&units);
+        assert_eq!(env, "NVIDIA_VISIBLE_DEVICES=GPU-aaaa,MIG-bbbb");
+        let r = &requests.expect("a device request")[0];
+        assert_eq!(r.driver.as_deref(), Some("nvidia"));
+        assert_eq!(r.device_ids.as_ref(), Some(&units));
+        assert_eq!(r.count, None, "ids and a count exclude each other");
+        assert_eq!(r.capabilities, Some(vec![vec!["gpu".to_string()]]));
+    }
+
+    #[test]
+    fn an_engine_without_the_nvidia_runtime_names_the_toolkit() {
+        let e = EngineError::call(
+            "starting container orrery-kernel-1",
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 500,
+                message: "could not select device driver \"nvidia\" with capabilities: [[gpu]]"
+                    .into(),
+            },
+        );
+        let text = explain(&e);
+        assert!(text.contains("install nvidia-container-toolkit"), "{text}");
     }
 
     #[test]

@@ -594,7 +594,12 @@ pub struct KernelSpec {
     /// Fractional cores; none: unlimited.
     pub cpu: Option<f64>,
     pub memory: Option<Size>,
+    /// Whole GPU units (GPUs, or MIG devices) the kernel holds while it runs; all or none.
     pub gpus: u32,
+    /// Only units whose model contains this (e.g. `H200`).
+    pub gpu_model: Option<String>,
+    /// Only MIG devices of this profile (e.g. `1g.18gb`).
+    pub mig_profile: Option<String>,
     /// Overrides `kernels.idle_timeout` for this spec.
     pub idle_timeout: Option<Duration>,
     /// If non-empty (either list), only these users / members of these groups see the spec.
@@ -623,6 +628,8 @@ impl Default for KernelSpec {
             cpu: None,
             memory: None,
             gpus: 0,
+            gpu_model: None,
+            mig_profile: None,
             idle_timeout: None,
             allowed_users: Vec::new(),
             allowed_groups: Vec::new(),

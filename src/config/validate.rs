@@ -2,6 +2,9 @@
 //! the fix; and the warnings worth saying whenever the config is read or set.
 
 use super::errors::ConfigError;
+
+/// The most GPU units one kernel may ask for (a node has at most 8 GPUs, or 7 MIG devices each).
+pub const MAX_GPUS_PER_KERNEL: u32 = 16;
 use super::Config;
 use crate::{scopes, username};
 
@@ -304,10 +307,20 @@ fn validate_kernels(config: &Config) -> Result<(), ConfigError> {
                 "must be more than 0; unset it for no limit".into(),
             );
         }
-        if spec.gpus > 0 {
+        if spec.gpus > MAX_GPUS_PER_KERNEL {
             return err(
                 &at("gpus"),
-                "GPU kernels are not supported yet; use 0".into(),
+                format!(
+                    "{} is more GPUs than one kernel can use; at most {MAX_GPUS_PER_KERNEL}",
+                    spec.gpus
+                ),
+            );
+        }
+        if spec.gpus == 0 && (spec.gpu_model.is_some() || spec.mig_profile.is_some()) {
+            return err(
+                &at("gpus"),
+                "is 0, so gpu_model and mig_profile mean nothing; set gpus = 1 or remove them"
+                    .into(),
             );
         }
         for (pos, user) in spec.allowed_users.iter().enumerate() {

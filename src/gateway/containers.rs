@@ -127,6 +127,13 @@ impl Containers {
         let mut env: Vec<String> = kernel.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.extend(kernel.spec.env.iter().map(|(k, v)| format!("{k}={v}")));
         env.push(format!("JUPYTERHUB_USER={}", kernel.user));
+        let units = kernel
+            .gpus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (visible, device_requests) = docker::gpu_access(&units);
+        env.push(visible);
         let labels = docker::labels(
             "kernel",
             &kernel.user,
@@ -140,8 +147,9 @@ impl Containers {
             .or(cfg.limits.memory)
             .map(|m| m.bytes() as i64);
         let cpu = kernel.spec.cpu.or(cfg.limits.cpu);
-        let host_config =
+        let mut host_config =
             docker::hardened_host_config(dcfg, vec![home, connection], memory, cpu, &[]);
+        host_config.device_requests = device_requests;
         let name = format!("orrery-kernel-{}", kernel.id);
         let container = ContainerConfig {
             image: Some(image.clone()),
@@ -162,7 +170,7 @@ impl Containers {
         self.remove(&name).await;
         let id = docker::create_and_start(docker, &name, container)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| docker::explain(&e))?;
         match self.address(&id, &dcfg.network).await {
             Some(ip) => Ok((id, ip)),
             None => {

@@ -106,11 +106,26 @@ impl LocalKernels {
         let err_log = log
             .try_clone()
             .map_err(|e| format!("cannot create the kernel's log: {e}"))?;
+        let units = kernel
+            .gpus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join(",");
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .envs(kernel.env.iter().cloned())
             .envs(kernel.spec.env.iter())
             .env("JUPYTERHUB_USER", &kernel.user)
+            // Only its own GPU units (none: "void", which CUDA and the NVIDIA hook read as none).
+            .env(
+                "NVIDIA_VISIBLE_DEVICES",
+                if units.is_empty() {
+                    "void"
+                } else {
+                    units.as_str()
+                },
+            )
+            .env("CUDA_VISIBLE_DEVICES", &units)
             .current_dir(&kernel.dir)
             .stdin(Stdio::null())
             .stdout(log)

@@ -79,6 +79,8 @@ pub struct Gateway {
     /// The hub's services the gateway uses.
     pub services: Services,
     kernels: StdMutex<HashMap<String, Arc<Kernel>>>,
+    /// Held while GPU units are granted, so two kernels never pick the same free unit.
+    pub(super) gpu_grants: StdMutex<()>,
 }
 
 /// What a socket receives from the pump.
@@ -163,6 +165,8 @@ pub struct Kernel {
     sockets: StdMutex<Sockets>,
     /// Serialises start, restart and delete.
     lifecycle: Mutex<()>,
+    /// The GPU units (UUIDs) the kernel holds while its container runs ([`super::gpus`]).
+    pub gpus: StdMutex<Vec<String>>,
 }
 
 fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -215,6 +219,7 @@ impl Kernel {
             client: RwLock::new(None),
             sockets: StdMutex::new(Sockets::default()),
             lifecycle: Mutex::new(()),
+            gpus: StdMutex::new(Vec::new()),
         }
     }
 
@@ -287,6 +292,11 @@ impl Kernel {
 
     pub fn execution_state(&self) -> ExecutionState {
         lock(&self.status).execution_state
+    }
+
+    /// Whether a container (or process) runs for the kernel now.
+    pub fn has_container(&self) -> bool {
+        lock(&self.status).container.is_some()
     }
 
     fn set_state(&self, state: ExecutionState) {
@@ -409,6 +419,7 @@ impl Gateway {
         Arc::new(Gateway {
             services,
             kernels: StdMutex::new(HashMap::new()),
+            gpu_grants: StdMutex::new(()),
         })
     }
 
@@ -451,6 +462,11 @@ impl Gateway {
             }
         }
         *seen = unknown;
+    }
+
+    /// Kernel `id`, whoever's it is (for the gateway's own bookkeeping, never for a request).
+    pub(super) fn kernel_by_id(&self, id: &str) -> Option<Arc<Kernel>> {
+        lock(&self.kernels).get(id).cloned()
     }
 
     /// `user`'s kernel `id`; another user's kernel is as missing as an unknown one.
@@ -552,6 +568,7 @@ impl Gateway {
         let cfg = self.services.config.get();
         let began = std::time::Instant::now();
         let result = async {
+            self.grant_gpus(kernel)?;
             let (container, ip) = self.services.runtime.start(&cfg, kernel).await?;
             {
                 let mut st = lock(&kernel.status);
@@ -682,6 +699,7 @@ impl Gateway {
         if let Some(c) = container {
             self.services.runtime.remove(&c).await;
         }
+        self.release_gpus(kernel);
         let _ = std::fs::remove_dir_all(&kernel.dir);
         record::remove(self.services.store.path(), &kernel.id);
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel deleted");
@@ -717,6 +735,7 @@ impl Gateway {
         if let Some(c) = container {
             self.services.runtime.remove(&c).await;
         }
+        self.release_gpus(kernel);
         self.services.metrics.kernel_reclaimed();
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel container reclaimed for idleness");
     }
@@ -737,6 +756,7 @@ impl Gateway {
             Some(c) => self.services.runtime.give_up(&c, reason).await,
             None => reason,
         };
+        self.release_gpus(kernel);
         {
             let mut st = lock(&kernel.status);
             st.execution_state = ExecutionState::Dead;
@@ -803,6 +823,12 @@ impl Gateway {
     /// Done also with `kernels.remote` now off: servers started in gateway mode still use their
     /// kernels, and a container nobody manages would run forever.
     pub async fn adopt(self: &Arc<Self>) {
+        self.adopt_kernels().await;
+        // Leases follow the kernels: only those taken back running keep theirs.
+        self.reconcile_leases();
+    }
+
+    async fn adopt_kernels(self: &Arc<Self>) {
         let state = self.services.store.path().to_path_buf();
         let records = record::load_all(&state);
         if records.is_empty() && !self.services.config.get().kernels.remote {

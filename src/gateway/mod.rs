@@ -8,6 +8,7 @@
 //! * [`kernels`]: the `/api/kernels` handlers (create, list, get, delete, interrupt, restart).
 //! * [`manager`]: the registry of kernels and their lifecycle.
 //! * [`state`]: a kernel's execution state.
+//! * [`gpus`]: GPU units for kernels that ask for them, leased while their container runs.
 //! * [`record`]: one file per kernel, so kernels outlive a restart of the daemon.
 //! * [`runtime`]: the kernel runtime contract; [`containers`] (a container per kernel,
 //!   bollard) and [`local`] (a process per kernel on this machine) implement it.
@@ -23,6 +24,7 @@ pub mod channels;
 pub mod containers;
 pub mod direct;
 pub mod error;
+pub mod gpus;
 pub mod kernels;
 pub mod kernelspecs;
 pub mod local;

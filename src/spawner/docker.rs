@@ -396,6 +396,8 @@ impl Backend for DockerBackend {
                 "JUPYTERHUB_SERVICE_URL=http://0.0.0.0:{}{}",
                 cfg.port, spec.prefix
             ));
+            // Notebook servers get no GPU: GPUs go to kernels, through the gateway.
+            env.push(docker::gpu_access(&[]).0);
             let labels = docker::labels(
                 "notebook",
                 &spec.user,

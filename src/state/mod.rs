@@ -1,5 +1,5 @@
 //! Durable state in sled: users, groups, API tokens, browser sessions, OAuth clients and codes,
-//! and the servers the hub believes are running.
+//! the servers the hub believes are running, and the GPU units leased to kernels.
 //!
 //! Each kind of record has its own sled tree and its own file here. Records are JSON values, so
 //! a dump is readable by a person; secrets are never stored, only their hashes
@@ -7,6 +7,7 @@
 //! directory written by a newer Orrery: such a directory is refused, never guessed at.
 
 mod groups;
+mod leases;
 mod oauth;
 mod servers;
 mod sessions;
@@ -19,6 +20,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
 pub use groups::GroupRecord;
+pub use leases::{LeaseHolder, LeaseRecord};
 pub use oauth::{OAuthClientRecord, OAuthCodeRecord};
 pub use servers::ServerRecord;
 pub use sessions::SessionRecord;
@@ -73,6 +75,8 @@ pub struct Store {
     oauth_clients: sled::Tree,
     oauth_codes: sled::Tree,
     servers: sled::Tree,
+    /// GPU unit → its lease.
+    leases: sled::Tree,
 }
 
 impl Store {
@@ -209,6 +213,7 @@ impl Store {
             oauth_clients: db.open_tree("oauth_clients")?,
             oauth_codes: db.open_tree("oauth_codes")?,
             servers: db.open_tree("servers")?,
+            leases: db.open_tree("gpu_leases")?,
             db,
             path,
         })

@@ -169,6 +169,15 @@ async fn api_spawn_proxy_and_kernel_execute() {
     assert_eq!(c["Config"]["Labels"]["org.orrery.kind"], "notebook");
     assert_eq!(c["Config"]["Labels"]["org.orrery.server"], "");
     assert_eq!(c["State"]["Running"], true);
+    // GPUs go to kernels: a notebook container sees none, whatever its image or engine says.
+    assert!(
+        c["Config"]["Env"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|v| v == "NVIDIA_VISIBLE_DEVICES=void")),
+        "{}",
+        c["Config"]["Env"]
+    );
+    assert_eq!(c["HostConfig"]["DeviceRequests"], Value::Null);
     assert_eq!(
         c["HostConfig"]["CapDrop"],
         json!(["ALL"]),

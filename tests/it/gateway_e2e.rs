@@ -418,6 +418,14 @@ async fn jupyter_server_in_gateway_mode_runs_kernels_in_their_own_containers() {
     assert_eq!(c["HostConfig"]["CapDrop"], json!(["ALL"]));
     assert_eq!(c["HostConfig"]["SecurityOpt"], json!(["no-new-privileges"]));
     assert_eq!(c["HostConfig"]["NetworkMode"], env.network.as_str());
+    // A kernel that asked for no GPU sees none.
+    assert!(
+        c["Config"]["Env"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|v| v == "NVIDIA_VISIBLE_DEVICES=void")),
+        "{}",
+        c["Config"]["Env"]
+    );
     assert_eq!(exec(&kc, &["id", "-u"]).1, "1000");
     // The key is in the kernel's container, never in the notebook container.
     let (_, server_env, _) = exec(&server, &["env"]);

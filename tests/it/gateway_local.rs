@@ -147,20 +147,32 @@ impl LocalGateway {
         cfg.kernels.remote = true;
         cfg.kernels.cull_interval = orrery::config::Duration::from_secs(1);
         cfg.spawner.backend = BackendKind::Local;
-        cfg.kernels.specs = vec![orrery::config::KernelSpec {
-            name: "py".into(),
-            display_name: "Python (local)".into(),
-            argv: [
-                python.as_str(),
-                "-m",
-                "ipykernel_launcher",
-                "-f",
-                "{connection_file}",
-            ]
-            .map(String::from)
-            .to_vec(),
-            ..Default::default()
-        }];
+        let argv: Vec<String> = [
+            python.as_str(),
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            "{connection_file}",
+        ]
+        .map(String::from)
+        .to_vec();
+        cfg.kernels.specs = vec![
+            orrery::config::KernelSpec {
+                name: "py".into(),
+                display_name: "Python (local)".into(),
+                argv: argv.clone(),
+                ..Default::default()
+            },
+            orrery::config::KernelSpec {
+                name: "gpu".into(),
+                display_name: "Python with a GPU (local)".into(),
+                argv,
+                gpus: 1,
+                ..Default::default()
+            },
+        ];
+        // GPUs come from the fake NVML; only the GPU test gives it any (FAKE_NVML_STATE).
+        cfg.gpu.nvml_library = crate::gpu::fake_nvml().display().to_string();
         let store = Store::open(state).expect("store");
         let backend = Arc::new(orrery::spawner::local::LocalBackend::new(vec![], false));
         let hub = Arc::new(Hub::new(cfg, None, store, backend, "x".into()));
@@ -275,17 +287,39 @@ impl LocalGateway {
     }
 
     async fn create(&self) -> String {
+        let id = self.create_spec("py").await;
+        self.wait_state(&id, "idle", 60).await;
+        id
+    }
+
+    /// Ask for a kernel of spec `name`; returns its id at once (it starts in the background).
+    async fn create_spec(&self, name: &str) -> String {
         let (status, model) = self
             .http(
                 reqwest::Method::POST,
                 "/api/kernels",
-                Some(json!({"name": "py"})),
+                Some(json!({"name": name})),
             )
             .await;
         assert_eq!(status, 201, "{model}");
-        let id = model["id"].as_str().unwrap().to_string();
-        self.wait_state(&id, "idle", 60).await;
-        id
+        model["id"].as_str().unwrap().to_string()
+    }
+
+    /// The GPU units leased, as (unit, kernel id), sorted.
+    fn leases(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .hub
+            .store
+            .leases()
+            .unwrap()
+            .into_iter()
+            .map(|l| {
+                let orrery::state::LeaseHolder::Kernel { id, .. } = l.holder;
+                (l.unit, id)
+            })
+            .collect();
+        v.sort();
+        v
     }
 
     /// Run `code` over the channels WebSocket; returns what it printed (stdout and stderr, in
@@ -551,5 +585,94 @@ async fn a_kernel_without_a_record_is_removed_by_the_reconcile_loop() {
         .http(reqwest::Method::DELETE, &format!("/api/kernels/{id}"), None)
         .await;
     assert_eq!(status, 204);
+    gw.shut_down().await;
+}
+
+/// GPU kernels on the fake NVML: each holds its own unit and sees only it, a non-GPU kernel
+/// sees none ("void"), a unit busy with a process Orrery did not start is never handed out,
+/// a kernel that cannot get a unit is dead with the reason, units come back when a kernel is
+/// deleted or dies, and the leases survive a restart of the gateway matching the kernels that
+/// still run.
+#[tokio::test]
+async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    std::fs::write(
+        &state,
+        "gpu GPU-aaaa 85899345920 0 0 0 - NVIDIA A100\n\
+         gpu GPU-bbbb 85899345920 0 0 0 - NVIDIA A100\n\
+         gpu GPU-cccc 85899345920 1073741824 90 10 - NVIDIA A100\n\
+         proc GPU-cccc 999999 1073741824\n",
+    )
+    .unwrap();
+    // The fake reads its GPUs at nvmlInit from this variable; only this test sets it.
+    std::env::set_var("FAKE_NVML_STATE", &state);
+    let hub_state = dir.path().join("hub");
+    let gw = LocalGateway::start(&hub_state, None).await;
+    let visible = "import os\nprint(os.environ['NVIDIA_VISIBLE_DEVICES'], repr(os.environ.get('CUDA_VISIBLE_DEVICES')))";
+
+    let k1 = gw.create_spec("gpu").await;
+    gw.wait_state(&k1, "idle", 60).await;
+    let (out, _) = gw.execute(&k1, visible).await;
+    assert_eq!(out, "GPU-aaaa 'GPU-aaaa'\n");
+    let k2 = gw.create_spec("gpu").await;
+    gw.wait_state(&k2, "idle", 60).await;
+    let (out, _) = gw.execute(&k2, visible).await;
+    assert_eq!(out, "GPU-bbbb 'GPU-bbbb'\n");
+    let plain = gw.create().await;
+    let (out, _) = gw.execute(&plain, visible).await;
+    assert_eq!(out, "void ''\n", "a kernel without GPUs sees none");
+    assert_eq!(
+        gw.leases(),
+        [
+            ("GPU-aaaa".to_string(), k1.clone()),
+            ("GPU-bbbb".to_string(), k2.clone())
+        ]
+    );
+
+    // GPU-cccc runs someone else's process: it is not handed out.
+    let k3 = gw.create_spec("gpu").await;
+    let dead = gw.wait_state(&k3, "dead", 30).await;
+    let reason = dead["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("no GPU free for this kernel") && reason.contains("0 of the 3"),
+        "{dead}"
+    );
+
+    // Deleting k1 gives GPU-aaaa back; k3's restart gets it.
+    let (status, _) = gw
+        .http(reqwest::Method::DELETE, &format!("/api/kernels/{k1}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, model) = gw
+        .http(
+            reqwest::Method::POST,
+            &format!("/api/kernels/{k3}/restart"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{model}");
+    gw.wait_state(&k3, "idle", 60).await;
+    let (out, _) = gw.execute(&k3, visible).await;
+    assert_eq!(out, "GPU-aaaa 'GPU-aaaa'\n");
+
+    // A kernel that dies gives its unit back.
+    let _ = gw.execute_within(&k2, "import os\nos._exit(3)", 2).await;
+    gw.wait_state(&k2, "dead", 30).await;
+    assert_eq!(gw.leases(), [("GPU-aaaa".to_string(), k3.clone())]);
+
+    // After a restart of the gateway the leases match the kernels still running.
+    let token = gw.token.clone();
+    gw.shut_down().await;
+    let gw = LocalGateway::start(&hub_state, Some(token)).await;
+    assert_eq!(gw.leases(), [("GPU-aaaa".to_string(), k3.clone())]);
+    gw.wait_state(&k3, "idle", 30).await;
+    for id in [&k2, &k3, &plain] {
+        let (status, _) = gw
+            .http(reqwest::Method::DELETE, &format!("/api/kernels/{id}"), None)
+            .await;
+        assert_eq!(status, 204);
+    }
+    assert!(gw.leases().is_empty(), "every unit is back");
     gw.shut_down().await;
 }

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use crate::common::repo;
 
 /// The fake NVML library, built once per test run with the C compiler (`$CC`, else `cc`).
-fn fake_nvml() -> PathBuf {
+pub fn fake_nvml() -> PathBuf {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
         let dir = repo().join("target/fake-nvml");
