@@ -12,6 +12,36 @@ use super::base::{ApiError, ApiResult, Auth};
 use crate::hub::{Hub, PrincipalKind};
 use crate::reload;
 
+/// `GET /hub/api/orrery/gpus`: the GPU inventory (or why there is none) and who holds which
+/// unit. Admins and the local CLI.
+pub async fn gpus(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {
+    let allowed = matches!(auth.0.kind, PrincipalKind::Control)
+        || auth.0.scopes.has_unfiltered("admin:servers");
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "the GPU inventory needs the control token or an admin",
+        ));
+    }
+    let cfg = hub.config().gpu.clone();
+    // NVML calls block; keep them off the async workers.
+    let probed = tokio::task::spawn_blocking(move || crate::gpu::probe(&cfg))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (inventory, error) = match probed {
+        Ok(inv) => (
+            serde_json::to_value(inv).unwrap_or(Value::Null),
+            Value::Null,
+        ),
+        Err(e) => (Value::Null, Value::String(e.to_string())),
+    };
+    let leases = serde_json::to_value(hub.store.leases()?).unwrap_or(Value::Null);
+    Ok(Json(serde_json::json!({
+        "inventory": inventory,
+        "error": error,
+        "leases": leases,
+    })))
+}
+
 /// `POST /hub/api/orrery/reload`: re-read the config file and apply it; answers what changed
 /// and what needs a restart. Only the local CLI (control token) or an admin may call it.
 pub async fn reload(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {

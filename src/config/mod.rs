@@ -662,6 +662,7 @@ pub struct Gpu {
     /// If not empty, the only GPUs (UUIDs, `MIG-…` UUIDs or indexes) Orrery hands out; the
     /// others are left alone for other uses of the machine.
     pub devices: Vec<String>,
+    pub quota: GpuQuota,
 }
 
 impl Default for Gpu {
@@ -669,7 +670,23 @@ impl Default for Gpu {
         Gpu {
             nvml_library: "libnvidia-ml.so.1".into(),
             devices: Vec::new(),
+            quota: GpuQuota::default(),
         }
+    }
+}
+
+/// How many GPU units one user may hold at once (`[gpu.quota]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GpuQuota {
+    /// Units held by all of a user's kernels together; a kernel that would go beyond is
+    /// refused with the quota and what the user holds. 0: no GPUs for anyone.
+    pub per_user: u32,
+}
+
+impl Default for GpuQuota {
+    fn default() -> Self {
+        GpuQuota { per_user: 1 }
     }
 }
 

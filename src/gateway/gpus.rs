@@ -49,6 +49,18 @@ impl Gateway {
             return Ok(());
         }
         let _ = store.release_leases(&holder);
+        let quota = self.services.config.get().gpu.quota.per_user as usize;
+        let held = leases
+            .iter()
+            .filter(|l| l.holder != holder && l.holder.user() == kernel.user)
+            .count();
+        if held + wanted > quota {
+            return Err(format!(
+                "GPU quota: {} holds {held} GPU unit(s) and this kernel asks for {wanted}, but \
+                 gpu.quota.per_user is {quota}. Shut down another GPU kernel first",
+                kernel.user
+            ));
+        }
         let inventory = gpu::probe(&self.services.config.get().gpu)
             .map_err(|e| format!("this kernel needs {wanted} GPU(s), but {e}"))?;
         let leased: HashSet<&str> = leases

@@ -220,8 +220,8 @@ fn gib(bytes: u64) -> String {
 }
 
 impl Inventory {
-    /// The table `orrery gpus` prints.
-    pub fn render(&self) -> String {
+    /// The table `orrery gpus` prints; `holders` names who holds a unit (UUID → text).
+    pub fn render(&self, holders: &std::collections::HashMap<String, String>) -> String {
         let mut out = format!(
             "NVIDIA driver {}{}\n",
             self.driver_version,
@@ -235,8 +235,8 @@ impl Inventory {
             return out;
         }
         out.push_str(&format!(
-            "{:<4} {:<44} {:<22} {:>15} {:>6}  {}\n",
-            "GPU", "UNIT", "MODEL", "MEMORY GiB", "UTIL", "PROCESSES"
+            "{:<4} {:<44} {:<22} {:>15} {:>6}  {:<24} {}\n",
+            "GPU", "UNIT", "MODEL", "MEMORY GiB", "UTIL", "HOLDER", "PROCESSES"
         ));
         for u in &self.units {
             let model = match &u.mig_profile {
@@ -264,8 +264,9 @@ impl Inventory {
             } else {
                 "  [left alone: not in gpu.devices]"
             };
+            let holder = holders.get(&u.uuid).map(String::as_str).unwrap_or("-");
             out.push_str(&format!(
-                "{:<4} {:<44} {:<22} {:>15} {:>6}  {procs}{note}\n",
+                "{:<4} {:<44} {:<22} {:>15} {:>6}  {holder:<24} {procs}{note}\n",
                 u.gpu_index,
                 u.uuid,
                 model,
@@ -309,7 +310,7 @@ mod tests {
     fn a_missing_library_says_how_to_fix_it() {
         let cfg = config::Gpu {
             nvml_library: "/nonexistent/libnvidia-ml.so.1".into(),
-            devices: vec![],
+            ..Default::default()
         };
         let err = probe(&cfg).expect_err("no library");
         let text = err.to_string();

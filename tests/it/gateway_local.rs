@@ -609,6 +609,12 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
     std::env::set_var("FAKE_NVML_STATE", &state);
     let hub_state = dir.path().join("hub");
     let gw = LocalGateway::start(&hub_state, None).await;
+    let set_quota = |gw: &LocalGateway, n: u32| {
+        let mut cfg = gw.hub.config().as_ref().clone();
+        cfg.gpu.quota.per_user = n;
+        gw.hub.set_config(cfg);
+    };
+    set_quota(&gw, 3);
     let visible = "import os\nprint(os.environ['NVIDIA_VISIBLE_DEVICES'], repr(os.environ.get('CUDA_VISIBLE_DEVICES')))";
 
     let k1 = gw.create_spec("gpu").await;
@@ -655,6 +661,78 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
     gw.wait_state(&k3, "idle", 60).await;
     let (out, _) = gw.execute(&k3, visible).await;
     assert_eq!(out, "GPU-aaaa 'GPU-aaaa'\n");
+
+    // An admin sees the units and who holds them.
+    assert!(gw
+        .hub
+        .store
+        .create_user(&{
+            let mut u = UserRecord::new("root1");
+            u.admin = true;
+            u
+        })
+        .unwrap());
+    let (admin_token, _) = gw
+        .hub
+        .issue_token(
+            TokenOwner::User("root1".into()),
+            TokenKind::Api,
+            vec!["inherit".into()],
+            "test",
+            None,
+        )
+        .unwrap();
+    let app = orrery::app::router(gw.hub.clone());
+    let req = Request::builder()
+        .uri("/hub/api/orrery/gpus")
+        .header(header::AUTHORIZATION, format!("token {admin_token}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        body["inventory"]["units"].as_array().map(Vec::len),
+        Some(3),
+        "{body}"
+    );
+    let held: Vec<(&str, &str)> = body["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["unit"].as_str().unwrap(),
+                l["holder"]["id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(held.contains(&("GPU-aaaa", k3.as_str())), "{body}");
+
+    // The quota counts what the user holds: with 1, a second GPU kernel is refused.
+    set_quota(&gw, 1);
+    let over = gw.create_spec("gpu").await;
+    let dead = gw.wait_state(&over, "dead", 30).await;
+    let reason = dead["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("GPU quota")
+            && reason.contains("alice holds 2")
+            && reason.contains("gpu.quota.per_user is 1"),
+        "{dead}"
+    );
+    let (status, _) = gw
+        .http(
+            reqwest::Method::DELETE,
+            &format!("/api/kernels/{over}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
 
     // A kernel that dies gives its unit back.
     let _ = gw.execute_within(&k2, "import os\nos._exit(3)", 2).await;

@@ -235,3 +235,38 @@ fn doctor_reports_the_units_nvml_finds() {
         "{out}"
     );
 }
+
+#[test]
+fn gpus_names_who_holds_each_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake_nvml();
+    {
+        // Leases as a daemon leaves them in its state directory (the daemon is not running).
+        let store = orrery::state::Store::open(&dir.path().join("state")).unwrap();
+        let holder = orrery::state::LeaseHolder::Kernel {
+            id: "0123456789abcdef".into(),
+            user: "alice".into(),
+        };
+        assert!(store.take_leases(&[A100.to_string()], &holder).unwrap());
+    }
+    let state = format!(
+        "gpu {A100} 85899345920 0 0 0 - NVIDIA A100 80GB PCIe\n\
+         gpu {H100} 85899345920 0 0 0 - NVIDIA H100 80GB HBM3\n"
+    );
+    let (code, out, err) = gpus(dir.path(), &library(&lib), &state, &["gpus"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let a100 = out
+        .lines()
+        .find(|l| l.contains(A100))
+        .expect("the A100's line");
+    assert!(a100.contains("alice (kernel 01234567)"), "{out}");
+    let h100 = out
+        .lines()
+        .find(|l| l.contains(H100))
+        .expect("the H100's line");
+    assert!(!h100.contains("alice"), "{out}");
+    let (_, json, _) = gpus(dir.path(), &library(&lib), &state, &["gpus", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["leases"][0]["unit"], A100);
+    assert_eq!(v["leases"][0]["holder"]["user"], "alice");
+}
