@@ -1159,3 +1159,62 @@ async fn a_kernel_that_dies_or_hangs_is_reported_dead_with_the_reason_and_restar
         }
     }
 }
+
+/// GPU kernels in containers, on the fake NVML (2 GPUs) and an engine with the (no-op) NVIDIA
+/// hook, as `.ci/run` starts it: each GPU kernel's container carries a device request for
+/// exactly its unit and `NVIDIA_VISIBLE_DEVICES` to match; the notebook container sees none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_kernel_containers_get_exactly_their_unit() {
+    let mut env = env().await;
+    let user = env.user("gpu");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    std::fs::write(
+        &state,
+        "gpu GPU-e2e00000-0000-0000-0000-000000000001 85899345920 0 0 0 - NVIDIA A100\n\
+         gpu GPU-e2e00000-0000-0000-0000-000000000002 85899345920 0 0 0 - NVIDIA A100\n",
+    )
+    .unwrap();
+    let extra = format!(
+        "{REMOTE}\n[[kernels.specs]]\nname = \"gpu\"\ndisplay_name = \"Python (GPU)\"\ngpus = 1\n\n\
+         [gpu]\nnvml_library = \"{}\"\n[gpu.quota]\nper_user = 2\n",
+        crate::gpu::fake_nvml().display()
+    );
+    let d = Daemon::start_with_env(
+        &env.config("", &extra),
+        &[("FAKE_NVML_STATE", state.to_str().unwrap())],
+    )
+    .await;
+    d.create_users(&[&user], false).await;
+    let token = d.token_for(&user).await;
+    let server = start_server(&d, &user).await;
+    assert_eq!(container_env(&server, "NVIDIA_VISIBLE_DEVICES"), "void");
+
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let kid = new_kernel(&d, &user, &token, "gpu").await;
+        let container = kernel_container(&kid).expect("the kernel's container");
+        let c = inspect(&container);
+        let request = &c["HostConfig"]["DeviceRequests"][0];
+        assert_eq!(request["Driver"], "nvidia", "{c}");
+        assert_eq!(request["Capabilities"], json!([["gpu"]]), "{c}");
+        let ids: Vec<String> = request["DeviceIDs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids.len(), 1, "{c}");
+        assert_eq!(container_env(&container, "NVIDIA_VISIBLE_DEVICES"), ids[0]);
+        seen.push(ids[0].clone());
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "GPU-e2e00000-0000-0000-0000-000000000001",
+            "GPU-e2e00000-0000-0000-0000-000000000002"
+        ],
+        "each kernel its own unit"
+    );
+}

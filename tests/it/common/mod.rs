@@ -58,12 +58,19 @@ pub struct Daemon {
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     pub http: reqwest::Client,
+    /// Extra environment for the daemon process (e.g. the fake NVML's state file).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Start a daemon whose config is the harness's base plus `extra` (TOML; must not repeat
     /// the `[http]`, `[internal]` or `[state]` tables).
     pub async fn start(extra: &str) -> Daemon {
+        Daemon::start_with_env(extra, &[]).await
+    }
+
+    /// As [`Daemon::start`], with `env` added to the daemon's environment.
+    pub async fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.toml");
         let log_path = dir.path().join("orrery.log");
@@ -79,6 +86,10 @@ impl Daemon {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         // A port found free can be taken by a parallel test before the daemon binds it:
         // then pick new ports and try again.
@@ -135,6 +146,7 @@ impl Daemon {
             .arg(&self.config_path)
             .arg("serve")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
