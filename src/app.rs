@@ -86,6 +86,34 @@ async fn common_headers(State(hub): State<Arc<Hub>>, req: Request, next: Next) -
     resp
 }
 
+/// Every GPU unit NVML reports, and whether a kernel holds it (none without NVML).
+async fn gpu_gauges(hub: &Hub) -> Vec<crate::metrics::GpuGauge> {
+    let cfg = hub.config().gpu.clone();
+    // NVML calls block; keep them off the async workers.
+    let Ok(Ok(inventory)) = tokio::task::spawn_blocking(move || crate::gpu::probe(&cfg)).await
+    else {
+        return Vec::new();
+    };
+    let leased: std::collections::HashSet<String> = hub
+        .store
+        .leases()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| l.unit)
+        .collect();
+    inventory
+        .units
+        .into_iter()
+        .map(|u| crate::metrics::GpuGauge {
+            leased: leased.contains(&u.uuid),
+            unit: u.uuid,
+            utilization: u.utilization,
+            memory_used: u.memory_used,
+            memory_total: u.memory_total,
+        })
+        .collect()
+}
+
 async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
@@ -111,6 +139,7 @@ async fn metrics(State(hub): State<Arc<Hub>>, auth: Option<Auth>) -> Response {
         running_servers: servers.iter().filter(|s| s.ready).count(),
         pending_spawns: hub.spawns.in_flight(),
         kernels: hub.gateway.counts(),
+        gpus: gpu_gauges(&hub).await,
     };
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],

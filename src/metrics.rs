@@ -6,7 +6,8 @@
 //! gateway at scrape time. Next to them, JupyterHub's standard names where one exists
 //! (`jupyterhub_total_users`, `jupyterhub_active_users{period="24h"}`,
 //! `jupyterhub_running_servers`, `jupyterhub_server_spawn_duration_seconds{status}`), so
-//! dashboards made for JupyterHub work unchanged.
+//! dashboards made for JupyterHub work unchanged. GPUs: per unit utilization, memory and
+//! whether it is leased; reclaims of GPU kernels; and the unit-seconds leased to idle kernels.
 
 use std::time::Duration;
 
@@ -52,6 +53,11 @@ struct Period {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GpuUnit {
+    unit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SpawnStatus {
     status: String,
 }
@@ -75,6 +81,20 @@ pub struct Gauges {
     /// Remote kernels by state: `running` (a container answers), `reclaimed` (listed, no
     /// container), `starting` (starting or restarting), `dead`.
     pub kernels: KernelCounts,
+    /// Every GPU unit NVML reports (none without NVML).
+    pub gpus: Vec<GpuGauge>,
+}
+
+/// One GPU unit at scrape time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuGauge {
+    pub unit: String,
+    /// Percent; None where NVML cannot say (MIG devices).
+    pub utilization: Option<u32>,
+    pub memory_used: u64,
+    pub memory_total: u64,
+    /// Held by a kernel.
+    pub leased: bool,
 }
 
 /// Remote kernels by state (see [`Gauges::kernels`]).
@@ -105,6 +125,14 @@ pub struct Metrics {
     jupyterhub_total_users: Gauge,
     jupyterhub_active_users: Family<Period, Gauge>,
     jupyterhub_running_servers: Gauge,
+    gpu_utilization: Family<GpuUnit, Gauge>,
+    gpu_memory_used: Family<GpuUnit, Gauge>,
+    gpu_memory_total: Family<GpuUnit, Gauge>,
+    gpu_leased: Family<GpuUnit, Gauge>,
+    /// GPU kernels whose container (and units) were taken back for idleness.
+    gpu_reclaims: Counter,
+    /// Unit-seconds held by kernels that were idle: the waste GPU scheduling exists to shrink.
+    gpu_idle_leased_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn outcome(ok: bool) -> Outcome {
@@ -133,6 +161,12 @@ impl Default for Metrics {
             jupyterhub_total_users: Gauge::default(),
             jupyterhub_active_users: Family::default(),
             jupyterhub_running_servers: Gauge::default(),
+            gpu_utilization: Family::default(),
+            gpu_memory_used: Family::default(),
+            gpu_memory_total: Family::default(),
+            gpu_leased: Family::default(),
+            gpu_reclaims: Counter::default(),
+            gpu_idle_leased_seconds: Counter::default(),
         };
         m.register()
     }
@@ -203,6 +237,36 @@ impl Metrics {
             self.api.clone(),
         );
         r.register(
+            "orrery_gpu_utilization_percent",
+            "GPU utilization by unit, in NVML's last sample period (not for MIG devices)",
+            self.gpu_utilization.clone(),
+        );
+        r.register(
+            "orrery_gpu_memory_used_bytes",
+            "GPU memory used, by unit",
+            self.gpu_memory_used.clone(),
+        );
+        r.register(
+            "orrery_gpu_memory_total_bytes",
+            "GPU memory, by unit",
+            self.gpu_memory_total.clone(),
+        );
+        r.register(
+            "orrery_gpu_leased",
+            "1 when a kernel holds the unit",
+            self.gpu_leased.clone(),
+        );
+        r.register(
+            "orrery_gpu_reclaims",
+            "GPU kernels whose units were taken back for idleness",
+            self.gpu_reclaims.clone(),
+        );
+        r.register(
+            "orrery_gpu_idle_leased_seconds",
+            "Unit-seconds held by idle kernels (the waste GPU scheduling shrinks)",
+            self.gpu_idle_leased_seconds.clone(),
+        );
+        r.register(
             "jupyterhub_total_users",
             "Total number of users (JupyterHub's name)",
             self.jupyterhub_total_users.clone(),
@@ -245,6 +309,16 @@ impl Metrics {
         self.kernels_reclaimed.inc();
     }
 
+    /// A GPU kernel's units were taken back for idleness.
+    pub fn gpu_reclaimed(&self) {
+        self.gpu_reclaims.inc();
+    }
+
+    /// `unit_seconds` more of GPU units held by idle kernels.
+    pub fn gpu_idle_leased(&self, unit_seconds: f64) {
+        self.gpu_idle_leased_seconds.inc_by(unit_seconds);
+    }
+
     pub fn api_request(&self, method: &str, status: u16, took: Duration) {
         self.api
             .get_or_create(&ApiRequest {
@@ -280,6 +354,33 @@ impl Metrics {
             })
             .set(n(g.active_users));
         self.jupyterhub_running_servers.set(n(g.running_servers));
+        // Units come and go (MIG reconfigured, a GPU lost): only today's are shown.
+        for family in [
+            &self.gpu_utilization,
+            &self.gpu_memory_used,
+            &self.gpu_memory_total,
+            &self.gpu_leased,
+        ] {
+            family.clear();
+        }
+        for gpu in &g.gpus {
+            let unit = GpuUnit {
+                unit: gpu.unit.clone(),
+            };
+            if let Some(u) = gpu.utilization {
+                self.gpu_utilization.get_or_create(&unit).set(i64::from(u));
+            }
+            let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+            self.gpu_memory_used
+                .get_or_create(&unit)
+                .set(bytes(gpu.memory_used));
+            self.gpu_memory_total
+                .get_or_create(&unit)
+                .set(bytes(gpu.memory_total));
+            self.gpu_leased
+                .get_or_create(&unit)
+                .set(i64::from(gpu.leased));
+        }
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot render metrics");
@@ -306,6 +407,12 @@ mod tests {
         "orrery_api_request_duration_seconds_bucket",
         "orrery_api_request_duration_seconds_count",
         "orrery_api_request_duration_seconds_sum",
+        "orrery_gpu_idle_leased_seconds_total",
+        "orrery_gpu_leased",
+        "orrery_gpu_memory_total_bytes",
+        "orrery_gpu_memory_used_bytes",
+        "orrery_gpu_reclaims_total",
+        "orrery_gpu_utilization_percent",
         "orrery_kernels",
         "orrery_kernels_reclaimed_total",
         "orrery_logins_total",
@@ -329,6 +436,13 @@ mod tests {
                 reclaimed: 1,
                 ..Default::default()
             },
+            gpus: vec![GpuGauge {
+                unit: "GPU-aaaa".into(),
+                utilization: Some(35),
+                memory_used: 1 << 30,
+                memory_total: 80 << 30,
+                leased: true,
+            }],
         }
     }
 
@@ -356,6 +470,8 @@ mod tests {
         m.login(false);
         m.login(false);
         m.kernel_reclaimed();
+        m.gpu_idle_leased(1.5);
+        m.gpu_idle_leased(3.0);
         m.api_request("GET", 200, Duration::from_millis(3));
         let text = m.render(&gauges());
         for line in [
@@ -371,6 +487,10 @@ mod tests {
             "jupyterhub_active_users{period=\"24h\"} 1",
             "orrery_api_request_duration_seconds_bucket{le=\"0.005\",method=\"GET\",code=\"2xx\"} 1",
             "orrery_api_request_duration_seconds_count{method=\"GET\",code=\"2xx\"} 1",
+            "orrery_gpu_utilization_percent{unit=\"GPU-aaaa\"} 35",
+            "orrery_gpu_leased{unit=\"GPU-aaaa\"} 1",
+            "orrery_gpu_memory_total_bytes{unit=\"GPU-aaaa\"} 85899345920",
+            "orrery_gpu_idle_leased_seconds_total 4.5",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }

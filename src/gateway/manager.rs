@@ -735,6 +735,9 @@ impl Gateway {
         if let Some(c) = container {
             self.services.runtime.remove(&c).await;
         }
+        if kernel.spec.gpus > 0 {
+            self.services.metrics.gpu_reclaimed();
+        }
         self.release_gpus(kernel);
         self.services.metrics.kernel_reclaimed();
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel container reclaimed for idleness");
@@ -1053,6 +1056,17 @@ async fn monitor(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
         }
         let Some(gw) = gw.upgrade() else { return };
         let kernels: Vec<Arc<Kernel>> = lock(&gw.kernels).values().cloned().collect();
+        // GPU units held by idle kernels: the waste GPU scheduling exists to shrink.
+        let idle_units: usize = kernels
+            .iter()
+            .filter(|k| k.execution_state() == ExecutionState::Idle)
+            .map(|k| lock(&k.gpus).len())
+            .sum();
+        if idle_units > 0 {
+            gw.services
+                .metrics
+                .gpu_idle_leased(idle_units as f64 * MONITOR_EVERY.as_secs_f64());
+        }
         for k in kernels {
             let (state, container) = {
                 let st = lock(&k.status);

@@ -714,6 +714,41 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
         .collect();
     assert!(held.contains(&("GPU-aaaa", k3.as_str())), "{body}");
 
+    // The metrics show the units and the unit-seconds held by idle kernels (the monitor adds
+    // them every 3 s; k2 and k3 sit idle).
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let req = Request::builder()
+        .uri("/hub/metrics")
+        .header(header::AUTHORIZATION, format!("token {admin_token}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = orrery::app::router(gw.hub.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    for line in [
+        "orrery_gpu_leased{unit=\"GPU-aaaa\"} 1",
+        "orrery_gpu_leased{unit=\"GPU-bbbb\"} 1",
+        "orrery_gpu_leased{unit=\"GPU-cccc\"} 0",
+        "orrery_gpu_utilization_percent{unit=\"GPU-cccc\"} 90",
+        "orrery_gpu_memory_total_bytes{unit=\"GPU-cccc\"} 85899345920",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    let idle: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("orrery_gpu_idle_leased_seconds_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("the idle-leased counter");
+    assert!(idle >= 3.0, "idle GPU-seconds: {idle}");
+
     // The quota counts what the user holds: with 1, a second GPU kernel is refused.
     set_quota(&gw, 1);
     let over = gw.create_spec("gpu").await;
