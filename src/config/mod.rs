@@ -663,6 +663,10 @@ pub struct Gpu {
     /// others are left alone for other uses of the machine.
     pub devices: Vec<String>,
     pub quota: GpuQuota,
+    /// A GPU kernel idle this long (no execute or comm traffic, and its units at 0 %
+    /// utilization) gives its units back: its container is reclaimed, and its next execute
+    /// re-creates it. 0: never (only `kernels.idle_timeout` applies).
+    pub idle_timeout: Duration,
 }
 
 impl Default for Gpu {
@@ -671,6 +675,7 @@ impl Default for Gpu {
             nvml_library: "libnvidia-ml.so.1".into(),
             devices: Vec::new(),
             quota: GpuQuota::default(),
+            idle_timeout: Duration::from_secs(3600),
         }
     }
 }

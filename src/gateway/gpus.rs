@@ -113,6 +113,29 @@ impl Gateway {
         Ok(())
     }
 
+    /// Whether NVML shows `kernel`'s units computing (utilization above 0 % in its last
+    /// sample). A unit is leased to one kernel only, so its utilization is the kernel's. MIG
+    /// devices report none: there only traffic and execution state count.
+    pub(super) async fn busy_on_gpu(&self, kernel: &Kernel) -> bool {
+        let units = kernel
+            .gpus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if units.is_empty() {
+            return false;
+        }
+        let cfg = self.services.config.get().gpu.clone();
+        // NVML calls block; keep them off the async workers.
+        let Ok(Ok(inventory)) = tokio::task::spawn_blocking(move || gpu::probe(&cfg)).await else {
+            return false;
+        };
+        inventory
+            .units
+            .iter()
+            .any(|u| units.contains(&u.uuid) && u.utilization.is_some_and(|p| p > 0))
+    }
+
     /// Give back the units `kernel` holds (its container is gone).
     pub(super) fn release_gpus(&self, kernel: &Kernel) {
         if kernel.spec.gpus == 0 {

@@ -986,11 +986,7 @@ async fn cull(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
         let cfg = gw.services.config.get();
         let kernels: Vec<Arc<Kernel>> = lock(&gw.kernels).values().cloned().collect();
         for k in kernels {
-            let timeout = k
-                .spec
-                .idle_timeout
-                .unwrap_or(cfg.kernels.idle_timeout)
-                .as_std();
+            let timeout = idle_timeout(&cfg, &k);
             if timeout.is_zero() {
                 continue;
             }
@@ -1001,10 +997,33 @@ async fn cull(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
                 }
                 (Utc::now() - st.last_activity).to_std().unwrap_or_default()
             };
-            if idle > timeout {
-                gw.reclaim(&k, timeout).await;
+            if idle <= timeout {
+                continue;
             }
+            // Quiet on the channels but computing on the GPU (a loop in a thread) is not idle.
+            if gw.busy_on_gpu(&k).await {
+                k.touch();
+                continue;
+            }
+            gw.reclaim(&k, timeout).await;
         }
+    }
+}
+
+/// How long `kernel` may sit idle before its container is reclaimed (zero: never): the spec's
+/// `idle_timeout`, else `kernels.idle_timeout`; for a GPU kernel also `gpu.idle_timeout`,
+/// whichever comes first.
+fn idle_timeout(cfg: &crate::config::Config, kernel: &Kernel) -> Duration {
+    let base = kernel
+        .spec
+        .idle_timeout
+        .unwrap_or(cfg.kernels.idle_timeout)
+        .as_std();
+    let gpu = cfg.gpu.idle_timeout.as_std();
+    match (kernel.spec.gpus > 0, base.is_zero(), gpu.is_zero()) {
+        (false, _, _) | (true, _, true) => base,
+        (true, true, false) => gpu,
+        (true, false, false) => base.min(gpu),
     }
 }
 

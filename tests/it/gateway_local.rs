@@ -588,6 +588,9 @@ async fn a_kernel_without_a_record_is_removed_by_the_reconcile_loop() {
     gw.shut_down().await;
 }
 
+/// The fake NVML's state file is named by a variable of this process: one GPU test at a time.
+static NVML_ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// GPU kernels on the fake NVML: each holds its own unit and sees only it, a non-GPU kernel
 /// sees none ("void"), a unit busy with a process Orrery did not start is never handed out,
 /// a kernel that cannot get a unit is dead with the reason, units come back when a kernel is
@@ -605,7 +608,8 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
          proc GPU-cccc 999999 1073741824\n",
     )
     .unwrap();
-    // The fake reads its GPUs at nvmlInit from this variable; only this test sets it.
+    // The fake reads its GPUs at nvmlInit from this variable (one GPU test at a time).
+    let _nvml = NVML_ENV.lock().await;
     std::env::set_var("FAKE_NVML_STATE", &state);
     let hub_state = dir.path().join("hub");
     let gw = LocalGateway::start(&hub_state, None).await;
@@ -787,5 +791,66 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
         assert_eq!(status, 204);
     }
     assert!(gw.leases().is_empty(), "every unit is back");
+    gw.shut_down().await;
+}
+
+/// `gpu.idle_timeout`: a GPU kernel quiet on its channels but computing on its GPU (95 % in
+/// NVML) keeps its unit; once its GPU is idle too, the unit is taken back (container reclaimed,
+/// lease released, counted), and the next execute re-creates the kernel with its unit and the
+/// notice.
+#[tokio::test]
+async fn an_idle_gpu_kernel_gives_its_unit_back_a_busy_one_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    let gpu_at = |util: u32| {
+        std::fs::write(
+            &state,
+            format!("gpu GPU-dddd 85899345920 1073741824 {util} 10 - NVIDIA A100\n"),
+        )
+        .unwrap()
+    };
+    gpu_at(95);
+    let _nvml = NVML_ENV.lock().await;
+    std::env::set_var("FAKE_NVML_STATE", &state);
+    let gw = LocalGateway::start(&dir.path().join("hub"), None).await;
+    let mut cfg = gw.hub.config().as_ref().clone();
+    cfg.gpu.idle_timeout = orrery::config::Duration::from_secs(1);
+    gw.hub.set_config(cfg);
+    let k = gw.create_spec("gpu").await;
+    gw.wait_state(&k, "idle", 60).await;
+    let (out, _) = gw.execute(&k, "x = 1\nprint('ready')").await;
+    assert_eq!(out, "ready\n");
+    let pid = kernel_pid(&dir.path().join("hub"), &k);
+
+    // No messages for 3 s, but the GPU computes: nothing is taken.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(process_alive(pid), "a kernel busy on its GPU keeps it");
+    assert_eq!(gw.leases().len(), 1);
+
+    // Its GPU goes quiet too: the unit comes back.
+    gpu_at(0);
+    wait_gone(pid, 15, "an idle GPU kernel's process").await;
+    assert!(gw.leases().is_empty(), "the unit is back");
+    assert_eq!(
+        gw.hub.gateway.counts().reclaimed,
+        1,
+        "still listed, as reclaimed"
+    );
+
+    // The next execute re-creates it, with its unit again and the notice.
+    let (out, status) = gw
+        .execute(
+            &k,
+            "import os\nprint('x' in dir(), os.environ['NVIDIA_VISIBLE_DEVICES'])",
+        )
+        .await;
+    assert_eq!(status, "ok", "{out}");
+    assert!(out.contains("kernel was reclaimed after"), "{out}");
+    assert!(out.ends_with("False GPU-dddd\n"), "{out}");
+    assert_eq!(gw.leases(), [("GPU-dddd".to_string(), k.clone())]);
+    let (status, _) = gw
+        .http(reqwest::Method::DELETE, &format!("/api/kernels/{k}"), None)
+        .await;
+    assert_eq!(status, 204);
     gw.shut_down().await;
 }
