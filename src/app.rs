@@ -88,10 +88,7 @@ async fn common_headers(State(hub): State<Arc<Hub>>, req: Request, next: Next) -
 
 /// Every GPU unit NVML reports, and whether a kernel holds it (none without NVML).
 async fn gpu_gauges(hub: &Hub) -> Vec<crate::metrics::GpuGauge> {
-    let cfg = hub.config().gpu.clone();
-    // NVML calls block; keep them off the async workers.
-    let Ok(Ok(inventory)) = tokio::task::spawn_blocking(move || crate::gpu::probe(&cfg)).await
-    else {
+    let Ok(inventory) = crate::gpu::probe_off_thread(hub.config().gpu.clone()).await else {
         return Vec::new();
     };
     let leased: std::collections::HashSet<String> = hub

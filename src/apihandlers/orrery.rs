@@ -22,12 +22,7 @@ pub async fn gpus(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Val
             "the GPU inventory needs the control token or an admin",
         ));
     }
-    let cfg = hub.config().gpu.clone();
-    // NVML calls block; keep them off the async workers.
-    let probed = tokio::task::spawn_blocking(move || crate::gpu::probe(&cfg))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let (inventory, error) = match probed {
+    let (inventory, error) = match crate::gpu::probe_off_thread(hub.config().gpu.clone()).await {
         Ok(inv) => (
             serde_json::to_value(inv).unwrap_or(Value::Null),
             Value::Null,

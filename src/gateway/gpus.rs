@@ -125,9 +125,8 @@ impl Gateway {
         if units.is_empty() {
             return false;
         }
-        let cfg = self.services.config.get().gpu.clone();
-        // NVML calls block; keep them off the async workers.
-        let Ok(Ok(inventory)) = tokio::task::spawn_blocking(move || gpu::probe(&cfg)).await else {
+        let Ok(inventory) = gpu::probe_off_thread(self.services.config.get().gpu.clone()).await
+        else {
             return false;
         };
         inventory

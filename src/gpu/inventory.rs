@@ -214,6 +214,20 @@ pub fn probe(cfg: &config::Gpu) -> Result<Inventory, GpuError> {
     })
 }
 
+/// [`probe`] on a blocking thread: NVML calls block, and async callers (the API, metrics, the
+/// gateway's culler) must not stall a runtime worker on them.
+pub async fn probe_off_thread(cfg: config::Gpu) -> Result<Inventory, GpuError> {
+    tokio::task::spawn_blocking(move || probe(&cfg))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the NVML probe panicked");
+            Err(GpuError::Nvml {
+                what: "finish reading the GPUs".into(),
+                source: NvmlError::Unknown,
+            })
+        })
+}
+
 /// Bytes as GiB with one decimal.
 fn gib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1u64 << 30) as f64)

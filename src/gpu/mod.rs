@@ -8,4 +8,4 @@
 
 pub mod inventory;
 
-pub use inventory::{probe, GpuError, Inventory, Unit};
+pub use inventory::{probe, probe_off_thread, GpuError, Inventory, Unit};

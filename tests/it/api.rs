@@ -875,10 +875,9 @@ async fn readme_and_api_agree_on_the_jupyterhub_version() {
 /// task, however many passes run (here every second).
 #[tokio::test]
 async fn reconcile_leaves_a_spawn_in_flight_alone() {
-    let d = Daemon::start(
-        "[spawner]\nbackend = \"local\"\nslow_spawn_timeout = \"1s\"\nstart_timeout = \"60s\"\n\
-         reconcile_interval = \"1s\"\n[spawner.local]\ncmd = [\"sleep\", \"60\"]\nallow_root = true\n",
-    )
+    let d = Daemon::start(&crate::common::sleeping_spawner(
+        "reconcile_interval = \"1s\"",
+    ))
     .await;
     d.create_users(&["alice"], false).await;
     let (s, body, _) = d

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::docker::{
     assert_host_reaches, channels_request, connect_from, containers_of, create_kernel, docker,
-    docker_ok, exec, image, inspect, ip_address, proxied, proxied_json, python, running,
+    docker_ok, exec, has_env, image, inspect, ip_address, proxied, proxied_json, python, running,
     server_api, sh, start_server, Env,
 };
 use crate::common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
@@ -171,9 +171,7 @@ async fn api_spawn_proxy_and_kernel_execute() {
     assert_eq!(c["State"]["Running"], true);
     // GPUs go to kernels: a notebook container sees none, whatever its image or engine says.
     assert!(
-        c["Config"]["Env"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|v| v == "NVIDIA_VISIBLE_DEVICES=void")),
+        has_env(&c, "NVIDIA_VISIBLE_DEVICES=void"),
         "{}",
         c["Config"]["Env"]
     );

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::docker::{
     assert_host_reaches, channels_request, connect_from, containers_of, create_kernel, docker_ok,
-    exec, inspect, ip_address, proxied, proxied_json, running, server_api, start_server, Env,
+    exec, has_env, inspect, ip_address, proxied, proxied_json, running, server_api, start_server,
+    Env,
 };
 use crate::common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use futures::{SinkExt, StreamExt};
@@ -420,9 +421,7 @@ async fn jupyter_server_in_gateway_mode_runs_kernels_in_their_own_containers() {
     assert_eq!(c["HostConfig"]["NetworkMode"], env.network.as_str());
     // A kernel that asked for no GPU sees none.
     assert!(
-        c["Config"]["Env"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|v| v == "NVIDIA_VISIBLE_DEVICES=void")),
+        has_env(&c, "NVIDIA_VISIBLE_DEVICES=void"),
         "{}",
         c["Config"]["Env"]
     );

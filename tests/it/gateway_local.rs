@@ -305,6 +305,14 @@ impl LocalGateway {
         model["id"].as_str().unwrap().to_string()
     }
 
+    /// Shut kernel `id` down (as Jupyter Server does), expecting 204.
+    async fn delete(&self, id: &str) {
+        let (status, body) = self
+            .http(reqwest::Method::DELETE, &format!("/api/kernels/{id}"), None)
+            .await;
+        assert_eq!(status, 204, "delete {id}: {body}");
+    }
+
     /// The GPU units leased, as (unit, kernel id), sorted.
     fn leases(&self) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = self
@@ -515,10 +523,7 @@ async fn local_kernels_execute_interrupt_restart_die_and_are_reclaimed() {
         "a new process behind the same id"
     );
 
-    let (status, _) = gw
-        .http(reqwest::Method::DELETE, &format!("/api/kernels/{id}"), None)
-        .await;
-    assert_eq!(status, 204);
+    gw.delete(&id).await;
     gw.shut_down().await;
 }
 
@@ -553,10 +558,7 @@ async fn local_kernels_are_adopted_with_their_state_and_strays_removed() {
     .await;
     assert!(!stray_dir.exists(), "and its directory is gone");
     let _ = stray.wait();
-    let (status, _) = gw
-        .http(reqwest::Method::DELETE, &format!("/api/kernels/{id}"), None)
-        .await;
-    assert_eq!(status, 204);
+    gw.delete(&id).await;
     gw.shut_down().await;
     wait_gone(pid, 10, "deleting the kernel ends its process").await;
 }
@@ -581,10 +583,7 @@ async fn a_kernel_without_a_record_is_removed_by_the_reconcile_loop() {
         "the gateway's own kernel runs on"
     );
     gw.wait_state(&id, "idle", 5).await;
-    let (status, _) = gw
-        .http(reqwest::Method::DELETE, &format!("/api/kernels/{id}"), None)
-        .await;
-    assert_eq!(status, 204);
+    gw.delete(&id).await;
     gw.shut_down().await;
 }
 
@@ -650,10 +649,7 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
     );
 
     // Deleting k1 gives GPU-aaaa back; k3's restart gets it.
-    let (status, _) = gw
-        .http(reqwest::Method::DELETE, &format!("/api/kernels/{k1}"), None)
-        .await;
-    assert_eq!(status, 204);
+    gw.delete(&k1).await;
     let (status, model) = gw
         .http(
             reqwest::Method::POST,
@@ -764,14 +760,7 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
             && reason.contains("gpu.quota.per_user is 1"),
         "{dead}"
     );
-    let (status, _) = gw
-        .http(
-            reqwest::Method::DELETE,
-            &format!("/api/kernels/{over}"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 204);
+    gw.delete(&over).await;
 
     // A kernel that dies gives its unit back.
     let _ = gw.execute_within(&k2, "import os\nos._exit(3)", 2).await;
@@ -785,10 +774,7 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
     assert_eq!(gw.leases(), [("GPU-aaaa".to_string(), k3.clone())]);
     gw.wait_state(&k3, "idle", 30).await;
     for id in [&k2, &k3, &plain] {
-        let (status, _) = gw
-            .http(reqwest::Method::DELETE, &format!("/api/kernels/{id}"), None)
-            .await;
-        assert_eq!(status, 204);
+        gw.delete(id).await;
     }
     assert!(gw.leases().is_empty(), "every unit is back");
     gw.shut_down().await;
@@ -853,9 +839,6 @@ async fn an_idle_gpu_kernel_gives_its_unit_back_a_busy_one_keeps_it() {
     assert!(out.contains("kernel was reclaimed after"), "{out}");
     assert!(out.ends_with("False GPU-dddd\n"), "{out}");
     assert_eq!(gw.leases(), [("GPU-dddd".to_string(), k.clone())]);
-    let (status, _) = gw
-        .http(reqwest::Method::DELETE, &format!("/api/kernels/{k}"), None)
-        .await;
-    assert_eq!(status, 204);
+    gw.delete(&k).await;
     gw.shut_down().await;
 }

@@ -466,11 +466,7 @@ async fn an_upgrade_that_closes_sign_up_says_so() {
 /// spawn abandoned by the last run can never become ready).
 #[tokio::test]
 async fn shutdown_abandons_a_spawn_in_flight_to_the_next_start() {
-    let mut d = Daemon::start(
-        "[spawner]\nbackend = \"local\"\nslow_spawn_timeout = \"1s\"\nstart_timeout = \"60s\"\n\
-         [spawner.local]\ncmd = [\"sleep\", \"60\"]\nallow_root = true\n",
-    )
-    .await;
+    let mut d = Daemon::start(&crate::common::sleeping_spawner("")).await;
     d.create_users(&["alice"], false).await;
     let (s, body, _) = d
         .api("POST", "/users/alice/server", Some(ADMIN), None)

@@ -218,6 +218,14 @@ pub fn inspect(what: &str) -> Value {
     v[0].clone()
 }
 
+/// Whether `docker inspect` output `c` has `entry` (`NAME=value`) in its configured
+/// environment.
+pub fn has_env(c: &Value, entry: &str) -> bool {
+    c["Config"]["Env"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|v| v == entry))
+}
+
 /// The last lines of a container's log, for failure messages.
 pub fn container_logs(name: &str) -> String {
     let (_, out, err) = docker(&["logs", "--tail", "40", name]);

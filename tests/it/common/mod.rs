@@ -45,6 +45,16 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A local backend whose servers never become ready (they sleep a minute): spawns stay
+/// pending, for tests of what happens around a spawn in flight. `spawner_extra` adds keys to
+/// `[spawner]`.
+pub fn sleeping_spawner(spawner_extra: &str) -> String {
+    format!(
+        "[spawner]\nbackend = \"local\"\nslow_spawn_timeout = \"1s\"\nstart_timeout = \"60s\"\n\
+         {spawner_extra}\n[spawner.local]\ncmd = [\"sleep\", \"60\"]\nallow_root = true\n"
+    )
+}
+
 /// The admin service token every harness daemon declares (scopes: everything an admin has).
 pub const ADMIN_SERVICE_TOKEN: &str = "test-admin-service-token-0123456789abcdef";
 
