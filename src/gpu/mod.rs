@@ -2,10 +2,13 @@
 //!
 //! * [`inventory`]: the GPUs and their schedulable units (MIG devices when MIG is on, else
 //!   whole GPUs), memory, utilization and the compute processes on them (host PIDs).
+//! * [`scheduler`]: the queue's order, grants, wait expiry and idle reclaim, as pure
+//!   functions of what is seen and the time (the gateway and the benchmark run the same code).
 //!
 //! Orrery only reads: it never changes a GPU setting (MIG mode, persistence, clocks). Without
 //! NVML or without GPUs the GPU features are off, and `orrery gpus` and `orrery doctor` say why.
 
 pub mod inventory;
+pub mod scheduler;
 
 pub use inventory::{probe, probe_off_thread, GpuError, Inventory, Unit};
