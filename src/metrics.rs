@@ -133,6 +133,12 @@ pub struct Metrics {
     gpu_reclaims: Counter,
     /// Unit-seconds held by kernels that were idle: the waste GPU scheduling exists to shrink.
     gpu_idle_leased_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Kernels waiting for GPU units now.
+    gpu_queue_length: Gauge,
+    /// How long kernels waited for their units (observed at each grant).
+    gpu_wait_seconds: Histogram,
+    /// Waits that ran out (`gpu.queue_timeout`).
+    gpu_waits_ended: Counter,
 }
 
 fn outcome(ok: bool) -> Outcome {
@@ -167,6 +173,11 @@ impl Default for Metrics {
             gpu_leased: Family::default(),
             gpu_reclaims: Counter::default(),
             gpu_idle_leased_seconds: Counter::default(),
+            gpu_queue_length: Gauge::default(),
+            gpu_wait_seconds: Histogram::new(
+                [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0],
+            ),
+            gpu_waits_ended: Counter::default(),
         };
         m.register()
     }
@@ -267,6 +278,21 @@ impl Metrics {
             self.gpu_idle_leased_seconds.clone(),
         );
         r.register(
+            "orrery_gpu_queue_length",
+            "Kernels waiting for GPU units",
+            self.gpu_queue_length.clone(),
+        );
+        r.register(
+            "orrery_gpu_wait_seconds",
+            "How long kernels waited for their GPU units",
+            self.gpu_wait_seconds.clone(),
+        );
+        r.register(
+            "orrery_gpu_waits_ended",
+            "Waits for a GPU that ran out (gpu.queue_timeout)",
+            self.gpu_waits_ended.clone(),
+        );
+        r.register(
             "jupyterhub_total_users",
             "Total number of users (JupyterHub's name)",
             self.jupyterhub_total_users.clone(),
@@ -317,6 +343,21 @@ impl Metrics {
     /// `unit_seconds` more of GPU units held by idle kernels.
     pub fn gpu_idle_leased(&self, unit_seconds: f64) {
         self.gpu_idle_leased_seconds.inc_by(unit_seconds);
+    }
+
+    /// How many kernels wait for GPU units now.
+    pub fn gpu_queue_length(&self, n: usize) {
+        self.gpu_queue_length.set(n as i64);
+    }
+
+    /// A waiting kernel got its units after `waited`.
+    pub fn gpu_waited(&self, waited: Duration) {
+        self.gpu_wait_seconds.observe(waited.as_secs_f64());
+    }
+
+    /// A wait for a GPU ran out.
+    pub fn gpu_wait_ended(&self) {
+        self.gpu_waits_ended.inc();
     }
 
     pub fn api_request(&self, method: &str, status: u16, took: Duration) {
@@ -411,8 +452,13 @@ mod tests {
         "orrery_gpu_leased",
         "orrery_gpu_memory_total_bytes",
         "orrery_gpu_memory_used_bytes",
+        "orrery_gpu_queue_length",
         "orrery_gpu_reclaims_total",
         "orrery_gpu_utilization_percent",
+        "orrery_gpu_wait_seconds_bucket",
+        "orrery_gpu_wait_seconds_count",
+        "orrery_gpu_wait_seconds_sum",
+        "orrery_gpu_waits_ended_total",
         "orrery_kernels",
         "orrery_kernels_reclaimed_total",
         "orrery_logins_total",

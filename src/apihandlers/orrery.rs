@@ -12,8 +12,8 @@ use super::base::{ApiError, ApiResult, Auth};
 use crate::hub::{Hub, PrincipalKind};
 use crate::reload;
 
-/// `GET /hub/api/orrery/gpus`: the GPU inventory (or why there is none) and who holds which
-/// unit. Admins and the local CLI.
+/// `GET /hub/api/orrery/gpus`: the GPU inventory (or why there is none), who holds which unit
+/// (and for how long it has been idle), and the queue in its order. Admins and the local CLI.
 pub async fn gpus(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {
     let allowed = matches!(auth.0.kind, PrincipalKind::Control)
         || auth.0.scopes.has_unfiltered("admin:servers");
@@ -30,10 +30,13 @@ pub async fn gpus(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Val
         Err(e) => (Value::Null, Value::String(e.to_string())),
     };
     let leases = serde_json::to_value(hub.store.leases()?).unwrap_or(Value::Null);
+    let (holders, queue) = hub.gateway.gpu_view();
     Ok(Json(serde_json::json!({
         "inventory": inventory,
         "error": error,
         "leases": leases,
+        "holders": holders,
+        "queue": queue,
     })))
 }
 

@@ -9,8 +9,18 @@ use serde_json::Value;
 
 use super::daemon::DaemonClient;
 use crate::config::{load, LoadedConfig};
+use crate::gateway::queue::{wait_views, HolderView, WaitView};
 use crate::gpu;
 use crate::state::{LeaseHolder, LeaseRecord, Store};
+
+/// Who holds what and who waits, as the daemon (or the state directory) knows it.
+#[derive(Default)]
+struct Holdings {
+    leases: Vec<LeaseRecord>,
+    /// With idle times: only from a running daemon.
+    holders: Vec<HolderView>,
+    queue: Vec<WaitView>,
+}
 
 /// Print the inventory (a table, or JSON with `--json`); returns the exit code: 0 when NVML
 /// answered, 1 with the reason and the fix when it did not, 2 for a broken config file.
@@ -22,11 +32,11 @@ pub async fn run(explicit: Option<&Path>, json: bool) -> i32 {
             return 2;
         }
     };
-    let leases = match leases(&loaded).await {
-        Ok(l) => l,
+    let held = match holdings(&loaded).await {
+        Ok(h) => h,
         Err(why) => {
             eprintln!("note: who holds which GPU is not known: {why}");
-            Vec::new()
+            Holdings::default()
         }
     };
     let inventory = match gpu::probe(&loaded.config.gpu) {
@@ -38,27 +48,81 @@ pub async fn run(explicit: Option<&Path>, json: bool) -> i32 {
     };
     if json {
         let mut value = serde_json::to_value(&inventory).unwrap_or(Value::Null);
-        value["leases"] = serde_json::to_value(&leases).unwrap_or(Value::Null);
+        value["leases"] = serde_json::to_value(&held.leases).unwrap_or(Value::Null);
+        value["holders"] = serde_json::to_value(&held.holders).unwrap_or(Value::Null);
+        value["queue"] = serde_json::to_value(&held.queue).unwrap_or(Value::Null);
         println!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         );
     } else {
-        let holders: HashMap<String, String> = leases
-            .iter()
-            .map(|l| {
-                let LeaseHolder::Kernel { id, user } = &l.holder;
-                let short: String = id.chars().take(8).collect();
-                (l.unit.clone(), format!("{user} (kernel {short})"))
-            })
-            .collect();
-        print!("{}", inventory.render(&holders));
+        print!("{}", inventory.render(&holder_texts(&held)));
+        print!("{}", render_queue(&held.queue));
     }
     0
 }
 
-/// The leases: from the running daemon, else from the state directory (if there is one).
-async fn leases(loaded: &LoadedConfig) -> Result<Vec<LeaseRecord>, String> {
+fn short(id: &str) -> String {
+    id.chars().take(8).collect()
+}
+
+/// `1 h 5 min`, `4 min`, `12 s`.
+fn span(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// Unit → `user (kernel 1234abcd, idle 4 min)`.
+fn holder_texts(held: &Holdings) -> HashMap<String, String> {
+    let mut texts: HashMap<String, String> = held
+        .leases
+        .iter()
+        .map(|l| {
+            let LeaseHolder::Kernel { id, user } = &l.holder;
+            (l.unit.clone(), format!("{user} (kernel {})", short(id)))
+        })
+        .collect();
+    for h in &held.holders {
+        let state = match h.idle_s {
+            Some(s) => format!("idle {}", span(s)),
+            None => "busy".into(),
+        };
+        texts.insert(
+            h.unit.clone(),
+            format!("{} (kernel {}, {state})", h.user, short(&h.kernel)),
+        );
+    }
+    texts
+}
+
+/// The queue in its order of service, or nothing when nobody waits.
+fn render_queue(queue: &[WaitView]) -> String {
+    if queue.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "QUEUE: {} kernel(s) waiting, served in this order (users holding fewer GPUs first, \
+         then arrival)\n",
+        queue.len()
+    );
+    for w in queue {
+        out.push_str(&format!(
+            "{:>3}. {:<16} kernel {}  {} unit(s)  waiting {}\n",
+            w.ahead + 1,
+            w.user,
+            short(&w.kernel),
+            w.units,
+            span(w.waiting_s)
+        ));
+    }
+    out
+}
+
+/// Leases and queue: from the running daemon, else from the state directory (if any).
+async fn holdings(loaded: &LoadedConfig) -> Result<Holdings, String> {
     if let Ok(client) = DaemonClient::new(loaded) {
         if client.alive().await {
             let (status, body) = client
@@ -68,13 +132,33 @@ async fn leases(loaded: &LoadedConfig) -> Result<Vec<LeaseRecord>, String> {
             if status != 200 {
                 return Err(format!("the daemon answered {status}: {body}"));
             }
-            return serde_json::from_value(body["leases"].clone()).map_err(|e| e.to_string());
+            let field = |name: &str| body[name].clone();
+            return Ok(Holdings {
+                leases: serde_json::from_value(field("leases")).map_err(|e| e.to_string())?,
+                holders: serde_json::from_value(field("holders")).unwrap_or_default(),
+                queue: serde_json::from_value(field("queue")).unwrap_or_default(),
+            });
         }
     }
     let state = loaded.state_path();
     if !state.join("sled").exists() {
-        return Ok(Vec::new());
+        return Ok(Holdings::default());
     }
     let store = Store::open(&state).map_err(|e| e.to_string())?;
-    store.leases().map_err(|e| e.to_string())
+    let leases = store.leases().map_err(|e| e.to_string())?;
+    let waiting: Vec<_> = store
+        .gpu_queue()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|e| e.request)
+        .collect();
+    let mut held = HashMap::new();
+    for l in &leases {
+        *held.entry(l.holder.user().to_string()).or_default() += 1;
+    }
+    Ok(Holdings {
+        queue: wait_views(&waiting, &held, chrono::Utc::now()),
+        leases,
+        holders: Vec::new(),
+    })
 }

@@ -663,10 +663,16 @@ pub struct Gpu {
     /// others are left alone for other uses of the machine.
     pub devices: Vec<String>,
     pub quota: GpuQuota,
-    /// A GPU kernel idle this long (no execute or comm traffic, and its units at 0 %
-    /// utilization) gives its units back: its container is reclaimed, and its next execute
-    /// re-creates it. 0: never (only `kernels.idle_timeout` applies).
+    /// A GPU kernel idle this long (not executing, no execute or comm traffic, and its
+    /// processes at 0 % GPU utilization) gives its units back at once when another kernel
+    /// waits for one: its container is reclaimed, and its next execute re-creates it.
+    pub idle_after: Duration,
+    /// A GPU kernel idle this long gives its units back even when nobody waits (its
+    /// notebooks are told 5 minutes before). 0: never (only `kernels.idle_timeout` applies).
     pub idle_timeout: Duration,
+    /// A kernel waiting for a GPU this long stops waiting: its held cells are answered with
+    /// a message saying so, and its next execute queues again. 0: wait as long as it takes.
+    pub queue_timeout: Duration,
 }
 
 impl Default for Gpu {
@@ -675,7 +681,9 @@ impl Default for Gpu {
             nvml_library: "libnvidia-ml.so.1".into(),
             devices: Vec::new(),
             quota: GpuQuota::default(),
+            idle_after: Duration::from_secs(600),
             idle_timeout: Duration::from_secs(3600),
+            queue_timeout: Duration::from_secs(1800),
         }
     }
 }

@@ -109,6 +109,8 @@ where
     };
     let (mut sink, mut stream) = ws.split();
     tracing::debug!(kernel = %kernel.id, socket, "kernel WebSocket opened");
+    // Cells a restart of the daemon lost while they waited for a GPU get their answer.
+    kernel.answer_lost_cells();
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut heard = tokio::time::Instant::now();
     loop {
@@ -183,6 +185,10 @@ async fn deliver(
         kernel.remember_shell_request(&msg);
     }
     gw.ensure_running(kernel, channel, &msg).await;
+    // Waiting for a GPU: Orrery answers or holds it until the kernel runs.
+    if gw.hold_if_waiting(kernel, socket, channel, &msg) {
+        return;
+    }
     let Some(client) = kernel.client(START_TIMEOUT).await else {
         tracing::warn!(kernel = %kernel.id, "kernel not running; dropping a message");
         // Tell the notebook why nothing happens (a probe gets no answer at all).

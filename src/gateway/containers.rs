@@ -304,6 +304,11 @@ impl KernelRuntime for Containers {
         ))
     }
 
+    /// The container id in the process's cgroup path is the kernel's container.
+    fn owns_pid(&self, handle: &str, pid: u32) -> bool {
+        crate::gpu::process::container_of(pid).is_some_and(|c| c == handle)
+    }
+
     fn list(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, String>> {
         Box::pin(Containers::list(self))
     }

@@ -8,13 +8,25 @@
 //! unit out twice; [`Gateway::reconcile_leases`] drops the leases of kernels it did not take
 //! back. A unit running a process Orrery did not lease (NVML's process list) is not handed out.
 //!
-//! When no unit is free the start fails with a message that says so; waiting in a fair queue
-//! for one is the next step of GPU scheduling.
+//! When no unit is free the kernel waits in a queue ([`super::queue`]); the scheduler loop
+//! ([`scheduler_loop`]) carries out what [`crate::gpu::scheduler`] decides each round: grants
+//! to waiting kernels, waits that ran out, idle kernels that give their units back (at once
+//! when someone waits, after `gpu.idle_timeout` otherwise, with a warning 5 minutes before).
+//! A kernel is active on its GPU when NVML shows one of *its* processes (host PIDs, mapped to
+//! its container by the runtime) computing; where NVML has no per-process figures (MIG),
+//! traffic and execution state decide alone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::manager::{Gateway, Kernel};
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::manager::{lock, Gateway, Kernel, Reclaimed};
+use super::state::ExecutionState;
 use crate::gpu;
+use crate::gpu::scheduler::{self, Decision, Policy, Slot};
 use crate::state::LeaseHolder;
 
 impl Kernel {
@@ -28,11 +40,13 @@ impl Kernel {
 }
 
 impl Gateway {
-    /// Give `kernel` the units its spec asks for, all or none (Err: why not, for the user).
-    pub(super) fn grant_gpus(&self, kernel: &Kernel) -> Result<(), String> {
+    /// Give `kernel` the units its spec asks for, all or none. `Ok(true)`: it holds them (or
+    /// needs none); `Ok(false)`: it waits in the queue; `Err`: why it can never get them now,
+    /// for the user (quota, no such GPUs, no NVML).
+    pub(super) fn grant_gpus(&self, kernel: &Kernel) -> Result<bool, String> {
         let wanted = kernel.spec.gpus as usize;
         if wanted == 0 {
-            return Ok(());
+            return Ok(true);
         }
         let store = &self.services.store;
         // One grant at a time: two kernels never pick the same free unit.
@@ -46,93 +60,250 @@ impl Gateway {
             .collect();
         if mine.len() == wanted {
             *kernel.gpus.lock().unwrap_or_else(|e| e.into_inner()) = mine;
-            return Ok(());
+            return Ok(true);
+        }
+        let waiting = self.gpu_waiting();
+        if waiting.iter().any(|r| r.kernel == kernel.id) {
+            return Ok(false);
         }
         let _ = store.release_leases(&holder);
-        let quota = self.services.config.get().gpu.quota.per_user as usize;
+        let cfg = self.services.config.get();
+        let quota = cfg.gpu.quota.per_user as usize;
         let held = leases
             .iter()
             .filter(|l| l.holder != holder && l.holder.user() == kernel.user)
             .count();
-        if held + wanted > quota {
+        let queued: usize = waiting
+            .iter()
+            .filter(|r| r.user == kernel.user)
+            .map(|r| r.units as usize)
+            .sum();
+        if held + queued + wanted > quota {
             return Err(format!(
-                "GPU quota: {} holds {held} GPU unit(s) and this kernel asks for {wanted}, but \
-                 gpu.quota.per_user is {quota}. Shut down another GPU kernel first",
+                "GPU quota: {} holds {held} GPU unit(s) and waits for {queued}, and this kernel \
+                 asks for {wanted}, but gpu.quota.per_user is {quota}. Shut down another GPU \
+                 kernel first",
                 kernel.user
             ));
         }
-        let inventory = gpu::probe(&self.services.config.get().gpu)
+        let inventory = gpu::probe(&cfg.gpu)
             .map_err(|e| format!("this kernel needs {wanted} GPU(s), but {e}"))?;
-        let leased: HashSet<&str> = leases
-            .iter()
-            .filter(|l| l.holder != holder)
-            .map(|l| l.unit.as_str())
+        let request = kernel.gpu_request(Utc::now());
+        let suitable: Vec<Slot> = inventory
+            .schedulable()
+            .map(slot)
+            .filter(|s| request.fits(s))
             .collect();
-        let fits = |u: &&gpu::Unit| {
-            kernel
-                .spec
-                .gpu_model
-                .as_deref()
-                .is_none_or(|m| u.model.contains(m))
-                && kernel
-                    .spec
-                    .mig_profile
-                    .as_deref()
-                    .is_none_or(|p| u.mig_profile.as_deref() == Some(p))
-        };
-        let suitable: Vec<&gpu::Unit> = inventory.schedulable().filter(fits).collect();
-        // Free: not leased, and not running a process someone else started.
-        let free: Vec<&gpu::Unit> = suitable
-            .iter()
-            .copied()
-            .filter(|u| !leased.contains(u.uuid.as_str()) && u.processes.is_empty())
-            .collect();
-        if free.len() < wanted {
+        if suitable.len() < wanted {
             let what = match (&kernel.spec.gpu_model, &kernel.spec.mig_profile) {
                 (Some(m), _) => format!(" {m}"),
                 (None, Some(p)) => format!(" {p}"),
                 (None, None) => String::new(),
             };
             return Err(format!(
-                "no GPU free for this kernel: it needs {wanted}{what} unit(s), and {} of the {} \
-                 there are free (the others are held by other kernels or busy). Shut down a GPU \
-                 kernel you do not use, or try again later",
-                free.len(),
+                "this kernel needs {wanted}{what} GPU unit(s), and this machine has {} that \
+                 Orrery schedules: it could never start. Ask for fewer, or change the \
+                 kernelspec's gpus / gpu_model / mig_profile",
                 suitable.len()
             ));
         }
-        let units: Vec<String> = free[..wanted].iter().map(|u| u.uuid.clone()).collect();
-        if !store
-            .take_leases(&units, &holder)
-            .map_err(|e| e.to_string())?
-        {
-            return Err("the GPU was taken by another kernel at the same moment; try again".into());
+        // Nobody waits and units are free: take them now; otherwise take a place in line.
+        if waiting.is_empty() {
+            let free = free_slots(&inventory, &leases);
+            let grant = scheduler::grants(
+                std::slice::from_ref(&request),
+                &HashMap::new(),
+                &free,
+                Utc::now(),
+                &policy(&cfg),
+            );
+            if let Some((_, units)) = grant.into_iter().next() {
+                if store
+                    .take_leases(&units, &holder)
+                    .map_err(|e| e.to_string())?
+                {
+                    tracing::info!(kernel = %kernel.id, user = %kernel.user, units = ?units, "GPU units leased");
+                    *kernel.gpus.lock().unwrap_or_else(|e| e.into_inner()) = units;
+                    return Ok(true);
+                }
+            }
         }
-        tracing::info!(kernel = %kernel.id, user = %kernel.user, units = ?units, "GPU units leased");
-        *kernel.gpus.lock().unwrap_or_else(|e| e.into_inner()) = units;
-        Ok(())
+        self.enqueue(kernel, request.since);
+        Ok(false)
     }
 
-    /// Whether NVML shows `kernel`'s units computing (utilization above 0 % in its last
-    /// sample). A unit is leased to one kernel only, so its utilization is the kernel's. MIG
-    /// devices report none: there only traffic and execution state count.
-    pub(super) async fn busy_on_gpu(&self, kernel: &Kernel) -> bool {
-        let units = kernel
-            .gpus
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if units.is_empty() {
-            return false;
+    /// GPU units each user holds now.
+    pub(super) fn units_held_by_user(&self) -> HashMap<String, u32> {
+        let mut held = HashMap::new();
+        for l in self.services.store.leases().unwrap_or_default() {
+            *held.entry(l.holder.user().to_string()).or_default() += 1;
         }
-        let Ok(inventory) = gpu::probe_off_thread(self.services.config.get().gpu.clone()).await
-        else {
+        held
+    }
+
+    /// One round of the GPU scheduler: mark kernels computing on their GPU as active, end
+    /// waits that ran out, grant what can be granted, reclaim or warn idle holders, tell the
+    /// waiting their places.
+    pub async fn schedule(self: &Arc<Self>) {
+        let cfg = self.services.config.get();
+        let policy = policy(&cfg);
+        let gpu_kernels: Vec<Arc<Kernel>> = self
+            .all_kernels()
+            .into_iter()
+            .filter(|k| !lock(&k.gpus).is_empty())
+            .collect();
+        let waiting = self.gpu_waiting();
+        if gpu_kernels.is_empty() && waiting.is_empty() {
+            return;
+        }
+        let Ok(inventory) = gpu::probe_off_thread(cfg.gpu.clone()).await else {
+            return;
+        };
+        for k in &gpu_kernels {
+            if self.active_on_gpu(k, &inventory) {
+                k.touch();
+            }
+        }
+        let now = Utc::now();
+        for id in scheduler::expired(&waiting, now, &policy) {
+            if let Some(k) = self.kernel_by_id(&id) {
+                self.wait_expired(&k, policy.queue_timeout);
+            }
+        }
+        let (granted, free_left) = self.grant_waiting(&inventory, &policy);
+        for (kernel, waited) in granted {
+            self.services.metrics.gpu_waited(waited);
+            kernel.notify(
+                &format!(
+                    "got a GPU after waiting {} s; starting the kernel\n",
+                    waited.as_secs()
+                ),
+                lock(&kernel.wait)
+                    .held
+                    .iter()
+                    .find(|(_, c, _)| *c == crate::kernels::Channel::Shell)
+                    .map(|(_, _, m)| m),
+            );
+            let gw = self.clone();
+            tokio::spawn(async move {
+                let _guard = kernel.lifecycle.lock().await;
+                if !kernel.is_deleted() {
+                    gw.start(&kernel).await;
+                }
+            });
+        }
+        let waiting = self.gpu_waiting();
+        let needed = scheduler::shortfall(&waiting, free_left);
+        let holdings: Vec<scheduler::Holding> = gpu_kernels
+            .iter()
+            .filter(|k| k.has_container())
+            .filter_map(|k| {
+                let st = lock(&k.status);
+                if st.execution_state.is_starting() || st.execution_state == ExecutionState::Dead {
+                    return None;
+                }
+                Some(scheduler::Holding {
+                    kernel: k.id.clone(),
+                    units: lock(&k.gpus).len() as u32,
+                    busy: st.execution_state == ExecutionState::Busy,
+                    idle_since: st.last_activity,
+                    warned: k.gpu_warned.load(std::sync::atomic::Ordering::Relaxed),
+                })
+            })
+            .collect();
+        for decision in scheduler::reclaims(&holdings, needed, now, &policy) {
+            match decision {
+                Decision::ReclaimForWaiting { kernel, .. } => {
+                    if let Some(k) = self.kernel_by_id(&kernel) {
+                        tracing::info!(kernel = %k.id, user = %k.user, "reclaiming an idle GPU kernel for a waiting one");
+                        self.reclaim(&k, policy.idle_after, Reclaimed::Gpu).await;
+                    }
+                }
+                Decision::ReclaimIdle { kernel, .. } => {
+                    if let Some(k) = self.kernel_by_id(&kernel) {
+                        self.reclaim(&k, policy.idle_timeout, Reclaimed::Gpu).await;
+                    }
+                }
+                Decision::Warn { kernel, in_ } => {
+                    if let Some(k) = self.kernel_by_id(&kernel) {
+                        k.gpu_warned
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        k.notify(
+                            &format!(
+                                "This kernel has not used its GPU for a while: the GPU will be \
+                                 given back in {} minutes unless the kernel runs something \
+                                 (its state would then be reset).\n",
+                                in_.as_secs().div_ceil(60)
+                            ),
+                            None,
+                        );
+                    }
+                }
+            }
+        }
+        self.tell_places();
+    }
+
+    /// Grant the units free now to the waiting, in the scheduler's order. Returns the kernels
+    /// granted (with how long they waited) and how many units are still free.
+    fn grant_waiting(
+        &self,
+        inventory: &gpu::Inventory,
+        policy: &Policy,
+    ) -> (Vec<(Arc<Kernel>, Duration)>, usize) {
+        let _one_at_a_time = self.gpu_grants.lock().unwrap_or_else(|e| e.into_inner());
+        let leases = self.services.store.leases().unwrap_or_default();
+        let free = free_slots(inventory, &leases);
+        let waiting = self.gpu_waiting();
+        let held = self.units_held_by_user();
+        let mut granted = Vec::new();
+        let mut used = 0;
+        for (id, units) in scheduler::grants(&waiting, &held, &free, Utc::now(), policy) {
+            let Some(kernel) = self.kernel_by_id(&id) else {
+                continue;
+            };
+            let holder = kernel.lease_holder();
+            match self.services.store.take_leases(&units, &holder) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::error!(kernel = %id, error = %e, "cannot store GPU leases");
+                    continue;
+                }
+            }
+            used += units.len();
+            let since = lock(&kernel.status).queued.unwrap_or_else(Utc::now);
+            tracing::info!(kernel = %id, user = %kernel.user, units = ?units, "GPU units granted to a waiting kernel");
+            *lock(&kernel.gpus) = units;
+            self.dequeue(&kernel);
+            granted.push((kernel, (Utc::now() - since).to_std().unwrap_or_default()));
+        }
+        (granted, free.len().saturating_sub(used))
+    }
+
+    /// Whether NVML shows `kernel` computing: one of its own processes with SM utilization
+    /// above 0 %, or, where NVML gives no per-process figures, its units busy.
+    fn active_on_gpu(&self, kernel: &Kernel, inventory: &gpu::Inventory) -> bool {
+        let units = lock(&kernel.gpus).clone();
+        let Some(handle) = lock(&kernel.status).container.clone() else {
             return false;
         };
         inventory
             .units
             .iter()
-            .any(|u| units.contains(&u.uuid) && u.utilization.is_some_and(|p| p > 0))
+            .filter(|u| units.contains(&u.uuid))
+            .any(|u| {
+                let own: Vec<&gpu::inventory::GpuProcess> = u
+                    .processes
+                    .iter()
+                    .filter(|p| self.services.runtime.owns_pid(&handle, p.pid))
+                    .collect();
+                if own.iter().any(|p| p.sm_util.is_some()) {
+                    own.iter().any(|p| p.sm_util.is_some_and(|s| s > 0))
+                } else {
+                    u.utilization.is_some_and(|p| p > 0)
+                }
+            })
     }
 
     /// Give back the units `kernel` holds (its container is gone).
@@ -171,11 +342,62 @@ impl Gateway {
                         gpus.push(lease.unit.clone());
                     }
                 }
+                // Granted while waiting, and starting when the daemon stopped: it starts again.
+                Some(k) if k.is_holding() => {}
                 _ => {
                     tracing::info!(unit = %lease.unit, kernel = %id, "dropping the GPU lease of a kernel that no longer runs");
                     let _ = self.services.store.release_leases(&lease.holder);
                 }
             }
         }
+    }
+}
+
+/// A unit as the scheduler sees it.
+fn slot(u: &gpu::Unit) -> Slot {
+    Slot {
+        uuid: u.uuid.clone(),
+        model: u.model.clone(),
+        mig_profile: u.mig_profile.clone(),
+    }
+}
+
+/// The units free to hand out: schedulable, not leased, and running no process (a process
+/// Orrery did not start keeps its unit out of the pool while it runs).
+fn free_slots(inventory: &gpu::Inventory, leases: &[crate::state::LeaseRecord]) -> Vec<Slot> {
+    let leased: HashSet<&str> = leases.iter().map(|l| l.unit.as_str()).collect();
+    inventory
+        .schedulable()
+        .filter(|u| !leased.contains(u.uuid.as_str()) && u.processes.is_empty())
+        .map(slot)
+        .collect()
+}
+
+/// The scheduler's knobs from `[gpu]`.
+fn policy(cfg: &crate::config::Config) -> Policy {
+    Policy {
+        idle_after: cfg.gpu.idle_after.as_std(),
+        idle_timeout: cfg.gpu.idle_timeout.as_std(),
+        queue_timeout: cfg.gpu.queue_timeout.as_std(),
+        warn_before: WARN_BEFORE,
+    }
+}
+
+/// How long before an `idle_timeout` reclaim the notebooks are told.
+const WARN_BEFORE: Duration = Duration::from_secs(300);
+/// How often the scheduler looks when nothing wakes it.
+const SCHEDULE_EVERY: Duration = Duration::from_secs(2);
+
+/// Runs [`Gateway::schedule`] every [`SCHEDULE_EVERY`], or at once when woken (a kernel
+/// queued, units released).
+pub async fn scheduler_loop(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
+    loop {
+        let Some(g) = gw.upgrade() else { return };
+        tokio::select! {
+            _ = tokio::time::sleep(SCHEDULE_EVERY) => {}
+            _ = g.schedule_now.notified() => {}
+            _ = stop.cancelled() => return,
+        }
+        g.schedule().await;
     }
 }

@@ -263,6 +263,14 @@ impl KernelRuntime for LocalKernels {
         })
     }
 
+    /// The kernel's process or one of its children.
+    fn owns_pid(&self, handle: &str, pid: u32) -> bool {
+        pid_of(handle).is_some_and(|kernel| {
+            u32::try_from(kernel.as_raw())
+                .is_ok_and(|kernel| crate::gpu::process::descends_from(pid, kernel))
+        })
+    }
+
     fn list(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, String>> {
         Box::pin(async move {
             let Ok(entries) = std::fs::read_dir(&self.root) else {

@@ -81,6 +81,11 @@ pub struct Gateway {
     kernels: StdMutex<HashMap<String, Arc<Kernel>>>,
     /// Held while GPU units are granted, so two kernels never pick the same free unit.
     pub(super) gpu_grants: StdMutex<()>,
+    /// Kernels waiting for GPU units, in arrival order ([`super::queue`]); mirrored in the
+    /// state store.
+    pub(super) gpu_queue: StdMutex<Vec<crate::gpu::scheduler::Request>>,
+    /// Wakes the GPU scheduler at once (a kernel queued, units released).
+    pub(super) schedule_now: tokio::sync::Notify,
 }
 
 /// What a socket receives from the pump.
@@ -106,6 +111,8 @@ pub struct KernelStatus {
     /// Set while the kernel has no container although it is listed: why. Its next request
     /// starts one ([`Gateway::ensure_running`]).
     pub reclaimed: Option<Reclaimed>,
+    /// Set while the kernel waits for GPU units: since when (its place in the queue).
+    pub queued: Option<DateTime<Utc>>,
 }
 
 /// Why a listed kernel has no container.
@@ -115,21 +122,35 @@ pub enum Reclaimed {
     Idle(Duration),
     /// The container was gone when the hub started again (a reboot, a removed container).
     Lost,
+    /// Its GPU units were given to a waiting kernel after this long idle.
+    Gpu(Duration),
+    /// It waited for a GPU for `gpu.queue_timeout` and stopped waiting; never started.
+    WaitEnded,
+}
+
+/// `N minutes`, or `N seconds` under a minute.
+pub(super) fn minutes(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 {
+        format!("{} minutes", secs / 60)
+    } else {
+        format!("{secs} seconds")
+    }
 }
 
 impl Reclaimed {
     /// The stderr text the notebook gets before the request that re-creates the kernel.
     pub fn notice(self) -> String {
         match self {
-            Reclaimed::Idle(idle) => {
-                let secs = idle.as_secs();
-                let after = if secs >= 60 {
-                    format!("{} minutes", secs / 60)
-                } else {
-                    format!("{secs} seconds")
-                };
-                format!("kernel was reclaimed after {after} idle; its state was reset\n")
-            }
+            Reclaimed::Idle(idle) => format!(
+                "kernel was reclaimed after {} idle; its state was reset\n",
+                minutes(idle)
+            ),
+            Reclaimed::Gpu(idle) => format!(
+                "kernel's GPU was reclaimed after {} idle; its state was reset\n",
+                minutes(idle)
+            ),
+            Reclaimed::WaitEnded => "kernel waits for a GPU again\n".to_string(),
             Reclaimed::Lost => "kernel's container was gone when the hub restarted; \
                                 a new one was started and its state was reset\n"
                 .to_string(),
@@ -164,12 +185,16 @@ pub struct Kernel {
     client: RwLock<Option<Arc<KernelClient>>>,
     sockets: StdMutex<Sockets>,
     /// Serialises start, restart and delete.
-    lifecycle: Mutex<()>,
+    pub(super) lifecycle: Mutex<()>,
     /// The GPU units (UUIDs) the kernel holds while its container runs ([`super::gpus`]).
     pub gpus: StdMutex<Vec<String>>,
+    /// Messages held while it waits for a GPU ([`super::queue`]).
+    pub(super) wait: StdMutex<super::queue::Wait>,
+    /// Its notebooks were told that its GPU goes soon (told once per idle period).
+    pub(super) gpu_warned: std::sync::atomic::AtomicBool,
 }
 
-fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -189,6 +214,7 @@ impl KernelStatus {
             reason: None,
             hb_misses: 0,
             reclaimed,
+            queued: None,
         }
     }
 }
@@ -220,6 +246,8 @@ impl Kernel {
             sockets: StdMutex::new(Sockets::default()),
             lifecycle: Mutex::new(()),
             gpus: StdMutex::new(Vec::new()),
+            wait: StdMutex::new(Default::default()),
+            gpu_warned: Default::default(),
         }
     }
 
@@ -244,7 +272,7 @@ impl Kernel {
     /// What is saved of this kernel so that it outlives a restart of the daemon.
     pub fn record(&self) -> KernelRecord {
         let reclaimed_after_s = match lock(&self.status).reclaimed {
-            Some(Reclaimed::Idle(d)) => Some(d.as_secs()),
+            Some(Reclaimed::Idle(d) | Reclaimed::Gpu(d)) => Some(d.as_secs()),
             _ => None,
         };
         KernelRecord {
@@ -305,6 +333,8 @@ impl Kernel {
 
     pub fn touch(&self) {
         lock(&self.status).last_activity = Utc::now();
+        self.gpu_warned
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The current ZeroMQ client, waiting up to `wait` while the kernel starts or restarts.
@@ -355,6 +385,28 @@ impl Kernel {
     /// Forget the route of a request that never reached the kernel.
     pub fn unroute(&self, msg_id: &str) {
         lock(&self.sockets).routes.remove(msg_id);
+    }
+
+    /// Deliver `msg` to socket `socket` only.
+    pub(super) fn send_to_socket(&self, socket: u64, channel: Channel, msg: RawMessage) {
+        let tx = lock(&self.sockets).senders.get(&socket).cloned();
+        if let Some(tx) = tx {
+            let _ = tx.try_send((channel, msg));
+        }
+    }
+
+    /// Deliver an iopub message (every socket).
+    pub(super) fn dispatch_iopub(&self, msg: RawMessage) {
+        self.dispatch(Channel::IOPub, msg);
+    }
+
+    /// Deliver `msg` to every socket, whatever its parent.
+    pub(super) fn dispatch_all(&self, channel: Channel, msg: RawMessage) {
+        let targets: Vec<mpsc::Sender<Outgoing>> =
+            lock(&self.sockets).senders.values().cloned().collect();
+        for tx in targets {
+            let _ = tx.try_send((channel, msg.clone()));
+        }
     }
 
     /// Deliver one message from the kernel to the sockets it is for.
@@ -420,6 +472,8 @@ impl Gateway {
             services,
             kernels: StdMutex::new(HashMap::new()),
             gpu_grants: StdMutex::new(()),
+            gpu_queue: StdMutex::new(Vec::new()),
+            schedule_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -429,6 +483,10 @@ impl Gateway {
         tasks.spawn(monitor(Arc::downgrade(self), stop.clone()));
         tasks.spawn(cull(Arc::downgrade(self), stop.clone()));
         tasks.spawn(reconcile_loop(Arc::downgrade(self), stop.clone()));
+        tasks.spawn(super::gpus::scheduler_loop(
+            Arc::downgrade(self),
+            stop.clone(),
+        ));
     }
 
     /// One reconcile pass over the runtime: a kernel it runs for this hub that the registry
@@ -462,6 +520,11 @@ impl Gateway {
             }
         }
         *seen = unknown;
+    }
+
+    /// Every kernel (for the gateway's own bookkeeping).
+    pub(super) fn all_kernels(&self) -> Vec<Arc<Kernel>> {
+        lock(&self.kernels).values().cloned().collect()
     }
 
     /// Kernel `id`, whoever's it is (for the gateway's own bookkeeping, never for a request).
@@ -563,12 +626,16 @@ impl Gateway {
     }
 
     /// Create and start the kernel's container, connect, nudge. Caller holds `lifecycle`.
-    async fn start(&self, kernel: &Arc<Kernel>) {
+    pub(super) async fn start(&self, kernel: &Arc<Kernel>) {
         kernel.set_state(ExecutionState::Starting);
         let cfg = self.services.config.get();
         let began = std::time::Instant::now();
         let result = async {
-            self.grant_gpus(kernel)?;
+            if !self.grant_gpus(kernel)? {
+                // Waiting for a GPU: Orrery answers for the kernel until it runs.
+                kernel.set_state(ExecutionState::Idle);
+                return Ok(false);
+            }
             let (container, ip) = self.services.runtime.start(&cfg, kernel).await?;
             {
                 let mut st = lock(&kernel.status);
@@ -588,21 +655,28 @@ impl Gateway {
                 }
             };
             tokio::select! {
-                connected = self.connect(kernel, &ip) => connected,
+                connected = self.connect(kernel, &ip) => connected.map(|()| true),
                 reason = exited => Err(reason),
             }
         }
         .await;
         match result {
-            Ok(()) => {
+            Ok(false) => {}
+            Ok(true) => {
                 // A (re)started kernel is fresh: its idle time starts now, or a kernel re-created
                 // for a probe (which is not activity) would be reclaimed again at once.
                 kernel.touch();
                 tracing::info!(kernel = %kernel.id, user = %kernel.user, took_ms = began.elapsed().as_millis() as u64, "kernel ready");
+                // Cells held while it waited for its GPU run now, in order.
+                self.flush_held(kernel).await;
             }
             Err(e) => {
                 tracing::warn!(kernel = %kernel.id, user = %kernel.user, error = %e, "kernel failed to start");
-                self.kernel_died(kernel, e).await;
+                self.kernel_died(kernel, e.clone()).await;
+                if kernel.is_holding() {
+                    kernel.cancel_held(&dead_notice(&e));
+                    lock(&kernel.wait).holding = false;
+                }
             }
         }
     }
@@ -627,6 +701,10 @@ impl Gateway {
     }
 
     pub async fn interrupt(&self, kernel: &Arc<Kernel>) -> Result<(), String> {
+        if lock(&kernel.status).queued.is_some() {
+            self.interrupt_waiting(kernel);
+            return Ok(());
+        }
         if lock(&kernel.status).reclaimed.is_some() {
             // Nothing runs in a reclaimed kernel.
             return Ok(());
@@ -657,6 +735,11 @@ impl Gateway {
     /// Restart keeping the id and the connection info: the container is recreated and a fresh
     /// client connected (zeromq's DEALERs do not reconnect). Returns once the kernel answers.
     pub async fn restart(&self, kernel: &Arc<Kernel>) -> Result<(), String> {
+        if lock(&kernel.status).queued.is_some() {
+            // Nothing runs yet: a restart clears the held cells, the kernel keeps its place.
+            self.interrupt_waiting(kernel);
+            return Ok(());
+        }
         let _guard = kernel.lifecycle.lock().await;
         kernel.touch();
         kernel.set_state(ExecutionState::Restarting);
@@ -692,6 +775,11 @@ impl Gateway {
             .deleted
             .store(true, std::sync::atomic::Ordering::SeqCst);
         lock(&self.kernels).remove(&kernel.id);
+        if lock(&kernel.status).queued.is_some() {
+            // Shutting down leaves the queue.
+            self.dequeue(kernel);
+        }
+        lock(&kernel.wait).held.clear();
         let _guard = kernel.lifecycle.lock().await;
         *kernel.client.write().await = None;
         kernel.close_sockets();
@@ -707,8 +795,14 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Takes the container of an idle kernel; the kernel stays listed, `idle`.
-    async fn reclaim(&self, kernel: &Arc<Kernel>, timeout: Duration) {
+    /// Takes the container of a kernel idle for more than `timeout`; the kernel stays listed,
+    /// `idle`, and `why` (given how long it was idle) is what its next cell is told.
+    pub(super) async fn reclaim(
+        &self,
+        kernel: &Arc<Kernel>,
+        timeout: Duration,
+        why: fn(Duration) -> Reclaimed,
+    ) {
         // Never waits: a message being delivered, or a start, restart or delete, wins.
         let Ok(_in_use) = kernel.in_use.try_write() else {
             return;
@@ -726,7 +820,7 @@ impl Gateway {
                 return;
             }
             // Marked first, so a socket waiting for the client looks again (ensure_running).
-            st.reclaimed = Some(Reclaimed::Idle(idle));
+            st.reclaimed = Some(why(idle));
             st.ip = None;
             st.container.take()
         };
@@ -739,6 +833,7 @@ impl Gateway {
             self.services.metrics.gpu_reclaimed();
         }
         self.release_gpus(kernel);
+        self.schedule_now.notify_one();
         self.services.metrics.kernel_reclaimed();
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel container reclaimed for idleness");
     }
@@ -849,6 +944,15 @@ impl Gateway {
         };
         let cfg = self.services.config.get();
         let mut adopted = 0;
+        // Kernels that waited for a GPU wait on in their place.
+        let mut waits: HashMap<String, crate::state::QueueEntry> = self
+            .services
+            .store
+            .gpu_queue()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.request.kernel.clone(), e))
+            .collect();
         for found in records {
             let rec = match found {
                 Ok(r) => r,
@@ -895,7 +999,9 @@ impl Gateway {
                 Some(c) => self.services.runtime.address(&cfg, c).await,
                 None => None,
             };
+            let wait = waits.remove(&rec.id).filter(|_| live.is_none());
             let reclaimed = match (&live, ip.is_some(), rec.reclaimed_after_s) {
+                _ if wait.is_some() => None,
                 (Some(_), true, _) => None,
                 (_, _, Some(s)) => Some(Reclaimed::Idle(Duration::from_secs(s))),
                 _ => Some(Reclaimed::Lost),
@@ -907,6 +1013,7 @@ impl Gateway {
             }
             let status = match reclaimed {
                 Some(why) => KernelStatus::new(ExecutionState::Idle, Some(why)),
+                None if wait.is_some() => KernelStatus::new(ExecutionState::Idle, None),
                 None => {
                     let mut st = KernelStatus::new(ExecutionState::Starting, None);
                     st.container = live;
@@ -917,6 +1024,11 @@ impl Gateway {
             let kernel = Arc::new(Kernel::from_record(rec, info, dir, status));
             lock(&self.kernels).insert(kernel.id.clone(), kernel.clone());
             adopted += 1;
+            if let Some(entry) = wait {
+                lock(&kernel.wait).lost = entry.held;
+                self.enqueue(&kernel, entry.request.since);
+                continue;
+            }
             tracing::info!(kernel = %kernel.id, user = %kernel.user, running = reclaimed.is_none(), "kernel of an earlier run taken back");
             if let (None, Some(ip)) = (reclaimed, ip) {
                 let gw = self.clone();
@@ -931,6 +1043,9 @@ impl Gateway {
                     }
                 });
             }
+        }
+        for kernel in waits.keys() {
+            let _ = self.services.store.remove_gpu_wait(kernel);
         }
         // What no record accounts for cannot be reached again.
         for (container, kernel) in containers.iter().filter(|_| listed) {
@@ -1000,31 +1115,22 @@ async fn cull(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
             if idle <= timeout {
                 continue;
             }
-            // Quiet on the channels but computing on the GPU (a loop in a thread) is not idle.
-            if gw.busy_on_gpu(&k).await {
-                k.touch();
-                continue;
-            }
-            gw.reclaim(&k, timeout).await;
+            // A kernel computing on its GPU without messages is kept busy (touched) by the
+            // GPU scheduler's rounds.
+            gw.reclaim(&k, timeout, Reclaimed::Idle).await;
         }
     }
 }
 
 /// How long `kernel` may sit idle before its container is reclaimed (zero: never): the spec's
-/// `idle_timeout`, else `kernels.idle_timeout`; for a GPU kernel also `gpu.idle_timeout`,
-/// whichever comes first.
+/// `idle_timeout`, else `kernels.idle_timeout`. (A GPU kernel's units are also taken back by
+/// the GPU scheduler, after `gpu.idle_after` or `gpu.idle_timeout`: [`super::gpus`].)
 fn idle_timeout(cfg: &crate::config::Config, kernel: &Kernel) -> Duration {
-    let base = kernel
+    kernel
         .spec
         .idle_timeout
         .unwrap_or(cfg.kernels.idle_timeout)
-        .as_std();
-    let gpu = cfg.gpu.idle_timeout.as_std();
-    match (kernel.spec.gpus > 0, base.is_zero(), gpu.is_zero()) {
-        (false, _, _) | (true, _, true) => base,
-        (true, true, false) => gpu,
-        (true, false, false) => base.min(gpu),
-    }
+        .as_std()
 }
 
 /// Reads everything the kernel sends and hands it to the kernel's sockets.

@@ -8,7 +8,9 @@
 //! * [`kernels`]: the `/api/kernels` handlers (create, list, get, delete, interrupt, restart).
 //! * [`manager`]: the registry of kernels and their lifecycle.
 //! * [`state`]: a kernel's execution state.
-//! * [`gpus`]: GPU units for kernels that ask for them, leased while their container runs.
+//! * [`gpus`]: GPU units for kernels that ask for them, leased while their container runs;
+//!   the scheduler loop (grants, reclaims, waits that run out).
+//! * [`queue`]: a kernel waiting for a GPU: Orrery answers for it and holds its cells.
 //! * [`record`]: one file per kernel, so kernels outlive a restart of the daemon.
 //! * [`runtime`]: the kernel runtime contract; [`containers`] (a container per kernel,
 //!   bollard) and [`local`] (a process per kernel on this machine) implement it.
@@ -29,6 +31,7 @@ pub mod kernels;
 pub mod kernelspecs;
 pub mod local;
 pub mod manager;
+pub mod queue;
 pub mod record;
 pub mod runtime;
 pub mod state;

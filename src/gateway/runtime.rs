@@ -50,6 +50,10 @@ pub trait KernelRuntime: Send + Sync {
     /// Where a running kernel's ports are reached, if it is running.
     fn address<'a>(&'a self, cfg: &'a Config, handle: &'a str) -> BoxFuture<'a, Option<String>>;
 
+    /// Whether host process `pid` belongs to the kernel `handle` names (NVML reports host
+    /// PIDs; this maps them to kernels).
+    fn owns_pid(&self, handle: &str, pid: u32) -> bool;
+
     /// The kernels this hub's runtime runs: (handle, kernel id). Used at startup to take back
     /// the kernels of an earlier run and to remove those without a record.
     fn list(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, String>>;

@@ -51,6 +51,9 @@ pub struct GpuProcess {
     pub pid: u32,
     /// Bytes of GPU memory it uses, when NVML can tell.
     pub used_memory: Option<u64>,
+    /// Its SM utilization (%) in NVML's latest sample; `None` where NVML has no per-process
+    /// figures (MIG devices, or no sample since the process last ran on the GPU).
+    pub sm_util: Option<u32>,
 }
 
 /// One schedulable unit: a whole GPU, or a MIG device.
@@ -101,6 +104,21 @@ fn failed(what: &str) -> impl FnOnce(NvmlError) -> GpuError + '_ {
 }
 
 fn processes(device: &Device<'_>) -> Vec<GpuProcess> {
+    // The latest sample of each process that ran recently (NotFound: none did, so 0 %; a
+    // MIG device answers NotSupported: no per-process figures).
+    let samples = match device.process_utilization_stats(None) {
+        Ok(s) => Some(s),
+        Err(NvmlError::NotFound) => Some(Vec::new()),
+        Err(_) => None,
+    };
+    let sm_util = |pid: u32| {
+        samples.as_ref().map(|s| {
+            s.iter()
+                .filter(|x| x.pid == pid)
+                .max_by_key(|x| x.timestamp)
+                .map_or(0, |x| x.sm_util)
+        })
+    };
     match device.running_compute_processes() {
         Ok(list) => list
             .into_iter()
@@ -110,6 +128,7 @@ fn processes(device: &Device<'_>) -> Vec<GpuProcess> {
                     UsedGpuMemory::Used(b) => Some(b),
                     UsedGpuMemory::Unavailable => None,
                 },
+                sm_util: sm_util(p.pid),
             })
             .collect(),
         Err(e) => {
@@ -249,7 +268,7 @@ impl Inventory {
             return out;
         }
         out.push_str(&format!(
-            "{:<4} {:<44} {:<22} {:>15} {:>6}  {:<24} {}\n",
+            "{:<4} {:<44} {:<22} {:>15} {:>6}  {:<38} {}\n",
             "GPU", "UNIT", "MODEL", "MEMORY GiB", "UTIL", "HOLDER", "PROCESSES"
         ));
         for u in &self.units {
@@ -273,14 +292,14 @@ impl Inventory {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            let note = if u.scheduled {
-                ""
-            } else {
-                "  [left alone: not in gpu.devices]"
-            };
             let holder = holders.get(&u.uuid).map(String::as_str).unwrap_or("-");
+            let note = match (u.scheduled, holder == "-" && !u.processes.is_empty()) {
+                (false, _) => "  [left alone: not in gpu.devices]",
+                (true, true) => "  [busy with processes Orrery did not start: not handed out]",
+                (true, false) => "",
+            };
             out.push_str(&format!(
-                "{:<4} {:<44} {:<22} {:>15} {:>6}  {holder:<24} {procs}{note}\n",
+                "{:<4} {:<44} {:<22} {:>15} {:>6}  {holder:<38} {procs}{note}\n",
                 u.gpu_index,
                 u.uuid,
                 model,

@@ -196,6 +196,13 @@ impl RawMessage {
         self
     }
 
+    /// This message as a reply to a message whose header was `header` (kept when the message
+    /// itself is gone, e.g. across a restart of the daemon).
+    pub fn with_parent_header(mut self, header: &Value) -> RawMessage {
+        self.parent_header = json_bytes(header);
+        self
+    }
+
     /// This message with binary buffers.
     pub fn with_buffers(mut self, buffers: Vec<Bytes>) -> RawMessage {
         self.buffers = buffers;

@@ -59,6 +59,9 @@ impl Store {
             }
             taken.push(unit);
         }
+        // On disk before the kernel gets them: after a `kill -9` a running GPU container
+        // always has its lease, so its units are never handed out twice.
+        self.db.flush()?;
         Ok(true)
     }
 

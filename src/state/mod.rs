@@ -6,6 +6,7 @@
 //! ([`crate::secrets`]). A `schema_version` key in the `meta` tree guards against a state
 //! directory written by a newer Orrery: such a directory is refused, never guessed at.
 
+mod gpu_queue;
 mod groups;
 mod leases;
 mod oauth;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
+pub use gpu_queue::QueueEntry;
 pub use groups::GroupRecord;
 pub use leases::{LeaseHolder, LeaseRecord};
 pub use oauth::{OAuthClientRecord, OAuthCodeRecord};
@@ -77,6 +79,8 @@ pub struct Store {
     servers: sled::Tree,
     /// GPU unit → its lease.
     leases: sled::Tree,
+    /// Kernel id → its place in the GPU queue.
+    gpu_queue: sled::Tree,
 }
 
 impl Store {
@@ -214,6 +218,7 @@ impl Store {
             oauth_codes: db.open_tree("oauth_codes")?,
             servers: db.open_tree("servers")?,
             leases: db.open_tree("gpu_leases")?,
+            gpu_queue: db.open_tree("gpu_queue")?,
             db,
             path,
         })

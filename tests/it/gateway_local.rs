@@ -639,28 +639,20 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
         ]
     );
 
-    // GPU-cccc runs someone else's process: it is not handed out.
+    // GPU-cccc runs someone else's process: it is not handed out, so k3 waits.
     let k3 = gw.create_spec("gpu").await;
-    let dead = gw.wait_state(&k3, "dead", 30).await;
-    let reason = dead["reason"].as_str().unwrap_or("");
-    assert!(
-        reason.contains("no GPU free for this kernel") && reason.contains("0 of the 3"),
-        "{dead}"
-    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gw.hub.gateway.ahead_of(&k3).is_none() {
+        assert!(std::time::Instant::now() < deadline, "k3 never queued");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.model(&k3).await["execution_state"], "idle");
 
-    // Deleting k1 gives GPU-aaaa back; k3's restart gets it.
+    // Deleting k1 gives GPU-aaaa back; the waiting k3 gets it.
     gw.delete(&k1).await;
-    let (status, model) = gw
-        .http(
-            reqwest::Method::POST,
-            &format!("/api/kernels/{k3}/restart"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{model}");
-    gw.wait_state(&k3, "idle", 60).await;
-    let (out, _) = gw.execute(&k3, visible).await;
-    assert_eq!(out, "GPU-aaaa 'GPU-aaaa'\n");
+    let (out, status) = gw.execute(&k3, visible).await;
+    assert_eq!(status, "ok", "{out}");
+    assert!(out.ends_with("GPU-aaaa 'GPU-aaaa'\n"), "{out}");
 
     // An admin sees the units and who holds them.
     assert!(gw
@@ -756,7 +748,7 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
     let reason = dead["reason"].as_str().unwrap_or("");
     assert!(
         reason.contains("GPU quota")
-            && reason.contains("alice holds 2")
+            && reason.contains("alice holds 2 GPU unit(s) and waits for 0")
             && reason.contains("gpu.quota.per_user is 1"),
         "{dead}"
     );
@@ -836,9 +828,301 @@ async fn an_idle_gpu_kernel_gives_its_unit_back_a_busy_one_keeps_it() {
         )
         .await;
     assert_eq!(status, "ok", "{out}");
-    assert!(out.contains("kernel was reclaimed after"), "{out}");
+    assert!(out.contains("kernel's GPU was reclaimed after"), "{out}");
     assert!(out.ends_with("False GPU-dddd\n"), "{out}");
     assert_eq!(gw.leases(), [("GPU-dddd".to_string(), k.clone())]);
     gw.delete(&k).await;
+    gw.shut_down().await;
+}
+
+/// A kernel's channels WebSocket, as Jupyter Server's gateway client opens it.
+struct Channels {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Everything received so far.
+    seen: Vec<Value>,
+}
+
+impl Channels {
+    async fn open(gw: &LocalGateway, id: &str) -> Channels {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!(
+            "{}/api/kernels/{id}/channels",
+            gw.url.replacen("http", "ws", 1)
+        );
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "Authorization",
+            format!("token {}", gw.token).parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        Channels {
+            ws,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Send a request; returns its msg_id.
+    async fn send(&mut self, channel: &str, msg_type: &str, content: Value) -> String {
+        use futures::SinkExt;
+        let msg_id = uuid::Uuid::new_v4().to_string();
+        let msg = json!({
+            "header": {"msg_id": msg_id, "username": "alice", "session": "s", "msg_type": msg_type,
+                       "version": "5.3", "date": chrono::Utc::now().to_rfc3339()},
+            "parent_header": {}, "metadata": {}, "buffers": [], "channel": channel,
+            "content": content,
+        });
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                msg.to_string().into(),
+            ))
+            .await
+            .unwrap();
+        msg_id
+    }
+
+    async fn execute(&mut self, code: &str) -> String {
+        self.send(
+            "shell",
+            "execute_request",
+            json!({"code": code, "silent": false, "store_history": true, "user_expressions": {},
+                   "allow_stdin": false, "stop_on_error": true}),
+        )
+        .await
+    }
+
+    /// Read until a message satisfies `done` (within `secs`); returns it.
+    async fn until(
+        &mut self,
+        secs: u64,
+        what: &str,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next()).await;
+            let Ok(Some(Ok(m))) = next else {
+                panic!("{what}: not seen within {secs} s; got {:#?}", self.seen);
+            };
+            let tokio_tungstenite::tungstenite::Message::Text(text) = m else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(text.as_str()).unwrap();
+            self.seen.push(v.clone());
+            if done(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// The reply of type `reply_type` to request `msg_id`.
+    async fn reply(&mut self, msg_id: &str, reply_type: &str, secs: u64) -> Value {
+        self.until(secs, reply_type, |v| {
+            v["parent_header"]["msg_id"] == msg_id && v["header"]["msg_type"] == reply_type
+        })
+        .await
+    }
+
+    /// Wait for stream text containing `needle` under request `msg_id`.
+    async fn text(&mut self, msg_id: &str, needle: &str, secs: u64) -> String {
+        let v = self
+            .until(secs, needle, |v| {
+                v["parent_header"]["msg_id"] == msg_id
+                    && v["header"]["msg_type"] == "stream"
+                    && v["content"]["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains(needle))
+            })
+            .await;
+        v["content"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// All stream text seen so far under request `msg_id`.
+    fn all_text(&self, msg_id: &str) -> String {
+        self.seen
+            .iter()
+            .filter(|v| {
+                v["parent_header"]["msg_id"] == msg_id && v["header"]["msg_type"] == "stream"
+            })
+            .filter_map(|v| v["content"]["text"].as_str())
+            .collect()
+    }
+}
+
+impl LocalGateway {
+    fn configure(&self, change: impl FnOnce(&mut Config)) {
+        let mut cfg = self.hub.config().as_ref().clone();
+        change(&mut cfg);
+        self.hub.set_config(cfg);
+    }
+
+    /// Wait until kernel `id` waits for a GPU with `ahead` kernels before it.
+    async fn wait_queued(&self, id: &str, ahead: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while self.hub.gateway.ahead_of(id) != Some(ahead) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} never had {ahead} ahead of it (has {:?})",
+                self.hub.gateway.ahead_of(id)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+const RAN_ON: &str = "import os\nprint('ran on', os.environ['NVIDIA_VISIBLE_DEVICES'])";
+
+/// The GPU queue where the user is, on one fake GPU: a waiting kernel answers `kernel_info`
+/// (a usable kernel, not a failed start), its cell says it waits and its place; an interrupt
+/// cancels the held cell with an `aborted` reply and keeps the place; a cell held when a unit
+/// frees runs on it; a wait longer than `gpu.queue_timeout` ends with a message; someone
+/// waiting reclaims an idle holder at once (and the reclaimed one waits its turn, then gets
+/// the notice); a restart keeps the queue in order and answers the cells it lost.
+#[tokio::test]
+async fn gpu_kernels_wait_in_line_visibly_and_run_when_a_unit_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    std::fs::write(&state, "gpu GPU-q1 85899345920 0 0 0 - NVIDIA A100\n").unwrap();
+    let _nvml = NVML_ENV.lock().await;
+    std::env::set_var("FAKE_NVML_STATE", &state);
+    let hub_state = dir.path().join("hub");
+    let gw = LocalGateway::start(&hub_state, None).await;
+    gw.configure(|c| {
+        c.gpu.quota.per_user = 3;
+        c.gpu.idle_after = orrery::config::Duration::from_secs(3600);
+    });
+    let k1 = gw.create_spec("gpu").await;
+    gw.wait_state(&k1, "idle", 60).await;
+    assert_eq!(gw.leases(), [("GPU-q1".to_string(), k1.clone())]);
+
+    // k2 waits, and looks like a usable kernel meanwhile.
+    let k2 = gw.create_spec("gpu").await;
+    gw.wait_queued(&k2, 0).await;
+    assert_eq!(gw.model(&k2).await["execution_state"], "idle");
+    let mut ch = Channels::open(&gw, &k2).await;
+    let info = ch.send("shell", "kernel_info_request", json!({})).await;
+    let reply = ch.reply(&info, "kernel_info_reply", 10).await;
+    assert_eq!(reply["content"]["status"], "ok", "{reply}");
+    assert_eq!(reply["content"]["implementation"], "orrery-gpu-queue");
+    assert_eq!(reply["content"]["language_info"]["name"], "python");
+
+    // A cell sent meanwhile says it waits, and where.
+    let a = ch.execute(RAN_ON).await;
+    let text = ch.text(&a, "waiting for a GPU", 10).await;
+    assert_eq!(
+        text,
+        "waiting for a GPU: 0 ahead of you; the cell runs when it is free\n"
+    );
+    // An interrupt cancels it (aborted, with why); the kernel keeps its place.
+    let (status, _) = gw
+        .http(
+            reqwest::Method::POST,
+            &format!("/api/kernels/{k2}/interrupt"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let reply = ch.reply(&a, "execute_reply", 10).await;
+    assert_eq!(reply["content"]["status"], "aborted", "{reply}");
+    assert!(
+        ch.all_text(&a)
+            .contains("Interrupted while waiting for a GPU: the cell did not run"),
+        "{}",
+        ch.all_text(&a)
+    );
+    assert_eq!(gw.hub.gateway.ahead_of(&k2), Some(0));
+
+    // A cell held when the unit frees runs on it.
+    let b = ch.execute(RAN_ON).await;
+    ch.text(&b, "waiting for a GPU: 0 ahead", 10).await;
+    gw.delete(&k1).await;
+    let reply = ch.reply(&b, "execute_reply", 60).await;
+    assert_eq!(reply["content"]["status"], "ok", "{reply}");
+    let out = ch.all_text(&b);
+    assert!(out.contains("got a GPU after waiting"), "{out}");
+    assert!(out.ends_with("ran on GPU-q1\n"), "{out}");
+    assert_eq!(gw.leases(), [("GPU-q1".to_string(), k2.clone())]);
+
+    // A wait longer than gpu.queue_timeout ends with a message under the cell.
+    gw.configure(|c| c.gpu.queue_timeout = orrery::config::Duration::from_secs(2));
+    let k3 = gw.create_spec("gpu").await;
+    gw.wait_queued(&k3, 0).await;
+    let mut ch3 = Channels::open(&gw, &k3).await;
+    let c = ch3.execute(RAN_ON).await;
+    let reply = ch3.reply(&c, "execute_reply", 20).await;
+    assert_eq!(reply["content"]["status"], "aborted", "{reply}");
+    let out = ch3.all_text(&c);
+    assert!(
+        out.contains(
+            "No GPU became free within 2 seconds (gpu.queue_timeout), so this cell did not run"
+        ),
+        "{out}"
+    );
+    assert_eq!(gw.hub.gateway.ahead_of(&k3), None, "out of the queue");
+
+    // Someone waiting takes the unit of an idle holder at once: k3's next cell waits, k2 (idle
+    // for more than gpu.idle_after) is reclaimed, and the cell runs on its unit.
+    gw.configure(|c| {
+        c.gpu.queue_timeout = orrery::config::Duration::from_secs(3600);
+        c.gpu.idle_after = orrery::config::Duration::from_secs(1);
+    });
+    let d = ch3.execute(RAN_ON).await;
+    let reply = ch3.reply(&d, "execute_reply", 60).await;
+    assert_eq!(reply["content"]["status"], "ok", "{reply}");
+    assert!(
+        ch3.all_text(&d).ends_with("ran on GPU-q1\n"),
+        "{}",
+        ch3.all_text(&d)
+    );
+    assert_eq!(gw.leases(), [("GPU-q1".to_string(), k3.clone())]);
+    // k2's next cell waits its turn (k3 is now the idle holder), then runs with the notice.
+    let e = ch.execute(RAN_ON).await;
+    let reply = ch.reply(&e, "execute_reply", 60).await;
+    assert_eq!(reply["content"]["status"], "ok", "{reply}");
+    let out = ch.all_text(&e);
+    assert!(out.contains("kernel's GPU was reclaimed after"), "{out}");
+    assert!(out.ends_with("ran on GPU-q1\n"), "{out}");
+
+    // Two waiting kernels and a held cell: a restart keeps their order and answers the cell.
+    gw.configure(|c| c.gpu.idle_after = orrery::config::Duration::from_secs(3600));
+    let k4 = gw.create_spec("gpu").await;
+    gw.wait_queued(&k4, 0).await;
+    let k5 = gw.create_spec("gpu").await;
+    gw.wait_queued(&k5, 1).await;
+    let mut ch4 = Channels::open(&gw, &k4).await;
+    let f = ch4.execute(RAN_ON).await;
+    ch4.text(&f, "waiting for a GPU: 0 ahead", 10).await;
+    drop((ch, ch3, ch4));
+    let token = gw.token.clone();
+    gw.shut_down().await;
+    let gw = LocalGateway::start(&hub_state, Some(token)).await;
+    assert_eq!(gw.hub.gateway.ahead_of(&k4), Some(0));
+    assert_eq!(gw.hub.gateway.ahead_of(&k5), Some(1));
+    assert_eq!(gw.leases(), [("GPU-q1".to_string(), k2.clone())]);
+    let mut ch4 = Channels::open(&gw, &k4).await;
+    let reply = ch4.reply(&f, "execute_reply", 10).await;
+    assert_eq!(reply["content"]["status"], "aborted", "{reply}");
+    assert!(
+        ch4.all_text(&f)
+            .contains("The hub restarted while this cell waited for a GPU"),
+        "{}",
+        ch4.all_text(&f)
+    );
+    drop(ch4);
+    for id in [&k2, &k3, &k4, &k5] {
+        gw.delete(id).await;
+    }
+    assert!(gw.leases().is_empty());
+    assert_eq!(
+        gw.hub.gateway.ahead_of(&k5),
+        None,
+        "shutdown leaves the queue"
+    );
+    assert!(gw.hub.store.gpu_queue().unwrap().is_empty());
     gw.shut_down().await;
 }

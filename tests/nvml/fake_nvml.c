@@ -18,11 +18,17 @@
  *   cuda 12040
  *   gpu  <uuid> <mem_total> <mem_used> <util_gpu> <util_mem> <mig: - | 0 | 1> <name…>
  *   mig  <parent gpu index> <slot> <uuid> <mem_total> <mem_used> <name…>
- *   proc <gpu or mig uuid> <host pid> <used memory bytes>
+ *   proc <gpu or mig uuid> <host pid> <used memory bytes> [<sm utilization %>]
+ *
+ * A process given an SM utilization has one sample in nvmlDeviceGetProcessUtilization
+ * (timestamped when the state was read); one without has none (NVML lists only processes
+ * that ran since the caller's last-seen timestamp, and answers NOT_FOUND when none did).
+ * MIG devices answer NOT_SUPPORTED there, as the real library does.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef int nvmlReturn_t;
 #define NVML_SUCCESS 0
@@ -36,7 +42,7 @@ typedef int nvmlReturn_t;
 #define MAX_DEVICES 64
 #define MAX_PROCS 32
 
-struct proc { unsigned int pid; unsigned long long mem; };
+struct proc { unsigned int pid; unsigned long long mem; int sm; /* -1: no sample */ };
 
 typedef struct nvmlDevice_st {
     int is_mig;
@@ -84,6 +90,8 @@ static void rest_of_line(char *dst, size_t size, const char *line, int skip_word
     while (n > 0 && (dst[n - 1] == '\n' || dst[n - 1] == '\r')) dst[--n] = 0;
 }
 
+static unsigned long long loaded_at_us;
+
 static int load(void) {
     const char *path = getenv("FAKE_NVML_STATE");
     FILE *f = path ? fopen(path, "r") : NULL;
@@ -118,16 +126,21 @@ static int load(void) {
             char uuid[96];
             unsigned int pid;
             unsigned long long mem;
-            if (sscanf(line, "%*s %95s %u %llu", uuid, &pid, &mem) != 3) continue;
+            int sm = -1;
+            if (sscanf(line, "%*s %95s %u %llu %d", uuid, &pid, &mem, &sm) < 3) continue;
             struct nvmlDevice_st *d = find(uuid);
             if (d && d->nprocs < MAX_PROCS) {
                 d->procs[d->nprocs].pid = pid;
                 d->procs[d->nprocs].mem = mem;
+                d->procs[d->nprocs].sm = sm;
                 d->nprocs++;
             }
         }
     }
     fclose(f);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    loaded_at_us = (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000ull;
     return 1;
 }
 
@@ -319,5 +332,40 @@ nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *is_m
     REQUIRE_DEVICE(device);
     if (!is_mig) return NVML_ERROR_INVALID_ARGUMENT;
     *is_mig = (unsigned int)device->is_mig;
+    return NVML_SUCCESS;
+}
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long timeStamp;
+    unsigned int smUtil, memUtil, encUtil, decUtil;
+} nvmlProcessUtilizationSample_t;
+
+nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device,
+                                             nvmlProcessUtilizationSample_t *utilization,
+                                             unsigned int *processSamplesCount,
+                                             unsigned long long lastSeenTimeStamp) {
+    REQUIRE_DEVICE(device);
+    if (!processSamplesCount) return NVML_ERROR_INVALID_ARGUMENT;
+    if (device->is_mig) return NVML_ERROR_NOT_SUPPORTED;
+    unsigned int have = 0;
+    for (int i = 0; i < device->nprocs; i++)
+        if (device->procs[i].sm >= 0 && loaded_at_us > lastSeenTimeStamp) have++;
+    if (have == 0) return NVML_ERROR_NOT_FOUND;
+    if (!utilization || *processSamplesCount < have) {
+        *processSamplesCount = have;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    unsigned int n = 0;
+    for (int i = 0; i < device->nprocs; i++) {
+        if (device->procs[i].sm < 0 || loaded_at_us <= lastSeenTimeStamp) continue;
+        utilization[n].pid = device->procs[i].pid;
+        utilization[n].timeStamp = loaded_at_us;
+        utilization[n].smUtil = (unsigned int)device->procs[i].sm;
+        utilization[n].memUtil = 0;
+        utilization[n].encUtil = utilization[n].decUtil = 0;
+        n++;
+    }
+    *processSamplesCount = n;
     return NVML_SUCCESS;
 }
