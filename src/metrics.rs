@@ -174,9 +174,9 @@ impl Default for Metrics {
             gpu_reclaims: Counter::default(),
             gpu_idle_leased_seconds: Counter::default(),
             gpu_queue_length: Gauge::default(),
-            gpu_wait_seconds: Histogram::new(
-                [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0],
-            ),
+            gpu_wait_seconds: Histogram::new([
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+            ]),
             gpu_waits_ended: Counter::default(),
         };
         m.register()

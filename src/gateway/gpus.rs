@@ -362,13 +362,17 @@ fn slot(u: &gpu::Unit) -> Slot {
     }
 }
 
-/// The units free to hand out: schedulable, not leased, and running no process (a process
-/// Orrery did not start keeps its unit out of the pool while it runs).
+/// The units free to hand out: schedulable, not leased, and running no live process (a
+/// process Orrery did not start keeps its unit out of the pool while it runs; one of a kernel
+/// container just removed may linger in NVML's list for a moment).
 fn free_slots(inventory: &gpu::Inventory, leases: &[crate::state::LeaseRecord]) -> Vec<Slot> {
     let leased: HashSet<&str> = leases.iter().map(|l| l.unit.as_str()).collect();
     inventory
         .schedulable()
-        .filter(|u| !leased.contains(u.uuid.as_str()) && u.processes.is_empty())
+        .filter(|u| {
+            !leased.contains(u.uuid.as_str())
+                && u.processes.iter().all(|p| !gpu::process::alive(p.pid))
+        })
         .map(slot)
         .collect()
 }

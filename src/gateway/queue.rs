@@ -165,7 +165,7 @@ impl Gateway {
         self.services
             .metrics
             .gpu_queue_length(lock(&self.gpu_queue).len());
-        tracing::info!(kernel = %kernel.id, user = %kernel.user, units = kernel.spec.gpus, "kernel waits for a GPU");
+        tracing::info!(kernel = %kernel.id, user = %kernel.user, units = kernel.spec.gpus, since = %since, "kernel waits for a GPU");
         self.schedule_now.notify_one();
     }
 

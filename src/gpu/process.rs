@@ -24,6 +24,11 @@ fn container_in_cgroup_line(line: &str) -> Option<String> {
     })
 }
 
+/// Whether process `pid` runs on this machine (NVML may still list one that just ended).
+pub fn alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
 /// Whether `pid` is `ancestor` or one of its descendants (a local kernel's children).
 pub fn descends_from(pid: u32, ancestor: u32) -> bool {
     let mut p = pid;

@@ -92,6 +92,9 @@ pub fn grants(
     now: DateTime<Utc>,
     policy: &Policy,
 ) -> Vec<(String, Vec<String>)> {
+    if free.is_empty() || waiting.is_empty() {
+        return Vec::new();
+    }
     let mut held = held.clone();
     let mut free: Vec<Slot> = free.to_vec();
     let mut left: Vec<Request> = waiting.to_vec();

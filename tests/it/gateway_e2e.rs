@@ -1159,61 +1159,318 @@ async fn a_kernel_that_dies_or_hangs_is_reported_dead_with_the_reason_and_restar
     }
 }
 
-/// GPU kernels in containers, on the fake NVML (2 GPUs) and an engine with the (no-op) NVIDIA
-/// hook, as `.ci/run` starts it: each GPU kernel's container carries a device request for
-/// exactly its unit and `NVIDIA_VISIBLE_DEVICES` to match; the notebook container sees none.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gpu_kernel_containers_get_exactly_their_unit() {
-    let mut env = env().await;
-    let user = env.user("gpu");
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("nvml-state");
-    std::fs::write(
-        &state,
-        "gpu GPU-e2e00000-0000-0000-0000-000000000001 85899345920 0 0 0 - NVIDIA A100\n\
-         gpu GPU-e2e00000-0000-0000-0000-000000000002 85899345920 0 0 0 - NVIDIA A100\n",
-    )
-    .unwrap();
+/// The device request of a kernel's container: the unit UUIDs it asks for (checking the driver
+/// and capability) and its `NVIDIA_VISIBLE_DEVICES`.
+fn gpu_request_of(container: &str) -> (Vec<String>, String) {
+    let c = inspect(container);
+    let request = &c["HostConfig"]["DeviceRequests"][0];
+    assert_eq!(request["Driver"], "nvidia", "{c}");
+    assert_eq!(request["Capabilities"], json!([["gpu"]]), "{c}");
+    let ids = request["DeviceIDs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no device IDs: {c}"))
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    (ids, container_env(container, "NVIDIA_VISIBLE_DEVICES"))
+}
+
+/// The host PID of a container's main process (what NVML would report for it).
+fn host_pid(container: &str) -> u32 {
+    inspect(container)["State"]["Pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid for {container}")) as u32
+}
+
+const GPU_A: &str = "GPU-e2e00000-0000-0000-0000-000000000001";
+const GPU_B: &str = "GPU-e2e00000-0000-0000-0000-000000000002";
+const RAN_ON: &str = "import os\nprint('ran on', os.environ['NVIDIA_VISIBLE_DEVICES'])";
+
+/// A daemon for one user with remote kernels, a `gpu` spec of one unit and the fake NVML
+/// reading `state`; `gpu_extra` goes into `[gpu]`.
+async fn gpu_daemon(
+    env: &mut Env,
+    tag: &str,
+    state: &std::path::Path,
+    gpu_extra: &str,
+) -> (Daemon, String, String, String) {
+    let user = env.user(tag);
     let extra = format!(
         "{REMOTE}\n[[kernels.specs]]\nname = \"gpu\"\ndisplay_name = \"Python (GPU)\"\ngpus = 1\n\n\
-         [gpu]\nnvml_library = \"{}\"\n[gpu.quota]\nper_user = 2\n",
+         [gpu]\nnvml_library = \"{}\"\n{gpu_extra}\n[gpu.quota]\nper_user = 3\n",
         crate::gpu::fake_nvml().display()
     );
     let d = Daemon::start_with_env(
         &env.config("", &extra),
-        &[("FAKE_NVML_STATE", state.to_str().unwrap())],
+        &[("FAKE_NVML_STATE", state.to_str().unwrap_or_default())],
     )
     .await;
     d.create_users(&[&user], false).await;
     let token = d.token_for(&user).await;
     let server = start_server(&d, &user).await;
+    (d, user, token, server)
+}
+
+/// Text of every stream message under request `parent` in `msgs`.
+fn stream_text(msgs: &[Value], parent: &str) -> String {
+    msgs.iter()
+        .filter(|v| v["parent_header"]["msg_id"] == parent && v["header"]["msg_type"] == "stream")
+        .filter_map(|v| v["content"]["text"].as_str())
+        .collect()
+}
+
+/// Every message until the `execute_reply` to `parent` (included), within `within`.
+async fn until_reply(d: &Daemon, ws: &mut Socket, parent: &str, within: Duration) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next()).await;
+        let Ok(Some(Ok(m))) = next else {
+            panic!(
+                "no execute_reply to {parent} within {within:?}; got {seen:#?}\nhub log:\n{}",
+                d.log()
+            );
+        };
+        let Message::Text(t) = m else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).expect("JSON message");
+        let done =
+            v["parent_header"]["msg_id"] == parent && v["header"]["msg_type"] == "execute_reply";
+        seen.push(v);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// The acceptance run of GPU scheduling, through the user's real Jupyter Server and the proxy,
+/// on the fake NVML (2 GPUs) and an engine with the (no-op) NVIDIA hook as `.ci/run` starts
+/// it. Two kernels hold a unit each (device request for exactly it, `NVIDIA_VISIBLE_DEVICES`
+/// to match; the notebook container sees `void`). The third waits, and its cell says so with
+/// its place. The second kernel sends no messages but NVML shows its process (its container's
+/// real host PID, mapped through `/proc/<pid>/cgroup`) at 95 %: it keeps its unit. The first is
+/// busy in a cell, so it keeps its unit too; once it is idle for `gpu.idle_after` it is
+/// reclaimed at once for the waiter, which runs on the freed unit. The first's next cell waits
+/// its turn, then runs with the notice that its GPU was reclaimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_kernels_queue_and_an_idle_holder_is_reclaimed_for_a_waiter() {
+    let mut env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    let gpus = format!(
+        "gpu {GPU_A} 85899345920 0 0 0 - NVIDIA A100\ngpu {GPU_B} 85899345920 0 0 0 - NVIDIA A100\n"
+    );
+    std::fs::write(&state, &gpus).unwrap();
+    let (d, user, token, server) =
+        gpu_daemon(&mut env, "gq", &state, "idle_after = \"4s\"\n").await;
     assert_eq!(container_env(&server, "NVIDIA_VISIBLE_DEVICES"), "void");
 
-    let mut seen = Vec::new();
-    for _ in 0..2 {
-        let kid = new_kernel(&d, &user, &token, "gpu").await;
-        let container = kernel_container(&kid).expect("the kernel's container");
-        let c = inspect(&container);
-        let request = &c["HostConfig"]["DeviceRequests"][0];
-        assert_eq!(request["Driver"], "nvidia", "{c}");
-        assert_eq!(request["Capabilities"], json!([["gpu"]]), "{c}");
-        let ids: Vec<String> = request["DeviceIDs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(ids.len(), 1, "{c}");
-        assert_eq!(container_env(&container, "NVIDIA_VISIBLE_DEVICES"), ids[0]);
-        seen.push(ids[0].clone());
-    }
-    seen.sort();
+    let k1 = new_kernel(&d, &user, &token, "gpu").await;
+    let k2 = new_kernel(&d, &user, &token, "gpu").await;
+    let c1 = kernel_container(&k1).expect("k1's container");
+    let c2 = kernel_container(&k2).expect("k2's container");
+    let (u1, visible1) = gpu_request_of(&c1);
+    let (u2, visible2) = gpu_request_of(&c2);
+    assert_eq!(u1.len(), 1);
+    assert_eq!(visible1, u1[0]);
+    assert_eq!(visible2, u2[0]);
+    assert_ne!(u1, u2, "each kernel its own unit");
+    // NVML: k1's process at 0 %, k2's at 95 % (k2 computes without sending anything).
+    std::fs::write(
+        &state,
+        format!(
+            "{gpus}proc {} {} 1073741824 0\nproc {} {} 1073741824 95\n",
+            u1[0],
+            host_pid(&c1),
+            u2[0],
+            host_pid(&c2)
+        ),
+    )
+    .unwrap();
+
+    // k1 is busy in a cell for a while.
+    let mut ws1 = open_channels(&d, &user, &token, &k1).await;
+    let busy = execute(
+        &mut ws1,
+        "import time\ntime.sleep(10)\nprint('slept')",
+        false,
+    )
+    .await;
+
+    // k3 waits; its cell says so and where.
+    let k3 = create_kernel(&d, &user, &token, "gpu").await;
+    let mut ws3 = open_channels(&d, &user, &token, &k3).await;
+    let cell = execute(&mut ws3, RAN_ON, false).await;
+    let waiting = wait_for(&mut ws3, &cell, Duration::from_secs(30), is("stream")).await;
     assert_eq!(
-        seen,
-        [
-            "GPU-e2e00000-0000-0000-0000-000000000001",
-            "GPU-e2e00000-0000-0000-0000-000000000002"
-        ],
-        "each kernel its own unit"
+        waiting["content"]["text"],
+        "waiting for a GPU: 0 ahead of you; the cell runs when it is free\n",
+        "{waiting}"
     );
+    assert_eq!(waiting["content"]["name"], "stderr");
+
+    // k1's cell completes: a busy kernel was not reclaimed.
+    let seen = until_reply(&d, &mut ws1, &busy, Duration::from_secs(60)).await;
+    assert_eq!(stream_text(&seen, &busy), "slept\n");
+    assert_eq!(seen.last().unwrap()["content"]["status"], "ok");
+
+    // Then k1 is idle for gpu.idle_after and is reclaimed for k3, which runs on its unit.
+    let seen = until_reply(&d, &mut ws3, &cell, Duration::from_secs(90)).await;
+    assert_eq!(seen.last().unwrap()["content"]["status"], "ok", "{seen:#?}");
+    let out = stream_text(&seen, &cell);
+    assert!(out.contains("got a GPU after waiting"), "{out}");
+    assert!(out.ends_with(&format!("ran on {}\n", u1[0])), "{out}");
+    assert_eq!(kernel_container(&k1), None, "k1's container was reclaimed");
+    let c3 = kernel_container(&k3).expect("k3's container");
+    assert_eq!(gpu_request_of(&c3), (u1.clone(), u1[0].clone()));
+    // k2, quiet on its channels far longer than gpu.idle_after but computing, kept its unit.
+    assert_eq!(kernel_container(&k2).as_deref(), Some(c2.as_str()));
+
+    // k1's next cell waits its turn (k3 is now the idle holder), then runs with the notice.
+    let again = execute(&mut ws1, RAN_ON, false).await;
+    let seen = until_reply(&d, &mut ws1, &again, Duration::from_secs(120)).await;
+    assert_eq!(seen.last().unwrap()["content"]["status"], "ok", "{seen:#?}");
+    let out = stream_text(&seen, &again);
+    assert!(out.contains("waiting for a GPU"), "{out}");
+    assert!(out.contains("kernel's GPU was reclaimed after"), "{out}");
+    assert!(out.contains("its state was reset"), "{out}");
+    assert!(out.ends_with(&format!("ran on {}\n", u1[0])), "{out}");
+    let metrics = d.metrics().await;
+    for name in ["orrery_gpu_reclaims_total 2", "orrery_gpu_queue_length 0"] {
+        assert!(
+            metrics.lines().any(|l| l == name),
+            "{name} in\n{metrics}\n{}",
+            d.log()
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "orrery_gpu_wait_seconds_count 2"),
+        "{metrics}\n{}",
+        d.log()
+    );
+}
+
+/// The admin API's view of the GPUs: inventory, leases, holders, queue.
+async fn gpus(d: &Daemon) -> Value {
+    let (status, body, _) = d.api("GET", "/orrery/gpus", Some(ADMIN), None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// `kill -9` of the daemon while a kernel holds the only unit and two wait (one with a held
+/// cell): after the restart the holder keeps its container and its lease, nothing is leased
+/// twice, the two wait on in their order, the lost cell is answered with a request to run it
+/// again, and the next unit to free goes to the first in line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gpu_queue_and_leases_survive_kill_9() {
+    let mut env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    std::fs::write(
+        &state,
+        format!("gpu {GPU_A} 85899345920 0 0 0 - NVIDIA A100\n"),
+    )
+    .unwrap();
+    let (mut d, user, token, _server) =
+        gpu_daemon(&mut env, "gk", &state, "idle_after = \"1h\"\n").await;
+    let k1 = new_kernel(&d, &user, &token, "gpu").await;
+    let c1 = kernel_container(&k1).expect("k1's container");
+    let k2 = create_kernel(&d, &user, &token, "gpu").await;
+    let k3 = create_kernel(&d, &user, &token, "gpu").await;
+    let mut ws2 = open_channels(&d, &user, &token, &k2).await;
+    let held = execute(&mut ws2, RAN_ON, false).await;
+    wait_for(&mut ws2, &held, Duration::from_secs(30), is("stream")).await;
+    let before = gpus(&d).await;
+    let queue: Vec<&str> = before["queue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["kernel"].as_str())
+        .collect();
+    assert_eq!(queue, [k2.as_str(), k3.as_str()], "{before}");
+
+    d.kill();
+    drop(ws2);
+    d.spawn().await;
+    let after = gpus(&d).await;
+    let leases: Vec<(&str, &str)> = after["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["unit"].as_str().unwrap_or(""),
+                l["holder"]["id"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(leases, [(GPU_A, k1.as_str())], "{after}");
+    assert_eq!(kernel_container(&k1).as_deref(), Some(c1.as_str()));
+    let queue: Vec<(u64, &str)> = after["queue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["ahead"].as_u64().unwrap_or(99),
+                w["kernel"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(queue, [(0, k2.as_str()), (1, k3.as_str())], "{after}");
+    // `orrery gpus` shows the holder (and how long it has been idle) and the queue in order.
+    let (code, table, err) = d.cli(&["gpus"], None);
+    assert_eq!(code, 0, "{err}");
+    eprintln!("$ orrery gpus\n{table}");
+    let short = |k: &str| k.chars().take(8).collect::<String>();
+    let unit_line = table
+        .lines()
+        .find(|l| l.contains(GPU_A))
+        .unwrap_or_default();
+    assert!(
+        unit_line.contains(&format!("{user} (kernel {}, idle ", short(&k1))),
+        "{table}"
+    );
+    let queue_lines: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("QUEUE"))
+        .collect();
+    assert!(
+        queue_lines[0].starts_with("QUEUE: 2 kernel(s) waiting"),
+        "{table}"
+    );
+    assert!(
+        queue_lines[1].contains(&format!("1. {user}")) && queue_lines[1].contains(&short(&k2)),
+        "{table}"
+    );
+    assert!(queue_lines[2].contains(&short(&k3)), "{table}");
+
+    // The cell held when the daemon died is answered on the next connection.
+    let mut ws2 = open_channels(&d, &user, &token, &k2).await;
+    let seen = until_reply(&d, &mut ws2, &held, Duration::from_secs(30)).await;
+    assert_eq!(seen.last().unwrap()["content"]["status"], "aborted");
+    assert!(
+        stream_text(&seen, &held).contains("The hub restarted while this cell waited for a GPU"),
+        "{seen:#?}"
+    );
+
+    // The unit k1 gives back goes to k2, first in line.
+    delete_kernel(&d, &user, &token, &k1).await;
+    let cell = execute(&mut ws2, RAN_ON, false).await;
+    let seen = until_reply(&d, &mut ws2, &cell, Duration::from_secs(90)).await;
+    assert!(
+        stream_text(&seen, &cell).ends_with(&format!("ran on {GPU_A}\n")),
+        "{}\nhub log:\n{}",
+        stream_text(&seen, &cell),
+        d.log()
+    );
+    let c2 = kernel_container(&k2).expect("k2's container");
+    assert_eq!(
+        gpu_request_of(&c2),
+        (vec![GPU_A.to_string()], GPU_A.to_string())
+    );
+    let now = gpus(&d).await;
+    assert_eq!(now["queue"][0]["kernel"], k3.as_str(), "{now}");
+    assert_eq!(now["leases"].as_array().map(Vec::len), Some(1), "{now}");
 }

@@ -599,12 +599,16 @@ static NVML_ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("nvml-state");
+    // GPU-cccc runs a live process Orrery did not start (this test's own).
     std::fs::write(
         &state,
-        "gpu GPU-aaaa 85899345920 0 0 0 - NVIDIA A100\n\
-         gpu GPU-bbbb 85899345920 0 0 0 - NVIDIA A100\n\
-         gpu GPU-cccc 85899345920 1073741824 90 10 - NVIDIA A100\n\
-         proc GPU-cccc 999999 1073741824\n",
+        format!(
+            "gpu GPU-aaaa 85899345920 0 0 0 - NVIDIA A100\n\
+             gpu GPU-bbbb 85899345920 0 0 0 - NVIDIA A100\n\
+             gpu GPU-cccc 85899345920 1073741824 90 10 - NVIDIA A100\n\
+             proc GPU-cccc {} 1073741824\n",
+            std::process::id()
+        ),
     )
     .unwrap();
     // The fake reads its GPUs at nvmlInit from this variable (one GPU test at a time).

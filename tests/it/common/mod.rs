@@ -322,13 +322,24 @@ impl Daemon {
     }
 
     /// Run `orrery --config <this config> ARGS…` and return (exit code, stdout, stderr).
+    /// (With the daemon's extra environment, e.g. the fake NVML's state.)
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-        run_cli(&self.config_path, args, stdin)
+        run_cli_with_env(&self.config_path, args, stdin, &self.env)
     }
 }
 
 pub fn run_cli(config: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    run_cli_with_env(config, args, stdin, &[])
+}
+
+fn run_cli_with_env(
+    config: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(String, String)],
+) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_orrery"))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .arg("--config")
         .arg(config)
         .args(args)
