@@ -231,9 +231,9 @@ impl Gateway {
                         k.notify(
                             &format!(
                                 "This kernel has not used its GPU for a while: the GPU will be \
-                                 given back in {} minutes unless the kernel runs something \
-                                 (its state would then be reset).\n",
-                                in_.as_secs().div_ceil(60)
+                                 given back in {} unless the kernel runs something (its state \
+                                 would then be reset).\n",
+                                super::manager::minutes(in_)
                             ),
                             None,
                         );
@@ -318,7 +318,9 @@ impl Gateway {
             .clear();
         match self.services.store.release_leases(&kernel.lease_holder()) {
             Ok(units) if !units.is_empty() => {
-                tracing::info!(kernel = %kernel.id, units = ?units, "GPU units released")
+                tracing::info!(kernel = %kernel.id, units = ?units, "GPU units released");
+                // Someone may be waiting for them.
+                self.schedule_now.notify_one();
             }
             Ok(_) => {}
             Err(e) => tracing::error!(kernel = %kernel.id, error = %e, "cannot release GPU leases"),
@@ -383,7 +385,9 @@ fn policy(cfg: &crate::config::Config) -> Policy {
         idle_after: cfg.gpu.idle_after.as_std(),
         idle_timeout: cfg.gpu.idle_timeout.as_std(),
         queue_timeout: cfg.gpu.queue_timeout.as_std(),
-        warn_before: WARN_BEFORE,
+        // Never more than half the timeout: a short one (tests, eager settings) still
+        // warns once, not every round.
+        warn_before: WARN_BEFORE.min(cfg.gpu.idle_timeout.as_std() / 2),
     }
 }
 

@@ -833,7 +833,6 @@ impl Gateway {
             self.services.metrics.gpu_reclaimed();
         }
         self.release_gpus(kernel);
-        self.schedule_now.notify_one();
         self.services.metrics.kernel_reclaimed();
         tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel container reclaimed for idleness");
     }

@@ -777,11 +777,11 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
 }
 
 /// `gpu.idle_timeout`: a GPU kernel quiet on its channels but computing on its GPU (95 % in
-/// NVML) keeps its unit; once its GPU is idle too, the unit is taken back (container reclaimed,
-/// lease released, counted), and the next execute re-creates the kernel with its unit and the
-/// notice.
+/// NVML) keeps its unit, and is not warned; once its GPU is idle too, its notebook is warned
+/// under the last cell, then the unit is taken back (container reclaimed, lease released,
+/// counted), and the next execute re-creates the kernel with its unit and the notice.
 #[tokio::test]
-async fn an_idle_gpu_kernel_gives_its_unit_back_a_busy_one_keeps_it() {
+async fn an_idle_gpu_kernel_is_warned_then_gives_its_unit_back_a_busy_one_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("nvml-state");
     let gpu_at = |util: u32| {
@@ -795,23 +795,31 @@ async fn an_idle_gpu_kernel_gives_its_unit_back_a_busy_one_keeps_it() {
     let _nvml = NVML_ENV.lock().await;
     std::env::set_var("FAKE_NVML_STATE", &state);
     let gw = LocalGateway::start(&dir.path().join("hub"), None).await;
-    let mut cfg = gw.hub.config().as_ref().clone();
-    cfg.gpu.idle_timeout = orrery::config::Duration::from_secs(1);
-    gw.hub.set_config(cfg);
+    // Warned half-way (5 s), reclaimed at 10 s.
+    gw.configure(|c| c.gpu.idle_timeout = orrery::config::Duration::from_secs(10));
     let k = gw.create_spec("gpu").await;
     gw.wait_state(&k, "idle", 60).await;
-    let (out, _) = gw.execute(&k, "x = 1\nprint('ready')").await;
-    assert_eq!(out, "ready\n");
+    let mut ch = Channels::open(&gw, &k).await;
+    let cell = ch.execute("x = 1\nprint('ready')").await;
+    ch.reply(&cell, "execute_reply", 30).await;
+    assert_eq!(ch.all_text(&cell), "ready\n");
     let pid = kernel_pid(&dir.path().join("hub"), &k);
 
-    // No messages for 3 s, but the GPU computes: nothing is taken.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // No messages for 12 s, but the GPU computes: nothing is taken, nobody is warned.
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
     assert!(process_alive(pid), "a kernel busy on its GPU keeps it");
     assert_eq!(gw.leases().len(), 1);
+    assert_eq!(ch.all_text(&cell), "ready\n", "no warning while computing");
 
-    // Its GPU goes quiet too: the unit comes back.
+    // Its GPU goes quiet too: a warning under the last cell, then the unit comes back.
     gpu_at(0);
-    wait_gone(pid, 15, "an idle GPU kernel's process").await;
+    let warning = ch.text(&cell, "will be given back in", 20).await;
+    assert!(
+        warning.contains("unless the kernel runs something (its state would then be reset)"),
+        "{warning}"
+    );
+    assert!(process_alive(pid), "warned before, not at, the reclaim");
+    wait_gone(pid, 20, "an idle GPU kernel's process").await;
     // The lease goes right after the process (the reclaim removes, then releases).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !gw.leases().is_empty() {
@@ -823,6 +831,7 @@ async fn an_idle_gpu_kernel_gives_its_unit_back_a_busy_one_keeps_it() {
         1,
         "still listed, as reclaimed"
     );
+    drop(ch);
 
     // The next execute re-creates it, with its unit again and the notice.
     let (out, status) = gw
@@ -835,6 +844,63 @@ async fn an_idle_gpu_kernel_gives_its_unit_back_a_busy_one_keeps_it() {
     assert!(out.contains("kernel's GPU was reclaimed after"), "{out}");
     assert!(out.ends_with("False GPU-dddd\n"), "{out}");
     assert_eq!(gw.leases(), [("GPU-dddd".to_string(), k.clone())]);
+    gw.delete(&k).await;
+    gw.shut_down().await;
+}
+
+/// MIG on, three MIG devices: the units are the `MIG-…` devices, each GPU kernel gets its own
+/// (the profile filter picks among them), and without NVML a GPU kernel fails saying why.
+#[tokio::test]
+async fn mig_devices_are_the_units_kernels_get_and_no_nvml_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    std::fs::write(
+        &state,
+        "gpu GPU-mmmm 150323855360 0 0 0 1 NVIDIA H200\n\
+         mig 0 0 MIG-aaaa 19327352832 0 NVIDIA H200 MIG 1g.18gb\n\
+         mig 0 1 MIG-bbbb 19327352832 0 NVIDIA H200 MIG 1g.18gb\n\
+         mig 0 2 MIG-cccc 76235669504 0 NVIDIA H200 MIG 3g.71gb\n",
+    )
+    .unwrap();
+    let _nvml = NVML_ENV.lock().await;
+    std::env::set_var("FAKE_NVML_STATE", &state);
+    let hub_state = dir.path().join("hub");
+    let gw = LocalGateway::start(&hub_state, None).await;
+    gw.configure(|c| {
+        c.gpu.quota.per_user = 3;
+        let mut big = c.kernels.specs[1].clone();
+        big.name = "big".into();
+        big.mig_profile = Some("3g.71gb".into());
+        c.kernels.specs.push(big);
+    });
+    let visible = "import os\nprint(os.environ['NVIDIA_VISIBLE_DEVICES'])";
+    let big = gw.create_spec("big").await;
+    gw.wait_state(&big, "idle", 60).await;
+    let (out, _) = gw.execute(&big, visible).await;
+    assert_eq!(out, "MIG-cccc\n", "the 3g.71gb device");
+    let mut small = Vec::new();
+    for _ in 0..2 {
+        let k = gw.create_spec("gpu").await;
+        gw.wait_state(&k, "idle", 60).await;
+        let (out, _) = gw.execute(&k, visible).await;
+        small.push(out);
+    }
+    small.sort();
+    assert_eq!(small, ["MIG-aaaa\n", "MIG-bbbb\n"]);
+    for (_, id) in gw.leases() {
+        gw.delete(&id).await;
+    }
+
+    // No NVML: a GPU kernel fails with the reason and the fix.
+    gw.configure(|c| c.gpu.nvml_library = "/nonexistent/libnvidia-ml.so.1".into());
+    let k = gw.create_spec("gpu").await;
+    let dead = gw.wait_state(&k, "dead", 30).await;
+    let reason = dead["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("this kernel needs 1 GPU(s), but")
+            && reason.contains("install the NVIDIA driver"),
+        "{dead}"
+    );
     gw.delete(&k).await;
     gw.shut_down().await;
 }
