@@ -108,6 +108,18 @@ impl BenchDaemon {
     /// Starts it (`prefix` names its network and volumes; `scopes` is a TOML list for the
     /// service `token`; `extra` is appended to the config) and waits until the API answers.
     pub async fn start(prefix: &str, image: &str, token: &str, scopes: &str, extra: &str) -> Self {
+        Self::start_with_env(prefix, image, token, scopes, extra, &[]).await
+    }
+
+    /// As [`BenchDaemon::start`], with extra environment for the daemon.
+    pub async fn start_with_env(
+        prefix: &str,
+        image: &str,
+        token: &str,
+        scopes: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let tag = format!("{prefix}-{port}");
@@ -130,6 +142,7 @@ impl BenchDaemon {
             .arg(&config)
             .arg("serve")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("start orrery");
@@ -168,4 +181,23 @@ impl Drop for BenchDaemon {
         let (network, tag) = (&self.network, &self.tag);
         sh(&format!("docker ps -aq --filter network={network} | xargs -r docker rm -f >/dev/null 2>&1; docker volume ls -q --filter name={tag}- | xargs -r docker volume rm >/dev/null 2>&1; docker network rm {network} >/dev/null 2>&1"));
     }
+}
+
+/// The fake `libnvidia-ml.so.1` the tests use (`tests/nvml/fake_nvml.c`), built with `cc`.
+pub fn fake_nvml() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fake-nvml");
+    std::fs::create_dir_all(&dir).expect("target/fake-nvml");
+    let lib = dir.join("libnvidia-ml.so.1");
+    let ok = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-shared", "-fPIC", "-Wall", "-Werror", "-o"])
+        .arg(&lib)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/nvml/fake_nvml.c"
+        ))
+        .status()
+        .expect("the fake NVML needs a C compiler (cc)")
+        .success();
+    assert!(ok, "building the fake NVML failed");
+    lib
 }
