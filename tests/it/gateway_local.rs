@@ -1158,38 +1158,44 @@ async fn gpu_kernels_wait_in_line_visibly_and_run_when_a_unit_frees() {
     assert!(out.contains("kernel's GPU was reclaimed after"), "{out}");
     assert!(out.ends_with("ran on GPU-q1\n"), "{out}");
 
-    // Two waiting kernels and a held cell: a restart keeps their order and answers the cell.
+    // Places move: k5's cell waits with 1 ahead, then 0 once k4 leaves the queue.
     gw.configure(|c| c.gpu.idle_after = orrery::config::Duration::from_secs(3600));
     let k4 = gw.create_spec("gpu").await;
     gw.wait_queued(&k4, 0).await;
     let k5 = gw.create_spec("gpu").await;
     gw.wait_queued(&k5, 1).await;
-    let mut ch4 = Channels::open(&gw, &k4).await;
-    let f = ch4.execute(RAN_ON).await;
-    ch4.text(&f, "waiting for a GPU: 0 ahead", 10).await;
-    drop((ch, ch3, ch4));
+    let mut ch5 = Channels::open(&gw, &k5).await;
+    let f = ch5.execute(RAN_ON).await;
+    ch5.text(&f, "waiting for a GPU: 1 ahead of you", 10).await;
+    gw.delete(&k4).await;
+    ch5.text(&f, "waiting for a GPU: 0 ahead of you", 10).await;
+
+    // Two waiting kernels and a held cell: a restart keeps their order and answers the cell.
+    let k6 = gw.create_spec("gpu").await;
+    gw.wait_queued(&k6, 1).await;
+    drop((ch, ch3, ch5));
     let token = gw.token.clone();
     gw.shut_down().await;
     let gw = LocalGateway::start(&hub_state, Some(token)).await;
-    assert_eq!(gw.hub.gateway.ahead_of(&k4), Some(0));
-    assert_eq!(gw.hub.gateway.ahead_of(&k5), Some(1));
+    assert_eq!(gw.hub.gateway.ahead_of(&k5), Some(0));
+    assert_eq!(gw.hub.gateway.ahead_of(&k6), Some(1));
     assert_eq!(gw.leases(), [("GPU-q1".to_string(), k2.clone())]);
-    let mut ch4 = Channels::open(&gw, &k4).await;
-    let reply = ch4.reply(&f, "execute_reply", 10).await;
+    let mut ch5 = Channels::open(&gw, &k5).await;
+    let reply = ch5.reply(&f, "execute_reply", 10).await;
     assert_eq!(reply["content"]["status"], "aborted", "{reply}");
     assert!(
-        ch4.all_text(&f)
+        ch5.all_text(&f)
             .contains("The hub restarted while this cell waited for a GPU"),
         "{}",
-        ch4.all_text(&f)
+        ch5.all_text(&f)
     );
-    drop(ch4);
-    for id in [&k2, &k3, &k4, &k5] {
+    drop(ch5);
+    for id in [&k2, &k3, &k5, &k6] {
         gw.delete(id).await;
     }
     assert!(gw.leases().is_empty());
     assert_eq!(
-        gw.hub.gateway.ahead_of(&k5),
+        gw.hub.gateway.ahead_of(&k6),
         None,
         "shutdown leaves the queue"
     );
