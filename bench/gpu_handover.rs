@@ -39,9 +39,11 @@ async fn handover(hub: &Hub, token: &str) -> f64 {
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     while !waiting {
         assert!(Instant::now() < deadline, "B never said it waits");
-        let next =
-            tokio::time::timeout(std::time::Duration::from_secs(30), futures::StreamExt::next(&mut wb))
-                .await;
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            futures::StreamExt::next(&mut wb),
+        )
+        .await;
         if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) = next {
             waiting = t.contains("waiting for a GPU");
         }
@@ -121,7 +123,11 @@ async fn main() {
         );
     }
     let _ = hub
-        .api(reqwest::Method::DELETE, &format!("/users/{USER}/server"), None)
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/users/{USER}/server"),
+            None,
+        )
         .await;
     drop(daemon);
     let (h, s) = (median(&mut handovers.clone()), median(&mut starts.clone()));
