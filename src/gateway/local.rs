@@ -192,6 +192,10 @@ impl KernelRuntime for LocalKernels {
         "local"
     }
 
+    fn renews_ports(&self) -> bool {
+        true
+    }
+
     /// Kernels share the loopback address: free ports of their own.
     fn connection_info(&self, kernel_name: &str) -> ConnectionInfo {
         let port = || free_port().unwrap_or(0);

@@ -162,7 +162,9 @@ pub struct Kernel {
     pub id: String,
     pub user: String,
     pub spec: KernelSpec,
-    pub info: ConnectionInfo,
+    /// Where its ports are, and its signing key (renewed at each start by runtimes whose
+    /// kernels share an address: a port freed by a reclaimed kernel may be taken meanwhile).
+    pub info: StdMutex<ConnectionInfo>,
     /// `<state>/kernels/<id>`: holds `kernel.json`, bind-mounted read-only.
     pub dir: PathBuf,
     /// The kernel's working directory inside its container.
@@ -232,7 +234,7 @@ impl Kernel {
             id: record.id,
             user: record.user,
             spec: record.spec,
-            info,
+            info: StdMutex::new(info),
             dir,
             working_dir: record.working_dir,
             env: record.env,
@@ -636,6 +638,12 @@ impl Gateway {
                 kernel.set_state(ExecutionState::Idle);
                 return Ok(false);
             }
+            if self.services.runtime.renews_ports() {
+                let info = self.services.runtime.connection_info(&kernel.spec.name);
+                containers::write_connection_file(&kernel.dir, &info)
+                    .map_err(|e| format!("cannot write the kernel's connection file: {e}"))?;
+                *lock(&kernel.info) = info;
+            }
             let (container, ip) = self.services.runtime.start(&cfg, kernel).await?;
             {
                 let mut st = lock(&kernel.status);
@@ -683,7 +691,8 @@ impl Gateway {
 
     /// Connect a fresh client to the kernel at `ip`, start its pump and nudge it.
     async fn connect(&self, kernel: &Arc<Kernel>, ip: &str) -> Result<(), String> {
-        let mut client = KernelClient::connect_with_timeout(&kernel.info, ip, START_TIMEOUT)
+        let info = lock(&kernel.info).clone();
+        let mut client = KernelClient::connect_with_timeout(&info, ip, START_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
         let rx = client

@@ -25,6 +25,12 @@ pub trait KernelRuntime: Send + Sync {
     /// ports (a fresh key each time).
     fn connection_info(&self, kernel_name: &str) -> ConnectionInfo;
 
+    /// Whether each start needs fresh ports ([`KernelRuntime::connection_info`] again): kernels
+    /// sharing one address (local processes) may find a port taken while they were stopped.
+    fn renews_ports(&self) -> bool {
+        false
+    }
+
     /// Start `kernel` (its connection file is written); returns its handle and the address
     /// the hub reaches its ports at. On failure, nothing is left running and the error says
     /// why, with the kernel's last output if it wrote any.

@@ -1112,7 +1112,12 @@ async fn gpu_kernels_wait_in_line_visibly_and_run_when_a_unit_frees() {
     ch.text(&b, "waiting for a GPU: 0 ahead", 10).await;
     gw.delete(&k1).await;
     let reply = ch.reply(&b, "execute_reply", 60).await;
-    assert_eq!(reply["content"]["status"], "ok", "{reply}");
+    assert_eq!(
+        reply["content"]["status"],
+        "ok",
+        "{reply}\n{}",
+        ch.all_text(&b)
+    );
     let out = ch.all_text(&b);
     assert!(out.contains("got a GPU after waiting"), "{out}");
     assert!(out.ends_with("ran on GPU-q1\n"), "{out}");
@@ -1143,7 +1148,12 @@ async fn gpu_kernels_wait_in_line_visibly_and_run_when_a_unit_frees() {
     });
     let d = ch3.execute(RAN_ON).await;
     let reply = ch3.reply(&d, "execute_reply", 60).await;
-    assert_eq!(reply["content"]["status"], "ok", "{reply}");
+    assert_eq!(
+        reply["content"]["status"],
+        "ok",
+        "{reply}\n{}",
+        ch3.all_text(&d)
+    );
     assert!(
         ch3.all_text(&d).ends_with("ran on GPU-q1\n"),
         "{}",
@@ -1153,7 +1163,12 @@ async fn gpu_kernels_wait_in_line_visibly_and_run_when_a_unit_frees() {
     // k2's next cell waits its turn (k3 is now the idle holder), then runs with the notice.
     let e = ch.execute(RAN_ON).await;
     let reply = ch.reply(&e, "execute_reply", 60).await;
-    assert_eq!(reply["content"]["status"], "ok", "{reply}");
+    assert_eq!(
+        reply["content"]["status"],
+        "ok",
+        "{reply}\n{}",
+        ch.all_text(&e)
+    );
     let out = ch.all_text(&e);
     assert!(out.contains("kernel's GPU was reclaimed after"), "{out}");
     assert!(out.ends_with("ran on GPU-q1\n"), "{out}");
