@@ -90,6 +90,10 @@ pub struct Hub {
     pub spawns: Spawns,
     /// The kernel gateway (remote kernels); stopping a server deletes that user's kernels.
     pub gateway: Arc<Gateway>,
+    /// The HTTPS certificate served (files or ACME) and what is known about it.
+    pub tls: Arc<crate::tls::Certs>,
+    /// ACME HTTP-01 challenges being validated, answered on the HTTP port.
+    pub acme_challenges: Arc<crate::tls::acme::Challenges>,
     /// SHA-256 of each config service token → the service; rebuilt on reload.
     service_tokens: RwLock<HashMap<String, ServiceToken>>,
     /// SHA-256 of the control token written to `<state>/control.token` at startup.
@@ -110,6 +114,7 @@ impl Hub {
         backend: Arc<dyn Backend>,
         control_token_hash: String,
     ) -> Hub {
+        let config_uses_files = config.https.uses_files();
         let config = SharedConfig::new(config);
         let metrics = Arc::new(Metrics::default());
         let activity = Arc::new(Activity::new(store.clone()));
@@ -142,6 +147,8 @@ impl Hub {
             backend,
             spawns: Spawns::default(),
             gateway,
+            tls: crate::tls::Certs::new(if config_uses_files { "files" } else { "acme" }),
+            acme_challenges: Arc::default(),
             service_tokens: RwLock::new(HashMap::new()),
             control_token_hash,
             internal_api: std::sync::OnceLock::new(),
@@ -152,6 +159,11 @@ impl Hub {
 
     pub fn config(&self) -> Arc<Config> {
         self.config.get()
+    }
+
+    /// The live configuration, for services that read it as it changes.
+    pub fn shared_config(&self) -> SharedConfig {
+        self.config.clone()
     }
 
     pub fn set_config(&self, config: Config) {

@@ -62,19 +62,13 @@ pub async fn handle(
         if let Some(kernel) = kernel {
             let gw = hub.gateway.clone();
             let mut req = req;
-            add_forwarded(req.headers_mut(), client_ip, hub.config().https.enabled);
+            let https = crate::session::is_secure(req.headers());
+            add_forwarded(req.headers_mut(), client_ip, https);
             return crate::gateway::direct::handle(gw, kernel, &name, &target, req).await;
         }
     }
-    match forward(
-        &hub.forward,
-        req,
-        &target,
-        client_ip,
-        hub.config().https.enabled,
-    )
-    .await
-    {
+    let https = crate::session::is_secure(req.headers());
+    match forward(&hub.forward, req, &target, client_ip, https).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::warn!(user = %name, target = %target, error = %e, "proxy error");

@@ -28,7 +28,7 @@ use crate::config::{AuthType, BackendKind, ConfigSource, LoadedConfig};
 use crate::hub::Hub;
 use crate::spawner::{docker::DockerBackend, local::LocalBackend, Backend};
 use crate::state::{StateError, Store};
-use crate::{app, cull, files, gateway, reload, secrets, spawn};
+use crate::{app, cull, files, gateway, reload, scheme, secrets, spawn, tls};
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -101,13 +101,8 @@ async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, ServeE
 pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     let cfg = loaded.config.clone();
     let state_path = loaded.state_path();
-    if cfg.https.enabled {
-        return Err(ServeError::Refused(
-            "https.enabled is set, but TLS termination is not built into this orrery yet; \
-             terminate TLS in a reverse proxy (nginx, caddy) in front of orrery and set https.enabled false"
-                .into(),
-        ));
-    }
+    // One TLS crypto provider for the process (the listener and the ACME client).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let public_ip = parse_addr(&cfg.http.address)?;
     if cfg.auth.kind == AuthType::Dummy {
         auth::dummy::check_bind(public_ip, cfg.auth.dummy.allow_non_loopback)
@@ -146,8 +141,51 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     let public = bind(public_addr, "http.port").await?;
     let router = app::router(hub.clone());
     // The internal listener also serves the kernel gateway (`<base_url>hub/gateway`), which only
-    // user servers call; it is never reachable on the public listener.
-    let internal_router = router.clone().merge(gateway::router(hub.gateway.clone()));
+    // user servers call; it is never reachable on the public listener. Forwarded headers are
+    // believed from trusted proxies only, on every listener.
+    let internal_router = router
+        .clone()
+        .merge(gateway::router(hub.gateway.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            hub.shared_config(),
+            scheme::plain,
+        ));
+    // HTTPS: a certificate from files (checked now: a broken pair is refused at start) or
+    // from ACME (obtained in the background; the HTTP port serves until it is there).
+    let https = if cfg.https.enabled {
+        if let (Some(cert), Some(key)) = (&cfg.https.tls.cert, &cfg.https.tls.key) {
+            tls::files::load(&hub.tls, cert, key).map_err(|e| {
+                ServeError::Refused(format!(
+                    "https.tls: {e}. Fix the files, or set https.enabled false"
+                ))
+            })?;
+        }
+        let addr = SocketAddr::new(public_ip, cfg.https.port);
+        Some(bind(addr, "https.port").await?)
+    } else {
+        None
+    };
+    let http_side = tls::redirect::HttpSide {
+        config: hub.shared_config(),
+        certs: hub.tls.clone(),
+        challenges: hub.acme_challenges.clone(),
+    };
+    let tls_router = router
+        .clone()
+        .layer(axum::middleware::from_fn(tls::redirect::hsts))
+        .layer(axum::middleware::from_fn_with_state(
+            hub.shared_config(),
+            scheme::tls,
+        ));
+    let router = router
+        .layer(axum::middleware::from_fn_with_state(
+            hub.shared_config(),
+            scheme::plain,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            http_side,
+            tls::redirect::middleware,
+        ));
     // Every loop and listener ends when `stop` is cancelled; `tasks` is awaited before the
     // final flush.
     let stop = CancellationToken::new();
@@ -188,6 +226,39 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
                 stop.clone(),
             ));
         }
+    }
+    if let Some(listener) = https {
+        if cfg.https.uses_files() {
+            tasks.spawn(tls::files::watch(
+                hub.tls.clone(),
+                hub.shared_config(),
+                stop.clone(),
+            ));
+        } else {
+            tasks.spawn(tls::acme::run(
+                hub.tls.clone(),
+                hub.acme_challenges.clone(),
+                hub.shared_config(),
+                state_path.clone(),
+                stop.clone(),
+            ));
+        }
+        let local = listener.local_addr()?;
+        let tls_listener = tls::listener::TlsListener::new(listener, hub.tls.clone())?;
+        let until = stop.clone();
+        tasks.spawn(async move {
+            use axum::serve::ListenerExt;
+            let served = axum::serve(
+                tls_listener.tap_io(|_| {}),
+                tls_router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { until.cancelled().await })
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the HTTPS listener failed");
+            }
+        });
+        tracing::info!(%local, "HTTPS listener up");
     }
     tasks.spawn(cull::run(hub.clone(), stop.clone()));
     tasks.spawn(housekeeping(hub.clone(), stop.clone()));
@@ -230,7 +301,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     for warning in crate::config::load::warnings(&cfg) {
         tracing::warn!("{warning}");
     }
-    if !cfg.http.is_loopback() {
+    if !cfg.http.is_loopback() && !cfg.https.enabled {
         tracing::warn!(
             "plain HTTP on a network address: passwords travel unencrypted; put a TLS reverse \
              proxy in front and set http.address 127.0.0.1 (README: \"HTTPS with a reverse proxy\")"

@@ -32,20 +32,25 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.trim_matches('"').to_string())
 }
 
-fn cookie_attrs(hub: &Hub, path: &str, max_age: Option<i64>) -> String {
-    let secure = if hub.config().https.enabled {
-        "; Secure"
-    } else {
-        ""
-    };
+/// Whether the request came over HTTPS: the TLS listener or a trusted proxy says so in
+/// `X-Forwarded-Proto` (from anyone else that header was removed: [`crate::scheme`]).
+pub fn is_secure(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+fn cookie_attrs(path: &str, max_age: Option<i64>, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
     let age = max_age
         .map(|a| format!("; Max-Age={a}"))
         .unwrap_or_default();
     format!("; Path={path}; HttpOnly; SameSite=Lax{secure}{age}")
 }
 
-/// Start a session for `user`; returns the `Set-Cookie` value.
-pub async fn create(hub: &Hub, user: &str) -> Result<String, StateError> {
+/// Start a session for `user`; returns the `Set-Cookie` value (`Secure` over HTTPS).
+pub async fn create(hub: &Hub, user: &str, secure: bool) -> Result<String, StateError> {
     let id = secrets::new_token();
     let max_age = hub.config().auth.session_max_age.as_std().as_secs() as i64;
     let now = Utc::now();
@@ -58,7 +63,7 @@ pub async fn create(hub: &Hub, user: &str) -> Result<String, StateError> {
     hub.store.flush().await?;
     Ok(format!(
         "{LOGIN_COOKIE}={id}{}",
-        cookie_attrs(hub, &hub.hub_prefix(), Some(max_age))
+        cookie_attrs(&hub.hub_prefix(), Some(max_age), secure)
     ))
 }
 
@@ -70,7 +75,7 @@ pub async fn destroy(hub: &Hub, headers: &HeaderMap) -> Result<String, StateErro
     }
     Ok(format!(
         "{LOGIN_COOKIE}={}",
-        cookie_attrs(hub, &hub.hub_prefix(), Some(0))
+        cookie_attrs(&hub.hub_prefix(), Some(0), is_secure(headers))
     ))
 }
 
@@ -104,10 +109,10 @@ pub fn login_xsrf(headers: &HeaderMap) -> (String, bool) {
     }
 }
 
-pub fn xsrf_set_cookie(hub: &Hub, value: &str) -> String {
+pub fn xsrf_set_cookie(hub: &Hub, value: &str, secure: bool) -> String {
     format!(
         "{XSRF_COOKIE}={value}{}",
-        cookie_attrs(hub, &hub.hub_prefix(), None)
+        cookie_attrs(&hub.hub_prefix(), None, secure)
     )
 }
 

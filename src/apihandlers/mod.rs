@@ -72,6 +72,7 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/oauth2/token", post(oauth2::token))
         .route("/orrery/reload", post(orrery::reload))
         .route("/orrery/gpus", get(orrery::gpus))
+        .route("/orrery/tls", get(orrery::tls))
         .route("/orrery/users/{name}/password", post(orrery::set_password))
         .route("/orrery/users/{name}/purge", post(orrery::purge))
         .fallback(|| async { base::ApiError::not_found("no such API endpoint") })

@@ -40,6 +40,21 @@ pub async fn gpus(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Val
     })))
 }
 
+/// `GET /hub/api/orrery/tls`: the HTTPS certificate served (names, issuer, validity), where it
+/// comes from, when it is renewed, and why the last attempt failed. Admins and the local CLI.
+pub async fn tls(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {
+    let allowed = matches!(auth.0.kind, PrincipalKind::Control)
+        || auth.0.scopes.has_unfiltered("admin:servers");
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "the HTTPS status needs the control token or an admin",
+        ));
+    }
+    let mut v = serde_json::to_value(hub.tls.status()).unwrap_or(Value::Null);
+    v["enabled"] = Value::Bool(hub.config().https.enabled);
+    Ok(Json(v))
+}
+
 /// `POST /hub/api/orrery/reload`: re-read the config file and apply it; answers what changed
 /// and what needs a restart. Only the local CLI (control token) or an admin may call it.
 pub async fn reload(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {

@@ -120,6 +120,9 @@ pub struct Http {
     /// Address to bind; `""` means every interface (TLJH's meaning).
     pub address: String,
     pub port: u16,
+    /// Reverse proxies (addresses or CIDRs, e.g. `127.0.0.1`, `10.0.0.0/8`) whose
+    /// `X-Forwarded-Proto/-For/-Host` are believed; from anyone else those headers are dropped.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Http {
@@ -138,6 +141,7 @@ impl Default for Http {
         Http {
             address: "127.0.0.1".into(),
             port: 8000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -148,7 +152,10 @@ impl Default for Http {
 pub struct Https {
     pub enabled: bool,
     pub port: u16,
+    /// Certificate files; when set they are served (and re-read when they change).
     pub tls: Tls,
+    /// Otherwise a certificate from Let's Encrypt (or another ACME server).
+    pub letsencrypt: LetsEncrypt,
 }
 
 impl Default for Https {
@@ -157,6 +164,46 @@ impl Default for Https {
             enabled: false,
             port: 443,
             tls: Tls::default(),
+            letsencrypt: LetsEncrypt::default(),
+        }
+    }
+}
+
+impl Https {
+    /// Whether the certificate comes from files (else from ACME).
+    pub fn uses_files(&self) -> bool {
+        self.tls.cert.is_some() || self.tls.key.is_some()
+    }
+}
+
+/// A certificate from an ACME server (`[https.letsencrypt]`), as TLJH's `letsencrypt.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LetsEncrypt {
+    /// The account's contact (Let's Encrypt mails expiry warnings there).
+    pub email: String,
+    /// The names the certificate is for; each must resolve to this machine, whose port 80
+    /// (`http.port`) answers the HTTP-01 challenge.
+    pub domains: Vec<String>,
+    /// Let's Encrypt's staging server (untrusted certificates, generous rate limits).
+    pub staging: bool,
+    /// Another ACME server's directory (empty: Let's Encrypt).
+    pub directory_url: String,
+    /// A PEM CA certificate to trust for that server's own HTTPS (a private ACME server).
+    pub directory_ca: Option<PathBuf>,
+    /// Renew when this much of the certificate's lifetime is left (fraction, default 1/3).
+    pub renew_fraction: f64,
+}
+
+impl Default for LetsEncrypt {
+    fn default() -> Self {
+        LetsEncrypt {
+            email: String::new(),
+            domains: Vec::new(),
+            staging: false,
+            directory_url: String::new(),
+            directory_ca: None,
+            renew_fraction: 1.0 / 3.0,
         }
     }
 }

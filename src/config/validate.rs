@@ -65,6 +65,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_base_url(config)?;
     validate_listeners(config)?;
     validate_https(config)?;
+    validate_trusted_proxies(config)?;
     validate_users(config)?;
     validate_services(config)?;
     validate_kernels(config)?;
@@ -126,18 +127,58 @@ fn validate_listeners(config: &Config) -> Result<(), ConfigError> {
 fn validate_https(config: &Config) -> Result<(), ConfigError> {
     let https = &config.https;
     if https.enabled {
-        for (key, value) in [
-            ("https.tls.cert", &https.tls.cert),
-            ("https.tls.key", &https.tls.key),
-        ] {
-            if value.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+        let le = &https.letsencrypt;
+        if https.uses_files() {
+            for (key, value) in [
+                ("https.tls.cert", &https.tls.cert),
+                ("https.tls.key", &https.tls.key),
+            ] {
+                if value.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+                    return err(
+                        key,
+                        "a certificate needs both https.tls.cert and https.tls.key (PEM files)"
+                            .into(),
+                    );
+                }
+            }
+        } else if le.domains.is_empty() {
+            return err(
+                "https.enabled",
+                "https.enabled is true, which needs a certificate: set https.letsencrypt.domains \
+                 (and https.letsencrypt.email) for one from Let's Encrypt, or https.tls.cert and \
+                 https.tls.key for your own, or set https.enabled to false"
+                    .into(),
+            );
+        }
+        for d in &le.domains {
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                });
+            if !ok {
                 return err(
-                    key,
-                    "https.enabled is true, which needs a PEM certificate and key; set \
-                     https.tls.cert and https.tls.key, or set https.enabled to false"
-                        .into(),
+                    "https.letsencrypt.domains",
+                    format!("{d:?} is not a DNS name (e.g. hub.example.edu)"),
                 );
             }
+        }
+        if !le.email.is_empty() && !le.email.contains('@') {
+            return err(
+                "https.letsencrypt.email",
+                format!("{:?} is not an email address", le.email),
+            );
+        }
+        if !(0.0..1.0).contains(&le.renew_fraction) {
+            return err(
+                "https.letsencrypt.renew_fraction",
+                "the share of the lifetime left at renewal is between 0 and 1 (default 0.33)"
+                    .into(),
+            );
         }
         if https.port == 0 {
             return err(
@@ -156,6 +197,19 @@ fn validate_https(config: &Config) -> Result<(), ConfigError> {
         }
     }
 
+    Ok(())
+}
+
+/// `http.trusted_proxies`: addresses or CIDRs.
+fn validate_trusted_proxies(config: &Config) -> Result<(), ConfigError> {
+    for p in &config.http.trusted_proxies {
+        if crate::scheme::parse_net(p).is_none() {
+            return err(
+                "http.trusted_proxies",
+                format!("{p:?} is not an address or CIDR (e.g. 127.0.0.1 or 10.0.0.0/8)"),
+            );
+        }
+    }
     Ok(())
 }
 

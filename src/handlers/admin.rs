@@ -189,7 +189,10 @@ fn render(
     };
     let body = html! {
         (layout::notices(&notices))
-        @if let Some(w) = layout::plain_http_notice(hub) { (w.render()) }
+        @if let Some(w) = layout::plain_http_notice(hub, false) { (w.render()) }
+        @if let Some(e) = hub.tls.status().error.filter(|_| hub.config().https.enabled) {
+            (Notice::Error(format!("HTTPS certificate: {e}")).render())
+        }
         section aria-labelledby="users-heading" {
             h2 #users-heading { "Users" }
             div.table-wrap {

@@ -75,9 +75,27 @@ pub const HTTPS_HELP: &str = "the README's \"HTTPS with a reverse proxy\" sectio
 /// the network unencrypted: the login page and the admin page say so, and how to fix it.
 /// Loopback listeners (a developer machine, or a TLS reverse proxy on the same machine, as the
 /// README recommends) get no warning.
-pub fn plain_http_notice(hub: &Hub) -> Option<Notice> {
+pub fn plain_http_notice(hub: &Hub, secure: bool) -> Option<Notice> {
     let cfg = hub.config();
-    if cfg.https.enabled || cfg.http.is_loopback() {
+    if secure {
+        return None;
+    }
+    if cfg.https.enabled {
+        // The HTTP port of a hub with HTTPS: it redirects once a certificate is served.
+        if hub.tls.ready() {
+            return None;
+        }
+        let why = hub
+            .tls
+            .status()
+            .error
+            .unwrap_or_else(|| "the first certificate is being obtained".into());
+        return Some(Notice::Warning(format!(
+            "HTTPS is not up yet: {why}. Until it is, this page and passwords travel \
+             unencrypted over plain HTTP."
+        )));
+    }
+    if cfg.http.is_loopback() {
         return None;
     }
     Some(Notice::Warning(format!(

@@ -40,7 +40,8 @@ pub async fn form(
     }
     let (xsrf, new) = session::login_xsrf(&headers);
     let notice = (q.get("logged_out") == "1").then(|| Notice::Info("You have logged out.".into()));
-    render(&hub, StatusCode::OK, &xsrf, new, "", next, notice)
+    let secure = session::is_secure(&headers);
+    render(&hub, StatusCode::OK, &xsrf, new, "", next, notice, secure)
 }
 
 /// `POST <hub>/login`: check the double-submit token, then the credentials.
@@ -65,11 +66,13 @@ pub async fn submit(
             username,
             next,
             Some(Notice::Error(msg.into())),
+            session::is_secure(&headers),
         );
     }
     match auth::login(&hub, username, f.get("password"), ip).await {
         Ok(user) => {
-            let cookie = match session::create(&hub, &user.name).await {
+            let cookie = match session::create(&hub, &user.name, session::is_secure(&headers)).await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot create a session");
@@ -130,6 +133,7 @@ pub async fn submit(
                 username,
                 next,
                 Some(Notice::Error(message)),
+                session::is_secure(&headers),
             );
             if let LoginError::RateLimited(wait) = e {
                 if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
@@ -189,6 +193,7 @@ fn explanation(hub: &Hub) -> String {
 }
 
 /// The login page; `set_cookie` sets the `_xsrf` cookie the form's hidden field matches.
+#[allow(clippy::too_many_arguments)]
 fn render(
     hub: &Hub,
     status: StatusCode,
@@ -197,11 +202,12 @@ fn render(
     username: &str,
     next: Option<&str>,
     notice: Option<Notice>,
+    secure: bool,
 ) -> Response {
     let hp = hub.hub_prefix();
     let body = html! {
         @if let Some(n) = &notice { (n.render()) }
-        @if let Some(w) = layout::plain_http_notice(hub) { (w.render()) }
+        @if let Some(w) = layout::plain_http_notice(hub, secure) { (w.render()) }
         p.lead #auth-help { (explanation(hub)) }
         form.stack method="post" action=(format!("{hp}login")) aria-describedby="auth-help" {
             (forms::xsrf_input(xsrf))
@@ -222,7 +228,7 @@ fn render(
     let mut resp =
         layout::html_response(status, layout::page(hub, None, Nav::None, "Log in", body));
     if set_cookie {
-        if let Ok(v) = HeaderValue::from_str(&session::xsrf_set_cookie(hub, xsrf)) {
+        if let Ok(v) = HeaderValue::from_str(&session::xsrf_set_cookie(hub, xsrf, secure)) {
             resp.headers_mut().append(header::SET_COOKIE, v);
         }
     }

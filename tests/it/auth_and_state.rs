@@ -246,7 +246,7 @@ async fn state_dump_holds_no_secret_in_the_clear() {
             None,
         )
         .unwrap();
-    let cookie = orrery::session::create(&hub, "alice").await.unwrap();
+    let cookie = orrery::session::create(&hub, "alice", false).await.unwrap();
     let session_id = cookie
         .split(';')
         .next()

@@ -19,6 +19,7 @@ mod docker_e2e;
 mod gateway_e2e;
 mod gateway_local;
 mod gpu;
+mod https;
 mod kernel_wire;
 mod packaging;
 mod pages;

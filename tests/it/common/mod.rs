@@ -120,8 +120,16 @@ impl Daemon {
     }
 
     fn write_config(&self, extra: &str) {
+        // Keys of `[http]` in `extra` join the generated `[http]` table (TOML has one).
+        let (http_extra, extra) = match extra.strip_prefix("[http]\n") {
+            Some(rest) => match rest.find("\n[") {
+                Some(end) => (&rest[..end + 1], &rest[end + 1..]),
+                None => (rest, ""),
+            },
+            None => ("", extra),
+        };
         let config = format!(
-            "[http]\naddress = \"127.0.0.1\"\nport = {}\n\n[internal]\nport = {}\n\n[state]\npath = \"{}\"\n\n\
+            "[http]\naddress = \"127.0.0.1\"\nport = {}\n{http_extra}\n[internal]\nport = {}\n\n[state]\npath = \"{}\"\n\n\
              [[services]]\nname = \"test-admin\"\napi_token = \"{ADMIN_SERVICE_TOKEN}\"\n\
              scopes = [\"admin:users\", \"admin:servers\", \"tokens\", \"admin:groups\", \"read:hub\", \"list:users\", \"read:metrics\"]\n\n{extra}\n",
             self.port,
