@@ -13,7 +13,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::config::SharedConfig;
+use crate::config::{parse_net, SharedConfig};
 
 /// How the request reached the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,14 +30,6 @@ impl Scheme {
             .copied()
             .unwrap_or(Scheme { https: false })
     }
-}
-
-/// An address or CIDR: `10.0.0.1`, `10.0.0.0/8`, `::1`.
-pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
-    let s = s.trim();
-    s.parse::<ipnet::IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// Whether `ip` is one of `trusted` (addresses or CIDRs).

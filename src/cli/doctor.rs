@@ -121,6 +121,9 @@ pub fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
         ));
     }
     out.push(signup_check(cfg));
+    if let Some(c) = https_check(cfg, &loaded.state_path()) {
+        out.push(c);
+    }
     if cfg.spawner.backend == BackendKind::Docker {
         out.push(docker_check());
     }
@@ -169,6 +172,53 @@ fn running_daemon_notices(state: &std::path::Path) -> Vec<String> {
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         .and_then(|v| serde_json::from_value(v["notices"].clone()).ok())
         .unwrap_or_default()
+}
+
+/// The HTTPS certificate: its names, issuer and expiry, or why there is none and the fix.
+fn https_check(cfg: &config::Config, state: &std::path::Path) -> Option<Check> {
+    if !cfg.https.enabled {
+        return None;
+    }
+    let pair = match (&cfg.https.tls.cert, &cfg.https.tls.key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ => None,
+    };
+    let from_files = pair.is_some();
+    let (cert, key) = pair.unwrap_or_else(|| crate::tls::acme::stored_paths(state));
+    let loaded = std::fs::read(&cert)
+        .and_then(|c| std::fs::read(&key).map(|k| (c, k)))
+        .map_err(|e| e.to_string())
+        .and_then(|(c, k)| crate::tls::certified_key(&c, &k).map_err(|e| e.to_string()));
+    Some(match (loaded, from_files) {
+        (Ok((_, info)), _) => {
+            let days = (info.not_after - chrono::Utc::now()).num_days();
+            let level = if days < 14 { Level::Warn } else { Level::Ok };
+            let fix = if days < 14 && from_files {
+                "replace https.tls.cert and https.tls.key with a renewed certificate"
+            } else if days < 14 {
+                "renewal is failing: see the last error in `orrery doctor` and the log"
+            } else {
+                ""
+            };
+            check("https", level, info.describe(), fix)
+        }
+        (Err(e), true) => check(
+            "https",
+            Level::Fail,
+            format!("the certificate files do not work: {e}"),
+            "point https.tls.cert and https.tls.key at a readable PEM certificate chain and its key",
+        ),
+        (Err(_), false) => {
+            let last = crate::tls::acme::last_error(state)
+                .unwrap_or_else(|| "none yet: the daemon gets it after it starts".into());
+            check(
+                "https",
+                Level::Warn,
+                format!("no certificate from the ACME server yet; last error: {last}"),
+                "check that https.letsencrypt.domains point at this machine and that port 80 is reachable",
+            )
+        }
+    })
 }
 
 /// Who can get in, and whether passwords cross the network in clear text.

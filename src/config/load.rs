@@ -548,10 +548,18 @@ mod tests {
             ("[http]\nport = 0", "http.port: 0 is not a port"),
             ("[http]\naddress = \"localhost\"", "http.address: \"localhost\" is not an IP address"),
             ("[internal]\naddress = \"10\"", "internal.address: \"10\" is not an IP address"),
-            ("[https]\nenabled = true", "https.tls.cert: https.enabled is true"),
+            ("[https]\nenabled = true", "https.enabled: https.enabled is true, which needs a certificate"),
             (
                 "[https]\nenabled = true\ntls.cert = \"/c.pem\"",
-                "https.tls.key: https.enabled is true",
+                "https.tls.key: a certificate needs both",
+            ),
+            (
+                "[https]\nenabled = true\nletsencrypt.domains = [\"bad domain\"]",
+                "https.letsencrypt.domains: \"bad domain\" is not a DNS name",
+            ),
+            (
+                "[http]\ntrusted_proxies = [\"nginx\"]",
+                "http.trusted_proxies: \"nginx\" is not an address or CIDR",
             ),
             ("[users]\nadmin = [\"bad name\"]", "users.admin: \"bad name\" is not a valid user name"),
             (
@@ -630,9 +638,9 @@ mod tests {
             msg,
             "line 4: cull.every: must be more than 0s when cull.enabled is true, e.g. \"1m\""
         );
-        // https.tls.cert is not in the file: no line.
+        // The error is on https.enabled, line 2.
         let msg = err_of("[https]\nenabled = true\n");
-        assert!(msg.starts_with("https.tls.cert: "), "{msg}");
+        assert!(msg.starts_with("line 2: https.enabled: "), "{msg}");
     }
 
     #[test]

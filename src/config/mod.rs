@@ -135,6 +135,14 @@ impl Http {
     }
 }
 
+/// An address or CIDR, as `http.trusted_proxies` lists them: `10.0.0.1`, `10.0.0.0/8`, `::1`.
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
 impl Default for Http {
     fn default() -> Self {
         // A developer machine: loopback only. The installer writes 0.0.0.0 / 80 into the file.
@@ -191,7 +199,7 @@ pub struct LetsEncrypt {
     pub directory_url: String,
     /// A PEM CA certificate to trust for that server's own HTTPS (a private ACME server).
     pub directory_ca: Option<PathBuf>,
-    /// Renew when this much of the certificate's lifetime is left (fraction, default 1/3).
+    /// Renew when this share of the certificate's lifetime is left (default 0.33, a third).
     pub renew_fraction: f64,
 }
 
@@ -203,7 +211,7 @@ impl Default for LetsEncrypt {
             staging: false,
             directory_url: String::new(),
             directory_ca: None,
-            renew_fraction: 1.0 / 3.0,
+            renew_fraction: 0.33,
         }
     }
 }

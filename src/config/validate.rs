@@ -203,7 +203,7 @@ fn validate_https(config: &Config) -> Result<(), ConfigError> {
 /// `http.trusted_proxies`: addresses or CIDRs.
 fn validate_trusted_proxies(config: &Config) -> Result<(), ConfigError> {
     for p in &config.http.trusted_proxies {
-        if crate::scheme::parse_net(p).is_none() {
+        if super::parse_net(p).is_none() {
             return err(
                 "http.trusted_proxies",
                 format!("{p:?} is not an address or CIDR (e.g. 127.0.0.1 or 10.0.0.0/8)"),

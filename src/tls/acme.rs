@@ -87,6 +87,39 @@ fn save(state: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", d.join(name).display()))
 }
 
+/// Where the stored certificate and key are (for `orrery doctor`).
+pub fn stored_paths(state: &Path) -> (PathBuf, PathBuf) {
+    (
+        dir(state).join("certificate.pem"),
+        dir(state).join("key.pem"),
+    )
+}
+
+/// The last failure the daemon recorded, if the last attempt failed.
+pub fn last_error(state: &Path) -> Option<String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir(state).join("last-error.json")).ok()?).ok()?;
+    Some(format!(
+        "{} ({})",
+        v["error"].as_str().unwrap_or_default(),
+        v["at"].as_str().unwrap_or_default()
+    ))
+}
+
+/// Record (or clear, with `None`) the last failure, for `orrery doctor`.
+fn record_error(state: &Path, why: Option<&str>) {
+    let path = dir(state).join("last-error.json");
+    match why {
+        Some(why) => {
+            let v = serde_json::json!({"error": why, "at": Utc::now().to_rfc3339()});
+            let _ = save(state, "last-error.json", v.to_string().as_bytes());
+        }
+        None => {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// When a certificate with `info` is renewed.
 fn renew_at(info: &CertInfo, fraction: f64) -> DateTime<Utc> {
     let life = (info.not_after - info.not_before).num_seconds().max(0) as f64;
@@ -127,6 +160,7 @@ pub async fn run(
                         next = renew_at(&info, le.renew_fraction);
                         certs.install(ck, info);
                         certs.set_renew_at(Some(next));
+                        record_error(&state, None);
                         backoff = FIRST_BACKOFF;
                     }
                     Err(e) => {
@@ -136,6 +170,7 @@ pub async fn run(
                     }
                 },
                 Err(why) => {
+                    record_error(&state, Some(&why));
                     certs.fail(why);
                     next = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default();
                     certs.set_renew_at(Some(next));
@@ -230,11 +265,11 @@ fn problem_text(p: &instant_acme::Problem, domains: &[String]) -> String {
          https.letsencrypt.staging = true while testing"
             .to_string()
     } else if kind.ends_with(":dns") {
-        format!("check that {names} exist in DNS and point at this machine")
+        format!("check that the DNS names {names} exist and point at this machine")
     } else if kind.ends_with(":connection") || kind.ends_with(":unauthorized") {
         format!(
-            "check that {names} point at this machine and that its port 80 (http.port) is \
-             reachable from the internet: the ACME server fetches \
+            "check that the DNS names {names} point at this machine and that its port 80 \
+             (http.port) is reachable from the internet: the ACME server fetches \
              http://<name>/.well-known/acme-challenge/… from Orrery"
         )
     } else {
@@ -283,7 +318,16 @@ async fn obtain(
         }
     }
     let retry = RetryPolicy::default().timeout(Duration::from_secs(90));
-    let status = order.poll_ready(&retry).await.map_err(acme)?;
+    let not_validated = |why: String| {
+        format!(
+            "the ACME server did not validate {}: {why}",
+            le.domains.join(", ")
+        )
+    };
+    let status = order
+        .poll_ready(&retry)
+        .await
+        .map_err(|e| not_validated(acme(e)))?;
     if status != OrderStatus::Ready {
         // The challenge's own error says what the server saw.
         let mut why = format!("the order is {status:?}");

@@ -127,6 +127,17 @@ async fn https_with_certificate_files_redirects_reloads_and_sets_secure_cookies(
     assert_eq!(r.status(), 404, "the challenge path is not redirected");
     let (code, out, err) = d.cli(&["users", "list"], None);
     assert_eq!(code, 0, "the CLI still reaches the daemon: {out}{err}");
+    // `orrery doctor` shows what is served.
+    let (_, out, _) = d.cli(&["doctor"], None);
+    let line = out
+        .lines()
+        .find(|l| l.contains("https"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("[ok  ] https")
+            && line.contains("localhost, 127.0.0.1, issued by CN=Orrery test CA, valid until"),
+        "{out}"
+    );
 
     // Cookies set over HTTPS are Secure.
     let r = tls.get(format!("{base}/hub/login")).send().await.unwrap();
@@ -196,4 +207,314 @@ async fn forwarded_proto_is_believed_only_from_trusted_proxies() {
     );
     let trusted = Daemon::start("[http]\ntrusted_proxies = [\"127.0.0.0/8\"]\n").await;
     assert!(secure_xsrf(&trusted).await, "a trusted proxy can");
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Pebble (the ACME test server Let's Encrypt publishes, from Debian) and its DNS
+/// (`pebble-challtestsrv`, every name → 127.0.0.1), its validator pointed at `http_port`.
+struct Pebble {
+    _pebble: Killed,
+    _dns: Killed,
+    /// The ACME directory.
+    directory: String,
+    /// The test CA that signed Pebble's own HTTPS certificate (for its API).
+    ca_file: std::path::PathBuf,
+    ca_pem: String,
+    management: u16,
+}
+
+fn require(bin: &str) {
+    if !Path::new(bin).exists() {
+        panic!(
+            "{bin} not found: the ACME tests need Debian's pebble package \
+             (`apt-get install -y pebble`; .ci/run installs it)"
+        );
+    }
+}
+
+impl Pebble {
+    async fn start(dir: &Path, http_port: u16) -> Pebble {
+        require("/usr/bin/pebble");
+        require("/usr/bin/pebble-challtestsrv");
+        let (ca_pem, ca) = test_ca();
+        let (cert, key) = leaf(dir, &ca, "pebble");
+        let ca_file = dir.join("pebble-ca.pem");
+        std::fs::write(&ca_file, &ca_pem).unwrap();
+        let (listen, management, dns_port, dns_mgmt) =
+            (free_port(), free_port(), free_port(), free_port());
+        let config = dir.join("pebble.json");
+        std::fs::write(
+            &config,
+            serde_json::json!({"pebble": {
+                "listenAddress": format!("127.0.0.1:{listen}"),
+                "managementListenAddress": format!("127.0.0.1:{management}"),
+                "certificate": cert, "privateKey": key,
+                "httpPort": http_port, "tlsPort": free_port(),
+                "ocspResponderURL": "", "externalAccountBindingRequired": false,
+            }})
+            .to_string(),
+        )
+        .unwrap();
+        let dns = Killed(
+            std::process::Command::new("pebble-challtestsrv")
+                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+                .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pebble = Killed(
+            std::process::Command::new("pebble")
+                .arg("-config")
+                .arg(&config)
+                .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let directory = format!("https://127.0.0.1:{listen}/dir");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while client(&ca_pem).get(&directory).send().await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "pebble did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Pebble {
+            _pebble: pebble,
+            _dns: dns,
+            directory,
+            ca_file,
+            ca_pem,
+            management,
+        }
+    }
+
+    /// The root Pebble issues under (new at every start).
+    async fn issuing_root(&self) -> String {
+        client(&self.ca_pem)
+            .get(format!("https://127.0.0.1:{}/roots/0", self.management))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The `[https]` of a daemon getting a certificate for `domain` from this Pebble.
+    fn config(&self, https_port: u16, domain: &str, renew_fraction: f64) -> String {
+        format!(
+            "[https]\nenabled = true\nport = {https_port}\n[https.letsencrypt]\n\
+             email = \"admin@orrery.test\"\ndomains = [\"{domain}\"]\n\
+             directory_url = \"{}\"\ndirectory_ca = \"{}\"\nrenew_fraction = {renew_fraction}\n",
+            self.directory,
+            self.ca_file.display()
+        )
+    }
+}
+
+/// The daemon's HTTPS status (the admin API, from loopback on the HTTP port).
+async fn tls_status(d: &Daemon) -> serde_json::Value {
+    let (status, body, _) = d
+        .api(
+            "GET",
+            "/orrery/tls",
+            Some(crate::common::ADMIN_SERVICE_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Log in as `user` (first use sets the password) over plain HTTP; the session cookie.
+async fn login(d: &Daemon, user: &str) -> String {
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c.get(format!("{}/hub/login", d.url)).send().await.unwrap();
+    let xsrf = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("_xsrf=")
+        .to_string();
+    let r = c
+        .post(format!("{}/hub/login", d.url))
+        .header("Cookie", format!("_xsrf={xsrf}"))
+        .form(&[
+            ("_xsrf", xsrf.as_str()),
+            ("username", user),
+            ("password", "pebble-admin-pw"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_redirection(),
+        "login as {user}: {}",
+        r.status()
+    );
+    r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Pebble, with its validator pointed at Orrery's HTTP port: Orrery answers the HTTP-01
+/// challenge itself, serves the certificate it gets (verified against Pebble's root for the
+/// test domain), redirects HTTP, and renews when the (tiny, for the test) renewal threshold
+/// is reached. A second hub whose challenge cannot succeed keeps serving on HTTP and shows
+/// the ACME server's reason on its admin page.
+#[tokio::test]
+async fn a_certificate_from_an_acme_server_is_served_renewed_and_failures_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let pebble = Pebble::start(dir.path(), http_port).await;
+    let https_port = free_port();
+    // Renew after a ten-millionth of the lifetime has passed (seconds, for Pebble's years).
+    let d = Daemon::start_on_port(
+        &pebble.config(https_port, "hub.orrery.test", 0.999_999_9),
+        http_port,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let st = tls_status(&d).await;
+        if !st["certificate"].is_null() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no certificate from Pebble: {st}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        first["certificate"]["names"],
+        serde_json::json!(["hub.orrery.test"])
+    );
+    assert!(first["error"].is_null(), "{first}");
+
+    // Served for the domain, verified against Pebble's root.
+    let root = pebble.issuing_root().await;
+    let acme_client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes()).unwrap())
+        .resolve(
+            "hub.orrery.test",
+            std::net::SocketAddr::from(([127, 0, 0, 1], https_port)),
+        )
+        .build()
+        .unwrap();
+    let r = acme_client
+        .get(format!("https://hub.orrery.test:{https_port}/hub/health"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HTTPS with Pebble's certificate: {e}\n{}", d.log()));
+    assert_eq!(r.status(), 200);
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/hub/login", d.url))
+        .header("Host", "hub.orrery.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://hub.orrery.test:{https_port}/hub/login").as_str()
+    );
+    // The account and the certificate are kept in the state directory, private.
+    for f in ["account.json", "key.pem", "certificate.pem"] {
+        let mode = std::fs::metadata(d.state_dir().join("acme").join(f))
+            .unwrap()
+            .permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o600, "{f}");
+    }
+
+    // Renewed once the threshold passes: a new certificate is served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let st = tls_status(&d).await;
+        if st["certificate"]["not_before"] != first["certificate"]["not_before"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not renewed: {st}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // A hub whose challenge fails (Pebble's validator reaches the first hub, which does not
+    // know its token) keeps serving on HTTP, and says why on its admin page.
+    let failing = Daemon::start(&format!(
+        "{}[users]\nadmin = [\"root\"]\n",
+        pebble.config(free_port(), "fail.orrery.test", 0.33)
+    ))
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let error = loop {
+        let st = tls_status(&failing).await;
+        if let Some(e) = st["error"].as_str() {
+            break e.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no error: {st}\n{}",
+            failing.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        error.contains("did not validate fail.orrery.test"),
+        "{error}"
+    );
+    let (_, out, _) = failing.cli(&["doctor"], None);
+    assert!(
+        out.contains("no certificate from the ACME server yet; last error: the ACME server did not validate fail.orrery.test"),
+        "{out}"
+    );
+    let session = login(&failing, "root").await;
+    let page = reqwest::Client::new()
+        .get(format!("{}/hub/admin", failing.url))
+        .header("Cookie", session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("HTTPS certificate: the ACME server did not validate"),
+        "{page}"
+    );
+    assert!(page.contains("HTTPS is not up yet"), "{page}");
 }

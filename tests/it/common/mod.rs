@@ -81,6 +81,16 @@ impl Daemon {
 
     /// As [`Daemon::start`], with `env` added to the daemon's environment.
     pub async fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full(extra, env, None).await
+    }
+
+    /// As [`Daemon::start`], on HTTP port `port` (something else must know it in advance:
+    /// an ACME server's validator).
+    pub async fn start_on_port(extra: &str, port: u16) -> Daemon {
+        Daemon::start_full(extra, &[], Some(port)).await
+    }
+
+    async fn start_full(extra: &str, env: &[(&str, &str)], port: Option<u16>) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.toml");
         let log_path = dir.path().join("orrery.log");
@@ -104,7 +114,7 @@ impl Daemon {
         // A port found free can be taken by a parallel test before the daemon binds it:
         // then pick new ports and try again.
         for attempt in 1..=5 {
-            d.port = free_port();
+            d.port = port.unwrap_or_else(free_port);
             d.internal_port = free_port();
             d.url = format!("http://127.0.0.1:{}", d.port);
             d.write_config(extra);
