@@ -114,6 +114,7 @@ pub async fn forward(
     if let Some(h) = builder.headers_mut() {
         *h = req.headers().clone();
         strip_hop_by_hop(h);
+        join_cookies(h);
         add_forwarded(h, client_ip, https);
         if websocket {
             h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -159,6 +160,24 @@ pub async fn forward(
     let (mut parts, body) = upstream.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// HTTP/2 clients (browsers) may split `Cookie` into one field per cookie; towards an
+/// HTTP/1.1 server they must be joined with "; " (RFC 9113 §8.2.3): Tornado would join
+/// repeated fields with "," and lose every cookie but the first.
+fn join_cookies(h: &mut axum::http::HeaderMap) {
+    if h.get_all(header::COOKIE).iter().count() < 2 {
+        return;
+    }
+    let joined = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        h.insert(header::COOKIE, v);
+    }
 }
 
 /// Remove what describes only one hop: the hop-by-hop headers, and every header the message's

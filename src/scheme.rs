@@ -49,6 +49,17 @@ const FORWARDED: [&str; 3] = ["x-forwarded-proto", "x-forwarded-for", "x-forward
 /// Decide the scheme of `req` (arrived over TLS: `tls`) and drop forwarded headers from
 /// untrusted peers.
 pub fn classify(req: &mut Request, config: &SharedConfig, tls: bool) {
+    // HTTP/2 carries the host in the URI (`:authority`); handlers and users' servers read it
+    // from `Host`, as in HTTP/1.1.
+    if !req.headers().contains_key(axum::http::header::HOST) {
+        if let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(axum::http::header::HOST, host);
+        }
+    }
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -245,19 +245,12 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
         }
         let local = listener.local_addr()?;
         let tls_listener = tls::listener::TlsListener::new(listener, hub.tls.clone())?;
-        let until = stop.clone();
-        tasks.spawn(async move {
-            use axum::serve::ListenerExt;
-            let served = axum::serve(
-                tls_listener.tap_io(|_| {}),
-                tls_router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { until.cancelled().await })
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the HTTPS listener failed");
-            }
-        });
+        tasks.spawn(tls::listener::serve(
+            tls_listener,
+            tls_router,
+            stop.clone(),
+            SHUTDOWN_GRACE,
+        ));
         tracing::info!(%local, "HTTPS listener up");
     }
     tasks.spawn(cull::run(hub.clone(), stop.clone()));

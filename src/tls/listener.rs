@@ -1,6 +1,8 @@
-//! The TLS listener for `axum::serve`: accepts TCP connections and completes TLS handshakes
-//! in their own tasks (a slow or silent client never holds up the others), then hands the
-//! streams over. HTTP/2 or HTTP/1.1 is picked by ALPN; WebSockets use HTTP/1.1.
+//! The TLS listener: accepts TCP connections and completes TLS handshakes in their own tasks
+//! (a slow or silent client never holds up the others), then serves each connection with
+//! HTTP/2 or HTTP/1.1 as ALPN picked. WebSockets use HTTP/1.1: HTTP/2's extended CONNECT
+//! (RFC 8441) is not offered, because the proxy carries WebSockets to users' servers and
+//! kernels as HTTP/1.1 upgrades; browsers then open them on an HTTP/1.1 connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,5 +74,45 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+/// Serve `router` on `listener` until `stop`, then let open connections finish (at most
+/// `grace`).
+pub async fn serve(
+    mut listener: TlsListener,
+    router: axum::Router,
+    stop: tokio_util::sync::CancellationToken,
+    grace: Duration,
+) {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tower::ServiceExt;
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (io, peer) = tokio::select! {
+            c = axum::serve::Listener::accept(&mut listener) => c,
+            _ = stop.cancelled() => break,
+        };
+        let router = router.clone();
+        let svc =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("HTTPS connections still open after the grace period");
     }
 }

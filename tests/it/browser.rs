@@ -146,11 +146,16 @@ impl BrowserEnv {
     /// keeps its log and the hub's next to the screenshots, and returns its JSON summary;
     /// panics with both logs when the flow fails.
     fn flow(&self, d: &Daemon, args: &[OsString], timeout: Duration) -> Value {
+        self.flow_at(d, &d.url, args, timeout)
+    }
+
+    /// As [`BrowserEnv::flow`], with the browser going to `hub` (e.g. the HTTPS address).
+    fn flow_at(&self, d: &Daemon, hub: &str, args: &[OsString], timeout: Duration) -> Value {
         let started = Instant::now();
         let (ok, stdout, stderr) = run_flow(
             &self.py,
             &[
-                d.url.clone().into(),
+                hub.into(),
                 self.user.clone().into(),
                 PASSWORD.into(),
                 self.artifacts.clone().into(),
@@ -175,7 +180,7 @@ impl BrowserEnv {
         eprintln!("browser flow in {elapsed:.1?}: {summary}");
         let lab_url = summary["lab_url"].as_str().unwrap_or_default();
         assert!(
-            lab_url.starts_with(&format!("{}/user/{}/lab", d.url, self.user)),
+            lab_url.starts_with(&format!("{hub}/user/{}/lab", self.user)),
             "landed in JupyterLab through the hub: {summary}"
         );
         summary
@@ -270,6 +275,39 @@ async fn browser_logs_in_starts_a_docker_server_and_runs_a_cell_in_jupyterlab() 
     assert_eq!(summary["spawn_pending_seen"], true, "{summary}");
     assert_eq!(summary["output"], "42", "{summary}");
     env.assert_png("spawn-pending.png");
+    env.assert_png("jupyterlab.png");
+}
+
+/// The same journey over HTTPS served by the daemon itself: a certificate from a test CA,
+/// trusted by this Chromium profile only; login, the server's JupyterLab and its kernel
+/// WebSocket all go through the TLS listener and the proxy behind it.
+#[tokio::test]
+async fn browser_logs_in_over_https_and_runs_a_cell_through_the_tls_proxy_path() {
+    let _serial = crate::common::docker::serial().await;
+    let env = BrowserEnv::new("https", "https");
+    let certs = tempfile::tempdir().unwrap();
+    let (_, ca) = crate::https::test_ca();
+    let (cert, key, spki) = crate::https::leaf_with_spki(certs.path(), &ca, "browser");
+    let https_port = crate::common::free_port();
+    let d = Daemon::start(&env.config(
+        "slow_spawn_timeout = \"1s\"",
+        "cmd = [\"sh\", \"-c\", \"sleep 2; exec start-singleuser.sh\"]",
+        &format!(
+            "[https]\nenabled = true\nport = {https_port}\n[https.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    ))
+    .await;
+    d.create_users(&[env.user.as_str()], false).await;
+    let hub = format!("https://127.0.0.1:{https_port}");
+    let summary = env.flow_at(
+        &d,
+        &hub,
+        &["--trust-spki".into(), spki.into()],
+        Duration::from_secs(360),
+    );
+    assert_eq!(summary["output"], "42", "{summary}");
     env.assert_png("jupyterlab.png");
 }
 

@@ -12,7 +12,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use crate::common::{free_port, Daemon};
 
 /// A test CA: (its certificate PEM, an issuer for leaves).
-fn test_ca() -> (String, Issuer<'static, KeyPair>) {
+pub fn test_ca() -> (String, Issuer<'static, KeyPair>) {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -29,7 +29,23 @@ fn leaf(
     ca: &Issuer<'static, KeyPair>,
     cn: &str,
 ) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (c, k, _) = leaf_with_spki(dir, ca, cn);
+    (c, k)
+}
+
+/// As [`leaf`], also returning the base64 SHA-256 of its public key (what Chromium's
+/// `--ignore-certificate-errors-spki-list` takes: that browser trusts this key only).
+pub fn leaf_with_spki(
+    dir: &Path,
+    ca: &Issuer<'static, KeyPair>,
+    cn: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    use base64::Engine;
+    use rcgen::PublicKeyData;
+    use sha2::Digest;
     let key = KeyPair::generate().unwrap();
+    let spki = base64::engine::general_purpose::STANDARD
+        .encode(sha2::Sha256::digest(key.subject_public_key_info()));
     let mut params =
         CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     params.distinguished_name.push(DnType::CommonName, cn);
@@ -40,7 +56,7 @@ fn leaf(
     std::fs::write(dir.join("new.key"), key.serialize_pem()).unwrap();
     std::fs::rename(dir.join("new.key"), &k).unwrap();
     std::fs::rename(dir.join("new.crt"), &c).unwrap();
-    (c, k)
+    (c, k, spki)
 }
 
 /// A client trusting only `ca_pem`.

@@ -88,8 +88,11 @@ def log(msg):
     print(f"[browser_flow {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def make_driver(profile_dir):
+def make_driver(profile_dir, trust_spki=None):
     opts = webdriver.ChromeOptions()
+    if trust_spki:
+        # Trust the hub's test certificate in this browser profile only (never system-wide).
+        opts.add_argument(f"--ignore-certificate-errors-spki-list={trust_spki}")
     opts.binary_location = CHROMIUM
     for arg in (
         "--headless",
@@ -569,6 +572,10 @@ def parse_args(argv):
     )
     parser.add_argument("--orrery", help="the orrery binary (with --remote-kernels: adds a kernelspec)")
     parser.add_argument("--config", help="the hub's config file (with --remote-kernels)")
+    parser.add_argument(
+        "--trust-spki",
+        help="base64 SHA-256 of the hub certificate's public key: this browser (and no other) trusts it",
+    )
     args = parser.parse_args(argv[1:])
     if args.remote_kernels and not (args.orrery and args.config):
         parser.error("--remote-kernels needs --orrery BIN and --config PATH (to add a kernelspec)")
@@ -674,7 +681,7 @@ def main(argv):
     timings = {}
     with tempfile.TemporaryDirectory(prefix="orrery-chromium-") as profile:
         try:
-            driver = make_driver(profile)
+            driver = make_driver(profile, args.trust_spki)
             login(driver, args.hub, args.user, args.password)
             timings["login_s"] = round(time.monotonic() - t0, 2)
             flow = remote_flow if args.remote_kernels else local_flow
