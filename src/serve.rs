@@ -296,8 +296,9 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     }
     if !cfg.http.is_loopback() && !cfg.https.enabled {
         tracing::warn!(
-            "plain HTTP on a network address: passwords travel unencrypted; put a TLS reverse \
-             proxy in front and set http.address 127.0.0.1 (README: \"HTTPS with a reverse proxy\")"
+            "plain HTTP on a network address: passwords travel unencrypted; set https.enabled \
+             (with https.letsencrypt.domains or https.tls.*), or put a TLS reverse proxy in \
+             front and set http.address 127.0.0.1 (README: \"HTTPS\")"
         );
     }
     eprintln!(

@@ -69,7 +69,7 @@ pub fn notices(list: &[Notice]) -> Markup {
 }
 
 /// The README section that explains how to put HTTPS in front of Orrery.
-pub const HTTPS_HELP: &str = "the README's \"HTTPS with a reverse proxy\" section";
+pub const HTTPS_HELP: &str = "the README's \"HTTPS\" section";
 
 /// On a plain-HTTP listener that other machines can reach, passwords and session cookies cross
 /// the network unencrypted: the login page and the admin page say so, and how to fix it.
@@ -100,8 +100,9 @@ pub fn plain_http_notice(hub: &Hub, secure: bool) -> Option<Notice> {
     }
     Some(Notice::Warning(format!(
         "This hub is served over plain HTTP on a network address, so passwords and login \
-         cookies travel unencrypted. Put a TLS reverse proxy in front of it and listen on \
-         127.0.0.1 only (see {HTTPS_HELP})."
+         cookies travel unencrypted. Turn on HTTPS (https.enabled with \
+         https.letsencrypt.domains), or put a TLS reverse proxy in front and listen on 127.0.0.1 \
+         only (see {HTTPS_HELP})."
     )))
 }
 

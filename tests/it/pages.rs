@@ -611,7 +611,7 @@ async fn installer_config_closes_sign_up_and_warns_about_plain_http() {
     let page = stranger.get("/hub/login").await;
     for needle in [
         "travel unencrypted",
-        "HTTPS with a reverse proxy",
+        "Turn on HTTPS (https.enabled",
         "administrator added",
     ] {
         assert!(
