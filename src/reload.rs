@@ -16,8 +16,10 @@ use crate::state::{OAuthClientRecord, StateError};
 
 /// Key prefixes only a restart applies.
 const RESTART_KEYS: &[&str] = &[
-    "http.",
-    "https.",
+    "http.address",
+    "http.port",
+    "https.enabled",
+    "https.port",
     "internal.",
     "state.",
     "base_url",
@@ -102,8 +104,11 @@ pub async fn reload(hub: &Hub) -> Result<ReloadReport, ReloadError> {
         .collect();
     // Keep what only a restart can change at its running value.
     let mut applied = new;
-    applied.http = old.http.clone();
-    applied.https = old.https.clone();
+    // Live: which proxies are trusted, which certificate files or ACME names are used.
+    applied.http.address = old.http.address.clone();
+    applied.http.port = old.http.port;
+    applied.https.enabled = old.https.enabled;
+    applied.https.port = old.https.port;
     applied.internal = old.internal.clone();
     applied.state = old.state.clone();
     applied.base_url = old.base_url.clone();
@@ -111,8 +116,18 @@ pub async fn reload(hub: &Hub) -> Result<ReloadReport, ReloadError> {
     applied.spawner.backend = old.spawner.backend;
     applied.spawner.docker.network = old.spawner.docker.network.clone();
     applied.spawner.docker.socket = old.spawner.docker.socket.clone();
+    let https = applied.https.clone();
     hub.set_config(applied);
     sync_services(hub)?;
+    // Certificate files are re-read now (the watcher would notice within seconds); a pair that
+    // does not load keeps the served certificate and says why.
+    if let (true, Some(cert), Some(key)) = (https.enabled, &https.tls.cert, &https.tls.key) {
+        if let Err(e) = crate::tls::files::load(&hub.tls, cert, key) {
+            hub.tls.fail(format!(
+                "the certificate files were not loaded ({e}); still serving the previous one"
+            ));
+        }
+    }
     hub.store.flush().await?;
     tracing::info!(?changed, ?needs_restart, "configuration reloaded");
     Ok(ReloadReport {

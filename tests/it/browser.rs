@@ -301,13 +301,52 @@ async fn browser_logs_in_over_https_and_runs_a_cell_through_the_tls_proxy_path()
     .await;
     d.create_users(&[env.user.as_str()], false).await;
     let hub = format!("https://127.0.0.1:{https_port}");
+    // Between two cells the certificate files are replaced and the config reloaded: the
+    // kernel's WebSocket, opened before, must carry the second cell without reconnecting.
+    let second = certs.path().join("second.crt");
+    std::fs::write(
+        &second,
+        crate::https::reissue(&ca, &key, "second.localhost"),
+    )
+    .unwrap();
+    let swap = format!(
+        "cp {} {} && {} --config {} config reload",
+        second.display(),
+        cert.display(),
+        env!("CARGO_BIN_EXE_orrery"),
+        d.config_path.display()
+    );
     let summary = env.flow_at(
         &d,
         &hub,
-        &["--trust-spki".into(), spki.into()],
+        &[
+            "--trust-spki".into(),
+            spki.into(),
+            "--between-cells".into(),
+            swap.into(),
+        ],
         Duration::from_secs(360),
     );
     assert_eq!(summary["output"], "42", "{summary}");
+    assert_eq!(summary["second_output"], "48", "{summary}");
+    assert_eq!(
+        summary["kernel_ws_starts_after_command"], 0,
+        "the kernel WebSocket stayed up across the certificate swap: {summary}"
+    );
+    let (_, status, _) = d
+        .api(
+            "GET",
+            "/orrery/tls",
+            Some(crate::common::ADMIN_SERVICE_TOKEN),
+            None,
+        )
+        .await;
+    assert!(
+        status["certificate"]["names"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n == "second.localhost")),
+        "the new certificate is served: {status}"
+    );
     env.assert_png("jupyterlab.png");
 }
 

@@ -59,6 +59,19 @@ pub fn leaf_with_spki(
     (c, k, spki)
 }
 
+/// A new certificate for the key in `key_file` (so a browser trusting that key still trusts
+/// it), also naming `extra`; written over `cert_file` by the caller: returns its PEM.
+pub fn reissue(ca: &Issuer<'static, KeyPair>, key_file: &Path, extra: &str) -> String {
+    let key = KeyPair::from_pem(&std::fs::read_to_string(key_file).unwrap()).unwrap();
+    let params = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        extra.to_string(),
+    ])
+    .unwrap();
+    params.signed_by(&key, ca).unwrap().pem()
+}
+
 /// A client trusting only `ca_pem`.
 fn client(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()

@@ -573,6 +573,11 @@ def parse_args(argv):
     parser.add_argument("--orrery", help="the orrery binary (with --remote-kernels: adds a kernelspec)")
     parser.add_argument("--config", help="the hub's config file (with --remote-kernels)")
     parser.add_argument(
+        "--between-cells",
+        help="a shell command run after the first cell (e.g. a certificate swap); then a second cell runs "
+        "on the same kernel WebSocket, and the summary says whether it had to reconnect",
+    )
+    parser.add_argument(
         "--trust-spki",
         help="base64 SHA-256 of the hub certificate's public key: this browser (and no other) trusts it",
     )
@@ -600,7 +605,30 @@ def local_flow(driver, args, timings):
     shot = os.path.join(artifacts, "jupyterlab.png")
     driver.save_screenshot(shot)
     log(f"screenshot {shot}")
-    return {"spawn_pending_seen": True, "spawn_pending": pending, "lab_url": lab_url, "output": out}
+    summary = {"spawn_pending_seen": True, "spawn_pending": pending, "lab_url": lab_url, "output": out}
+    if args.between_cells:
+        summary.update(second_cell_after(driver, args.between_cells))
+    return summary
+
+
+def kernel_websocket_starts(driver):
+    """How many kernel WebSockets JupyterLab started since the last call (it logs each)."""
+    return sum(
+        1
+        for e in driver.get_log("browser")
+        if "Starting WebSocket" in e.get("message", "") and "/api/kernels/" in e.get("message", "")
+    )
+
+
+def second_cell_after(driver, command):
+    """Run `command`, then a second cell; report its output and any kernel WebSocket restart."""
+    kernel_websocket_starts(driver)  # forget what came before
+    log(f"between cells: {command}")
+    subprocess.run(command, shell=True, check=True)
+    out = run_cell(driver, 1, "print(6*8)")
+    restarts = kernel_websocket_starts(driver)
+    log(f"second cell printed {out!r}; kernel WebSocket starts since the command: {restarts}")
+    return {"second_output": out, "kernel_ws_starts_after_command": restarts}
 
 
 def remote_flow(driver, args, timings):
