@@ -95,14 +95,7 @@ async fn main() {
         &[("FAKE_NVML_STATE", nvml_state.to_str().unwrap_or_default())],
     )
     .await;
-    let hub = Hub {
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client"),
-        port: daemon.port,
-        config: daemon.config.clone(),
-    };
+    let hub = Hub::of(&daemon);
     let token = hub.user_with_server(USER).await;
     handover(&hub, &token).await; // warm-up
     plain_start(&hub, &token).await;

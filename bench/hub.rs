@@ -24,6 +24,18 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// The hub `daemon` runs.
+    pub fn of(daemon: &super::common::BenchDaemon) -> Hub {
+        Hub {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
+            port: daemon.port,
+            config: daemon.config.clone(),
+        }
+    }
+
     pub async fn api(
         &self,
         method: reqwest::Method,

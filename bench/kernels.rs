@@ -63,14 +63,7 @@ async fn main() {
         "[kernels]\nremote = false\n",
     )
     .await;
-    let hub = Hub {
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client"),
-        port: daemon.port,
-        config: daemon.config.clone(),
-    };
+    let hub = Hub::of(&daemon);
     let local_token = hub.user_with_server("local").await;
     hub.cli(&["config", "set", "kernels.remote", "true"]);
     hub.cli(&["config", "reload"]);

@@ -199,13 +199,23 @@ async fn deliver(
         }
         return;
     };
-    // Requests get replies (and `input_request`s) routed back to this socket. Other shell
-    // messages (comm_open/comm_msg/comm_close) get none: remembering them would grow the
-    // routing table with every widget message.
-    let route = (msg_type.ends_with("_request")
-        && matches!(channel, Channel::Shell | Channel::Control))
-    .then(|| msg.msg_id().ok())
-    .flatten();
+    send_routed(kernel, &client, socket, channel, msg).await;
+}
+
+/// Send `msg` from `socket` to the kernel. Requests get replies (and `input_request`s) routed
+/// back to that socket. Other shell messages (comm_open/comm_msg/comm_close) get none:
+/// remembering them would grow the routing table with every widget message.
+pub async fn send_routed(
+    kernel: &Kernel,
+    client: &crate::kernels::KernelClient,
+    socket: u64,
+    channel: Channel,
+    msg: RawMessage,
+) {
+    let is_request = msg.msg_type().is_ok_and(|t| t.ends_with("_request"));
+    let route = (is_request && matches!(channel, Channel::Shell | Channel::Control))
+        .then(|| msg.msg_id().ok())
+        .flatten();
     if let Some(id) = &route {
         kernel.route(id.clone(), socket);
     }

@@ -334,17 +334,7 @@ impl Gateway {
                 return;
             };
             for (socket, channel, msg) in batch {
-                let route = msg
-                    .msg_type()
-                    .is_ok_and(|t| t.ends_with("_request"))
-                    .then(|| msg.msg_id().ok())
-                    .flatten();
-                if let Some(id) = &route {
-                    kernel.route(id.clone(), socket);
-                }
-                if let Err(e) = client.send(channel, msg).await {
-                    tracing::warn!(kernel = %kernel.id, error = %e, "sending a held message failed");
-                }
+                super::channels::send_routed(kernel, &client, socket, channel, msg).await;
             }
         }
     }

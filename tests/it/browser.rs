@@ -333,14 +333,7 @@ async fn browser_logs_in_over_https_and_runs_a_cell_through_the_tls_proxy_path()
         summary["kernel_ws_starts_after_command"], 0,
         "the kernel WebSocket stayed up across the certificate swap: {summary}"
     );
-    let (_, status, _) = d
-        .api(
-            "GET",
-            "/orrery/tls",
-            Some(crate::common::ADMIN_SERVICE_TOKEN),
-            None,
-        )
-        .await;
+    let status = crate::https::tls_status(&d).await;
     assert!(
         status["certificate"]["names"]
             .as_array()

@@ -357,7 +357,7 @@ impl Pebble {
 }
 
 /// The daemon's HTTPS status (the admin API, from loopback on the HTTP port).
-async fn tls_status(d: &Daemon) -> serde_json::Value {
+pub async fn tls_status(d: &Daemon) -> serde_json::Value {
     let (status, body, _) = d
         .api(
             "GET",
