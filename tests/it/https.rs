@@ -168,6 +168,29 @@ async fn https_with_certificate_files_redirects_reloads_and_sets_secure_cookies(
         "{out}"
     );
 
+    // Absolute links the API builds (pagination) use https.
+    d.create_users(&["ann", "bob"], false).await;
+    let page: serde_json::Value = tls
+        .get(format!("{base}/hub/api/users?limit=1"))
+        .header(
+            "Authorization",
+            format!("token {}", crate::common::ADMIN_SERVICE_TOKEN),
+        )
+        .header("Accept", "application/jupyterhub-pagination+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = page["_pagination"]["next"]["url"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        next.starts_with(&format!("https://127.0.0.1:{https_port}/hub/api/users?")),
+        "{page}"
+    );
+
     // Cookies set over HTTPS are Secure.
     let r = tls.get(format!("{base}/hub/login")).send().await.unwrap();
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
@@ -546,4 +569,153 @@ async fn a_certificate_from_an_acme_server_is_served_renewed_and_failures_are_sh
         "{page}"
     );
     assert!(page.contains("HTTPS is not up yet"), "{page}");
+}
+
+/// Wait until something answers HTTPS on `port` with a certificate `ca_pem` signed.
+async fn wait_https(ca_pem: &str, port: u16, what: &str, log: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client(ca_pem)
+        .get(format!("https://127.0.0.1:{port}/hub/health"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not answer:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What a browser sees through a TLS reverse proxy in front of a hub that trusts it: the
+/// `_xsrf` cookie `Secure`, and the API's pagination link on https.
+async fn through_proxy(ca_pem: &str, port: u16) -> (String, String) {
+    let c = client(ca_pem);
+    let r = c
+        .get(format!("https://127.0.0.1:{port}/hub/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let page: serde_json::Value = c
+        .get(format!("https://127.0.0.1:{port}/hub/api/users?limit=1"))
+        .header(
+            "Authorization",
+            format!("token {}", crate::common::ADMIN_SERVICE_TOKEN),
+        )
+        .header("Accept", "application/jupyterhub-pagination+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = page["_pagination"]["next"]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (cookie, next)
+}
+
+/// The README's reverse-proxy setups, run: nginx (its location block as written there) and
+/// Caddy terminate TLS in front of a hub listening on loopback with
+/// `http.trusted_proxies = ["127.0.0.1"]`; cookies come out `Secure` and links on https.
+#[tokio::test]
+async fn nginx_and_caddy_in_front_work_as_the_readme_says() {
+    require("/usr/sbin/nginx");
+    require("/usr/bin/caddy");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, ca) = test_ca();
+    let (cert, key) = leaf(dir.path(), &ca, "proxy");
+    let d = Daemon::start("[http]\ntrusted_proxies = [\"127.0.0.1\"]\n").await;
+    d.create_users(&["ann", "bob"], false).await;
+
+    let nginx_port = free_port();
+    for sub in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let p = dir.path().display();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/nginx.log;\nevents {{}}\n\
+             http {{\n access_log off;\n client_body_temp_path {p}/body;\n proxy_temp_path {p}/proxy;\n\
+             fastcgi_temp_path {p}/fastcgi;\n uwsgi_temp_path {p}/uwsgi;\n scgi_temp_path {p}/scgi;\n\
+             server {{\n  listen 127.0.0.1:{nginx_port} ssl;\n  ssl_certificate {};\n  ssl_certificate_key {};\n\
+               location / {{\n\
+                proxy_pass http://127.0.0.1:{};\n\
+                proxy_http_version 1.1;\n\
+                proxy_set_header Host $host;\n\
+                proxy_set_header X-Forwarded-Proto $scheme;\n\
+                proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+                proxy_set_header Upgrade $http_upgrade;\n\
+                proxy_set_header Connection \"upgrade\";\n\
+                proxy_read_timeout 1d;\n\
+               }}\n }}\n}}\n",
+            cert.display(),
+            key.display(),
+            d.port
+        ),
+    )
+    .unwrap();
+    let _nginx = Killed(
+        std::process::Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_https(&ca_pem, nginx_port, "nginx", &dir.path().join("nginx.log")).await;
+    let (cookie, next) = through_proxy(&ca_pem, nginx_port).await;
+    assert!(
+        cookie.starts_with("_xsrf=") && cookie.contains("; Secure"),
+        "nginx: {cookie}"
+    );
+    // nginx's `$host` carries no port (on 443 none is needed).
+    assert!(next.starts_with("https://127.0.0.1"), "nginx: {next}");
+
+    let caddy_port = free_port();
+    let caddyfile = dir.path().join("Caddyfile");
+    std::fs::write(
+        &caddyfile,
+        format!(
+            "{{\n admin off\n auto_https disable_redirects\n skip_install_trust\n}}\n\
+             https://127.0.0.1:{caddy_port} {{\n tls {} {}\n reverse_proxy 127.0.0.1:{}\n}}\n",
+            cert.display(),
+            key.display(),
+            d.port
+        ),
+    )
+    .unwrap();
+    let caddy_log = dir.path().join("caddy.log");
+    let _caddy = Killed(
+        std::process::Command::new("/usr/bin/caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&caddyfile)
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&caddy_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_https(&ca_pem, caddy_port, "caddy", &caddy_log).await;
+    let (cookie, next) = through_proxy(&ca_pem, caddy_port).await;
+    assert!(
+        cookie.starts_with("_xsrf=") && cookie.contains("; Secure"),
+        "caddy: {cookie}"
+    );
+    assert!(
+        next.starts_with(&format!("https://127.0.0.1:{caddy_port}/hub/api/users?")),
+        "caddy: {next}"
+    );
 }
