@@ -71,5 +71,6 @@ async fn run(cli: Cli) -> i32 {
         }
         Command::Doctor => cli::doctor::print(&cli::doctor::run_checks(cli.config.as_deref())),
         Command::Gpus { json } => cli::gpus_cmd::run(cli.config.as_deref(), json).await,
+        Command::Status { json } => cli::status_cmd::run(cli.config.as_deref(), json).await,
     }
 }

@@ -40,6 +40,49 @@ pub async fn gpus(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Val
     })))
 }
 
+/// `GET /hub/api/orrery/status`: the hub at a glance for `orrery status`: version,
+/// listeners, the HTTPS certificate, users, servers, kernels and GPUs. Admins and the CLI.
+pub async fn status(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {
+    let allowed = matches!(auth.0.kind, PrincipalKind::Control)
+        || auth.0.scopes.has_unfiltered("admin:servers");
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "the hub's status needs the control token or an admin",
+        ));
+    }
+    let cfg = hub.config();
+    let servers = hub.store.servers()?;
+    let ready = servers.iter().filter(|s| s.ready).count();
+    let kernels = hub.gateway.counts();
+    let (holders, queue) = hub.gateway.gpu_view();
+    let gpu_units = match crate::gpu::probe_off_thread(cfg.gpu.clone()).await {
+        Ok(inv) => serde_json::json!(inv.schedulable().count()),
+        Err(e) => Value::String(e.to_string()),
+    };
+    let https = cfg
+        .https
+        .enabled
+        .then(|| format!("{}:{}", cfg.http.address, cfg.https.port));
+    Ok(Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "listeners": {
+            "http": format!("{}:{}", cfg.http.address, cfg.http.port),
+            "https": https,
+            "internal": hub.internal_api_base(),
+        },
+        "tls": cfg.https.enabled.then(|| hub.tls.status()),
+        "users": hub.store.user_count(),
+        "servers": {"ready": ready, "starting": servers.len() - ready},
+        "kernels": {
+            "running": kernels.running,
+            "starting": kernels.starting,
+            "reclaimed": kernels.reclaimed,
+            "dead": kernels.dead,
+        },
+        "gpus": {"units": gpu_units, "leased": holders.len(), "waiting": queue.len()},
+    })))
+}
+
 /// `GET /hub/api/orrery/tls`: the HTTPS certificate served (names, issuer, validity), where it
 /// comes from, when it is renewed, and why the last attempt failed. Admins and the local CLI.
 pub async fn tls(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {

@@ -4,6 +4,7 @@ pub mod config_cmd;
 pub mod daemon;
 pub mod doctor;
 pub mod gpus_cmd;
+pub mod status_cmd;
 pub mod users_cmd;
 
 use std::path::PathBuf;
@@ -42,6 +43,13 @@ pub enum Command {
     /// Show the GPUs Orrery can hand out (read through NVML; no daemon needed).
     Gpus {
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running hub at a glance: version, listeners, certificate, users, servers, kernels,
+    /// GPUs (exit 1 when no daemon answers).
+    Status {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },

@@ -109,7 +109,7 @@ async fn https_with_certificate_files_redirects_reloads_and_sets_secure_cookies(
     let (ca_pem, ca) = test_ca();
     let (cert, key) = leaf(dir.path(), &ca, "first");
     let https_port = free_port();
-    let d = Daemon::start(&format!(
+    let mut d = Daemon::start(&format!(
         "[https]\nenabled = true\nport = {https_port}\n[https.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
         cert.display(),
         key.display()
@@ -156,6 +156,20 @@ async fn https_with_certificate_files_redirects_reloads_and_sets_secure_cookies(
     assert_eq!(r.status(), 404, "the challenge path is not redirected");
     let (code, out, err) = d.cli(&["users", "list"], None);
     assert_eq!(code, 0, "the CLI still reaches the daemon: {out}{err}");
+    // `orrery status` shows the hub at a glance, the certificate included.
+    let (code, out, err) = d.cli(&["status"], None);
+    assert_eq!(code, 0, "{err}");
+    eprintln!("$ orrery status\n{out}");
+    for needle in [
+        "orrery 0.1.0: running",
+        &format!("  https      127.0.0.1:{https_port}"),
+        "certificate localhost, 127.0.0.1 (from files), issued by CN=Orrery test CA, expires 4096-01-01",
+        "  users      0",
+        "  servers    0 ready, 0 starting",
+        "  kernels    0 running, 0 starting, 0 reclaimed, 0 dead",
+    ] {
+        assert!(out.contains(needle), "{needle:?} in:\n{out}");
+    }
     // `orrery doctor` shows what is served.
     let (_, out, _) = d.cli(&["doctor"], None);
     let line = out
@@ -232,6 +246,12 @@ async fn https_with_certificate_files_redirects_reloads_and_sets_secure_cookies(
     // handshake (which would fail: `kept` trusts only the first CA).
     let r = kept.get(format!("{base}/hub/health")).send().await.unwrap();
     assert_eq!(r.status(), 200, "the open connection was kept");
+
+    // Without a daemon, `orrery status` says so and fails.
+    d.stop();
+    let (code, _, err) = d.cli(&["status"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("no daemon answers"), "{err}");
 }
 
 /// `X-Forwarded-Proto: https` makes cookies `Secure` only from an address in
