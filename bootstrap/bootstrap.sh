@@ -106,8 +106,12 @@ After=network-online.target docker.service
 Wants=network-online.target
 
 [Service]
-# The daemon does not speak sd_notify, so systemd considers it started once it runs.
-Type=simple
+# The daemon says READY=1 once it serves, RELOADING=1/READY=1 around a SIGHUP reload and
+# STOPPING=1 when it stops, and sends watchdog keep-alives from its runtime: a daemon whose
+# runtime is frozen or wedged is killed and restarted (Restart=always) after WatchdogSec.
+Type=notify
+NotifyAccess=main
+WatchdogSec=30s
 ExecStart=/usr/local/bin/orrery --config /etc/orrery/config.toml serve
 # SIGHUP re-reads the config file and applies what can change without a restart.
 ExecReload=/bin/kill -HUP $MAINPID

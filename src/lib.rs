@@ -53,6 +53,7 @@ pub mod session;
 pub mod spawn;
 pub mod spawner;
 pub mod state;
+pub mod systemd;
 pub mod telemetry;
 pub mod tls;
 pub mod username;

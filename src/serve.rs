@@ -323,6 +323,8 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
         &notices,
     )?;
 
+    tasks.spawn(crate::systemd::watchdog(stop.clone()));
+    crate::systemd::ready(&format!("serving on {url}"));
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let reload_hub = hub.clone();
@@ -333,12 +335,14 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
                 got = hup.recv() => if got.is_none() { return },
                 _ = reload_stop.cancelled() => return,
             }
+            crate::systemd::reloading();
             match reload::reload(&reload_hub).await {
                 Ok(r) => {
                     tracing::info!(changed = ?r.changed, needs_restart = ?r.needs_restart, "SIGHUP: configuration reloaded")
                 }
                 Err(e) => tracing::error!(error = %e, "SIGHUP: configuration NOT reloaded"),
             }
+            crate::systemd::ready("serving; configuration reloaded");
         }
     });
     let shutdown = {
@@ -349,6 +353,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
                 _ = term.recv() => {}
             }
             tracing::info!("shutting down: finishing requests in flight");
+            crate::systemd::stopping();
             stop.cancel();
         }
     };

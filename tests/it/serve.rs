@@ -509,3 +509,89 @@ async fn shutdown_abandons_a_spawn_in_flight_to_the_next_start() {
         "the abandoned record is forgotten: {alice}"
     );
 }
+
+/// The systemd side of `Type=notify`, spoken to a socket of the test's own (as systemd's
+/// `$NOTIFY_SOCKET`): `READY=1` once serving, `WATCHDOG=1` at half of `$WATCHDOG_USEC` from
+/// the runtime (none while the process is frozen: systemd would restart it),
+/// `RELOADING=1` with `MONOTONIC_USEC` then `READY=1` around a SIGHUP reload, and
+/// `STOPPING=1` on SIGTERM.
+#[tokio::test]
+async fn tells_systemd_ready_reloading_stopping_and_feeds_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    // Messages received until `done` holds for one (within `secs`).
+    let mut until = |secs: u64, done: &dyn Fn(&str) -> bool| -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                seen.push(m.clone());
+                got.push(m.clone());
+                if done(&m) {
+                    return got;
+                }
+            }
+        }
+        got
+    };
+    let mut d = crate::common::Daemon::start_with_env(
+        "",
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    )
+    .await;
+    let got = until(30, &|m| m.contains("READY=1"));
+    let ready = got.last().cloned().unwrap_or_default();
+    assert!(
+        ready.contains("READY=1") && ready.contains("STATUS=serving on http://127.0.0.1:"),
+        "{got:?}"
+    );
+    // Keep-alives at half of 400 ms.
+    let got = until(1, &|_| false);
+    let pings = got.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pings >= 3, "{got:?}");
+    // Frozen: no keep-alive (systemd would kill and restart it).
+    let pid = nix::unistd::Pid::from_raw(d.pid().unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = until(0, &|_| false);
+    let frozen = until(1, &|_| false);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(
+        frozen.iter().all(|m| !m.contains("WATCHDOG=1")),
+        "{frozen:?}"
+    );
+    // A reload: RELOADING=1 with the monotonic time, then READY=1 again.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let got = until(10, &|m| m.contains("READY=1"));
+    let reloading = got
+        .iter()
+        .find(|m| m.contains("RELOADING=1"))
+        .unwrap_or_else(|| panic!("no RELOADING=1: {got:?}"));
+    assert!(
+        reloading.lines().any(|l| l
+            .strip_prefix("MONOTONIC_USEC=")
+            .is_some_and(|v| v.parse::<u64>().is_ok())),
+        "{reloading}"
+    );
+    assert!(
+        got.last()
+            .is_some_and(|m| m.contains("STATUS=serving; configuration reloaded")),
+        "{got:?}"
+    );
+    // SIGTERM: STOPPING=1.
+    let (status, _) = d.terminate();
+    assert!(status.is_some_and(|s| s.success()), "{}", d.log());
+    let got = until(2, &|m| m.contains("STOPPING=1"));
+    assert!(got.iter().any(|m| m.contains("STOPPING=1")), "{got:?}");
+    drop(seen);
+}
