@@ -12,16 +12,24 @@ use super::base::{ApiError, ApiResult, Auth};
 use crate::hub::{Hub, PrincipalKind};
 use crate::reload;
 
+/// Only the local CLI (the control token) or an admin holding `scope` unfiltered; `what`
+/// says what is refused.
+fn control_or_admin(auth: &Auth, scope: &str, what: &'static str) -> Result<(), ApiError> {
+    if matches!(auth.0.kind, PrincipalKind::Control) || auth.0.scopes.has_unfiltered(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(what))
+    }
+}
+
 /// `GET /hub/api/orrery/gpus`: the GPU inventory (or why there is none), who holds which unit
 /// (and for how long it has been idle), and the queue in its order. Admins and the local CLI.
 pub async fn gpus(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {
-    let allowed = matches!(auth.0.kind, PrincipalKind::Control)
-        || auth.0.scopes.has_unfiltered("admin:servers");
-    if !allowed {
-        return Err(ApiError::forbidden(
-            "the GPU inventory needs the control token or an admin",
-        ));
-    }
+    control_or_admin(
+        &auth,
+        "admin:servers",
+        "the GPU inventory needs the control token or an admin",
+    )?;
     let (inventory, error) = match crate::gpu::probe_off_thread(hub.config().gpu.clone()).await {
         Ok(inv) => (
             serde_json::to_value(inv).unwrap_or(Value::Null),
@@ -43,13 +51,11 @@ pub async fn gpus(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Val
 /// `GET /hub/api/orrery/status`: the hub at a glance for `orrery status`: version,
 /// listeners, the HTTPS certificate, users, servers, kernels and GPUs. Admins and the CLI.
 pub async fn status(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {
-    let allowed = matches!(auth.0.kind, PrincipalKind::Control)
-        || auth.0.scopes.has_unfiltered("admin:servers");
-    if !allowed {
-        return Err(ApiError::forbidden(
-            "the hub's status needs the control token or an admin",
-        ));
-    }
+    control_or_admin(
+        &auth,
+        "admin:servers",
+        "the hub's status needs the control token or an admin",
+    )?;
     let cfg = hub.config();
     let servers = hub.store.servers()?;
     let ready = servers.iter().filter(|s| s.ready).count();
@@ -86,13 +92,11 @@ pub async fn status(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<V
 /// `GET /hub/api/orrery/tls`: the HTTPS certificate served (names, issuer, validity), where it
 /// comes from, when it is renewed, and why the last attempt failed. Admins and the local CLI.
 pub async fn tls(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {
-    let allowed = matches!(auth.0.kind, PrincipalKind::Control)
-        || auth.0.scopes.has_unfiltered("admin:servers");
-    if !allowed {
-        return Err(ApiError::forbidden(
-            "the HTTPS status needs the control token or an admin",
-        ));
-    }
+    control_or_admin(
+        &auth,
+        "admin:servers",
+        "the HTTPS status needs the control token or an admin",
+    )?;
     let mut v = serde_json::to_value(hub.tls.status()).unwrap_or(Value::Null);
     v["enabled"] = Value::Bool(hub.config().https.enabled);
     Ok(Json(v))
@@ -101,13 +105,11 @@ pub async fn tls(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Valu
 /// `POST /hub/api/orrery/reload`: re-read the config file and apply it; answers what changed
 /// and what needs a restart. Only the local CLI (control token) or an admin may call it.
 pub async fn reload(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {
-    let allowed = matches!(auth.0.kind, PrincipalKind::Control)
-        || auth.0.scopes.has_unfiltered("admin:users");
-    if !allowed {
-        return Err(ApiError::forbidden(
-            "reloading the configuration needs the control token or an admin",
-        ));
-    }
+    control_or_admin(
+        &auth,
+        "admin:users",
+        "reloading the configuration needs the control token or an admin",
+    )?;
     match reload::reload(&hub).await {
         Ok(report) => Ok(Json(serde_json::to_value(report).unwrap_or(Value::Null))),
         Err(e) => Err(ApiError::new(

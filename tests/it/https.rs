@@ -184,25 +184,10 @@ async fn https_with_certificate_files_redirects_reloads_and_sets_secure_cookies(
 
     // Absolute links the API builds (pagination) use https.
     d.create_users(&["ann", "bob"], false).await;
-    let page: serde_json::Value = tls
-        .get(format!("{base}/hub/api/users?limit=1"))
-        .header(
-            "Authorization",
-            format!("token {}", crate::common::ADMIN_SERVICE_TOKEN),
-        )
-        .header("Accept", "application/jupyterhub-pagination+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let next = page["_pagination"]["next"]["url"]
-        .as_str()
-        .unwrap_or_default();
+    let (_, next) = through_proxy(&ca_pem, https_port).await;
     assert!(
         next.starts_with(&format!("https://127.0.0.1:{https_port}/hub/api/users?")),
-        "{page}"
+        "{next}"
     );
 
     // Cookies set over HTTPS are Secure.
@@ -609,8 +594,8 @@ async fn wait_https(ca_pem: &str, port: u16, what: &str, log: &Path) {
     }
 }
 
-/// What a browser sees through a TLS reverse proxy in front of a hub that trusts it: the
-/// `_xsrf` cookie `Secure`, and the API's pagination link on https.
+/// What a browser sees over HTTPS on `port` (the daemon's, or a TLS reverse proxy's in front
+/// of a hub that trusts it): the login page's `_xsrf` cookie, and the API's pagination link.
 async fn through_proxy(ca_pem: &str, port: u16) -> (String, String) {
     let c = client(ca_pem);
     let r = c
