@@ -3,9 +3,9 @@
 //! A request is HTTPS when it arrived on the TLS listener, or when it came from an address in
 //! `http.trusted_proxies` that says `X-Forwarded-Proto: https`. From any other address the
 //! `X-Forwarded-Proto/-For/-Host` headers are removed before handlers or users' servers see
-//! them: a client cannot make the hub believe it is on HTTPS, or spoof its address.
-//! [`Scheme`] is put in the request's extensions for cookies (`Secure`) and the plain-HTTP
-//! warning.
+//! them: a client cannot make the hub believe it is on HTTPS, or spoof its address. On the TLS
+//! listener `X-Forwarded-Proto: https` is set, so one header says the scheme everywhere after
+//! this (cookies, the plain-HTTP warning, links, users' servers: [`crate::session::is_secure`]).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -14,23 +14,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::config::{parse_net, SharedConfig};
-
-/// How the request reached the hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scheme {
-    pub https: bool,
-}
-
-impl Scheme {
-    /// The scheme a request was found to have (plain HTTP when nothing was recorded: a request
-    /// built in a test without the middleware).
-    pub fn of(req: &axum::http::request::Parts) -> Scheme {
-        req.extensions
-            .get::<Scheme>()
-            .copied()
-            .unwrap_or(Scheme { https: false })
-    }
-}
 
 /// Whether `ip` is one of `trusted` (addresses or CIDRs).
 pub fn is_trusted(trusted: &[String], ip: IpAddr) -> bool {
@@ -46,8 +29,8 @@ pub fn is_trusted(trusted: &[String], ip: IpAddr) -> bool {
 
 const FORWARDED: [&str; 3] = ["x-forwarded-proto", "x-forwarded-for", "x-forwarded-host"];
 
-/// Decide the scheme of `req` (arrived over TLS: `tls`) and drop forwarded headers from
-/// untrusted peers.
+/// Settle the scheme of `req` (arrived over TLS: `tls`): drop forwarded headers from untrusted
+/// peers, say `https` for the TLS listener.
 pub fn classify(req: &mut Request, config: &SharedConfig, tls: bool) {
     // HTTP/2 carries the host in the URI (`:authority`); handlers and users' servers read it
     // from `Host`, as in HTTP/1.1.
@@ -70,13 +53,6 @@ pub fn classify(req: &mut Request, config: &SharedConfig, tls: bool) {
             req.headers_mut().remove(h);
         }
     }
-    let forwarded_https = trusted
-        && req
-            .headers()
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
     if tls {
         // What handlers and users' servers read (the proxy passes it on, as a TLS-terminating
         // reverse proxy would set it).
@@ -85,9 +61,6 @@ pub fn classify(req: &mut Request, config: &SharedConfig, tls: bool) {
             axum::http::HeaderValue::from_static("https"),
         );
     }
-    req.extensions_mut().insert(Scheme {
-        https: tls || forwarded_https,
-    });
 }
 
 /// Middleware for the plain-HTTP listener.

@@ -244,7 +244,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
             ));
         }
         let local = listener.local_addr()?;
-        let tls_listener = tls::listener::TlsListener::new(listener, hub.tls.clone())?;
+        let tls_listener = tls::listener::TlsListener::new(listener, hub.tls.clone());
         tasks.spawn(tls::listener::serve(
             tls_listener,
             tls_router,

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::daemon::DaemonClient;
-use crate::config::{load, LoadedConfig};
+use crate::config::LoadedConfig;
 use crate::gateway::queue::{wait_views, HolderView, WaitView};
 use crate::gpu;
 use crate::state::{LeaseHolder, LeaseRecord, Store};
@@ -25,12 +25,9 @@ struct Holdings {
 /// Print the inventory (a table, or JSON with `--json`); returns the exit code: 0 when NVML
 /// answered, 1 with the reason and the fix when it did not, 2 for a broken config file.
 pub async fn run(explicit: Option<&Path>, json: bool) -> i32 {
-    let loaded = match load::discover(explicit) {
+    let loaded = match super::discover_or_exit(explicit) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("orrery: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     let held = match holdings(&loaded).await {
         Ok(h) => h,

@@ -59,6 +59,16 @@ pub enum Command {
     Version,
 }
 
+/// The config for a command, or (after saying why) the exit code for a broken config file.
+pub fn discover_or_exit(
+    explicit: Option<&std::path::Path>,
+) -> Result<crate::config::LoadedConfig, i32> {
+    crate::config::load::discover(explicit).map_err(|e| {
+        eprintln!("orrery: {e}");
+        CliError::USAGE
+    })
+}
+
 /// A command-line failure: what to print and the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CliError {

@@ -7,16 +7,12 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::daemon::DaemonClient;
-use crate::config::load;
 
 /// Print the status; returns the exit code.
 pub async fn run(explicit: Option<&Path>, json: bool) -> i32 {
-    let loaded = match load::discover(explicit) {
+    let loaded = match super::discover_or_exit(explicit) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("orrery: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     let client = match DaemonClient::new(&loaded) {
         Ok(c) if c.alive().await => c,

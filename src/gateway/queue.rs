@@ -58,11 +58,6 @@ impl Kernel {
         lock(&self.wait).holding
     }
 
-    /// Send one message to one socket only (a reply Orrery gives in the kernel's place).
-    fn reply_to(&self, socket: u64, channel: Channel, msg: RawMessage) {
-        self.send_to_socket(socket, channel, msg);
-    }
-
     /// `status` on iopub, as the child of `parent`.
     fn status(&self, state: &str, parent: &RawMessage) {
         let msg = RawMessage::new("status", &self.id, &json!({"execution_state": state}))
@@ -100,7 +95,7 @@ impl Kernel {
                 &json!({"status": "aborted", "execution_count": null}),
             )
             .with_parent(&msg);
-            self.reply_to(socket, Channel::Shell, reply);
+            self.send_to_socket(socket, Channel::Shell, reply);
             self.status("idle", &msg);
         }
         lock(&self.wait).told = None;
@@ -241,7 +236,7 @@ impl Gateway {
                 let reply =
                     RawMessage::new("kernel_info_reply", &kernel.id, &kernel.kernel_info_reply())
                         .with_parent(msg);
-                kernel.reply_to(socket, Channel::Shell, reply);
+                kernel.send_to_socket(socket, Channel::Shell, reply);
                 kernel.status("idle", msg);
             }
             (Channel::Shell, "comm_info_request") => {
@@ -251,7 +246,7 @@ impl Gateway {
                     &json!({"status": "ok", "comms": {}}),
                 )
                 .with_parent(msg);
-                kernel.reply_to(socket, Channel::Shell, reply);
+                kernel.send_to_socket(socket, Channel::Shell, reply);
             }
             (Channel::Shell, "execute_request") => {
                 kernel.status("busy", msg);
@@ -263,7 +258,7 @@ impl Gateway {
                 let reply =
                     RawMessage::new("interrupt_reply", &kernel.id, &json!({"status": "ok"}))
                         .with_parent(msg);
-                kernel.reply_to(socket, Channel::Control, reply);
+                kernel.send_to_socket(socket, Channel::Control, reply);
             }
             // Held (other shell requests), or nothing to do for a kernel that does not run.
             _ => {}

@@ -20,13 +20,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<tokio::net::TcpStream>, SocketAddr)>,
-    local: SocketAddr,
 }
 
 impl TlsListener {
     /// Serve TLS on `tcp` with the certificate in `certs`.
-    pub fn new(tcp: TcpListener, certs: Arc<Certs>) -> std::io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
+    pub fn new(tcp: TcpListener, certs: Arc<Certs>) -> TlsListener {
         let acceptor = TlsAcceptor::from(server_config(certs));
         let (tx, ready) = mpsc::channel(64);
         tokio::spawn(async move {
@@ -56,24 +54,18 @@ impl TlsListener {
                 });
             }
         });
-        Ok(TlsListener { ready, local })
+        TlsListener { ready }
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl TlsListener {
+    /// The next connection whose handshake completed, and its peer.
+    async fn accept(&mut self) -> (TlsStream<tokio::net::TcpStream>, SocketAddr) {
         match self.ready.recv().await {
             Some(c) => c,
             // The accept task only ends with the runtime.
             None => std::future::pending().await,
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }
 
@@ -92,7 +84,7 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (io, peer) = tokio::select! {
-            c = axum::serve::Listener::accept(&mut listener) => c,
+            c = listener.accept() => c,
             _ = stop.cancelled() => break,
         };
         let router = router.clone();
