@@ -24,7 +24,7 @@ fn main() {
 async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Version => {
-            println!("orrery {}", env!("CARGO_PKG_VERSION"));
+            println!("orrery {}", orrery::version::version());
             0
         }
         Command::Serve => {
@@ -69,8 +69,46 @@ async fn run(cli: Cli) -> i32 {
                 }
             }
         }
+        Command::Backup(args) => {
+            with_config(cli.config.as_deref(), |loaded| {
+                cli::backup_cmd::backup(args, loaded)
+            })
+            .await
+        }
+        Command::Restore(args) => {
+            let explicit = cli.config.clone();
+            with_config(cli.config.as_deref(), |loaded| async move {
+                cli::backup_cmd::restore(args, loaded, explicit.as_deref()).await
+            })
+            .await
+        }
+        Command::Cleanup(args) => {
+            with_config(cli.config.as_deref(), |loaded| {
+                cli::backup_cmd::cleanup(args, loaded)
+            })
+            .await
+        }
         Command::Doctor => cli::doctor::print(&cli::doctor::run_checks(cli.config.as_deref())),
         Command::Gpus { json } => cli::gpus_cmd::run(cli.config.as_deref(), json).await,
         Command::Status { json } => cli::status_cmd::run(cli.config.as_deref(), json).await,
+    }
+}
+
+/// Run a command that needs the config; returns the exit code.
+async fn with_config<F, Fut>(explicit: Option<&std::path::Path>, command: F) -> i32
+where
+    F: FnOnce(orrery::config::LoadedConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<(), cli::CliError>>,
+{
+    let loaded = match cli::discover_or_exit(explicit) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match command(loaded).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("orrery: {}", e.message);
+            e.code
+        }
     }
 }

@@ -303,7 +303,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
     }
     eprintln!(
         "Orrery {} is listening on {url}\n  {how}",
-        env!("CARGO_PKG_VERSION")
+        crate::version::version()
     );
 
     let loopback = if public_ip.is_unspecified() {

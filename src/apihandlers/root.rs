@@ -20,14 +20,14 @@ pub async fn info(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Val
     let cfg = hub.config();
     Ok(Json(json!({
         "version": JUPYTERHUB_API_VERSION,
-        "orrery": env!("CARGO_PKG_VERSION"),
+        "orrery": crate::version::version(),
         // The spec types both as strings; JupyterHub fills them from its Python.
-        "python": format!("none: Orrery {} is a Rust program", env!("CARGO_PKG_VERSION")),
+        "python": format!("none: Orrery {} is a Rust program", crate::version::version()),
         "sys_executable": std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "orrery".to_string()),
-        "spawner": {"class": format!("orrery.{}", hub.backend.name()), "version": env!("CARGO_PKG_VERSION")},
-        "authenticator": {"class": format!("orrery.{}", cfg.auth.kind.as_str()), "version": env!("CARGO_PKG_VERSION")},
+        "spawner": {"class": format!("orrery.{}", hub.backend.name()), "version": crate::version::version()},
+        "authenticator": {"class": format!("orrery.{}", cfg.auth.kind.as_str()), "version": crate::version::version()},
     })))
 }
 

@@ -1,5 +1,7 @@
-//! The `orrery` command line: `serve`, `config`, `users`, `gpus`, `doctor`, `version`.
+//! The `orrery` command line: `serve`, `config`, `users`, `gpus`, `status`, `backup`,
+//! `restore`, `cleanup`, `doctor`, `version`.
 
+pub mod backup_cmd;
 pub mod config_cmd;
 pub mod daemon;
 pub mod doctor;
@@ -14,7 +16,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "orrery",
-    version,
+    version = crate::version::version(),
     about = "A JupyterHub for a class or a team, with fair GPU sharing, in one daemon"
 )]
 pub struct Cli {
@@ -53,6 +55,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Back up the hub into one file: state and config, and with --homes the users' homes.
+    Backup(backup_cmd::BackupArgs),
+    /// Restore a backup (the daemon must be stopped); what it replaces is moved aside.
+    Restore(backup_cmd::RestoreArgs),
+    /// Remove this hub's containers (user servers, kernels) from Docker, and with --homes the
+    /// users' home volumes or directories: for uninstalling (the daemon must be stopped).
+    Cleanup(backup_cmd::CleanupArgs),
     /// Check that this machine can run Orrery, with a fix for each problem found.
     Doctor,
     /// Print the version.

@@ -71,7 +71,7 @@ impl Kernel {
             "status": "ok",
             "protocol_version": crate::kernels::wire::PROTOCOL_VERSION,
             "implementation": "orrery-gpu-queue",
-            "implementation_version": env!("CARGO_PKG_VERSION"),
+            "implementation_version": crate::version::version(),
             "language_info": {"name": self.spec.language},
             "banner": format!("{}: waiting for a GPU; the kernel starts when one is free", self.spec.display_name),
             "help_links": [],

@@ -168,7 +168,7 @@ pub fn page_with_head(
                     (body)
                 }
                 footer.site {
-                    p { "Orrery " (env!("CARGO_PKG_VERSION")) ", a JupyterHub-compatible hub." }
+                    p { "Orrery " (crate::version::version()) ", a JupyterHub-compatible hub." }
                 }
             }
         }
