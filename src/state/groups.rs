@@ -1,10 +1,13 @@
 //! Groups: named sets of users, used in scope filters (`!group=`) and kernelspec access lists.
+//! Membership is also indexed by user (`group_members`, written in the same transaction).
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use super::{all, get, put, Result, Store};
+use super::migrate::member_key;
+use super::{all, get, Result, StateError, Store};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GroupRecord {
@@ -24,21 +27,64 @@ impl Store {
         all(&self.groups, "group")
     }
 
+    /// Store `group` (new or changed) and its memberships in the index, in one transaction.
     pub fn put_group(&self, group: &GroupRecord) -> Result<()> {
-        put(&self.groups, &group.name, group)
+        self.replace_group(&group.name, Some(group)).map(|_| ())
     }
 
     pub fn delete_group(&self, name: &str) -> Result<bool> {
-        Ok(self.groups.remove(name)?.is_some())
+        self.replace_group(name, None)
     }
 
-    /// Names of the groups `user` belongs to, sorted.
+    /// Write (or with `None` delete) the group `name` and bring the index along; returns
+    /// whether a group of that name existed.
+    fn replace_group(&self, name: &str, new: Option<&GroupRecord>) -> Result<bool> {
+        let encoded = new.map(super::encode);
+        let outcome = (&self.groups, &self.group_members).transaction(|(groups, index)| {
+            let old = groups.get(name.as_bytes())?;
+            let old_users: BTreeSet<String> = match &old {
+                Some(raw) => {
+                    super::decode::<GroupRecord>("group", raw)
+                        .map_err(ConflictableTransactionError::Abort)?
+                        .users
+                }
+                None => BTreeSet::new(),
+            };
+            let new_users = new.map(|g| g.users.clone()).unwrap_or_default();
+            for gone in old_users.difference(&new_users) {
+                index.remove(member_key(gone, name))?;
+            }
+            for added in new_users.difference(&old_users) {
+                index.insert(member_key(added, name), &[])?;
+            }
+            match &encoded {
+                Some(bytes) => {
+                    groups.insert(name.as_bytes(), bytes.as_slice())?;
+                }
+                None => {
+                    groups.remove(name.as_bytes())?;
+                }
+            }
+            Ok(old.is_some())
+        });
+        match outcome {
+            Ok(existed) => Ok(existed),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(StateError::Db(e)),
+        }
+    }
+
+    /// Names of the groups `user` belongs to, sorted (from the index: the user's groups only).
     pub fn groups_of(&self, user: &str) -> Result<Vec<String>> {
-        Ok(self
-            .groups()?
-            .into_iter()
-            .filter(|g| g.users.contains(user))
-            .map(|g| g.name)
-            .collect())
+        let mut prefix = user.as_bytes().to_vec();
+        prefix.push(0);
+        self.group_members
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| {
+                let k = k?;
+                Ok(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            })
+            .collect()
     }
 }

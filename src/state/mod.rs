@@ -4,11 +4,15 @@
 //! Each kind of record has its own sled tree and its own file here. Records are JSON values, so
 //! a dump is readable by a person; secrets are never stored, only their hashes
 //! ([`crate::secrets`]). A `schema_version` key in the `meta` tree guards against a state
-//! directory written by a newer Orrery: such a directory is refused, never guessed at.
+//! directory written by a newer Orrery: such a directory is refused, never guessed at. An older
+//! one is migrated forward when opened ([`migrate`]), and the database as it was before is kept
+//! beside it (`sled.schema-v<N>.backup`).
 
+mod export;
 mod gpu_queue;
 mod groups;
 mod leases;
+mod migrate;
 mod oauth;
 mod servers;
 mod sessions;
@@ -20,6 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
+pub use export::StateExport;
 pub use gpu_queue::QueueEntry;
 pub use groups::GroupRecord;
 pub use leases::{LeaseHolder, LeaseRecord};
@@ -29,8 +34,9 @@ pub use sessions::SessionRecord;
 pub use tokens::{TokenKind, TokenOwner, TokenRecord};
 pub use users::UserRecord;
 
-/// The layout version this binary writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The layout version this binary writes and understands (what changed at each version:
+/// [`migrate`]).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The `meta` key recording the sign-up default in force when the state was created.
 const SIGNUP_DEFAULT_KEY: &str = "signup_default_at_creation";
@@ -72,6 +78,10 @@ pub struct Store {
     path: PathBuf,
     users: sled::Tree,
     groups: sled::Tree,
+    /// `user NUL group` → empty: group membership by user, written in the same transaction as
+    /// the group, so "which groups is this user in" (asked on every API request) costs the
+    /// user's groups, not all groups.
+    group_members: sled::Tree,
     tokens: sled::Tree,
     sessions: sled::Tree,
     oauth_clients: sled::Tree,
@@ -121,6 +131,19 @@ impl Store {
         }
         let opened = Self::open_checked(&db_path, &path, existed);
         match (&opened, existed) {
+            (Ok((_, Some(from))), true) => {
+                // Migrated: the copy taken before is the way back; keep it under a clear name.
+                let kept = dir.join(format!("{DB_DIR}.schema-v{from}.backup"));
+                let _ = std::fs::remove_dir_all(&kept);
+                if std::fs::rename(&backup, &kept).is_ok() {
+                    tracing::info!(
+                        from,
+                        to = SCHEMA_VERSION,
+                        backup = %kept.display(),
+                        "state migrated; the database as it was is kept"
+                    );
+                }
+            }
             (Ok(_), true) => {
                 let _ = std::fs::remove_dir_all(&backup);
             }
@@ -131,10 +154,12 @@ impl Store {
             }
             _ => {}
         }
-        opened
+        opened.map(|(store, _)| store)
     }
 
-    fn open_checked(db_path: &Path, dir: &Path, existed: bool) -> Result<Store> {
+    /// Open and check the database, migrating an older schema; also says from which version
+    /// it migrated, if it did.
+    fn open_checked(db_path: &Path, dir: &Path, existed: bool) -> Result<(Store, Option<u32>)> {
         let path = dir.to_path_buf();
         // A process that just closed the database (a restart, a CLI command) may still hold
         // sled's file lock for a moment: retry briefly before calling it an error.
@@ -159,6 +184,7 @@ impl Store {
             }
         };
         let meta = db.open_tree("meta")?;
+        let mut migrated = None;
         match meta.get("schema_version")? {
             Some(raw) => {
                 let found = std::str::from_utf8(&raw)
@@ -176,6 +202,10 @@ impl Store {
                         path,
                         detail: "schema_version is 0".into(),
                     });
+                }
+                if found < SCHEMA_VERSION {
+                    migrate::forward(&db, &meta, found)?;
+                    migrated = Some(found);
                 }
             }
             None if existed => {
@@ -209,9 +239,10 @@ impl Store {
             meta.insert(SIGNUP_DEFAULT_KEY, era)?;
             db.flush()?;
         }
-        Ok(Store {
+        let store = Store {
             users: db.open_tree("users")?,
             groups: db.open_tree("groups")?,
+            group_members: db.open_tree(migrate::GROUP_MEMBERS)?,
             tokens: db.open_tree("tokens")?,
             sessions: db.open_tree("sessions")?,
             oauth_clients: db.open_tree("oauth_clients")?,
@@ -221,7 +252,8 @@ impl Store {
             gpu_queue: db.open_tree("gpu_queue")?,
             db,
             path,
-        })
+        };
+        Ok((store, migrated))
     }
 
     /// A random id made when this state directory was created. Backends label what they
@@ -353,6 +385,134 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("newer Orrery"));
+    }
+
+    /// A database as Orrery wrote it at schema version 1 (no membership index).
+    fn write_v1_state(dir: &Path) {
+        let db = sled::Config::new().path(dir.join(DB_DIR)).open().unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("schema_version", "1").unwrap();
+        meta.insert("instance_id", "inst-v1").unwrap();
+        meta.insert(SIGNUP_DEFAULT_KEY, "closed").unwrap();
+        let users = db.open_tree("users").unwrap();
+        for name in ["alice", "bob"] {
+            users.insert(name, encode(&UserRecord::new(name))).unwrap();
+        }
+        let ta = GroupRecord {
+            name: "ta".into(),
+            users: ["alice".to_string(), "bob".to_string()].into(),
+            ..Default::default()
+        };
+        db.open_tree("groups")
+            .unwrap()
+            .insert("ta", encode(&ta))
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    fn raw_schema_version(db_dir: &Path) -> String {
+        let db = sled::Config::new().path(db_dir).open().unwrap();
+        let v = db.open_tree("meta").unwrap().get("schema_version").unwrap();
+        String::from_utf8(v.unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_version_1_state_is_migrated_forward_and_the_old_database_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        write_v1_state(dir.path());
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.groups_of("alice").unwrap(), vec!["ta".to_string()]);
+            assert_eq!(store.groups_of("carol").unwrap(), Vec::<String>::new());
+            assert_eq!(store.instance_id().unwrap(), "inst-v1");
+            assert_eq!(store.users().unwrap().len(), 2);
+        }
+        assert_eq!(raw_schema_version(&dir.path().join(DB_DIR)), "2");
+        let kept = dir.path().join("sled.schema-v1.backup");
+        assert_eq!(
+            raw_schema_version(&kept),
+            "1",
+            "the database before the migration is kept"
+        );
+        assert!(!dir.path().join("sled.pre-open").exists());
+        // Opening again migrates nothing and still answers from the index.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.groups_of("bob").unwrap(), vec!["ta".to_string()]);
+    }
+
+    #[test]
+    fn the_membership_index_follows_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut g = GroupRecord {
+            name: "physics".into(),
+            users: ["alice".to_string(), "bob".to_string()].into(),
+            ..Default::default()
+        };
+        store.put_group(&g).unwrap();
+        store
+            .put_group(&GroupRecord {
+                name: "ta".into(),
+                users: ["bob".to_string()].into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(store.groups_of("bob").unwrap(), vec!["physics", "ta"]);
+        g.users = ["bob".to_string(), "carol".to_string()].into();
+        store.put_group(&g).unwrap();
+        assert!(store.groups_of("alice").unwrap().is_empty());
+        assert_eq!(store.groups_of("carol").unwrap(), vec!["physics"]);
+        store.put_user(&UserRecord::new("bob")).unwrap();
+        store.delete_user("bob").unwrap();
+        assert!(store.groups_of("bob").unwrap().is_empty());
+        assert!(store.delete_group("physics").unwrap());
+        assert!(!store.delete_group("physics").unwrap());
+        assert!(store.groups_of("carol").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_export_imports_into_a_fresh_directory_with_its_instance_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_user(&UserRecord::new("alice")).unwrap();
+        store
+            .put_group(&GroupRecord {
+                name: "ta".into(),
+                users: ["alice".to_string()].into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let id = store.instance_id().unwrap();
+        let copy: StateExport =
+            serde_json::from_str(&serde_json::to_string(&store.export().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(copy.count("users"), 1);
+
+        let fresh = tempfile::tempdir().unwrap();
+        let restored = Store::import(fresh.path(), &copy).unwrap();
+        assert_eq!(restored.instance_id().unwrap(), id);
+        assert!(restored.user("alice").unwrap().is_some());
+        assert_eq!(restored.groups_of("alice").unwrap(), vec!["ta"]);
+        drop(restored);
+        // Never over an existing database.
+        assert!(matches!(
+            Store::import(fresh.path(), &copy),
+            Err(StateError::Conflict(_))
+        ));
+        // A copy from a newer Orrery is refused; one from an older one is migrated.
+        let mut newer = copy.clone();
+        newer.schema_version = SCHEMA_VERSION + 1;
+        let other = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Store::import(other.path(), &newer),
+            Err(StateError::FutureSchema { .. })
+        ));
+        let mut older = copy.clone();
+        older.schema_version = 1;
+        older.trees.remove(migrate::GROUP_MEMBERS);
+        let store = Store::import(other.path(), &older).unwrap();
+        assert_eq!(store.groups_of("alice").unwrap(), vec!["ta"]);
+        assert!(other.path().join("sled.schema-v1.backup").exists());
     }
 
     #[test]
