@@ -74,6 +74,7 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/orrery/gpus", get(orrery::gpus))
         .route("/orrery/tls", get(orrery::tls))
         .route("/orrery/status", get(orrery::status))
+        .route("/orrery/state", get(orrery::export_state))
         .route("/orrery/users/{name}/password", post(orrery::set_password))
         .route("/orrery/users/{name}/purge", post(orrery::purge))
         .fallback(|| async { base::ApiError::not_found("no such API endpoint") })

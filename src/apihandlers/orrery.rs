@@ -70,7 +70,7 @@ pub async fn status(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<V
         .enabled
         .then(|| format!("{}:{}", cfg.http.address, cfg.https.port));
     Ok(Json(serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": crate::version::version(),
         "listeners": {
             "http": format!("{}:{}", cfg.http.address, cfg.http.port),
             "https": https,
@@ -169,4 +169,28 @@ pub async fn purge(
             e.to_string(),
         )),
     }
+}
+
+/// `GET /hub/api/orrery/state`: the whole state as a logical copy, for `orrery backup` while
+/// the daemon runs (sled lets one process open the database). Only the local CLI: the copy
+/// holds every password and token hash, which no API token, not even an admin's, may read.
+pub async fn export_state(
+    State(hub): State<Arc<Hub>>,
+    auth: Auth,
+) -> ApiResult<Json<crate::state::StateExport>> {
+    if !matches!(auth.0.kind, PrincipalKind::Control) {
+        return Err(ApiError::forbidden(
+            "the state copy is for `orrery backup` on this machine (the control token) only",
+        ));
+    }
+    hub.store.flush().await?;
+    let store = hub.store.clone();
+    let copy = tokio::task::spawn_blocking(move || store.export())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    tracing::info!(
+        users = copy.count("users"),
+        "state copied for a backup (orrery backup)"
+    );
+    Ok(Json(copy))
 }

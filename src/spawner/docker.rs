@@ -206,7 +206,11 @@ impl DockerBackend {
                 })?;
             }
         } else if docker.inspect_volume(&source).await.is_err() {
-            let labels = HashMap::from([(LABEL_KIND, "home"), (LABEL_USER, user)]);
+            let labels = HashMap::from([
+                (LABEL_KIND, "home"),
+                (LABEL_USER, user),
+                (LABEL_HUB, self.instance.as_str()),
+            ]);
             docker
                 .create_volume(CreateVolumeOptions {
                     name: source.as_str(),
