@@ -270,6 +270,7 @@ async fn prepare_and_launch(
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let task_hub = hub.clone();
+    let server = server_name.to_string();
     tokio::spawn(async move {
         let began = Instant::now();
         let result = run_spawn(&task_hub, spec, &progress).await;
@@ -277,7 +278,7 @@ async fn prepare_and_launch(
         task_hub.metrics.spawn(result.is_ok(), began.elapsed());
         match &result {
             Ok(url) => {
-                tracing::info!(user = %name, took_ms = began.elapsed().as_millis() as u64, "server ready");
+                tracing::info!(user = %name, server = %server, took_ms = began.elapsed().as_millis() as u64, "server ready");
                 push(
                     &progress,
                     ProgressEvent {
@@ -290,7 +291,7 @@ async fn prepare_and_launch(
                 );
             }
             Err(e) => {
-                tracing::warn!(user = %name, error = %e, "spawn failed");
+                tracing::warn!(user = %name, server = %server, error = %e, "spawn failed");
                 let _ = cleanup(&task_hub, &name, "").await;
                 push(
                     &progress,
@@ -458,7 +459,7 @@ pub async fn stop(hub: &Hub, user: &str, server: &str) -> Result<(), StopError> 
     hub.store.put_server(&rec)?;
     let result = hub.backend.stop(user, server, &rec.backend_state).await;
     cleanup(hub, user, server).await?;
-    tracing::info!(user, "server stopped");
+    tracing::info!(user, server, "server stopped");
     result.map_err(|e| StopError::Backend(e.to_string()))
 }
 
@@ -532,7 +533,7 @@ impl Reconciler {
             let user_exists = hub.store.user(&rec.user)?.is_some();
             if running && now.ready && now.pending.is_none() && user_exists {
                 if pass == Pass::Startup {
-                    tracing::info!(user = %rec.user, "re-adopted running server");
+                    tracing::info!(user = %rec.user, server = %rec.name, "re-adopted running server");
                 }
                 continue;
             }
@@ -542,7 +543,7 @@ impl Reconciler {
                     .stop(&rec.user, &rec.name, &rec.backend_state)
                     .await;
             }
-            tracing::info!(user = %rec.user, "forgetting server that is no longer running");
+            tracing::info!(user = %rec.user, server = %rec.name, "forgetting server that is no longer running");
             cleanup(hub, &rec.user, &rec.name).await?;
         }
         let Ok(observed) = hub.backend.list().await else {
@@ -559,7 +560,7 @@ impl Reconciler {
             let key = observed_key(&o);
             let old = o.created.is_some_and(|c| now - c > oldest_spawn);
             if pass == Pass::Startup || self.unrecorded.contains(&key) || old {
-                tracing::info!(user = %o.user, "stopping a server the hub has no record of");
+                tracing::info!(user = %o.user, server = %o.server, "stopping a server the hub has no record of");
                 let _ = hub.backend.stop(&o.user, &o.server, &o.state).await;
             } else {
                 unrecorded.insert(key);
