@@ -14,9 +14,13 @@ length = 64
 if not re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+([-+~][0-9A-Za-z.-]+)?", version):
     sys.exit(f"stamp-version: {version!r} is not a version like 1.2.3 or 1.2.3-rc.1")
 data = bytearray(open(src, "rb").read())
-at = data.find(marker)
-if at < 0 or data.find(marker, at + 1) >= 0:
-    sys.exit(f"stamp-version: {src} has no single version stamp (not an orrery binary?)")
+# The stamp: the marker, a version, then NULs up to 64 bytes (the marker text may also occur
+# elsewhere, e.g. in debug builds; only the padded block is the stamp).
+stamp = re.compile(re.escape(marker) + rb"[0-9A-Za-z.+~-]{1,40}\0+")
+found = [m.start() for m in stamp.finditer(data) if m.end() - m.start() >= length]
+if len(found) != 1:
+    sys.exit(f"stamp-version: {src} has no single version stamp ({len(found)} found; not an orrery binary?)")
+at = found[0]
 body = marker + version.encode()
 if len(body) >= length:
     sys.exit(f"stamp-version: {version!r} is too long for the stamp")

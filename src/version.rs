@@ -10,6 +10,10 @@
 /// Where the stamp starts: the marker the stamping tool looks for (it must occur once).
 pub const STAMP_MARKER: &str = "ORRERY_VERSION_STAMP:";
 
+/// The marker's length, computed at compile time (so the marker itself is not kept as a second
+/// string in the binary: the stamping tool wants exactly one).
+const STAMP_MARKER_LEN: usize = STAMP_MARKER.len();
+
 /// Bytes for the marker plus the version (NUL-padded).
 pub const STAMP_LEN: usize = 64;
 
@@ -41,7 +45,7 @@ pub fn version() -> &'static str {
         // `black_box`: the bytes must be read from the binary at run time, not folded into the
         // code at compile time, or a stamped binary would still say the built version.
         let stamp: &'static [u8; STAMP_LEN] = std::hint::black_box(&STAMP);
-        let body = &stamp[STAMP_MARKER.len()..];
+        let body = &stamp[STAMP_MARKER_LEN..];
         let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
         std::str::from_utf8(&body[..end])
             .ok()
