@@ -23,7 +23,9 @@
 //! * [`cull`]: the built-in idle culler. [`reload`]: applying a changed config to the running daemon.
 //! * [`app`]: the HTTP router. [`serve`]: startup and explicit graceful shutdown.
 //! * [`metrics`], [`telemetry`]: Prometheus metrics and logging. [`secrets`]: tokens and hashes. [`files`]: the daemon's own files, written atomically.
-//! * [`cli`]: the `orrery` command line (serve, config, users, doctor, version).
+//! * [`cli`]: the `orrery` command line (serve, config, users, gpus, status, backup, restore,
+//!   cleanup, doctor, version). [`backup`]: the backup archive and copying homes in and out.
+//!   [`version`]: the version stamp. [`systemd`]: Type=notify and the watchdog.
 
 pub mod activity;
 pub mod apihandlers;
