@@ -3,6 +3,7 @@
 #
 #   curl -fsSL URL-OF-THIS-SCRIPT | sudo sh -s -- --admin alice --binary URL-OR-PATH
 #   sudo sh bootstrap/bootstrap.sh --admin alice:a-long-password --source .
+#   sudo sh bootstrap/bootstrap.sh --uninstall        # or --purge, --purge-homes
 #
 # Options and what it does: sh bootstrap.sh --help (the usage() text below).
 # Everything runs from main() at the very end, so a download cut short runs nothing.
@@ -10,7 +11,7 @@ set -u
 
 usage() {
 cat <<'ORRERY_USAGE_EOF'
-Install or upgrade Orrery on this machine (Debian 12+, Ubuntu 22.04+, with systemd).
+Install, upgrade or remove Orrery on this machine (Debian 12+, Ubuntu 22.04+, with systemd).
 
   curl -fsSL URL-OF-THIS-SCRIPT | sudo sh -s -- --admin alice --binary URL-OR-PATH
   sudo sh bootstrap/bootstrap.sh --admin alice:a-long-password --source .
@@ -20,8 +21,11 @@ There is no release download server yet: say where the orrery binary comes from,
   --source DIR           an Orrery checkout, built here with `cargo build --release --locked`
                          (as the sudo user when they own DIR); needs Rust installed
 Re-running the installer upgrades in place: it replaces the binary and the systemd unit and
-restarts the service; /etc/orrery/config.toml and /var/lib/orrery are never overwritten.
-Without --binary or --source a re-run keeps the installed binary.
+restarts the service when they changed (a config change is applied with a reload);
+/etc/orrery/config.toml, /var/lib/orrery, the running user servers and the users' files are
+kept. Without --binary or --source a re-run keeps the installed binary. A binary older than
+the installed one is refused (versions compared as Debian versions) unless --allow-downgrade;
+the same version with other bytes (a rebuild) is installed.
 
 Options (each also as an environment variable):
   --admin NAME[:PASSWORD]  make NAME an admin (users.admin; repeatable); with a password, also
@@ -29,6 +33,10 @@ Options (each also as an environment variable):
                            ORRERY_ADMIN="alice bob:pw" (space-separated)
   --binary PATH_OR_URL     ORRERY_BINARY
   --source DIR             ORRERY_SOURCE
+  --backend docker|local   where user servers run (spawner.backend; ORRERY_BACKEND): written
+                           into a new config, or set in the existing one with
+                           `orrery config set spawner.backend`; local installs no Docker
+  --allow-downgrade        install a binary older than the installed one (ORRERY_ALLOW_DOWNGRADE=1)
   --no-docker              do not install docker.io (ORRERY_NO_DOCKER=1)
   --skip-os-check          install on another Debian-like system (ORRERY_SKIP_OS_CHECK=1)
   --dry-run                print the commands, change nothing (ORRERY_DRY_RUN=1)
@@ -36,17 +44,32 @@ Options (each also as an environment variable):
   --print-unit             print the systemd unit this installs, and exit
   -h, --help               this help
 
-Steps (each is printed): check root, the OS and systemd; apt-get install docker.io
-ca-certificates curl; install the binary as /usr/local/bin/orrery; write
-/etc/orrery/config.toml if absent; add the admins to users.admin; install
-/etc/systemd/system/orrery.service; enable and (re)start it; wait up to 60 s for
-http://127.0.0.1/hub/api/; set the admins' passwords; run `orrery doctor`; print the URL.
+Removing Orrery (each alone, or with --dry-run / --yes):
+  --uninstall      stop and disable the service, remove this hub's containers (user servers,
+                   kernels) with `orrery cleanup`, then the unit and /usr/local/bin/orrery;
+                   keeps /etc/orrery, /var/lib/orrery and the users' home volumes
+  --purge          as --uninstall, and also delete /etc/orrery and /var/lib/orrery (config,
+                   users, tokens); never the users' home volumes
+  --purge-homes    as --purge, and also delete the users' home volumes or directories
+                   (`orrery cleanup --homes`): their files are gone for good. Asks you to
+                   type "yes" on the terminal
+  --yes            do not ask (ORRERY_YES=1); without a terminal --purge-homes needs it
+
+Steps (each is printed, and an error names its step): check root, the OS and systemd;
+apt-get install docker.io ca-certificates curl (no docker.io with --no-docker or the local
+backend); install the binary as /usr/local/bin/orrery (a temporary file, then a rename);
+write /etc/orrery/config.toml if absent; set spawner.backend; add the admins to
+users.admin; install /etc/systemd/system/orrery.service; enable and (re)start or reload
+it; wait up to 60 s for http://127.0.0.1/hub/api/; set the admins' passwords; run
+`orrery doctor`; print the URL. Every step can be re-run: after a failure, fix the cause
+and run the same command again.
 ORRERY_USAGE_EOF
 }
 
 BIN=/usr/local/bin/orrery
 CONFIG_DIR=/etc/orrery
 CONFIG=$CONFIG_DIR/config.toml
+STATE_DIR=/var/lib/orrery
 UNIT=/etc/systemd/system/orrery.service
 HEALTH_TIMEOUT=60
 
@@ -166,10 +189,25 @@ ORRERY_UNIT_EOF
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-step() { printf '\n==> %s\n' "$*"; }
+CURRENT_STEP=""
+MODE=install       # install | uninstall | purge | purge-homes
+step() { CURRENT_STEP=$*; printf '\n==> %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
-die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+# An error names the step it stopped in; every step is safe to run again.
+die() {
+    if [ -z "$CURRENT_STEP" ]; then
+        printf 'ERROR: %s\n' "$*" >&2
+    else
+        printf "ERROR in step '%s': %s\n" "$CURRENT_STEP" "$*" >&2
+        if [ "$MODE" = install ]; then
+            printf "Nothing is half-done that a re-run won't fix: re-run the installer after fixing this.\n" >&2
+        else
+            printf "Nothing is half-done that a re-run won't fix: re-run it with --%s after fixing this.\n" "$MODE" >&2
+        fi
+    fi
+    exit 1
+}
 
 # Show a command as a shell would read it.
 show() {
@@ -191,7 +229,8 @@ run() {
     "$@" </dev/null
 }
 
-# Write standard input to $1 with mode $2 (atomically: a temporary file, then rename).
+# Write standard input to $1 with mode $2 (atomically: a temporary file, then rename). Returns
+# non-zero on failure (it runs in a pipeline's subshell: the caller dies).
 write_file() {
     if [ "$DRY_RUN" = 1 ]; then
         info "would write $1 (mode $2, $(wc -l | tr -d ' ') lines)"
@@ -199,7 +238,8 @@ write_file() {
     fi
     info "writing $1"
     if ! { cat > "$1.orrery-new" && chmod "$2" "$1.orrery-new" && mv -f "$1.orrery-new" "$1"; }; then
-        die "cannot write $1"
+        rm -f "$1.orrery-new"
+        return 1
     fi
 }
 
@@ -208,6 +248,35 @@ is_url() {
 }
 
 lowercase() { printf '%s' "$1" | tr '[:upper:]' '[:lower:]'; }
+
+# The spawner.backend a config file names (a plain reading of its [spawner] table; "" if none).
+config_file_backend() {
+    [ -r "$1" ] || return 0
+    sed -n '/^[[:space:]]*\[spawner\][[:space:]]*$/,/^[[:space:]]*\[/{
+        s/^[[:space:]]*backend[[:space:]]*=[[:space:]]*["'\'']\([A-Za-z]*\)["'\''].*/\1/p
+    }' "$1" | head -n 1
+}
+
+# The config a first install writes: print_config, with the backend --backend asked for.
+new_config() {
+    if [ "$BACKEND" = local ]; then
+        print_config | sed \
+            -e 's/^# One container per user on this machine.s Docker engine\.$/# One process per user on this machine, as the daemon'\''s own user (jupyterhub-singleuser on its PATH)./' \
+            -e 's/^backend = "docker"$/backend = "local"/'
+    else
+        print_config
+    fi
+}
+
+# Seconds since the epoch at which the running service last (re)started; "" if unknown.
+service_started_at() {
+    started=$(systemctl show -p ActiveEnterTimestamp --value orrery.service 2>/dev/null) || return 0
+    [ -n "$started" ] || return 0
+    date -d "$started" +%s 2>/dev/null || true
+}
+
+# A Debian version from `orrery X.Y.Z[-pre]`: "-rc.1" sorts before the release as "~rc.1".
+deb_version() { printf '%s' "${1#orrery }" | tr '-' '~'; }
 
 
 # ---- options ---------------------------------------------------------------------------------
@@ -223,12 +292,22 @@ add_admin() {
 $1"; fi
 }
 
+set_mode() {
+    if [ "$MODE" != install ] && [ "$MODE" != "$1" ]; then
+        die "give one of --uninstall, --purge and --purge-homes"
+    fi
+    MODE=$1
+}
+
 parse_args() {
     BINARY=${ORRERY_BINARY:-}
     SOURCE=${ORRERY_SOURCE:-}
+    BACKEND=${ORRERY_BACKEND:-}
     NO_DOCKER=${ORRERY_NO_DOCKER:-0}
     DRY_RUN=${ORRERY_DRY_RUN:-0}
     SKIP_OS_CHECK=${ORRERY_SKIP_OS_CHECK:-0}
+    ALLOW_DOWNGRADE=${ORRERY_ALLOW_DOWNGRADE:-0}
+    YES=${ORRERY_YES:-0}
     if [ -n "${ORRERY_ADMIN:-}" ]; then
         set -f
         for env_admin in $ORRERY_ADMIN; do add_admin "$env_admin"; done
@@ -242,9 +321,16 @@ parse_args() {
             --binary=*) BINARY=${1#--binary=} ;;
             --source) [ $# -ge 2 ] || die "--source needs a directory"; SOURCE=$2; shift ;;
             --source=*) SOURCE=${1#--source=} ;;
+            --backend) [ $# -ge 2 ] || die "--backend needs docker or local"; BACKEND=$2; shift ;;
+            --backend=*) BACKEND=${1#--backend=} ;;
+            --allow-downgrade) ALLOW_DOWNGRADE=1 ;;
             --no-docker) NO_DOCKER=1 ;;
             --skip-os-check) SKIP_OS_CHECK=1 ;;
             --dry-run) DRY_RUN=1 ;;
+            --uninstall) set_mode uninstall ;;
+            --purge) set_mode purge ;;
+            --purge-homes) set_mode purge-homes ;;
+            --yes | -y) YES=1 ;;
             --print-config) print_config; exit 0 ;;
             --print-unit) print_unit; exit 0 ;;
             -h | --help) usage; exit 0 ;;
@@ -252,6 +338,16 @@ parse_args() {
         esac
         shift
     done
+    case $BACKEND in
+        "" | docker | local) ;;
+        *) die "--backend $BACKEND: the backend is docker or local" ;;
+    esac
+    if [ "$MODE" != install ]; then
+        if [ -n "$BINARY$SOURCE$ADMINS$BACKEND" ] || [ "$ALLOW_DOWNGRADE" = 1 ]; then
+            die "--$MODE removes Orrery: give it alone (with --dry-run or --yes if you like)"
+        fi
+        return 0
+    fi
     if [ -n "$BINARY" ] && [ -n "$SOURCE" ]; then
         die "give --binary or --source, not both"
     fi
@@ -291,14 +387,36 @@ check_system() {
         warn "systemd is not running here; fine for --dry-run only"
     fi
     if dpkg-query -W -f '${Status}' orrery 2>/dev/null | grep -q 'ok installed'; then
-        die "orrery is installed from a .deb package here; upgrade it with the package instead"
+        if [ "$MODE" = install ]; then
+            die "orrery is installed from a .deb package here; upgrade it with the package instead"
+        fi
+        die "orrery is installed from a .deb package here: remove it with apt remove orrery (apt purge orrery also deletes /etc/orrery and /var/lib/orrery)"
     fi
+}
+
+# The backend in effect after this run: --backend, else the existing config's, else docker.
+effective_backend() {
+    if [ -n "$BACKEND" ]; then
+        printf '%s' "$BACKEND"
+        return 0
+    fi
+    file_backend=$(config_file_backend "$CONFIG")
+    printf '%s' "${file_backend:-docker}"
 }
 
 install_packages() {
     step "Installing system packages"
     wanted="ca-certificates curl"
-    [ "$NO_DOCKER" = 1 ] || wanted="docker.io $wanted"
+    backend=$(effective_backend)
+    with_docker=1
+    if [ "$NO_DOCKER" = 1 ]; then
+        with_docker=0
+        info "not installing Docker (--no-docker)"
+    elif [ "$backend" = local ]; then
+        with_docker=0
+        info "not installing Docker (the local backend runs servers as processes)"
+    fi
+    [ "$with_docker" = 0 ] || wanted="docker.io $wanted"
     missing=""
     for pkg in $wanted; do
         if ! dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
@@ -313,9 +431,7 @@ install_packages() {
         run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing \
             || die "apt-get install$missing failed"
     fi
-    if [ "$NO_DOCKER" = 1 ]; then
-        info "not installing Docker (--no-docker)"
-    else
+    if [ "$with_docker" = 1 ]; then
         run systemctl enable --now docker.service || die "cannot start the Docker engine (systemctl status docker)"
     fi
 }
@@ -380,6 +496,28 @@ build_from_source() {
     fi
 }
 
+# Refuse a binary older than the installed one, unless --allow-downgrade. Both say
+# `orrery X.Y.Z`; they are compared as Debian versions. The same version is a rebuild: fine.
+check_downgrade() {
+    [ -x "$BIN" ] && [ -x "$NEW_BINARY" ] || return 0
+    new_version=$("$NEW_BINARY" version 2>/dev/null </dev/null) || return 0
+    if ! old_version=$("$BIN" version 2>/dev/null </dev/null); then
+        warn "the installed $BIN does not say its version; not comparing versions"
+        return 0
+    fi
+    if [ "$old_version" = "$new_version" ]; then
+        info "same version as the installed one ($new_version): a rebuild, replacing it"
+    elif dpkg --compare-versions "$(deb_version "$new_version")" lt "$(deb_version "$old_version")"; then
+        if [ "$ALLOW_DOWNGRADE" = 1 ]; then
+            warn "downgrading $BIN from $old_version to $new_version (--allow-downgrade)"
+        else
+            die "refusing to downgrade: the new binary is $new_version, older than the installed $old_version ($BIN). An older orrery may not understand the state a newer one wrote; pass --allow-downgrade (ORRERY_ALLOW_DOWNGRADE=1) if you mean it"
+        fi
+    else
+        info "upgrading from $old_version to $new_version"
+    fi
+}
+
 install_binary() {
     step "Installing $BIN"
     BINARY_CHANGED=0
@@ -387,11 +525,13 @@ install_binary() {
         info "unchanged"
         return 0
     fi
-    if [ -f "$BIN" ] && cmp -s "$NEW_BINARY" "$BIN"; then
+    if [ -f "$BIN" ] && [ -f "$NEW_BINARY" ] && cmp -s "$NEW_BINARY" "$BIN"; then
         info "$BIN is already this binary"
         return 0
     fi
-    # A temporary file and a rename: the running daemon keeps its old binary until restarted.
+    check_downgrade
+    # A temporary file and a rename: the running daemon keeps its old binary until restarted,
+    # and $BIN is never half-written.
     run install -m 0755 "$NEW_BINARY" "$BIN.orrery-new" || die "cannot install $BIN"
     run mv -f "$BIN.orrery-new" "$BIN" || die "cannot install $BIN"
     BINARY_CHANGED=1
@@ -410,15 +550,15 @@ orrery_cmd() {
 
 write_config() {
     step "Configuration $CONFIG"
-    CONFIG_CHANGED=0
     if [ -e "$CONFIG" ]; then
         info "keeping the existing $CONFIG (it is never overwritten)"
     else
         run mkdir -p "$CONFIG_DIR" || die "cannot create $CONFIG_DIR"
-        print_config | write_file "$CONFIG" 0600 || die "cannot write $CONFIG"
+        new_config | write_file "$CONFIG" 0600 || die "cannot write $CONFIG"
+        [ -z "$BACKEND" ] || info "spawner.backend = \"$BACKEND\""
     fi
     if [ -e "$CONFIG" ]; then
-        checked=$(orrery_cmd config show --effective 2>&1 >/dev/null)
+        checked=$(orrery_cmd config show --effective 2>&1 >/dev/null </dev/null)
         rc=$?
         if [ "$rc" = 127 ]; then
             info "(not checked: orrery is not installed yet)"
@@ -428,6 +568,19 @@ write_config() {
             info "$CONFIG is valid"
         fi
     fi
+    if [ -n "$BACKEND" ]; then
+        current=$(orrery_cmd config get spawner.backend 2>/dev/null </dev/null) || current=$(config_file_backend "$CONFIG")
+        if [ "$current" = "$BACKEND" ]; then
+            info "spawner.backend is already $BACKEND"
+        else
+            show "$BIN" --config "$CONFIG" config set spawner.backend "$BACKEND"
+            if [ "$DRY_RUN" != 1 ]; then
+                out=$(orrery_cmd config set spawner.backend "$BACKEND" 2>&1 </dev/null) \
+                    || die "cannot set spawner.backend to $BACKEND: $out"
+                [ -z "$out" ] || info "$(printf '%s' "$out" | head -n 1)"
+            fi
+        fi
+    fi
     old_ifs=$IFS
     set -f
     IFS='
@@ -435,15 +588,11 @@ write_config() {
     for spec in $ADMINS; do
         IFS=$old_ifs
         name=$(lowercase "${spec%%:*}")
-        if [ "$DRY_RUN" = 1 ]; then
-            show "$BIN" --config "$CONFIG" config add-item users.admin "$name"
-            continue
-        fi
         show "$BIN" --config "$CONFIG" config add-item users.admin "$name"
+        [ "$DRY_RUN" = 1 ] && continue
         out=$(orrery_cmd config add-item users.admin "$name" 2>&1 </dev/null) \
             || die "cannot add $name to users.admin: $out"
         info "$(printf '%s' "$out" | head -n 1)"
-        case $out in *"already contains"*) ;; *) CONFIG_CHANGED=1 ;; esac
     done
     IFS=$old_ifs
     set +f
@@ -462,15 +611,39 @@ install_unit() {
     run systemctl enable orrery.service || die "systemctl enable orrery failed"
 }
 
+# Restart when the running daemon is not the installed binary or unit (changed now, or by an
+# earlier run that stopped before its restart); else reload the config, restarting when the
+# reload names a key that needs a restart. So a re-run always converges.
 start_service() {
     step "Starting orrery"
     if [ "$DRY_RUN" != 1 ] && systemctl is-active --quiet orrery.service; then
-        if [ "$BINARY_CHANGED" = 1 ] || [ "$UNIT_CHANGED" = 1 ]; then
+        why=""
+        pid=$(systemctl show -p MainPID --value orrery.service 2>/dev/null) || pid=0
+        started=$(service_started_at)
+        if [ "$BINARY_CHANGED" = 1 ]; then
+            why="the binary changed"
+        elif [ -n "$pid" ] && [ "$pid" != 0 ] && [ -e "/proc/$pid/exe" ] \
+            && [ "$(stat -L -c %d:%i "/proc/$pid/exe" 2>/dev/null)" != "$(stat -L -c %d:%i "$BIN" 2>/dev/null)" ]; then
+            why="the running daemon is not $BIN"
+        elif [ "$UNIT_CHANGED" = 1 ]; then
+            why="the unit changed"
+        elif [ -z "$started" ] || [ "$(stat -c %Y "$UNIT" 2>/dev/null || echo 0)" -gt "$started" ]; then
+            why="the unit is newer than the running service"
+        fi
+        if [ -n "$why" ]; then
+            info "restarting: $why"
             run systemctl restart orrery.service || true
-        elif [ "$CONFIG_CHANGED" = 1 ]; then
-            run systemctl reload orrery.service || true
         else
-            info "already running, nothing changed"
+            show "$BIN" --config "$CONFIG" config reload
+            if out=$(orrery_cmd config reload 2>&1 </dev/null); then
+                printf '%s\n' "$out" | sed 's/^/    /'
+                case $out in
+                    *"needs a restart"*) run systemctl restart orrery.service || true ;;
+                esac
+            else
+                warn "the reload failed ($out); restarting instead"
+                run systemctl restart orrery.service || true
+            fi
         fi
     else
         run systemctl restart orrery.service || true
@@ -493,7 +666,7 @@ start_service() {
             printf '\n' >&2
             warn "orrery did not answer at $API_URL within ${HEALTH_TIMEOUT}s; its last log lines:"
             journalctl -u orrery.service -n 50 --no-pager >&2 || true
-            die "orrery is not running; fix the problem above, then re-run this installer"
+            die "orrery is not running; fix the problem above"
         fi
         sleep 2
         waited=$((waited + 2))
@@ -562,12 +735,158 @@ summary() {
         native) info "Log in with a user an admin created: sudo orrery users add NAME --password-stdin" ;;
         *) info "Authenticator: $auth" ;;
     esac
-    [ -n "$ADMINS" ] || info "No admin yet: sudo orrery config add-item users.admin NAME && sudo orrery config reload"
+    backend=$(orrery_cmd config get spawner.backend 2>/dev/null) || backend=$(effective_backend)
+    if [ "$backend" = local ]; then
+        info "Backend local: each user's server is a jupyterhub-singleuser process found on the"
+        info "daemon's PATH (/usr/local/bin:/usr/bin:...), run as the daemon's user, root. As root it"
+        info "is refused unless spawner.local.allow_root = true; install JupyterHub/JupyterLab first."
+    fi
+    admins_now=$(orrery_cmd config get users.admin 2>/dev/null </dev/null) || admins_now=""
+    case $admins_now in
+        "" | "[]") [ -n "$ADMINS" ] || info "No admin yet: sudo orrery config add-item users.admin NAME && sudo orrery config reload" ;;
+    esac
     info "Settings: sudo orrery config show | set KEY VALUE | reload   Logs: journalctl -u orrery"
+}
+
+# ---- removal ---------------------------------------------------------------------------------
+
+# --purge-homes deletes every user's files: ask on the terminal (under `curl | sh` standard
+# input is the script), unless --yes.
+confirm_purge_homes() {
+    step "Confirming that every user's home is to be deleted"
+    if [ "$YES" = 1 ]; then
+        info "confirmed by --yes"
+        return 0
+    fi
+    if [ "$DRY_RUN" = 1 ]; then
+        info "(a real run asks you to type yes here, unless --yes)"
+        return 0
+    fi
+    if ! ( : </dev/tty ) 2>/dev/null; then
+        die "--purge-homes deletes every user's home volume or directory and needs a confirmation, but there is no terminal to ask on: add --yes"
+    fi
+    printf '    --purge-homes deletes the config, the state AND every user'\''s home volume or\n' >/dev/tty
+    printf '    directory: their notebooks and files are gone for good. Type yes to go on: ' >/dev/tty
+    answer=""
+    read -r answer </dev/tty || answer=""
+    if [ "$answer" != yes ]; then
+        CURRENT_STEP=""   # a "no" is no failure to re-run after
+        die "not confirmed (you typed \"$answer\", not \"yes\"); nothing was removed"
+    fi
+    info "confirmed"
+}
+
+stop_service() {
+    step "Stopping and disabling orrery"
+    if [ "$DRY_RUN" != 1 ] && ! systemctl is-active --quiet orrery.service && [ ! -e "$UNIT" ]; then
+        info "not installed as a service (no $UNIT)"
+        return 0
+    fi
+    if [ -e "$UNIT" ]; then
+        run systemctl disable --now orrery.service || die "systemctl disable --now orrery failed"
+    else
+        run systemctl stop orrery.service || die "systemctl stop orrery failed"
+    fi
+    if [ "$DRY_RUN" != 1 ] && systemctl is-active --quiet orrery.service; then
+        die "orrery is still running (systemctl status orrery)"
+    fi
+}
+
+# Removes this hub's containers (and with --purge-homes the users' homes) while the daemon is
+# stopped and the binary, config and state are still there: `orrery cleanup` needs them.
+cleanup_containers() {
+    cleanup_args=cleanup
+    if [ "$MODE" = purge-homes ]; then
+        cleanup_args="cleanup --homes"
+        step "Removing this hub's containers and the users' homes (orrery cleanup --homes)"
+    else
+        step "Removing this hub's containers (orrery cleanup; home volumes are kept)"
+    fi
+    if [ "$DRY_RUN" = 1 ]; then
+        # shellcheck disable=SC2086 # "cleanup" or "cleanup --homes"
+        show "$BIN" --config "$CONFIG" $cleanup_args
+        return 0
+    fi
+    if [ ! -x "$BIN" ] || [ ! -e "$CONFIG" ]; then
+        msg="no $BIN or no $CONFIG (removed already?): cannot run orrery $cleanup_args"
+        [ "$MODE" = purge-homes ] && die "$msg; the users' homes are left: list them with docker volume ls"
+        warn "$msg; remove any leftover containers with docker rm -f (docker ps -a)"
+        return 0
+    fi
+    # shellcheck disable=SC2086 # "cleanup" or "cleanup --homes"
+    if run "$BIN" --config "$CONFIG" $cleanup_args; then
+        return 0
+    fi
+    if [ "$MODE" = purge-homes ]; then
+        die "orrery cleanup --homes failed (above), so the users' homes are still there and nothing else was removed (the service is stopped); fix it and re-run, or use --purge to remove everything but the homes"
+    fi
+    warn "orrery cleanup failed or does not exist in this version (above): this hub's containers may be left; list them with docker ps -a, remove them with docker rm -f. Going on"
+}
+
+remove_files() {
+    step "Removing the systemd unit $UNIT"
+    run rm -f "$UNIT" "$UNIT.orrery-new" || die "cannot remove $UNIT"
+    run systemctl daemon-reload || die "systemctl daemon-reload failed"
+    if [ "$DRY_RUN" != 1 ]; then
+        systemctl reset-failed orrery.service >/dev/null 2>&1 || true
+    fi
+    step "Removing $BIN"
+    run rm -f "$BIN" "$BIN.orrery-new" || die "cannot remove $BIN"
+}
+
+# The state directory the config names, when it is outside /var/lib/orrery and /etc/orrery
+# (a purge removes only those two; this one is named so it can be removed by hand).
+outside_state_path() {
+    path=$(orrery_cmd config get state.path 2>/dev/null </dev/null) || return 0
+    case $path in
+        "" | "$STATE_DIR" | "$STATE_DIR"/* | "$CONFIG_DIR" | "$CONFIG_DIR"/*) ;;
+        /*) printf '%s' "$path" ;;
+        *) ;;  # relative: below /etc/orrery
+    esac
+}
+
+purge_data() {
+    step "Removing the configuration and state ($CONFIG_DIR, $STATE_DIR)"
+    run rm -rf "$CONFIG_DIR" "$STATE_DIR" || die "cannot remove $CONFIG_DIR and $STATE_DIR"
+    [ -z "$OTHER_STATE" ] || warn "state.path named $OTHER_STATE, outside $STATE_DIR: it is not removed; delete it yourself"
+}
+
+uninstall_summary() {
+    step "Done"
+    [ "$DRY_RUN" = 1 ] && info "(dry run: nothing was changed)"
+    info "Orrery is removed: the service, $UNIT and $BIN."
+    case $MODE in
+        uninstall)
+            info "Kept: $CONFIG_DIR (the config), $STATE_DIR (users, tokens, servers) and the users'"
+            info "home volumes. Installing again picks them up; --purge deletes the config and state." ;;
+        purge)
+            info "Deleted: $CONFIG_DIR and $STATE_DIR. Kept: the users' home volumes or directories"
+            info "(docker volume ls); --purge-homes deletes them too." ;;
+        purge-homes)
+            info "Deleted: $CONFIG_DIR, $STATE_DIR and the users' homes." ;;
+    esac
+    info "Docker and the images the hub used are left installed."
+}
+
+uninstall_main() {
+    [ "$DRY_RUN" = 1 ] && printf 'Dry run: the commands are printed, nothing is changed.\n'
+    check_system
+    [ "$MODE" != purge-homes ] || confirm_purge_homes
+    OTHER_STATE=""
+    [ "$MODE" = uninstall ] || OTHER_STATE=$(outside_state_path)
+    stop_service
+    cleanup_containers
+    remove_files
+    [ "$MODE" = uninstall ] || purge_data
+    uninstall_summary
 }
 
 main() {
     parse_args "$@"
+    if [ "$MODE" != install ]; then
+        uninstall_main
+        return
+    fi
     [ "$DRY_RUN" = 1 ] && printf 'Dry run: the commands are printed, nothing is changed.\n'
     check_system
     install_packages

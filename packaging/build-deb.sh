@@ -11,8 +11,11 @@
 #   /lib/systemd/system/orrery.service  systemd/orrery.service, ExecStart pointed at /usr/bin
 #   /etc/orrery/config.toml             packaging/config.toml, a conffile (kept on upgrade)
 #   /usr/share/doc/orrery/              README.md and the commented orrery.example.toml
-# Installing it enables and starts the service when systemd runs; removing it stops the
-# service; nothing ever deletes /var/lib/orrery (users, tokens, servers), not even a purge.
+# Installing it enables and starts the service when systemd runs (an upgrade restarts it).
+# `apt remove orrery` stops the service, removes this hub's containers (user servers, kernels;
+# `orrery cleanup`, best effort) and the program, and keeps /etc/orrery (config) and
+# /var/lib/orrery (users, tokens, servers). `apt purge orrery` also deletes /etc/orrery and
+# /var/lib/orrery. Neither ever deletes the users' home volumes or directories.
 #
 # Environment:
 #   ORRERY_BINARY          package this binary instead of building target/release/orrery
@@ -64,8 +67,10 @@ install -m 0755 "$binary" "$stage/usr/bin/orrery"
 # One unit file for both installers: only the binary's path differs.
 grep -q '^ExecStart=/usr/local/bin/orrery ' systemd/orrery.service \
     || die "systemd/orrery.service has no 'ExecStart=/usr/local/bin/orrery ' line to adjust"
-sed 's#/usr/local/bin/orrery#/usr/bin/orrery#g' systemd/orrery.service \
+sed 's#^ExecStart=/usr/local/bin/orrery #ExecStart=/usr/bin/orrery #' systemd/orrery.service \
     > "$stage/lib/systemd/system/orrery.service"
+[ "$(diff systemd/orrery.service "$stage/lib/systemd/system/orrery.service" | grep -c '^[<>]')" = 2 ] \
+    || die "the packaged unit should differ from systemd/orrery.service in the ExecStart line only"
 chmod 0644 "$stage/lib/systemd/system/orrery.service"
 # The config may come to hold service tokens: readable by root only, as `orrery config` writes it.
 install -m 0600 packaging/config.toml "$stage/etc/orrery/config.toml"
@@ -103,7 +108,8 @@ EOF
 
 cat > "$stage/DEBIAN/postinst" <<'EOF'
 #!/bin/sh
-# Enable and start orrery on a first install; restart it on an upgrade.
+# Enable orrery on a first install; then start it (first install, or a re-install after
+# `apt remove`) or restart it (upgrade) when it is enabled, as Debian's deb-systemd-invoke does.
 set -e
 if [ "$1" = configure ]; then
     mkdir -p /var/lib/orrery
@@ -112,10 +118,17 @@ if [ "$1" = configure ]; then
         systemctl daemon-reload
         if [ -z "$2" ]; then
             systemctl enable orrery.service
-            systemctl start orrery.service || \
-                echo "orrery did not start; see: journalctl -u orrery -n 50" >&2
+        fi
+        if systemctl is-enabled --quiet orrery.service; then
+            if [ -z "$2" ] || ! systemctl is-active --quiet orrery.service; then
+                systemctl start orrery.service || \
+                    echo "orrery did not start; see: journalctl -u orrery -n 50" >&2
+            else
+                systemctl restart orrery.service || \
+                    echo "orrery did not restart; see: journalctl -u orrery -n 50" >&2
+            fi
         else
-            systemctl try-restart orrery.service || true
+            echo "orrery.service is disabled: not starting it (systemctl enable --now orrery)"
         fi
     else
         echo "systemd is not running: start orrery yourself (orrery --config /etc/orrery/config.toml serve)"
@@ -126,10 +139,21 @@ EOF
 
 cat > "$stage/DEBIAN/prerm" <<'EOF'
 #!/bin/sh
-# Stop orrery when the package is removed (an upgrade restarts it from postinst instead).
+# On removal: stop orrery, then remove this hub's containers (user servers, kernels) while the
+# program, config and state are still there; the users' home volumes are kept. An upgrade
+# restarts the service from postinst instead.
 set -e
 case "$1" in
-    remove|deconfigure)
+    remove)
+        if [ -d /run/systemd/system ]; then
+            systemctl stop orrery.service || true
+        fi
+        if [ -x /usr/bin/orrery ] && [ -e /etc/orrery/config.toml ]; then
+            /usr/bin/orrery --config /etc/orrery/config.toml cleanup </dev/null || \
+                echo "orrery: could not remove this hub's containers (above); see docker ps -a" >&2
+        fi
+        ;;
+    deconfigure)
         if [ -d /run/systemd/system ]; then
             systemctl stop orrery.service || true
         fi
@@ -140,22 +164,26 @@ EOF
 
 cat > "$stage/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
-# Never deletes /var/lib/orrery: it holds the users, their tokens and servers.
+# remove: keep /etc/orrery (config) and /var/lib/orrery (users, tokens, servers).
+# purge: delete both. Never the users' home volumes or directories.
 set -e
 case "$1" in
-    remove|purge)
-        if [ "$1" = purge ]; then
-            rm -f /etc/systemd/system/multi-user.target.wants/orrery.service
-            # The lock file `orrery config` keeps next to the config (dpkg removes the conffile).
-            rm -f /etc/orrery/config.toml.lock
-            rmdir /etc/orrery 2>/dev/null || true
-        fi
+    remove)
         if [ -d /run/systemd/system ]; then
             systemctl daemon-reload || true
         fi
-        if [ -d /var/lib/orrery ]; then
-            echo "orrery: the state in /var/lib/orrery is kept; delete it yourself if it is no longer needed"
+        echo "orrery: kept /etc/orrery and /var/lib/orrery (apt purge orrery deletes them) and the users' home volumes"
+        ;;
+    purge)
+        rm -f /etc/systemd/system/multi-user.target.wants/orrery.service
+        # dpkg removed the conffile; the rest (the lock file `orrery config` keeps, backups)
+        # and the state go now.
+        rm -rf /etc/orrery /var/lib/orrery
+        if [ -d /run/systemd/system ]; then
+            systemctl daemon-reload || true
+            systemctl reset-failed orrery.service >/dev/null 2>&1 || true
         fi
+        echo "orrery: deleted /etc/orrery and /var/lib/orrery; the users' home volumes are kept (docker volume ls)"
         ;;
 esac
 exit 0

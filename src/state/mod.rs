@@ -5,7 +5,7 @@
 //! a dump is readable by a person; secrets are never stored, only their hashes
 //! ([`crate::secrets`]). A `schema_version` key in the `meta` tree guards against a state
 //! directory written by a newer Orrery: such a directory is refused, never guessed at. An older
-//! one is migrated forward when opened ([`migrate`]), and the database as it was before is kept
+//! one is migrated forward when opened (`migrate.rs`), and the database as it was before is kept
 //! beside it (`sled.schema-v<N>.backup`).
 
 mod export;
@@ -34,8 +34,8 @@ pub use sessions::SessionRecord;
 pub use tokens::{TokenKind, TokenOwner, TokenRecord};
 pub use users::UserRecord;
 
-/// The layout version this binary writes and understands (what changed at each version:
-/// [`migrate`]).
+/// The layout version this binary writes and understands (what changed at each version is
+/// listed in `migrate.rs`).
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// The `meta` key recording the sign-up default in force when the state was created.

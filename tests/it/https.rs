@@ -400,42 +400,9 @@ pub async fn tls_status(d: &Daemon) -> serde_json::Value {
 
 /// Log in as `user` (first use sets the password) over plain HTTP; the session cookie.
 async fn login(d: &Daemon, user: &str) -> String {
-    let c = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = c.get(format!("{}/hub/login", d.url)).send().await.unwrap();
-    let xsrf = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .trim_start_matches("_xsrf=")
-        .to_string();
-    let r = c
-        .post(format!("{}/hub/login", d.url))
-        .header("Cookie", format!("_xsrf={xsrf}"))
-        .form(&[
-            ("_xsrf", xsrf.as_str()),
-            ("username", user),
-            ("password", "pebble-admin-pw"),
-        ])
-        .send()
+    crate::common::login_at(&d.url, user, "pebble-admin-pw")
         .await
-        .unwrap();
-    assert!(
-        r.status().is_redirection(),
-        "login as {user}: {}",
-        r.status()
-    );
-    r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string()
+        .unwrap_or_else(|(status, page)| panic!("login as {user}: {status}\n{page}"))
 }
 
 /// Pebble, with its validator pointed at Orrery's HTTP port: Orrery answers the HTTP-01

@@ -26,3 +26,4 @@ mod pages;
 mod proxy;
 mod python_clients;
 mod serve;
+mod systemd;

@@ -384,3 +384,43 @@ impl Drop for Daemon {
         self.kill();
     }
 }
+
+/// Log in at the hub whose base URL is `base` (e.g. `http://127.0.0.1:8000`) through the login
+/// form, as a browser without JavaScript does (first use sets the password): the session
+/// cookie (`name=value`), or the status and page of a refused login.
+pub async fn login_at(base: &str, user: &str, password: &str) -> Result<String, (u16, String)> {
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let first_cookie = |r: &reqwest::Response| {
+        r.headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string)
+    };
+    let r = c
+        .get(format!("{base}/hub/login"))
+        .send()
+        .await
+        .expect("login page");
+    let xsrf_cookie = first_cookie(&r).expect("the login page sets the _xsrf cookie");
+    let xsrf = xsrf_cookie.trim_start_matches("_xsrf=").to_string();
+    let r = c
+        .post(format!("{base}/hub/login"))
+        .header("Cookie", &xsrf_cookie)
+        .form(&[
+            ("_xsrf", xsrf.as_str()),
+            ("username", user),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .expect("login");
+    if r.status().is_redirection() {
+        Ok(first_cookie(&r).expect("a login sets the session cookie"))
+    } else {
+        Err((r.status().as_u16(), r.text().await.unwrap_or_default()))
+    }
+}
