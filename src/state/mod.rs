@@ -147,8 +147,15 @@ impl Store {
             (Ok(_), true) => {
                 let _ = std::fs::remove_dir_all(&backup);
             }
+            (Err(StateError::Open { .. }), true) => {
+                // sled never opened it (another process holds it: the running daemon, when a
+                // CLI command or `orrery doctor` tries): the database is live and untouched, and
+                // putting the copy back would throw away everything written after it was taken.
+                let _ = std::fs::remove_dir_all(&backup);
+            }
             (Err(_), true) => {
-                // Put the database back exactly as it was before we touched it.
+                // sled opened it and what it found is not our state (or a migration failed):
+                // put the database back exactly as it was before we touched it.
                 let _ = std::fs::remove_dir_all(&db_path);
                 let _ = std::fs::rename(&backup, &db_path);
             }
@@ -513,6 +520,30 @@ mod tests {
         let store = Store::import(other.path(), &older).unwrap();
         assert_eq!(store.groups_of("alice").unwrap(), vec!["ta"]);
         assert!(other.path().join("sled.schema-v1.backup").exists());
+    }
+
+    #[test]
+    fn opening_a_database_another_holds_changes_nothing_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Store::open(dir.path()).unwrap();
+        daemon.put_user(&UserRecord::new("before")).unwrap();
+        daemon.db.flush().unwrap();
+        // A CLI command (doctor, users) while the daemon holds the lock: refused...
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StateError::Open { .. })
+        ));
+        // ...and the daemon's database is still the live one: what it writes next is kept.
+        daemon.put_user(&UserRecord::new("after")).unwrap();
+        daemon.db.flush().unwrap();
+        drop(daemon);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert!(reopened.user("before").unwrap().is_some());
+        assert!(
+            reopened.user("after").unwrap().is_some(),
+            "a write after the refused open was lost"
+        );
+        assert!(!dir.path().join("sled.pre-open").exists());
     }
 
     #[test]
