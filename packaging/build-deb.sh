@@ -4,7 +4,8 @@
 #   packaging/build-deb.sh            # runs `cargo build --release --locked` first
 #   ORRERY_BINARY=target/debug/orrery packaging/build-deb.sh   # package this binary instead
 #
-# Output: target/debian/orrery_<version>_<arch>.deb, the version taken from Cargo.toml.
+# Output: target/debian/orrery_<version>_<arch>.deb (or in $ORRERY_DEB_OUT), the version taken
+# from Cargo.toml.
 #
 # The package holds
 #   /usr/bin/orrery                     the daemon and CLI
@@ -19,15 +20,27 @@
 #
 # Environment:
 #   ORRERY_BINARY          package this binary instead of building target/release/orrery
+#                          (a relative path: from the current directory, else from the checkout)
+#   ORRERY_DEB_OUT         the directory the .deb is written to (default: target/debian)
+#   ORRERY_DEB_COMPRESSION xz (default), gzip, zstd or none (gzip is much faster to build)
 #   ORRERY_DEB_ARCH        Debian architecture (default: dpkg --print-architecture)
 #   ORRERY_DEB_MAINTAINER  the Maintainer field (default: "Orrery maintainers <root@localhost>")
 set -eu
 umask 022
 
+caller=$(pwd)
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 die() { printf 'build-deb: error: %s\n' "$*" >&2; exit 1; }
+
+compression=${ORRERY_DEB_COMPRESSION:-xz}
+case $compression in
+    xz | gzip | zstd | none) ;;
+    *) die "ORRERY_DEB_COMPRESSION=$compression: use xz, gzip, zstd or none" ;;
+esac
+out_dir=${ORRERY_DEB_OUT:-target/debian}
+case $out_dir in /*) ;; *) [ -z "${ORRERY_DEB_OUT:-}" ] || out_dir=$caller/$out_dir ;; esac
 say() { printf 'build-deb: %s\n' "$*"; }
 
 command -v dpkg-deb >/dev/null 2>&1 || die "dpkg-deb not found (apt-get install dpkg)"
@@ -44,6 +57,7 @@ maintainer=${ORRERY_DEB_MAINTAINER:-Orrery maintainers <root@localhost>}
 
 if [ -n "${ORRERY_BINARY:-}" ]; then
     binary=$ORRERY_BINARY
+    case $binary in /*) ;; *) [ ! -e "$caller/$binary" ] || binary=$caller/$binary ;; esac
     say "packaging $binary (ORRERY_BINARY)"
 else
     say "cargo build --release --locked"
@@ -55,7 +69,6 @@ built_version=$("$binary" version 2>/dev/null) || die "$binary does not run on t
 [ "$built_version" = "orrery $version" ] \
     || die "$binary says \"$built_version\" but Cargo.toml says $version; rebuild it"
 
-out_dir=target/debian
 stage=$out_dir/orrery_${deb_version}_$arch
 deb=$out_dir/orrery_${deb_version}_$arch.deb
 rm -rf "$stage"
@@ -190,6 +203,6 @@ exit 0
 EOF
 chmod 0755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm" "$stage/DEBIAN/postrm"
 
-dpkg-deb --root-owner-group --build "$stage" "$deb" >/dev/null
+dpkg-deb --root-owner-group -Z"$compression" --build "$stage" "$deb" >/dev/null
 rm -rf "$stage"
 say "built $deb"
