@@ -181,6 +181,17 @@ RestrictRealtime=yes
 LockPersonality=yes
 SystemCallArchitectures=native
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+# Only what root needs here: bind ports 80/443, create and hand over host-path home
+# directories (chown), remove a purged user's files, signal the local backend's processes.
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL
+# Containers get their namespaces from dockerd, never from this process.
+RestrictNamespaces=yes
+PrivateIPC=yes
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+# Files the daemon creates are not world-readable (the state directory is 0700 anyway).
+UMask=0027
+# `systemd-analyze security orrery`: 3.5 OK with these lines, 7.2 MEDIUM without the six above.
 
 [Install]
 WantedBy=multi-user.target
