@@ -595,3 +595,59 @@ async fn tells_systemd_ready_reloading_stopping_and_feeds_the_watchdog() {
     assert!(got.iter().any(|m| m.contains("STOPPING=1")), "{got:?}");
     drop(seen);
 }
+
+/// Across a real schema change: the daemon finds a state directory as Orrery wrote it at schema
+/// version 1 (no membership index), migrates it when it starts, keeps the database as it was,
+/// and answers from the new index (a user's groups on their model come from it).
+#[tokio::test]
+async fn a_schema_1_state_is_migrated_at_start_and_the_old_database_kept() {
+    let mut d = Daemon::start("").await;
+    d.stop();
+    let state = d.state_dir();
+    std::fs::remove_dir_all(state.join("sled")).unwrap();
+    {
+        let db = sled::open(state.join("sled")).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("schema_version", "1").unwrap();
+        meta.insert("instance_id", "hub-from-v1").unwrap();
+        meta.insert("signup_default_at_creation", "closed").unwrap();
+        let users = db.open_tree("users").unwrap();
+        for name in ["alice", "bob"] {
+            let rec = serde_json::json!({
+                "name": name, "admin": false, "created": "2026-01-01T00:00:00Z",
+                "last_activity": null, "password_hash": null,
+            });
+            users
+                .insert(name, serde_json::to_vec(&rec).unwrap())
+                .unwrap();
+        }
+        let group =
+            serde_json::json!({"name": "physics", "users": ["alice", "bob"], "properties": {}});
+        db.open_tree("groups")
+            .unwrap()
+            .insert("physics", serde_json::to_vec(&group).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    d.spawn().await;
+    let (s, alice, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    assert_eq!(s, 200, "{alice}");
+    assert_eq!(alice["groups"], serde_json::json!(["physics"]), "{alice}");
+    assert!(
+        state.join("sled.schema-v1.backup").is_dir(),
+        "the database before the migration is kept"
+    );
+    assert!(d.log().contains("state migrated"), "{}", d.log());
+    // Membership changes after the migration go through the index too.
+    let (s, body, _) = d
+        .api(
+            "DELETE",
+            "/groups/physics/users",
+            Some(ADMIN),
+            Some(serde_json::json!({"users": ["alice"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (_, alice, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    assert_eq!(alice["groups"], serde_json::json!([]), "{alice}");
+}

@@ -714,6 +714,19 @@ async fn the_appliance_lives_its_whole_life_under_systemd() {
     assert_eq!(m.ok("orrery version"), format!("orrery {newer}"));
     assert_eq!(m.systemctl("is-active orrery"), "active");
 
+    // A failing step is named, and leaves the machine as it was (re-runnable).
+    let (code, out, err) = m.bootstrap(
+        &files,
+        &format!("--binary {} --no-docker", files.url("no-such-binary")),
+    );
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("ERROR in step 'Getting the orrery binary'") && err.contains("re-run"),
+        "{err}"
+    );
+    assert_eq!(m.ok("orrery version"), format!("orrery {newer}"));
+    assert_eq!(m.systemctl("is-active orrery"), "active");
+
     // ---- backup on the running hub, restore into an empty state on a stopped daemon ----
     let out = m.ok("orrery backup /root/hub.tar.gz --homes");
     assert!(out.contains("from the running daemon"), "{out}");
