@@ -15,9 +15,9 @@
 use std::time::{Duration, Instant};
 
 use crate::common::docker::{
-    assert_host_reaches, channels_request, connect_from, containers_of, create_kernel, docker,
-    docker_ok, exec, has_env, image, inspect, ip_address, proxied, proxied_json, python, running,
-    server_api, sh, start_server, Env,
+    assert_host_reaches, channels_request, connect_from, container_name, containers_of,
+    create_kernel, docker, docker_ok, exec, has_env, image, inspect, ip_address, proxied,
+    proxied_json, python, running, server_api, sh, start_server, Env,
 };
 use crate::common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use futures::{SinkExt, StreamExt};
@@ -698,4 +698,66 @@ async fn reconcile_removes_unrecorded_containers_and_forgets_vanished_servers() 
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// `orrery backup --homes --stop-servers` stops the running server before copying its home and
+/// says so; `orrery restore` refuses while this hub's containers run (another copy of the hub
+/// may be using them) and goes ahead with `--force`, moving the state it replaces aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_stops_servers_when_asked_and_restore_refuses_running_containers() {
+    let mut env = env().await;
+    let (mut d, user, _token, id) = env.one_user("b", "", "").await;
+    let (code, _, err) = exec(&id, &["sh", "-c", "echo kept > ~/kept.txt"]);
+    assert_eq!(code, 0, "{err}");
+    let archive = d.state_dir().with_file_name("hub.tar.gz");
+    let archive = archive.to_str().expect("path");
+    let (code, out, err) = d.cli(&["backup", archive, "--homes", "--stop-servers"], None);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("stopped for the backup: {user}")),
+        "{out}"
+    );
+    assert!(
+        containers_of(&user).is_empty(),
+        "the server was stopped first"
+    );
+    assert_eq!(server_model(&d, &user).await, Value::Null);
+
+    // The server runs again; the daemon stops (its servers keep running).
+    let again = start_server(&d, &user).await;
+    d.stop();
+    assert_eq!(running(&again), "true");
+    let (code, out, err) = d.cli(&["restore", archive], None);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("are running")
+            && err.contains(&container_name(&user))
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert!(
+        !std::fs::read_dir(d.state_dir())
+            .expect("state dir")
+            .flatten()
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("sled.pre-restore")),
+        "a refused restore changes nothing"
+    );
+    let (code, out, err) = d.cli(&["restore", archive, "--force"], None);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("sled.pre-restore-"), "{out}");
+    assert!(out.contains(&format!("restored {user}'s home")), "{out}");
+    d.spawn().await;
+    // The restored state remembers no server (it was stopped for the backup); the running
+    // container is unrecorded, so the hub removes it, and the user starts a fresh one.
+    let began = Instant::now();
+    while containers_of(&user).contains(&again) {
+        assert!(began.elapsed() < Duration::from_secs(30), "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let fresh = start_server(&d, &user).await;
+    let (code, out, _) = exec(&fresh, &["cat", "/home/jovyan/kept.txt"]);
+    assert_eq!((code, out.as_str()), (0, "kept"));
 }
