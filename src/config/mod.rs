@@ -10,6 +10,7 @@
 //!   key tree, [`validate`] checks meaning, one function per section.
 //! * [`edit`]: `orrery config set/unset/add-item/...`, comment-preserving, validated, atomic.
 
+pub mod class;
 pub mod discover;
 pub mod edit;
 pub mod errors;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use class::{GroupConfig, Profile, RoleConfig};
 pub use load::{load_file, parse_str, ConfigError, ConfigSource, LoadedConfig};
 pub use units::{Duration, Size};
 
@@ -55,6 +57,12 @@ pub struct Config {
     pub logging: Logging,
     /// GPUs: where NVML is, and which GPUs Orrery may schedule.
     pub gpu: Gpu,
+    /// Server profiles offered on the spawn form (`[[profiles]]`).
+    pub profiles: Vec<Profile>,
+    /// Groups managed by the config (`[[groups]]`), with their overrides.
+    pub groups: Vec<GroupConfig>,
+    /// Roles granting scopes to users, groups and services (`[[roles]]`).
+    pub roles: Vec<RoleConfig>,
 }
 
 impl Default for Config {
@@ -75,6 +83,9 @@ impl Default for Config {
             services: Vec::new(),
             logging: Logging::default(),
             gpu: Gpu::default(),
+            profiles: Vec::new(),
+            groups: Vec::new(),
+            roles: Vec::new(),
         }
     }
 }

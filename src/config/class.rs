@@ -1,0 +1,80 @@
+//! What a class or team needs beyond one image for everyone: `[[profiles]]` (a choice of image
+//! and size on the spawn form), `[[groups]]` (groups managed by the config, with their own
+//! limits and allowed profiles) and `[[roles]]` (JupyterHub's `load_roles`: scopes granted to
+//! users, groups and services, e.g. a teaching assistant's).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Limits, Size};
+
+/// A server profile (`[[profiles]]`, like KubeSpawner's `profile_list`): what a user picks on
+/// the spawn form or with the API's `user_options.profile`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Profile {
+    /// The key (`user_options.profile`): lower-case letters, digits, `-` and `_`.
+    pub name: String,
+    /// What the form shows; the name if empty.
+    pub display_name: String,
+    pub description: String,
+    /// The image; `spawner.docker.image` if empty.
+    pub image: String,
+    /// Fractional cores; `limits.cpu` (or a group's) if unset.
+    pub cpu: Option<f64>,
+    /// `limits.memory` (or a group's) if unset.
+    pub memory: Option<Size>,
+    /// Extra volumes, as `spawner.docker.volumes` (`source:target[:ro]`).
+    pub volumes: Vec<String>,
+    /// Extra environment variables.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Who may choose it: these users and members of these groups. Both empty: everyone (unless
+    /// a group's `profiles` list names it, see [`GroupConfig::profiles`]).
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+    /// Chosen when the user chooses nothing (at most one profile says so; else the first one
+    /// the user may choose).
+    pub default: bool,
+}
+
+impl Profile {
+    /// What the form shows.
+    pub fn label(&self) -> &str {
+        if self.display_name.is_empty() {
+            &self.name
+        } else {
+            &self.display_name
+        }
+    }
+}
+
+/// A group declared in the config (`[[groups]]`, like JupyterHub's `load_groups`): its
+/// membership is managed here (the API refuses to change it), and it may override limits and
+/// allow profiles for its members.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupConfig {
+    pub name: String,
+    /// The members (user names, normalised like every user name).
+    pub users: Vec<String>,
+    /// Free-form properties (JupyterHub's group `properties`).
+    pub properties: serde_json::Map<String, serde_json::Value>,
+    /// Overrides of `[limits]` for members; an unset key inherits the global value. A user in
+    /// several groups gets the largest value any of them sets.
+    pub limits: Limits,
+    /// Profiles members may choose in addition to those open to everyone.
+    pub profiles: Vec<String>,
+}
+
+/// A role (`[[roles]]`, JupyterHub's `load_roles`): scopes granted to users, members of groups
+/// and services, on top of what they hold already.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoleConfig {
+    pub name: String,
+    pub description: String,
+    /// Scopes, with filters (`access:servers!group=class-a`), checked like services' scopes.
+    pub scopes: Vec<String>,
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+    pub services: Vec<String>,
+}
