@@ -44,6 +44,7 @@ pub mod handlers;
 pub mod hub;
 pub mod kernels;
 pub mod metrics;
+pub mod profiles;
 pub mod progress;
 pub mod proxy;
 pub mod ratelimit;

@@ -41,6 +41,9 @@ pub enum StartError {
     TooMany,
     #[error("named servers are not enabled; use the default server (\"\")")]
     NamedServers,
+    /// The request's `user_options` cannot be honoured (an unknown or forbidden profile).
+    #[error("{0}")]
+    BadOptions(String),
     #[error("{0}")]
     NotAvailable(String),
     #[error("{0}")]
@@ -59,6 +62,54 @@ pub enum StartOutcome {
 /// The prefix a user's server is served under: `<base_url>user/<name>/`.
 pub fn server_prefix(hub: &Hub, user: &str) -> String {
     format!("{}user/{user}/", hub.config().base_url)
+}
+
+/// What a start runs: the options (with the profile filled in), the profile and the limits.
+struct Choice {
+    options: serde_json::Value,
+    profile: Option<crate::config::Profile>,
+    memory: Option<u64>,
+    cpu: Option<f64>,
+}
+
+/// The options, profile and limits of a start: options that choose nothing reuse the last
+/// start's (when its profile is still open to the user); the profile is checked against who
+/// may choose it ([`crate::profiles`]).
+fn choose(
+    hub: &Hub,
+    cfg: &crate::config::Config,
+    user: &UserRecord,
+    server_name: &str,
+    requested: serde_json::Value,
+) -> Result<Choice, StartError> {
+    let groups = hub.groups_of(&user.name);
+    let empty = match &requested {
+        serde_json::Value::Null => true,
+        serde_json::Value::Object(m) => m.is_empty(),
+        _ => false,
+    };
+    let mut options = match (empty, user.server_options.get(server_name)) {
+        (true, Some(last))
+            if crate::profiles::choose(cfg, &user.name, &groups, last.get("profile")).is_ok() =>
+        {
+            last.clone()
+        }
+        (true, _) => serde_json::json!({}),
+        (false, _) => requested,
+    };
+    let profile = crate::profiles::choose(cfg, &user.name, &groups, options.get("profile"))
+        .map_err(|e| StartError::BadOptions(e.to_string()))?
+        .cloned();
+    if let (Some(p), Some(map)) = (&profile, options.as_object_mut()) {
+        map.insert("profile".into(), serde_json::Value::String(p.name.clone()));
+    }
+    let (memory, cpu) = crate::profiles::limits(cfg, &groups, profile.as_ref());
+    Ok(Choice {
+        options,
+        profile,
+        memory,
+        cpu,
+    })
 }
 
 pub fn client_id(user: &str) -> String {
@@ -85,6 +136,8 @@ pub async fn start(
             None => StartError::AlreadyRunning(user.name.clone()),
         });
     }
+    let choice = choose(hub, &cfg, user, server_name, user_options)?;
+    let user_options = choice.options.clone();
     let Some(api_base) = hub.internal_api_base() else {
         return Err(StartError::NotAvailable(format!(
             "the {} backend is not ready yet (is the Docker engine running? see `orrery doctor`); the hub keeps retrying",
@@ -123,7 +176,12 @@ pub async fn start(
             },
         );
     }
-    match prepare_and_launch(hub, user, server_name, user_options, api_base, record, slot).await {
+    // Kept for the next start that chooses nothing (JupyterHub keeps a spawner's user_options).
+    hub.store.update_user(&user.name, |u| {
+        u.server_options
+            .insert(server_name.to_string(), choice.options.clone());
+    })?;
+    match prepare_and_launch(hub, user, server_name, choice, api_base, record, slot).await {
         Ok(rx) => wait_outcome(&cfg, rx).await,
         Err(e) => {
             let _ = cleanup(hub, &user.name, server_name).await;
@@ -138,7 +196,7 @@ async fn prepare_and_launch(
     hub: &Arc<Hub>,
     user: &UserRecord,
     server_name: &str,
-    user_options: serde_json::Value,
+    choice: Choice,
     api_base: String,
     mut record: ServerRecord,
     slot: SpawnSlot,
@@ -218,11 +276,17 @@ async fn prepare_and_launch(
         );
         env.insert("JUPYTER_GATEWAY_AUTH_TOKEN".into(), gateway_token);
     }
-    if let Some(m) = &cfg.limits.memory {
-        env.insert("MEM_LIMIT".into(), m.bytes().to_string());
+    if let Some(m) = choice.memory {
+        env.insert("MEM_LIMIT".into(), m.to_string());
     }
-    if let Some(c) = cfg.limits.cpu {
+    if let Some(c) = choice.cpu {
         env.insert("CPU_LIMIT".into(), c.to_string());
+    }
+    if let Some(p) = &choice.profile {
+        // The profile's variables, never over the hub's own (JUPYTERHUB_* and the rest).
+        for (k, v) in &p.env {
+            env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
     }
 
     let progress = hub.spawns.begin(&name, server_name);
@@ -242,9 +306,19 @@ async fn prepare_and_launch(
         server_name: server_name.to_string(),
         env,
         prefix: prefix.clone(),
-        user_options,
-        memory_limit: cfg.limits.memory.map(|m| m.bytes()),
-        cpu_limit: cfg.limits.cpu,
+        user_options: choice.options,
+        image: choice
+            .profile
+            .as_ref()
+            .map(|p| p.image.clone())
+            .filter(|i| !i.is_empty()),
+        volumes: choice
+            .profile
+            .as_ref()
+            .map(|p| p.volumes.clone())
+            .unwrap_or_default(),
+        memory_limit: choice.memory,
+        cpu_limit: choice.cpu,
         progress: msg_tx,
         config: cfg.clone(),
     };

@@ -52,8 +52,10 @@ async fn start(
         Ok(StartOutcome::Ready) => Ok(StatusCode::CREATED.into_response()),
         Ok(StartOutcome::Pending) => Ok(StatusCode::ACCEPTED.into_response()),
         Err(
-            e
-            @ (StartError::AlreadyRunning(_) | StartError::Pending(..) | StartError::NamedServers),
+            e @ (StartError::AlreadyRunning(_)
+            | StartError::Pending(..)
+            | StartError::NamedServers
+            | StartError::BadOptions(_)),
         ) => Err(ApiError::bad_request(e.to_string())),
         Err(StartError::TooMany) => Err(ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,

@@ -33,6 +33,14 @@ pub fn normalize_users(config: &mut Config) -> Result<(), ConfigError> {
         }
         *names = normalized;
     }
+    for (i, p) in config.profiles.iter_mut().enumerate() {
+        let key = format!("profiles[{i}].users");
+        p.users = p
+            .users
+            .iter()
+            .map(|n| normalize_user(&key, n))
+            .collect::<Result<_, _>>()?;
+    }
     Ok(())
 }
 
@@ -72,6 +80,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_cull(config)?;
     validate_limits(config)?;
     validate_spawner(config)?;
+    validate_profiles(config)?;
     Ok(())
 }
 
@@ -515,15 +524,101 @@ fn validate_spawner(config: &Config) -> Result<(), ConfigError> {
         );
     }
     for v in &docker.volumes {
-        let parts: Vec<&str> = v.split(':').collect();
-        let ok = (parts.len() == 2 || (parts.len() == 3 && matches!(parts[2], "ro" | "rw")))
-            && parts[1].starts_with('/')
-            && !parts[0].is_empty();
-        if !ok {
+        check_volume("spawner.docker.volumes", v)?;
+    }
+    Ok(())
+}
+
+/// A volume as `spawner.docker.volumes` and profiles write it: `SOURCE:/target[:ro|:rw]`.
+fn check_volume(key: &str, v: &str) -> Result<(), ConfigError> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let ok = (parts.len() == 2 || (parts.len() == 3 && matches!(parts[2], "ro" | "rw")))
+        && parts[1].starts_with('/')
+        && !parts[0].is_empty();
+    if ok {
+        Ok(())
+    } else {
+        err(
+            key,
+            format!("{v:?} must be \"SOURCE:/target\" or \"SOURCE:/target:ro\""),
+        )
+    }
+}
+
+/// `[[profiles]]`: names a form and the API can use, one default at most, sane sizes; and the
+/// profiles `[[groups]]` open must exist.
+fn validate_profiles(config: &Config) -> Result<(), ConfigError> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut default: Option<&str> = None;
+    for (i, p) in config.profiles.iter().enumerate() {
+        let key = |field: &str| format!("profiles[{i}].{field}");
+        let good_name = !p.name.is_empty()
+            && p.name.len() <= 63
+            && p.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !good_name {
             return err(
-                "spawner.docker.volumes",
-                format!("{v:?} must be \"SOURCE:/target\" or \"SOURCE:/target:ro\""),
+                &key("name"),
+                format!("{:?} must be 1 to 63 of a-z, 0-9, - and _ (it is what user_options.profile says), e.g. \"cpu-small\"", p.name),
             );
+        }
+        if seen.contains(&p.name.as_str()) {
+            return err(
+                &key("name"),
+                format!(
+                    "{:?} is the name of an earlier profile too; give each profile its own name",
+                    p.name
+                ),
+            );
+        }
+        seen.push(&p.name);
+        if p.default {
+            if let Some(first) = default {
+                return err(
+                    &key("default"),
+                    format!("{first:?} is the default already; only one profile can be"),
+                );
+            }
+            default = Some(&p.name);
+        }
+        if let Some(cpu) = p.cpu {
+            if !(cpu.is_finite() && cpu > 0.0) {
+                return err(&key("cpu"), format!("{cpu} is not a number of cores; use e.g. 0.5 or 2, or leave it out for the usual limit"));
+            }
+        }
+        if p.memory.is_some_and(|m| m.bytes() == 0) {
+            return err(
+                &key("memory"),
+                "0 leaves no memory at all; use e.g. \"4G\", or leave it out for the usual limit"
+                    .into(),
+            );
+        }
+        for v in &p.volumes {
+            check_volume(&key("volumes"), v)?;
+        }
+        if let Some(k) = p.env.keys().find(|k| k.is_empty() || k.contains('=')) {
+            return err(
+                &key("env"),
+                format!("{k:?} is not an environment variable name"),
+            );
+        }
+    }
+    for (i, g) in config.groups.iter().enumerate() {
+        for name in &g.profiles {
+            if !config.profiles.iter().any(|p| &p.name == name) {
+                return err(
+                    &format!("groups[{i}].profiles"),
+                    format!(
+                        "there is no profile {name:?}; the profiles are: {}",
+                        if seen.is_empty() {
+                            "none yet (add [[profiles]])".to_string()
+                        } else {
+                            seen.join(", ")
+                        }
+                    ),
+                );
+            }
         }
     }
     Ok(())

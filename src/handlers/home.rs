@@ -102,9 +102,19 @@ impl ActionError {
     }
 }
 
-/// Start `user`'s default server (waiting at most `slow_spawn_timeout`).
+/// Start `user`'s default server (waiting at most `slow_spawn_timeout`) with the options of
+/// its last start.
 pub async fn start_server(hub: &Arc<Hub>, user: &UserRecord) -> Result<Begun, ActionError> {
-    match spawn::start(hub, user, "", json!({}), None).await {
+    start_with(hub, user, json!({})).await
+}
+
+/// Start `user`'s default server with `options` (the spawn form's choice).
+pub async fn start_with(
+    hub: &Arc<Hub>,
+    user: &UserRecord,
+    options: serde_json::Value,
+) -> Result<Begun, ActionError> {
+    match spawn::start(hub, user, "", options, None).await {
         Ok(StartOutcome::Ready) | Err(StartError::AlreadyRunning(_)) => Ok(Begun::Ready),
         Ok(StartOutcome::Pending) => Ok(Begun::Pending),
         Err(StartError::Pending(_, kind)) if kind == "spawn" => Ok(Begun::Pending),
@@ -124,7 +134,7 @@ pub async fn start_server(hub: &Arc<Hub>, user: &UserRecord) -> Result<Begun, Ac
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("The server failed to start: {m}"),
         )),
-        Err(e @ StartError::NamedServers) => {
+        Err(e @ (StartError::NamedServers | StartError::BadOptions(_))) => {
             Err(ActionError::new(StatusCode::BAD_REQUEST, e.to_string()))
         }
         Err(StartError::State(e)) => {
@@ -156,6 +166,12 @@ pub async fn stop_server(hub: &Hub, user: &str) -> Result<(), ActionError> {
             Err(ActionError::new(StatusCode::INTERNAL_SERVER_ERROR, "The hub's state database failed; see the hub's log."))
         }
     }
+}
+
+/// How many profiles `user` may choose between (the home page offers the spawn form from two).
+fn choices(hub: &Hub, user: &UserRecord) -> usize {
+    let cfg = hub.config();
+    crate::profiles::open_profiles(&cfg, &user.name, &hub.groups_of(&user.name)).len()
 }
 
 /// The start button of a user's own server (optionally going to `next` once ready).
@@ -233,7 +249,13 @@ fn render(
                         @if let Some(f) = &failure {
                             div.notice.error role="alert" { p { strong { "The last start failed: " } (f) } }
                         }
-                        div.actions { (start_form(hub, p, None, "Start my server")) }
+                        div.actions {
+                            @if choices(hub, user) > 1 {
+                                a.button href=(format!("{hp}spawn/{}", user.name)) { "Start my server…" }
+                            } @else {
+                                (start_form(hub, p, None, "Start my server"))
+                            }
+                        }
                     }
                 }
             }

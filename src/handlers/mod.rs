@@ -4,7 +4,7 @@
 //! * [`crate::session`] (beside this module, shared with the OAuth provider): the login cookie, the logged-in extractor, CSRF tokens.
 //! * [`layout`]: the page frame, navigation, error and 404 pages, security headers.
 //! * [`forms`]: form parsing and the checks every POST handler runs first.
-//! * [`login`], [`home`], [`spawn`], [`password`], [`tokens`], [`admin`], [`user`]: one page
+//! * [`login`], [`home`], [`spawn_form`] (the profile choice), [`spawn`] (progress), [`password`], [`tokens`], [`admin`], [`user`]: one page
 //!   (or a few closely related ones) each. [`assets`]: the stylesheet and the progress script.
 
 pub mod admin;
@@ -15,6 +15,7 @@ pub mod layout;
 pub mod login;
 pub mod password;
 pub mod spawn;
+pub mod spawn_form;
 pub mod tokens;
 pub mod user;
 
@@ -43,6 +44,22 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
         .route(&at("/home"), get(home::page))
         .route(&at("/home/start"), post(home::start))
         .route(&at("/home/stop"), post(home::stop))
+        .route(
+            &at("/spawn"),
+            get(spawn_form::page).post(spawn_form::submit),
+        )
+        .route(
+            &at("/spawn/{user}"),
+            get(spawn_form::page).post(spawn_form::submit),
+        )
+        .route(
+            &at("/spawn/{user}/"),
+            get(spawn_form::page).post(spawn_form::submit),
+        )
+        .route(
+            &at("/spawn/{user}/{server}"),
+            get(spawn_form::page).post(spawn_form::submit),
+        )
         .route(&at("/spawn-pending/{name}"), get(spawn::page))
         .route(&at("/spawn-pending/{name}/progress"), get(spawn::progress))
         .route(

@@ -329,6 +329,8 @@ impl Backend for DockerBackend {
             let docker = self.client().await?;
             let cfg = &spec.config.spawner.docker;
             let image = match spec.user_options.get("image").and_then(|v| v.as_str()) {
+                // A profile's image: the admin chose it, and the hub checked who may use it.
+                None if spec.image.is_some() => spec.image.clone().unwrap_or_default(),
                 None => cfg.image.clone(),
                 Some(i) if i == cfg.image || cfg.allowed_images.iter().any(|a| a == i) => {
                     i.to_string()
@@ -371,7 +373,7 @@ impl Backend for DockerBackend {
                 .progress
                 .send("Preparing the home directory".to_string());
             let mut mounts = vec![self.home_mount(docker, cfg, &spec.user).await?];
-            for v in &cfg.volumes {
+            for v in cfg.volumes.iter().chain(&spec.volumes) {
                 let parts: Vec<&str> = v.split(':').collect();
                 let source = parts
                     .first()

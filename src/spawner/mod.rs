@@ -31,6 +31,11 @@ pub struct SpawnSpec {
     /// `base_url` + `user/<name>/`: the path prefix the server must serve under.
     pub prefix: String,
     pub user_options: serde_json::Value,
+    /// The image of the chosen profile; `None`: the backend's own choice (its configured image,
+    /// or an allowed `user_options.image`).
+    pub image: Option<String>,
+    /// Extra volumes of the chosen profile (`SOURCE:/target[:ro]`).
+    pub volumes: Vec<String>,
     pub memory_limit: Option<u64>,
     pub cpu_limit: Option<f64>,
     /// Free-text progress messages for the spawn-pending page ("pulling image 40%").

@@ -19,6 +19,10 @@ pub struct UserRecord {
     /// argon2id hash, for the firstuse and native authenticators. None: no password set yet.
     #[serde(default)]
     pub password_hash: Option<String>,
+    /// Server name ("" for the default) → the `user_options` of its last start, reused by a
+    /// start that chooses nothing (the spawn form preselects them too).
+    #[serde(default)]
+    pub server_options: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl UserRecord {
@@ -29,6 +33,7 @@ impl UserRecord {
             created: Utc::now(),
             last_activity: None,
             password_hash: None,
+            server_options: Default::default(),
         }
     }
 }

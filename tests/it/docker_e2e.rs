@@ -761,3 +761,136 @@ async fn backup_stops_servers_when_asked_and_restore_refuses_running_containers(
     let (code, out, _) = exec(&fresh, &["cat", "/home/jovyan/kept.txt"]);
     assert_eq!((code, out.as_str()), (0, "kept"));
 }
+
+/// A page of the hub as the holder of `cookie` sees it: (status, body).
+async fn page_as(d: &Daemon, cookie: &str, path: &str) -> (u16, String) {
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(format!("{}{path}", d.url))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .expect("page");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// Two profiles with another image tag and memory: the spawn form offers both to a member of
+/// the group the big one is for and only the small one to others; choosing one starts a
+/// container with that image and memory limit; the next start that chooses nothing reuses it;
+/// a profile the user may not choose is refused naming the ones they may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_on_the_spawn_form_pick_image_and_memory() {
+    let mut env = env().await;
+    let member = env.user("pm");
+    let other = env.user("po");
+    let big_image = "orrery-singleuser:profile-big";
+    docker_ok(&["tag", &image(), big_image]);
+    let profiles = format!(
+        "[[profiles]]\nname = \"small\"\ndisplay_name = \"Small\"\ndescription = \"For the exercises\"\nmemory = \"512M\"\n\n\
+         [[profiles]]\nname = \"big\"\ndisplay_name = \"Big\"\nimage = \"{big_image}\"\nmemory = \"1G\"\ngroups = [\"class-a\"]\n"
+    );
+    let d = env.daemon(&[&member, &other], "", &profiles).await;
+    let (s, b, _) = d
+        .api(
+            "POST",
+            "/groups/class-a",
+            Some(ADMIN),
+            Some(json!({"users": [member]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let member_cookie = crate::common::login_at(&d.url, &member, "member-password")
+        .await
+        .expect("member logs in");
+    let other_cookie = crate::common::login_at(&d.url, &other, "other-password")
+        .await
+        .expect("other logs in");
+
+    // The form: both profiles for the member, the small one for the other user.
+    let (s, form) = page_as(&d, &member_cookie, "/hub/spawn").await;
+    assert_eq!(s, 200, "{form}");
+    assert!(
+        form.contains("value=\"small\"") && form.contains("value=\"big\""),
+        "{form}"
+    );
+    assert!(
+        form.contains("For the exercises") && form.contains(big_image),
+        "{form}"
+    );
+    let (_, form_other) = page_as(&d, &other_cookie, "/hub/spawn").await;
+    assert!(
+        form_other.contains("value=\"small\"") && !form_other.contains("value=\"big\""),
+        "{form_other}"
+    );
+    // The home page leads the member to the form (a choice to make), the other straight on.
+    let (_, home) = page_as(&d, &member_cookie, "/hub/home").await;
+    assert!(home.contains(&format!("/hub/spawn/{member}")), "{home}");
+    let (_, home_other) = page_as(&d, &other_cookie, "/hub/home").await;
+    assert!(!home_other.contains("/hub/spawn/"), "{home_other}");
+
+    // The member chooses "big" on the form.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("{}/hub/spawn/{member}", d.url))
+        .header("Cookie", &member_cookie)
+        .form(&[
+            ("_xsrf", crate::common::form_xsrf(&form).as_str()),
+            ("profile", "big"),
+        ])
+        .send()
+        .await
+        .expect("submit");
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let id = crate::common::docker::wait_ready(&d, &member).await;
+    let c = inspect(&id);
+    assert_eq!(c["Config"]["Image"], big_image, "the profile's image");
+    assert_eq!(
+        c["HostConfig"]["Memory"],
+        1024u64 * 1024 * 1024,
+        "the profile's memory"
+    );
+    assert_eq!(
+        server_model(&d, &member).await["user_options"],
+        json!({"profile": "big"})
+    );
+
+    // Stopped and started again choosing nothing: the same profile.
+    let (s, _) = server_api(&d, "DELETE", &member, ADMIN).await;
+    assert!(s == 204 || s == 202, "{s}");
+    let id = start_server(&d, &member).await;
+    assert_eq!(
+        inspect(&id)["Config"]["Image"],
+        big_image,
+        "the choice is reused"
+    );
+
+    // A profile the user may not choose: 400 naming the ones they may.
+    let token = d.token_for(&other).await;
+    let (s, b, _) = d
+        .api(
+            "POST",
+            &format!("/users/{other}/server"),
+            Some(&token),
+            Some(json!({"user_options": {"profile": "big"}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"big\"") && m.contains("choose one of: small")),
+        "{b}"
+    );
+    let id = start_server(&d, &other).await;
+    let c = inspect(&id);
+    assert_eq!(
+        c["Config"]["Image"],
+        image(),
+        "the small profile keeps the usual image"
+    );
+    assert_eq!(c["HostConfig"]["Memory"], 512u64 * 1024 * 1024);
+}

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::docker::{docker, docker_ok, image, serial};
-use crate::common::{free_port, login_at, repo, ADMIN_SERVICE_TOKEN as ADMIN};
+use crate::common::{form_xsrf, free_port, login_at, repo, ADMIN_SERVICE_TOKEN as ADMIN};
 
 /// The systemd image, built (or found in the cache) once per test process.
 fn systemd_image() -> String {
@@ -369,12 +369,7 @@ impl Machine {
             .text()
             .await
             .expect("home page");
-        let xsrf = page
-            .split("name=\"_xsrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("no start form on the home page:\n{page}"))
-            .to_string();
+        let xsrf = form_xsrf(&page);
         let r = self
             .http
             .post(format!("{}/hub/home/start", self.url))

@@ -424,3 +424,12 @@ pub async fn login_at(base: &str, user: &str, password: &str) -> Result<String, 
         Err((r.status().as_u16(), r.text().await.unwrap_or_default()))
     }
 }
+
+/// The CSRF token (`_xsrf` hidden field) of the first form on an HTML page.
+pub fn form_xsrf(page: &str) -> String {
+    page.split("name=\"_xsrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no form with an _xsrf field on the page:\n{page}"))
+        .to_string()
+}
