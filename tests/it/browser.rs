@@ -276,6 +276,23 @@ async fn browser_logs_in_starts_a_docker_server_and_runs_a_cell_in_jupyterlab() 
     assert_eq!(summary["output"], "42", "{summary}");
     env.assert_png("spawn-pending.png");
     env.assert_png("jupyterlab.png");
+    // JupyterLab's hub menu: the control panel is the hub's home page with the server running,
+    // and Restart Server's URL (JupyterHub's /hub/spawn) leads back into JupyterLab.
+    let menu = &summary["hub_menu"];
+    assert!(
+        menu["control_panel"]["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/hub/home")),
+        "{summary}"
+    );
+    assert_eq!(menu["control_panel"]["running"], true, "{summary}");
+    assert_eq!(menu["restart_url"], "/hub/spawn", "{summary}");
+    assert!(
+        menu["after_restart"]
+            .as_str()
+            .is_some_and(|u| u.contains(&format!("/user/{}/lab", env.user))),
+        "{summary}"
+    );
 }
 
 /// The same journey over HTTPS served by the daemon itself: a certificate from a test CA,

@@ -608,7 +608,43 @@ def local_flow(driver, args, timings):
     summary = {"spawn_pending_seen": True, "spawn_pending": pending, "lab_url": lab_url, "output": out}
     if args.between_cells:
         summary.update(second_cell_after(driver, args.between_cells))
+    else:
+        summary["hub_menu"] = hub_menu(driver, args.hub, user)
     return summary
+
+
+def hub_menu(driver, hub, user):
+    """JupyterLab's hub menu: File > Hub Control Panel opens the hub's home page in a new tab;
+    "Restart Server" (the hub extension's hub:restart, which has no menu item in this JupyterLab)
+    opens the URL the extension builds from the page config, hubPrefix + "spawn" (+ user/server),
+    which for a running server leads back into JupyterLab."""
+    lab_window = driver.current_window_handle
+    click_when_ready(driver, 20, (By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and normalize-space()='File']"), "the File menu")
+    click_when_ready(
+        driver, 20, (By.XPATH, "//li[contains(@class,'lm-Menu-item')][.//div[normalize-space()='Hub Control Panel']]"),
+        "File > Hub Control Panel",
+    )
+    wait(driver, 20, lambda d: len(d.window_handles) > 1, "the control panel's tab")
+    driver.switch_to.window([h for h in driver.window_handles if h != lab_window][0])
+    wait(driver, 20, EC.url_contains("/hub/home"), "the hub's home page in the new tab")
+    wait(driver, 20, EC.presence_of_element_located((By.ID, "server-heading")), "the home page")
+    control_panel = {"url": driver.current_url, "running": "running" in driver.page_source}
+    log(f"Hub Control Panel: {control_panel}")
+    driver.close()
+    driver.switch_to.window(lab_window)
+    config = json.loads(
+        driver.execute_script("return document.getElementById('jupyter-config-data').textContent")
+    )
+    prefix = config.get("hubPrefix", "")
+    server = config.get("hubServerName", "")
+    restart = prefix.rstrip("/") + "/spawn"
+    if server:
+        restart += f"/{config.get('hubUser', '')}/{server}"
+    driver.get(config.get("hubHost", "") + restart if config.get("hubHost") else hub + restart)
+    wait(driver, 60, EC.url_contains(f"/user/{user}/lab"), "JupyterLab again after Restart Server's URL")
+    wait(driver, 90, EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-LabShell")), "the JupyterLab shell")
+    log(f"Restart Server ({restart}) led to {driver.current_url}")
+    return {"control_panel": control_panel, "restart_url": restart, "after_restart": driver.current_url}
 
 
 def kernel_websocket_starts(driver):
