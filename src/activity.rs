@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::state::{StateError, Store};
 
-/// Activity from traffic is written at most this often per user.
+/// Activity from traffic is written at most this often per server.
 const TRAFFIC_EVERY: Duration = Duration::from_secs(30);
 
 pub struct Activity {
@@ -53,23 +53,24 @@ impl Activity {
         Ok(())
     }
 
-    /// Traffic to `user`'s default server: recorded now unless it was in the last 30 s.
-    pub fn traffic(&self, user: &str) {
-        if self.due(user) {
-            if let Err(e) = self.record(user, Some(""), Utc::now()) {
+    /// Traffic to `user`'s server `server` ("" for the default one): recorded now unless it
+    /// was in the last 30 s.
+    pub fn traffic(&self, user: &str, server: &str) {
+        if self.due(&format!("{user}/{server}")) {
+            if let Err(e) = self.record(user, Some(server), Utc::now()) {
                 tracing::debug!(%user, error = %e, "cannot record activity");
             }
         }
     }
 
-    /// Whether traffic activity for `user` is due to be written again.
-    fn due(&self, user: &str) -> bool {
+    /// Whether traffic activity for `key` (`user/server`) is due to be written again.
+    fn due(&self, key: &str) -> bool {
         let mut map = self.touched.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        match map.get(user) {
+        match map.get(key) {
             Some(t) if now.duration_since(*t) < TRAFFIC_EVERY => false,
             _ => {
-                map.insert(user.to_string(), now);
+                map.insert(key.to_string(), now);
                 true
             }
         }

@@ -1,4 +1,7 @@
-//! The in-process proxy: `<base_url>user/<name>/…` → that user's running server.
+//! The in-process proxy: `<base_url>user/<name>/…` → that user's running server, and
+//! `<base_url>user/<name>/<server>/…` → their named server `<server>` while it runs (as
+//! JupyterHub's proxy routes by the longest prefix: a named server that runs takes its path
+//! from the default server's).
 //!
 //! It replaces configurable-http-proxy: this route finds the user's server and hands the
 //! request to [`crate::forward`], which streams it through. The proxy does not authenticate:
@@ -34,7 +37,9 @@ pub async fn handle(
     let Some(name) = params.get("name").cloned() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let server = hub.store.server(&name, "").ok().flatten();
+    let rest = params.get("rest").map(String::as_str).unwrap_or("");
+    let server_name = named_server_of(&hub, &name, rest).unwrap_or_default();
+    let server = hub.store.server(&name, &server_name).ok().flatten();
     let target = match &server {
         Some(s) if s.ready && s.pending.is_none() => s.url.clone(),
         _ => None,
@@ -49,14 +54,19 @@ pub async fn handle(
         let to = format!("{}{under_base}", hub.hub_prefix());
         return Redirect::temporary(&to).into_response();
     };
-    hub.activity.traffic(&name);
+    hub.activity.traffic(&name, &server_name);
     let client_ip = connect.map(|c| c.0.ip());
     // The WebSocket of a kernel the gateway runs goes to the gateway directly (binary buffers
     // survive, one hop less); the user's server still decides who may open it. Kernels the
     // gateway does not know (a server started before `kernels.remote` was turned on runs its
     // own) are proxied as usual.
     if is_websocket(&req) {
-        let rest = params.get("rest").map(String::as_str).unwrap_or("");
+        // The path inside the server: a named server's prefix is one segment longer.
+        let rest = if server_name.is_empty() {
+            rest
+        } else {
+            rest.split_once('/').map(|(_, r)| r).unwrap_or("")
+        };
         let kernel = crate::gateway::direct::channels_kernel_id(rest)
             .and_then(|kid| hub.gateway.kernel_of(&name, kid));
         if let Some(kernel) = kernel {
@@ -84,4 +94,14 @@ pub async fn handle(
                 .into_response()
         }
     }
+}
+
+/// The named server `/user/<name>/<rest>` is for: the first segment of `rest`, when named
+/// servers are on and `name` has a server of that name (running or starting).
+fn named_server_of(hub: &Hub, name: &str, rest: &str) -> Option<String> {
+    if !hub.config().spawner.named_servers.enabled {
+        return None;
+    }
+    let first = rest.split('/').next().filter(|s| !s.is_empty())?;
+    hub.store.server(name, first).ok().flatten().map(|s| s.name)
 }

@@ -41,6 +41,8 @@ pub enum StartError {
     TooMany,
     #[error("named servers are not enabled; use the default server (\"\")")]
     NamedServers,
+    #[error("{0} already runs {1} named servers, the most spawner.named_servers.limit_per_user allows; stop one first")]
+    TooManyNamed(String, u32),
     /// The request's `user_options` cannot be honoured (an unknown or forbidden profile).
     #[error("{0}")]
     BadOptions(String),
@@ -60,8 +62,13 @@ pub enum StartOutcome {
 }
 
 /// The prefix a user's server is served under: `<base_url>user/<name>/`.
-pub fn server_prefix(hub: &Hub, user: &str) -> String {
-    format!("{}user/{user}/", hub.config().base_url)
+/// Where a server is served: `<base_url>user/<name>/`, or `…/<name>/<server>/` for a named one.
+pub fn server_prefix(hub: &Hub, user: &str, server: &str) -> String {
+    if server.is_empty() {
+        format!("{}user/{user}/", hub.config().base_url)
+    } else {
+        format!("{}user/{user}/{server}/", hub.config().base_url)
+    }
 }
 
 /// What a start runs: the options (with the profile filled in), the profile and the limits.
@@ -112,8 +119,32 @@ fn choose(
     })
 }
 
-pub fn client_id(user: &str) -> String {
-    format!("jupyterhub-user-{user}")
+/// A server's OAuth client id, as JupyterHub names it.
+pub fn client_id(user: &str, server: &str) -> String {
+    if server.is_empty() {
+        format!("jupyterhub-user-{user}")
+    } else {
+        format!("jupyterhub-user-{user}-{server}")
+    }
+}
+
+/// Is `name` usable as a named server's name (a URL path segment of its own)?
+pub fn check_server_name(name: &str) -> Result<(), StartError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && !name.starts_with('-')
+        // `spawn-pending/<user>/progress` is the default server's event stream.
+        && name != "progress";
+    if ok {
+        Ok(())
+    } else {
+        Err(StartError::BadOptions(format!(
+            "{name:?} cannot be a server name: use 1 to 63 of a-z, 0-9, - and _, not starting with -"
+        )))
+    }
 }
 
 /// Start `user`'s server. Returns once it is ready, failed, or `slow_spawn_timeout` passed.
@@ -124,10 +155,23 @@ pub async fn start(
     user_options: serde_json::Value,
     display_name: Option<String>,
 ) -> Result<StartOutcome, StartError> {
-    if !server_name.is_empty() {
-        return Err(StartError::NamedServers);
-    }
     let cfg = hub.config();
+    if !server_name.is_empty() {
+        if !cfg.spawner.named_servers.enabled {
+            return Err(StartError::NamedServers);
+        }
+        check_server_name(server_name)?;
+        let limit = cfg.spawner.named_servers.limit_per_user;
+        let named = hub
+            .store
+            .servers_of(&user.name)?
+            .iter()
+            .filter(|s| !s.name.is_empty() && s.name != server_name)
+            .count();
+        if limit > 0 && named >= limit as usize {
+            return Err(StartError::TooManyNamed(user.name.clone(), limit));
+        }
+    }
     // Already running or starting: say so (400) before any limit (429), as JupyterHub does.
     // The atomic create below still settles races between concurrent requests.
     if let Some(s) = hub.store.server(&user.name, server_name)? {
@@ -203,7 +247,7 @@ async fn prepare_and_launch(
 ) -> Result<tokio::sync::oneshot::Receiver<Result<String, StartError>>, StartError> {
     let cfg = hub.config();
     let name = user.name.clone();
-    let prefix = server_prefix(hub, &name);
+    let prefix = server_prefix(hub, &name, server_name);
     let (token, token_rec) = hub.issue_token(
         TokenOwner::User(name.clone()),
         TokenKind::Server,
@@ -216,7 +260,7 @@ async fn prepare_and_launch(
         format!("access:servers!user={name}"),
     ];
     hub.store.put_oauth_client(&OAuthClientRecord {
-        id: client_id(&name),
+        id: client_id(&name, server_name),
         secret_hash: token_rec.hash.clone(),
         redirect_uri: format!("{prefix}oauth_callback"),
         access_scopes: access_scopes.clone(),
@@ -233,7 +277,7 @@ async fn prepare_and_launch(
     for (k, v) in [
         ("JUPYTERHUB_API_TOKEN", token.clone()),
         ("JPY_API_TOKEN", token.clone()),
-        ("JUPYTERHUB_CLIENT_ID", client_id(&name)),
+        ("JUPYTERHUB_CLIENT_ID", client_id(&name, server_name)),
         ("JUPYTERHUB_API_URL", api_url.clone()),
         (
             "JUPYTERHUB_ACTIVITY_URL",
@@ -263,13 +307,16 @@ async fn prepare_and_launch(
     if cfg.kernels.remote {
         // Gateway mode: the user's Jupyter Server sends kernel management to Orrery, which
         // starts every kernel in its own container (src/gateway/).
-        let (gateway_token, _) = hub.issue_token(
+        let (gateway_token, mut gateway_rec) = hub.issue_token(
             TokenOwner::User(name.clone()),
             TokenKind::Gateway,
             Vec::new(),
             "kernel gateway token",
             None,
         )?;
+        // The server it was made for: its kernels are that server's, deleted with it.
+        gateway_rec.server = Some(server_name.to_string());
+        hub.store.put_token(&gateway_rec)?;
         env.insert(
             "JUPYTER_GATEWAY_URL".into(),
             format!("{api_base}{}hub/gateway", cfg.base_url),
@@ -494,19 +541,22 @@ async fn run_spawn(
 }
 
 /// Forget a server: revoke its token, its OAuth client and the tokens issued to that client,
-/// and delete the user's remote kernels (their gateway token goes with the server).
+/// and delete its remote kernels (its gateway token goes with it). The user's other servers
+/// and their kernels are left alone.
 async fn cleanup(hub: &Hub, user: &str, server: &str) -> Result<(), StateError> {
-    hub.gateway.delete_all_of(user).await;
+    hub.gateway.delete_all_of(user, server).await;
     if let Some(rec) = hub.store.server(user, server)? {
         if let Some(id) = &rec.token_id {
             hub.store.delete_tokens_where(|t| &t.id == id)?;
         }
     }
-    let cid = client_id(user);
+    let cid = client_id(user, server);
     hub.store
         .delete_tokens_where(|t| t.oauth_client.as_deref() == Some(cid.as_str()))?;
     hub.store.delete_tokens_where(|t| {
-        t.kind == TokenKind::Gateway && t.owner == TokenOwner::User(user.to_string())
+        t.kind == TokenKind::Gateway
+            && t.owner == TokenOwner::User(user.to_string())
+            && t.server.as_deref().unwrap_or("") == server
     })?;
     hub.store.delete_oauth_client(&cid)?;
     hub.store.delete_server(user, server)?;
@@ -654,10 +704,11 @@ pub async fn reconcile(hub: &Hub) -> Result<(), StateError> {
 pub fn progress_stream(
     hub: &Hub,
     user: &str,
+    server: &str,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let prefix = server_prefix(hub, user);
-    let running = hub.store.server(user, "").ok().flatten();
-    let rx = hub.spawns.subscribe(user, "");
+    let prefix = server_prefix(hub, user, server);
+    let running = hub.store.server(user, server).ok().flatten();
+    let rx = hub.spawns.subscribe(user, server);
     let initial: Vec<ProgressEvent> = match (&running, &rx) {
         (Some(s), _) if s.ready => vec![ProgressEvent {
             progress: 100,

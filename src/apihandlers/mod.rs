@@ -48,6 +48,10 @@ pub fn router() -> Router<Arc<Hub>> {
         )
         .route("/users/{name}/server/progress", get(servers::progress))
         .route(
+            "/users/{name}/servers/{server}/progress",
+            get(servers::progress),
+        )
+        .route(
             "/users/{name}/servers/{server}",
             post(servers::start_named).delete(servers::stop_named),
         )

@@ -33,7 +33,7 @@ const USER_FIELDS: &[(&str, &[&str])] = &[
 ];
 
 pub fn server_model(hub: &Hub, s: &ServerRecord, with_state: bool) -> Value {
-    let prefix = server_prefix(hub, &s.user);
+    let prefix = server_prefix(hub, &s.user, &s.name);
     let mut m = json!({
         "name": s.name,
         "full_name": format!("{}/{}", s.user, s.name),
@@ -45,7 +45,11 @@ pub fn server_model(hub: &Hub, s: &ServerRecord, with_state: bool) -> Value {
         "url": prefix,
         "user_options": s.user_options,
         "display_name": s.display_name.clone().unwrap_or_else(|| s.name.clone()),
-        "progress_url": format!("{}api/users/{}/server/progress", hub.hub_prefix(), s.user),
+        "progress_url": if s.name.is_empty() {
+            format!("{}api/users/{}/server/progress", hub.hub_prefix(), s.user)
+        } else {
+            format!("{}api/users/{}/servers/{}/progress", hub.hub_prefix(), s.user, s.name)
+        },
         "full_url": Value::Null,
         "full_progress_url": Value::Null,
     });
@@ -61,7 +65,7 @@ pub fn full_user_model(hub: &Hub, u: &UserRecord, include_servers: bool) -> Valu
     let default = servers.iter().find(|s| s.name.is_empty());
     let server_url = default
         .filter(|s| s.ready)
-        .map(|_| server_prefix(hub, &u.name));
+        .map(|_| server_prefix(hub, &u.name, ""));
     let pending = default.and_then(|s| s.pending.clone());
     let admin = hub.is_admin(u);
     let mut roles = vec!["user"];

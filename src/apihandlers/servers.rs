@@ -55,7 +55,8 @@ async fn start(
             e @ (StartError::AlreadyRunning(_)
             | StartError::Pending(..)
             | StartError::NamedServers
-            | StartError::BadOptions(_)),
+            | StartError::BadOptions(_)
+            | StartError::TooManyNamed(..)),
         ) => Err(ApiError::bad_request(e.to_string())),
         Err(StartError::TooMany) => Err(ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -167,7 +168,7 @@ fn json_type(v: &Value) -> &'static str {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StopBody {
-    #[allow(dead_code)]
+    /// For a named server: also forget it (its kept options), as JupyterHub deletes it.
     remove: Option<bool>,
 }
 
@@ -185,8 +186,15 @@ pub async fn stop_named(
     Path((name, server)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let _: StopBody = parse_body(&body)?;
-    stop(hub, auth, name, server).await
+    let req: StopBody = parse_body(&body)?;
+    let hub_ref = hub.0.clone();
+    let response = stop(hub, auth, name.clone(), server.clone()).await?;
+    if req.remove == Some(true) && !server.is_empty() {
+        hub_ref.store.update_user(&name, |u| {
+            u.server_options.remove(&server);
+        })?;
+    }
+    Ok(response)
 }
 
 async fn stop(
@@ -216,15 +224,18 @@ async fn stop(
     }
 }
 
-/// `GET /users/{name}/server/progress`: server-sent events until ready or failed.
+/// `GET /users/{name}/server/progress` and `/users/{name}/servers/{server}/progress`:
+/// server-sent events until ready or failed.
 pub async fn progress(
     State(hub): State<Arc<Hub>>,
     auth: Auth,
-    Path(name): Path<String>,
+    Path(params): Path<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
+    let name = params.first().map(|(_, v)| v.clone()).unwrap_or_default();
+    let server = params.get(1).map(|(_, v)| v.clone()).unwrap_or_default();
     let user = load_user(&hub, &name)?;
     auth.require_on_user(&hub, "read:servers", &user.name)?;
-    Ok(spawn::progress_stream(&hub, &user.name).into_response())
+    Ok(spawn::progress_stream(&hub, &user.name, &server).into_response())
 }
 
 #[cfg(test)]

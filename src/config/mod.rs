@@ -475,8 +475,21 @@ pub struct Spawner {
     pub concurrent_spawn_limit: u32,
     /// How often records and the backend's servers are reconciled ([`crate::spawn::reconcile`]).
     pub reconcile_interval: Duration,
+    /// Servers besides the default one (`/user/<name>/<server>/`), JupyterHub's named servers.
+    pub named_servers: NamedServers,
     pub local: LocalSpawner,
     pub docker: DockerSpawner,
+}
+
+/// `spawner.named_servers`: JupyterHub's `allow_named_servers` and
+/// `named_server_limit_per_user`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamedServers {
+    pub enabled: bool,
+    /// Named servers one user may have running at once (the default server not counted);
+    /// 0: no limit.
+    pub limit_per_user: u32,
 }
 
 impl Default for Spawner {
@@ -487,6 +500,7 @@ impl Default for Spawner {
             slow_spawn_timeout: Duration::from_secs(10),
             concurrent_spawn_limit: 100,
             reconcile_interval: Duration::from_secs(30),
+            named_servers: NamedServers::default(),
             local: LocalSpawner::default(),
             docker: DockerSpawner::default(),
         }

@@ -12,10 +12,14 @@ use super::{Gateway, GatewayError};
 use crate::secrets;
 use crate::state::{TokenKind, TokenOwner};
 
-/// The user a gateway request acts for, and their groups (for kernelspec filters).
+/// The user a gateway request acts for, the server it comes from (each server's gateway
+/// token says which: its kernels are that server's) and the user's groups (for kernelspec
+/// filters).
 #[derive(Debug, Clone)]
 pub struct GatewayUser {
     pub name: String,
+    /// "" for the default server.
+    pub server: String,
     pub groups: Vec<String>,
 }
 
@@ -48,6 +52,7 @@ impl FromRequestParts<Arc<Gateway>> for GatewayUser {
         if rec.kind != TokenKind::Gateway || rec.is_expired(Utc::now()) {
             return Err(unauthorized());
         }
+        let server = rec.server.clone().unwrap_or_default();
         let TokenOwner::User(name) = rec.owner else {
             return Err(unauthorized());
         };
@@ -56,6 +61,10 @@ impl FromRequestParts<Arc<Gateway>> for GatewayUser {
         }
         // A store error yields no groups (fails closed for group-only specs).
         let groups = gw.services.store.groups_of(&name).unwrap_or_default();
-        Ok(GatewayUser { name, groups })
+        Ok(GatewayUser {
+            name,
+            server,
+            groups,
+        })
     }
 }

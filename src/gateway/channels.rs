@@ -36,7 +36,10 @@ pub async fn handle(
     Path(id): Path<String>,
     req: Request,
 ) -> Response {
-    let Some(kernel) = gw.kernel_of(&user.name, &id) else {
+    let Some(kernel) = gw
+        .kernel_of(&user.name, &id)
+        .filter(|k| k.server == user.server)
+    else {
         return GatewayError::NoSuchKernel(id).into_response();
     };
     accept(gw, kernel, req)
@@ -179,7 +182,7 @@ async fn deliver(
         kernel.touch();
         // Kernel work is work on the user's server too (its culler must not stop a server
         // whose kernels are in use; the browser bypasses the server).
-        gw.services.activity.traffic(&kernel.user);
+        gw.services.activity.traffic(&kernel.user, &kernel.server);
     }
     if channel == Channel::Shell {
         kernel.remember_shell_request(&msg);

@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use super::manager::Kernel;
 use super::runtime::KernelRuntime;
 use crate::config::Config;
-use crate::docker::{self, is_not_found, LABEL_KERNEL};
+use crate::docker::{self, is_not_found, LABEL_KERNEL, LABEL_SERVER};
 use crate::kernels::ConnectionInfo;
 /// Where the connection directory is mounted inside a kernel container.
 pub const CONNECTION_DIR: &str = "/var/run/orrery-kernel";
@@ -138,7 +138,7 @@ impl Containers {
             "kernel",
             &kernel.user,
             &self.instance,
-            &[(LABEL_KERNEL, &kernel.id)],
+            &[(LABEL_KERNEL, &kernel.id), (LABEL_SERVER, &kernel.server)],
         );
         // The spec's limits, else the per-user ones notebook servers get.
         let memory = kernel

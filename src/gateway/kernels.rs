@@ -24,6 +24,7 @@ pub struct CreateBody {
 
 fn kernel(gw: &Gateway, user: &GatewayUser, id: &str) -> Result<Arc<Kernel>, GatewayError> {
     gw.kernel_of(&user.name, id)
+        .filter(|k| k.server == user.server)
         .ok_or_else(|| GatewayError::NoSuchKernel(id.to_string()))
 }
 
@@ -52,7 +53,7 @@ pub async fn create(
             .next()
             .ok_or_else(|| GatewayError::NoSuchSpec("no kernelspec is available to you".into()))?,
     };
-    let k = gw.create(&user.name, spec, &body.env)?;
+    let k = gw.create(&user.name, &user.server, spec, &body.env)?;
     tracing::info!(kernel = %k.id, user = %user.name, spec = %k.spec.name, "kernel requested");
     let location = format!("/api/kernels/{}", k.id);
     Ok((
@@ -65,7 +66,7 @@ pub async fn create(
 
 pub async fn list(State(gw): State<Arc<Gateway>>, user: GatewayUser) -> Json<Value> {
     Json(Value::Array(
-        gw.kernels_of(&user.name)
+        gw.kernels_of_server(&user.name, &user.server)
             .iter()
             .map(|k| k.model())
             .collect(),

@@ -161,6 +161,8 @@ impl Reclaimed {
 pub struct Kernel {
     pub id: String,
     pub user: String,
+    /// The user's server it belongs to ("" for the default one): deleted with that server.
+    pub server: String,
     pub spec: KernelSpec,
     /// Where its ports are, and its signing key (renewed at each start by runtimes whose
     /// kernels share an address: a port freed by a reclaimed kernel may be taken meanwhile).
@@ -233,6 +235,7 @@ impl Kernel {
         Kernel {
             id: record.id,
             user: record.user,
+            server: record.server,
             spec: record.spec,
             info: StdMutex::new(info),
             dir,
@@ -280,6 +283,7 @@ impl Kernel {
         KernelRecord {
             id: self.id.clone(),
             user: self.user.clone(),
+            server: self.server.clone(),
             spec: self.spec.clone(),
             working_dir: self.working_dir.clone(),
             env: self.env.clone(),
@@ -571,6 +575,7 @@ impl Gateway {
     pub fn create(
         self: &Arc<Self>,
         user: &str,
+        server: &str,
         spec: KernelSpec,
         request_env: &serde_json::Map<String, Value>,
     ) -> Result<Arc<Kernel>, GatewayError> {
@@ -598,6 +603,7 @@ impl Gateway {
         let record = KernelRecord {
             id: id.clone(),
             user: user.to_string(),
+            server: server.to_string(),
             spec,
             working_dir,
             env,
@@ -772,10 +778,21 @@ impl Gateway {
     }
 
     /// Delete every kernel of `user` (their server stopped: nobody can reach them any more).
-    pub async fn delete_all_of(&self, user: &str) {
+    /// Delete the kernels of `user`'s server `server` (when it stops), not those of their
+    /// other servers.
+    pub async fn delete_all_of(&self, user: &str, server: &str) {
         for k in self.kernels_of(user) {
-            self.delete(&k).await;
+            if k.server == server {
+                self.delete(&k).await;
+            }
         }
+    }
+
+    /// The kernels of one of `user`'s servers.
+    pub fn kernels_of_server(&self, user: &str, server: &str) -> Vec<Arc<Kernel>> {
+        let mut v = self.kernels_of(user);
+        v.retain(|k| k.server == server);
+        v
     }
 
     /// Remove the kernel: container, connection directory, registry entry, WebSockets.

@@ -23,6 +23,10 @@ use crate::config::KernelSpec;
 pub struct KernelRecord {
     pub id: String,
     pub user: String,
+    /// The user's server it belongs to ("" for the default server; records from before named
+    /// servers have none).
+    #[serde(default)]
+    pub server: String,
     /// The spec the kernel was created from, frozen at creation.
     pub spec: KernelSpec,
     pub working_dir: String,

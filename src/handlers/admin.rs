@@ -209,7 +209,7 @@ fn render(
                     }
                     tbody {
                         @for u in &users {
-                            @let state = home::server_state(hub, &u.name);
+                            @let state = home::server_state(hub, &u.name, "");
                             @let by_config = cfg.users.admin.iter().any(|a| a == &u.name);
                             @let is_me = u.name == me.name;
                             tr {
@@ -219,7 +219,7 @@ fn render(
                                 }
                                 td {
                                     @if state == ServerState::Starting {
-                                        a href=(home::spawn_pending_url(hub, &u.name)) { (state.label()) }
+                                        a href=(home::spawn_pending_url(hub, &u.name, "")) { (state.label()) }
                                     } @else {
                                         (state.label())
                                     }
@@ -404,7 +404,7 @@ pub async fn stop(
     State(hub): State<Arc<Hub>>,
     AdminTarget { p, me, user, .. }: AdminTarget,
 ) -> Response {
-    match home::stop_server(&hub, &user.name).await {
+    match home::stop_server(&hub, &user.name, "").await {
         Ok(()) => done(&hub, "stopped", &user.name),
         Err(e) => failed(&hub, &p, &me, e.status, e.message),
     }
@@ -458,7 +458,7 @@ fn confirm_page(
     notice: Option<Notice>,
 ) -> Response {
     let hp = hub.hub_prefix();
-    let running = home::server_state(hub, &user.name) != ServerState::Stopped;
+    let running = home::server_state(hub, &user.name, "") != ServerState::Stopped;
     let body = html! {
         @if let Some(n) = &notice { (n.render()) }
         p.lead {
@@ -528,7 +528,7 @@ pub async fn delete(
         let n = Notice::Error("Tick the confirmation box to delete the user.".into());
         return confirm_page(&hub, &p, &user, StatusCode::BAD_REQUEST, Some(n));
     }
-    if home::server_state(&hub, &user.name) == ServerState::Starting {
+    if home::server_state(&hub, &user.name, "") == ServerState::Starting {
         let m = format!(
             "{}'s server is still starting; delete the user once the start has finished.",
             user.name

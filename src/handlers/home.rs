@@ -38,8 +38,8 @@ impl ServerState {
     }
 }
 
-pub fn server_state(hub: &Hub, user: &str) -> ServerState {
-    match hub.store.server(user, "").ok().flatten() {
+pub fn server_state(hub: &Hub, user: &str, server: &str) -> ServerState {
+    match hub.store.server(user, server).ok().flatten() {
         None => ServerState::Stopped,
         Some(s) => match s.pending.as_deref() {
             Some("spawn") => ServerState::Starting,
@@ -50,8 +50,9 @@ pub fn server_state(hub: &Hub, user: &str) -> ServerState {
     }
 }
 
-/// Where a user lands on their server: `<base_url>user/<name>/` plus the default app (`lab`).
-pub fn server_url(hub: &Hub, user: &str) -> String {
+/// Where a user lands on their server: `<base_url>user/<name>/[<server>/]` plus the default
+/// app (`lab`).
+pub fn server_url(hub: &Hub, user: &str, server: &str) -> String {
     let app = hub
         .config()
         .user_environment
@@ -59,19 +60,23 @@ pub fn server_url(hub: &Hub, user: &str) -> String {
         .default_url()
         .trim_start_matches('/')
         .to_string();
-    format!("{}{app}", spawn::server_prefix(hub, user))
+    format!("{}{app}", spawn::server_prefix(hub, user, server))
 }
 
-pub fn spawn_pending_url(hub: &Hub, user: &str) -> String {
-    format!("{}spawn-pending/{user}", hub.hub_prefix())
+pub fn spawn_pending_url(hub: &Hub, user: &str, server: &str) -> String {
+    if server.is_empty() {
+        format!("{}spawn-pending/{user}", hub.hub_prefix())
+    } else {
+        format!("{}spawn-pending/{user}/{server}", hub.hub_prefix())
+    }
 }
 
 /// The message of the last spawn if it failed (kept by the progress stream), while no server runs.
-pub fn last_failure(hub: &Hub, user: &str) -> Option<String> {
-    if hub.store.server(user, "").ok().flatten().is_some() {
+pub fn last_failure(hub: &Hub, user: &str, server: &str) -> Option<String> {
+    if hub.store.server(user, server).ok().flatten().is_some() {
         return None;
     }
-    let rx = hub.spawns.subscribe(user, "")?;
+    let rx = hub.spawns.subscribe(user, server)?;
     let events = rx.borrow();
     events
         .last()
@@ -105,16 +110,18 @@ impl ActionError {
 /// Start `user`'s default server (waiting at most `slow_spawn_timeout`) with the options of
 /// its last start.
 pub async fn start_server(hub: &Arc<Hub>, user: &UserRecord) -> Result<Begun, ActionError> {
-    start_with(hub, user, json!({})).await
+    start_with(hub, user, "", json!({})).await
 }
 
-/// Start `user`'s default server with `options` (the spawn form's choice).
+/// Start `user`'s server `server` ("" for the default one) with `options` (the spawn form's
+/// choice; `{}` reuses the last start's).
 pub async fn start_with(
     hub: &Arc<Hub>,
     user: &UserRecord,
+    server: &str,
     options: serde_json::Value,
 ) -> Result<Begun, ActionError> {
-    match spawn::start(hub, user, "", options, None).await {
+    match spawn::start(hub, user, server, options, None).await {
         Ok(StartOutcome::Ready) | Err(StartError::AlreadyRunning(_)) => Ok(Begun::Ready),
         Ok(StartOutcome::Pending) => Ok(Begun::Pending),
         Err(StartError::Pending(_, kind)) if kind == "spawn" => Ok(Begun::Pending),
@@ -134,9 +141,11 @@ pub async fn start_with(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("The server failed to start: {m}"),
         )),
-        Err(e @ (StartError::NamedServers | StartError::BadOptions(_))) => {
-            Err(ActionError::new(StatusCode::BAD_REQUEST, e.to_string()))
-        }
+        Err(
+            e @ (StartError::NamedServers
+            | StartError::BadOptions(_)
+            | StartError::TooManyNamed(..)),
+        ) => Err(ActionError::new(StatusCode::BAD_REQUEST, e.to_string())),
         Err(StartError::State(e)) => {
             tracing::error!(error = %e, "state error while starting a server");
             Err(ActionError::new(
@@ -147,15 +156,16 @@ pub async fn start_with(
     }
 }
 
-/// Stop `user`'s default server; stopping one that is not running is not an error.
-pub async fn stop_server(hub: &Hub, user: &str) -> Result<(), ActionError> {
-    if server_state(hub, user) == ServerState::Starting {
+/// Stop `user`'s server `server` ("" for the default one); stopping one that is not running
+/// is not an error.
+pub async fn stop_server(hub: &Hub, user: &str, server: &str) -> Result<(), ActionError> {
+    if server_state(hub, user, server) == ServerState::Starting {
         return Err(ActionError::new(
             StatusCode::CONFLICT,
             format!("{user}'s server is still starting; stop it once the start has finished."),
         ));
     }
-    match spawn::stop(hub, user, "").await {
+    match spawn::stop(hub, user, server).await {
         Ok(()) | Err(StopError::NotRunning(_)) => Ok(()),
         Err(StopError::Backend(m)) => Err(ActionError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -211,13 +221,13 @@ fn render(
     notices: Vec<Notice>,
 ) -> Response {
     let hp = hub.hub_prefix();
-    let state = server_state(hub, &user.name);
-    let url = server_url(hub, &user.name);
-    let prefix = spawn::server_prefix(hub, &user.name);
+    let state = server_state(hub, &user.name, "");
+    let url = server_url(hub, &user.name, "");
+    let prefix = spawn::server_prefix(hub, &user.name, "");
     let csrf = session::csrf_token(p);
     // A start that just failed is already reported by a notice.
     let failure = if notices.is_empty() {
-        last_failure(hub, &user.name)
+        last_failure(hub, &user.name, "")
     } else {
         None
     };
@@ -239,7 +249,7 @@ fn render(
                     }
                     ServerState::Starting => {
                         p { "Your server is " strong { "starting" } "." }
-                        div.actions { a.button href=(spawn_pending_url(hub, &user.name)) { "Follow its progress" } }
+                        div.actions { a.button href=(spawn_pending_url(hub, &user.name, "")) { "Follow its progress" } }
                     }
                     ServerState::Stopping => {
                         p { "Your server is " strong { "stopping" } ". Reload this page in a moment." }
@@ -260,6 +270,7 @@ fn render(
                 }
             }
         }
+        (super::named_servers::section(hub, p, user))
         section aria-labelledby="account-heading" {
             h2 #account-heading { "My account" }
             ul {
@@ -285,6 +296,17 @@ fn render(
     )
 }
 
+/// The home page with an error notice (a 400): for the named servers' actions.
+pub fn failed(hub: &Hub, p: &Principal, user: &UserRecord, message: String) -> Response {
+    render(
+        hub,
+        p,
+        user,
+        StatusCode::BAD_REQUEST,
+        vec![Notice::Error(message)],
+    )
+}
+
 fn action_failed(hub: &Hub, p: &Principal, user: &UserRecord, e: ActionError) -> Response {
     let mut resp = render(hub, p, user, e.status, vec![Notice::Error(e.message)]);
     if let Some(s) = e.retry_after {
@@ -305,9 +327,9 @@ pub async fn start(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes)
     match start_server(&hub, &user).await {
         Ok(Begun::Ready) => match f.opt("next").filter(|n| !n.is_empty()) {
             Some(n) => layout::redirect(&session::safe_next(&hub, Some(n))),
-            None => layout::redirect(&server_url(&hub, &user.name)),
+            None => layout::redirect(&server_url(&hub, &user.name, "")),
         },
-        Ok(Begun::Pending) => layout::redirect(&spawn_pending_url(&hub, &user.name)),
+        Ok(Begun::Pending) => layout::redirect(&spawn_pending_url(&hub, &user.name, "")),
         Err(e) => action_failed(&hub, &p, &user, e),
     }
 }
@@ -319,7 +341,7 @@ pub async fn stop(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) 
         Ok(x) => x,
         Err(r) => return r,
     };
-    match stop_server(&hub, &user.name).await {
+    match stop_server(&hub, &user.name, "").await {
         Ok(()) => layout::redirect(&format!("{}home?msg=stopped", hub.hub_prefix())),
         Err(e) => action_failed(&hub, &p, &user, e),
     }

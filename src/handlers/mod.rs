@@ -4,7 +4,7 @@
 //! * [`crate::session`] (beside this module, shared with the OAuth provider): the login cookie, the logged-in extractor, CSRF tokens.
 //! * [`layout`]: the page frame, navigation, error and 404 pages, security headers.
 //! * [`forms`]: form parsing and the checks every POST handler runs first.
-//! * [`login`], [`home`], [`spawn_form`] (the profile choice), [`spawn`] (progress), [`password`], [`tokens`], [`admin`], [`user`]: one page
+//! * [`login`], [`home`] (with [`named_servers`]), [`spawn_form`] (the profile choice), [`spawn`] (progress), [`password`], [`tokens`], [`admin`], [`user`]: one page
 //!   (or a few closely related ones) each. [`assets`]: the stylesheet and the progress script.
 
 pub mod admin;
@@ -13,6 +13,7 @@ pub mod forms;
 pub mod home;
 pub mod layout;
 pub mod login;
+pub mod named_servers;
 pub mod password;
 pub mod spawn;
 pub mod spawn_form;
@@ -44,6 +45,11 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
         .route(&at("/home"), get(home::page))
         .route(&at("/home/start"), post(home::start))
         .route(&at("/home/stop"), post(home::stop))
+        .route(&at("/home/servers"), post(named_servers::create))
+        .route(
+            &at("/home/servers/{server}/{what}"),
+            post(named_servers::act),
+        )
         .route(
             &at("/spawn"),
             get(spawn_form::page).post(spawn_form::submit),
@@ -62,6 +68,11 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
         )
         .route(&at("/spawn-pending/{name}"), get(spawn::page))
         .route(&at("/spawn-pending/{name}/progress"), get(spawn::progress))
+        .route(&at("/spawn-pending/{name}/{server}"), get(spawn::page))
+        .route(
+            &at("/spawn-pending/{name}/{server}/progress"),
+            get(spawn::progress),
+        )
         .route(
             &at("/auth/change-password"),
             get(password::form).post(password::submit),

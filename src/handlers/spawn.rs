@@ -29,12 +29,20 @@ fn visible_owner(hub: &Hub, viewer: &UserRecord, name: &str) -> Option<UserRecor
     hub.store.user(&name).ok().flatten()
 }
 
-/// `GET <hub>/spawn-pending/<name>`.
+/// The user and server of a `spawn-pending/<name>[/<server>]` path.
+fn name_and_server(params: Vec<(String, String)>) -> (String, String) {
+    let mut values = params.into_iter().map(|(_, v)| v);
+    let name = values.next().unwrap_or_default();
+    (name, values.next().unwrap_or_default())
+}
+
+/// `GET <hub>/spawn-pending/<name>[/<server>]`.
 pub async fn page(
     State(hub): State<Arc<Hub>>,
     LoggedIn(p): LoggedIn,
-    Path(name): Path<String>,
+    Path(params): Path<Vec<(String, String)>>,
 ) -> Response {
+    let (name, server) = name_and_server(params);
     let viewer = match forms::page_user(&hub, &p) {
         Ok(u) => u,
         Err(r) => return r,
@@ -43,14 +51,14 @@ pub async fn page(
         return layout::not_found_page(&hub, Some(&p));
     };
     let own = owner.name == viewer.name;
-    let state = home::server_state(&hub, &owner.name);
-    let url = home::server_url(&hub, &owner.name);
+    let state = home::server_state(&hub, &owner.name, &server);
+    let url = home::server_url(&hub, &owner.name, &server);
     if state == ServerState::Running && own {
         return layout::redirect(&url);
     }
     let events: Vec<ProgressEvent> = hub
         .spawns
-        .subscribe(&owner.name, "")
+        .subscribe(&owner.name, &server)
         .map(|rx| rx.borrow().clone())
         .unwrap_or_default();
     let failed = state == ServerState::Stopped && events.last().is_some_and(|e| e.failed);
@@ -61,12 +69,18 @@ pub async fn page(
     };
     let pct = events.last().map(|e| e.progress).unwrap_or(0).min(100);
     let in_progress = matches!(state, ServerState::Starting | ServerState::Stopping);
-    let whose = if own {
-        "Your server".to_string()
-    } else {
-        format!("{}'s server", owner.name)
+    let whose = match (own, server.is_empty()) {
+        (true, true) => "Your server".to_string(),
+        (true, false) => format!("Your server {server}"),
+        (false, true) => format!("{}'s server", owner.name),
+        (false, false) => format!("{}'s server {server}", owner.name),
     };
-    let progress_url = format!("{}spawn-pending/{}/progress", hub.hub_prefix(), owner.name);
+    let progress_url = format!(
+        "{}/progress",
+        home::spawn_pending_url(&hub, &owner.name, &server)
+    );
+    // The start forms here start the default server; a named one is started from home.
+    let own = own && server.is_empty();
     let hp = hub.hub_prefix();
 
     let head = if state == ServerState::Starting {
@@ -145,8 +159,9 @@ pub async fn page(
 pub async fn progress(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    Path(params): Path<Vec<(String, String)>>,
 ) -> Response {
+    let (name, server) = name_and_server(params);
     let Some(p) = session::principal(&hub, &headers) else {
         return (StatusCode::FORBIDDEN, "not logged in").into_response();
     };
@@ -156,5 +171,5 @@ pub async fn progress(
     let Some(owner) = visible_owner(&hub, viewer, &name) else {
         return (StatusCode::NOT_FOUND, "no such user").into_response();
     };
-    crate::spawn::progress_stream(&hub, &owner.name).into_response()
+    crate::spawn::progress_stream(&hub, &owner.name, &server).into_response()
 }

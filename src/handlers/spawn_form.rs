@@ -71,8 +71,8 @@ fn path_parts(path: Option<Path<Vec<(String, String)>>>) -> Vec<String> {
 /// Where to send someone once a start has begun (or ended).
 fn after_start(hub: &Hub, user: &str, begun: Begun) -> Response {
     match begun {
-        Begun::Ready => layout::redirect(&home::server_url(hub, user)),
-        Begun::Pending => layout::redirect(&home::spawn_pending_url(hub, user)),
+        Begun::Ready => layout::redirect(&home::server_url(hub, user, "")),
+        Begun::Pending => layout::redirect(&home::spawn_pending_url(hub, user, "")),
     }
 }
 
@@ -90,10 +90,10 @@ pub async fn page(
         Ok(t) => t,
         Err(r) => return r,
     };
-    match home::server_state(&hub, &user.name) {
-        ServerState::Running => return layout::redirect(&home::server_url(&hub, &user.name)),
+    match home::server_state(&hub, &user.name, "") {
+        ServerState::Running => return layout::redirect(&home::server_url(&hub, &user.name, "")),
         ServerState::Starting => {
-            return layout::redirect(&home::spawn_pending_url(&hub, &user.name))
+            return layout::redirect(&home::spawn_pending_url(&hub, &user.name, ""))
         }
         ServerState::Stopping | ServerState::Stopped => {}
     }
@@ -198,7 +198,7 @@ pub async fn submit(
         Some(profile) => json!({ "profile": profile }),
         None => json!({}),
     };
-    match home::start_with(&hub, &user, options).await {
+    match home::start_with(&hub, &user, "", options).await {
         Ok(b) => after_start(&hub, &user.name, b),
         Err(e) => form(&hub, &p, &user, e.status, Some(&e.message)),
     }

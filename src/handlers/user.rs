@@ -33,17 +33,17 @@ pub async fn page(
     if username::normalize(name).ok().as_deref() != Some(viewer.name.as_str()) {
         return layout::not_found_page(&hub, Some(&p));
     }
-    let prefix = spawn::server_prefix(&hub, &viewer.name);
+    let prefix = spawn::server_prefix(&hub, &viewer.name, "");
     let rest = params
         .get("rest")
         .map(|r| r.trim_start_matches('/'))
         .unwrap_or("");
     let target = format!("{prefix}{rest}");
     let hp = hub.hub_prefix();
-    match home::server_state(&hub, &viewer.name) {
-        ServerState::Starting => layout::redirect(&home::spawn_pending_url(&hub, &viewer.name)),
+    match home::server_state(&hub, &viewer.name, "") {
+        ServerState::Starting => layout::redirect(&home::spawn_pending_url(&hub, &viewer.name, "")),
         ServerState::Stopped => {
-            let failure = home::last_failure(&hub, &viewer.name);
+            let failure = home::last_failure(&hub, &viewer.name, "");
             let body = html! {
                 p.lead { "Your server is not running. Start it to open " code { (target) } "." }
                 @if let Some(f) = &failure {

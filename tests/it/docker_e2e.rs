@@ -894,3 +894,258 @@ async fn profiles_on_the_spawn_form_pick_image_and_memory() {
     );
     assert_eq!(c["HostConfig"]["Memory"], 512u64 * 1024 * 1024);
 }
+
+/// The model of `user`'s server `server` ("" for the default one); Null when none.
+async fn named_model(d: &Daemon, user: &str, server: &str) -> Value {
+    let (s, u, _) = d
+        .api("GET", &format!("/users/{user}"), Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 200, "{u}");
+    u["servers"][server].clone()
+}
+
+/// Wait until `user`'s named server `server` is ready; its container id.
+async fn named_ready(d: &Daemon, user: &str, server: &str) -> String {
+    let began = Instant::now();
+    loop {
+        let m = named_model(d, user, server).await;
+        if m["ready"] == true {
+            return m["state"]["container_id"]
+                .as_str()
+                .expect("container id")
+                .to_string();
+        }
+        assert!(!m.is_null(), "{user}/{server} is gone:\n{}", d.log());
+        assert!(
+            began.elapsed() < Duration::from_secs(120),
+            "{m}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Where a server sends a browser with no login: its OAuth client id at the hub's authorize
+/// endpoint (following the server's own redirects).
+async fn oauth_client_of(d: &Daemon, path: &str) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let mut url = format!("{}{path}", d.url);
+    for _ in 0..5 {
+        let r = client.get(&url).send().await.expect("request");
+        let Some(loc) = r.headers().get("location").and_then(|v| v.to_str().ok()) else {
+            panic!("{url} answered {} without a redirect", r.status());
+        };
+        let next = if loc.starts_with("http") {
+            loc.to_string()
+        } else {
+            format!("{}{loc}", d.url)
+        };
+        if next.contains("/hub/api/oauth2/authorize") {
+            let parsed = reqwest::Url::parse(&next).expect("url");
+            return parsed
+                .query_pairs()
+                .find(|(k, _)| k == "client_id")
+                .map(|(_, v)| v.into_owned())
+                .expect("client_id");
+        }
+        url = next;
+    }
+    panic!("no OAuth redirect from {path}");
+}
+
+/// Named servers: a user's default server and a named one run side by side in their own
+/// containers, each behind the proxy at its own prefix with its own OAuth client; the culler
+/// stops each on its own idleness; both are re-adopted after `kill -9` of the daemon; deleting
+/// the named one removes its kernel and leaves the default server's kernel alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_servers_run_side_by_side_and_live_apart() {
+    let mut env = env().await;
+    let user = env.user("n");
+    let extra = "[spawner.named_servers]\nenabled = true\nlimit_per_user = 1\n\n\
+                 [kernels]\nremote = true\n\n[cull]\nenabled = true\ntimeout = \"8s\"\nevery = \"1s\"\n";
+    let mut d = env.daemon(&[&user], "", extra).await;
+    let token = d.token_for(&user).await;
+    let default_id = start_server(&d, &user).await;
+    let (s, b, _) = d
+        .api(
+            "POST",
+            &format!("/users/{user}/servers/lab2"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(s == 201 || s == 202, "{s} {b}\n{}", d.log());
+    let named_id = named_ready(&d, &user, "lab2").await;
+    assert_ne!(default_id, named_id, "two containers");
+    assert_eq!(
+        inspect(&named_id)["Name"],
+        format!("/{}--lab2", container_name(&user)),
+        "the named server's container"
+    );
+    // A second named server is over the limit.
+    let (s, b, _) = d
+        .api(
+            "POST",
+            &format!("/users/{user}/servers/third"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("limit_per_user")),
+        "{b}"
+    );
+
+    // Each behind the proxy at its own prefix, with its own OAuth client.
+    let st = proxied_json(&d, "GET", &user, "api/status", &token, None, 200).await;
+    assert!(st["started"].is_string(), "{st}");
+    proxied_json(&d, "GET", &user, "lab2/api/status", &token, None, 200).await;
+    assert_eq!(
+        oauth_client_of(&d, &format!("/user/{user}/lab")).await,
+        format!("jupyterhub-user-{user}")
+    );
+    assert_eq!(
+        oauth_client_of(&d, &format!("/user/{user}/lab2/lab")).await,
+        format!("jupyterhub-user-{user}-lab2")
+    );
+    assert!(has_env(
+        &inspect(&named_id),
+        &format!("JUPYTERHUB_SERVICE_PREFIX=/user/{user}/lab2/")
+    ));
+
+    // A kernel in each (remote kernels: containers of their own, labelled with the server).
+    let k_default = proxied_json(
+        &d,
+        "POST",
+        &user,
+        "api/kernels",
+        &token,
+        Some(json!({})),
+        201,
+    )
+    .await;
+    let k_named = proxied_json(
+        &d,
+        "POST",
+        &user,
+        "lab2/api/kernels",
+        &token,
+        Some(json!({})),
+        201,
+    )
+    .await;
+    let (k_default, k_named) = (
+        k_default["id"].as_str().expect("id").to_string(),
+        k_named["id"].as_str().expect("id").to_string(),
+    );
+    let listed = proxied_json(&d, "GET", &user, "lab2/api/kernels", &token, None, 200).await;
+    assert_eq!(
+        listed.as_array().map(|a| a.len()),
+        Some(1),
+        "a server lists its own kernels: {listed}"
+    );
+
+    // kill -9: both servers (and both kernels) are re-adopted.
+    d.kill();
+    d.spawn().await;
+    assert_eq!(named_ready(&d, &user, "lab2").await, named_id);
+    assert_eq!(named_ready(&d, &user, "").await, default_id);
+    proxied_json(&d, "GET", &user, "lab2/api/status", &token, None, 200).await;
+
+    // Deleting the named server removes its kernel, not the default server's.
+    let (s, b, _) = d
+        .api(
+            "DELETE",
+            &format!("/users/{user}/servers/lab2"),
+            Some(ADMIN),
+            Some(json!({"remove": true})),
+        )
+        .await;
+    assert!(s == 204 || s == 202, "{s} {b}");
+    let began = Instant::now();
+    while docker(&["inspect", &named_id]).0 {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the named server's container is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let kernel_containers = |kid: &str| {
+        docker_ok(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=org.orrery.kernel={kid}"),
+        ])
+    };
+    assert!(
+        kernel_containers(&k_named).is_empty(),
+        "the named server's kernel is gone"
+    );
+    assert!(
+        !kernel_containers(&k_default).is_empty(),
+        "the default server's kernel is kept"
+    );
+    let k = proxied_json(
+        &d,
+        "GET",
+        &user,
+        &format!("api/kernels/{k_default}"),
+        &token,
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(k["id"], k_default.as_str());
+
+    // The culler stops each server on its own idleness: the named one kept busy (activity
+    // reports, as its server sends them) outlives the idle default one.
+    let (s, b, _) = d
+        .api(
+            "POST",
+            &format!("/users/{user}/servers/lab2"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(s == 201 || s == 202, "{s} {b}");
+    named_ready(&d, &user, "lab2").await;
+    let began = Instant::now();
+    while !named_model(&d, &user, "").await.is_null() {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let (s, b, _) = d
+            .api(
+                "POST",
+                &format!("/users/{user}/activity"),
+                Some(ADMIN),
+                Some(json!({"servers": {"lab2": {"last_activity": now}}})),
+            )
+            .await;
+        assert!(s == 200 || s == 204, "{s} {b}");
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "the idle default server was not culled\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        named_model(&d, &user, "lab2").await["ready"],
+        true,
+        "the busy named server is kept"
+    );
+    let began = Instant::now();
+    while !named_model(&d, &user, "lab2").await.is_null() {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "the named server was not culled once idle"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

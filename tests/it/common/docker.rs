@@ -172,10 +172,16 @@ impl Env {
     /// The daemon config: Docker backend on this test's network and volumes, plus `extra`
     /// (lines for `[spawner.docker]` first, then other tables).
     pub fn config(&self, docker_extra: &str, extra: &str) -> String {
+        // The culler is off unless `extra` configures it.
+        let cull = if extra.contains("[cull]") {
+            ""
+        } else {
+            "[cull]\nenabled = false\n"
+        };
         format!(
             "[spawner]\nbackend = \"docker\"\nslow_spawn_timeout = \"60s\"\nstart_timeout = \"90s\"\n\n\
              [spawner.docker]\nimage = \"{}\"\npull_policy = \"never\"\nnetwork = \"{}\"\n\
-             home_volume = \"orrery-test-{}-{{username}}\"\n{docker_extra}\n\n[cull]\nenabled = false\n\n{extra}\n",
+             home_volume = \"orrery-test-{}-{{username}}\"\n{docker_extra}\n\n{cull}\n{extra}\n",
             self.image, self.network, self.n
         )
     }
