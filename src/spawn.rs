@@ -413,7 +413,7 @@ async fn prepare_and_launch(
             }
             Err(e) => {
                 tracing::warn!(user = %name, server = %server, error = %e, "spawn failed");
-                let _ = cleanup(&task_hub, &name, "").await;
+                let _ = cleanup(&task_hub, &name, &server).await;
                 push(
                     &progress,
                     ProgressEvent {

@@ -999,7 +999,7 @@ impl Gateway {
             let server_up = self
                 .services
                 .store
-                .server(&rec.user, "")
+                .server(&rec.user, &rec.server)
                 .ok()
                 .flatten()
                 .is_some_and(|s| s.ready);

@@ -651,3 +651,125 @@ async fn a_schema_1_state_is_migrated_at_start_and_the_old_database_kept() {
     let (_, alice, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
     assert_eq!(alice["groups"], serde_json::json!([]), "{alice}");
 }
+
+/// The home page's named servers: a new one started from its form (the spawn is slow, so the
+/// page follows its progress), listed with its state, and deleted (stopped and forgotten).
+#[tokio::test]
+async fn the_home_page_starts_lists_and_deletes_named_servers() {
+    // Servers that never become ready: a start stays pending for 3 s, then fails.
+    let d = Daemon::start(
+        "[spawner]\nbackend = \"local\"\nslow_spawn_timeout = \"1s\"\nstart_timeout = \"4s\"\n\
+         [spawner.local]\ncmd = [\"sleep\", \"60\"]\nallow_root = true\n\
+         [spawner.named_servers]\nenabled = true\n",
+    )
+    .await;
+    d.create_users(&["nina"], false).await;
+    let cookie = crate::common::login_at(&d.url, "nina", "nina-password")
+        .await
+        .expect("login");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let home = |c: &reqwest::Client| {
+        c.get(format!("{}/hub/home", d.url))
+            .header("Cookie", &cookie)
+            .send()
+    };
+    let page = home(&client).await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("Named servers") && page.contains("You have no named servers"),
+        "{page}"
+    );
+    let xsrf = crate::common::form_xsrf(&page);
+    let post = |path: String, form: Vec<(&'static str, String)>| {
+        client
+            .post(format!("{}/hub/{path}", d.url))
+            .header("Cookie", &cookie)
+            .form(&form)
+            .send()
+    };
+    // A name that cannot be a URL segment is refused on the page.
+    let r = post(
+        "home/servers".into(),
+        vec![("_xsrf", xsrf.clone()), ("server", "No Good".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("cannot be a server name"));
+    let r = post(
+        "home/servers".into(),
+        vec![("_xsrf", xsrf.clone()), ("server", "project-x".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.headers()["location"],
+        "/hub/spawn-pending/nina/project-x",
+        "a slow start follows its progress"
+    );
+    let (s, u, _) = d.api("GET", "/users/nina", Some(ADMIN), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(u["servers"]["project-x"]["pending"], "spawn", "{u}");
+    assert_eq!(
+        u["servers"]["project-x"]["url"], "/user/nina/project-x/",
+        "{u}"
+    );
+    let page = home(&client).await.unwrap().text().await.unwrap();
+    assert!(page.contains("data-server=\"project-x\""), "{page}");
+    assert!(page.contains("/hub/spawn-pending/nina/project-x"), "{page}");
+    // The pending page of the named server.
+    let r = client
+        .get(format!("{}/hub/spawn-pending/nina/project-x", d.url))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("Your server project-x is starting"));
+    // Delete is refused while the server starts; once its start has failed (and forgotten
+    // it), the page's delete forgets its name too.
+    let (s, _, _) = d
+        .api(
+            "DELETE",
+            "/users/nina/servers/project-x",
+            Some(ADMIN),
+            Some(json!({"remove": true})),
+        )
+        .await;
+    assert!(s == 400 || s == 204, "{s}");
+    let began = Instant::now();
+    loop {
+        let (_, u, _) = d.api("GET", "/users/nina", Some(ADMIN), None).await;
+        if u["servers"]["project-x"].is_null() {
+            break;
+        }
+        assert!(began.elapsed() < Duration::from_secs(30), "{u}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = d
+            .api(
+                "DELETE",
+                "/users/nina/servers/project-x",
+                Some(ADMIN),
+                Some(json!({"remove": true})),
+            )
+            .await;
+    }
+    let r = post(
+        "home/servers/project-x/delete".into(),
+        vec![("_xsrf", xsrf.clone())],
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let page = home(&client).await.unwrap().text().await.unwrap();
+    assert!(
+        !page.contains("data-server=\"project-x\""),
+        "deleted: {page}"
+    );
+}
