@@ -103,6 +103,7 @@ mod tests {
         KernelRecord {
             id: id.into(),
             user: "alice".into(),
+            server: String::new(),
             spec,
             working_dir: "/home/jovyan/work".into(),
             env: vec![("KERNEL_USERNAME".into(), "alice".into())],
