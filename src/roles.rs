@@ -6,9 +6,6 @@
 use crate::config::RoleConfig;
 use crate::scopes::ScopeSet;
 
-/// The names JupyterHub gives its built-in roles: a `[[roles]]` entry may not take them.
-pub const BUILT_IN: &[&str] = &["user", "admin", "server", "token"];
-
 /// Does `role` name the user `user`, who belongs to `groups`?
 fn names_user(role: &RoleConfig, user: &str, groups: &[String]) -> bool {
     role.users.iter().any(|u| u == user) || role.groups.iter().any(|g| groups.contains(g))

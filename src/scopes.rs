@@ -77,6 +77,9 @@ const LEAF_SCOPES: &[&str] = &[
     "read:roles:services",
 ];
 
+/// The names of JupyterHub's built-in roles: a config `[[roles]]` entry may not take them.
+pub const BUILT_IN_ROLES: &[&str] = &["user", "admin", "server", "token"];
+
 /// Scopes held by every user for themselves (JupyterHub's `self`, filtered to the user).
 const SELF_SCOPES: &[&str] = &[
     "users",

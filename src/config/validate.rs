@@ -397,7 +397,7 @@ fn validate_roles(config: &Config) -> Result<(), ConfigError> {
                 ),
             );
         }
-        if crate::roles::BUILT_IN.contains(&name.as_str()) {
+        if scopes::BUILT_IN_ROLES.contains(&name.as_str()) {
             return err(
                 &at("name"),
                 format!(
