@@ -6,7 +6,8 @@
 //! hub; they get what they need (a config handle, the store, metrics…) when they are built
 //! here. The hub answers the two questions every request asks: *who is this*
 //! ([`Hub::principal_for_token`], [`Hub::principal_for_session`]) and *what may they do*
-//! ([`Principal::scopes`]).
+//! ([`Principal::scopes`]: the built-in roles plus the config's `[[roles]]`, read from the
+//! current config at each request, so a reload changes them at once).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use crate::config::{BackendKind, Config};
 use crate::metrics::Metrics;
 use crate::progress::Spawns;
 use crate::ratelimit::RateLimiter;
+use crate::roles;
 use crate::scopes::ScopeSet;
 use crate::secrets;
 use crate::spawner::Backend;
@@ -211,18 +213,54 @@ impl Hub {
         user.admin || self.config().users.admin.iter().any(|a| a == &user.name)
     }
 
-    /// The full scopes a user holds through their roles.
+    /// The full scopes a user holds through their roles: `user` (or `admin`), and every
+    /// `[[roles]]` entry naming them or one of their groups, as the config says now.
     pub fn user_scopes(&self, user: &UserRecord) -> ScopeSet {
-        if self.is_admin(user) {
+        let mut scopes = if self.is_admin(user) {
             ScopeSet::admin_role(&user.name)
         } else {
             ScopeSet::user_role(&user.name)
+        };
+        let cfg = self.config();
+        if !cfg.roles.is_empty() {
+            let groups = self.groups_of(&user.name);
+            scopes.merge(&roles::user_grants(&cfg.roles, &user.name, &groups));
         }
+        scopes
     }
 
-    /// Groups of a user, for `!group=` filters. A store error yields none (fails closed).
+    /// The names of a user's roles, as the user model lists them.
+    pub fn user_role_names(&self, user: &UserRecord) -> Vec<String> {
+        let mut names = vec!["user".to_string()];
+        if self.is_admin(user) {
+            names.push("admin".to_string());
+        }
+        let cfg = self.config();
+        let groups = self.groups_of(&user.name);
+        names.extend(
+            roles::of_user(&cfg.roles, &user.name, &groups)
+                .into_iter()
+                .map(str::to_string),
+        );
+        names
+    }
+
+    /// The scopes of a config service: its own `scopes` and those of the roles naming it.
+    pub fn service_scopes(&self, name: &str, own: &[String]) -> ScopeSet {
+        let mut scopes = ScopeSet::granted(own, None);
+        scopes.merge(&roles::service_grants(&self.config().roles, name));
+        scopes
+    }
+
+    /// Groups of a user, for `!group=` filters and roles: the store's and the config's. A
+    /// store error yields none (fails closed).
     pub fn groups_of(&self, user: &str) -> Vec<String> {
-        self.store.groups_of(user).unwrap_or_default()
+        crate::groups::groups_of(&self.store, &self.config(), user)
+    }
+
+    /// Members of a group: the store's and the config's.
+    pub fn members_of(&self, group: &str) -> Vec<String> {
+        crate::groups::members_of(&self.store, &self.config(), group)
     }
 
     /// Resolve an API token to a principal. None: unknown, expired or owner gone.
@@ -246,7 +284,7 @@ impl Hub {
             .cloned()
         {
             // Checked when the config was read; scopes Orrery does not implement grant nothing.
-            let scopes = ScopeSet::granted(&svc.scopes, None);
+            let scopes = self.service_scopes(&svc.name, &svc.scopes);
             return Ok(Some(Principal {
                 kind: PrincipalKind::Service(svc.name),
                 scopes,
@@ -275,7 +313,7 @@ impl Hub {
                     ScopeSet::granted(&rec.scopes, Some(&user.name))
                 };
                 Principal {
-                    scopes: requested.intersect(&owner_scopes),
+                    scopes: requested.intersect_resolving(&owner_scopes, &|u| self.groups_of(u)),
                     kind: PrincipalKind::User(user),
                     token_id: Some(rec.id.clone()),
                     session_id: None,
@@ -289,10 +327,10 @@ impl Hub {
                     .find(|s| &s.name == name)
                     .cloned();
                 let Some(svc) = svc else { return Ok(None) };
-                let owner_scopes = ScopeSet::granted(&svc.scopes, None);
+                let owner_scopes = self.service_scopes(&svc.name, &svc.scopes);
                 let requested = ScopeSet::granted(&rec.scopes, None);
                 Principal {
-                    scopes: requested.intersect(&owner_scopes),
+                    scopes: requested.intersect_resolving(&owner_scopes, &|u| self.groups_of(u)),
                     kind: PrincipalKind::Service(name.clone()),
                     token_id: Some(rec.id.clone()),
                     session_id: None,

@@ -12,7 +12,8 @@
 //! * [`state`]: durable state in sled (users, groups, tokens, sessions, OAuth, servers).
 //! * [`hub`]: the shared state of the running daemon; who is calling and what they may do.
 //! * [`auth`]: authenticators (firstuse, native, dummy) and login throttling.
-//! * [`scopes`]: JupyterHub's permission model. [`username`]: name rules.
+//! * [`scopes`]: JupyterHub's permission model. [`roles`]: the config's `[[roles]]`.
+//!   [`groups`]: config-managed groups and membership. [`username`]: name rules.
 //! * [`apihandlers`]: the REST API under `/hub/api`, one file per resource, and the OAuth provider.
 //! * [`handlers`]: the HTML pages under `/hub/` and browser sessions.
 //! * [`spawner`]: the backend contract (start/stop/poll) and its implementations;
@@ -40,6 +41,7 @@ pub mod files;
 pub mod forward;
 pub mod gateway;
 pub mod gpu;
+pub mod groups;
 pub mod handlers;
 pub mod hub;
 pub mod kernels;
@@ -49,6 +51,7 @@ pub mod progress;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
+pub mod roles;
 pub mod scheme;
 pub mod scopes;
 pub mod secrets;

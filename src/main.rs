@@ -69,6 +69,12 @@ async fn run(cli: Cli) -> i32 {
                 }
             }
         }
+        Command::Groups { cmd } => {
+            with_config(cli.config.as_deref(), |loaded| {
+                cli::groups_cmd::run(cmd, loaded)
+            })
+            .await
+        }
         Command::Backup(args) => {
             with_config(cli.config.as_deref(), |loaded| {
                 cli::backup_cmd::backup(args, loaded)

@@ -1,9 +1,10 @@
 //! Applying a changed configuration to the running daemon (SIGHUP or `orrery config reload`).
 //!
 //! The file is re-read and validated; an invalid file changes nothing. Keys that the running
-//! daemon can adopt (auth, users, limits, cull, spawner, services, …) take effect at once; keys
-//! bound at startup (listeners, state path, base_url, logging) are reported as needing a restart
-//! and keep their running values until then.
+//! daemon can adopt (auth, users, limits, cull, spawner, services, groups, roles, …) take effect
+//! at once (`[[groups]]` are written into the state here); keys bound at startup (listeners,
+//! state path, base_url, logging) are reported as needing a restart and keep their running
+//! values until then.
 
 use std::collections::BTreeMap;
 
@@ -119,6 +120,7 @@ pub async fn reload(hub: &Hub) -> Result<ReloadReport, ReloadError> {
     let https = applied.https.clone();
     hub.set_config(applied);
     sync_services(hub)?;
+    sync_groups(hub)?;
     // Certificate files are re-read now (the watcher would notice within seconds); a pair that
     // does not load keeps the served certificate and says why.
     if let (true, Some(cert), Some(key)) = (https.enabled, &https.tls.cert, &https.tls.key) {
@@ -136,6 +138,21 @@ pub async fn reload(hub: &Hub) -> Result<ReloadReport, ReloadError> {
         needs_restart,
         warnings,
     })
+}
+
+/// Write the config's `[[groups]]` into the store, and hand the groups that left it back to the
+/// API with their members ([`crate::groups::sync`]). Roles are read from the config at each
+/// request and need nothing here.
+pub fn sync_groups(hub: &Hub) -> Result<(), StateError> {
+    let report = crate::groups::sync(&hub.store, &hub.config().groups)?;
+    if !report.written.is_empty() || !report.released.is_empty() {
+        tracing::info!(
+            written = ?report.written,
+            released = ?report.released,
+            "config groups written to the state"
+        );
+    }
+    Ok(())
 }
 
 /// Register an OAuth client for each config service with an `oauth_redirect_uri`, and drop the

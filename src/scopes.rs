@@ -2,8 +2,11 @@
 //!
 //! A scope is a name (`read:users`) optionally narrowed by filters (`read:users!user=alice`,
 //! `access:servers!server=alice/`, `!group=`, `!service=`). Broad scopes imply narrower ones
-//! (`SUBSCOPES`); roles (`user`, `admin`, `server`) are fixed bundles of scopes. A request is
-//! allowed when the caller's expanded [`ScopeSet`] holds the needed scope for the target.
+//! (`SUBSCOPES`); roles (`user`, `admin`, `server`) are fixed bundles of scopes (the config's
+//! `[[roles]]` are added by `crate::roles`). A request is allowed when the caller's expanded
+//! [`ScopeSet`] holds the needed scope for the target. A `!group=` filter matches a target
+//! through the target user's groups ([`Target::groups`]); comparing two sets (a token against
+//! its owner) resolves groups through a lookup the caller passes ([`GroupsOf`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -74,6 +77,9 @@ const LEAF_SCOPES: &[&str] = &[
     "read:roles:services",
 ];
 
+/// The names of JupyterHub's built-in roles: a config `[[roles]]` entry may not take them.
+pub const BUILT_IN_ROLES: &[&str] = &["user", "admin", "server", "token"];
+
 /// Scopes held by every user for themselves (JupyterHub's `self`, filtered to the user).
 const SELF_SCOPES: &[&str] = &[
     "users",
@@ -99,6 +105,9 @@ const ADMIN_SCOPES: &[&str] = &[
     "read:roles",
     "read:metrics",
 ];
+
+/// A lookup by name: a user's groups, or a group's members.
+pub type GroupsOf<'a> = &'a dyn Fn(&str) -> Vec<String>;
 
 /// One filter on a scope.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -377,7 +386,16 @@ impl ScopeSet {
     }
 
     /// What a token may do: the scopes it asked for, but never more than its owner holds now.
+    /// `!group=` filters are compared by name only; [`ScopeSet::intersect_resolving`] also
+    /// matches them against users and servers.
     pub fn intersect(&self, owner: &ScopeSet) -> ScopeSet {
+        self.intersect_resolving(owner, &|_: &str| Vec::new())
+    }
+
+    /// [`ScopeSet::intersect`], resolving `!group=` filters through `groups_of` (a user's
+    /// groups): `access:servers!server=bob/` asked of an owner holding
+    /// `access:servers!group=class-a` is kept when bob is in class-a, as JupyterHub resolves it.
+    pub fn intersect_resolving(&self, owner: &ScopeSet, groups_of: GroupsOf<'_>) -> ScopeSet {
         let mut out = ScopeSet::default();
         for (name, mine) in &self.map {
             let Some(theirs) = owner.map.get(name) else {
@@ -388,8 +406,11 @@ impl ScopeSet {
                 (Filter::Only(a), Filter::Only(b)) => {
                     let keep: BTreeSet<FilterItem> = a
                         .iter()
-                        .filter(|i| b.iter().any(|j| covers(j, i)))
-                        .chain(b.iter().filter(|j| a.iter().any(|i| covers(i, j))))
+                        .filter(|i| b.iter().any(|j| covers(j, i, groups_of)))
+                        .chain(
+                            b.iter()
+                                .filter(|j| a.iter().any(|i| covers(i, j, groups_of))),
+                        )
                         .cloned()
                         .collect();
                     if keep.is_empty() {
@@ -399,6 +420,23 @@ impl ScopeSet {
                 }
             };
             out.map.insert(name.clone(), f);
+        }
+        out
+    }
+
+    /// A copy where each `scope` narrowed by `!group=G` also names G's members (`!user=M`,
+    /// from `members_of`). For the single-user server's access check, which (as JupyterHub's
+    /// `HubAuth.check_scopes`) cannot resolve a group to its users.
+    pub fn with_group_members(&self, scope: &str, members_of: GroupsOf<'_>) -> ScopeSet {
+        let mut out = self.clone();
+        if let Some(Filter::Only(items)) = self.map.get(scope) {
+            for item in items {
+                if let FilterItem::Group(g) = item {
+                    for m in members_of(g) {
+                        out.add(scope, Some(FilterItem::User(m)));
+                    }
+                }
+            }
         }
         out
     }
@@ -425,7 +463,13 @@ impl ScopeSet {
     /// Is every scope of `self` (with its filters) also in `owner`? For "don't grant more than
     /// you hold" when creating tokens. Returns the scopes that are not held.
     pub fn not_held_by(&self, owner: &ScopeSet) -> Vec<String> {
-        let inter = self.intersect(owner);
+        self.not_held_by_resolving(owner, &|_: &str| Vec::new())
+    }
+
+    /// [`ScopeSet::not_held_by`], resolving `!group=` filters as
+    /// [`ScopeSet::intersect_resolving`] does.
+    pub fn not_held_by_resolving(&self, owner: &ScopeSet, groups_of: GroupsOf<'_>) -> Vec<String> {
+        let inter = self.intersect_resolving(owner, groups_of);
         self.to_strings()
             .into_iter()
             .filter(|s| !inter.to_strings().contains(s))
@@ -452,12 +496,16 @@ impl ScopeSet {
     }
 }
 
-/// Does filter `a` include everything filter `b` names?
-fn covers(a: &FilterItem, b: &FilterItem) -> bool {
+/// Does filter `a` include everything filter `b` names? A group includes its members and
+/// their servers (as `groups_of` says now).
+fn covers(a: &FilterItem, b: &FilterItem, groups_of: GroupsOf<'_>) -> bool {
+    let server_user = |s: &str| s.split_once('/').map(|(u, _)| u.to_string());
     match (a, b) {
         (x, y) if x == y => true,
-        (FilterItem::User(u), FilterItem::Server(s)) => {
-            s.split_once('/').is_some_and(|(su, _)| su == u)
+        (FilterItem::User(u), FilterItem::Server(s)) => server_user(s).as_deref() == Some(u),
+        (FilterItem::Group(g), FilterItem::User(u)) => groups_of(u).contains(g),
+        (FilterItem::Group(g), FilterItem::Server(s)) => {
+            server_user(s).is_some_and(|u| groups_of(&u).contains(g))
         }
         _ => false,
     }
@@ -569,5 +617,64 @@ mod tests {
             s.to_strings(),
             vec!["read:users:activity!user=a", "users:activity!user=a"]
         );
+    }
+
+    fn class_a(user: &str) -> Vec<String> {
+        match user {
+            "sam" | "sue" => vec!["class-a".to_string()],
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn group_filters_resolve_against_members_when_intersecting() {
+        let ta = ScopeSet::from_strings(&["access:servers!group=class-a"], None).unwrap();
+        let asked = ScopeSet::from_strings(
+            &["access:servers!server=sam/", "access:servers!server=bob/"],
+            None,
+        )
+        .unwrap();
+        let got = asked.intersect_resolving(&ta, &class_a);
+        assert_eq!(got.to_strings(), vec!["access:servers!server=sam/"]);
+        // Without the lookup a group matches only itself.
+        assert!(asked.intersect(&ta).is_empty());
+        // Asking for the group itself keeps the group; a user filter is checked by membership.
+        let asked = ScopeSet::from_strings(
+            &["access:servers!group=class-a", "access:servers!user=sue"],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            asked.intersect_resolving(&ta, &class_a).to_strings(),
+            vec!["access:servers!group=class-a", "access:servers!user=sue"]
+        );
+        let outside = ScopeSet::from_strings(&["access:servers!user=bob"], None).unwrap();
+        assert_eq!(
+            outside.not_held_by_resolving(&ta, &class_a),
+            vec!["access:servers!user=bob"]
+        );
+        assert!(asked.not_held_by_resolving(&ta, &class_a).is_empty());
+    }
+
+    #[test]
+    fn group_members_are_named_for_single_user_servers() {
+        let ta = ScopeSet::from_strings(
+            &["access:servers!group=class-a", "read:users!group=class-a"],
+            None,
+        )
+        .unwrap();
+        let members = |g: &str| match g {
+            "class-a" => vec!["sam".to_string(), "sue".to_string()],
+            _ => Vec::new(),
+        };
+        let out = ta.with_group_members("access:servers", &members);
+        let strings = out.to_strings();
+        assert!(strings.contains(&"access:servers!group=class-a".to_string()));
+        assert!(strings.contains(&"access:servers!user=sam".to_string()));
+        assert!(strings.contains(&"access:servers!user=sue".to_string()));
+        // Only the scope asked for is widened.
+        assert!(!strings.contains(&"read:users!user=sam".to_string()));
+        assert!(out.allows("access:servers", &Target::user("sam", &[])));
+        assert!(!out.allows("access:servers", &Target::user("bob", &[])));
     }
 }

@@ -136,6 +136,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
         control_hash,
     ));
     reload::sync_services(&hub)?;
+    reload::sync_groups(&hub)?;
 
     let public_addr = SocketAddr::new(public_ip, cfg.http.port);
     let public = bind(public_addr, "http.port").await?;

@@ -1,4 +1,6 @@
-//! `/hub/api/groups…`: list, create, read, delete groups and change their members.
+//! `/hub/api/groups…`: list, create, read, delete groups and change their members. Groups the
+//! config manages (`[[groups]]`) are read like any other, and changing them is refused with a
+//! 409 that says how to change them in the config.
 
 use std::sync::Arc;
 
@@ -12,9 +14,10 @@ use serde_json::Value;
 
 use super::base::{paginate, parse_body, ApiError, ApiResult, Auth, PageParams};
 use super::models::group_model;
+use crate::groups;
 use crate::hub::Hub;
 use crate::scopes::Target;
-use crate::state::GroupRecord;
+use crate::state::{GroupRecord, ManagedBy};
 use crate::username;
 
 fn valid_group_name(name: &str) -> ApiResult<String> {
@@ -47,7 +50,7 @@ pub async fn list(
             let names = [g.name.clone()];
             auth.0.scopes.allows("read:groups", &group_target(&names))
         })
-        .map(group_model)
+        .map(|g| group_model(&hub, g))
         .collect();
     Ok(paginate(items, &page, &headers, &uri))
 }
@@ -76,7 +79,10 @@ pub async fn get(
     auth: Auth,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(group_model(&load(&hub, &auth, &name, "read:groups")?)))
+    Ok(Json(group_model(
+        &hub,
+        &load(&hub, &auth, &name, "read:groups")?,
+    )))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -99,15 +105,19 @@ pub async fn create(
     if hub.store.group(&name)?.is_some() {
         return Err(ApiError::conflict(format!("Group {name} already exists")));
     }
+    if groups::config_managed(None, &hub.config(), &name) {
+        return Err(ApiError::conflict(groups::refusal(&name)));
+    }
     let users = existing_users(&hub, &req.users)?;
     let g = GroupRecord {
         name,
         users,
         properties: req.properties,
+        managed_by: ManagedBy::Api,
     };
     hub.store.put_group(&g)?;
     hub.store.flush().await?;
-    Ok((StatusCode::CREATED, Json(group_model(&g))).into_response())
+    Ok((StatusCode::CREATED, Json(group_model(&hub, &g))).into_response())
 }
 
 fn existing_users(hub: &Hub, raw: &[String]) -> ApiResult<std::collections::BTreeSet<String>> {
@@ -127,7 +137,8 @@ pub async fn delete(
     auth: Auth,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    load(&hub, &auth, &name, "delete:groups")?;
+    let g = load(&hub, &auth, &name, "delete:groups")?;
+    refuse_if_config_managed(&hub, &g)?;
     hub.store.delete_group(&name)?;
     hub.store.flush().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -147,10 +158,11 @@ pub async fn add_users(
 ) -> ApiResult<Json<Value>> {
     let mut g = load(&hub, &auth, &name, "groups")?;
     let req: Members = parse_body(&body)?;
+    refuse_if_config_managed(&hub, &g)?;
     g.users.extend(existing_users(&hub, &req.users)?);
     hub.store.put_group(&g)?;
     hub.store.flush().await?;
-    Ok(Json(group_model(&g)))
+    Ok(Json(group_model(&hub, &g)))
 }
 
 pub async fn remove_users(
@@ -161,11 +173,20 @@ pub async fn remove_users(
 ) -> ApiResult<Json<Value>> {
     let mut g = load(&hub, &auth, &name, "groups")?;
     let req: Members = parse_body(&body)?;
+    refuse_if_config_managed(&hub, &g)?;
     for r in &req.users {
         let n = username::normalize(r).map_err(|e| ApiError::bad_request(e.to_string()))?;
         g.users.remove(&n);
     }
     hub.store.put_group(&g)?;
     hub.store.flush().await?;
-    Ok(Json(group_model(&g)))
+    Ok(Json(group_model(&hub, &g)))
+}
+
+/// A 409 for a change to a group the config manages, saying how to make it there.
+fn refuse_if_config_managed(hub: &Hub, g: &GroupRecord) -> ApiResult<()> {
+    if groups::config_managed(Some(g), &hub.config(), &g.name) {
+        return Err(ApiError::conflict(groups::refusal(&g.name)));
+    }
+    Ok(())
 }

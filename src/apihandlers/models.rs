@@ -68,10 +68,7 @@ pub fn full_user_model(hub: &Hub, u: &UserRecord, include_servers: bool) -> Valu
         .map(|_| server_prefix(hub, &u.name, ""));
     let pending = default.and_then(|s| s.pending.clone());
     let admin = hub.is_admin(u);
-    let mut roles = vec!["user"];
-    if admin {
-        roles.push("admin");
-    }
+    let roles = hub.user_role_names(u);
     let mut m = json!({
         "kind": "user",
         "name": u.name,
@@ -126,13 +123,16 @@ pub fn user_model_for(hub: &Hub, who: &Principal, u: &UserRecord) -> Option<Valu
     Some(Value::Object(out))
 }
 
-pub fn group_model(g: &GroupRecord) -> Value {
+/// A group: JupyterHub's fields (`roles`: the config's roles naming it) and who manages it
+/// (`managed_by`: `"config"` or `"api"`, Orrery's own field).
+pub fn group_model(hub: &Hub, g: &GroupRecord) -> Value {
     json!({
         "kind": "group",
         "name": g.name,
         "users": g.users.iter().collect::<Vec<_>>(),
-        "roles": [],
+        "roles": crate::roles::of_group(&hub.config().roles, &g.name),
         "properties": g.properties,
+        "managed_by": g.managed_by.as_str(),
     })
 }
 

@@ -108,7 +108,11 @@ pub async fn authorize(
     // else's server gets a token that identifies them but grants no access.
     let requested =
         ScopeSet::from_strings(&client.access_scopes, Some(&user.name)).unwrap_or_default();
-    let mut scopes = requested.intersect(&hub.user_scopes(&user)).to_strings();
+    // A group filter the user holds (a role's `access:servers!group=class-a`) covers the
+    // servers of the group's members.
+    let mut scopes = requested
+        .intersect_resolving(&hub.user_scopes(&user), &|u| hub.groups_of(u))
+        .to_strings();
     scopes.push(format!("read:users:name!user={}", user.name));
     scopes.sort();
     scopes.dedup();

@@ -46,7 +46,13 @@ pub async fn whoami(State(hub): State<Arc<Hub>>, Auth(p): Auth) -> ApiResult<Jso
         model["kind"] = json!("user");
         model["name"] = json!(u.name);
     }
-    model["scopes"] = json!(p.scopes.to_strings());
+    // A single-user server checks `access:servers!server=<owner>/` or `!user=<owner>` in this
+    // list and, as JupyterHub's HubAuth, cannot resolve a group: a group-filtered access scope
+    // (a role's `access:servers!group=class-a`) also names the group's current members.
+    let scopes = p
+        .scopes
+        .with_group_members("access:servers", &|g| hub.members_of(g));
+    model["scopes"] = json!(scopes.to_strings());
     model["session_id"] = json!(p
         .session_id
         .as_ref()

@@ -51,7 +51,8 @@ pub async fn create(
         ScopeSet::from_strings(&requested, Some(&user.name))
             .map_err(|e| ApiError::bad_request(e.to_string()))?
     };
-    let missing = asked.not_held_by(&owner_scopes);
+    let groups_of = |u: &str| hub.groups_of(u);
+    let missing = asked.not_held_by_resolving(&owner_scopes, &groups_of);
     if !missing.is_empty() {
         return Err(ApiError::forbidden(format!(
             "Not assigning requested scopes {} not held by {}",
@@ -60,7 +61,7 @@ pub async fn create(
         )));
     }
     // A caller cannot mint a token stronger than its own credentials either.
-    let beyond_caller = asked.not_held_by(&auth.0.scopes);
+    let beyond_caller = asked.not_held_by_resolving(&auth.0.scopes, &groups_of);
     if !beyond_caller.is_empty() && !auth.0.scopes.has_unfiltered("tokens") {
         return Err(ApiError::forbidden(format!(
             "Not assigning scopes you do not hold: {}",

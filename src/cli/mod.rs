@@ -1,4 +1,4 @@
-//! The `orrery` command line: `serve`, `config`, `users`, `gpus`, `status`, `backup`,
+//! The `orrery` command line: `serve`, `config`, `users`, `groups`, `gpus`, `status`, `backup`,
 //! `restore`, `cleanup`, `doctor`, `version`.
 
 pub mod backup_cmd;
@@ -6,6 +6,7 @@ pub mod config_cmd;
 pub mod daemon;
 pub mod doctor;
 pub mod gpus_cmd;
+pub mod groups_cmd;
 pub mod status_cmd;
 pub mod users_cmd;
 
@@ -41,6 +42,11 @@ pub enum Command {
     Users {
         #[command(subcommand)]
         cmd: users_cmd::UsersCommand,
+    },
+    /// Manage groups and their members (groups in the config file only change there).
+    Groups {
+        #[command(subcommand)]
+        cmd: groups_cmd::GroupsCommand,
     },
     /// Show the GPUs Orrery can hand out (read through NVML; no daemon needed).
     Gpus {

@@ -94,7 +94,7 @@ pub async fn run(cmd: UsersCommand, loaded: LoadedConfig) -> Result<(), CliError
     via_store(&loaded, cmd, password)
 }
 
-async fn call(
+pub(super) async fn call(
     client: &DaemonClient,
     m: Method,
     path: &str,

@@ -33,15 +33,34 @@ pub fn normalize_users(config: &mut Config) -> Result<(), ConfigError> {
         }
         *names = normalized;
     }
-    for (i, p) in config.profiles.iter_mut().enumerate() {
-        let key = format!("profiles[{i}].users");
-        p.users = p
-            .users
-            .iter()
-            .map(|n| normalize_user(&key, n))
-            .collect::<Result<_, _>>()?;
+    normalize_members(config)
+}
+
+/// Lowercase and check the members of `[[groups]]`, the users of `[[roles]]` and of
+/// `[[profiles]]`, as every user name (dropping duplicates).
+fn normalize_members(config: &mut Config) -> Result<(), ConfigError> {
+    for (i, group) in config.groups.iter_mut().enumerate() {
+        group.users = normalize_list(&format!("groups[{i}].users"), &group.users)?;
+    }
+    for (i, role) in config.roles.iter_mut().enumerate() {
+        role.users = normalize_list(&format!("roles[{i}].users"), &role.users)?;
+    }
+    for (i, profile) in config.profiles.iter_mut().enumerate() {
+        profile.users = normalize_list(&format!("profiles[{i}].users"), &profile.users)?;
     }
     Ok(())
+}
+
+/// `names` normalised, each once; an invalid one is an error at `key[pos]`.
+fn normalize_list(key: &str, names: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut normalized: Vec<String> = Vec::with_capacity(names.len());
+    for (pos, name) in names.iter().enumerate() {
+        let name = normalize_user(&format!("{key}[{pos}]"), name)?;
+        if !normalized.contains(&name) {
+            normalized.push(name);
+        }
+    }
+    Ok(normalized)
 }
 
 fn normalize_user(key: &str, name: &str) -> Result<String, ConfigError> {
@@ -64,6 +83,16 @@ pub fn warnings(config: &Config) -> Vec<String> {
             }
         }
     }
+    for (i, role) in config.roles.iter().enumerate() {
+        for (pos, scope) in role.scopes.iter().enumerate() {
+            if let Ok(scopes::Checked::NotImplemented(w)) = scopes::check(scope, Some("user")) {
+                out.push(format!(
+                    "roles[{i}].scopes[{pos}] (role {:?}): {w}",
+                    role.name
+                ));
+            }
+        }
+    }
     out
 }
 
@@ -76,6 +105,8 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_trusted_proxies(config)?;
     validate_users(config)?;
     validate_services(config)?;
+    validate_groups(config)?;
+    validate_roles(config)?;
     validate_kernels(config)?;
     validate_cull(config)?;
     validate_limits(config)?;
@@ -310,6 +341,133 @@ fn validate_services(config: &Config) -> Result<(), ConfigError> {
         }
     }
 
+    Ok(())
+}
+
+/// `[[groups]]`: names (the user-name rules: they appear in filters and URLs), each once.
+/// Members were checked by [`normalize_users`]; they need not exist yet.
+fn validate_groups(config: &Config) -> Result<(), ConfigError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, group) in config.groups.iter().enumerate() {
+        let name = &group.name;
+        let key = format!("groups[{i}].name");
+        if name.is_empty() {
+            return err(
+                &key,
+                "every [[groups]] entry needs a name, e.g. name = \"class-a\"".into(),
+            );
+        }
+        if username::normalize(name).ok().as_deref() != Some(name.as_str()) {
+            return err(
+                &key,
+                format!(
+                    "{name:?} is not a valid group name; use lowercase letters, digits, '.', \
+                     '_' and '-', starting with a letter or digit (at most 32)"
+                ),
+            );
+        }
+        if let Some(first) = seen.iter().position(|n| *n == name) {
+            return err(
+                &key,
+                format!("{name:?} is already the name of groups[{first}]; merge the two entries"),
+            );
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
+/// `[[roles]]` (JupyterHub's `load_roles`): names, scopes (unknown ones refused, like
+/// services'), and the services they name (which must exist). Users and groups they name may
+/// come later, so any valid name is accepted.
+fn validate_roles(config: &Config) -> Result<(), ConfigError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, role) in config.roles.iter().enumerate() {
+        let at = |field: &str| format!("roles[{i}].{field}");
+        let name = &role.name;
+        let valid = (3..=255).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && name.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+            });
+        if !valid {
+            return err(
+                &at("name"),
+                format!(
+                    "{name:?} is not a valid role name; use 3 to 255 lowercase letters, digits, \
+                     '-', '_' and '.', starting with a letter and ending with a letter or digit, \
+                     e.g. \"class-a-ta\""
+                ),
+            );
+        }
+        if scopes::BUILT_IN_ROLES.contains(&name.as_str()) {
+            return err(
+                &at("name"),
+                format!(
+                    "{name:?} is a built-in role (user, admin, server, token); give yours another \
+                     name, e.g. \"{name}-extra\""
+                ),
+            );
+        }
+        if let Some(first) = seen.iter().position(|n| *n == name) {
+            return err(
+                &at("name"),
+                format!("{name:?} is already the name of roles[{first}]; merge the two entries"),
+            );
+        }
+        seen.push(name);
+        for (pos, scope) in role.scopes.iter().enumerate() {
+            let key = format!("roles[{i}].scopes[{pos}]");
+            if scope.trim().is_empty() {
+                return err(&key, "a scope must not be empty".into());
+            }
+            if scope.trim() == "inherit" {
+                return err(
+                    &key,
+                    "\"inherit\" is for tokens; a role lists the scopes it grants, e.g. \
+                     \"read:users!group=class-a\""
+                        .into(),
+                );
+            }
+            // A scope Orrery does not implement is only a warning (see `warnings`). A bare
+            // `!user` filter means whoever holds the role.
+            if let Err(e) = scopes::check(scope, Some("user")) {
+                return err(
+                    &key,
+                    format!("{e}; fix or remove it (see the README's list of scopes)"),
+                );
+            }
+        }
+        for (pos, group) in role.groups.iter().enumerate() {
+            if username::normalize(group).ok().as_deref() != Some(group.as_str()) {
+                return err(
+                    &format!("roles[{i}].groups[{pos}]"),
+                    format!(
+                        "{group:?} is not a valid group name; use lowercase letters, digits, \
+                         '.', '_' and '-', starting with a letter or digit"
+                    ),
+                );
+            }
+        }
+        for (pos, service) in role.services.iter().enumerate() {
+            if !config.services.iter().any(|s| &s.name == service) {
+                let known: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+                let have = if known.is_empty() {
+                    "no [[services]] are declared".to_string()
+                } else {
+                    format!("the services are {}", known.join(", "))
+                };
+                return err(
+                    &format!("roles[{i}].services[{pos}]"),
+                    format!(
+                        "{service:?} is not a service of this config ({have}); declare it in \
+                         [[services]] or remove it from the role"
+                    ),
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -622,4 +780,114 @@ fn validate_profiles(config: &Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod roles_and_groups_tests {
+    use crate::config::load::parse_str;
+
+    fn err_of(text: &str) -> String {
+        match parse_str(text) {
+            Ok(config) => panic!("expected an error for {text:?}, got {config:?}"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    const SERVICE: &str = "[[services]]\nname = \"grader\"\napi_token = \"0123456789abcdef0123\"\n";
+
+    #[test]
+    fn the_teaching_assistant_example_is_valid_and_names_are_normalised() {
+        let c = parse_str(
+            "[[groups]]\nname = \"class-a\"\nusers = [\"Sam\", \"sue\", \"sam\"]\n\n\
+             [[roles]]\nname = \"class-a-ta\"\ndescription = \"TAs\"\n\
+             scopes = [\"access:servers!group=class-a\", \"read:users!group=class-a\", \"admin:servers!group=class-a\"]\n\
+             users = [\"Tina\", \"nobody-yet\"]\ngroups = [\"not-declared-yet\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.groups[0].users, vec!["sam", "sue"]);
+        assert_eq!(c.roles[0].users, vec!["tina", "nobody-yet"]);
+    }
+
+    #[test]
+    fn an_unknown_scope_is_refused_naming_the_key_and_the_nearest() {
+        let e = err_of(
+            "[[roles]]\nname = \"tas\"\nscopes = [\"read:users\", \"acess:servers!group=a\"]\n",
+        );
+        assert!(e.contains("roles[0].scopes[1]"), "{e}");
+        assert!(e.contains("\"access:servers\""), "{e}");
+        let e = err_of("[[roles]]\nname = \"tas\"\nscopes = [\"read:users!planet=x\"]\n");
+        assert!(
+            e.contains("roles[0].scopes[0]") && e.contains("!group=NAME"),
+            "{e}"
+        );
+        let e = err_of("[[roles]]\nname = \"tas\"\nscopes = [\"inherit\"]\n");
+        assert!(
+            e.contains("roles[0].scopes[0]") && e.contains("for tokens"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unimplemented_scope_is_a_warning_with_its_key() {
+        let c = parse_str("[[roles]]\nname = \"tas\"\nscopes = [\"start:servers\"]\n").unwrap();
+        let w = crate::config::load::warnings(&c);
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with("roles[0].scopes[0] (role \"tas\")")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn role_names_services_and_duplicates_are_checked() {
+        for bad in ["TA", "ta ", "t", "-ta", "ta-", "1ta"] {
+            let e = err_of(&format!("[[roles]]\nname = {bad:?}\n"));
+            assert!(
+                e.contains("roles[0].name") && e.contains("not a valid role name"),
+                "{bad}: {e}"
+            );
+        }
+        let e = err_of("[[roles]]\nname = \"admin\"\n");
+        assert!(e.contains("roles[0].name") && e.contains("built-in"), "{e}");
+        let e = err_of("[[roles]]\nname = \"tas\"\n[[roles]]\nname = \"tas\"\n");
+        assert!(e.contains("roles[1].name") && e.contains("roles[0]"), "{e}");
+        let e = err_of("[[roles]]\nname = \"tas\"\nservices = [\"grader\"]\n");
+        assert!(
+            e.contains("roles[0].services[0]") && e.contains("no [[services]]"),
+            "{e}"
+        );
+        let e = err_of(&format!(
+            "{SERVICE}\n[[roles]]\nname = \"tas\"\nservices = [\"grader\", \"gradr\"]\n"
+        ));
+        assert!(
+            e.contains("roles[0].services[1]") && e.contains("grader"),
+            "{e}"
+        );
+        parse_str(&format!(
+            "{SERVICE}\n[[roles]]\nname = \"tas\"\nservices = [\"grader\"]\n"
+        ))
+        .unwrap();
+        let e = err_of("[[roles]]\nname = \"tas\"\nusers = [\"not a name\"]\n");
+        assert!(e.contains("roles[0].users[0]"), "{e}");
+        let e = err_of("[[roles]]\nname = \"tas\"\ngroups = [\"Class A\"]\n");
+        assert!(e.contains("roles[0].groups[0]"), "{e}");
+    }
+
+    #[test]
+    fn group_names_and_members_are_checked() {
+        let e = err_of("[[groups]]\nname = \"class-a\"\n[[groups]]\nname = \"class-a\"\n");
+        assert!(
+            e.contains("groups[1].name") && e.contains("groups[0]"),
+            "{e}"
+        );
+        let e = err_of("[[groups]]\nname = \"Class A\"\n");
+        assert!(
+            e.contains("groups[0].name") && e.contains("not a valid group name"),
+            "{e}"
+        );
+        let e = err_of("[[groups]]\nname = \"\"\n");
+        assert!(e.contains("groups[0].name"), "{e}");
+        let e = err_of("[[groups]]\nname = \"a\"\nusers = [\"ok\", \"no way\"]\n");
+        assert!(e.contains("groups[0].users[1]"), "{e}");
+    }
 }

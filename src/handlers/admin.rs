@@ -1,6 +1,8 @@
 //! The admin page (`<hub>/admin`, admins only): every user with their admin flag, server state
 //! and last activity; per-user start, stop, make/remove admin and delete (confirmed on a second
-//! page); and a form to add users. Admins cannot demote or delete themselves.
+//! page); a form to add users; and the groups with their members and who manages them, with
+//! forms to add and remove members of the groups the API manages (a config group changes only
+//! in the config file). Admins cannot demote or delete themselves.
 //!
 //! Every POST handler takes an [`AdminForm`] (or an [`AdminTarget`], which adds the user the
 //! action names): the session, CSRF and admin checks run before the handler does.
@@ -11,11 +13,12 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use maud::html;
+use maud::{html, Markup};
 
 use super::forms::{self, Fields};
 use super::home::{self, Begun, ServerState};
 use super::layout::{self, Nav, Notice};
+use crate::groups;
 use crate::hub::{Hub, Principal};
 use crate::session::{self, LoggedIn};
 use crate::spawn::{self, StopError};
@@ -159,6 +162,14 @@ pub async fn page(
             Some(format!("Added {n} user(s); {existing} already existed."))
         }
         "created" => Some(format!("Added {n} user(s).")),
+        "member-added" | "member-removed" => {
+            let group = username::normalize(q.get("group")).unwrap_or_default();
+            Some(if q.get("done") == "member-added" {
+                format!("{who} is now a member of group {group}.")
+            } else {
+                format!("{who} is no longer a member of group {group}.")
+            })
+        }
         _ => None,
     };
     let notices: Vec<Notice> = notice.into_iter().map(Notice::Info).collect();
@@ -249,6 +260,7 @@ fn render(
                 }
             }
         }
+        (groups_section(hub, &csrf))
         section aria-labelledby="add-heading" {
             h2 #add-heading { "Add users" }
             form.stack method="post" action=(format!("{hp}admin/users")) {
@@ -273,6 +285,84 @@ fn render(
         status,
         layout::page(hub, Some(p), Nav::Admin, "Administration", body),
     )
+}
+
+/// The groups, their managers and members; member forms for the groups the API manages.
+fn groups_section(hub: &Hub, csrf: &str) -> Markup {
+    let hp = hub.hub_prefix();
+    let cfg = hub.config();
+    let mut list = hub.store.groups().unwrap_or_default();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    html! {
+        section aria-labelledby="groups-heading" {
+            h2 #groups-heading { "Groups" }
+            @if list.is_empty() {
+                p.muted { "No groups. Declare them in the config file ([[groups]]), or create them with "
+                    code { "orrery groups add NAME" } " or the API." }
+            } @else {
+                div.table-wrap {
+                    table #groups {
+                        caption { (list.len()) " group(s)" }
+                        thead {
+                            tr {
+                                th scope="col" { "Group" }
+                                th scope="col" { "Managed by" }
+                                th scope="col" { "Members" }
+                                th scope="col" { "Roles" }
+                            }
+                        }
+                        tbody {
+                            @for g in &list {
+                                @let by_config = groups::config_managed(Some(g), &cfg, &g.name);
+                                @let roles = crate::roles::of_group(&cfg.roles, &g.name);
+                                tr data-group=(g.name) {
+                                    th scope="row" { (g.name) }
+                                    td {
+                                        @if by_config {
+                                            "config file"
+                                            p.hint { "Change its members in the config file ([[groups]]) and run "
+                                                code { "orrery config reload" } "." }
+                                        } @else { "API" }
+                                    }
+                                    td {
+                                        @if g.users.is_empty() { span.muted { "none" } }
+                                        ul.members {
+                                            @for u in &g.users {
+                                                li {
+                                                    (u)
+                                                    @if !by_config {
+                                                        " "
+                                                        form.inline method="post" action=(format!("{hp}admin/groups/{}/remove-user", g.name)) {
+                                                            (forms::xsrf_input(csrf))
+                                                            input type="hidden" name="user" value=(u);
+                                                            button.small.secondary type="submit" aria-label=(format!("Remove {u} from {}", g.name)) { "Remove" }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        @if !by_config {
+                                            form.inline method="post" action=(format!("{hp}admin/groups/{}/add-user", g.name)) {
+                                                (forms::xsrf_input(csrf))
+                                                label for=(format!("add-{}", g.name)) { "Add member" }
+                                                " "
+                                                input id=(format!("add-{}", g.name)) name="user" required;
+                                                " "
+                                                button.small type="submit" { "Add" }
+                                            }
+                                        }
+                                    }
+                                    td {
+                                        @if roles.is_empty() { span.muted { "none" } } @else { (roles.join(", ")) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn failed(
@@ -553,4 +643,87 @@ pub async fn delete(
     flush(&hub).await;
     tracing::info!(admin = %me.name, user = %user.name, "user deleted on the admin page");
     done(&hub, "deleted", &user.name)
+}
+
+/// A member change on a group the API manages: the group must exist and not be the config's.
+async fn change_member(hub: Arc<Hub>, name: String, form: AdminForm, add: bool) -> Response {
+    let AdminForm { p, me, fields: f } = form;
+    let not_found = |hub: &Hub| {
+        failed(
+            hub,
+            &p,
+            &me,
+            StatusCode::NOT_FOUND,
+            "That group does not exist (any more).".into(),
+        )
+    };
+    let Ok(name) = username::normalize(&name) else {
+        return not_found(&hub);
+    };
+    let mut group = match hub.store.group(&name) {
+        Ok(Some(g)) => g,
+        Ok(None) => return not_found(&hub),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a group");
+            return db_failed(&hub, &p, &me);
+        }
+    };
+    if groups::config_managed(Some(&group), &hub.config(), &name) {
+        return failed(&hub, &p, &me, StatusCode::CONFLICT, groups::refusal(&name));
+    }
+    let user = match username::normalize(f.get("user")) {
+        Ok(u) => u,
+        Err(e) => return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, format!("{e}.")),
+    };
+    if add {
+        match hub.store.user(&user) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let m = format!("No such user: {user}. Add the user first.");
+                return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, m);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a user");
+                return db_failed(&hub, &p, &me);
+            }
+        }
+        group.users.insert(user.clone());
+    } else {
+        group.users.remove(&user);
+    }
+    if let Err(e) = hub.store.put_group(&group) {
+        tracing::error!(error = %e, "cannot update a group");
+        return db_failed(&hub, &p, &me);
+    }
+    flush(&hub).await;
+    tracing::info!(admin = %me.name, group = %name, user = %user, add, "group membership changed on the admin page");
+    layout::redirect(&format!(
+        "{}?done={}&user={}&group={}",
+        admin_url(&hub),
+        if add {
+            "member-added"
+        } else {
+            "member-removed"
+        },
+        urlencoding::encode(&user),
+        urlencoding::encode(&name)
+    ))
+}
+
+/// `POST <hub>/admin/groups/<name>/add-user` (field `user`).
+pub async fn add_group_user(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    form: AdminForm,
+) -> Response {
+    change_member(hub, name, form, true).await
+}
+
+/// `POST <hub>/admin/groups/<name>/remove-user` (field `user`).
+pub async fn remove_group_user(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    form: AdminForm,
+) -> Response {
+    change_member(hub, name, form, false).await
 }

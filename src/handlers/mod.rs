@@ -95,6 +95,14 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
             &at("/admin/users/{name}/delete"),
             get(admin::delete_confirm).post(admin::delete),
         )
+        .route(
+            &at("/admin/groups/{name}/add-user"),
+            post(admin::add_group_user),
+        )
+        .route(
+            &at("/admin/groups/{name}/remove-user"),
+            post(admin::remove_group_user),
+        )
         .route(&at("/user/{name}"), get(user::page))
         .route(&at("/user/{name}/"), get(user::page))
         .route(&at("/user/{name}/{*rest}"), get(user::page))

@@ -1,5 +1,7 @@
-//! Groups: named sets of users, used in scope filters (`!group=`) and kernelspec access lists.
-//! Membership is also indexed by user (`group_members`, written in the same transaction).
+//! Groups: named sets of users, used in scope filters (`!group=`), roles and kernelspec access
+//! lists. Membership is also indexed by user (`group_members`, written in the same
+//! transaction). Each group says who manages it ([`ManagedBy`]): the API (and the CLI and admin
+//! page), or the config file's `[[groups]]`, whose groups only the config changes.
 
 use std::collections::BTreeSet;
 
@@ -9,6 +11,27 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use super::migrate::member_key;
 use super::{all, get, Result, StateError, Store};
 
+/// Who manages a group's membership and properties.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagedBy {
+    /// The REST API, `orrery groups` and the admin page (groups stored before this field
+    /// existed are the API's).
+    #[default]
+    Api,
+    /// A `[[groups]]` entry of the config file, written here at startup and at every reload.
+    Config,
+}
+
+impl ManagedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManagedBy::Api => "api",
+            ManagedBy::Config => "config",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GroupRecord {
     pub name: String,
@@ -16,6 +39,8 @@ pub struct GroupRecord {
     /// Free-form properties (JupyterHub's group `properties`).
     #[serde(default)]
     pub properties: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub managed_by: ManagedBy,
 }
 
 impl Store {
@@ -86,5 +111,44 @@ impl Store {
                 Ok(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::UserRecord;
+
+    #[test]
+    fn a_group_stored_before_managed_by_existed_is_the_apis() {
+        let old = r#"{"name": "ta", "users": ["alice"], "properties": {}}"#;
+        let g: GroupRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(g.managed_by, ManagedBy::Api);
+        let config = GroupRecord {
+            managed_by: ManagedBy::Config,
+            ..g
+        };
+        let text = serde_json::to_string(&config).unwrap();
+        assert!(text.contains(r#""managed_by":"config""#), "{text}");
+    }
+
+    #[test]
+    fn deleting_a_user_keeps_their_name_in_config_managed_groups_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_user(&UserRecord::new("sam")).unwrap();
+        for (name, managed_by) in [("class-a", ManagedBy::Config), ("club", ManagedBy::Api)] {
+            store
+                .put_group(&GroupRecord {
+                    name: name.into(),
+                    users: ["sam".to_string()].into(),
+                    managed_by,
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        store.delete_user("sam").unwrap();
+        assert_eq!(store.groups_of("sam").unwrap(), vec!["class-a"]);
+        assert!(store.group("club").unwrap().unwrap().users.is_empty());
     }
 }

@@ -26,7 +26,7 @@ use thiserror::Error;
 
 pub use export::StateExport;
 pub use gpu_queue::QueueEntry;
-pub use groups::GroupRecord;
+pub use groups::{GroupRecord, ManagedBy};
 pub use leases::{LeaseHolder, LeaseRecord};
 pub use oauth::{OAuthClientRecord, OAuthCodeRecord};
 pub use servers::ServerRecord;

@@ -116,8 +116,10 @@ impl Store {
                 self.oauth_clients.remove(&c.id)?;
             }
         }
+        // A config-managed group keeps the name: its members are the config's, and a user
+        // created again under that name is a member again, as the config says.
         for mut g in self.groups()? {
-            if g.users.remove(name) {
+            if g.managed_by != super::ManagedBy::Config && g.users.remove(name) {
                 self.put_group(&g)?;
             }
         }
