@@ -773,3 +773,59 @@ async fn the_home_page_starts_lists_and_deletes_named_servers() {
         "deleted: {page}"
     );
 }
+
+/// Profiles change with `orrery config add-item/remove-item` and a reload: the spawn form shows
+/// what the config now says, without a restart.
+#[tokio::test]
+async fn profiles_added_and_removed_with_orrery_config_show_after_a_reload() {
+    let d = Daemon::start(
+        "[spawner]\nbackend = \"local\"\n\n[[profiles]]\nname = \"small\"\ndisplay_name = \"Small\"\n",
+    )
+    .await;
+    d.create_users(&["pia"], false).await;
+    let cookie = crate::common::login_at(&d.url, "pia", "pia-password")
+        .await
+        .expect("login");
+    let form = || async {
+        reqwest::Client::new()
+            .get(format!("{}/hub/spawn", d.url))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let page = form().await;
+    assert!(
+        page.contains("value=\"small\"") && !page.contains("value=\"gpu\""),
+        "{page}"
+    );
+    let table = "{name = \"gpu\", display_name = \"GPU, 8 GB\", memory = \"8G\"}";
+    let (code, out, err) = d.cli(&["config", "add-item", "profiles", table], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = d.cli(&["config", "reload"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let page = form().await;
+    assert!(
+        page.contains("value=\"gpu\"") && page.contains("GPU, 8 GB"),
+        "{page}"
+    );
+    let (code, out, err) = d.cli(&["config", "remove-item", "profiles", table], None);
+    assert_eq!(code, 0, "{out}{err}");
+    d.cli(&["config", "reload"], None);
+    assert!(!form().await.contains("value=\"gpu\""));
+    // A group opening a profile that does not exist is refused when set.
+    let (code, _, err) = d.cli(
+        &[
+            "config",
+            "add-item",
+            "groups",
+            "{name = \"x\", profiles = [\"nope\"]}",
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("there is no profile \"nope\""), "{err}");
+}
