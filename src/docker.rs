@@ -229,6 +229,32 @@ pub async fn create_and_start(
     Ok(created.id)
 }
 
+/// Create `user`'s home volume `name` unless it exists, labelled as this hub's.
+pub async fn ensure_home_volume(
+    docker: &Docker,
+    name: &str,
+    user: &str,
+    instance: &str,
+) -> Result<(), EngineError> {
+    if docker.inspect_volume(name).await.is_ok() {
+        return Ok(());
+    }
+    let labels = HashMap::from([
+        (LABEL_KIND, "home"),
+        (LABEL_USER, user),
+        (LABEL_HUB, instance),
+    ]);
+    docker
+        .create_volume(bollard::volume::CreateVolumeOptions {
+            name,
+            labels,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| EngineError::call(format!("creating volume {name}"), e))
+}
+
 /// Remove a container, running or not; one that is gone (or already being removed) is fine.
 /// Volumes are never removed with it: a home volume holds a user's files.
 pub async fn remove(docker: &Docker, id: &str) -> Result<(), EngineError> {

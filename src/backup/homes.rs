@@ -13,14 +13,13 @@ use bollard::container::{
     UploadToContainerOptions,
 };
 use bollard::models::{HostConfig, Mount, MountTypeEnum};
-use bollard::volume::CreateVolumeOptions;
 use bollard::Docker;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::{BackupError, Result};
 use crate::config::DockerSpawner;
-use crate::docker::{self, home_source, LABEL_HUB, LABEL_KIND, LABEL_USER};
+use crate::docker::{self, home_source, LABEL_HUB, LABEL_KIND};
 
 /// The directory the tar's entries live under.
 const ROOT: &str = "orrery-home";
@@ -72,14 +71,36 @@ async fn helper(
     Ok(created.id)
 }
 
-/// Write `user`'s home as a tar to `out`. False when the user has no home yet.
-pub async fn save(
-    docker: Option<&Docker>,
-    cfg: &DockerSpawner,
-    instance: &str,
-    user: &str,
-    out: &Path,
-) -> Result<bool> {
+/// Where homes are copied from and to: the engine (for volumes; `None` with host-directory
+/// homes and no engine), the spawner's settings and this hub's instance (for labels).
+pub struct Homes<'a> {
+    pub docker: Option<&'a Docker>,
+    pub cfg: &'a DockerSpawner,
+    pub instance: &'a str,
+}
+
+impl Homes<'_> {
+    /// The engine, which a volume needs.
+    fn engine(&self, volume: &str) -> Result<&Docker> {
+        self.docker.ok_or_else(|| {
+            BackupError::Engine(format!("the home volume {volume} needs the Docker engine"))
+        })
+    }
+
+    /// Write `user`'s home as a tar to `out`. False when the user has no home yet.
+    pub async fn save(&self, user: &str, out: &Path) -> Result<bool> {
+        save(self, user, out).await
+    }
+
+    /// Put the tar at `tar` back as `user`'s home (created if missing; files in the tar
+    /// replace files of the same name, others stay); says where it went.
+    pub async fn load(&self, user: &str, tar: &Path) -> Result<String> {
+        load(self, user, tar).await
+    }
+}
+
+async fn save(homes: &Homes<'_>, user: &str, out: &Path) -> Result<bool> {
+    let (cfg, instance) = (homes.cfg, homes.instance);
     let (source, typ) = home_source(cfg, user);
     if typ == MountTypeEnum::BIND {
         let dir = std::path::PathBuf::from(&source);
@@ -101,9 +122,7 @@ pub async fn save(
         .await
         .map_err(|e| BackupError::Engine(e.to_string()))?;
     }
-    let docker = docker.ok_or_else(|| {
-        BackupError::Engine(format!("the home volume {source} needs the Docker engine"))
-    })?;
+    let docker = homes.engine(&source)?;
     if docker.inspect_volume(&source).await.is_err() {
         return Ok(false);
     }
@@ -134,15 +153,8 @@ pub async fn save(
     copied
 }
 
-/// Put the tar at `tar` back as `user`'s home (created if missing; files in the tar replace
-/// files of the same name, others stay).
-pub async fn load(
-    docker: Option<&Docker>,
-    cfg: &DockerSpawner,
-    instance: &str,
-    user: &str,
-    tar: &Path,
-) -> Result<String> {
+async fn load(homes: &Homes<'_>, user: &str, tar: &Path) -> Result<String> {
+    let (cfg, instance) = (homes.cfg, homes.instance);
     let (source, typ) = home_source(cfg, user);
     if typ == MountTypeEnum::BIND {
         let parent = std::path::PathBuf::from(&source);
@@ -176,24 +188,10 @@ pub async fn load(
         .await
         .map_err(|e| BackupError::Engine(e.to_string()))?;
     }
-    let docker = docker.ok_or_else(|| {
-        BackupError::Engine(format!("the home volume {source} needs the Docker engine"))
-    })?;
-    if docker.inspect_volume(&source).await.is_err() {
-        let labels = HashMap::from([
-            (LABEL_KIND, "home"),
-            (LABEL_USER, user),
-            (LABEL_HUB, instance),
-        ]);
-        docker
-            .create_volume(CreateVolumeOptions {
-                name: source.as_str(),
-                labels,
-                ..Default::default()
-            })
-            .await
-            .map_err(engine(format!("creating the volume {source}")))?;
-    }
+    let docker = homes.engine(&source)?;
+    docker::ensure_home_volume(docker, &source, user, instance)
+        .await
+        .map_err(|e| BackupError::Engine(e.to_string()))?;
     let id = helper(docker, cfg, instance, &source).await?;
     let uploaded = async {
         let file = tokio::fs::File::open(tar)

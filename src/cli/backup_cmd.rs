@@ -221,13 +221,14 @@ pub async fn backup(args: BackupArgs, loaded: LoadedConfig) -> Result<(), CliErr
     let scratch = Scratch::new(&args.file)?;
     let mut home_files = Vec::new();
     if args.homes {
-        let cfg = &loaded.config.spawner.docker;
+        let homes = homes::Homes {
+            docker: docker.as_ref(),
+            cfg: &loaded.config.spawner.docker,
+            instance: &copy.instance_id,
+        };
         for user in &users {
             let out = scratch.0.join(format!("{user}.tar"));
-            if homes::save(docker.as_ref(), cfg, &copy.instance_id, user, &out)
-                .await
-                .map_err(fail)?
-            {
+            if homes.save(user, &out).await.map_err(fail)? {
                 manifest.homes.push(user.clone());
                 home_files.push((user.clone(), out));
             }
@@ -464,11 +465,13 @@ pub async fn restore(
         } else {
             docker_for(&loaded).await?
         };
-        let cfg = &loaded.config.spawner.docker;
+        let homes = homes::Homes {
+            docker: docker.as_ref(),
+            cfg: &loaded.config.spawner.docker,
+            instance: &instance,
+        };
         for (user, tar) in &contents.homes {
-            let into = homes::load(docker.as_ref(), cfg, &instance, user, tar)
-                .await
-                .map_err(fail)?;
+            let into = homes.load(user, tar).await.map_err(fail)?;
             println!("restored {user}'s home into the {into}");
         }
     }

@@ -21,7 +21,6 @@ use bollard::container::{
 use bollard::image::CreateImageOptions;
 use bollard::models::{Mount, MountTypeEnum};
 use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
-use bollard::volume::CreateVolumeOptions;
 use bollard::Docker;
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -205,20 +204,10 @@ impl DockerBackend {
                     ))
                 })?;
             }
-        } else if docker.inspect_volume(&source).await.is_err() {
-            let labels = HashMap::from([
-                (LABEL_KIND, "home"),
-                (LABEL_USER, user),
-                (LABEL_HUB, self.instance.as_str()),
-            ]);
-            docker
-                .create_volume(CreateVolumeOptions {
-                    name: source.as_str(),
-                    labels,
-                    ..Default::default()
-                })
+        } else {
+            docker::ensure_home_volume(docker, &source, user, &self.instance)
                 .await
-                .map_err(|e| failed(&format!("creating volume {source}"), e))?;
+                .map_err(engine)?;
         }
         Ok(Mount {
             target: Some(cfg.home_mount.clone()),

@@ -904,6 +904,19 @@ async fn named_model(d: &Daemon, user: &str, server: &str) -> Value {
     u["servers"][server].clone()
 }
 
+/// Ask for `user`'s named server `server` to start (as an admin).
+async fn start_named(d: &Daemon, user: &str, server: &str) {
+    let (s, b, _) = d
+        .api(
+            "POST",
+            &format!("/users/{user}/servers/{server}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(s == 201 || s == 202, "{s} {b}\n{}", d.log());
+}
+
 /// Wait until `user`'s named server `server` is ready; its container id.
 async fn named_ready(d: &Daemon, user: &str, server: &str) -> String {
     let began = Instant::now();
@@ -969,15 +982,7 @@ async fn named_servers_run_side_by_side_and_live_apart() {
     let mut d = env.daemon(&[&user], "", extra).await;
     let token = d.token_for(&user).await;
     let default_id = start_server(&d, &user).await;
-    let (s, b, _) = d
-        .api(
-            "POST",
-            &format!("/users/{user}/servers/lab2"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
-    assert!(s == 201 || s == 202, "{s} {b}\n{}", d.log());
+    start_named(&d, &user, "lab2").await;
     let named_id = named_ready(&d, &user, "lab2").await;
     assert_ne!(default_id, named_id, "two containers");
     assert_eq!(
@@ -1106,15 +1111,7 @@ async fn named_servers_run_side_by_side_and_live_apart() {
 
     // The culler stops each server on its own idleness: the named one kept busy (activity
     // reports, as its server sends them) outlives the idle default one.
-    let (s, b, _) = d
-        .api(
-            "POST",
-            &format!("/users/{user}/servers/lab2"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
-    assert!(s == 201 || s == 202, "{s} {b}");
+    start_named(&d, &user, "lab2").await;
     named_ready(&d, &user, "lab2").await;
     let began = Instant::now();
     while !named_model(&d, &user, "").await.is_null() {

@@ -25,28 +25,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::docker::{docker, docker_ok, image, serial};
+use crate::common::docker::{build_image, docker, docker_ok, exec_as, image, serial};
 use crate::common::{form_xsrf, free_port, login_at, repo, ADMIN_SERVICE_TOKEN as ADMIN};
 
 /// The systemd image, built (or found in the cache) once per test process.
 fn systemd_image() -> String {
-    let out = Command::new("bash")
-        .arg(repo().join("tests/images/systemd.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run tests/images/systemd.sh");
-    assert!(
-        out.status.success(),
-        "tests/images/systemd.sh failed: cannot build the systemd test image"
-    );
-    let image = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    assert!(image.starts_with("orrery-systemd:"), "{image:?}");
-    image
+    build_image("systemd.sh", "orrery-systemd")
 }
 
 /// Files served over HTTP to the machine (`python3 -m http.server` on the host's loopback,
@@ -217,16 +201,7 @@ impl Machine {
     }
 
     fn sh_as(&self, user: &str, script: &str) -> (i32, String, String) {
-        let out = Command::new("docker")
-            .args(["exec", "-u", user, &self.name, "sh", "-c", script])
-            .stdin(Stdio::null())
-            .output()
-            .expect("docker exec");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        )
+        exec_as(&self.name, Some(user), &["sh", "-c", script])
     }
 
     /// `sh -c SCRIPT` that must succeed; its stdout.

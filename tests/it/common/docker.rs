@@ -46,32 +46,38 @@ pub fn image() -> String {
                 ok,
                 "no Docker engine answers (CI={ci}); start one (dockerd >/var/log/dockerd.log 2>&1 &):\n{err}"
             );
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/images/build.sh");
-            let out = Command::new("bash")
-                .arg(script)
-                .stdin(Stdio::null())
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run tests/images/build.sh");
-            assert!(
-                out.status.success(),
-                "tests/images/build.sh failed ({}); the Docker tests need the single-user image",
-                out.status
-            );
-            let image = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            assert!(
-                image.starts_with("orrery-singleuser:"),
-                "tests/images/build.sh printed no image reference: {image:?}"
-            );
-            docker_ok(&["image", "inspect", "--format", "{{.Id}}", &image]);
-            image
+            build_image("build.sh", "orrery-singleuser")
         })
         .clone()
+}
+
+/// Build (or find in the cache) the image `tests/images/<script>` makes; its reference
+/// (`<repo>:<recipe hash>`, the script's last line of output), checked to exist.
+pub fn build_image(script: &str, repo: &str) -> String {
+    let path = crate::common::repo().join("tests/images").join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run tests/images/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "tests/images/{script} failed ({}): the tests need the {repo} image",
+        out.status
+    );
+    let image = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    assert!(
+        image.starts_with(&format!("{repo}:")),
+        "tests/images/{script} printed no image reference: {image:?}"
+    );
+    docker_ok(&["image", "inspect", "--format", "{{.Id}}", &image]);
+    image
 }
 
 // ------------------------------------------------------------------------------------------
@@ -240,8 +246,17 @@ pub fn container_logs(name: &str) -> String {
 
 /// `docker exec CONTAINER ARGS…`: (exit code, stdout, stderr).
 pub fn exec(container: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("docker")
-        .arg("exec")
+    exec_as(container, None, args)
+}
+
+/// `docker exec [-u USER] CONTAINER ARGS…`: (exit code, stdout, stderr).
+pub fn exec_as(container: &str, user: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new("docker");
+    cmd.arg("exec");
+    if let Some(u) = user {
+        cmd.args(["-u", u]);
+    }
+    let out = cmd
         .arg(container)
         .args(args)
         .stdin(Stdio::null())
