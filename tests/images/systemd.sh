@@ -36,186 +36,37 @@ set -euo pipefail
 REPO=orrery-systemd
 SUITE=bookworm
 DEB_PACKAGES=systemd,systemd-sysv,dbus,curl,ca-certificates,procps
+# Mounts below the root to undo before a build directory is removed (debootstrap mounts
+# /proc and /sys in the target while it works; a killed one may leave them).
+BUILD_MOUNTS=(proc sys dev/pts dev)
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
 
-log() { printf '[systemd.sh %3ds] %s\n' "$SECONDS" "$*" >&2; }
-die() { printf '[systemd.sh %3ds] ERROR: %s\n' "$SECONDS" "$*" >&2; exit 1; }
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$SELF"; }
+# Logging, arguments, cache, lock, temp root and cleanup: shared with build.sh.
+# shellcheck source=SCRIPTDIR/common.sh
+source "$HERE/common.sh"
 
-FORCE=0
-HASH_ONLY=0
-for arg in "$@"; do
-    case "$arg" in
-        --force) FORCE=1 ;;
-        --hash) HASH_ONLY=1 ;;
-        -h|--help) usage; exit 0 ;;
-        *) usage >&2; die "unknown argument: $arg" ;;
-    esac
-done
+parse_args "$@"
 
 # ---------------------------------------------------------------- recipe hash
-# The recipe is this script alone: sha256 over its "sha256sum" line (content hash +
-# name), truncated to 16 hex chars -- the same scheme as build.sh.
-recipe_hash() {
-    (cd "$HERE" && sha256sum -- "$(basename "$SELF")") | sha256sum | cut -c1-16
+# The recipe is this script and common.sh: sha256 over their "sha256sum" lines (content
+# hash + name, sorted bytewise), truncated to 16 hex chars -- recipe_hash in common.sh,
+# the same scheme as build.sh.
+recipe_files() {
+    printf '%s\n' "$(basename "$SELF")" common.sh | LC_ALL=C sort
 }
-HASH="$(recipe_hash)"
-[[ "$HASH" =~ ^[0-9a-f]{16}$ ]] || die "could not compute the recipe hash"
-if [[ $HASH_ONLY == 1 ]]; then echo "$HASH"; exit 0; fi
-IMAGE="$REPO:$HASH"
+use_recipe_hash
 
-# ---------------------------------------------------------------- docker + cache
-command -v docker >/dev/null 2>&1 || die "docker CLI not found"
-docker info >/dev/null 2>&1 \
-    || die "cannot talk to the Docker engine (is dockerd running? try: dockerd >/var/log/dockerd.log 2>&1 &)"
-
-image_exists() { docker image inspect "$IMAGE" >/dev/null 2>&1; }
-finish() { # tag :latest and print the reference
-    docker tag "$IMAGE" "$REPO:latest" >/dev/null || die "docker tag $IMAGE $REPO:latest failed"
-    echo "$IMAGE"
-}
-
-if [[ $FORCE == 0 ]] && image_exists; then
-    log "cache hit: $IMAGE already exists"
-    finish
-    exit 0
-fi
-
-# ---------------------------------------------------------------- build prerequisites
-[[ $(id -u) == 0 ]] || die "building needs root (debootstrap); $IMAGE is not built yet"
-
-TMPBASE="${ORRERY_BUILD_TMPDIR:-/var/tmp}"
-mkdir -p "$TMPBASE"
-
-# Serialise concurrent builds; re-check the cache once we hold the lock.
-LOCK="$TMPBASE/orrery-systemd-build.lock"
-exec 9>"$LOCK" || die "cannot open lock file $LOCK"
-if ! flock -n 9; then
-    log "another build holds $LOCK, waiting for it"
-    flock 9
-fi
-if [[ $FORCE == 0 ]] && image_exists; then
-    log "cache hit (built by a concurrent run): $IMAGE"
-    finish
-    exit 0
-fi
-
-if ! command -v debootstrap >/dev/null 2>&1; then
-    log "installing debootstrap with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    { apt-get install -y --no-install-recommends debootstrap >&2 \
-        || { apt-get update >&2 && apt-get install -y --no-install-recommends debootstrap >&2; }; } \
-        || die "could not install debootstrap"
-fi
-
-# The Debian mirror apt uses here: first "deb" source for $SUITE in
-# sources.list / sources.list.d (one-line and deb822 formats).
-detect_mirror() {
-    local f files=() uri
-    [[ -f /etc/apt/sources.list ]] && files+=(/etc/apt/sources.list)
-    for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-        [[ -f $f ]] && files+=("$f")
-    done
-    for f in "${files[@]}"; do
-        if [[ $f == *.sources ]]; then
-            uri="$(awk -v suite="$SUITE" '
-                function flush() {
-                    if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") && uris != "" && !done) {
-                        split(uris, u, " "); print u[1]; done = 1
-                    }
-                    types = ""; uris = ""; suites = ""
-                }
-                /^[ \t]*#/ { next }
-                /^[ \t]*$/ { flush(); next }
-                tolower($1) == "types:"  { $1 = ""; types = $0 }
-                tolower($1) == "uris:"   { $1 = ""; uris = $0 }
-                tolower($1) == "suites:" { $1 = ""; suites = $0 }
-                END { flush() }' "$f" | sed 's/^ *//')"
-        else
-            uri="$(sed -n -E "s/^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+)[[:space:]]+${SUITE}[[:space:]].*/\2/p" "$f" | head -n1)"
-        fi
-        if [[ $uri =~ ^(https?|ftp|file):/ ]]; then echo "${uri%/}"; return 0; fi
-    done
-    echo "http://deb.debian.org/debian"
-}
-MIRROR="${ORRERY_DEBIAN_MIRROR:-$(detect_mirror)}"
+# ---------------------------------------------------------------- docker + cache, build prerequisites
+check_cache
+prepare_build "debootstrap"
 
 # ---------------------------------------------------------------- temp root + cleanup
-# Remove a build directory, never while a mount is left below it (debootstrap
-# mounts /proc and /sys in the target while it works; a killed one may leave them).
-remove_build_dir() {
-    local dir="$1" m
-    [[ -d $dir && ! -L $dir ]] || return 0
-    for m in proc sys dev/pts dev; do
-        if mountpoint -q "$dir/rootfs/$m" 2>/dev/null; then
-            umount "$dir/rootfs/$m" 2>/dev/null || umount -l "$dir/rootfs/$m" || true
-        fi
-    done
-    if awk -v w="$dir/" 'index($2 "/", w) == 1 { found = 1 } END { exit !found }' /proc/self/mounts; then
-        log "WARNING: something is still mounted under $dir, not removing it"
-        return 1
-    fi
-    rm -rf --one-file-system "$dir"
-}
-# We hold the build lock, so any other build directory was left by a killed build.
-for stale in "$TMPBASE"/orrery-systemd.*; do
-    if [[ -d $stale && ! -L $stale ]]; then
-        log "removing stale build directory $stale"
-        remove_build_dir "$stale" || true
-    fi
-done
-WORK="$(mktemp -d "$TMPBASE/orrery-systemd.XXXXXXXX")"
-ROOT="$WORK/rootfs"
-# shellcheck disable=SC2317,SC2329  # called from the EXIT trap
-cleanup() {
-    local rc=$?
-    set +e
-    [[ -n ${WORK:-} ]] && remove_build_dir "$WORK"
-    if [[ $rc != 0 ]]; then log "build FAILED (exit $rc); $IMAGE was not (re)built"; fi
-    exit "$rc"
-}
-# debootstrap runs in its own process group, so that a signal to this script
-# stops it and its children at once.
-CHILD=
-run_step() {
-    local rc=0
-    setsid "$@" </dev/null &
-    CHILD=$!
-    wait "$CHILD" || rc=$?
-    CHILD=
-    return "$rc"
-}
-# shellcheck disable=SC2317,SC2329  # called from the signal traps
-on_signal() {
-    trap - INT TERM HUP
-    log "interrupted, stopping the build"
-    if [[ -n ${CHILD:-} ]]; then
-        kill -TERM -- "-$CHILD" 2>/dev/null || true
-        wait "$CHILD" 2>/dev/null || true
-        sleep 1
-        kill -KILL -- "-$CHILD" 2>/dev/null || true
-    fi
-    exit "$1"
-}
-trap cleanup EXIT
-trap 'on_signal 130' INT
-trap 'on_signal 143' TERM
-trap 'on_signal 129' HUP
-
-OLD_ID="$(docker image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
-
-START=$SECONDS
-log "building $IMAGE (suite $SUITE, mirror $MIRROR, temp root $ROOT)"
+make_build_dir
 
 # ---------------------------------------------------------------- 1. debootstrap
-log "debootstrap --variant=minbase --include=$DEB_PACKAGES $SUITE"
-if ! run_step debootstrap --variant=minbase --include="$DEB_PACKAGES" "$SUITE" "$ROOT" "$MIRROR" >&2; then
-    [[ -f $ROOT/debootstrap/debootstrap.log ]] && tail -n 30 "$ROOT/debootstrap/debootstrap.log" >&2
-    die "debootstrap failed (mirror $MIRROR; override with ORRERY_DEBIAN_MIRROR)"
-fi
-log "debootstrap done after $((SECONDS - START)) s"
+debootstrap_root
 [[ -x $ROOT/lib/systemd/systemd ]] || die "/lib/systemd/systemd is missing from the root"
 
 # ---------------------------------------------------------------- 2. make it boot in a container
@@ -307,11 +158,6 @@ printf '%s\n' \
   || { docker rmi "$ROOTFS_TAG" >/dev/null 2>&1 || true; die "docker build (the settings layer) failed"; }
 docker rmi "$ROOTFS_TAG" >/dev/null 2>&1 || true   # only the tag goes: $IMAGE is built on it
 
-NEW_ID="$(docker image inspect --format '{{.Id}}' "$IMAGE")"
-if [[ -n $OLD_ID && $OLD_ID != "$NEW_ID" ]]; then
-    if docker rmi "$OLD_ID" >/dev/null 2>&1; then log "removed the replaced image ${OLD_ID#sha256:}"; fi
-fi
-log "built $IMAGE in $((SECONDS - START)) s ($(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
-finish
+finish_build
 exit 0
 }
