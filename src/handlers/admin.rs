@@ -234,6 +234,19 @@ fn render(
                                     } @else {
                                         (state.label())
                                     }
+                                    // Named servers that run or start, each with its stop button.
+                                    @for s in hub.store.servers_of(&u.name).unwrap_or_default().iter().filter(|s| !s.name.is_empty()) {
+                                        @let named = home::server_state(hub, &u.name, &s.name);
+                                        div.named-server {
+                                            code { (s.name) } ": " (named.label())
+                                            @if named == ServerState::Running {
+                                                form.inline method="post" action=(format!("{hp}admin/users/{}/servers/{}/stop", u.name, s.name)) {
+                                                    (forms::xsrf_input(&csrf))
+                                                    button.small.secondary type="submit" aria-label=(format!("Stop {}'s server {}", u.name, s.name)) { "Stop" }
+                                                }
+                                            }
+                                        }
+                                    }
                                 }
                                 td { (layout::time(u.last_activity.as_ref(), "never")) }
                                 td {
@@ -495,6 +508,22 @@ pub async fn stop(
     AdminTarget { p, me, user, .. }: AdminTarget,
 ) -> Response {
     match home::stop_server(&hub, &user.name, "").await {
+        Ok(()) => done(&hub, "stopped", &user.name),
+        Err(e) => failed(&hub, &p, &me, e.status, e.message),
+    }
+}
+
+/// `POST <hub>/admin/users/<name>/servers/<server>/stop`: stop one of a user's named servers.
+pub async fn stop_named(
+    State(hub): State<Arc<Hub>>,
+    Path((name, server)): Path<(String, String)>,
+    AdminForm { p, me, .. }: AdminForm,
+) -> Response {
+    let user = match target(&hub, &p, &name) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    match home::stop_server(&hub, &user.name, &server).await {
         Ok(()) => done(&hub, "stopped", &user.name),
         Err(e) => failed(&hub, &p, &me, e.status, e.message),
     }

@@ -84,6 +84,10 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
         .route(&at("/admin/users/{name}/start"), post(admin::start))
         .route(&at("/admin/users/{name}/stop"), post(admin::stop))
         .route(
+            &at("/admin/users/{name}/servers/{server}/stop"),
+            post(admin::stop_named),
+        )
+        .route(
             &at("/admin/users/{name}/make-admin"),
             post(admin::make_admin),
         )

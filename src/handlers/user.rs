@@ -33,24 +33,54 @@ pub async fn page(
     if username::normalize(name).ok().as_deref() != Some(viewer.name.as_str()) {
         return layout::not_found_page(&hub, Some(&p));
     }
-    let prefix = spawn::server_prefix(&hub, &viewer.name, "");
     let rest = params
         .get("rest")
         .map(|r| r.trim_start_matches('/'))
         .unwrap_or("");
+    // `<name>/<server>/…` is the named server `<server>` when the user has one of that name.
+    let first = rest.split('/').next().unwrap_or("");
+    let server = if hub.config().spawner.named_servers.enabled
+        && !first.is_empty()
+        && super::named_servers::names(&hub, &viewer)
+            .iter()
+            .any(|n| n == first)
+    {
+        first
+    } else {
+        ""
+    };
+    let prefix = spawn::server_prefix(&hub, &viewer.name, server);
+    let rest = if server.is_empty() {
+        rest
+    } else {
+        rest.split_once('/').map(|(_, r)| r).unwrap_or("")
+    };
     let target = format!("{prefix}{rest}");
     let hp = hub.hub_prefix();
-    match home::server_state(&hub, &viewer.name, "") {
-        ServerState::Starting => layout::redirect(&home::spawn_pending_url(&hub, &viewer.name, "")),
+    let csrf = crate::session::csrf_token(&p);
+    match home::server_state(&hub, &viewer.name, server) {
+        ServerState::Starting => {
+            layout::redirect(&home::spawn_pending_url(&hub, &viewer.name, server))
+        }
         ServerState::Stopped => {
-            let failure = home::last_failure(&hub, &viewer.name, "");
+            let failure = home::last_failure(&hub, &viewer.name, server);
             let body = html! {
-                p.lead { "Your server is not running. Start it to open " code { (target) } "." }
+                p.lead {
+                    "Your server" @if !server.is_empty() { " " (server) }
+                    " is not running. Start it to open " code { (target) } "."
+                }
                 @if let Some(f) = &failure {
                     div.notice.error role="alert" { p { strong { "The last start failed: " } (f) } }
                 }
                 div.actions {
-                    (home::start_form(&hub, &p, Some(&target), "Start my server"))
+                    @if server.is_empty() {
+                        (home::start_form(&hub, &p, Some(&target), "Start my server"))
+                    } @else {
+                        form.inline method="post" action=(format!("{hp}home/servers/{server}/start")) {
+                            (forms::xsrf_input(&csrf))
+                            button type="submit" { "Start " (server) }
+                        }
+                    }
                     a.button.secondary href=(format!("{hp}home")) { "Home" }
                 }
             };

@@ -1056,6 +1056,18 @@ async fn named_servers_run_side_by_side_and_live_apart() {
         "a server lists its own kernels: {listed}"
     );
 
+    // The admin page lists the running named server with its own stop button.
+    let admin = env.user("na");
+    d.create_users(&[&admin], true).await;
+    let admin_cookie = crate::common::login_at(&d.url, &admin, "admin-password")
+        .await
+        .expect("admin logs in");
+    let (_, page) = page_as(&d, &admin_cookie, "/hub/admin").await;
+    assert!(
+        page.contains(&format!("/hub/admin/users/{user}/servers/lab2/stop")),
+        "{page}"
+    );
+
     // kill -9: both servers (and both kernels) are re-adopted.
     d.kill();
     d.spawn().await;
@@ -1145,4 +1157,15 @@ async fn named_servers_run_side_by_side_and_live_apart() {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    // Its address now reaches the hub, which offers to start that server (not the default one).
+    let cookie = crate::common::login_at(&d.url, &user, "user-password")
+        .await
+        .expect("user logs in");
+    let (s, page) = page_as(&d, &cookie, &format!("/hub/user/{user}/lab2/lab")).await;
+    assert_eq!(s, 424, "{page}");
+    assert!(
+        page.contains("/hub/home/servers/lab2/start")
+            && page.contains(&format!("/user/{user}/lab2/lab")),
+        "{page}"
+    );
 }
