@@ -197,6 +197,18 @@ pub fn paginate(
     headers: &HeaderMap,
     uri: &axum::http::Uri,
 ) -> Response {
+    paginate_with(items, page, headers, uri, Some)
+}
+
+/// [`paginate`] for records whose models are built only for the page (`model`; `None` drops
+/// an item): a list of thousands costs the models of one page.
+pub fn paginate_with<T>(
+    items: Vec<T>,
+    page: &PageParams,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    model: impl FnMut(T) -> Option<Value>,
+) -> Response {
     let total = items.len();
     let offset = page.offset.unwrap_or(0);
     let paginated = wants_pagination(headers);
@@ -205,7 +217,12 @@ pub fn paginate(
         None if paginated => PAGE_DEFAULT,
         None => PAGE_MAX.max(total),
     };
-    let slice: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+    let slice: Vec<Value> = items
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .filter_map(model)
+        .collect();
     if !paginated {
         return Json(slice).into_response();
     }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::base::{
-    load_user, paginate, parse_body, parse_time, ApiError, ApiResult, Auth, PageParams,
+    load_user, paginate_with, parse_body, parse_time, ApiError, ApiResult, Auth, PageParams,
 };
 use super::models::user_model_for;
 use crate::hub::Hub;
@@ -41,15 +41,20 @@ pub async fn list(
 ) -> ApiResult<Response> {
     auth.require_any("list:users")?;
     let mut users = hub.store.users()?;
-    let servers = hub.store.servers()?;
-    let has = |u: &UserRecord, pred: &dyn Fn(&crate::state::ServerRecord) -> bool| {
-        servers.iter().any(|s| s.user == u.name && pred(s))
-    };
+    // Who has a server, and who a ready one: one pass over the servers, not one per user.
+    let mut active = std::collections::HashSet::new();
+    let mut ready = std::collections::HashSet::new();
+    for s in hub.store.servers()? {
+        if s.ready && s.pending.is_none() {
+            ready.insert(s.user.clone());
+        }
+        active.insert(s.user);
+    }
     match params.state.as_deref() {
         None | Some("") => {}
-        Some("active") => users.retain(|u| has(u, &|_| true)),
-        Some("ready") => users.retain(|u| has(u, &|s| s.ready && s.pending.is_none())),
-        Some("inactive") => users.retain(|u| !has(u, &|_| true)),
+        Some("active") => users.retain(|u| active.contains(&u.name)),
+        Some("ready") => users.retain(|u| ready.contains(&u.name)),
+        Some("inactive") => users.retain(|u| !active.contains(&u.name)),
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "unrecognized state filter {other:?}: use one of active, ready, inactive"
@@ -70,28 +75,26 @@ pub async fn list(
             )))
         }
     }
-    let groups_cache: Vec<(String, Vec<String>)> = users
-        .iter()
-        .map(|u| (u.name.clone(), hub.groups_of(&u.name)))
-        .collect();
-    let items: Vec<Value> = users
-        .iter()
-        .zip(groups_cache.iter())
-        .filter(|(u, (_, g))| {
+    // A filtered `list:users` (`!group=…`) sees some users only; an unfiltered one sees all,
+    // without asking each user's groups.
+    if !auth.0.scopes.has_unfiltered("list:users") {
+        users.retain(|u| {
+            let groups = hub.groups_of(&u.name);
             auth.0
                 .scopes
-                .allows("list:users", &crate::scopes::Target::user(&u.name, g))
-        })
-        .filter_map(|(u, _)| user_model_for(&hub, &auth.0, u))
-        .collect();
-    Ok(paginate(
-        items,
+                .allows("list:users", &crate::scopes::Target::user(&u.name, &groups))
+        });
+    }
+    // Models for the page only.
+    Ok(paginate_with(
+        users,
         &PageParams {
             offset: params.offset,
             limit: params.limit,
         },
         &headers,
         &uri,
+        |u| user_model_for(&hub, &auth.0, &u),
     ))
 }
 
