@@ -210,20 +210,39 @@ pub fn paginate_with<T>(
     model: impl FnMut(T) -> Option<Value>,
 ) -> Response {
     let total = items.len();
-    let offset = page.offset.unwrap_or(0);
-    let paginated = wants_pagination(headers);
-    let limit = match page.limit {
-        Some(l) => l.clamp(1, PAGE_MAX),
-        None if paginated => PAGE_DEFAULT,
-        None => PAGE_MAX.max(total),
-    };
+    let (offset, limit) = page_bounds(page, headers, total);
     let slice: Vec<Value> = items
         .into_iter()
         .skip(offset)
         .take(limit)
         .filter_map(model)
         .collect();
-    if !paginated {
+    page_response(slice, total, offset, limit, headers, uri)
+}
+
+/// The offset and limit a request asks for, of `total` items (without pagination and a
+/// limit, JupyterHub answers everything).
+pub fn page_bounds(page: &PageParams, headers: &HeaderMap, total: usize) -> (usize, usize) {
+    let offset = page.offset.unwrap_or(0);
+    let limit = match page.limit {
+        Some(l) => l.clamp(1, PAGE_MAX),
+        None if wants_pagination(headers) => PAGE_DEFAULT,
+        None => PAGE_MAX.max(total),
+    };
+    (offset, limit)
+}
+
+/// The answer for one page (`slice`, already cut at `offset`/`limit`) of `total` items: the
+/// bare list, or JupyterHub's paginated form with the absolute `next` URL.
+pub fn page_response(
+    slice: Vec<Value>,
+    total: usize,
+    offset: usize,
+    limit: usize,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Response {
+    if !wants_pagination(headers) {
         return Json(slice).into_response();
     }
     let next = if offset + limit < total {

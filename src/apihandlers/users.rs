@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::base::{
-    load_user, paginate_with, parse_body, parse_time, ApiError, ApiResult, Auth, PageParams,
+    load_user, page_bounds, page_response, paginate_with, parse_body, parse_time, ApiError,
+    ApiResult, Auth, PageParams,
 };
 use super::models::user_model_for;
 use crate::hub::Hub;
@@ -40,6 +41,29 @@ pub async fn list(
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Response> {
     auth.require_any("list:users")?;
+    let page = PageParams {
+        offset: params.offset,
+        limit: params.limit,
+    };
+    let sort = params.sort.as_deref().unwrap_or("id");
+    let name_filter = params.name_filter.as_deref().unwrap_or("");
+    // The common case, in name order with no state filter for a caller who sees every user:
+    // the store walks its sorted keys and decodes the page only.
+    if matches!(sort, "id" | "name" | "-name")
+        && params.state.as_deref().unwrap_or("").is_empty()
+        && auth.0.scopes.has_unfiltered("list:users")
+    {
+        let total = hub.store.count_users_with_prefix(name_filter);
+        let (offset, limit) = page_bounds(&page, &headers, total);
+        let users = hub
+            .store
+            .users_page_by_name(name_filter, sort == "-name", offset, limit)?;
+        let models = users
+            .iter()
+            .filter_map(|u| user_model_for(&hub, &auth.0, u))
+            .collect();
+        return Ok(page_response(models, total, offset, limit, &headers, &uri));
+    }
     let mut users = hub.store.users()?;
     // Who has a server, and who a ready one: one pass over the servers, not one per user.
     let mut active = std::collections::HashSet::new();
@@ -61,10 +85,10 @@ pub async fn list(
             )))
         }
     }
-    if let Some(f) = params.name_filter.as_deref().filter(|f| !f.is_empty()) {
-        users.retain(|u| u.name.starts_with(f));
+    if !name_filter.is_empty() {
+        users.retain(|u| u.name.starts_with(name_filter));
     }
-    match params.sort.as_deref().unwrap_or("id") {
+    match sort {
         "id" | "name" => users.sort_by(|a, b| a.name.cmp(&b.name)),
         "-name" => users.sort_by(|a, b| b.name.cmp(&a.name)),
         "last_activity" => users.sort_by_key(|a| a.last_activity),
@@ -86,16 +110,9 @@ pub async fn list(
         });
     }
     // Models for the page only.
-    Ok(paginate_with(
-        users,
-        &PageParams {
-            offset: params.offset,
-            limit: params.limit,
-        },
-        &headers,
-        &uri,
-        |u| user_model_for(&hub, &auth.0, &u),
-    ))
+    Ok(paginate_with(users, &page, &headers, &uri, |u| {
+        user_model_for(&hub, &auth.0, &u)
+    }))
 }
 
 #[derive(Debug, Deserialize)]

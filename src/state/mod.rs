@@ -546,6 +546,53 @@ mod tests {
         assert!(!dir.path().join("sled.pre-open").exists());
     }
 
+    /// Every page the store walks equals the same page of a full scan sorted in memory, for
+    /// random names, prefixes, directions, offsets and limits.
+    #[test]
+    fn a_page_by_name_equals_the_same_page_of_a_full_scan() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(20261202);
+        let letters = ['a', 'b', 'c', 'd'];
+        for _ in 0..300 {
+            let len = rng.gen_range(1..6);
+            let name: String = (0..len).map(|_| letters[rng.gen_range(0..4)]).collect();
+            store.put_user(&UserRecord::new(&name)).unwrap();
+        }
+        let mut all: Vec<String> = store.users().unwrap().into_iter().map(|u| u.name).collect();
+        all.sort();
+        for _ in 0..200 {
+            let prefix: String = (0..rng.gen_range(0..3))
+                .map(|_| letters[rng.gen_range(0..4)])
+                .collect();
+            let descending = rng.gen_bool(0.5);
+            let (offset, limit) = (rng.gen_range(0..80), rng.gen_range(1..40));
+            let mut expected: Vec<&String> =
+                all.iter().filter(|n| n.starts_with(&prefix)).collect();
+            assert_eq!(
+                store.count_users_with_prefix(&prefix),
+                expected.len(),
+                "{prefix:?}"
+            );
+            if descending {
+                expected.reverse();
+            }
+            let expected: Vec<&String> = expected.into_iter().skip(offset).take(limit).collect();
+            let got: Vec<String> = store
+                .users_page_by_name(&prefix, descending, offset, limit)
+                .unwrap()
+                .into_iter()
+                .map(|u| u.name)
+                .collect();
+            assert_eq!(
+                got.iter().collect::<Vec<_>>(),
+                expected,
+                "prefix {prefix:?} descending {descending} offset {offset} limit {limit}"
+            );
+        }
+    }
+
     #[test]
     fn garbage_version_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();

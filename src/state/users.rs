@@ -51,6 +51,41 @@ impl Store {
         self.users.len()
     }
 
+    /// How many users' names start with `prefix` ("" for all): keys are counted, no record is
+    /// decoded.
+    pub fn count_users_with_prefix(&self, prefix: &str) -> usize {
+        if prefix.is_empty() {
+            return self.users.len();
+        }
+        self.users.scan_prefix(prefix.as_bytes()).keys().count()
+    }
+
+    /// One page of the users whose names start with `prefix`, in name order (`descending`:
+    /// reversed): the keys are walked (they are the names, sled keeps them sorted) and only the
+    /// page's records decoded.
+    pub fn users_page_by_name(
+        &self,
+        prefix: &str,
+        descending: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>> {
+        let scan = self.users.scan_prefix(prefix.as_bytes());
+        let page: Vec<sled::IVec> = if descending {
+            scan.rev()
+                .skip(offset)
+                .take(limit)
+                .map(|kv| kv.map(|(_, v)| v))
+                .collect::<std::result::Result<_, _>>()?
+        } else {
+            scan.skip(offset)
+                .take(limit)
+                .map(|kv| kv.map(|(_, v)| v))
+                .collect::<std::result::Result<_, _>>()?
+        };
+        page.iter().map(|raw| super::decode("user", raw)).collect()
+    }
+
     pub fn put_user(&self, user: &UserRecord) -> Result<()> {
         put(&self.users, &user.name, user)
     }
