@@ -173,7 +173,21 @@ pub async fn page(
         _ => None,
     };
     let notices: Vec<Notice> = notice.into_iter().map(Notice::Info).collect();
-    render(&hub, &p, &me, StatusCode::OK, notices, "", false)
+    let view = UsersView {
+        search: q.get("q").trim().to_lowercase(),
+        offset: q.get("offset").parse().unwrap_or(0),
+    };
+    render_view(&hub, &p, &me, StatusCode::OK, notices, "", false, &view)
+}
+
+/// Users shown on one page of the admin page's table (the store pages them by name).
+const USERS_PER_PAGE: usize = 100;
+
+/// Which page of the users table: the names searched (a prefix) and where the page starts.
+#[derive(Default)]
+struct UsersView {
+    search: String,
+    offset: usize,
 }
 
 fn render(
@@ -185,11 +199,44 @@ fn render(
     names_input: &str,
     admin_checked: bool,
 ) -> Response {
+    render_view(
+        hub,
+        p,
+        me,
+        status,
+        notices,
+        names_input,
+        admin_checked,
+        &UsersView::default(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)] // the page's parts, each from a different handler
+fn render_view(
+    hub: &Hub,
+    p: &Principal,
+    me: &UserRecord,
+    status: StatusCode,
+    notices: Vec<Notice>,
+    names_input: &str,
+    admin_checked: bool,
+    view: &UsersView,
+) -> Response {
     let hp = hub.hub_prefix();
     let csrf = session::csrf_token(p);
     let cfg = hub.config();
-    let mut users = hub.store.users().unwrap_or_default();
-    users.sort_by(|a, b| a.name.cmp(&b.name));
+    // One page, in name order, paged by the store: the page costs its users, not all users.
+    let total = hub.store.count_users_with_prefix(&view.search);
+    let users = hub
+        .store
+        .users_page_by_name(&view.search, false, view.offset, USERS_PER_PAGE)
+        .unwrap_or_default();
+    let page_link = |offset: usize| {
+        format!(
+            "{hp}admin?q={}&offset={offset}",
+            urlencoding::encode(&view.search)
+        )
+    };
     let action = |u: &UserRecord, what: &str, label: &str, class: &str| {
         html! {
             form.inline method="post" action=(format!("{hp}admin/users/{}/{what}", u.name)) {
@@ -206,9 +253,28 @@ fn render(
         }
         section aria-labelledby="users-heading" {
             h2 #users-heading { "Users" }
+            form.inline method="get" action=(format!("{hp}admin")) role="search" {
+                label for="user-search" { "Find users" }
+                input #user-search type="search" name="q" value=(view.search) placeholder="name starts with…";
+                button.secondary type="submit" { "Search" }
+            }
+            div.actions {
+                @if view.offset > 0 {
+                    a href=(page_link(view.offset.saturating_sub(USERS_PER_PAGE))) rel="prev" { "← Previous" }
+                }
+                @if view.offset + users.len() < total {
+                    a href=(page_link(view.offset + USERS_PER_PAGE)) rel="next" { "Next →" }
+                }
+            }
             div.table-wrap {
                 table {
-                    caption { (users.len()) " user(s)" }
+                    caption {
+                        (total) " user(s)"
+                        @if !view.search.is_empty() { " whose names start with “" (view.search) "”" }
+                        @if total > users.len() {
+                            ", " (view.offset + 1) "–" (view.offset + users.len()) " shown"
+                        }
+                    }
                     thead {
                         tr {
                             th scope="col" { "Name" }

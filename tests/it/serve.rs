@@ -829,3 +829,58 @@ async fn profiles_added_and_removed_with_orrery_config_show_after_a_reload() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("there is no profile \"nope\""), "{err}");
 }
+
+/// The admin page pages its users table (100 a page, in name order, from the store) and finds
+/// users by the start of their names, without JavaScript.
+#[tokio::test]
+async fn the_admin_page_pages_and_searches_users() {
+    let d = Daemon::start("").await;
+    d.create_users(&["boss"], true).await;
+    let names: Vec<String> = (0..250).map(|i| format!("u{i:03}")).collect();
+    let (s, b, _) = d
+        .api(
+            "POST",
+            "/users",
+            Some(ADMIN),
+            Some(json!({"usernames": names})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let cookie = crate::common::login_at(&d.url, "boss", "boss-password")
+        .await
+        .expect("login");
+    let admin = |query: &'static str| {
+        let cookie = cookie.clone();
+        let url = format!("{}/hub/admin{query}", d.url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("Cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let rows = |page: &str| page.matches("<th scope=\"row\">").count();
+    let first = admin("").await;
+    assert!(first.contains("251 user(s), 1–100 shown"), "{first}");
+    assert_eq!(rows(&first), 100);
+    assert!(
+        first.contains(">boss") && first.contains(">u000") && !first.contains(">u099<"),
+        "name order: boss, u000…u098"
+    );
+    assert!(first.contains("offset=100\" rel=\"next\""), "{first}");
+    let last = admin("?offset=200").await;
+    assert!(last.contains("251 user(s), 201–251 shown"), "{last}");
+    assert_eq!(rows(&last), 51);
+    assert!(last.contains("rel=\"prev\"") && !last.contains("rel=\"next\""));
+    let found = admin("?q=U01").await;
+    assert!(
+        found.contains("10 user(s) whose names start with “u01”"),
+        "{found}"
+    );
+    assert_eq!(rows(&found), 10);
+}
