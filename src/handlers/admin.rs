@@ -177,7 +177,7 @@ pub async fn page(
         search: q.get("q").trim().to_lowercase(),
         offset: q.get("offset").parse().unwrap_or(0),
     };
-    render_view(&hub, &p, &me, StatusCode::OK, notices, "", false, &view)
+    render(&hub, &p, &me, StatusCode::OK, notices, "", false, &view)
 }
 
 /// Users shown on one page of the admin page's table (the store pages them by name).
@@ -190,29 +190,8 @@ struct UsersView {
     offset: usize,
 }
 
-fn render(
-    hub: &Hub,
-    p: &Principal,
-    me: &UserRecord,
-    status: StatusCode,
-    notices: Vec<Notice>,
-    names_input: &str,
-    admin_checked: bool,
-) -> Response {
-    render_view(
-        hub,
-        p,
-        me,
-        status,
-        notices,
-        names_input,
-        admin_checked,
-        &UsersView::default(),
-    )
-}
-
 #[allow(clippy::too_many_arguments)] // the page's parts, each from a different handler
-fn render_view(
+fn render(
     hub: &Hub,
     p: &Principal,
     me: &UserRecord,
@@ -451,7 +430,16 @@ fn failed(
     status: StatusCode,
     message: String,
 ) -> Response {
-    render(hub, p, me, status, vec![Notice::Error(message)], "", false)
+    render(
+        hub,
+        p,
+        me,
+        status,
+        vec![Notice::Error(message)],
+        "",
+        false,
+        &UsersView::default(),
+    )
 }
 
 /// The admin page with a 500 notice, after a state database error (logged by the caller).
@@ -519,6 +507,7 @@ pub async fn add_users(
             vec![n],
             raw,
             make_admin,
+            &UsersView::default(),
         );
     }
     let (mut created, mut existing) = (0usize, 0usize);
