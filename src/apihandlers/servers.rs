@@ -190,6 +190,8 @@ pub async fn stop_named(
     let hub_ref = hub.0.clone();
     let response = stop(hub, auth, name.clone(), server.clone()).await?;
     if req.remove == Some(true) && !server.is_empty() {
+        // The record's key is the normalised name (the path may say `Alice`).
+        let name = load_user(&hub_ref, &name)?.name;
         hub_ref.store.update_user(&name, |u| {
             u.server_options.remove(&server);
         })?;
