@@ -69,6 +69,19 @@ pub fn write_section(path: &str, heading: &str, section: &str) {
     let _ = f.write_all(new.as_bytes());
 }
 
+/// Wait (at most `secs` seconds) until something answers `url`: a daemon that has started.
+pub async fn wait_until_answers(url: &str, secs: u64) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while http.get(url).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "orrery did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// `ORRERY_BENCH_RUNS`, else `default`.
 pub fn runs(default: usize) -> usize {
     std::env::var("ORRERY_BENCH_RUNS")
@@ -154,15 +167,7 @@ impl BenchDaemon {
             child,
             _dir: dir,
         };
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while http.get(format!("{}/", daemon.api())).send().await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "orrery did not start");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        wait_until_answers(&format!("{}/", daemon.api()), 30).await;
         daemon
     }
 

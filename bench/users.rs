@@ -14,7 +14,7 @@ mod common;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{free_port, machine, median, runs, write_section};
+use common::{free_port, machine, median, runs, wait_until_answers, write_section};
 use orrery::state::{GroupRecord, Store, UserRecord};
 
 const TOKEN: &str = "bench-users-token-0123456789abcdef";
@@ -57,7 +57,6 @@ impl Drop for Daemon {
 async fn start(dir: &std::path::Path) -> Daemon {
     let port = free_port();
     let config = dir.join("config.toml");
-    // The servers in the records are never polled dead during the run: reconcile is slow.
     std::fs::write(
         &config,
         format!(
@@ -79,20 +78,7 @@ async fn start(dir: &std::path::Path) -> Daemon {
         .spawn()
         .expect("start orrery");
     let d = Daemon { child, port };
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    while http
-        .get(format!("http://127.0.0.1:{port}/hub/api/"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "orrery did not start");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_until_answers(&format!("http://127.0.0.1:{port}/hub/api/"), 60).await;
     d
 }
 

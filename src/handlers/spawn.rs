@@ -21,7 +21,7 @@ use crate::state::UserRecord;
 use crate::username;
 
 /// The user whose spawn `viewer` asks about, if the viewer may see it (themself or an admin).
-fn visible_owner(hub: &Hub, viewer: &UserRecord, name: &str) -> Option<UserRecord> {
+pub(super) fn visible_owner(hub: &Hub, viewer: &UserRecord, name: &str) -> Option<UserRecord> {
     let name = username::normalize(name).ok()?;
     if name != viewer.name && !hub.is_admin(viewer) {
         return None;

@@ -42,16 +42,7 @@ fn target(
             "Named servers are not enabled on this hub: use your default server.",
         ));
     }
-    if name == me.name {
-        return Ok((me.clone(), server));
-    }
-    let user = hub
-        .store
-        .user(&name)
-        .ok()
-        .flatten()
-        .filter(|_| hub.is_admin(me));
-    match user {
+    match super::spawn::visible_owner(hub, me, &name) {
         Some(u) => Ok((u, server)),
         None => Err(layout::error_page(
             hub,

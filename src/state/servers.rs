@@ -43,12 +43,14 @@ impl Store {
         all(&self.servers, "server")
     }
 
+    /// `user`'s servers: the records under the key prefix `user/` (names cannot hold `/`), not
+    /// a scan of every server: each user model in a list asks this.
     pub fn servers_of(&self, user: &str) -> Result<Vec<ServerRecord>> {
-        Ok(self
-            .servers()?
-            .into_iter()
-            .filter(|s| s.user == user)
-            .collect())
+        self.servers
+            .scan_prefix(format!("{user}/").as_bytes())
+            .values()
+            .map(|v| super::decode("server", &v?))
+            .collect()
     }
 
     pub fn put_server(&self, s: &ServerRecord) -> Result<()> {

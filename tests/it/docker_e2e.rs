@@ -764,16 +764,7 @@ async fn backup_stops_servers_when_asked_and_restore_refuses_running_containers(
 
 /// A page of the hub as the holder of `cookie` sees it: (status, body).
 async fn page_as(d: &Daemon, cookie: &str, path: &str) -> (u16, String) {
-    let r = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-        .get(format!("{}{path}", d.url))
-        .header("Cookie", cookie)
-        .send()
-        .await
-        .expect("page");
-    (r.status().as_u16(), r.text().await.unwrap_or_default())
+    crate::common::page_as(&d.url, cookie, path).await
 }
 
 /// Two profiles with another image tag and memory: the spawn form offers both to a member of

@@ -787,15 +787,9 @@ async fn profiles_added_and_removed_with_orrery_config_show_after_a_reload() {
         .await
         .expect("login");
     let form = || async {
-        reqwest::Client::new()
-            .get(format!("{}/hub/spawn", d.url))
-            .header("Cookie", &cookie)
-            .send()
+        crate::common::page_as(&d.url, &cookie, "/hub/spawn")
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+            .1
     };
     let page = form().await;
     assert!(
@@ -850,18 +844,11 @@ async fn the_admin_page_pages_and_searches_users() {
         .await
         .expect("login");
     let admin = |query: &'static str| {
-        let cookie = cookie.clone();
-        let url = format!("{}/hub/admin{query}", d.url);
+        let (url, cookie) = (d.url.clone(), cookie.clone());
         async move {
-            reqwest::Client::new()
-                .get(url)
-                .header("Cookie", cookie)
-                .send()
+            crate::common::page_as(&url, &cookie, &format!("/hub/admin{query}"))
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
+                .1
         }
     };
     let rows = |page: &str| page.matches("<th scope=\"row\">").count();

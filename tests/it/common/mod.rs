@@ -433,3 +433,18 @@ pub fn form_xsrf(page: &str) -> String {
         .unwrap_or_else(|| panic!("no form with an _xsrf field on the page:\n{page}"))
         .to_string()
 }
+
+/// A page of the hub at `base` as the holder of the session `cookie` sees it, redirects not
+/// followed: (status, body).
+pub async fn page_as(base: &str, cookie: &str, path: &str) -> (u16, String) {
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(format!("{base}{path}"))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .expect("page");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
