@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get};
@@ -18,6 +18,7 @@ use crate::apihandlers::{self, JUPYTERHUB_API_VERSION};
 use crate::handlers;
 use crate::hub::Hub;
 use crate::metrics::Gauges;
+use crate::origins::HostKind;
 use crate::proxy;
 
 pub fn router(hub: Arc<Hub>) -> Router {
@@ -48,7 +49,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
     // The hub's own responses get its headers and count in its metrics; users' servers'
     // responses (the proxy routes, merged after the layer) pass through as their servers sent
     // them.
-    let own = own.layer(middleware::from_fn_with_state(hub.clone(), common_headers));
+    let own = own
+        .layer(middleware::from_fn_with_state(hub.clone(), common_headers))
+        .layer(middleware::from_fn_with_state(hub.clone(), hub_host_only));
     let proxied = Router::new()
         .route(&format!("{base}user/{{name}}"), any(proxy::handle))
         .route(&format!("{base}user/{{name}}/"), any(proxy::handle))
@@ -57,6 +60,47 @@ pub fn router(hub: Arc<Hub>) -> Router {
             any(proxy::handle),
         );
     own.merge(proxied).with_state(hub)
+}
+
+/// With per-user origins, the hub answers on its own host only: a user's server cannot have
+/// the hub's pages (its login form, `/hub/token`) or API on its origin. And a page form posted
+/// from a server's origin is refused, whatever cookies came with it (a server's JavaScript can
+/// set cookies for the parent domain, so cookies alone would not show where a form came from).
+async fn hub_host_only(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+    let Some(o) = hub.origins() else {
+        return next.run(req).await;
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if let HostKind::Server(_) = o.classify(host) {
+        let msg = format!(
+            "Not found: this host serves a user's server. The hub is at {}{}",
+            o.hub_origin(),
+            hub.hub_prefix()
+        );
+        return (StatusCode::NOT_FOUND, msg).into_response();
+    }
+    let unsafe_method = !matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+    let api = format!("{}api", hub.hub_prefix());
+    if unsafe_method && !req.uri().path().starts_with(&api) {
+        let from_server = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once("://").map(|(_, h)| h))
+            .is_some_and(|h| matches!(o.classify(Some(h)), HostKind::Server(_)));
+        if from_server {
+            return (
+                StatusCode::FORBIDDEN,
+                "Forbidden: a form on a user's server cannot post to the hub.",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// The hub's own headers on its pages and API responses (never on proxied ones), and the API's

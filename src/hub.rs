@@ -88,6 +88,8 @@ pub struct Hub {
     pub activity: Arc<Activity>,
     /// The HTTP client to users' servers (the proxy's and the gateway's).
     pub forward: Arc<Forwarder>,
+    /// Visitors of shared servers and their open sockets, which a revocation closes.
+    pub visits: Arc<crate::visits::Visits>,
     pub backend: Arc<dyn Backend>,
     pub spawns: Spawns,
     /// The kernel gateway (remote kernels); stopping a server deletes that user's kernels.
@@ -146,6 +148,7 @@ impl Hub {
             metrics,
             activity,
             forward,
+            visits: Arc::default(),
             backend,
             spawns: Spawns::default(),
             gateway,
@@ -204,6 +207,34 @@ impl Hub {
         let _ = self.internal_api.set(base);
     }
 
+    /// The hosts of per-user origins, when `http.subdomain_host` is set (validated at load).
+    pub fn origins(&self) -> Option<crate::origins::Origins> {
+        let cfg = self.config();
+        crate::origins::Origins::parse(&cfg.http.subdomain_host, cfg.https.enabled)
+            .ok()
+            .flatten()
+    }
+
+    /// The path a server is served under: `<base_url>user/<name>/`, or `…/<name>/<server>/`
+    /// for a named one.
+    pub fn server_prefix(&self, user: &str, server: &str) -> String {
+        if server.is_empty() {
+            format!("{}user/{user}/", self.config().base_url)
+        } else {
+            format!("{}user/{user}/{server}/", self.config().base_url)
+        }
+    }
+
+    /// Where `user`'s server `server` is, for links and redirects from the hub's pages: the
+    /// server's absolute URL on its own origin with per-user origins, else its path.
+    pub fn server_location(&self, user: &str, server: &str) -> String {
+        let prefix = self.server_prefix(user, server);
+        match self.origins() {
+            Some(o) => format!("{}{prefix}", o.server_origin(user, server)),
+            None => prefix,
+        }
+    }
+
     /// `base_url` + `hub/`, e.g. `/hub/` or `/jupyter/hub/`.
     pub fn hub_prefix(&self) -> String {
         format!("{}hub/", self.config().base_url)
@@ -222,11 +253,43 @@ impl Hub {
             ScopeSet::user_role(&user.name)
         };
         let cfg = self.config();
+        let groups = self.groups_of(&user.name);
         if !cfg.roles.is_empty() {
-            let groups = self.groups_of(&user.name);
             scopes.merge(&roles::user_grants(&cfg.roles, &user.name, &groups));
         }
+        // Servers shared with the user or one of their groups (JupyterHub 5's shares).
+        let grants = crate::sharing::grants_for(&self.store, &user.name, &groups);
+        if !grants.is_empty() {
+            scopes.merge(&crate::sharing::scopes_of(&grants));
+        }
         scopes
+    }
+
+    /// Whether `visitor` may open `owner`'s server `server` now: the owner, or a user whose
+    /// scopes (roles, shares) grant `access:servers` on it. A store error denies.
+    pub fn visitor_may_access(&self, visitor: &str, owner: &str, server: &str) -> bool {
+        if visitor == owner {
+            return true;
+        }
+        let Ok(Some(user)) = self.store.user(visitor) else {
+            return false;
+        };
+        let scopes = self.user_scopes(&user);
+        crate::sharing::may_access(&scopes, owner, &self.groups_of(owner), server)
+    }
+
+    /// After a share of `owner`'s server `server` was revoked (or its grantee lost it another
+    /// way): close the sockets of visitors who may no longer open it. New requests are refused
+    /// by the proxy's own check, which asks [`Hub::visitor_may_access`] each time.
+    pub fn enforce_access(&self, owner: &str, server: &str) -> usize {
+        self.visits.watch(owner, server);
+        let closed = self.visits.close_where(owner, server, |visitor| {
+            !self.visitor_may_access(visitor, owner, server)
+        });
+        if closed > 0 {
+            tracing::info!(owner, server, closed, "closed revoked visitors' sockets");
+        }
+        closed
     }
 
     /// The names of a user's roles, as the user model lists them.

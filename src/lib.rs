@@ -18,9 +18,12 @@
 //! * [`handlers`]: the HTML pages under `/hub/` and browser sessions.
 //! * [`spawner`]: the backend contract (start/stop/poll) and its implementations;
 //!   [`spawn`]: the hub's side of starting a server (tokens, OAuth client, readiness, progress).
-//! * [`proxy`]: the in-process proxy from `/user/<name>/` to each user's server.
+//! * [`proxy`]: the in-process proxy from `/user/<name>/` to each user's server;
+//!   [`origins`]: which host serves the hub and which each server (`http.subdomain_host`).
 //! * [`kernels`]: talking to Jupyter kernels over ZeroMQ and the kernel WebSocket (gateway groundwork).
 //! * [`gateway`]: the kernel gateway API on the internal listener (`kernels.remote`): kernels in their own containers.
+//! * [`sharing`]: the rules of sharing a server; [`visits`]: who visits a shared server through
+//!   the proxy, and their sockets a revocation closes.
 //! * [`cull`]: the built-in idle culler. [`reload`]: applying a changed config to the running daemon.
 //! * [`app`]: the HTTP router. [`serve`]: startup and explicit graceful shutdown.
 //! * [`metrics`], [`telemetry`]: Prometheus metrics and logging. [`secrets`]: tokens and hashes. [`files`]: the daemon's own files, written atomically.
@@ -46,6 +49,7 @@ pub mod handlers;
 pub mod hub;
 pub mod kernels;
 pub mod metrics;
+pub mod origins;
 pub mod profiles;
 pub mod progress;
 pub mod proxy;
@@ -57,6 +61,7 @@ pub mod scopes;
 pub mod secrets;
 pub mod serve;
 pub mod session;
+pub mod sharing;
 pub mod spawn;
 pub mod spawner;
 pub mod state;
@@ -65,3 +70,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod username;
 pub mod version;
+pub mod visits;

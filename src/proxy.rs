@@ -13,6 +13,10 @@
 //! (`user/<name>/api/kernels/<id>/channels`) is answered by the gateway itself
 //! ([`crate::gateway::direct`]), after the user's server has authorized the same credentials.
 //!
+//! With per-user origins (`http.subdomain_host`, [`crate::origins`]) a server's path is served
+//! on its own host only: from the hub's host the browser is redirected there, and on another
+//! server's host it is not found.
+//!
 //! A request for a server that is not running is redirected to the hub's page for it
 //! (`<hub>/user/<name>/…`), which offers to start it — never to a stale address.
 
@@ -26,6 +30,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::forward::{add_forwarded, forward, is_websocket};
 use crate::hub::Hub;
+use crate::origins::{HostKind, Origins};
 
 /// `ANY <base_url>user/{name}` and `<base_url>user/{name}/{*rest}`.
 pub async fn handle(
@@ -39,6 +44,12 @@ pub async fn handle(
     };
     let rest = params.get("rest").map(String::as_str).unwrap_or("");
     let server_name = named_server_of(&hub, &name, rest).unwrap_or_default();
+    let origins = hub.origins();
+    if let Some(o) = &origins {
+        if let Some(refused) = wrong_host(o, &req, &name, &server_name) {
+            return refused;
+        }
+    }
     let server = hub.store.server(&name, &server_name).ok().flatten();
     let target = match &server {
         Some(s) if s.ready && s.pending.is_none() => s.url.clone(),
@@ -51,9 +62,20 @@ pub async fn handle(
         let base = hub.config().base_url.clone();
         let path_q = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
         let under_base = path_q.strip_prefix(base.as_str()).unwrap_or(path_q);
-        let to = format!("{}{under_base}", hub.hub_prefix());
+        let hub_origin = origins.map(|o| o.hub_origin()).unwrap_or_default();
+        let to = format!("{hub_origin}{}{under_base}", hub.hub_prefix());
         return Redirect::temporary(&to).into_response();
     };
+    // A shared server: the visitor must still have access (a revoked guest is refused here,
+    // whatever the server's own cache of the hub's answers says), and their sockets can be
+    // closed by a revocation.
+    let mut req = req;
+    if hub.store.server_is_shared(&name, &server_name) || hub.visits.is_watched(&name, &server_name)
+    {
+        if let Err(refused) = check_visitor(&hub, &name, &server_name, &target, &mut req).await {
+            return refused;
+        }
+    }
     hub.activity.traffic(&name, &server_name);
     let client_ip = connect.map(|c| c.0.ip());
     // The WebSocket of a kernel the gateway runs goes to the gateway directly (binary buffers
@@ -71,7 +93,6 @@ pub async fn handle(
             .and_then(|kid| hub.gateway.kernel_of(&name, kid));
         if let Some(kernel) = kernel {
             let gw = hub.gateway.clone();
-            let mut req = req;
             let https = crate::session::is_secure(req.headers());
             add_forwarded(req.headers_mut(), client_ip, https);
             return crate::gateway::direct::handle(gw, kernel, &name, &target, req).await;
@@ -94,6 +115,155 @@ pub async fn handle(
                 .into_response()
         }
     }
+}
+
+/// The credential a request to `owner`'s server carries: the server's own login cookie (named
+/// after its OAuth client, `__Host-` prefixed under HTTPS), else its `Authorization` header or
+/// `?token=`. Hashed: the registry never holds a credential.
+fn credential_hash(req: &Request, owner: &str, server: &str) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let cookie_name = crate::spawn::client_id(owner, server);
+    let headers = req.headers();
+    let cookie = crate::session::cookie(headers, &cookie_name)
+        .or_else(|| crate::session::cookie(headers, &format!("__Host-{cookie_name}")));
+    let credential = cookie
+        .map(|c| format!("cookie:{c}"))
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|a| format!("authorization:{a}"))
+        })
+        .or_else(|| {
+            req.uri().query().and_then(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| format!("token:{v}"))
+            })
+        })?;
+    Some(Sha256::digest(credential.as_bytes()).into())
+}
+
+/// Who the server says the request's credentials belong to: `GET <prefix>api/me` (Jupyter
+/// Server's identity API) with them, asked once per credential.
+async fn visitor_of(
+    hub: &Hub,
+    owner: &str,
+    server: &str,
+    target: &str,
+    req: &mut Request,
+    credential: [u8; 32],
+) -> Option<String> {
+    if let Some(v) = hub.visits.identity(&credential) {
+        return Some(v);
+    }
+    let (headers, query) = identity_request(req);
+    let url = format!("{target}{}api/me{query}", hub.server_prefix(owner, server));
+    let (status, body) = hub.forward.get_small(&url, headers).await.ok()?;
+    if status != StatusCode::OK {
+        return None;
+    }
+    let me: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let visitor = me["identity"]["username"].as_str()?.to_string();
+    hub.visits.remember(credential, &visitor);
+    Some(visitor)
+}
+
+/// The headers and query of the identity request: the visitor's credentials, replayed.
+fn identity_request(req: &Request) -> (axum::http::HeaderMap, String) {
+    let mut headers = axum::http::HeaderMap::new();
+    for name in crate::gateway::direct::REPLAYED {
+        for v in req.headers().get_all(*name) {
+            headers.append(*name, v.clone());
+        }
+    }
+    headers.insert(
+        header::ACCEPT,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let token = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    let query = token
+        .map(|t| {
+            let q: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("token", &t)
+                .finish();
+            format!("?{q}")
+        })
+        .unwrap_or_default();
+    (headers, query)
+}
+
+/// For a shared server: refuse a visitor who may not open it (any more); register a visitor's
+/// WebSocket so a revocation closes it. A request whose credentials the server does not know
+/// passes: the server itself sends it to log in.
+async fn check_visitor(
+    hub: &Hub,
+    owner: &str,
+    server: &str,
+    target: &str,
+    req: &mut Request,
+) -> Result<(), Response> {
+    let Some(credential) = credential_hash(req, owner, server) else {
+        return Ok(());
+    };
+    let Some(visitor) = visitor_of(hub, owner, server, target, req, credential).await else {
+        return Ok(());
+    };
+    if visitor == owner {
+        return Ok(());
+    }
+    if !hub.visitor_may_access(&visitor, owner, server) {
+        tracing::info!(owner, server, visitor = %visitor, "refused a visitor without access");
+        let msg = format!(
+            "Forbidden: {visitor} may not open {owner}'s server (a share was revoked, or never              granted). Ask {owner} to share it again, or go to {}home",
+            hub.hub_prefix()
+        );
+        return Err((
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            msg,
+        )
+            .into_response());
+    }
+    if is_websocket(req) {
+        let reg = hub.visits.open_socket(owner, server, &visitor);
+        let guard = hub.visits.guard(reg.id);
+        req.extensions_mut().insert(crate::forward::Revocable {
+            cancel: reg.cancel,
+            on_end: Arc::new(guard),
+        });
+    }
+    Ok(())
+}
+
+/// With per-user origins, a server's path is served on its own host only: from the hub's host
+/// (or an address) the browser is sent there; on another server's host it does not exist.
+fn wrong_host(o: &Origins, req: &Request, name: &str, server: &str) -> Option<Response> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if o.is_server_host(host, name, server) {
+        return None;
+    }
+    Some(match o.classify(host) {
+        HostKind::Server(_) => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "This host does not serve that server: each server is served on its own host.",
+        )
+            .into_response(),
+        HostKind::Hub | HostKind::Other => {
+            let path_q = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
+            let to = format!("{}{path_q}", o.server_origin(name, server));
+            Redirect::temporary(&to).into_response()
+        }
+    })
 }
 
 /// The named server `/user/<name>/<rest>` is for: the first segment of `rest`, when named

@@ -79,8 +79,25 @@ pub async fn destroy(hub: &Hub, headers: &HeaderMap) -> Result<String, StateErro
     ))
 }
 
-/// The logged-in principal of a browser request, if any.
+/// How many cookies named `name` the request carries.
+fn cookie_count(headers: &HeaderMap, name: &str) -> usize {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .filter(|(k, _)| *k == name)
+        .count()
+}
+
+/// The logged-in principal of a browser request, if any. Two login cookies mean one was set by
+/// someone else (a server's JavaScript can set a cookie for its parent domain with per-user
+/// origins): then neither is believed, so a planted session never logs the browser in.
 pub fn principal(hub: &Hub, headers: &HeaderMap) -> Option<Principal> {
+    if cookie_count(headers, LOGIN_COOKIE) > 1 {
+        return None;
+    }
     let id = cookie(headers, LOGIN_COOKIE)?;
     hub.principal_for_session(&id).ok().flatten()
 }

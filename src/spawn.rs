@@ -61,14 +61,9 @@ pub enum StartOutcome {
     Pending,
 }
 
-/// The prefix a user's server is served under: `<base_url>user/<name>/`.
 /// Where a server is served: `<base_url>user/<name>/`, or `…/<name>/<server>/` for a named one.
 pub fn server_prefix(hub: &Hub, user: &str, server: &str) -> String {
-    if server.is_empty() {
-        format!("{}user/{user}/", hub.config().base_url)
-    } else {
-        format!("{}user/{user}/{server}/", hub.config().base_url)
-    }
+    hub.server_prefix(user, server)
 }
 
 /// What a start runs: the options (with the profile filled in), the profile and the limits.
@@ -255,6 +250,19 @@ async fn prepare_and_launch(
         "server token",
         None,
     )?;
+    // With per-user origins the callback is on the server's own host, and the server sends
+    // browsers to the hub's host (`JUPYTERHUB_HOST`) to authorize: JupyterHub's cross-origin flow.
+    let origins = hub.origins();
+    let public_url = match &origins {
+        Some(o) => format!("{}{prefix}", o.server_origin(&name, server_name)),
+        None => String::new(),
+    };
+    let callback = if public_url.is_empty() {
+        format!("{prefix}oauth_callback")
+    } else {
+        format!("{public_url}oauth_callback")
+    };
+    let hub_host = origins.map(|o| o.hub_origin()).unwrap_or_default();
     let access_scopes = vec![
         format!("access:servers!server={name}/{server_name}"),
         format!("access:servers!user={name}"),
@@ -262,7 +270,7 @@ async fn prepare_and_launch(
     hub.store.put_oauth_client(&OAuthClientRecord {
         id: client_id(&name, server_name),
         secret_hash: token_rec.hash.clone(),
-        redirect_uri: format!("{prefix}oauth_callback"),
+        redirect_uri: callback.clone(),
         access_scopes: access_scopes.clone(),
         user: Some(name.clone()),
         description: format!("Server at {prefix}"),
@@ -285,17 +293,14 @@ async fn prepare_and_launch(
         ),
         ("JUPYTERHUB_BASE_URL", cfg.base_url.clone()),
         ("JUPYTERHUB_SERVICE_PREFIX", prefix.clone()),
-        (
-            "JUPYTERHUB_OAUTH_CALLBACK_URL",
-            format!("{prefix}oauth_callback"),
-        ),
+        ("JUPYTERHUB_OAUTH_CALLBACK_URL", callback),
         ("JUPYTERHUB_OAUTH_ACCESS_SCOPES", scopes_json.clone()),
         ("JUPYTERHUB_OAUTH_SCOPES", scopes_json),
         ("JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES", "[]".into()),
         ("JUPYTERHUB_USER", name.clone()),
         ("JUPYTERHUB_SERVER_NAME", server_name.to_string()),
-        ("JUPYTERHUB_HOST", String::new()),
-        ("JUPYTERHUB_PUBLIC_URL", String::new()),
+        ("JUPYTERHUB_HOST", hub_host),
+        ("JUPYTERHUB_PUBLIC_URL", public_url),
         (
             "JUPYTERHUB_DEFAULT_URL",
             cfg.user_environment.default_app.default_url().to_string(),
@@ -398,8 +403,9 @@ async fn prepare_and_launch(
         drop(slot);
         task_hub.metrics.spawn(result.is_ok(), began.elapsed());
         match &result {
-            Ok(url) => {
+            Ok(_) => {
                 tracing::info!(user = %name, server = %server, took_ms = began.elapsed().as_millis() as u64, "server ready");
+                let url = task_hub.server_location(&name, &server);
                 push(
                     &progress,
                     ProgressEvent {
@@ -706,7 +712,7 @@ pub fn progress_stream(
     user: &str,
     server: &str,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let prefix = server_prefix(hub, user, server);
+    let prefix = hub.server_location(user, server);
     let running = hub.store.server(user, server).ok().flatten();
     let rx = hub.spawns.subscribe(user, server);
     let initial: Vec<ProgressEvent> = match (&running, &rx) {

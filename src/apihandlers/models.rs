@@ -6,7 +6,6 @@ use serde_json::{json, Map, Value};
 use super::base::{iso, iso_opt};
 use crate::hub::{Hub, Principal};
 use crate::scopes::Target;
-use crate::spawn::server_prefix;
 use crate::state::{GroupRecord, ServerRecord, TokenRecord, UserRecord};
 
 /// Which user-model fields each read scope reveals.
@@ -33,7 +32,26 @@ const USER_FIELDS: &[(&str, &[&str])] = &[
 ];
 
 pub fn server_model(hub: &Hub, s: &ServerRecord, with_state: bool) -> Value {
-    let prefix = server_prefix(hub, &s.user, &s.name);
+    // With per-user origins the URL is absolute (JupyterHub's `user.url` has the host then).
+    let url = hub.server_location(&s.user, &s.name);
+    let origins = hub.origins();
+    let progress_url = if s.name.is_empty() {
+        format!("{}api/users/{}/server/progress", hub.hub_prefix(), s.user)
+    } else {
+        format!(
+            "{}api/users/{}/servers/{}/progress",
+            hub.hub_prefix(),
+            s.user,
+            s.name
+        )
+    };
+    let (full_url, full_progress_url) = match &origins {
+        Some(o) => (
+            Value::from(url.clone()),
+            Value::from(format!("{}{progress_url}", o.hub_origin())),
+        ),
+        None => (Value::Null, Value::Null),
+    };
     let mut m = json!({
         "name": s.name,
         "full_name": format!("{}/{}", s.user, s.name),
@@ -42,16 +60,12 @@ pub fn server_model(hub: &Hub, s: &ServerRecord, with_state: bool) -> Value {
         "pending": s.pending,
         "ready": s.ready,
         "stopped": false,
-        "url": prefix,
+        "url": url,
         "user_options": s.user_options,
         "display_name": s.display_name.clone().unwrap_or_else(|| s.name.clone()),
-        "progress_url": if s.name.is_empty() {
-            format!("{}api/users/{}/server/progress", hub.hub_prefix(), s.user)
-        } else {
-            format!("{}api/users/{}/servers/{}/progress", hub.hub_prefix(), s.user, s.name)
-        },
-        "full_url": Value::Null,
-        "full_progress_url": Value::Null,
+        "progress_url": progress_url,
+        "full_url": full_url,
+        "full_progress_url": full_progress_url,
     });
     if with_state {
         m["state"] = s.backend_state.clone();
@@ -65,7 +79,7 @@ pub fn full_user_model(hub: &Hub, u: &UserRecord, include_servers: bool) -> Valu
     let default = servers.iter().find(|s| s.name.is_empty());
     let server_url = default
         .filter(|s| s.ready)
-        .map(|_| server_prefix(hub, &u.name, ""));
+        .map(|_| hub.server_location(&u.name, ""));
     let pending = default.and_then(|s| s.pending.clone());
     let admin = hub.is_admin(u);
     let roles = hub.user_role_names(u);

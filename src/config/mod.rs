@@ -63,6 +63,8 @@ pub struct Config {
     pub groups: Vec<GroupConfig>,
     /// Roles granting scopes to users, groups and services (`[[roles]]`).
     pub roles: Vec<RoleConfig>,
+    /// Sharing servers with other users and groups (JupyterHub 5's shares).
+    pub sharing: Sharing,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
             profiles: Vec::new(),
             groups: Vec::new(),
             roles: Vec::new(),
+            sharing: Sharing::default(),
         }
     }
 }
@@ -134,6 +137,11 @@ pub struct Http {
     /// Reverse proxies (addresses or CIDRs, e.g. `127.0.0.1`, `10.0.0.0/8`) whose
     /// `X-Forwarded-Proto/-For/-Host` are believed; from anyone else those headers are dropped.
     pub trusted_proxies: Vec<String>,
+    /// Per-user origins: each server on a host of its own under this one
+    /// (`alice.hub.example.org`), the hub on this host only ([`crate::origins`]). Empty: one
+    /// origin, as JupyterHub without `subdomain_host`. Needs a wildcard DNS record and, under
+    /// HTTPS, a wildcard certificate.
+    pub subdomain_host: String,
 }
 
 impl Http {
@@ -161,6 +169,27 @@ impl Default for Http {
             address: "127.0.0.1".into(),
             port: 8000,
             trusted_proxies: Vec::new(),
+            subdomain_host: String::new(),
+        }
+    }
+}
+
+/// Sharing a server (`[sharing]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sharing {
+    /// Allow sharing without per-user origins (`http.subdomain_host`). Off by default: on one
+    /// origin, JavaScript in a shared server runs with the guest's hub login.
+    pub allow_single_origin: bool,
+    /// How long a share code stays redeemable unless its creator says otherwise.
+    pub code_max_age: Duration,
+}
+
+impl Default for Sharing {
+    fn default() -> Self {
+        Sharing {
+            allow_single_origin: false,
+            code_max_age: Duration::from_secs(86_400),
         }
     }
 }

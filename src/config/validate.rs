@@ -103,6 +103,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_listeners(config)?;
     validate_https(config)?;
     validate_trusted_proxies(config)?;
+    validate_subdomain_host(config)?;
     validate_users(config)?;
     validate_services(config)?;
     validate_groups(config)?;
@@ -251,6 +252,14 @@ fn validate_trusted_proxies(config: &Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `http.subdomain_host`: a scheme, host and port only ([`crate::origins`]).
+fn validate_subdomain_host(config: &Config) -> Result<(), ConfigError> {
+    match crate::origins::Origins::parse(&config.http.subdomain_host, config.https.enabled) {
+        Ok(_) => Ok(()),
+        Err(e) => err("http.subdomain_host", e.to_string()),
+    }
 }
 
 /// `users`: valid names, and no admin also blocked.

@@ -60,7 +60,7 @@ pub fn server_url(hub: &Hub, user: &str, server: &str) -> String {
         .default_url()
         .trim_start_matches('/')
         .to_string();
-    format!("{}{app}", spawn::server_prefix(hub, user, server))
+    format!("{}{app}", hub.server_location(user, server))
 }
 
 pub fn spawn_pending_url(hub: &Hub, user: &str, server: &str) -> String {

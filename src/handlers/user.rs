@@ -100,6 +100,12 @@ pub async fn page(
                 layout::page(&hub, Some(&p), Nav::None, "Server stopping", body),
             )
         }
+        // With per-user origins the server is on another host, so sending the browser there
+        // cannot loop back here.
+        ServerState::Running if hub.origins().is_some() => layout::redirect(&format!(
+            "{}{rest}",
+            hub.server_location(&viewer.name, server)
+        )),
         ServerState::Running => {
             let body = html! {
                 p.lead { "Your server is running at " code { (prefix) } "." }

@@ -30,7 +30,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const PASSWORD: &str = "browser-password";
 
 /// Chromium and its driver from Debian; without them the test fails loudly.
-fn require_chromium() {
+pub(crate) fn require_chromium() {
     let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
         .into_iter()
         .filter(|p| !Path::new(p).exists())

@@ -88,8 +88,10 @@ def log(msg):
     print(f"[browser_flow {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def make_driver(profile_dir, trust_spki=None):
+def make_driver(profile_dir, trust_spki=None, extra_args=()):
     opts = webdriver.ChromeOptions()
+    for arg in extra_args:
+        opts.add_argument(arg)
     if trust_spki:
         # Trust the hub's test certificate in this browser profile only (never system-wide).
         opts.add_argument(f"--ignore-certificate-errors-spki-list={trust_spki}")

@@ -130,6 +130,9 @@ impl Daemon {
     }
 
     fn write_config(&self, extra: &str) {
+        // `{PORT}` in `extra` is the daemon's HTTP port, known only now.
+        let extra = extra.replace("{PORT}", &self.port.to_string());
+        let extra = extra.as_str();
         // Keys of `[http]` in `extra` join the generated `[http]` table (TOML has one).
         let (http_extra, extra) = match extra.strip_prefix("[http]\n") {
             Some(rest) => match rest.find("\n[") {
