@@ -48,7 +48,52 @@ impl Default for Forwarder {
     }
 }
 
+/// A WebSocket the hub may close before either end does (a guest whose share was revoked):
+/// put into the request's extensions, it ends the tunnel when `cancel` fires. `on_end` is
+/// dropped when the tunnel ends, whichever way (the registry's guard).
+#[derive(Clone)]
+pub struct Revocable {
+    pub cancel: tokio_util::sync::CancellationToken,
+    pub on_end: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+/// Largest body [`Forwarder::get_small`] reads.
+const SMALL_BODY: usize = 64 * 1024;
+
 impl Forwarder {
+    /// `GET url` with `headers`: the status and up to 64 KiB of the body (how the proxy asks a
+    /// server who a visitor is).
+    pub async fn get_small(
+        &self,
+        url: &str,
+        headers: axum::http::HeaderMap,
+    ) -> Result<(StatusCode, Vec<u8>), ProxyError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| ProxyError::Target(e.to_string()))?;
+        let mut req = hyper::Request::builder()
+            .method(axum::http::Method::GET)
+            .uri(uri)
+            .body(Body::empty())
+            .map_err(|e| ProxyError::Target(e.to_string()))?;
+        *req.headers_mut() = headers;
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+            .await
+            .map_err(|_| ProxyError::Upstream("no answer within 10 s".into()))?
+            .map_err(|e| ProxyError::Upstream(describe(&e)))?;
+        let status = resp.status();
+        let body = Body::new(resp.into_body());
+        let body = tokio::time::timeout(
+            Duration::from_secs(10),
+            axum::body::to_bytes(body, SMALL_BODY),
+        )
+        .await
+        .map_err(|_| ProxyError::Upstream("body not read within 10 s".into()))?
+        .map_err(|e| ProxyError::Upstream(e.to_string()))?
+        .to_vec();
+        Ok((status, body))
+    }
+
     /// The status of a plain `GET url` with `headers` (the body is discarded): how the gateway
     /// asks a user's server whether a browser may open one of its kernels.
     pub async fn status_of_get(
@@ -126,6 +171,7 @@ pub async fn forward(
     } else {
         None
     };
+    let revocable = req.extensions().get::<Revocable>().cloned();
     let body = std::mem::take(req.body_mut());
     let upstream_req = builder
         .body(body)
@@ -147,7 +193,18 @@ pub async fn forward(
         if let Some(client_upgrade) = client_upgrade {
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, server_upgrade) {
-                    Ok((client, server)) => tunnel(client, server).await,
+                    Ok((client, server)) => match revocable {
+                        Some(r) => {
+                            tokio::select! {
+                                _ = tunnel(client, server) => {}
+                                _ = r.cancel.cancelled() => {
+                                    tracing::info!("a revoked visitor's WebSocket was closed");
+                                }
+                            }
+                            drop(r.on_end);
+                        }
+                        None => tunnel(client, server).await,
+                    },
                     Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                 }
             });

@@ -21,22 +21,29 @@ const SUBSCOPES: &[(&str, &[&str])] = &[
             "delete:users",
         ],
     ),
-    ("users", &["read:users", "list:users", "users:activity"]),
+    (
+        "users",
+        &["read:users", "list:users", "users:activity", "users:shares"],
+    ),
     (
         "read:users",
         &[
             "read:users:name",
             "read:users:groups",
             "read:users:activity",
+            "read:users:shares",
         ],
     ),
+    ("users:shares", &["read:users:shares"]),
+    ("shares", &["read:shares"]),
+    ("groups:shares", &["read:groups:shares"]),
     ("users:activity", &["read:users:activity"]),
     ("admin:servers", &["admin:server_state", "servers"]),
     ("servers", &["read:servers", "delete:servers"]),
     ("read:servers", &["read:users:name"]),
     ("tokens", &["read:tokens"]),
     ("admin:groups", &["groups", "delete:groups"]),
-    ("groups", &["read:groups", "list:groups"]),
+    ("groups", &["read:groups", "list:groups", "groups:shares"]),
     ("read:groups", &["read:groups:name"]),
     (
         "read:roles",
@@ -75,6 +82,9 @@ const LEAF_SCOPES: &[&str] = &[
     "read:roles:users",
     "read:roles:groups",
     "read:roles:services",
+    "read:shares",
+    "read:users:shares",
+    "read:groups:shares",
 ];
 
 /// The names of JupyterHub's built-in roles: a config `[[roles]]` entry may not take them.
@@ -87,6 +97,9 @@ const SELF_SCOPES: &[&str] = &[
     "tokens",
     "access:servers",
     "read:users:groups",
+    // Sharing their own servers (`shares!user=<me>`) and leaving shares given to them (in
+    // `users`).
+    "shares",
 ];
 
 /// Extra, unfiltered scopes of an admin (JupyterHub's `admin` role).
@@ -104,6 +117,7 @@ const ADMIN_SCOPES: &[&str] = &[
     "services",
     "read:roles",
     "read:metrics",
+    "shares",
 ];
 
 /// A lookup by name: a user's groups, or a group's members.
@@ -159,19 +173,9 @@ impl<'a> Target<'a> {
 }
 
 /// JupyterHub scopes that Orrery knows but does not implement yet: accepted in config with a
-/// warning ([`check`]), they grant nothing. JupyterHub 5's sharing scopes, JupyterHub 6's
-/// `start:servers`, and the dynamic-services ones.
-const NOT_IMPLEMENTED: &[&str] = &[
-    "shares",
-    "read:shares",
-    "users:shares",
-    "read:users:shares",
-    "groups:shares",
-    "read:groups:shares",
-    "start:servers",
-    "admin:services",
-    "read:services:name",
-];
+/// warning ([`check`]), they grant nothing: JupyterHub 6's `start:servers` and the
+/// dynamic-services ones.
+const NOT_IMPLEMENTED: &[&str] = &["start:servers", "admin:services", "read:services:name"];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ScopeError {

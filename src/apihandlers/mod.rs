@@ -2,7 +2,8 @@
 //!
 //! * [`root`]: version, info, `GET /user`.
 //! * [`users`]: users and their activity. [`servers`]: start/stop/progress.
-//! * [`tokens`], [`groups`]: their resources. [`oauth2`]: the OAuth provider.
+//! * [`tokens`], [`groups`]: their resources. [`shares`]: sharing servers (JupyterHub 5).
+//!   [`oauth2`]: the OAuth provider.
 //! * [`orrery`]: Orrery's own admin endpoints (config reload).
 //! * [`base`] and [`models`]: errors, auth extraction, pagination, JSON models.
 
@@ -13,6 +14,7 @@ pub mod oauth2;
 pub mod orrery;
 pub mod root;
 pub mod servers;
+pub mod shares;
 pub mod tokens;
 pub mod users;
 
@@ -71,6 +73,53 @@ pub fn router() -> Router<Arc<Hub>> {
         .route(
             "/groups/{name}/users",
             post(groups::add_users).delete(groups::remove_users),
+        )
+        .route("/shares/{owner}", get(shares::list_owner))
+        .route(
+            "/shares/{owner}/{server}",
+            get(shares::list_server)
+                .post(shares::grant)
+                .patch(shares::revoke)
+                .delete(shares::revoke_all),
+        )
+        // The default server's name is empty: `/shares/alice/` (JupyterHub's form).
+        .route(
+            "/shares/{owner}/",
+            get(shares::list_server)
+                .post(shares::grant)
+                .patch(shares::revoke)
+                .delete(shares::revoke_all),
+        )
+        .route("/users/{name}/shared", get(shares::list_user_shared))
+        .route(
+            "/users/{name}/shared/{owner}/{server}",
+            get(shares::get_user_shared).delete(shares::leave_user_share),
+        )
+        .route(
+            "/users/{name}/shared/{owner}/",
+            get(shares::get_user_shared).delete(shares::leave_user_share),
+        )
+        .route("/groups/{name}/shared", get(shares::list_group_shared))
+        .route(
+            "/groups/{name}/shared/{owner}/{server}",
+            get(shares::get_group_shared).delete(shares::leave_group_share),
+        )
+        .route(
+            "/groups/{name}/shared/{owner}/",
+            get(shares::get_group_shared).delete(shares::leave_group_share),
+        )
+        .route("/share-codes/{owner}", get(shares::list_codes))
+        .route(
+            "/share-codes/{owner}/{server}",
+            get(shares::list_codes)
+                .post(shares::issue_code)
+                .delete(shares::revoke_code),
+        )
+        .route(
+            "/share-codes/{owner}/",
+            get(shares::list_codes)
+                .post(shares::issue_code)
+                .delete(shares::revoke_code),
         )
         .route("/oauth2/authorize", get(oauth2::authorize))
         .route("/oauth2/token", post(oauth2::token))

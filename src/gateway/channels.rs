@@ -60,6 +60,8 @@ pub fn accept(gw: Arc<Gateway>, kernel: Arc<Kernel>, mut req: Request) -> Respon
         return GatewayError::BadRequest("a WebSocket upgrade is required".into()).into_response();
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // A visitor's socket to a shared server ends when their access is revoked.
+    let revocable = req.extensions().get::<crate::forward::Revocable>().cloned();
     let id = kernel.id.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -67,7 +69,18 @@ pub fn accept(gw: Arc<Gateway>, kernel: Arc<Kernel>, mut req: Request) -> Respon
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                bridge(gw, kernel, ws).await;
+                match revocable {
+                    Some(r) => {
+                        tokio::select! {
+                            _ = bridge(gw, kernel, ws) => {}
+                            _ = r.cancel.cancelled() => {
+                                tracing::info!(kernel = %id, "a revoked visitor's kernel WebSocket was closed");
+                            }
+                        }
+                        drop(r.on_end);
+                    }
+                    None => bridge(gw, kernel, ws).await,
+                }
             }
             Err(e) => tracing::warn!(kernel = %id, error = %e, "kernel WebSocket upgrade failed"),
         }

@@ -27,7 +27,7 @@ use super::{channels, Gateway, GatewayError};
 
 /// Request headers replayed on the authorization check: the credentials, and what the
 /// single-user server's XSRF rule looks at (`Sec-Fetch-Mode: websocket` needs no XSRF token).
-const REPLAYED: &[&str] = &[
+pub const REPLAYED: &[&str] = &[
     "cookie",
     "authorization",
     "host",

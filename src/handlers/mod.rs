@@ -4,9 +4,11 @@
 //! * [`crate::session`] (beside this module, shared with the OAuth provider): the login cookie, the logged-in extractor, CSRF tokens.
 //! * [`layout`]: the page frame, navigation, error and 404 pages, security headers.
 //! * [`forms`]: form parsing and the checks every POST handler runs first.
+//! * [`accept_share`]: redeeming a share code.
 //! * [`login`], [`home`] (with [`named_servers`]), [`spawn_form`] (the profile choice), [`spawn`] (progress), [`password`], [`tokens`], [`admin`], [`user`]: one page
 //!   (or a few closely related ones) each. [`assets`]: the stylesheet and the progress script.
 
+pub mod accept_share;
 pub mod admin;
 pub mod assets;
 pub mod forms;
@@ -43,6 +45,10 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
             get(login::logout_get).post(login::logout_post),
         )
         .route(&at("/home"), get(home::page))
+        .route(
+            &at("/accept-share"),
+            get(accept_share::page).post(accept_share::accept),
+        )
         .route(&at("/home/start"), post(home::start))
         .route(&at("/home/stop"), post(home::stop))
         .route(&at("/home/servers"), post(named_servers::create))

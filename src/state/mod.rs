@@ -16,6 +16,7 @@ mod migrate;
 mod oauth;
 mod servers;
 mod sessions;
+mod shares;
 mod tokens;
 mod users;
 
@@ -31,6 +32,7 @@ pub use leases::{LeaseHolder, LeaseRecord};
 pub use oauth::{OAuthClientRecord, OAuthCodeRecord};
 pub use servers::ServerRecord;
 pub use sessions::SessionRecord;
+pub use shares::{Grantee, ShareCodeRecord, ShareRecord};
 pub use tokens::{TokenKind, TokenOwner, TokenRecord};
 pub use users::UserRecord;
 
@@ -91,6 +93,12 @@ pub struct Store {
     leases: sled::Tree,
     /// Kernel id → its place in the GPU queue.
     gpu_queue: sled::Tree,
+    /// Shares of servers, by server then grantee ([`shares`]).
+    shares: sled::Tree,
+    /// The same shares by grantee: written in the same transaction.
+    shares_by_grantee: sled::Tree,
+    /// Share codes by the hash of the code.
+    share_codes: sled::Tree,
 }
 
 impl Store {
@@ -257,6 +265,9 @@ impl Store {
             servers: db.open_tree("servers")?,
             leases: db.open_tree("gpu_leases")?,
             gpu_queue: db.open_tree("gpu_queue")?,
+            shares: db.open_tree("shares")?,
+            shares_by_grantee: db.open_tree("shares_by_grantee")?,
+            share_codes: db.open_tree("share_codes")?,
             db,
             path,
         };
