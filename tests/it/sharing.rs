@@ -418,3 +418,153 @@ async fn the_proxy_refuses_a_revoked_guest_at_once() {
     assert_eq!(visit("carol").await.expect("get").status(), 200);
     assert_eq!(visit("bob").await.expect("get").status(), 403);
 }
+
+/// Sends `1+1` on `ws` and waits for its `execute_result`: its text/plain.
+async fn one_plus_one<S>(ws: &mut S) -> String
+where
+    S: futures::Sink<tokio_tungstenite::tungstenite::Message>
+        + futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+    <S as futures::Sink<tokio_tungstenite::tungstenite::Message>>::Error: std::fmt::Debug,
+{
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let msg_id = format!("exec-{}", uuid::Uuid::new_v4());
+    let request = json!({
+        "header": {
+            "msg_id": msg_id, "username": "", "session": uuid::Uuid::new_v4().to_string(),
+            "msg_type": "execute_request", "version": "5.3",
+            "date": chrono::Utc::now().to_rfc3339(),
+        },
+        "parent_header": {}, "metadata": {},
+        "content": {
+            "code": "1+1", "silent": false, "store_history": true, "user_expressions": {},
+            "allow_stdin": false, "stop_on_error": true,
+        },
+        "channel": "shell", "buffers": [],
+    });
+    ws.send(Message::Text(request.to_string().into()))
+        .await
+        .expect("send execute_request");
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(m) = ws.next().await {
+            let Ok(Message::Text(text)) = m else { continue };
+            let v: Value = serde_json::from_str(text.as_str()).expect("JSON message");
+            let kind = v["msg_type"]
+                .as_str()
+                .or(v["header"]["msg_type"].as_str())
+                .unwrap_or("");
+            if kind == "execute_result" && v["parent_header"]["msg_id"] == msg_id.as_str() {
+                return v["content"]["data"]["text/plain"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("an execute_result within 60 s")
+}
+
+/// With the real `jupyterhub-singleuser` in Docker: alice shares her server with bob, bob
+/// (with his own token) creates a kernel in it and runs a cell over its WebSocket; alice
+/// revokes the share; bob's open socket is closed at once and his next request is refused by
+/// the proxy, although the server's own cache of the hub's answer would still let him in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_runs_a_cell_in_a_shared_server_and_revocation_closes_their_socket() {
+    use crate::common::docker::{channels_request, proxied, start_server, Env};
+    use futures::StreamExt;
+    let mut env = Env::new("s").await;
+    let owner = env.user("a");
+    let guest = env.user("b");
+    let d = Daemon::start(&env.config("", "[sharing]\nallow_single_origin = true\n")).await;
+    d.create_users(&[&owner, &guest], false).await;
+    start_server(&d, &owner).await;
+    let owner_token = d.token_for(&owner).await;
+    let guest_token = d.token_for(&guest).await;
+
+    // (Another token of bob's: the server caches the hub's answer for a token it has seen, so
+    // a share reaches a token already refused only when that cache expires.)
+    let early = d.token_for(&guest).await;
+    let r = proxied(&d, "GET", &owner, "api/status", &early, None).await;
+    assert_eq!(r.status(), 403, "not shared yet: the server refuses bob");
+    let (s, b) = as_user(
+        &d,
+        &owner_token,
+        "POST",
+        &format!("/shares/{owner}/"),
+        Some(json!({"user": guest})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let r = proxied(&d, "GET", &owner, "api/status", &guest_token, None).await;
+    assert_eq!(r.status(), 200, "shared: the server lets bob in");
+    let r = proxied(
+        &d,
+        "POST",
+        &owner,
+        "api/kernels",
+        &guest_token,
+        Some(json!({"name": "python3"})),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let kid = r.json::<Value>().await.expect("kernel")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    let req = channels_request(&d, &owner, &guest_token, &kid, "", &d.url);
+    let (mut ws, resp) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("handshake within 30 s")
+    .unwrap_or_else(|e| panic!("bob's WebSocket to alice's kernel: {e}\n{}", d.log()));
+    assert_eq!(resp.status(), 101);
+    assert_eq!(
+        one_plus_one(&mut ws).await,
+        "2",
+        "bob ran a cell in alice's server"
+    );
+
+    let (s, _) = as_user(
+        &d,
+        &owner_token,
+        "PATCH",
+        &format!("/shares/{owner}/"),
+        Some(json!({"user": guest})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return true,
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        closed,
+        Ok(true),
+        "bob's socket closed within 5 s of the revocation"
+    );
+    assert!(
+        d.log().contains("a revoked visitor's WebSocket was closed"),
+        "closed by the revocation, not by chance:\n{}",
+        d.log()
+    );
+    let r = proxied(&d, "GET", &owner, "api/status", &guest_token, None).await;
+    assert_eq!(r.status(), 403, "bob's next request is refused at once");
+    let r = proxied(&d, "GET", &owner, "api/status", &owner_token, None).await;
+    assert_eq!(r.status(), 200, "alice keeps her server");
+}
