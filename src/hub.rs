@@ -278,6 +278,17 @@ impl Hub {
         crate::sharing::may_access(&scopes, owner, &self.groups_of(owner), server)
     }
 
+    /// A named server removed for good (JupyterHub's `remove`): its kept options and its shares
+    /// go, and its guests' sockets close.
+    pub fn forget_named_server(&self, user: &str, server: &str) -> Result<(), StateError> {
+        self.store.update_user(user, |u| {
+            u.server_options.remove(server);
+        })?;
+        self.store.delete_shares_of_server(user, server)?;
+        self.enforce_access(user, server);
+        Ok(())
+    }
+
     /// After a share of `owner`'s server `server` was revoked (or its grantee lost it another
     /// way): close the sockets of visitors who may no longer open it. New requests are refused
     /// by the proxy's own check, which asks [`Hub::visitor_may_access`] each time.

@@ -94,6 +94,12 @@ impl Origins {
         Ok(Some(Origins { scheme, host, port }))
     }
 
+    /// Whether the origins are HTTPS ones (servers may then use `__Host-` cookies, which no
+    /// other host can overwrite).
+    pub fn is_https(&self) -> bool {
+        self.scheme == "https"
+    }
+
     /// The hub's origin, e.g. `https://hub.example.org` (what `JUPYTERHUB_HOST` says).
     pub fn hub_origin(&self) -> String {
         format!("{}://{}{}", self.scheme, self.host, self.port)

@@ -262,6 +262,9 @@ async fn prepare_and_launch(
     } else {
         format!("{public_url}oauth_callback")
     };
+    // Under HTTPS on per-user hosts, the server's cookies get the `__Host-` prefix (no other
+    // host, not even a sibling server, can set or overwrite them), as JupyterHub does.
+    let host_prefix_cookies = origins.as_ref().is_some_and(|o| o.is_https());
     let hub_host = origins.map(|o| o.hub_origin()).unwrap_or_default();
     let access_scopes = vec![
         format!("access:servers!server={name}/{server_name}"),
@@ -308,6 +311,9 @@ async fn prepare_and_launch(
         ("JUPYTERHUB_ADMIN_ACCESS", "0".into()),
     ] {
         env.insert(k.to_string(), v);
+    }
+    if host_prefix_cookies {
+        env.insert("JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED".into(), "1".into());
     }
     if cfg.kernels.remote {
         // Gateway mode: the user's Jupyter Server sends kernel management to Orrery, which

@@ -192,9 +192,7 @@ pub async fn stop_named(
     if req.remove == Some(true) && !server.is_empty() {
         // The record's key is the normalised name (the path may say `Alice`).
         let name = load_user(&hub_ref, &name)?.name;
-        hub_ref.store.update_user(&name, |u| {
-            u.server_options.remove(&server);
-        })?;
+        hub_ref.forget_named_server(&name, &server)?;
     }
     Ok(response)
 }

@@ -155,9 +155,7 @@ pub async fn act(
                 return home::failed(&hub, &p, &user, e.message);
             }
             if what == "delete" {
-                if let Err(e) = hub.store.update_user(&user.name, |u| {
-                    u.server_options.remove(&server);
-                }) {
+                if let Err(e) = hub.forget_named_server(&user.name, &server) {
                     tracing::error!(error = %e, "state error while deleting a named server");
                 }
             }

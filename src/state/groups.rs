@@ -57,7 +57,9 @@ impl Store {
         self.replace_group(&group.name, Some(group)).map(|_| ())
     }
 
+    /// Delete a group, and the shares granted to it.
     pub fn delete_group(&self, name: &str) -> Result<bool> {
+        self.delete_shares_for(&super::Grantee::Group(name.to_string()))?;
         self.replace_group(name, None)
     }
 

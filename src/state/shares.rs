@@ -190,6 +190,19 @@ impl Store {
         Ok(shares)
     }
 
+    /// Everything shared by or with a user who is deleted: their servers' shares and codes,
+    /// and the shares granted to them.
+    pub(super) fn forget_shares_of_user(&self, name: &str) -> Result<()> {
+        for s in self.shares_of_owner(name)? {
+            self.delete_share(&s.owner, &s.server, &s.grantee)?;
+        }
+        self.delete_shares_for(&Grantee::User(name.to_string()))?;
+        for c in self.share_codes_of(name, None)? {
+            self.delete_share_code(&c.hash)?;
+        }
+        Ok(())
+    }
+
     pub fn put_share_code(&self, code: &ShareCodeRecord) -> Result<()> {
         self.share_codes
             .insert(code.hash.as_bytes(), encode(code))?;

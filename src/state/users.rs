@@ -136,6 +136,7 @@ impl Store {
     /// OAuth clients, group memberships. Server records are left for the caller to stop first.
     pub fn delete_user(&self, name: &str) -> Result<bool> {
         let existed = self.users.remove(name)?.is_some();
+        self.forget_shares_of_user(name)?;
         for t in self.tokens()? {
             if t.owner == super::TokenOwner::User(name.to_string()) {
                 self.tokens.remove(&t.hash)?;

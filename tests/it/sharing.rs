@@ -236,6 +236,16 @@ async fn shares_grant_access_to_one_server_and_revocation_takes_it_back() {
     let (s, _) = as_user(&d, &bob, "DELETE", "/users/bob/shared/alice/", None).await;
     assert_eq!(s, 204);
     assert!(!scopes_of(&d, &bob).await.contains(&access));
+
+    // Deleting a grantee (user or group) deletes their shares.
+    as_user(&d, &alice, "POST", "/shares/alice/", Some(json!({"user": "bob"}))).await;
+    as_user(&d, &alice, "POST", "/shares/alice/", Some(json!({"group": "pair"}))).await;
+    let (s, _, _) = d.api("DELETE", "/users/bob", Some(ADMIN), None).await;
+    assert_eq!(s, 204);
+    let (s, _, _) = d.api("DELETE", "/groups/pair", Some(ADMIN), None).await;
+    assert_eq!(s, 204);
+    let (_, left) = as_user(&d, &alice, "GET", "/shares/alice", None).await;
+    assert_eq!(left["items"], json!([]), "{left}");
 }
 
 /// The `(status, body)` of [`Daemon::api`] without its headers.
