@@ -241,9 +241,9 @@ pub async fn grant(
         param(&params, "server"),
     );
     require_on_server(&hub, &auth, "shares", &owner, &server)?;
+    let b: ShareBody = parse_body(&body)?;
     sharing::allowed(&hub.config())?;
     let owner = load_server(&hub, &owner, &server)?;
-    let b: ShareBody = parse_body(&body)?;
     let grantee = body_grantee(&hub, &owner, &b)?;
     let scopes = sharing::checked_scopes(&owner, &server, b.scopes.as_deref())?;
     let share = match hub.store.share(&owner, &server, &grantee)? {
@@ -279,8 +279,8 @@ pub async fn revoke(
         param(&params, "server"),
     );
     require_on_server(&hub, &auth, "shares", &owner, &server)?;
-    let owner = load_server(&hub, &owner, &server)?;
     let b: ShareBody = parse_body(&body)?;
+    let owner = load_server(&hub, &owner, &server)?;
     let grantee = match sharing::grantee(b.user.as_deref(), b.group.as_deref())? {
         Grantee::User(u) => Grantee::User(normalized(&u)?),
         g => g,
@@ -528,14 +528,14 @@ pub async fn issue_code(
         param(&params, "server"),
     );
     require_on_server(&hub, &auth, "shares", &owner, &server)?;
-    let cfg = hub.config();
-    sharing::allowed(&cfg)?;
-    let owner = load_server(&hub, &owner, &server)?;
     let b: CodeBody = if body.is_empty() {
         CodeBody::default()
     } else {
         parse_body(&body)?
     };
+    let cfg = hub.config();
+    sharing::allowed(&cfg)?;
+    let owner = load_server(&hub, &owner, &server)?;
     let secs = match b.expires_in {
         None => cfg.sharing.code_max_age.as_std().as_secs() as i64,
         Some(s) if s.is_finite() && s >= 1.0 && s <= CODE_MAX_SECS as f64 => s as i64,

@@ -2,7 +2,11 @@
 //! and last activity; per-user start, stop, make/remove admin and delete (confirmed on a second
 //! page); a form to add users; and the groups with their members and who manages them, with
 //! forms to add and remove members of the groups the API manages (a config group changes only
-//! in the config file). Admins cannot demote or delete themselves.
+//! in the config file, [`super::admin_groups`]). Servers can be started or stopped for the
+//! selected users (checkboxes tied to one bulk form by `form=`, no JavaScript) or stopped all at
+//! once; a running server has an "Open" link (admins hold `access:servers`); with the firstuse
+//! or native authenticator an admin sets a user's password. Admins cannot demote or delete
+//! themselves.
 //!
 //! Every POST handler takes an [`AdminForm`] (or an [`AdminTarget`], which adds the user the
 //! action names): the session, CSRF and admin checks run before the handler does.
@@ -13,12 +17,11 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use maud::{html, Markup};
+use maud::html;
 
 use super::forms::{self, Fields};
 use super::home::{self, Begun, ServerState};
 use super::layout::{self, Nav, Notice};
-use crate::groups;
 use crate::hub::{Hub, Principal};
 use crate::session::{self, LoggedIn};
 use crate::spawn::{self, StopError};
@@ -70,10 +73,10 @@ fn target(hub: &Hub, p: &Principal, name: &str) -> Result<UserRecord, Response> 
 /// (else a redirect to the login page), the CSRF token (else the 403 "Form expired" page) and
 /// the admin flag (else the 403 page), so a handler taking it only does its action.
 pub struct AdminForm {
-    p: Principal,
+    pub(super) p: Principal,
     /// The admin who posted the form.
-    me: UserRecord,
-    fields: Fields,
+    pub(super) me: UserRecord,
+    pub(super) fields: Fields,
 }
 
 impl FromRequest<Arc<Hub>> for AdminForm {
@@ -124,11 +127,11 @@ impl FromRequest<Arc<Hub>> for AdminTarget {
     }
 }
 
-fn admin_url(hub: &Hub) -> String {
+pub(super) fn admin_url(hub: &Hub) -> String {
     format!("{}admin", hub.hub_prefix())
 }
 
-fn done(hub: &Hub, what: &str, user: &str) -> Response {
+pub(super) fn done(hub: &Hub, what: &str, user: &str) -> Response {
     layout::redirect(&format!(
         "{}?done={what}&user={}",
         admin_url(hub),
@@ -162,6 +165,28 @@ pub async fn page(
             Some(format!("Added {n} user(s); {existing} already existed."))
         }
         "created" => Some(format!("Added {n} user(s).")),
+        "bulk" => {
+            let failed: usize = q.get("failed").parse().unwrap_or(0);
+            let verb = if q.get("what") == "stop" {
+                "Stopped"
+            } else {
+                "Started"
+            };
+            Some(if failed > 0 {
+                format!("{verb} {n} server(s); {failed} could not be (see the hub's log).")
+            } else {
+                format!("{verb} {n} server(s).")
+            })
+        }
+        "password" => Some(format!("{who}'s password has been set.")),
+        "group-created" | "group-deleted" => {
+            let group = username::normalize(q.get("group")).unwrap_or_default();
+            Some(if q.get("done") == "group-created" {
+                format!("Group {group} has been created.")
+            } else {
+                format!("Group {group} has been deleted.")
+            })
+        }
         "member-added" | "member-removed" => {
             let group = username::normalize(q.get("group")).unwrap_or_default();
             Some(if q.get("done") == "member-added" {
@@ -210,6 +235,8 @@ fn render(
         .store
         .users_page_by_name(&view.search, false, view.offset, USERS_PER_PAGE)
         .unwrap_or_default();
+    // Admins set passwords where the hub keeps them (firstuse, native).
+    let passwords = cfg.auth.kind != crate::config::AuthType::Dummy;
     let page_link = |offset: usize| {
         format!(
             "{hp}admin?q={}&offset={offset}",
@@ -237,6 +264,15 @@ fn render(
                 input #user-search type="search" name="q" value=(view.search) placeholder="name starts with…";
                 button.secondary type="submit" { "Search" }
             }
+            form #bulk .inline method="post" action=(format!("{hp}admin/servers")) {
+                (forms::xsrf_input(&csrf))
+                "Selected users: "
+                button.small type="submit" name="action" value="start" { "Start servers" }
+                " "
+                button.small.secondary type="submit" name="action" value="stop" { "Stop servers" }
+                " · "
+                button.small.danger type="submit" name="action" value="stop-all" { "Stop every running server" }
+            }
             div.actions {
                 @if view.offset > 0 {
                     a href=(page_link(view.offset.saturating_sub(USERS_PER_PAGE))) rel="prev" { "← Previous" }
@@ -256,6 +292,7 @@ fn render(
                     }
                     thead {
                         tr {
+                            th scope="col" { span.visually-hidden { "Select" } }
                             th scope="col" { "Name" }
                             th scope="col" { "Admin" }
                             th scope="col" { "Server" }
@@ -269,6 +306,10 @@ fn render(
                             @let by_config = cfg.users.admin.iter().any(|a| a == &u.name);
                             @let is_me = u.name == me.name;
                             tr {
+                                td {
+                                    input type="checkbox" form="bulk" name="user" value=(u.name)
+                                        aria-label=(format!("Select {}", u.name));
+                                }
                                 th scope="row" { (u.name) @if is_me { " " span.muted { "(you)" } } }
                                 td {
                                     @if by_config { "yes (config)" } @else if u.admin { "yes" } @else { "no" }
@@ -279,12 +320,20 @@ fn render(
                                     } @else {
                                         (state.label())
                                     }
+                                    @if state == ServerState::Running {
+                                        " "
+                                        a href=(hub.server_location(&u.name, ""))
+                                            aria-label=(format!("Open {}'s server", u.name)) { "Open" }
+                                    }
                                     // Named servers that run or start, each with its stop button.
                                     @for s in hub.store.servers_of(&u.name).unwrap_or_default().iter().filter(|s| !s.name.is_empty()) {
                                         @let named = home::server_state(hub, &u.name, &s.name);
                                         div.named-server {
                                             code { (s.name) } ": " (named.label())
                                             @if named == ServerState::Running {
+                                                " "
+                                                a href=(hub.server_location(&u.name, &s.name))
+                                                    aria-label=(format!("Open {}'s server {}", u.name, s.name)) { "Open" }
                                                 form.inline method="post" action=(format!("{hp}admin/users/{}/servers/{}/stop", u.name, s.name)) {
                                                     (forms::xsrf_input(&csrf))
                                                     button.small.secondary type="submit" aria-label=(format!("Stop {}'s server {}", u.name, s.name)) { "Stop" }
@@ -310,6 +359,20 @@ fn render(
                                             a href=(format!("{hp}admin/users/{}/delete", u.name))
                                                 aria-label=(format!("Delete user {}", u.name)) { "Delete…" }
                                         }
+                                        @if passwords {
+                                            details {
+                                                summary { "Set password…" }
+                                                form.inline method="post" action=(format!("{hp}admin/users/{}/password", u.name)) {
+                                                    (forms::xsrf_input(&csrf))
+                                                    label for=(format!("pw-{}", u.name)) { "New password" }
+                                                    " "
+                                                    input id=(format!("pw-{}", u.name)) type="password" name="password"
+                                                        required minlength=(cfg.auth.firstuse.min_password_length) autocomplete="new-password";
+                                                    " "
+                                                    button.small type="submit" { "Set" }
+                                                }
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -318,7 +381,7 @@ fn render(
                 }
             }
         }
-        (groups_section(hub, &csrf))
+        (super::admin_groups::groups_section(hub, &csrf))
         section aria-labelledby="add-heading" {
             h2 #add-heading { "Add users" }
             form.stack method="post" action=(format!("{hp}admin/users")) {
@@ -345,85 +408,7 @@ fn render(
     )
 }
 
-/// The groups, their managers and members; member forms for the groups the API manages.
-fn groups_section(hub: &Hub, csrf: &str) -> Markup {
-    let hp = hub.hub_prefix();
-    let cfg = hub.config();
-    let mut list = hub.store.groups().unwrap_or_default();
-    list.sort_by(|a, b| a.name.cmp(&b.name));
-    html! {
-        section aria-labelledby="groups-heading" {
-            h2 #groups-heading { "Groups" }
-            @if list.is_empty() {
-                p.muted { "No groups. Declare them in the config file ([[groups]]), or create them with "
-                    code { "orrery groups add NAME" } " or the API." }
-            } @else {
-                div.table-wrap {
-                    table #groups {
-                        caption { (list.len()) " group(s)" }
-                        thead {
-                            tr {
-                                th scope="col" { "Group" }
-                                th scope="col" { "Managed by" }
-                                th scope="col" { "Members" }
-                                th scope="col" { "Roles" }
-                            }
-                        }
-                        tbody {
-                            @for g in &list {
-                                @let by_config = groups::config_managed(Some(g), &cfg, &g.name);
-                                @let roles = crate::roles::of_group(&cfg.roles, &g.name);
-                                tr data-group=(g.name) {
-                                    th scope="row" { (g.name) }
-                                    td {
-                                        @if by_config {
-                                            "config file"
-                                            p.hint { "Change its members in the config file ([[groups]]) and run "
-                                                code { "orrery config reload" } "." }
-                                        } @else { "API" }
-                                    }
-                                    td {
-                                        @if g.users.is_empty() { span.muted { "none" } }
-                                        ul.members {
-                                            @for u in &g.users {
-                                                li {
-                                                    (u)
-                                                    @if !by_config {
-                                                        " "
-                                                        form.inline method="post" action=(format!("{hp}admin/groups/{}/remove-user", g.name)) {
-                                                            (forms::xsrf_input(csrf))
-                                                            input type="hidden" name="user" value=(u);
-                                                            button.small.secondary type="submit" aria-label=(format!("Remove {u} from {}", g.name)) { "Remove" }
-                                                        }
-                                                    }
-                                                }
-                                            }
-                                        }
-                                        @if !by_config {
-                                            form.inline method="post" action=(format!("{hp}admin/groups/{}/add-user", g.name)) {
-                                                (forms::xsrf_input(csrf))
-                                                label for=(format!("add-{}", g.name)) { "Add member" }
-                                                " "
-                                                input id=(format!("add-{}", g.name)) name="user" required;
-                                                " "
-                                                button.small type="submit" { "Add" }
-                                            }
-                                        }
-                                    }
-                                    td {
-                                        @if roles.is_empty() { span.muted { "none" } } @else { (roles.join(", ")) }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn failed(
+pub(super) fn failed(
     hub: &Hub,
     p: &Principal,
     me: &UserRecord,
@@ -443,7 +428,7 @@ fn failed(
 }
 
 /// The admin page with a 500 notice, after a state database error (logged by the caller).
-fn db_failed(hub: &Hub, p: &Principal, me: &UserRecord) -> Response {
+pub(super) fn db_failed(hub: &Hub, p: &Principal, me: &UserRecord) -> Response {
     failed(
         hub,
         p,
@@ -465,7 +450,7 @@ fn self_delete(hub: &Hub, p: &Principal, me: &UserRecord) -> Response {
 }
 
 /// Make the changes durable; a failure is logged, the change itself has been made.
-async fn flush(hub: &Hub) {
+pub(super) async fn flush(hub: &Hub) {
     if let Err(e) = hub.store.flush().await {
         tracing::error!(error = %e, "cannot flush the state database");
     }
@@ -729,85 +714,113 @@ pub async fn delete(
     done(&hub, "deleted", &user.name)
 }
 
-/// A member change on a group the API manages: the group must exist and not be the config's.
-async fn change_member(hub: Arc<Hub>, name: String, form: AdminForm, add: bool) -> Response {
-    let AdminForm { p, me, fields: f } = form;
-    let not_found = |hub: &Hub| {
-        failed(
-            hub,
-            &p,
-            &me,
-            StatusCode::NOT_FOUND,
-            "That group does not exist (any more).".into(),
-        )
-    };
-    let Ok(name) = username::normalize(&name) else {
-        return not_found(&hub);
-    };
-    let mut group = match hub.store.group(&name) {
-        Ok(Some(g)) => g,
-        Ok(None) => return not_found(&hub),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read a group");
-            return db_failed(&hub, &p, &me);
-        }
-    };
-    if groups::config_managed(Some(&group), &hub.config(), &name) {
-        return failed(&hub, &p, &me, StatusCode::CONFLICT, groups::refusal(&name));
-    }
-    let user = match username::normalize(f.get("user")) {
-        Ok(u) => u,
-        Err(e) => return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, format!("{e}.")),
-    };
-    if add {
-        match hub.store.user(&user) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                let m = format!("No such user: {user}. Add the user first.");
+/// Most servers one bulk action starts or stops at once (the rest wait for the next batch).
+const BULK_BATCH: usize = 16;
+
+/// `POST <hub>/admin/servers`: `action=start|stop` for the checked `user`s, or `stop-all` for
+/// every running or starting server of every user (the end of a class). Starts and stops run
+/// in batches; a failure is counted and logged, and the rest go on.
+pub async fn bulk(
+    State(hub): State<Arc<Hub>>,
+    AdminForm { p, me, fields: f }: AdminForm,
+) -> Response {
+    let action = f.get("action");
+    let mut targets: Vec<(String, String)> = Vec::new();
+    match action {
+        "start" | "stop" => {
+            for raw in f.all("user") {
+                if let Ok(name) = username::normalize(raw) {
+                    targets.push((name, String::new()));
+                }
+            }
+            if targets.is_empty() {
+                let m = "Select at least one user (the boxes in the first column).".to_string();
                 return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, m);
             }
+        }
+        "stop-all" => match hub.store.servers() {
+            Ok(servers) => targets = servers.into_iter().map(|s| (s.user, s.name)).collect(),
             Err(e) => {
-                tracing::error!(error = %e, "cannot read a user");
+                tracing::error!(error = %e, "cannot list servers");
                 return db_failed(&hub, &p, &me);
             }
-        }
-        group.users.insert(user.clone());
-    } else {
-        group.users.remove(&user);
-    }
-    if let Err(e) = hub.store.put_group(&group) {
-        tracing::error!(error = %e, "cannot update a group");
-        return db_failed(&hub, &p, &me);
-    }
-    flush(&hub).await;
-    tracing::info!(admin = %me.name, group = %name, user = %user, add, "group membership changed on the admin page");
-    layout::redirect(&format!(
-        "{}?done={}&user={}&group={}",
-        admin_url(&hub),
-        if add {
-            "member-added"
-        } else {
-            "member-removed"
         },
-        urlencoding::encode(&user),
-        urlencoding::encode(&name)
+        other => {
+            let m = format!("Unknown action {other:?}: use the buttons above the users table.");
+            return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, m);
+        }
+    }
+    let start = action == "start";
+    let (mut n, mut failures) = (0usize, 0usize);
+    for batch in targets.chunks(BULK_BATCH) {
+        let results = futures::future::join_all(batch.iter().map(|(user, server)| {
+            let hub = hub.clone();
+            async move {
+                if start {
+                    match hub.store.user(user) {
+                        Ok(Some(u)) => match home::server_state(&hub, user, "") {
+                            ServerState::Stopped => home::start_server(&hub, &u).await.map(|_| ()),
+                            _ => Ok(()),
+                        },
+                        _ => Err(home::ActionError::new(
+                            StatusCode::NOT_FOUND,
+                            format!("no user {user}"),
+                        )),
+                    }
+                } else {
+                    match home::server_state(&hub, user, server) {
+                        ServerState::Running => home::stop_server(&hub, user, server).await,
+                        _ => Ok(()),
+                    }
+                }
+                .map_err(|e| format!("{user}: {}", e.message))
+            }
+        }))
+        .await;
+        for r in results {
+            match r {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(admin = %me.name, error = %e, "bulk server action failed");
+                }
+            }
+        }
+    }
+    tracing::info!(admin = %me.name, action, n, failures, "bulk server action on the admin page");
+    layout::redirect(&format!(
+        "{}?done=bulk&what={}&n={n}&failed={failures}",
+        admin_url(&hub),
+        if start { "start" } else { "stop" }
     ))
 }
 
-/// `POST <hub>/admin/groups/<name>/add-user` (field `user`).
-pub async fn add_group_user(
+/// `POST <hub>/admin/users/<name>/password` (field `password`): set a user's password (the
+/// firstuse and native authenticators; the length rule is the authenticator's).
+pub async fn reset_password(
     State(hub): State<Arc<Hub>>,
-    Path(name): Path<String>,
-    form: AdminForm,
+    AdminTarget {
+        p,
+        me,
+        fields,
+        user,
+    }: AdminTarget,
 ) -> Response {
-    change_member(hub, name, form, true).await
-}
-
-/// `POST <hub>/admin/groups/<name>/remove-user` (field `user`).
-pub async fn remove_group_user(
-    State(hub): State<Arc<Hub>>,
-    Path(name): Path<String>,
-    form: AdminForm,
-) -> Response {
-    change_member(hub, name, form, false).await
+    if hub.config().auth.kind == crate::config::AuthType::Dummy {
+        let m = "The dummy authenticator keeps no passwords.".to_string();
+        return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, m);
+    }
+    match crate::auth::set_password(&hub, &user.name, fields.get("password")).await {
+        Ok(()) => {
+            tracing::info!(admin = %me.name, user = %user.name, "password set on the admin page");
+            done(&hub, "password", &user.name)
+        }
+        Err(e) => failed(
+            &hub,
+            &p,
+            &me,
+            StatusCode::BAD_REQUEST,
+            format!("{}: {e}", user.name),
+        ),
+    }
 }

@@ -45,6 +45,15 @@ impl Fields {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of `key`, in order (checkboxes sharing a name).
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// Is a checkbox (or any field) named `key` present with a non-empty value?
     pub fn checked(&self, key: &str) -> bool {
         self.opt(key).is_some_and(|v| !v.is_empty())

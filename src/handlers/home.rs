@@ -98,7 +98,7 @@ pub struct ActionError {
 }
 
 impl ActionError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ActionError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ActionError {
         ActionError {
             status,
             message: message.into(),

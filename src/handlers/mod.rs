@@ -5,11 +5,12 @@
 //! * [`layout`]: the page frame, navigation, error and 404 pages, security headers.
 //! * [`forms`]: form parsing and the checks every POST handler runs first.
 //! * [`accept_share`]: redeeming a share code.
-//! * [`login`], [`home`] (with [`named_servers`]), [`spawn_form`] (the profile choice), [`spawn`] (progress), [`password`], [`tokens`], [`admin`], [`user`]: one page
+//! * [`login`], [`home`] (with [`named_servers`]), [`spawn_form`] (the profile choice), [`spawn`] (progress), [`password`], [`tokens`], [`admin`] (with [`admin_groups`]), [`user`]: one page
 //!   (or a few closely related ones) each. [`assets`]: the stylesheet and the progress script.
 
 pub mod accept_share;
 pub mod admin;
+pub mod admin_groups;
 pub mod assets;
 pub mod forms;
 pub mod home;
@@ -105,13 +106,23 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
             &at("/admin/users/{name}/delete"),
             get(admin::delete_confirm).post(admin::delete),
         )
+        .route(&at("/admin/groups"), post(admin_groups::create_group))
+        .route(
+            &at("/admin/groups/{name}/delete"),
+            post(admin_groups::delete_group),
+        )
+        .route(&at("/admin/servers"), post(admin::bulk))
+        .route(
+            &at("/admin/users/{name}/password"),
+            post(admin::reset_password),
+        )
         .route(
             &at("/admin/groups/{name}/add-user"),
-            post(admin::add_group_user),
+            post(admin_groups::add_group_user),
         )
         .route(
             &at("/admin/groups/{name}/remove-user"),
-            post(admin::remove_group_user),
+            post(admin_groups::remove_group_user),
         )
         .route(&at("/user/{name}"), get(user::page))
         .route(&at("/user/{name}/"), get(user::page))

@@ -740,11 +740,8 @@ async fn every_request_body_in_the_spec_refuses_wrong_types() {
         not_implemented,
         [
             "PATCH /proxy",
-            "PATCH /shares/{owner}/{server_name}",
             "PATCH /users/{name}/servers/{server_name}",
             "POST /authorizations/token",
-            "POST /share-codes/{owner}/{server_name}",
-            "POST /shares/{owner}/{server_name}",
             "POST /shutdown",
             "PUT /groups/{name}/properties",
             "PUT /users/{name}/servers/{server_name}",

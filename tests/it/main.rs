@@ -11,6 +11,7 @@
 
 mod common;
 
+mod admin_page;
 mod api;
 mod auth_and_state;
 mod browser;

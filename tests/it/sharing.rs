@@ -238,8 +238,22 @@ async fn shares_grant_access_to_one_server_and_revocation_takes_it_back() {
     assert!(!scopes_of(&d, &bob).await.contains(&access));
 
     // Deleting a grantee (user or group) deletes their shares.
-    as_user(&d, &alice, "POST", "/shares/alice/", Some(json!({"user": "bob"}))).await;
-    as_user(&d, &alice, "POST", "/shares/alice/", Some(json!({"group": "pair"}))).await;
+    as_user(
+        &d,
+        &alice,
+        "POST",
+        "/shares/alice/",
+        Some(json!({"user": "bob"})),
+    )
+    .await;
+    as_user(
+        &d,
+        &alice,
+        "POST",
+        "/shares/alice/",
+        Some(json!({"group": "pair"})),
+    )
+    .await;
     let (s, _, _) = d.api("DELETE", "/users/bob", Some(ADMIN), None).await;
     assert_eq!(s, 204);
     let (s, _, _) = d.api("DELETE", "/groups/pair", Some(ADMIN), None).await;

@@ -144,7 +144,7 @@ impl Daemon {
         let config = format!(
             "[http]\naddress = \"127.0.0.1\"\nport = {}\n{http_extra}\n[internal]\nport = {}\n\n[state]\npath = \"{}\"\n\n\
              [[services]]\nname = \"test-admin\"\napi_token = \"{ADMIN_SERVICE_TOKEN}\"\n\
-             scopes = [\"admin:users\", \"admin:servers\", \"tokens\", \"admin:groups\", \"read:hub\", \"list:users\", \"read:metrics\"]\n\n{extra}\n",
+             scopes = [\"admin:users\", \"admin:servers\", \"tokens\", \"admin:groups\", \"read:hub\", \"list:users\", \"read:metrics\", \"shares\"]\n\n{extra}\n",
             self.port,
             self.internal_port,
             self.dir.path().join("state").display()

@@ -1,0 +1,283 @@
+//! The admin page's groups: the table of groups with their managers, members and roles, and
+//! the forms that create and delete groups the API manages and change their members. Groups the
+//! config manages (`[[groups]]`) are shown, and changing them is refused saying how.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use maud::{html, Markup};
+
+use super::admin::{admin_url, db_failed, failed, flush, AdminForm};
+use super::{forms, layout};
+use crate::groups;
+use crate::hub::Hub;
+use crate::state::{GroupRecord, ManagedBy};
+use crate::username;
+
+/// The groups, their managers and members; member forms for the groups the API manages.
+pub(super) fn groups_section(hub: &Hub, csrf: &str) -> Markup {
+    let hp = hub.hub_prefix();
+    let cfg = hub.config();
+    let mut list = hub.store.groups().unwrap_or_default();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    html! {
+        section aria-labelledby="groups-heading" {
+            h2 #groups-heading { "Groups" }
+            form.inline method="post" action=(format!("{hp}admin/groups")) {
+                (forms::xsrf_input(csrf))
+                label for="new-group" { "New group" }
+                " "
+                input #new-group name="name" required;
+                " "
+                button.small type="submit" { "Create group" }
+            }
+            @if list.is_empty() {
+                p.muted { "No groups. Declare them in the config file ([[groups]]), or create them with "
+                    code { "orrery groups add NAME" } " or the API." }
+            } @else {
+                div.table-wrap {
+                    table #groups {
+                        caption { (list.len()) " group(s)" }
+                        thead {
+                            tr {
+                                th scope="col" { "Group" }
+                                th scope="col" { "Managed by" }
+                                th scope="col" { "Members" }
+                                th scope="col" { "Roles" }
+                                th scope="col" { "Actions" }
+                            }
+                        }
+                        tbody {
+                            @for g in &list {
+                                @let by_config = groups::config_managed(Some(g), &cfg, &g.name);
+                                @let roles = crate::roles::of_group(&cfg.roles, &g.name);
+                                tr data-group=(g.name) {
+                                    th scope="row" { (g.name) }
+                                    td {
+                                        @if by_config {
+                                            "config file"
+                                            p.hint { "Change its members in the config file ([[groups]]) and run "
+                                                code { "orrery config reload" } "." }
+                                        } @else { "API" }
+                                    }
+                                    td {
+                                        @if g.users.is_empty() { span.muted { "none" } }
+                                        ul.members {
+                                            @for u in &g.users {
+                                                li {
+                                                    (u)
+                                                    @if !by_config {
+                                                        " "
+                                                        form.inline method="post" action=(format!("{hp}admin/groups/{}/remove-user", g.name)) {
+                                                            (forms::xsrf_input(csrf))
+                                                            input type="hidden" name="user" value=(u);
+                                                            button.small.secondary type="submit" aria-label=(format!("Remove {u} from {}", g.name)) { "Remove" }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        @if !by_config {
+                                            form.inline method="post" action=(format!("{hp}admin/groups/{}/add-user", g.name)) {
+                                                (forms::xsrf_input(csrf))
+                                                label for=(format!("add-{}", g.name)) { "Add member" }
+                                                " "
+                                                input id=(format!("add-{}", g.name)) name="user" required;
+                                                " "
+                                                button.small type="submit" { "Add" }
+                                            }
+                                        }
+                                    }
+                                    td {
+                                        @if roles.is_empty() { span.muted { "none" } } @else { (roles.join(", ")) }
+                                    }
+                                    td {
+                                        @if !by_config {
+                                            form.inline method="post" action=(format!("{hp}admin/groups/{}/delete", g.name)) {
+                                                (forms::xsrf_input(csrf))
+                                                button.small.danger type="submit" aria-label=(format!("Delete group {}", g.name)) { "Delete group" }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A member change on a group the API manages: the group must exist and not be the config's.
+async fn change_member(hub: Arc<Hub>, name: String, form: AdminForm, add: bool) -> Response {
+    let AdminForm { p, me, fields: f } = form;
+    let not_found = |hub: &Hub| {
+        failed(
+            hub,
+            &p,
+            &me,
+            StatusCode::NOT_FOUND,
+            "That group does not exist (any more).".into(),
+        )
+    };
+    let Ok(name) = username::normalize(&name) else {
+        return not_found(&hub);
+    };
+    let mut group = match hub.store.group(&name) {
+        Ok(Some(g)) => g,
+        Ok(None) => return not_found(&hub),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a group");
+            return db_failed(&hub, &p, &me);
+        }
+    };
+    if groups::config_managed(Some(&group), &hub.config(), &name) {
+        return failed(&hub, &p, &me, StatusCode::CONFLICT, groups::refusal(&name));
+    }
+    let user = match username::normalize(f.get("user")) {
+        Ok(u) => u,
+        Err(e) => return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, format!("{e}.")),
+    };
+    if add {
+        match hub.store.user(&user) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let m = format!("No such user: {user}. Add the user first.");
+                return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, m);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a user");
+                return db_failed(&hub, &p, &me);
+            }
+        }
+        group.users.insert(user.clone());
+    } else {
+        group.users.remove(&user);
+    }
+    if let Err(e) = hub.store.put_group(&group) {
+        tracing::error!(error = %e, "cannot update a group");
+        return db_failed(&hub, &p, &me);
+    }
+    flush(&hub).await;
+    tracing::info!(admin = %me.name, group = %name, user = %user, add, "group membership changed on the admin page");
+    layout::redirect(&format!(
+        "{}?done={}&user={}&group={}",
+        admin_url(&hub),
+        if add {
+            "member-added"
+        } else {
+            "member-removed"
+        },
+        urlencoding::encode(&user),
+        urlencoding::encode(&name)
+    ))
+}
+
+/// `POST <hub>/admin/groups/<name>/add-user` (field `user`).
+pub async fn add_group_user(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    form: AdminForm,
+) -> Response {
+    change_member(hub, name, form, true).await
+}
+
+/// `POST <hub>/admin/groups/<name>/remove-user` (field `user`).
+pub async fn remove_group_user(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    form: AdminForm,
+) -> Response {
+    change_member(hub, name, form, false).await
+}
+
+/// `POST <hub>/admin/groups` (field `name`): create a group the API manages.
+pub async fn create_group(State(hub): State<Arc<Hub>>, form: AdminForm) -> Response {
+    let AdminForm { p, me, fields: f } = form;
+    let name = match username::normalize(f.get("name")) {
+        Ok(n) => n,
+        Err(e) => {
+            let m = format!("{}.", e.to_string().replace("user name", "group name"));
+            return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, m);
+        }
+    };
+    match hub.store.group(&name) {
+        Ok(Some(_)) => {
+            let m = format!("A group named {name} exists already.");
+            return failed(&hub, &p, &me, StatusCode::CONFLICT, m);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a group");
+            return db_failed(&hub, &p, &me);
+        }
+    }
+    let group = GroupRecord {
+        name: name.clone(),
+        managed_by: ManagedBy::Api,
+        ..Default::default()
+    };
+    if let Err(e) = hub.store.put_group(&group) {
+        tracing::error!(error = %e, "cannot create a group");
+        return db_failed(&hub, &p, &me);
+    }
+    flush(&hub).await;
+    tracing::info!(admin = %me.name, group = %name, "group created on the admin page");
+    layout::redirect(&format!(
+        "{}?done=group-created&group={}",
+        admin_url(&hub),
+        urlencoding::encode(&name)
+    ))
+}
+
+/// `POST <hub>/admin/groups/<name>/delete`: delete a group the API manages (its members keep
+/// their accounts; shares granted to the group go).
+pub async fn delete_group(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    form: AdminForm,
+) -> Response {
+    let AdminForm { p, me, .. } = form;
+    let Ok(name) = username::normalize(&name) else {
+        return failed(
+            &hub,
+            &p,
+            &me,
+            StatusCode::NOT_FOUND,
+            "That group does not exist (any more).".into(),
+        );
+    };
+    let group = match hub.store.group(&name) {
+        Ok(Some(g)) => g,
+        Ok(None) => {
+            return failed(
+                &hub,
+                &p,
+                &me,
+                StatusCode::NOT_FOUND,
+                "That group does not exist (any more).".into(),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a group");
+            return db_failed(&hub, &p, &me);
+        }
+    };
+    if groups::config_managed(Some(&group), &hub.config(), &name) {
+        return failed(&hub, &p, &me, StatusCode::CONFLICT, groups::refusal(&name));
+    }
+    if let Err(e) = hub.store.delete_group(&name) {
+        tracing::error!(error = %e, "cannot delete a group");
+        return db_failed(&hub, &p, &me);
+    }
+    flush(&hub).await;
+    tracing::info!(admin = %me.name, group = %name, "group deleted on the admin page");
+    layout::redirect(&format!(
+        "{}?done=group-deleted&group={}",
+        admin_url(&hub),
+        urlencoding::encode(&name)
+    ))
+}
