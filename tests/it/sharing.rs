@@ -501,12 +501,26 @@ where
 /// the proxy, although the server's own cache of the hub's answer would still let him in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_runs_a_cell_in_a_shared_server_and_revocation_closes_their_socket() {
+    guest_socket_closed_on_revocation("").await;
+}
+
+/// The same with remote kernels: the socket is the gateway's own (`gateway/direct.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_remote_kernels_revocation_closes_the_guests_gateway_socket() {
+    guest_socket_closed_on_revocation("[kernels]\nremote = true\n").await;
+}
+
+async fn guest_socket_closed_on_revocation(extra: &str) {
     use crate::common::docker::{channels_request, proxied, start_server, Env};
     use futures::StreamExt;
     let mut env = Env::new("s").await;
     let owner = env.user("a");
     let guest = env.user("b");
-    let d = Daemon::start(&env.config("", "[sharing]\nallow_single_origin = true\n")).await;
+    let d = Daemon::start(&env.config(
+        "",
+        &format!("[sharing]\nallow_single_origin = true\n{extra}"),
+    ))
+    .await;
     d.create_users(&[&owner, &guest], false).await;
     start_server(&d, &owner).await;
     let owner_token = d.token_for(&owner).await;
@@ -582,8 +596,13 @@ async fn a_guest_runs_a_cell_in_a_shared_server_and_revocation_closes_their_sock
         Ok(true),
         "bob's socket closed within 5 s of the revocation"
     );
+    let closed_by = if extra.is_empty() {
+        "a revoked visitor's WebSocket was closed"
+    } else {
+        "a revoked visitor's kernel WebSocket was closed"
+    };
     assert!(
-        d.log().contains("a revoked visitor's WebSocket was closed"),
+        d.log().contains(closed_by),
         "closed by the revocation, not by chance:\n{}",
         d.log()
     );
