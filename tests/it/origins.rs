@@ -355,23 +355,7 @@ async fn jupyterhub_singleuser_completes_its_oauth_flow_across_origins() {
         .expect("login");
     assert!(r.status().is_redirection(), "{}", d.log());
 
-    // Follow the redirects as a browser does, noting where they went.
-    let mut url = format!("{own}/user/{user}/lab");
-    let mut visited = Vec::new();
-    let (status, body) = loop {
-        let r = c.get(&url).send().await.expect("request");
-        visited.push(format!("{} {url}", r.status().as_u16()));
-        let Some(loc) = r.headers().get("location").and_then(|v| v.to_str().ok()) else {
-            let s = r.status().as_u16();
-            break (s, r.text().await.unwrap_or_default());
-        };
-        let next = reqwest::Url::parse(&url)
-            .and_then(|base| base.join(loc))
-            .expect("redirect target");
-        url = next.to_string();
-        assert!(visited.len() < 12, "too many redirects: {visited:#?}");
-    };
-    let trail = visited.join("\n");
+    let (status, url, trail, body) = follow(&c, &format!("{own}/user/{user}/lab")).await;
     assert_eq!(status, 200, "{trail}\n{}", d.log());
     assert!(body.contains("JupyterLab"), "{trail}");
     assert!(
@@ -389,4 +373,88 @@ async fn jupyterhub_singleuser_completes_its_oauth_flow_across_origins() {
     // The server's own cookie, on its host, now lets the browser use its API.
     let (s, _, status) = get(&c, &format!("{own}/user/{user}/api/status")).await;
     assert_eq!(s, 200, "{status}");
+
+    // A guest: refused by the server's own OAuth check until the server is shared with a
+    // group of theirs, then let in through the same flow. (The server caches the hub's answer
+    // per token, so the guest comes back in a fresh browser: a new login, a new token.)
+    let guest = env.user("g");
+    d.create_users(&[&guest], false).await;
+    let (status, _, trail, _) = guest_visit(&d, &hub, &guest, &host, &own, &user).await;
+    assert_eq!(status, 403, "not shared: {trail}");
+    let (s, _, _) = d
+        .api(
+            "POST",
+            "/groups/pair",
+            Some(ADMIN),
+            Some(serde_json::json!({"users": [guest]})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, b, _) = d
+        .api(
+            "POST",
+            &format!("/shares/{user}/"),
+            Some(ADMIN),
+            Some(serde_json::json!({"group": "pair"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (status, url, trail, body) = guest_visit(&d, &hub, &guest, &host, &own, &user).await;
+    assert_eq!(
+        status,
+        200,
+        "shared with the guest's group: {trail}\n{}",
+        d.log()
+    );
+    assert!(
+        body.contains("JupyterLab") && url.contains(&format!("/user/{user}/lab")),
+        "{trail}"
+    );
+}
+
+/// `guest` logs in on the hub's host in a fresh browser and opens `owner`'s JupyterLab on its
+/// host `own`: as [`follow`].
+async fn guest_visit(
+    d: &Daemon,
+    hub: &str,
+    guest: &str,
+    host: &str,
+    own: &str,
+    owner: &str,
+) -> (u16, String, String, String) {
+    let (c, _) = browser_like(d, &[host]);
+    let (_, _, page) = get(&c, &format!("{hub}/hub/login")).await;
+    let r = c
+        .post(format!("{hub}/hub/login"))
+        .form(&[
+            ("_xsrf", form_xsrf(&page).as_str()),
+            ("username", guest),
+            ("password", "guest-password-1"),
+        ])
+        .send()
+        .await
+        .expect("guest login");
+    assert!(r.status().is_redirection(), "{}", d.log());
+    follow(&c, &format!("{own}/user/{owner}/lab")).await
+}
+
+/// GET `url` and follow its redirects as a browser does: the last status, the last URL, the
+/// trail (`status url` per hop) and the last body.
+async fn follow(c: &reqwest::Client, url: &str) -> (u16, String, String, String) {
+    let mut url = url.to_string();
+    let mut visited = Vec::new();
+    loop {
+        let r = c.get(&url).send().await.expect("request");
+        visited.push(format!("{} {url}", r.status().as_u16()));
+        let Some(loc) = r.headers().get("location").and_then(|v| v.to_str().ok()) else {
+            let s = r.status().as_u16();
+            let body = r.text().await.unwrap_or_default();
+            return (s, url, visited.join("\n"), body);
+        };
+        let next = reqwest::Url::parse(&url)
+            .and_then(|base| base.join(loc))
+            .expect("redirect target");
+        url = next.to_string();
+        assert!(visited.len() < 12, "too many redirects: {visited:#?}");
+    }
 }
