@@ -384,7 +384,8 @@ async fn config_scopes_are_checked_and_one_odd_scope_costs_nothing_else() {
     assert_eq!(std::fs::read_to_string(&typo).unwrap(), before);
 
     let mut d = Daemon::start(
-        &service(r#"["admin:users", "shares"]"#).replace("[spawner]\nbackend = \"local\"\n", ""),
+        &service(r#"["admin:users", "start:servers"]"#)
+            .replace("[spawner]\nbackend = \"local\"\n", ""),
     )
     .await;
     let (status, me, _) = d.api("GET", "/user", Some(SERVICE_TOKEN), None).await;
@@ -396,17 +397,22 @@ async fn config_scopes_are_checked_and_one_odd_scope_costs_nothing_else() {
         .filter_map(|s| s.as_str())
         .collect();
     assert!(scopes.contains(&"admin:users"), "{scopes:?}");
-    assert!(!scopes.contains(&"shares"), "grants nothing: {scopes:?}");
+    assert!(
+        !scopes.contains(&"start:servers"),
+        "grants nothing: {scopes:?}"
+    );
     let (status, users, _) = d.api("GET", "/users", Some(SERVICE_TOKEN), None).await;
     assert_eq!(status, 200, "the service can still list users: {users}");
     let log = d.log();
     assert!(
-        log.contains("scope \"shares\" is JupyterHub's, but Orrery does not implement it yet"),
+        log.contains(
+            "scope \"start:servers\" is JupyterHub's, but Orrery does not implement it yet"
+        ),
         "{log}"
     );
     let (_, out, _) = d.cli(&["doctor"], None);
     assert!(
-        out.contains("[warn]") && out.contains("\"shares\""),
+        out.contains("[warn]") && out.contains("\"start:servers\""),
         "{out}"
     );
     let (code, _, err) = d.cli(&["config", "set", "cull.timeout", "20m"], None);
