@@ -84,6 +84,56 @@ pub fn grantee(user: Option<&str>, group: Option<&str>) -> Result<Grantee, Shari
     }
 }
 
+/// The share to store when `owner` grants `scopes` on `server` to `grantee`: `existing`
+/// (their share of it, if any) widened, or a new one.
+pub fn widened(
+    existing: Option<ShareRecord>,
+    owner: &str,
+    server: &str,
+    grantee: Grantee,
+    scopes: &[String],
+) -> ShareRecord {
+    match existing {
+        Some(mut s) => {
+            s.scopes.extend(scopes.iter().cloned());
+            s.scopes.sort();
+            s.scopes.dedup();
+            s
+        }
+        None => ShareRecord {
+            owner: owner.to_string(),
+            server: server.to_string(),
+            grantee,
+            scopes: scopes.to_vec(),
+            created_at: chrono::Utc::now(),
+        },
+    }
+}
+
+/// A new share code for `owner`'s server `server`, valid for `secs`: the code (shown once)
+/// and the record to store (which keeps only its hash).
+pub fn new_code(
+    owner: &str,
+    server: &str,
+    scopes: Vec<String>,
+    secs: i64,
+) -> (String, crate::state::ShareCodeRecord) {
+    let code = crate::secrets::new_token();
+    let now = chrono::Utc::now();
+    let rec = crate::state::ShareCodeRecord {
+        id: format!("sc_{}", &crate::secrets::new_token()[..16]),
+        hash: crate::secrets::hash_token(&code),
+        owner: owner.to_string(),
+        server: server.to_string(),
+        scopes,
+        created_at: now,
+        expires_at: Some(now + chrono::Duration::seconds(secs)),
+        exchange_count: 0,
+        last_exchanged_at: None,
+    };
+    (code, rec)
+}
+
 /// Every share that reaches `user`: granted to them or to one of `groups`. A store error
 /// yields none (fails closed).
 pub fn grants_for(store: &Store, user: &str, groups: &[String]) -> Vec<ShareRecord> {
@@ -141,24 +191,10 @@ pub fn redeem(store: &Store, cfg: &Config, code: &str, user: &str) -> Result<Sha
     }
     allowed(cfg).map_err(|e| e.to_string())?;
     let grantee = Grantee::User(user.to_string());
-    let share = match store
+    let existing = store
         .share(&rec.owner, &rec.server, &grantee)
-        .map_err(fail)?
-    {
-        Some(mut s) => {
-            s.scopes.extend(rec.scopes.iter().cloned());
-            s.scopes.sort();
-            s.scopes.dedup();
-            s
-        }
-        None => ShareRecord {
-            owner: rec.owner.clone(),
-            server: rec.server.clone(),
-            grantee,
-            scopes: rec.scopes.clone(),
-            created_at: now,
-        },
-    };
+        .map_err(fail)?;
+    let share = widened(existing, &rec.owner, &rec.server, grantee, &rec.scopes);
     store.put_share(&share).map_err(fail)?;
     rec.exchange_count += 1;
     rec.last_exchanged_at = Some(now);

@@ -11,7 +11,6 @@ use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -246,21 +245,8 @@ pub async fn grant(
     let owner = load_server(&hub, &owner, &server)?;
     let grantee = body_grantee(&hub, &owner, &b)?;
     let scopes = sharing::checked_scopes(&owner, &server, b.scopes.as_deref())?;
-    let share = match hub.store.share(&owner, &server, &grantee)? {
-        Some(mut existing) => {
-            existing.scopes.extend(scopes);
-            existing.scopes.sort();
-            existing.scopes.dedup();
-            existing
-        }
-        None => ShareRecord {
-            owner: owner.clone(),
-            server: server.clone(),
-            grantee,
-            scopes,
-            created_at: Utc::now(),
-        },
-    };
+    let existing = hub.store.share(&owner, &server, &grantee)?;
+    let share = sharing::widened(existing, &owner, &server, grantee, &scopes);
     hub.store.put_share(&share)?;
     hub.store.flush().await?;
     tracing::info!(owner = %owner, server = %server, grantee = ?share.grantee, "server shared");
@@ -546,19 +532,7 @@ pub async fn issue_code(
         }
     };
     let scopes = sharing::checked_scopes(&owner, &server, b.scopes.as_deref())?;
-    let code = secrets::new_token();
-    let now = Utc::now();
-    let rec = ShareCodeRecord {
-        id: format!("sc_{}", &secrets::new_token()[..16]),
-        hash: secrets::hash_token(&code),
-        owner: owner.clone(),
-        server: server.clone(),
-        scopes,
-        created_at: now,
-        expires_at: Some(now + chrono::Duration::seconds(secs)),
-        exchange_count: 0,
-        last_exchanged_at: None,
-    };
+    let (code, rec) = sharing::new_code(&owner, &server, scopes, secs);
     hub.store.put_share_code(&rec)?;
     hub.store.flush().await?;
     let accept_url = format!("{}accept-share?code={code}", hub.hub_prefix());

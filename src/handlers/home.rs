@@ -207,8 +207,13 @@ pub async fn page(
     };
     let q = Fields::query(query.as_deref());
     let mut notices = Vec::new();
-    if q.get("msg") == "stopped" {
-        notices.push(Notice::Info("Your server has been stopped.".into()));
+    match q.get("msg") {
+        "stopped" => notices.push(Notice::Info("Your server has been stopped.".into())),
+        "shared" => notices.push(Notice::Info("Your server is shared.".into())),
+        "revoked" => notices.push(Notice::Info(
+            "The share is revoked: its open connections were closed.".into(),
+        )),
+        _ => {}
     }
     render(&hub, &p, &user, StatusCode::OK, notices)
 }
@@ -271,6 +276,7 @@ fn render(
             }
         }
         (super::named_servers::section(hub, p, user))
+        (super::home_shares::section(hub, p, user))
         section aria-labelledby="account-heading" {
             h2 #account-heading { "My account" }
             ul {

@@ -5,7 +5,7 @@
 //! * [`layout`]: the page frame, navigation, error and 404 pages, security headers.
 //! * [`forms`]: form parsing and the checks every POST handler runs first.
 //! * [`accept_share`]: redeeming a share code.
-//! * [`login`], [`home`] (with [`named_servers`]), [`spawn_form`] (the profile choice), [`spawn`] (progress), [`password`], [`tokens`], [`admin`] (with [`admin_groups`]), [`user`]: one page
+//! * [`login`], [`home`] (with [`named_servers`] and [`home_shares`]), [`spawn_form`] (the profile choice), [`spawn`] (progress), [`password`], [`tokens`], [`admin`] (with [`admin_groups`]), [`user`]: one page
 //!   (or a few closely related ones) each. [`assets`]: the stylesheet and the progress script.
 
 pub mod accept_share;
@@ -14,6 +14,7 @@ pub mod admin_groups;
 pub mod assets;
 pub mod forms;
 pub mod home;
+pub mod home_shares;
 pub mod layout;
 pub mod login;
 pub mod named_servers;
@@ -53,6 +54,9 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
         .route(&at("/home/start"), post(home::start))
         .route(&at("/home/stop"), post(home::stop))
         .route(&at("/home/servers"), post(named_servers::create))
+        .route(&at("/home/shares"), post(home_shares::share))
+        .route(&at("/home/shares/revoke"), post(home_shares::revoke))
+        .route(&at("/home/share-codes"), post(home_shares::make_code))
         .route(
             &at("/home/servers/{server}/{what}"),
             post(named_servers::act),

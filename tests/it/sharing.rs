@@ -611,3 +611,95 @@ async fn guest_socket_closed_on_revocation(extra: &str) {
     let r = proxied(&d, "GET", &owner, "api/status", &owner_token, None).await;
     assert_eq!(r.status(), 200, "alice keeps her server");
 }
+
+/// Sharing from the home page, without JavaScript: share with a user, the guest's "Shared with
+/// me" list, revoke, and a share link shown once. On one origin the section is not offered.
+#[tokio::test]
+async fn the_home_page_shares_revokes_and_makes_share_links() {
+    let d = Daemon::start(&config(true)).await;
+    d.create_users(&["alice", "bob"], false).await;
+    let alice = login_at(&d.url, "alice", "alice-password-1")
+        .await
+        .expect("alice");
+    let bob = login_at(&d.url, "bob", "bob-password-1")
+        .await
+        .expect("bob");
+    let post = |cookie: String, path: &'static str, fields: Vec<(&'static str, String)>| {
+        let url = d.url.clone();
+        async move {
+            let (_, home) = page_as(&url, &cookie, "/hub/home").await;
+            let mut form = vec![("_xsrf", form_xsrf(&home))];
+            form.extend(fields);
+            let r = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client")
+                .post(format!("{url}{path}"))
+                .header("Cookie", &cookie)
+                .form(&form)
+                .send()
+                .await
+                .expect("post");
+            let loc = r
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (r.status().as_u16(), loc, r.text().await.unwrap_or_default())
+        }
+    };
+    let (_, home) = page_as(&d.url, &alice, "/hub/home").await;
+    assert!(home.contains("Share my server"), "{home}");
+    let (s, to, _) = post(
+        alice.clone(),
+        "/hub/home/shares",
+        vec![("kind", "user".into()), ("name", "bob".into())],
+    )
+    .await;
+    assert_eq!((s, to.as_str()), (302, "/hub/home?msg=shared"));
+    let (s, _, body) = post(
+        alice.clone(),
+        "/hub/home/shares",
+        vec![("kind", "user".into()), ("name", "nobody".into())],
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(body.contains("No such user: nobody"), "{body}");
+    let (_, home) = page_as(&d.url, &bob, "/hub/home").await;
+    assert!(
+        home.contains("Shared with me") && home.contains("alice's server"),
+        "{home}"
+    );
+    assert!(
+        home.contains(&format!(
+            "href=\"http://alice.hub.test:{}/user/alice/\"",
+            d.port
+        )),
+        "an Open link on alice's host: {home}"
+    );
+    let (_, home) = page_as(&d.url, &alice, "/hub/home").await;
+    assert!(home.contains("user bob"), "alice sees her share: {home}");
+    let (s, to, _) = post(
+        alice.clone(),
+        "/hub/home/shares/revoke",
+        vec![("grantee", "user:bob".into())],
+    )
+    .await;
+    assert_eq!((s, to.as_str()), (302, "/hub/home?msg=revoked"));
+    let (_, home) = page_as(&d.url, &bob, "/hub/home").await;
+    assert!(!home.contains("Shared with me"), "{home}");
+    let (s, _, page) = post(alice.clone(), "/hub/home/share-codes", vec![]).await;
+    assert_eq!(s, 200);
+    let prefix = format!("http://hub.test:{}/hub/accept-share?code=", d.port);
+    assert!(page.contains(&prefix), "{page}");
+
+    // One origin: no sharing section, and the forms refuse.
+    let d1 = Daemon::start(&config(false)).await;
+    d1.create_users(&["alice", "bob"], false).await;
+    let alice1 = login_at(&d1.url, "alice", "alice-password-1")
+        .await
+        .expect("alice");
+    let (_, home) = page_as(&d1.url, &alice1, "/hub/home").await;
+    assert!(!home.contains("Share my server"), "{home}");
+}
