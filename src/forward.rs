@@ -61,13 +61,13 @@ pub struct Revocable {
 const SMALL_BODY: usize = 64 * 1024;
 
 impl Forwarder {
-    /// `GET url` with `headers`: the status and up to 64 KiB of the body (how the proxy asks a
-    /// server who a visitor is).
-    pub async fn get_small(
+    /// `GET url` with `headers`, answered within `wait`.
+    async fn send_get(
         &self,
         url: &str,
         headers: axum::http::HeaderMap,
-    ) -> Result<(StatusCode, Vec<u8>), ProxyError> {
+        wait: Duration,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ProxyError> {
         let uri: Uri = url
             .parse()
             .map_err(|e: axum::http::uri::InvalidUri| ProxyError::Target(e.to_string()))?;
@@ -77,15 +77,24 @@ impl Forwarder {
             .body(Body::empty())
             .map_err(|e| ProxyError::Target(e.to_string()))?;
         *req.headers_mut() = headers;
-        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+        tokio::time::timeout(wait, self.client.request(req))
             .await
-            .map_err(|_| ProxyError::Upstream("no answer within 10 s".into()))?
-            .map_err(|e| ProxyError::Upstream(describe(&e)))?;
+            .map_err(|_| ProxyError::Upstream(format!("no answer within {} s", wait.as_secs())))?
+            .map_err(|e| ProxyError::Upstream(describe(&e)))
+    }
+
+    /// `GET url` with `headers`: the status and up to 64 KiB of the body (how the proxy asks a
+    /// server who a visitor is).
+    pub async fn get_small(
+        &self,
+        url: &str,
+        headers: axum::http::HeaderMap,
+    ) -> Result<(StatusCode, Vec<u8>), ProxyError> {
+        let resp = self.send_get(url, headers, Duration::from_secs(10)).await?;
         let status = resp.status();
-        let body = Body::new(resp.into_body());
         let body = tokio::time::timeout(
             Duration::from_secs(10),
-            axum::body::to_bytes(body, SMALL_BODY),
+            axum::body::to_bytes(Body::new(resp.into_body()), SMALL_BODY),
         )
         .await
         .map_err(|_| ProxyError::Upstream("body not read within 10 s".into()))?
@@ -101,21 +110,54 @@ impl Forwarder {
         url: &str,
         headers: axum::http::HeaderMap,
     ) -> Result<StatusCode, ProxyError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e: axum::http::uri::InvalidUri| ProxyError::Target(e.to_string()))?;
-        let mut req = hyper::Request::builder()
-            .method(axum::http::Method::GET)
-            .uri(uri)
-            .body(Body::empty())
-            .map_err(|e| ProxyError::Target(e.to_string()))?;
-        *req.headers_mut() = headers;
-        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
-            .await
-            .map_err(|_| ProxyError::Upstream("no answer within 30 s".into()))?
-            .map_err(|e| ProxyError::Upstream(describe(&e)))?;
-        Ok(resp.status())
+        Ok(self
+            .send_get(url, headers, Duration::from_secs(30))
+            .await?
+            .status())
     }
+}
+
+/// Request headers replayed on a check to a user's server (may this browser open that kernel,
+/// who is this visitor): the credentials, and what the single-user server's XSRF rule looks at (`Sec-Fetch-Mode: websocket` needs no XSRF token).
+const REPLAYED: &[&str] = &[
+    "cookie",
+    "authorization",
+    "host",
+    "sec-fetch-mode",
+    "user-agent",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+/// The credentials of `req`, to replay on a `GET` to the same user's server: the headers of
+/// [`REPLAYED`] (and `Accept: application/json`), and `?token=` if the request had one.
+pub fn replayed_credentials(req: &Request) -> (axum::http::HeaderMap, String) {
+    let mut headers = axum::http::HeaderMap::new();
+    for name in REPLAYED {
+        for v in req.headers().get_all(*name) {
+            headers.append(*name, v.clone());
+        }
+    }
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    let query = request_token(req)
+        .map(|t| {
+            let q: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("token", &t)
+                .finish();
+            format!("?{q}")
+        })
+        .unwrap_or_default();
+    (headers, query)
+}
+
+/// The `?token=` of a request, if any.
+pub fn request_token(req: &Request) -> Option<String> {
+    req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    })
 }
 
 /// Is this a WebSocket upgrade request?

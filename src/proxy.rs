@@ -134,13 +134,7 @@ fn credential_hash(req: &Request, owner: &str, server: &str) -> Option<[u8; 32]>
                 .and_then(|v| v.to_str().ok())
                 .map(|a| format!("authorization:{a}"))
         })
-        .or_else(|| {
-            req.uri().query().and_then(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == "token")
-                    .map(|(_, v)| format!("token:{v}"))
-            })
-        })?;
+        .or_else(|| crate::forward::request_token(req).map(|t| format!("token:{t}")))?;
     Some(Sha256::digest(credential.as_bytes()).into())
 }
 
@@ -157,7 +151,7 @@ async fn visitor_of(
     if let Some(v) = hub.visits.identity(&credential) {
         return Some(v);
     }
-    let (headers, query) = identity_request(req);
+    let (headers, query) = crate::forward::replayed_credentials(req);
     let url = format!("{target}{}api/me{query}", hub.server_prefix(owner, server));
     let (status, body) = hub.forward.get_small(&url, headers).await.ok()?;
     if status != StatusCode::OK {
@@ -167,34 +161,6 @@ async fn visitor_of(
     let visitor = me["identity"]["username"].as_str()?.to_string();
     hub.visits.remember(credential, &visitor);
     Some(visitor)
-}
-
-/// The headers and query of the identity request: the visitor's credentials, replayed.
-fn identity_request(req: &Request) -> (axum::http::HeaderMap, String) {
-    let mut headers = axum::http::HeaderMap::new();
-    for name in crate::gateway::direct::REPLAYED {
-        for v in req.headers().get_all(*name) {
-            headers.append(*name, v.clone());
-        }
-    }
-    headers.insert(
-        header::ACCEPT,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
-    let token = req.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-    });
-    let query = token
-        .map(|t| {
-            let q: String = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("token", &t)
-                .finish();
-            format!("?{q}")
-        })
-        .unwrap_or_default();
-    (headers, query)
 }
 
 /// For a shared server: refuse a visitor who may not open it (any more); register a visitor's

@@ -20,16 +20,23 @@ use crate::state::{SessionRecord, StateError};
 pub const LOGIN_COOKIE: &str = "jupyterhub-hub-login";
 pub const XSRF_COOKIE: &str = "_xsrf";
 
-/// The value of cookie `name` in the request, if present.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// Every value of cookie `name` in the request, in order.
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"').to_string())
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The value of cookie `name` in the request, if present.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    cookie_values(headers, name)
+        .next()
+        .map(|v| v.trim_matches('"').to_string())
 }
 
 /// Whether the request came over HTTPS: the TLS listener or a trusted proxy says so in
@@ -79,23 +86,11 @@ pub async fn destroy(hub: &Hub, headers: &HeaderMap) -> Result<String, StateErro
     ))
 }
 
-/// How many cookies named `name` the request carries.
-fn cookie_count(headers: &HeaderMap, name: &str) -> usize {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .filter(|(k, _)| *k == name)
-        .count()
-}
-
 /// The logged-in principal of a browser request, if any. Two login cookies mean one was set by
 /// someone else (a server's JavaScript can set a cookie for its parent domain with per-user
 /// origins): then neither is believed, so a planted session never logs the browser in.
 pub fn principal(hub: &Hub, headers: &HeaderMap) -> Option<Principal> {
-    if cookie_count(headers, LOGIN_COOKIE) > 1 {
+    if cookie_values(headers, LOGIN_COOKIE).count() > 1 {
         return None;
     }
     let id = cookie(headers, LOGIN_COOKIE)?;

@@ -90,23 +90,23 @@ pub fn router() -> Router<Arc<Hub>> {
                 .patch(shares::revoke)
                 .delete(shares::revoke_all),
         )
-        .route("/users/{name}/shared", get(shares::list_user_shared))
+        .route("/users/{name}/shared", get(shares::list_shared_with))
         .route(
             "/users/{name}/shared/{owner}/{server}",
-            get(shares::get_user_shared).delete(shares::leave_user_share),
+            get(shares::get_shared_with).delete(shares::leave),
         )
         .route(
             "/users/{name}/shared/{owner}/",
-            get(shares::get_user_shared).delete(shares::leave_user_share),
+            get(shares::get_shared_with).delete(shares::leave),
         )
-        .route("/groups/{name}/shared", get(shares::list_group_shared))
+        .route("/groups/{name}/shared", get(shares::list_shared_with))
         .route(
             "/groups/{name}/shared/{owner}/{server}",
-            get(shares::get_group_shared).delete(shares::leave_group_share),
+            get(shares::get_shared_with).delete(shares::leave),
         )
         .route(
             "/groups/{name}/shared/{owner}/",
-            get(shares::get_group_shared).delete(shares::leave_group_share),
+            get(shares::get_shared_with).delete(shares::leave),
         )
         .route("/share-codes/{owner}", get(shares::list_codes))
         .route(

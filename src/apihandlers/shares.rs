@@ -348,150 +348,88 @@ fn require_on_grantee(hub: &Hub, auth: &Auth, g: &Grantee, write: bool) -> ApiRe
     }
 }
 
-fn grantee_of(kind: &str, name: &str) -> ApiResult<Grantee> {
-    if kind == "users" {
-        Ok(Grantee::User(normalized(name)?))
+/// The grantee of `/users/{name}/shared…` or `/groups/{name}/shared…` (told apart by the path).
+fn grantee_of(hub: &Hub, uri: &axum::http::Uri, params: &[(String, String)]) -> ApiResult<Grantee> {
+    let name = param(params, "name");
+    if uri
+        .path()
+        .starts_with(&format!("{}api/groups/", hub.hub_prefix()))
+    {
+        Ok(Grantee::Group(name))
     } else {
-        Ok(Grantee::Group(name.to_string()))
+        Ok(Grantee::User(normalized(&name)?))
     }
 }
 
-/// `GET /users/{name}/shared`.
-pub async fn list_user_shared(
+fn grantee_name(g: &Grantee) -> &str {
+    match g {
+        Grantee::User(n) | Grantee::Group(n) => n,
+    }
+}
+
+/// `GET /users/{name}/shared` and `GET /groups/{name}/shared`.
+pub async fn list_shared_with(
     State(hub): State<Arc<Hub>>,
     auth: Auth,
-    Path(name): Path<String>,
+    Path(params): Path<Vec<(String, String)>>,
     Query(page): Query<PageParams>,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Response> {
-    list_shared_with(&hub, &auth, "users", &name, &page, &headers, &uri)
-}
-
-/// `GET /groups/{name}/shared`.
-pub async fn list_group_shared(
-    State(hub): State<Arc<Hub>>,
-    auth: Auth,
-    Path(name): Path<String>,
-    Query(page): Query<PageParams>,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-) -> ApiResult<Response> {
-    list_shared_with(&hub, &auth, "groups", &name, &page, &headers, &uri)
-}
-
-fn list_shared_with(
-    hub: &Hub,
-    auth: &Auth,
-    kind: &str,
-    name: &str,
-    page: &PageParams,
-    headers: &HeaderMap,
-    uri: &axum::http::Uri,
-) -> ApiResult<Response> {
-    let g = grantee_of(kind, name)?;
-    require_on_grantee(hub, auth, &g, false)?;
+    let g = grantee_of(&hub, &uri, &params)?;
+    require_on_grantee(&hub, &auth, &g, false)?;
     let items = hub
         .store
         .shares_for(&g)?
         .iter()
-        .map(|s| share_model(hub, s))
+        .map(|s| share_model(&hub, s))
         .collect();
-    Ok(envelope(items, page, headers, uri))
+    Ok(envelope(items, &page, &headers, &uri))
 }
 
-/// `GET /users/{name}/shared/{owner}/{server}`.
-pub async fn get_user_shared(
+/// `GET /{users|groups}/{name}/shared/{owner}/{server}` (the default server: `…/{owner}/`).
+pub async fn get_shared_with(
     State(hub): State<Arc<Hub>>,
     auth: Auth,
     Path(params): Path<Vec<(String, String)>>,
+    OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Response> {
-    let (name, owner, server) = (
-        param(&params, "name"),
-        param(&params, "owner"),
+    let g = grantee_of(&hub, &uri, &params)?;
+    require_on_grantee(&hub, &auth, &g, false)?;
+    let (owner, server) = (
+        normalized(&param(&params, "owner"))?,
         param(&params, "server"),
     );
-    get_shared_with(&hub, &auth, "users", &name, &owner, &server)
+    let share = hub.store.share(&owner, &server, &g)?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "No share of {owner}/{server} with {}",
+            grantee_name(&g)
+        ))
+    })?;
+    Ok(Json(share_model(&hub, &share)).into_response())
 }
 
-/// `GET /groups/{name}/shared/{owner}/{server}`.
-pub async fn get_group_shared(
+/// `DELETE /{users|groups}/{name}/shared/{owner}/{server}`: leave a share.
+pub async fn leave(
     State(hub): State<Arc<Hub>>,
     auth: Auth,
     Path(params): Path<Vec<(String, String)>>,
+    OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Response> {
-    let (name, owner, server) = (
-        param(&params, "name"),
-        param(&params, "owner"),
+    let g = grantee_of(&hub, &uri, &params)?;
+    require_on_grantee(&hub, &auth, &g, true)?;
+    let (owner, server) = (
+        normalized(&param(&params, "owner"))?,
         param(&params, "server"),
     );
-    get_shared_with(&hub, &auth, "groups", &name, &owner, &server)
-}
-
-fn get_shared_with(
-    hub: &Hub,
-    auth: &Auth,
-    kind: &str,
-    name: &str,
-    owner: &str,
-    server: &str,
-) -> ApiResult<Response> {
-    let g = grantee_of(kind, name)?;
-    require_on_grantee(hub, auth, &g, false)?;
-    let owner = normalized(owner)?;
-    let share = hub
-        .store
-        .share(&owner, server, &g)?
-        .ok_or_else(|| ApiError::not_found(format!("No share of {owner}/{server} with {name}")))?;
-    Ok(Json(share_model(hub, &share)).into_response())
-}
-
-/// `DELETE /users/{name}/shared/{owner}/{server}`: leave a share.
-pub async fn leave_user_share(
-    State(hub): State<Arc<Hub>>,
-    auth: Auth,
-    Path(params): Path<Vec<(String, String)>>,
-) -> ApiResult<Response> {
-    let (name, owner, server) = (
-        param(&params, "name"),
-        param(&params, "owner"),
-        param(&params, "server"),
-    );
-    leave(&hub, &auth, "users", &name, &owner, &server).await
-}
-
-/// `DELETE /groups/{name}/shared/{owner}/{server}`: a group leaves a share.
-pub async fn leave_group_share(
-    State(hub): State<Arc<Hub>>,
-    auth: Auth,
-    Path(params): Path<Vec<(String, String)>>,
-) -> ApiResult<Response> {
-    let (name, owner, server) = (
-        param(&params, "name"),
-        param(&params, "owner"),
-        param(&params, "server"),
-    );
-    leave(&hub, &auth, "groups", &name, &owner, &server).await
-}
-
-async fn leave(
-    hub: &Hub,
-    auth: &Auth,
-    kind: &str,
-    name: &str,
-    owner: &str,
-    server: &str,
-) -> ApiResult<Response> {
-    let g = grantee_of(kind, name)?;
-    require_on_grantee(hub, auth, &g, true)?;
-    let owner = normalized(owner)?;
-    if !hub.store.delete_share(&owner, server, &g)? {
+    if !hub.store.delete_share(&owner, &server, &g)? {
         return Err(ApiError::not_found(format!(
-            "No share of {owner}/{server} with {name}"
+            "No share of {owner}/{server} with {}",
+            grantee_name(&g)
         )));
     }
     hub.store.flush().await?;
-    hub.enforce_access(&owner, server);
+    hub.enforce_access(&owner, &server);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

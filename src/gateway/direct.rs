@@ -19,24 +19,11 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::manager::Kernel;
 use super::{channels, Gateway, GatewayError};
-
-/// Request headers replayed on the authorization check: the credentials, and what the
-/// single-user server's XSRF rule looks at (`Sec-Fetch-Mode: websocket` needs no XSRF token).
-pub const REPLAYED: &[&str] = &[
-    "cookie",
-    "authorization",
-    "host",
-    "sec-fetch-mode",
-    "user-agent",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-];
 
 /// The kernel id of `rest` (the path under `user/<name>/`) when it is a kernel channels
 /// WebSocket path: `api/kernels/<id>/channels`.
@@ -88,26 +75,7 @@ pub async fn handle(
     }
     let path = req.uri().path();
     let check_path = path.strip_suffix("/channels").unwrap_or(path);
-    let token = req.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-    });
-    let query = token
-        .map(|t| {
-            let q: String = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("token", &t)
-                .finish();
-            format!("?{q}")
-        })
-        .unwrap_or_default();
-    let mut headers = HeaderMap::new();
-    for name in REPLAYED {
-        for v in req.headers().get_all(*name) {
-            headers.append(*name, v.clone());
-        }
-    }
-    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    let (headers, query) = crate::forward::replayed_credentials(&req);
     let url = format!("{server}{check_path}{query}");
     match gw.services.forward.status_of_get(&url, headers).await {
         Ok(StatusCode::OK) => channels::accept(gw, kernel, req),
@@ -130,6 +98,7 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn only_channels_paths_with_plain_ids_are_taken() {

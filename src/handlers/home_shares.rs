@@ -117,6 +117,16 @@ fn humantime(secs: u64) -> String {
     }
 }
 
+/// The home page with a notice that the state database failed (logged by the caller).
+fn db_failed(hub: &Hub, p: &Principal, user: &UserRecord) -> Response {
+    home::failed(
+        hub,
+        p,
+        user,
+        "The hub's state database failed; see the hub's log.".into(),
+    )
+}
+
 fn back(hub: &Hub, msg: &str) -> Response {
     layout::redirect(&format!("{}home?msg={msg}", hub.hub_prefix()))
 }
@@ -159,12 +169,7 @@ pub async fn share(
     let share = sharing::widened(existing, &user.name, "", grantee, &scopes);
     if let Err(e) = hub.store.put_share(&share) {
         tracing::error!(error = %e, "cannot store a share");
-        return home::failed(
-            &hub,
-            &p,
-            &user,
-            "The hub's state database failed; see the hub's log.".into(),
-        );
+        return db_failed(&hub, &p, &user);
     }
     let _ = hub.store.flush().await;
     tracing::info!(owner = %user.name, grantee = ?share.grantee, "server shared from the home page");
@@ -189,12 +194,7 @@ pub async fn revoke(
     };
     if let Err(e) = hub.store.delete_share(&user.name, "", &grantee) {
         tracing::error!(error = %e, "cannot delete a share");
-        return home::failed(
-            &hub,
-            &p,
-            &user,
-            "The hub's state database failed; see the hub's log.".into(),
-        );
+        return db_failed(&hub, &p, &user);
     }
     let _ = hub.store.flush().await;
     hub.enforce_access(&user.name, "");
@@ -222,12 +222,7 @@ pub async fn make_code(
     let (code, rec) = sharing::new_code(&user.name, "", scopes, secs);
     if let Err(e) = hub.store.put_share_code(&rec) {
         tracing::error!(error = %e, "cannot store a share code");
-        return home::failed(
-            &hub,
-            &p,
-            &user,
-            "The hub's state database failed; see the hub's log.".into(),
-        );
+        return db_failed(&hub, &p, &user);
     }
     let _ = hub.store.flush().await;
     let path = format!("{}accept-share?code={code}", hub.hub_prefix());
