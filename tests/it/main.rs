@@ -22,6 +22,7 @@ mod gpu;
 mod groups;
 mod https;
 mod kernel_wire;
+mod lists_model;
 mod packaging;
 mod pages;
 mod proxy;
