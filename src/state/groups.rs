@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use super::counts::{self, Counter};
 use super::indexes::{decode_tx, Tx, TxResult};
 use super::migrate::member_key;
+use super::rank::{Change, Ranked};
 use super::{all, get, Result, Store};
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +91,13 @@ pub(super) fn replace_group_in(tx: &Tx, name: &str, new: Option<&GroupRecord>) -
         (true, false) => counts::add(tx, Counter::Groups, -1)?,
         _ => {}
     }
+    if old.is_some() != new.is_some() {
+        tx.changes.borrow_mut().push(Change {
+            tree: Ranked::Groups,
+            key: name.as_bytes().to_vec(),
+            added: new.is_some(),
+        });
+    }
     Ok(old.is_some())
 }
 
@@ -105,13 +113,17 @@ impl Store {
         counts::read(&self.meta, Counter::Groups).unwrap_or(0) as usize
     }
 
-    /// One page of the groups in name order: the sorted keys are walked and only the page's
-    /// records decoded.
+    /// One page of the groups in name order: the walk starts at the rank checkpoint before
+    /// `offset` (`rank.rs`) and only the page's records are decoded.
     pub fn groups_page(&self, offset: usize, limit: usize) -> Result<Vec<GroupRecord>> {
-        self.groups
-            .iter()
-            .values()
-            .skip(offset)
+        let view = self.ranks.view(&[(Ranked::Groups, &self.groups)])?;
+        let (from, skip) = view.seek(Ranked::Groups, offset);
+        let walk = match from {
+            Some(k) => self.groups.range(k..),
+            None => self.groups.iter(),
+        };
+        walk.values()
+            .skip(skip)
             .take(limit)
             .map(|v| super::decode("group", &v?))
             .collect()

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::counts::{self, Counter};
+use super::rank::{Change, Ranked};
 use super::StateError;
 
 /// `activity key` → empty: every user, ordered by last activity (never active first), then
@@ -59,6 +60,9 @@ pub(super) type TxResult<T> = std::result::Result<T, TxError>;
 /// One transaction's view of every tree of the store, by name (built by
 /// [`super::Store::transact`]).
 pub(super) struct Tx<'a> {
+    /// Keys this transaction adds to or removes from the ranked trees (`rank.rs`), applied to
+    /// their checkpoints once it commits.
+    pub changes: &'a std::cell::RefCell<Vec<Change>>,
     pub users: &'a TransactionalTree,
     /// Holds the counts (`counts.rs`).
     pub meta: &'a TransactionalTree,
@@ -227,6 +231,8 @@ struct Membership<'a> {
     by_name: Option<&'a TransactionalTree>,
     /// The set by last activity.
     by_activity: &'a TransactionalTree,
+    /// The ranked trees of the set by name and by last activity.
+    ranked: (Ranked, Ranked),
     /// The set's size.
     counter: Counter,
 }
@@ -248,6 +254,7 @@ pub(super) fn apply_user_facts(
             by_name: None,
             by_activity: tx.users_by_activity,
             counter: Counter::Users,
+            ranked: (Ranked::Users, Ranked::UsersByActivity),
         },
         Membership {
             was: old.active(),
@@ -255,6 +262,7 @@ pub(super) fn apply_user_facts(
             by_name: Some(tx.users_active),
             by_activity: tx.active_by_activity,
             counter: Counter::ActiveUsers,
+            ranked: (Ranked::UsersActive, Ranked::ActiveByActivity),
         },
         Membership {
             was: old.ready(),
@@ -262,6 +270,7 @@ pub(super) fn apply_user_facts(
             by_name: Some(tx.users_ready),
             by_activity: tx.ready_by_activity,
             counter: Counter::ReadyUsers,
+            ranked: (Ranked::UsersReady, Ranked::ReadyByActivity),
         },
     ];
     for Membership {
@@ -270,15 +279,27 @@ pub(super) fn apply_user_facts(
         by_name,
         by_activity,
         counter,
+        ranked: (ranked_name, ranked_activity),
     } in sets
     {
+        let mut changes = tx.changes.borrow_mut();
+        let mut change = |tree, key: &[u8], added| {
+            changes.push(Change {
+                tree,
+                key: key.to_vec(),
+                added,
+            })
+        };
         if was && (!is || old_key != new_key) {
             by_activity.remove(old_key.as_slice())?;
+            change(ranked_activity, &old_key, false);
         }
         if is && (!was || old_key != new_key) {
             by_activity.insert(new_key.as_slice(), &[])?;
+            change(ranked_activity, &new_key, true);
         }
         if was != is {
+            change(ranked_name, name.as_bytes(), is);
             if let Some(tree) = by_name {
                 if is {
                     tree.insert(name.as_bytes(), &[])?;

@@ -21,6 +21,7 @@ mod leases;
 mod migrate;
 mod oauth;
 mod pages;
+mod rank;
 mod servers;
 mod sessions;
 mod tokens;
@@ -103,6 +104,9 @@ pub struct Store {
     sessions_by_user: sled::Tree,
     /// A user's OAuth clients, so deleting a user costs their clients.
     clients_by_user: sled::Tree,
+    /// Rank checkpoints of the trees lists page with offsets (`rank.rs`): in memory, shared
+    /// by every clone, kept exact by [`Store::transact`].
+    ranks: std::sync::Arc<rank::Ranks>,
     groups: sled::Tree,
     /// `user NUL group` → empty: group membership by user, written in the same transaction as
     /// the group, so "which groups is this user in" (asked on every API request) costs the
@@ -283,6 +287,7 @@ impl Store {
             tokens_by_owner: db.open_tree(indexes::TOKENS_BY_OWNER)?,
             sessions_by_user: db.open_tree(indexes::SESSIONS_BY_USER)?,
             clients_by_user: db.open_tree(indexes::CLIENTS_BY_USER)?,
+            ranks: Default::default(),
             meta,
             groups: db.open_tree("groups")?,
             group_members: db.open_tree(migrate::GROUP_MEMBERS)?,
@@ -330,7 +335,10 @@ impl Store {
     /// Run `f` as one sled transaction over every tree of the store: what it writes (records,
     /// their index entries, the counts) is all applied or none of it is, even across a crash.
     /// sled runs transactions one at a time and may call `f` again after a conflict, so `f`
-    /// must only read and write through the view it is given.
+    /// must only read and write through the view it is given. The keys the transaction adds to
+    /// or removes from the ranked trees reach their checkpoints (`rank.rs`) under the
+    /// checkpoints' write lock, held from before the transaction to after, so a page never sees
+    /// checkpoints that disagree with the trees.
     fn transact<R>(&self, f: impl Fn(&indexes::Tx) -> indexes::TxResult<R>) -> Result<R> {
         use sled::transaction::{TransactionError, Transactional};
         let trees: [&sled::Tree; 17] = [
@@ -352,8 +360,12 @@ impl Store {
             &self.groups,
             &self.group_members,
         ];
+        let changes = std::cell::RefCell::new(Vec::new());
+        let mut ranks = self.ranks.writer();
         let outcome = trees[..].transaction(|v| {
+            changes.borrow_mut().clear();
             f(&indexes::Tx {
+                changes: &changes,
                 users: &v[0],
                 meta: &v[1],
                 users_by_activity: &v[2],
@@ -374,7 +386,10 @@ impl Store {
             })
         });
         match outcome {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                ranks.apply(&changes.borrow());
+                Ok(r)
+            }
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(StateError::Db(e)),
         }

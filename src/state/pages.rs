@@ -1,15 +1,17 @@
 //! Pages of the users list, answered from the sorted keys of the user records and of their
 //! indexes (`indexes.rs`), with the total from the counts (`counts.rs`): a page decodes its
 //! own records only. JupyterHub's `GET /users` orders (`sort`) and `state` filters each map to
-//! one index walked in order; `name_filter` (a name prefix) is a key range in name order.
+//! one index walked in order; `name_filter` (a name prefix) is a key range in name order. The
+//! walk starts at the rank checkpoint before the page (`rank.rs`), so the offset costs less
+//! than one gap of keys.
 //!
-//! What still grows with the number of users: the offset is skipped key by key (sled has no
-//! rank), `state=inactive` skips the active users' keys in its range, a total with a
-//! `name_filter` counts the matching keys, and a `name_filter` with a last-activity order walks
-//! that index's keys filtering names (keys only, no record decoded).
-
+//! What still grows with the number of users: `state=inactive` (all users but the active ones)
+//! skips its offset key by key and the active users' keys in its range, and a `name_filter`
+//! with a last-activity order walks that index's keys filtering names (keys only, no record
+//! decoded).
 use super::counts::{self, Counter};
 use super::indexes::name_of_activity_key;
+use super::rank::{Ranked, View};
 use super::{Result, Store, UserRecord};
 
 /// The order of a users list (JupyterHub's `sort`).
@@ -82,12 +84,33 @@ pub struct UserQuery<'a> {
 }
 
 impl Store {
+    /// The tree `q` walks, which ranked tree it is, and whether its values are the user
+    /// records (else its keys name them).
+    fn walked(&self, q: &UserQuery) -> (&sled::Tree, Ranked, bool) {
+        match (q.order.by_activity(), q.state) {
+            (false, UserState::Any | UserState::Inactive) => (&self.users, Ranked::Users, true),
+            (false, UserState::Active) => (&self.users_active, Ranked::UsersActive, false),
+            (false, UserState::Ready) => (&self.users_ready, Ranked::UsersReady, false),
+            (true, UserState::Any | UserState::Inactive) => {
+                (&self.users_by_activity, Ranked::UsersByActivity, false)
+            }
+            (true, UserState::Active) => {
+                (&self.active_by_activity, Ranked::ActiveByActivity, false)
+            }
+            (true, UserState::Ready) => (&self.ready_by_activity, Ranked::ReadyByActivity, false),
+        }
+    }
+
     /// How many users `q` lists. Without a prefix: the kept counts, one read each. With one:
-    /// the matching keys of the name-ordered tree (and of the active set for `inactive`) are
-    /// counted, which costs the matches.
+    /// the ranks of the prefix's first and last names in the name-ordered tree (and in the
+    /// active set for `inactive`), each a checkpoint and a walk of less than one gap.
     pub fn count_users(&self, q: &UserQuery) -> Result<usize> {
         let kept = |c: Counter| counts::read(&self.meta, c).map(|n| n as usize);
-        let matching = |tree: &sled::Tree| tree.scan_prefix(q.prefix.as_bytes()).keys().count();
+        let matching = |tree: &sled::Tree, ranked: Ranked| -> Result<usize> {
+            let view = self.ranks.view(&[(ranked, tree)])?;
+            let (lo, hi) = span(&view, ranked, tree, q.prefix.as_bytes())?;
+            Ok(hi - lo)
+        };
         Ok(match (q.prefix.is_empty(), q.state) {
             (true, UserState::Any) => kept(Counter::Users)?,
             (true, UserState::Active) => kept(Counter::ActiveUsers)?,
@@ -95,18 +118,19 @@ impl Store {
             (true, UserState::Inactive) => {
                 kept(Counter::Users)?.saturating_sub(kept(Counter::ActiveUsers)?)
             }
-            (false, UserState::Any) => matching(&self.users),
-            (false, UserState::Active) => matching(&self.users_active),
-            (false, UserState::Ready) => matching(&self.users_ready),
-            (false, UserState::Inactive) => {
-                matching(&self.users).saturating_sub(matching(&self.users_active))
-            }
+            (false, UserState::Any) => matching(&self.users, Ranked::Users)?,
+            (false, UserState::Active) => matching(&self.users_active, Ranked::UsersActive)?,
+            (false, UserState::Ready) => matching(&self.users_ready, Ranked::UsersReady)?,
+            (false, UserState::Inactive) => matching(&self.users, Ranked::Users)?
+                .saturating_sub(matching(&self.users_active, Ranked::UsersActive)?),
         })
     }
 
-    /// The page of `q` at `offset`, at most `limit` users: the index for `q`'s order and state
-    /// is walked in order, the first `offset` keys kept are skipped, and only the page's
-    /// records are read and decoded.
+    /// The page of `q` at `offset`, at most `limit` users, decoding the page's records only.
+    /// Where the page's positions in the walked tree are known (no `state=inactive`, and no
+    /// `name_filter` with a last-activity order), the walk starts at the rank checkpoint before
+    /// the page (`rank.rs`): less than one gap of keys is skipped, whatever the offset.
+    /// Otherwise the tree is walked in order, keys filtered, `offset` kept keys skipped.
     pub fn users_page(
         &self,
         q: &UserQuery,
@@ -117,14 +141,11 @@ impl Store {
             return Ok(Vec::new());
         }
         let by_activity = q.order.by_activity();
-        let (tree, values_are_users) = match (by_activity, q.state) {
-            (false, UserState::Any | UserState::Inactive) => (&self.users, true),
-            (false, UserState::Active) => (&self.users_active, false),
-            (false, UserState::Ready) => (&self.users_ready, false),
-            (true, UserState::Any | UserState::Inactive) => (&self.users_by_activity, false),
-            (true, UserState::Active) => (&self.active_by_activity, false),
-            (true, UserState::Ready) => (&self.ready_by_activity, false),
-        };
+        let (tree, ranked, values_are_users) = self.walked(q);
+        let positional = q.state != UserState::Inactive && (q.prefix.is_empty() || !by_activity);
+        if positional {
+            return self.users_at(q, tree, ranked, values_are_users, offset, limit);
+        }
         // Name-ordered trees are keyed by name: the prefix is a range. Activity-ordered ones
         // are not: their names are filtered.
         let walk = if by_activity {
@@ -157,21 +178,102 @@ impl Store {
                 skipped += 1;
                 continue;
             }
-            let user = if values_are_users {
-                Some(super::decode("user", &value)?)
-            } else {
-                self.users
-                    .get(name)?
-                    .map(|raw| super::decode::<UserRecord>("user", &raw))
-                    .transpose()?
-            };
-            page.extend(user);
+            page.extend(self.user_of(by_activity, values_are_users, &key, &value)?);
             if page.len() == limit {
                 break;
             }
         }
         Ok(page)
     }
+
+    /// [`Store::users_page`] by positions: the page is the keys at positions
+    /// `[start, start + count)` of the walked tree (reversed for a descending order), reached
+    /// from the rank checkpoint before `start`. The checkpoints' read lock is held while the
+    /// page is read, so no write moves it meanwhile.
+    fn users_at(
+        &self,
+        q: &UserQuery,
+        tree: &sled::Tree,
+        ranked: Ranked,
+        values_are_users: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>> {
+        let view = self.ranks.view(&[(ranked, tree)])?;
+        let (lo, hi) = span(&view, ranked, tree, q.prefix.as_bytes())?;
+        let n = hi.saturating_sub(lo);
+        if offset >= n {
+            return Ok(Vec::new());
+        }
+        let count = limit.min(n - offset);
+        let start = if q.order.descending() {
+            lo + n - offset - count
+        } else {
+            lo + offset
+        };
+        let (from, skip) = view.seek(ranked, start);
+        let walk = match from {
+            Some(k) => tree.range(k..),
+            None => tree.iter(),
+        };
+        let mut page = Vec::with_capacity(count);
+        for kv in walk.skip(skip).take(count) {
+            let (key, value) = kv?;
+            page.extend(self.user_of(q.order.by_activity(), values_are_users, &key, &value)?);
+        }
+        drop(view);
+        if q.order.descending() {
+            page.reverse();
+        }
+        Ok(page)
+    }
+
+    /// The user a walked tree's entry stands for: its value, or the record its key names.
+    fn user_of(
+        &self,
+        by_activity: bool,
+        values_are_users: bool,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<UserRecord>> {
+        if values_are_users {
+            return super::decode("user", value).map(Some);
+        }
+        let name = if by_activity {
+            name_of_activity_key(key)
+        } else {
+            key
+        };
+        self.users
+            .get(name)?
+            .map(|raw| super::decode::<UserRecord>("user", &raw))
+            .transpose()
+    }
+}
+
+/// The positions `[lo, hi)` of the keys of `tree` that start with `prefix` (all: "").
+fn span(view: &View, ranked: Ranked, tree: &sled::Tree, prefix: &[u8]) -> Result<(usize, usize)> {
+    if prefix.is_empty() {
+        return Ok((0, view.len(ranked)));
+    }
+    let lo = view.rank_of(ranked, tree, prefix)?;
+    let hi = match prefix_end(prefix) {
+        Some(end) => view.rank_of(ranked, tree, &end)?,
+        None => view.len(ranked),
+    };
+    Ok((lo, hi.max(lo)))
+}
+
+/// The first key after every key starting with `prefix` (None: there is none).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
