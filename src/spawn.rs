@@ -557,18 +557,17 @@ async fn run_spawn(
 /// and their kernels are left alone.
 async fn cleanup(hub: &Hub, user: &str, server: &str) -> Result<(), StateError> {
     hub.gateway.delete_all_of(user, server).await;
+    let owner = TokenOwner::User(user.to_string());
     if let Some(rec) = hub.store.server(user, server)? {
         if let Some(id) = &rec.token_id {
-            hub.store.delete_tokens_where(|t| &t.id == id)?;
+            hub.store.delete_tokens_of_where(&owner, |t| &t.id == id)?;
         }
     }
     let cid = client_id(user, server);
     hub.store
         .delete_tokens_where(|t| t.oauth_client.as_deref() == Some(cid.as_str()))?;
-    hub.store.delete_tokens_where(|t| {
-        t.kind == TokenKind::Gateway
-            && t.owner == TokenOwner::User(user.to_string())
-            && t.server.as_deref().unwrap_or("") == server
+    hub.store.delete_tokens_of_where(&owner, |t| {
+        t.kind == TokenKind::Gateway && t.server.as_deref().unwrap_or("") == server
     })?;
     hub.store.delete_oauth_client(&cid)?;
     hub.store.delete_server(user, server)?;

@@ -17,7 +17,7 @@ use super::base::{
 use super::models::user_model_for;
 use crate::hub::Hub;
 use crate::spawn;
-use crate::state::UserRecord;
+use crate::state::{UserOrder, UserQuery, UserRecord, UserState};
 use crate::username;
 
 #[derive(Debug, Deserialize, Default)]
@@ -45,70 +45,45 @@ pub async fn list(
         offset: params.offset,
         limit: params.limit,
     };
+    let state = params.state.as_deref().unwrap_or("");
+    let state = UserState::parse(state).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unrecognized state filter {state:?}: use one of active, ready, inactive"
+        ))
+    })?;
     let sort = params.sort.as_deref().unwrap_or("id");
-    let name_filter = params.name_filter.as_deref().unwrap_or("");
-    // The common case, in name order with no state filter for a caller who sees every user:
-    // the store walks its sorted keys and decodes the page only.
-    if matches!(sort, "id" | "name" | "-name")
-        && params.state.as_deref().unwrap_or("").is_empty()
-        && auth.0.scopes.has_unfiltered("list:users")
-    {
-        let total = hub.store.count_users_with_prefix(name_filter);
+    let order = UserOrder::parse(sort).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unrecognized sort {sort:?}: use name, -name, last_activity or -last_activity"
+        ))
+    })?;
+    let query = UserQuery {
+        prefix: params.name_filter.as_deref().unwrap_or(""),
+        order,
+        state,
+    };
+    // A caller who sees every user: the store walks the index for this order and state,
+    // counts from its kept counts, and decodes the page only.
+    if auth.0.scopes.has_unfiltered("list:users") {
+        let total = hub.store.count_users(&query)?;
         let (offset, limit) = page_bounds(&page, &headers, total);
-        let users = hub
-            .store
-            .users_page_by_name(name_filter, sort == "-name", offset, limit)?;
+        let users = hub.store.users_page(&query, offset, limit)?;
         let models = users
             .iter()
             .filter_map(|u| user_model_for(&hub, &auth.0, u))
             .collect();
         return Ok(page_response(models, total, offset, limit, &headers, &uri));
     }
-    let mut users = hub.store.users()?;
-    // Who has a server, and who a ready one: one pass over the servers, not one per user.
-    let mut active = std::collections::HashSet::new();
-    let mut ready = std::collections::HashSet::new();
-    for s in hub.store.servers()? {
-        if s.ready && s.pending.is_none() {
-            ready.insert(s.user.clone());
-        }
-        active.insert(s.user);
-    }
-    match params.state.as_deref() {
-        None | Some("") => {}
-        Some("active") => users.retain(|u| active.contains(&u.name)),
-        Some("ready") => users.retain(|u| ready.contains(&u.name)),
-        Some("inactive") => users.retain(|u| !active.contains(&u.name)),
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "unrecognized state filter {other:?}: use one of active, ready, inactive"
-            )))
-        }
-    }
-    if !name_filter.is_empty() {
-        users.retain(|u| u.name.starts_with(name_filter));
-    }
-    match sort {
-        "id" | "name" => users.sort_by(|a, b| a.name.cmp(&b.name)),
-        "-name" => users.sort_by(|a, b| b.name.cmp(&a.name)),
-        "last_activity" => users.sort_by_key(|a| a.last_activity),
-        "-last_activity" => users.sort_by_key(|a| std::cmp::Reverse(a.last_activity)),
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "unrecognized sort {other:?}: use name, -name, last_activity or -last_activity"
-            )))
-        }
-    }
-    // A filtered `list:users` (`!group=…`) sees some users only; an unfiltered one sees all,
-    // without asking each user's groups.
-    if !auth.0.scopes.has_unfiltered("list:users") {
-        users.retain(|u| {
-            let groups = hub.groups_of(&u.name);
-            auth.0
-                .scopes
-                .allows("list:users", &crate::scopes::Target::user(&u.name, &groups))
-        });
-    }
+    // A filtered `list:users` (`!group=…`) sees some users only, decided per user from their
+    // groups, which no index orders: every user of the list is read in the store's order and
+    // filtered (a full scan, kept for these callers: a group's TAs, not the hub's admins).
+    let mut users = hub.store.users_page(&query, 0, usize::MAX)?;
+    users.retain(|u| {
+        let groups = hub.groups_of(&u.name);
+        auth.0
+            .scopes
+            .allows("list:users", &crate::scopes::Target::user(&u.name, &groups))
+    });
     // Models for the page only.
     Ok(paginate_with(users, &page, &headers, &uri, |u| {
         user_model_for(&hub, &auth.0, &u)

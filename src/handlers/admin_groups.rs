@@ -16,12 +16,18 @@ use crate::hub::Hub;
 use crate::state::{GroupRecord, ManagedBy};
 use crate::username;
 
+/// Groups shown on the admin page (the first, by name; `orrery groups list` lists them all).
+const GROUPS_SHOWN: usize = 100;
+/// Members shown per group (the first, by name): a class of thousands would make the page
+/// cost its members.
+const MEMBERS_SHOWN: usize = 50;
+
 /// The groups, their managers and members; member forms for the groups the API manages.
 pub(super) fn groups_section(hub: &Hub, csrf: &str) -> Markup {
     let hp = hub.hub_prefix();
     let cfg = hub.config();
-    let mut list = hub.store.groups().unwrap_or_default();
-    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let total = hub.store.group_count();
+    let list = hub.store.groups_page(0, GROUPS_SHOWN).unwrap_or_default();
     html! {
         section aria-labelledby="groups-heading" {
             h2 #groups-heading { "Groups" }
@@ -39,7 +45,10 @@ pub(super) fn groups_section(hub: &Hub, csrf: &str) -> Markup {
             } @else {
                 div.table-wrap {
                     table #groups {
-                        caption { (list.len()) " group(s)" }
+                        caption {
+                            (total) " group(s)"
+                            @if total > list.len() { ", the first " (list.len()) " shown (all: " code { "orrery groups list" } ")" }
+                        }
                         thead {
                             tr {
                                 th scope="col" { "Group" }
@@ -65,7 +74,7 @@ pub(super) fn groups_section(hub: &Hub, csrf: &str) -> Markup {
                                     td {
                                         @if g.users.is_empty() { span.muted { "none" } }
                                         ul.members {
-                                            @for u in &g.users {
+                                            @for u in g.users.iter().take(MEMBERS_SHOWN) {
                                                 li {
                                                     (u)
                                                     @if !by_config {
@@ -78,6 +87,9 @@ pub(super) fn groups_section(hub: &Hub, csrf: &str) -> Markup {
                                                     }
                                                 }
                                             }
+                                        }
+                                        @if g.users.len() > MEMBERS_SHOWN {
+                                            p.hint { "… and " (g.users.len() - MEMBERS_SHOWN) " more (all: " code { "orrery groups list" } ")" }
                                         }
                                         @if !by_config {
                                             form.inline method="post" action=(format!("{hp}admin/groups/{}/add-user", g.name)) {

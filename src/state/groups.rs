@@ -5,11 +5,12 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-
+use super::counts::{self, Counter};
+use super::indexes::{decode_tx, Tx, TxResult};
 use super::migrate::member_key;
-use super::{all, get, Result, StateError, Store};
+use super::rank::{Change, Ranked};
+use super::{all, get, Result, Store};
+use serde::{Deserialize, Serialize};
 
 /// Who manages a group's membership and properties.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,43 +63,72 @@ impl Store {
         self.delete_shares_for(&super::Grantee::Group(name.to_string()))?;
         self.replace_group(name, None)
     }
+}
 
-    /// Write (or with `None` delete) the group `name` and bring the index along; returns
-    /// whether a group of that name existed.
-    fn replace_group(&self, name: &str, new: Option<&GroupRecord>) -> Result<bool> {
-        let encoded = new.map(super::encode);
-        let outcome = (&self.groups, &self.group_members).transaction(|(groups, index)| {
-            let old = groups.get(name.as_bytes())?;
-            let old_users: BTreeSet<String> = match &old {
-                Some(raw) => {
-                    super::decode::<GroupRecord>("group", raw)
-                        .map_err(ConflictableTransactionError::Abort)?
-                        .users
-                }
-                None => BTreeSet::new(),
-            };
-            let new_users = new.map(|g| g.users.clone()).unwrap_or_default();
-            for gone in old_users.difference(&new_users) {
-                index.remove(member_key(gone, name))?;
-            }
-            for added in new_users.difference(&old_users) {
-                index.insert(member_key(added, name), &[])?;
-            }
-            match &encoded {
-                Some(bytes) => {
-                    groups.insert(name.as_bytes(), bytes.as_slice())?;
-                }
-                None => {
-                    groups.remove(name.as_bytes())?;
-                }
-            }
-            Ok(old.is_some())
-        });
-        match outcome {
-            Ok(existed) => Ok(existed),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(StateError::Db(e)),
+/// Write (or with `None` delete) the group `name` inside a transaction, with its membership
+/// index and the groups count; returns whether a group of that name existed.
+pub(super) fn replace_group_in(tx: &Tx, name: &str, new: Option<&GroupRecord>) -> TxResult<bool> {
+    let old = tx.groups.get(name.as_bytes())?;
+    let old_users: BTreeSet<String> = match &old {
+        Some(raw) => decode_tx::<GroupRecord>("group", raw)?.users,
+        None => BTreeSet::new(),
+    };
+    let new_users = new.map(|g| g.users.clone()).unwrap_or_default();
+    for gone in old_users.difference(&new_users) {
+        tx.group_members.remove(member_key(gone, name))?;
+    }
+    for added in new_users.difference(&old_users) {
+        tx.group_members.insert(member_key(added, name), &[])?;
+    }
+    match new {
+        Some(g) => {
+            tx.groups.insert(name.as_bytes(), super::encode(g))?;
         }
+        None => {
+            tx.groups.remove(name.as_bytes())?;
+        }
+    }
+    match (old.is_some(), new.is_some()) {
+        (false, true) => counts::add(tx, Counter::Groups, 1)?,
+        (true, false) => counts::add(tx, Counter::Groups, -1)?,
+        _ => {}
+    }
+    if old.is_some() != new.is_some() {
+        tx.changes.borrow_mut().push(Change {
+            tree: Ranked::Groups,
+            key: name.as_bytes().to_vec(),
+            added: new.is_some(),
+        });
+    }
+    Ok(old.is_some())
+}
+
+impl Store {
+    /// Write (or with `None` delete) the group `name` and bring the index and the count
+    /// along, in one transaction; returns whether a group of that name existed.
+    fn replace_group(&self, name: &str, new: Option<&GroupRecord>) -> Result<bool> {
+        self.transact(|tx| replace_group_in(tx, name, new))
+    }
+
+    /// How many groups there are: the count kept beside the records, one read.
+    pub fn group_count(&self) -> usize {
+        counts::read(&self.meta, Counter::Groups).unwrap_or(0) as usize
+    }
+
+    /// One page of the groups in name order: the walk starts at the rank checkpoint before
+    /// `offset` (`rank.rs`) and only the page's records are decoded.
+    pub fn groups_page(&self, offset: usize, limit: usize) -> Result<Vec<GroupRecord>> {
+        let view = self.ranks.view(&[(Ranked::Groups, &self.groups)])?;
+        let (from, skip) = view.seek(Ranked::Groups, offset);
+        let walk = match from {
+            Some(k) => self.groups.range(k..),
+            None => self.groups.iter(),
+        };
+        walk.values()
+            .skip(skip)
+            .take(limit)
+            .map(|v| super::decode("group", &v?))
+            .collect()
     }
 
     /// Names of the groups `user` belongs to, sorted (from the index: the user's groups only).

@@ -7,13 +7,21 @@
 //! directory written by a newer Orrery: such a directory is refused, never guessed at. An older
 //! one is migrated forward when opened (`migrate.rs`), and the database as it was before is kept
 //! beside it (`sled.schema-v<N>.backup`).
+//!
+//! Lists are answered from secondary indexes (`indexes.rs`) and counts (`counts.rs`) written
+//! in the same transaction as their records ([`Store::transact`]), and paged by the store
+//! (`pages.rs`), so a page costs its records, not every record.
 
+mod counts;
 mod export;
 mod gpu_queue;
 mod groups;
+mod indexes;
 mod leases;
 mod migrate;
 mod oauth;
+mod pages;
+mod rank;
 mod servers;
 mod sessions;
 mod shares;
@@ -28,8 +36,10 @@ use thiserror::Error;
 pub use export::StateExport;
 pub use gpu_queue::QueueEntry;
 pub use groups::{GroupRecord, ManagedBy};
+pub use indexes::activity_key;
 pub use leases::{LeaseHolder, LeaseRecord};
 pub use oauth::{OAuthClientRecord, OAuthCodeRecord};
+pub use pages::{UserOrder, UserQuery, UserState};
 pub use servers::ServerRecord;
 pub use sessions::SessionRecord;
 pub use shares::{Grantee, ShareCodeRecord, ShareRecord};
@@ -38,7 +48,7 @@ pub use users::UserRecord;
 
 /// The layout version this binary writes and understands (what changed at each version is
 /// listed in `migrate.rs`).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The `meta` key recording the sign-up default in force when the state was created.
 const SIGNUP_DEFAULT_KEY: &str = "signup_default_at_creation";
@@ -78,7 +88,27 @@ pub struct Store {
     db: sled::Db,
     /// The directory, kept for messages.
     path: PathBuf,
+    /// Schema version, instance id, and the counts (`counts.rs`).
+    meta: sled::Tree,
     users: sled::Tree,
+    /// The user indexes (see `indexes.rs` for each key's layout): by last activity, with an
+    /// active server, with a ready server, the latter two by last activity, and each name's
+    /// server counts they are kept from.
+    users_by_activity: sled::Tree,
+    users_active: sled::Tree,
+    users_ready: sled::Tree,
+    active_by_activity: sled::Tree,
+    ready_by_activity: sled::Tree,
+    server_counts: sled::Tree,
+    /// A user's or service's tokens, so listing them and deleting a user cost their tokens.
+    tokens_by_owner: sled::Tree,
+    /// A user's sessions, so deleting a user costs their sessions.
+    sessions_by_user: sled::Tree,
+    /// A user's OAuth clients, so deleting a user costs their clients.
+    clients_by_user: sled::Tree,
+    /// Rank checkpoints of the trees lists page with offsets (`rank.rs`): in memory, shared
+    /// by every clone, kept exact by [`Store::transact`].
+    ranks: std::sync::Arc<rank::Ranks>,
     groups: sled::Tree,
     /// `user NUL group` → empty: group membership by user, written in the same transaction as
     /// the group, so "which groups is this user in" (asked on every API request) costs the
@@ -256,6 +286,17 @@ impl Store {
         }
         let store = Store {
             users: db.open_tree("users")?,
+            users_by_activity: db.open_tree(indexes::USERS_BY_ACTIVITY)?,
+            users_active: db.open_tree(indexes::USERS_ACTIVE)?,
+            users_ready: db.open_tree(indexes::USERS_READY)?,
+            active_by_activity: db.open_tree(indexes::ACTIVE_BY_ACTIVITY)?,
+            ready_by_activity: db.open_tree(indexes::READY_BY_ACTIVITY)?,
+            server_counts: db.open_tree(indexes::SERVER_COUNTS)?,
+            tokens_by_owner: db.open_tree(indexes::TOKENS_BY_OWNER)?,
+            sessions_by_user: db.open_tree(indexes::SESSIONS_BY_USER)?,
+            clients_by_user: db.open_tree(indexes::CLIENTS_BY_USER)?,
+            ranks: Default::default(),
+            meta,
             groups: db.open_tree("groups")?,
             group_members: db.open_tree(migrate::GROUP_MEMBERS)?,
             tokens: db.open_tree("tokens")?,
@@ -300,6 +341,69 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Run `f` as one sled transaction over every tree of the store: what it writes (records,
+    /// their index entries, the counts) is all applied or none of it is, even across a crash.
+    /// sled runs transactions one at a time and may call `f` again after a conflict, so `f`
+    /// must only read and write through the view it is given. The keys the transaction adds to
+    /// or removes from the ranked trees reach their checkpoints (`rank.rs`) under the
+    /// checkpoints' write lock, held from before the transaction to after, so a page never sees
+    /// checkpoints that disagree with the trees.
+    fn transact<R>(&self, f: impl Fn(&indexes::Tx) -> indexes::TxResult<R>) -> Result<R> {
+        use sled::transaction::{TransactionError, Transactional};
+        let trees: [&sled::Tree; 17] = [
+            &self.users,
+            &self.meta,
+            &self.users_by_activity,
+            &self.users_active,
+            &self.users_ready,
+            &self.active_by_activity,
+            &self.ready_by_activity,
+            &self.server_counts,
+            &self.servers,
+            &self.tokens,
+            &self.tokens_by_owner,
+            &self.sessions,
+            &self.sessions_by_user,
+            &self.oauth_clients,
+            &self.clients_by_user,
+            &self.groups,
+            &self.group_members,
+        ];
+        let changes = std::cell::RefCell::new(Vec::new());
+        let mut ranks = self.ranks.writer();
+        let outcome = trees[..].transaction(|v| {
+            changes.borrow_mut().clear();
+            f(&indexes::Tx {
+                changes: &changes,
+                users: &v[0],
+                meta: &v[1],
+                users_by_activity: &v[2],
+                users_active: &v[3],
+                users_ready: &v[4],
+                active_by_activity: &v[5],
+                ready_by_activity: &v[6],
+                server_counts: &v[7],
+                servers: &v[8],
+                tokens: &v[9],
+                tokens_by_owner: &v[10],
+                sessions: &v[11],
+                sessions_by_user: &v[12],
+                oauth_clients: &v[13],
+                clients_by_user: &v[14],
+                groups: &v[15],
+                group_members: &v[16],
+            })
+        });
+        match outcome {
+            Ok(r) => {
+                ranks.apply(&changes.borrow());
+                Ok(r)
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(StateError::Db(e)),
+        }
     }
 
     /// Make everything written so far durable.
@@ -445,7 +549,7 @@ mod tests {
             assert_eq!(store.instance_id().unwrap(), "inst-v1");
             assert_eq!(store.users().unwrap().len(), 2);
         }
-        assert_eq!(raw_schema_version(&dir.path().join(DB_DIR)), "2");
+        assert_eq!(raw_schema_version(&dir.path().join(DB_DIR)), "3");
         let kept = dir.path().join("sled.schema-v1.backup");
         assert_eq!(
             raw_schema_version(&kept),

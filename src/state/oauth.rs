@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::indexes::{decode_tx, pair_key, Tx, TxResult};
 use super::{all, get, put, Result, Store};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,12 +42,21 @@ impl Store {
         all(&self.oauth_clients, "oauth client")
     }
 
+    /// Store a client with its entry in the clients-by-user index, in one transaction.
     pub fn put_oauth_client(&self, c: &OAuthClientRecord) -> Result<()> {
-        put(&self.oauth_clients, &c.id, c)
+        let bytes = super::encode(c);
+        self.transact(|tx| {
+            remove_client_in(tx, &c.id)?;
+            tx.oauth_clients.insert(c.id.as_bytes(), bytes.as_slice())?;
+            if let Some(user) = &c.user {
+                tx.clients_by_user.insert(pair_key(user, &c.id), &[])?;
+            }
+            Ok(())
+        })
     }
 
     pub fn delete_oauth_client(&self, id: &str) -> Result<bool> {
-        Ok(self.oauth_clients.remove(id)?.is_some())
+        self.transact(|tx| remove_client_in(tx, id))
     }
 
     pub fn put_oauth_code(&self, c: &OAuthCodeRecord) -> Result<()> {
@@ -72,4 +82,16 @@ impl Store {
         }
         Ok(n)
     }
+}
+
+/// Remove the client `id` and its index entry inside a transaction; whether it existed.
+fn remove_client_in(tx: &Tx, id: &str) -> TxResult<bool> {
+    let Some(raw) = tx.oauth_clients.remove(id.as_bytes())? else {
+        return Ok(false);
+    };
+    let old: OAuthClientRecord = decode_tx("oauth client", &raw)?;
+    if let Some(user) = &old.user {
+        tx.clients_by_user.remove(pair_key(user, id))?;
+    }
+    Ok(true)
 }

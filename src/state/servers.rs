@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{all, get, put, Result, Store};
+use super::indexes::{apply_user_facts, decode_tx, UserFacts};
+use super::{all, get, Result, Store};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerRecord {
@@ -32,6 +33,11 @@ impl ServerRecord {
     pub fn key(user: &str, name: &str) -> String {
         format!("{user}/{name}")
     }
+
+    /// Ready and neither starting nor stopping: what JupyterHub's `state=ready` lists.
+    pub fn is_ready(&self) -> bool {
+        self.ready && self.pending.is_none()
+    }
 }
 
 impl Store {
@@ -53,26 +59,68 @@ impl Store {
             .collect()
     }
 
+    /// Store a server record (new or changed), moving its user in the active and ready
+    /// indexes, in one transaction.
     pub fn put_server(&self, s: &ServerRecord) -> Result<()> {
-        put(&self.servers, &ServerRecord::key(&s.user, &s.name), s)
+        self.write_server(&s.user, &s.name, Some(s), false)
+            .map(|_| ())
     }
 
     /// Store a new server record unless one exists: the reservation that makes two concurrent
     /// start requests for one server start it once. Returns false if one existed.
     pub fn create_server(&self, s: &ServerRecord) -> Result<bool> {
-        let key = ServerRecord::key(&s.user, &s.name);
-        let swapped = self.servers.compare_and_swap(
-            key.as_bytes(),
-            None as Option<&[u8]>,
-            Some(super::encode(s)),
-        )?;
-        Ok(swapped.is_ok())
+        self.write_server(&s.user, &s.name, Some(s), true)
     }
 
     pub fn delete_server(&self, user: &str, name: &str) -> Result<bool> {
-        Ok(self
-            .servers
-            .remove(ServerRecord::key(user, name))?
-            .is_some())
+        self.write_server(user, name, None, false)
+    }
+
+    /// Write (`new`) or delete (`None`) the server `user/name` with its user's server counts
+    /// and index entries. With `only_if_absent`, returns false and writes nothing if a record
+    /// exists; otherwise returns whether one existed.
+    fn write_server(
+        &self,
+        user: &str,
+        name: &str,
+        new: Option<&ServerRecord>,
+        only_if_absent: bool,
+    ) -> Result<bool> {
+        let key = ServerRecord::key(user, name);
+        let bytes = new.map(super::encode);
+        self.transact(|tx| {
+            let old = match tx.servers.get(key.as_bytes())? {
+                Some(raw) => Some(decode_tx::<ServerRecord>("server", &raw)?),
+                None => None,
+            };
+            if only_if_absent && old.is_some() {
+                return Ok(false);
+            }
+            let facts = UserFacts::read(tx, user)?;
+            let mut counts = facts.servers;
+            if let Some(o) = &old {
+                counts.servers = counts.servers.saturating_sub(1);
+                if o.is_ready() {
+                    counts.ready = counts.ready.saturating_sub(1);
+                }
+            }
+            if let Some(n) = new {
+                counts.servers += 1;
+                if n.is_ready() {
+                    counts.ready += 1;
+                }
+            }
+            counts.put(tx, user)?;
+            match &bytes {
+                Some(b) => tx.servers.insert(key.as_bytes(), b.as_slice())?,
+                None => tx.servers.remove(key.as_bytes())?,
+            };
+            let after = UserFacts {
+                servers: counts,
+                ..facts
+            };
+            apply_user_facts(tx, user, &facts, &after)?;
+            Ok(if only_if_absent { true } else { old.is_some() })
+        })
     }
 }

@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{all, get, put, Result, Store};
+use super::indexes::{decode_tx, pair_key, Tx, TxResult};
+use super::{all, get, Result, Store};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -19,12 +20,20 @@ impl Store {
         get(&self.sessions, "session", hash)
     }
 
+    /// Store a session with its entry in the sessions-by-user index, in one transaction.
     pub fn put_session(&self, s: &SessionRecord) -> Result<()> {
-        put(&self.sessions, &s.hash, s)
+        let bytes = super::encode(s);
+        self.transact(|tx| {
+            remove_session_in(tx, &s.hash)?;
+            tx.sessions.insert(s.hash.as_bytes(), bytes.as_slice())?;
+            tx.sessions_by_user
+                .insert(pair_key(&s.user, &s.hash), &[])?;
+            Ok(())
+        })
     }
 
     pub fn delete_session(&self, hash: &str) -> Result<bool> {
-        Ok(self.sessions.remove(hash)?.is_some())
+        self.transact(|tx| remove_session_in(tx, hash))
     }
 
     pub fn sessions_all(&self) -> Result<Vec<SessionRecord>> {
@@ -35,11 +44,20 @@ impl Store {
     pub fn purge_expired_sessions(&self, now: DateTime<Utc>) -> Result<usize> {
         let mut n = 0;
         for s in self.sessions_all()? {
-            if s.expires_at <= now {
-                self.sessions.remove(&s.hash)?;
+            if s.expires_at <= now && self.delete_session(&s.hash)? {
                 n += 1;
             }
         }
         Ok(n)
     }
+}
+
+/// Remove the session `hash` and its index entry inside a transaction; whether it existed.
+fn remove_session_in(tx: &Tx, hash: &str) -> TxResult<bool> {
+    let Some(raw) = tx.sessions.remove(hash.as_bytes())? else {
+        return Ok(false);
+    };
+    let old: SessionRecord = decode_tx("session", &raw)?;
+    tx.sessions_by_user.remove(pair_key(&old.user, hash))?;
+    Ok(true)
 }

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{all, get, put, Result, Store};
+use super::indexes::{decode_tx, pair_key, pair_prefix, Tx, TxResult};
+use super::{all, get, Result, Store};
 
 /// Who a token acts for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,41 +61,79 @@ impl TokenRecord {
     }
 }
 
+/// The owner's part of a key in the tokens-by-owner index: `u:<user>` or `s:<service>`.
+pub(super) fn owner_key(owner: &TokenOwner) -> String {
+    match owner {
+        TokenOwner::User(n) => format!("u:{n}"),
+        TokenOwner::Service(n) => format!("s:{n}"),
+    }
+}
+
 impl Store {
     pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
         get(&self.tokens, "token", hash)
     }
 
+    /// Every token (a full scan: for backups and the few cleanups that match on something
+    /// other than the owner).
     pub fn tokens(&self) -> Result<Vec<TokenRecord>> {
         all(&self.tokens, "token")
     }
 
+    /// `owner`'s tokens, through the tokens-by-owner index: costs the owner's tokens only.
     pub fn tokens_of(&self, owner: &TokenOwner) -> Result<Vec<TokenRecord>> {
-        Ok(self
-            .tokens()?
-            .into_iter()
-            .filter(|t| &t.owner == owner)
-            .collect())
+        let prefix = pair_prefix(&owner_key(owner));
+        let mut out = Vec::new();
+        for key in self.tokens_by_owner.scan_prefix(&prefix).keys() {
+            let key = key?;
+            if let Some(raw) = self.tokens.get(&key[prefix.len()..])? {
+                out.push(super::decode("token", &raw)?);
+            }
+        }
+        Ok(out)
     }
 
     pub fn token_by_id(&self, owner: &TokenOwner, id: &str) -> Result<Option<TokenRecord>> {
         Ok(self.tokens_of(owner)?.into_iter().find(|t| t.id == id))
     }
 
+    /// Store a token (new or changed) with its index entry, in one transaction.
     pub fn put_token(&self, token: &TokenRecord) -> Result<()> {
-        put(&self.tokens, &token.hash, token)
+        let bytes = super::encode(token);
+        let key = pair_key(&owner_key(&token.owner), &token.hash);
+        self.transact(|tx| {
+            remove_token_in(tx, &token.hash)?;
+            tx.tokens.insert(token.hash.as_bytes(), bytes.as_slice())?;
+            tx.tokens_by_owner.insert(key.as_slice(), &[])?;
+            Ok(())
+        })
     }
 
     pub fn delete_token(&self, hash: &str) -> Result<bool> {
-        Ok(self.tokens.remove(hash)?.is_some())
+        self.transact(|tx| remove_token_in(tx, hash))
     }
 
-    /// Remove every token matching `pred`; returns how many.
+    /// Remove every token matching `pred`; returns how many. Reads every token: callers that
+    /// know the owner use [`Store::delete_tokens_of_where`].
     pub fn delete_tokens_where(&self, pred: impl Fn(&TokenRecord) -> bool) -> Result<usize> {
         let mut n = 0;
         for t in self.tokens()? {
-            if pred(&t) {
-                self.tokens.remove(&t.hash)?;
+            if pred(&t) && self.delete_token(&t.hash)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Remove `owner`'s tokens matching `pred`; returns how many (costs the owner's tokens).
+    pub fn delete_tokens_of_where(
+        &self,
+        owner: &TokenOwner,
+        pred: impl Fn(&TokenRecord) -> bool,
+    ) -> Result<usize> {
+        let mut n = 0;
+        for t in self.tokens_of(owner)? {
+            if pred(&t) && self.delete_token(&t.hash)? {
                 n += 1;
             }
         }
@@ -109,4 +148,15 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Remove the token `hash` and its index entry inside a transaction; whether it existed.
+fn remove_token_in(tx: &Tx, hash: &str) -> TxResult<bool> {
+    let Some(raw) = tx.tokens.remove(hash.as_bytes())? else {
+        return Ok(false);
+    };
+    let old: TokenRecord = decode_tx("token", &raw)?;
+    tx.tokens_by_owner
+        .remove(pair_key(&owner_key(&old.owner), hash))?;
+    Ok(true)
 }

@@ -4,7 +4,13 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{all, get, put, Result, Store};
+use std::cell::RefCell;
+
+use super::counts::{self, Counter};
+use super::groups::replace_group_in;
+use super::indexes::{apply_user_facts, decode_tx, pair_prefix, ServerCounts, UserFacts};
+use super::tokens::owner_key;
+use super::{all, get, GroupRecord, ManagedBy, Result, Store, TokenOwner};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -43,26 +49,28 @@ impl Store {
         get(&self.users, "user", name)
     }
 
+    /// Every user, in name order (a full scan: for the CLI, the culler and the metrics, not for
+    /// lists, which page: `pages.rs`).
     pub fn users(&self) -> Result<Vec<UserRecord>> {
         all(&self.users, "user")
     }
 
+    /// How many users there are: the count kept beside the records, one read.
     pub fn user_count(&self) -> usize {
-        self.users.len()
+        counts::read(&self.meta, Counter::Users).unwrap_or(0) as usize
     }
 
-    /// How many users' names start with `prefix` ("" for all): keys are counted, no record is
-    /// decoded.
+    /// How many users' names start with `prefix`: "" reads the kept count; any other prefix
+    /// counts the matching keys (no record is decoded), which costs the matches.
     pub fn count_users_with_prefix(&self, prefix: &str) -> usize {
         if prefix.is_empty() {
-            return self.users.len();
+            return self.user_count();
         }
         self.users.scan_prefix(prefix.as_bytes()).keys().count()
     }
 
     /// One page of the users whose names start with `prefix`, in name order (`descending`:
-    /// reversed): the keys are walked (they are the names, sled keeps them sorted) and only the
-    /// page's records decoded.
+    /// reversed): see [`Store::users_page`].
     pub fn users_page_by_name(
         &self,
         prefix: &str,
@@ -70,95 +78,144 @@ impl Store {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<UserRecord>> {
-        let scan = self.users.scan_prefix(prefix.as_bytes());
-        let page: Vec<sled::IVec> = if descending {
-            scan.rev()
-                .skip(offset)
-                .take(limit)
-                .map(|kv| kv.map(|(_, v)| v))
-                .collect::<std::result::Result<_, _>>()?
+        let order = if descending {
+            super::UserOrder::NameDesc
         } else {
-            scan.skip(offset)
-                .take(limit)
-                .map(|kv| kv.map(|(_, v)| v))
-                .collect::<std::result::Result<_, _>>()?
+            super::UserOrder::Name
         };
-        page.iter().map(|raw| super::decode("user", raw)).collect()
+        self.users_page(
+            &super::UserQuery {
+                prefix,
+                order,
+                state: super::UserState::Any,
+            },
+            offset,
+            limit,
+        )
     }
 
+    /// Store `user` (new or changed), with its index entries and the count.
     pub fn put_user(&self, user: &UserRecord) -> Result<()> {
-        put(&self.users, &user.name, user)
+        let bytes = super::encode(user);
+        self.transact(|tx| {
+            let old = UserFacts::read(tx, &user.name)?;
+            tx.users.insert(user.name.as_bytes(), bytes.as_slice())?;
+            let new = UserFacts {
+                exists: true,
+                last_activity: user.last_activity,
+                ..old
+            };
+            apply_user_facts(tx, &user.name, &old, &new)
+        })
     }
 
     /// Create a user unless the name exists; returns false if it already did.
     pub fn create_user(&self, user: &UserRecord) -> Result<bool> {
-        let swapped = self.users.compare_and_swap(
-            user.name.as_bytes(),
-            None as Option<&[u8]>,
-            Some(super::encode(user)),
-        )?;
-        Ok(swapped.is_ok())
+        let bytes = super::encode(user);
+        self.transact(|tx| {
+            let old = UserFacts::read(tx, &user.name)?;
+            if old.exists {
+                return Ok(false);
+            }
+            tx.users.insert(user.name.as_bytes(), bytes.as_slice())?;
+            let new = UserFacts {
+                exists: true,
+                last_activity: user.last_activity,
+                ..old
+            };
+            apply_user_facts(tx, &user.name, &old, &new)?;
+            Ok(true)
+        })
     }
 
-    /// Apply `f` to a user atomically (retrying on concurrent change). None if no such user.
+    /// Apply `f` to a user atomically, with its index entries. None if no such user.
     pub fn update_user(
         &self,
         name: &str,
-        mut f: impl FnMut(&mut UserRecord),
+        f: impl FnMut(&mut UserRecord),
     ) -> Result<Option<UserRecord>> {
-        let mut out = None;
-        let mut decode_err = None;
-        self.users.update_and_fetch(name, |old| {
-            let old = old?;
-            match serde_json::from_slice::<UserRecord>(old) {
-                Ok(mut rec) => {
-                    f(&mut rec);
-                    let bytes = super::encode(&rec);
-                    out = Some(rec);
-                    Some(bytes)
-                }
-                Err(e) => {
-                    decode_err = Some(e);
-                    Some(old.to_vec())
-                }
-            }
-        })?;
-        if let Some(source) = decode_err {
-            return Err(super::StateError::Decode {
-                kind: "user",
-                source,
-            });
-        }
-        Ok(out)
+        // sled may run the transaction again after a conflict; `f` runs on a fresh copy each
+        // time, as `update_and_fetch` did before.
+        let f = RefCell::new(f);
+        self.transact(|tx| {
+            let Some(raw) = tx.users.get(name.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut rec: UserRecord = decode_tx("user", &raw)?;
+            let old = UserFacts {
+                exists: true,
+                last_activity: rec.last_activity,
+                servers: ServerCounts::get(tx, name)?,
+            };
+            (f.borrow_mut())(&mut rec);
+            // The record's key is its name: `f` changes the rest only.
+            rec.name = name.to_string();
+            tx.users.insert(name.as_bytes(), super::encode(&rec))?;
+            let new = UserFacts {
+                last_activity: rec.last_activity,
+                ..old
+            };
+            apply_user_facts(tx, name, &old, &new)?;
+            Ok(Some(rec))
+        })
     }
 
     /// Remove a user record and everything that only makes sense with it: tokens, sessions,
-    /// OAuth clients, group memberships. Server records are left for the caller to stop first.
+    /// OAuth clients, group memberships, and its index entries, in one transaction. Each is
+    /// found through its index (the user's tokens, sessions, clients, groups), not by reading
+    /// every record. Server records are left for the caller to stop first.
     pub fn delete_user(&self, name: &str) -> Result<bool> {
-        let existed = self.users.remove(name)?.is_some();
+        let tokens = keys_under(
+            &self.tokens_by_owner,
+            &pair_prefix(&owner_key(&TokenOwner::User(name.to_string()))),
+        )?;
+        let sessions = keys_under(&self.sessions_by_user, &pair_prefix(name))?;
+        let clients = keys_under(&self.clients_by_user, &pair_prefix(name))?;
+        let groups = self.groups_of(name)?;
         self.forget_shares_of_user(name)?;
-        for t in self.tokens()? {
-            if t.owner == super::TokenOwner::User(name.to_string()) {
-                self.tokens.remove(&t.hash)?;
+        self.transact(|tx| {
+            let old = UserFacts::read(tx, name)?;
+            tx.users.remove(name.as_bytes())?;
+            let gone = UserFacts {
+                servers: old.servers,
+                ..Default::default()
+            };
+            apply_user_facts(tx, name, &old, &gone)?;
+            for (key, hash) in &tokens {
+                tx.tokens.remove(hash.as_slice())?;
+                tx.tokens_by_owner.remove(key.as_slice())?;
             }
-        }
-        for s in self.sessions_all()? {
-            if s.user == name {
-                self.sessions.remove(&s.hash)?;
+            for (key, hash) in &sessions {
+                tx.sessions.remove(hash.as_slice())?;
+                tx.sessions_by_user.remove(key.as_slice())?;
             }
-        }
-        for c in self.oauth_clients()? {
-            if c.user.as_deref() == Some(name) {
-                self.oauth_clients.remove(&c.id)?;
+            for (key, id) in &clients {
+                tx.oauth_clients.remove(id.as_slice())?;
+                tx.clients_by_user.remove(key.as_slice())?;
             }
-        }
-        // A config-managed group keeps the name: its members are the config's, and a user
-        // created again under that name is a member again, as the config says.
-        for mut g in self.groups()? {
-            if g.managed_by != super::ManagedBy::Config && g.users.remove(name) {
-                self.put_group(&g)?;
+            // A config-managed group keeps the name: its members are the config's, and a user
+            // created again under that name is a member again, as the config says.
+            for g in &groups {
+                let Some(raw) = tx.groups.get(g.as_bytes())? else {
+                    continue;
+                };
+                let mut group: GroupRecord = decode_tx("group", &raw)?;
+                if group.managed_by != ManagedBy::Config && group.users.remove(name) {
+                    replace_group_in(tx, g, Some(&group))?;
+                }
             }
-        }
-        Ok(existed)
+            Ok(old.exists)
+        })
     }
+}
+
+/// The keys of `tree` under `prefix`, each with what follows the prefix.
+fn keys_under(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    tree.scan_prefix(prefix)
+        .keys()
+        .map(|k| {
+            let k = k?;
+            Ok((k.to_vec(), k[prefix.len()..].to_vec()))
+        })
+        .collect()
 }

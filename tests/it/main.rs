@@ -23,6 +23,7 @@ mod gpu;
 mod groups;
 mod https;
 mod kernel_wire;
+mod lists_model;
 mod origins;
 mod packaging;
 mod pages;
