@@ -25,7 +25,7 @@ use super::layout::{self, Nav, Notice};
 use crate::hub::{Hub, Principal};
 use crate::session::{self, LoggedIn};
 use crate::spawn::{self, StopError};
-use crate::state::UserRecord;
+use crate::state::{UserOrder, UserQuery, UserRecord, UserState};
 use crate::username;
 
 /// Most names one submission of the add-users form may carry.
@@ -198,9 +198,12 @@ pub async fn page(
         _ => None,
     };
     let notices: Vec<Notice> = notice.into_iter().map(Notice::Info).collect();
+    // An unknown sort or state falls back to the default, as a hand-edited link should.
     let view = UsersView {
         search: q.get("q").trim().to_lowercase(),
         offset: q.get("offset").parse().unwrap_or(0),
+        sort: q.get("sort").to_string(),
+        state: q.get("state").to_string(),
     };
     render(&hub, &p, &me, StatusCode::OK, notices, "", false, &view)
 }
@@ -208,12 +211,61 @@ pub async fn page(
 /// Users shown on one page of the admin page's table (the store pages them by name).
 const USERS_PER_PAGE: usize = 100;
 
-/// Which page of the users table: the names searched (a prefix) and where the page starts.
+/// Which page of the users table: the names searched (a prefix), the order and state filter
+/// (JupyterHub's `sort` and `state`, kept as given so links carry them) and where the page
+/// starts.
 #[derive(Default)]
 struct UsersView {
     search: String,
     offset: usize,
+    sort: String,
+    state: String,
 }
+
+impl UsersView {
+    fn order(&self) -> UserOrder {
+        UserOrder::parse(&self.sort).unwrap_or(UserOrder::Name)
+    }
+
+    fn filter(&self) -> UserState {
+        UserState::parse(&self.state).unwrap_or(UserState::Any)
+    }
+
+    /// This view's link with another sort, state or offset.
+    fn link(&self, hp: &str, sort: &str, state: &str, offset: usize) -> String {
+        let mut url = format!("{hp}admin?q={}", urlencoding::encode(&self.search));
+        if !sort.is_empty() {
+            url.push_str(&format!("&sort={}", urlencoding::encode(sort)));
+        }
+        if !state.is_empty() {
+            url.push_str(&format!("&state={}", urlencoding::encode(state)));
+        }
+        if offset > 0 {
+            url.push_str(&format!("&offset={offset}"));
+        }
+        url
+    }
+
+    /// A column header's sort link: ascending first, descending when already ascending.
+    fn sort_link(&self, hp: &str, key: &str) -> (String, &'static str) {
+        let (next, shown) = if self.sort == key || (key == "name" && self.sort.is_empty()) {
+            (format!("-{key}"), "ascending")
+        } else if self.sort == format!("-{key}") {
+            (key.to_string(), "descending")
+        } else {
+            (key.to_string(), "none")
+        };
+        (self.link(hp, &next, &self.state, 0), shown)
+    }
+}
+
+/// The state filters offered, with their labels.
+const STATE_FILTERS: [(&str, &str); 4] = [
+    ("", "All users"),
+    ("active", "With a server"),
+    ("ready", "Running"),
+    ("inactive", "Without a server"),
+];
 
 #[allow(clippy::too_many_arguments)] // the page's parts, each from a different handler
 fn render(
@@ -229,19 +281,29 @@ fn render(
     let hp = hub.hub_prefix();
     let csrf = session::csrf_token(p);
     let cfg = hub.config();
-    // One page, in name order, paged by the store: the page costs its users, not all users.
-    let total = hub.store.count_users_with_prefix(&view.search);
+    // One page, in the order and state asked, paged by the store's indexes: the page costs
+    // its users, not all users.
+    let query = UserQuery {
+        prefix: &view.search,
+        order: view.order(),
+        state: view.filter(),
+    };
+    let total = hub.store.count_users(&query).unwrap_or(0);
     let users = hub
         .store
-        .users_page_by_name(&view.search, false, view.offset, USERS_PER_PAGE)
+        .users_page(&query, view.offset, USERS_PER_PAGE)
         .unwrap_or_default();
     // Admins set passwords where the hub keeps them (firstuse, native).
     let passwords = cfg.auth.kind != crate::config::AuthType::Dummy;
-    let page_link = |offset: usize| {
-        format!(
-            "{hp}admin?q={}&offset={offset}",
-            urlencoding::encode(&view.search)
-        )
+    let page_link = |offset: usize| view.link(&hp, &view.sort, &view.state, offset);
+    let sortable = |key: &str, label: &str| {
+        let (href, shown) = view.sort_link(&hp, key);
+        html! {
+            th scope="col" aria-sort=(shown) {
+                a href=(href) { (label) }
+                @match shown { "ascending" => " ▲", "descending" => " ▼", _ => "" }
+            }
+        }
     };
     let action = |u: &UserRecord, what: &str, label: &str, class: &str| {
         html! {
@@ -262,7 +324,18 @@ fn render(
             form.inline method="get" action=(format!("{hp}admin")) role="search" {
                 label for="user-search" { "Find users" }
                 input #user-search type="search" name="q" value=(view.search) placeholder="name starts with…";
+                @if !view.sort.is_empty() { input type="hidden" name="sort" value=(view.sort); }
+                @if !view.state.is_empty() { input type="hidden" name="state" value=(view.state); }
                 button.secondary type="submit" { "Search" }
+            }
+            nav.actions aria-label="Show users" {
+                @for (state, label) in STATE_FILTERS {
+                    @if view.filter() == UserState::parse(state).unwrap_or(UserState::Any) {
+                        strong aria-current="true" { (label) }
+                    } @else {
+                        a href=(view.link(&hp, &view.sort, state, 0)) { (label) }
+                    }
+                }
             }
             form #bulk .inline method="post" action=(format!("{hp}admin/servers")) {
                 (forms::xsrf_input(&csrf))
@@ -293,10 +366,10 @@ fn render(
                     thead {
                         tr {
                             th scope="col" { span.visually-hidden { "Select" } }
-                            th scope="col" { "Name" }
+                            (sortable("name", "Name"))
                             th scope="col" { "Admin" }
                             th scope="col" { "Server" }
-                            th scope="col" { "Last activity" }
+                            (sortable("last_activity", "Last activity"))
                             th scope="col" { "Actions" }
                         }
                     }

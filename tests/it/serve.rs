@@ -833,8 +833,8 @@ async fn profiles_added_and_removed_with_orrery_config_show_after_a_reload() {
 /// The admin page pages its users table (100 a page, in name order, from the store) and finds
 /// users by the start of their names, without JavaScript.
 #[tokio::test]
-async fn the_admin_page_pages_and_searches_users() {
-    let d = Daemon::start("").await;
+async fn the_admin_page_pages_sorts_filters_and_searches_users() {
+    let d = Daemon::start(&crate::common::sleeping_spawner("")).await;
     d.create_users(&["boss"], true).await;
     let names: Vec<String> = (0..250).map(|i| format!("u{i:03}")).collect();
     let (s, b, _) = d
@@ -876,4 +876,45 @@ async fn the_admin_page_pages_and_searches_users() {
         "{found}"
     );
     assert_eq!(rows(&found), 10);
+
+    // Sort by the column headers (JupyterHub's sort), and the state filters.
+    assert!(
+        first.contains("sort=-name") && first.contains("sort=last_activity"),
+        "{first}"
+    );
+    let reversed = admin("?sort=-name").await;
+    assert!(
+        reversed.contains("row\">u249<") && !reversed.contains("row\">boss"),
+        "-name starts at u249 and leaves boss for the last page"
+    );
+    let (s, b, _) = d
+        .api(
+            "POST",
+            "/users/u200/activity",
+            Some(ADMIN),
+            Some(json!({"last_activity": chrono::Utc::now().to_rfc3339()})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let recent = admin("?sort=-last_activity").await;
+    let at = |page: &str, name: &str| page.find(&format!(">{name}<")).unwrap_or(usize::MAX);
+    assert!(at(&recent, "u200") < at(&recent, "u000"), "{recent}");
+    let (s, b, _) = d.api("POST", "/users/u120/server", Some(ADMIN), None).await;
+    assert_eq!(s, 202, "{b}");
+    let active = admin("?state=active").await;
+    assert!(active.contains("1 user(s)"), "{active}");
+    assert_eq!(rows(&active), 1);
+    assert!(active.contains(">u120<"));
+    let inactive = admin("?state=inactive&q=u12").await;
+    assert!(
+        inactive.contains("9 user(s) whose names start with “u12”"),
+        "{inactive}"
+    );
+    assert!(!inactive.contains(">u120<"));
+    // A link keeps the search, the sort and the filter.
+    let paged = admin("?sort=-name&state=inactive").await;
+    assert!(
+        paged.contains("sort=-name&amp;state=inactive&amp;offset=100"),
+        "{paged}"
+    );
 }
