@@ -1,8 +1,6 @@
 //! The admin page (`<hub>/admin`, admins only): every user with their admin flag, server state
 //! and last activity; per-user start, stop, make/remove admin and delete (confirmed on a second
-//! page); a form to add users; and the groups with their members and who manages them, with
-//! forms to add and remove members of the groups the API manages (a config group changes only
-//! in the config file, [`super::admin_groups`]). Servers can be started or stopped for the
+//! page); a form to add users; a link to the groups page ([`super::admin_groups`]). Servers can be started or stopped for the
 //! selected users (checkboxes tied to one bulk form by `form=`, no JavaScript) or stopped all at
 //! once; a running server has an "Open" link (admins hold `access:servers`); with the firstuse
 //! or native authenticator an admin sets a user's password. Admins cannot demote or delete
@@ -43,7 +41,7 @@ fn forbidden(hub: &Hub, p: &Principal) -> Response {
 
 /// The admin behind a page request, or the 403 page.
 #[allow(clippy::result_large_err)] // a Response, as axum's own rejections
-fn require_admin(hub: &Hub, p: &Principal) -> Result<UserRecord, Response> {
+pub(super) fn require_admin(hub: &Hub, p: &Principal) -> Result<UserRecord, Response> {
     let user = forms::page_user(hub, p)?;
     if hub.is_admin(&user) {
         Ok(user)
@@ -179,22 +177,6 @@ pub async fn page(
             })
         }
         "password" => Some(format!("{who}'s password has been set.")),
-        "group-created" | "group-deleted" => {
-            let group = username::normalize(q.get("group")).unwrap_or_default();
-            Some(if q.get("done") == "group-created" {
-                format!("Group {group} has been created.")
-            } else {
-                format!("Group {group} has been deleted.")
-            })
-        }
-        "member-added" | "member-removed" => {
-            let group = username::normalize(q.get("group")).unwrap_or_default();
-            Some(if q.get("done") == "member-added" {
-                format!("{who} is now a member of group {group}.")
-            } else {
-                format!("{who} is no longer a member of group {group}.")
-            })
-        }
         _ => None,
     };
     let notices: Vec<Notice> = notice.into_iter().map(Notice::Info).collect();
@@ -319,6 +301,7 @@ fn render(
         @if let Some(e) = hub.tls.status().error.filter(|_| hub.config().https.enabled) {
             (Notice::Error(format!("HTTPS certificate: {e}")).render())
         }
+        p { a href=(format!("{hp}admin/groups")) { "Groups →" } }
         section aria-labelledby="users-heading" {
             h2 #users-heading { "Users" }
             form.inline method="get" action=(format!("{hp}admin")) role="search" {
@@ -454,7 +437,6 @@ fn render(
                 }
             }
         }
-        (super::admin_groups::groups_section(hub, &csrf))
         section aria-labelledby="add-heading" {
             h2 #add-heading { "Add users" }
             form.stack method="post" action=(format!("{hp}admin/users")) {

@@ -1,34 +1,106 @@
-//! The admin page's groups: the table of groups with their managers, members and roles, and
-//! the forms that create and delete groups the API manages and change their members. Groups the
-//! config manages (`[[groups]]`) are shown, and changing them is refused saying how.
+//! The admin's groups page (`<hub>/admin/groups`, as JupyterHub's admin panel has one): the
+//! groups 100 a page in name order (paged by the store), each with who manages it, its first
+//! 50 members and its roles, and the forms that create and delete groups the API manages and
+//! change their members. Groups the config manages (`[[groups]]`) are shown, and changing them
+//! is refused saying how. Kept off the users page so that page costs a page of users: a group
+//! record holds its members, and 20 classes of 2,500 would make every users page decode 50,000
+//! names.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use maud::{html, Markup};
+use maud::html;
 
-use super::admin::{admin_url, db_failed, failed, flush, AdminForm};
-use super::{forms, layout};
+use super::admin::{flush, require_admin, AdminForm};
+use super::forms::{self, Fields};
+use super::layout::{self, Nav, Notice};
 use crate::groups;
-use crate::hub::Hub;
-use crate::state::{GroupRecord, ManagedBy};
+use crate::hub::{Hub, Principal};
+use crate::session::{self, LoggedIn};
+use crate::state::{GroupRecord, ManagedBy, UserRecord};
 use crate::username;
 
-/// Groups shown on the admin page (the first, by name; `orrery groups list` lists them all).
-const GROUPS_SHOWN: usize = 100;
-/// Members shown per group (the first, by name): a class of thousands would make the page
-/// cost its members.
+/// Groups on one page (the store pages them by name).
+const GROUPS_PER_PAGE: usize = 100;
+/// Members shown per group (the first, by name); `orrery groups show NAME` and the API list
+/// them all.
 const MEMBERS_SHOWN: usize = 50;
 
-/// The groups, their managers and members; member forms for the groups the API manages.
-pub(super) fn groups_section(hub: &Hub, csrf: &str) -> Markup {
+/// `<hub>/admin/groups`.
+fn groups_url(hub: &Hub) -> String {
+    format!("{}admin/groups", hub.hub_prefix())
+}
+
+/// `GET <hub>/admin/groups[?offset=N]`.
+pub async fn page(
+    State(hub): State<Arc<Hub>>,
+    LoggedIn(p): LoggedIn,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let me = match require_admin(&hub, &p) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let q = Fields::query(query.as_deref());
+    // Only fixed messages, naming a user or group only when the name is valid.
+    let who = username::normalize(q.get("user")).unwrap_or_default();
+    let group = username::normalize(q.get("group")).unwrap_or_default();
+    let notice = match q.get("done") {
+        "group-created" => Some(format!("Group {group} has been created.")),
+        "group-deleted" => Some(format!("Group {group} has been deleted.")),
+        "member-added" => Some(format!("{who} is now a member of group {group}.")),
+        "member-removed" => Some(format!("{who} is no longer a member of group {group}.")),
+        _ => None,
+    };
+    let notices = notice.into_iter().map(Notice::Info).collect();
+    let offset = q.get("offset").parse().unwrap_or(0);
+    render(&hub, &p, &me, StatusCode::OK, notices, offset)
+}
+
+/// The groups page with an error notice (the first page).
+fn failed(
+    hub: &Hub,
+    p: &Principal,
+    me: &UserRecord,
+    status: StatusCode,
+    message: String,
+) -> Response {
+    render(hub, p, me, status, vec![Notice::Error(message)], 0)
+}
+
+/// The groups page with a 500 notice, after a state database error (logged by the caller).
+fn db_failed(hub: &Hub, p: &Principal, me: &UserRecord) -> Response {
+    failed(
+        hub,
+        p,
+        me,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "The hub's state database failed; see the hub's log.".into(),
+    )
+}
+
+fn render(
+    hub: &Hub,
+    p: &Principal,
+    _me: &UserRecord,
+    status: StatusCode,
+    notices: Vec<Notice>,
+    offset: usize,
+) -> Response {
     let hp = hub.hub_prefix();
+    let csrf = session::csrf_token(p);
     let cfg = hub.config();
     let total = hub.store.group_count();
-    let list = hub.store.groups_page(0, GROUPS_SHOWN).unwrap_or_default();
-    html! {
+    let list = hub
+        .store
+        .groups_page(offset, GROUPS_PER_PAGE)
+        .unwrap_or_default();
+    let csrf = csrf.as_str();
+    let body = html! {
+        (layout::notices(&notices))
+        p { a href=(format!("{hp}admin")) { "← Users" } }
         section aria-labelledby="groups-heading" {
             h2 #groups-heading { "Groups" }
             form.inline method="post" action=(format!("{hp}admin/groups")) {
@@ -43,11 +115,19 @@ pub(super) fn groups_section(hub: &Hub, csrf: &str) -> Markup {
                 p.muted { "No groups. Declare them in the config file ([[groups]]), or create them with "
                     code { "orrery groups add NAME" } " or the API." }
             } @else {
+                div.actions {
+                    @if offset > 0 {
+                        a href=(format!("{hp}admin/groups?offset={}", offset.saturating_sub(GROUPS_PER_PAGE))) rel="prev" { "← Previous" }
+                    }
+                    @if offset + list.len() < total {
+                        a href=(format!("{hp}admin/groups?offset={}", offset + GROUPS_PER_PAGE)) rel="next" { "Next →" }
+                    }
+                }
                 div.table-wrap {
                     table #groups {
                         caption {
                             (total) " group(s)"
-                            @if total > list.len() { ", the first " (list.len()) " shown (all: " code { "orrery groups list" } ")" }
+                            @if total > list.len() { ", " (offset + 1) "–" (offset + list.len()) " shown" }
                         }
                         thead {
                             tr {
@@ -89,7 +169,7 @@ pub(super) fn groups_section(hub: &Hub, csrf: &str) -> Markup {
                                             }
                                         }
                                         @if g.users.len() > MEMBERS_SHOWN {
-                                            p.hint { "… and " (g.users.len() - MEMBERS_SHOWN) " more (all: " code { "orrery groups list" } ")" }
+                                            p.hint { "… and " (g.users.len() - MEMBERS_SHOWN) " more (all: " code { "orrery groups show " (g.name) } ")" }
                                         }
                                         @if !by_config {
                                             form.inline method="post" action=(format!("{hp}admin/groups/{}/add-user", g.name)) {
@@ -120,7 +200,11 @@ pub(super) fn groups_section(hub: &Hub, csrf: &str) -> Markup {
                 }
             }
         }
-    }
+    };
+    layout::html_response(
+        status,
+        layout::page(hub, Some(p), Nav::Admin, "Groups", body),
+    )
 }
 
 /// A member change on a group the API manages: the group must exist and not be the config's.
@@ -177,7 +261,7 @@ async fn change_member(hub: Arc<Hub>, name: String, form: AdminForm, add: bool) 
     tracing::info!(admin = %me.name, group = %name, user = %user, add, "group membership changed on the admin page");
     layout::redirect(&format!(
         "{}?done={}&user={}&group={}",
-        admin_url(&hub),
+        groups_url(&hub),
         if add {
             "member-added"
         } else {
@@ -240,7 +324,7 @@ pub async fn create_group(State(hub): State<Arc<Hub>>, form: AdminForm) -> Respo
     tracing::info!(admin = %me.name, group = %name, "group created on the admin page");
     layout::redirect(&format!(
         "{}?done=group-created&group={}",
-        admin_url(&hub),
+        groups_url(&hub),
         urlencoding::encode(&name)
     ))
 }
@@ -289,7 +373,7 @@ pub async fn delete_group(
     tracing::info!(admin = %me.name, group = %name, "group deleted on the admin page");
     layout::redirect(&format!(
         "{}?done=group-deleted&group={}",
-        admin_url(&hub),
+        groups_url(&hub),
         urlencoding::encode(&name)
     ))
 }

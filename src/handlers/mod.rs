@@ -110,7 +110,10 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
             &at("/admin/users/{name}/delete"),
             get(admin::delete_confirm).post(admin::delete),
         )
-        .route(&at("/admin/groups"), post(admin_groups::create_group))
+        .route(
+            &at("/admin/groups"),
+            get(admin_groups::page).post(admin_groups::create_group),
+        )
         .route(
             &at("/admin/groups/{name}/delete"),
             post(admin_groups::delete_group),

@@ -157,7 +157,17 @@ async fn admins_act_on_selected_and_all_servers_set_passwords_and_manage_groups(
 
     // Groups: create one, delete it; a config group cannot be deleted here.
     let (s, to, _) = post(&d, &cookie, "/hub/admin/groups", &[("name", "lab-1")]).await;
-    assert_eq!((s, to.contains("done=group-created")), (302, true), "{to}");
+    assert_eq!(
+        (s, to.starts_with("/hub/admin/groups?done=group-created")),
+        (302, true),
+        "{to}"
+    );
+    let (s, page) = page_as(&d.url, &cookie, &to).await;
+    assert_eq!(s, 200);
+    assert!(
+        page.contains("Group lab-1 has been created.") && page.contains("data-group=\"lab-1\""),
+        "{page}"
+    );
     let (s, _, _) = d.api("GET", "/groups/lab-1", Some(ADMIN), None).await;
     assert_eq!(s, 200);
     let (s, _, body) = post(&d, &cookie, "/hub/admin/groups", &[("name", "lab-1")]).await;
@@ -174,6 +184,8 @@ async fn admins_act_on_selected_and_all_servers_set_passwords_and_manage_groups(
     let ann = login_at(&d.url, "ann", "ann-password-1")
         .await
         .expect("ann logs in");
-    let (s, _) = page_as(&d.url, &ann, "/hub/admin").await;
-    assert_eq!(s, 403);
+    for page in ["/hub/admin", "/hub/admin/groups"] {
+        let (s, _) = page_as(&d.url, &ann, page).await;
+        assert_eq!(s, 403, "{page}");
+    }
 }

@@ -248,7 +248,7 @@ async fn the_admin_page_lists_groups_their_members_and_managers() {
     let get = || async {
         let r = d
             .http
-            .get(format!("{}/hub/admin", d.url))
+            .get(format!("{}/hub/admin/groups", d.url))
             .header("Cookie", &cookie)
             .send()
             .await
@@ -257,6 +257,12 @@ async fn the_admin_page_lists_groups_their_members_and_managers() {
         r.text().await.unwrap()
     };
     let page = get().await;
+    // The users page links to the groups page and lists no groups itself.
+    let (_, users_page) = crate::common::page_as(&d.url, &cookie, "/hub/admin").await;
+    assert!(
+        users_page.contains("href=\"/hub/admin/groups\"") && !users_page.contains("id=\"groups\""),
+        "the users page links to the groups"
+    );
     let groups = &page[page.find("id=\"groups\"").expect("a groups table")..];
     let row = |name: &str| {
         let at = groups
