@@ -665,6 +665,7 @@ impl Allocator for Orrery {
                 gpu_model: None,
                 mig_profile: None,
                 since: epoch() + chrono::Duration::seconds(now),
+                priority: 0,
             });
         }
     }

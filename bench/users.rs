@@ -151,7 +151,10 @@ async fn time_admin(http: &reqwest::Client, port: u16, cookie: &str) -> f64 {
             .expect("admin page");
         assert_eq!(r.status().as_u16(), 200);
         let page = r.text().await.expect("page");
-        assert!(page.contains("user000099"), "the first page of users");
+        assert!(
+            page.contains(">user000098<"),
+            "the first page of users: boss, user000000 to user000098"
+        );
         page.len()
     };
     for _ in 0..2 {

@@ -305,14 +305,18 @@ impl Hub {
 
     /// The names of a user's roles, as the user model lists them.
     pub fn user_role_names(&self, user: &UserRecord) -> Vec<String> {
+        self.user_role_names_in(user, &self.groups_of(&user.name))
+    }
+
+    /// [`Hub::user_role_names`] for a user whose `groups` the caller has read already.
+    pub fn user_role_names_in(&self, user: &UserRecord, groups: &[String]) -> Vec<String> {
         let mut names = vec!["user".to_string()];
         if self.is_admin(user) {
             names.push("admin".to_string());
         }
         let cfg = self.config();
-        let groups = self.groups_of(&user.name);
         names.extend(
-            roles::of_user(&cfg.roles, &user.name, &groups)
+            roles::of_user(&cfg.roles, &user.name, groups)
                 .into_iter()
                 .map(str::to_string),
         );

@@ -74,37 +74,49 @@ pub fn server_model(hub: &Hub, s: &ServerRecord, with_state: bool) -> Value {
 }
 
 /// The complete user model, before filtering.
-pub fn full_user_model(hub: &Hub, u: &UserRecord, include_servers: bool) -> Value {
-    let servers = hub.store.servers_of(&u.name).unwrap_or_default();
-    let default = servers.iter().find(|s| s.name.is_empty());
+fn full_user_model(hub: &Hub, u: &UserRecord, groups: Vec<String>, servers: Servers) -> Value {
+    let records = hub.store.servers_of(&u.name).unwrap_or_default();
+    let default = records.iter().find(|s| s.name.is_empty());
     let server_url = default
         .filter(|s| s.ready)
         .map(|_| hub.server_location(&u.name, ""));
     let pending = default.and_then(|s| s.pending.clone());
     let admin = hub.is_admin(u);
-    let roles = hub.user_role_names(u);
+    let roles = hub.user_role_names_in(u, &groups);
     let mut m = json!({
         "kind": "user",
         "name": u.name,
         "admin": admin,
         "roles": roles,
-        "groups": hub.groups_of(&u.name),
+        "groups": groups,
         "server": server_url,
         "pending": pending,
         "created": iso(&u.created),
         "last_activity": iso_opt(&u.last_activity),
     });
-    if include_servers {
-        let map: Map<String, Value> = servers
-            .iter()
-            .map(|s| (s.name.clone(), server_model(hub, s, false)))
+    if servers != Servers::Left {
+        let map: Map<String, Value> = records
+            .into_iter()
+            .map(|s| {
+                let model = server_model(hub, &s, servers == Servers::WithState);
+                (s.name, model)
+            })
             .collect();
         m["servers"] = Value::Object(map);
     }
     m
 }
 
-/// The user model as `who` may see it. None: nothing at all is visible.
+/// Whether a user model has its `servers`, and with their backend `state`.
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Servers {
+    Left,
+    Listed,
+    WithState,
+}
+
+/// The user model as `who` may see it. None: nothing at all is visible. The user's groups
+/// and server records are read once each (a users page builds 200 of these).
 pub fn user_model_for(hub: &Hub, who: &Principal, u: &UserRecord) -> Option<Value> {
     let groups = hub.groups_of(&u.name);
     let target = Target::user(&u.name, &groups);
@@ -117,24 +129,23 @@ pub fn user_model_for(hub: &Hub, who: &Principal, u: &UserRecord) -> Option<Valu
     if allowed.is_empty() {
         return None;
     }
-    let full = full_user_model(hub, u, allowed.contains(&"servers"));
+    let servers = match (
+        allowed.contains(&"servers"),
+        who.scopes.allows("admin:server_state", &target),
+    ) {
+        (false, _) => Servers::Left,
+        (true, false) => Servers::Listed,
+        (true, true) => Servers::WithState,
+    };
+    let full = full_user_model(hub, u, groups, servers);
     let Value::Object(map) = full else {
         return None;
     };
-    let mut out: Map<String, Value> = map
-        .into_iter()
-        .filter(|(k, _)| allowed.contains(&k.as_str()))
-        .collect();
-    if out.contains_key("servers") && who.scopes.allows("admin:server_state", &target) {
-        if let Some(Value::Object(servers)) = out.get_mut("servers") {
-            for (name, model) in servers.iter_mut() {
-                if let Ok(Some(s)) = hub.store.server(&u.name, name) {
-                    model["state"] = s.backend_state;
-                }
-            }
-        }
-    }
-    Some(Value::Object(out))
+    Some(Value::Object(
+        map.into_iter()
+            .filter(|(k, _)| allowed.contains(&k.as_str()))
+            .collect(),
+    ))
 }
 
 /// A group: JupyterHub's fields (`roles`: the config's roles naming it) and who manages it

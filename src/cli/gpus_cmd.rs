@@ -101,13 +101,17 @@ fn render_queue(queue: &[WaitView]) -> String {
         return String::new();
     }
     let mut out = format!(
-        "QUEUE: {} kernel(s) waiting, served in this order (users holding fewer GPUs first, \
-         then arrival)\n",
+        "QUEUE: {} kernel(s) waiting, served in this order (higher group priority first, then \
+         users holding fewer GPUs, then arrival)\n",
         queue.len()
     );
     for w in queue {
+        let priority = match w.priority {
+            0 => String::new(),
+            p => format!("  priority {p}"),
+        };
         out.push_str(&format!(
-            "{:>3}. {:<16} kernel {}  {} unit(s)  waiting {}\n",
+            "{:>3}. {:<16} kernel {}  {} unit(s)  waiting {}{priority}\n",
             w.ahead + 1,
             w.user,
             short(&w.kernel),

@@ -782,6 +782,23 @@ pub struct Gpu {
     /// A kernel waiting for a GPU this long stops waiting: its held cells are answered with
     /// a message saying so, and its next execute queues again. 0: wait as long as it takes.
     pub queue_timeout: Duration,
+    /// Groups with their own standing for GPUs (`[[gpu.groups]]`): a place in the queue
+    /// before the fewer-GPUs rule, and their own quota.
+    pub groups: Vec<GpuGroup>,
+}
+
+/// A group's standing for GPUs (`[[gpu.groups]]`). A user in several groups gets the highest
+/// priority and the highest quota among them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct GpuGroup {
+    /// The group (from `[[groups]]` or the API).
+    pub name: String,
+    /// Waiting kernels of members are served before those of lower priority (0 for users in
+    /// no such group); within one priority the user holding fewer units goes first.
+    pub priority: i32,
+    /// Units a member's kernels may hold together, instead of `gpu.quota.per_user`.
+    pub quota: Option<u32>,
 }
 
 impl Default for Gpu {
@@ -793,6 +810,7 @@ impl Default for Gpu {
             idle_after: Duration::from_secs(600),
             idle_timeout: Duration::from_secs(3600),
             queue_timeout: Duration::from_secs(1800),
+            groups: Vec::new(),
         }
     }
 }

@@ -356,17 +356,26 @@ fn validate_services(config: &Config) -> Result<(), ConfigError> {
 /// `[[groups]]`: names (the user-name rules: they appear in filters and URLs), each once.
 /// Members were checked by [`normalize_users`]; they need not exist yet.
 fn validate_groups(config: &Config) -> Result<(), ConfigError> {
+    group_names("groups", config.groups.iter().map(|g| g.name.as_str()))?;
+    // `[[gpu.groups]]` name groups of `[[groups]]` or of the API (which may come later).
+    group_names(
+        "gpu.groups",
+        config.gpu.groups.iter().map(|g| g.name.as_str()),
+    )
+}
+
+/// The names of the `[[section]]` entries: each a valid group name, each once.
+fn group_names<'a>(section: &str, names: impl Iterator<Item = &'a str>) -> Result<(), ConfigError> {
     let mut seen: Vec<&str> = Vec::new();
-    for (i, group) in config.groups.iter().enumerate() {
-        let name = &group.name;
-        let key = format!("groups[{i}].name");
+    for (i, name) in names.enumerate() {
+        let key = format!("{section}[{i}].name");
         if name.is_empty() {
             return err(
                 &key,
-                "every [[groups]] entry needs a name, e.g. name = \"class-a\"".into(),
+                format!("every [[{section}]] entry needs a name, e.g. name = \"class-a\""),
             );
         }
-        if username::normalize(name).ok().as_deref() != Some(name.as_str()) {
+        if username::normalize(name).ok().as_deref() != Some(name) {
             return err(
                 &key,
                 format!(
@@ -378,7 +387,9 @@ fn validate_groups(config: &Config) -> Result<(), ConfigError> {
         if let Some(first) = seen.iter().position(|n| *n == name) {
             return err(
                 &key,
-                format!("{name:?} is already the name of groups[{first}]; merge the two entries"),
+                format!(
+                    "{name:?} is already the name of {section}[{first}]; merge the two entries"
+                ),
             );
         }
         seen.push(name);
@@ -896,6 +907,16 @@ mod roles_and_groups_tests {
         );
         let e = err_of("[[groups]]\nname = \"\"\n");
         assert!(e.contains("groups[0].name"), "{e}");
+        let e = err_of("[[gpu.groups]]\nname = \"tas\"\n[[gpu.groups]]\nname = \"tas\"\n");
+        assert!(
+            e.contains("gpu.groups[1].name") && e.contains("gpu.groups[0]"),
+            "{e}"
+        );
+        let e = err_of("[[gpu.groups]]\npriority = 3\n");
+        assert!(
+            e.contains("gpu.groups[0].name") && e.contains("needs a name"),
+            "{e}"
+        );
         let e = err_of("[[groups]]\nname = \"a\"\nusers = [\"ok\", \"no way\"]\n");
         assert!(e.contains("groups[0].users[1]"), "{e}");
     }

@@ -27,6 +27,7 @@ use super::manager::{lock, Gateway, Kernel, Reclaimed};
 use super::state::ExecutionState;
 use crate::gpu;
 use crate::gpu::scheduler::{self, Decision, Policy, Slot};
+use crate::gpu::standing::{self, Standing};
 use crate::state::LeaseHolder;
 
 impl Kernel {
@@ -68,7 +69,8 @@ impl Gateway {
         }
         let _ = store.release_leases(&holder);
         let cfg = self.services.config.get();
-        let quota = cfg.gpu.quota.per_user as usize;
+        let standing = self.gpu_standing(&kernel.user);
+        let quota = standing.quota as usize;
         let held = leases
             .iter()
             .filter(|l| l.holder != holder && l.holder.user() == kernel.user)
@@ -79,10 +81,14 @@ impl Gateway {
             .map(|r| r.units as usize)
             .sum();
         if held + queued + wanted > quota {
+            let whose = if standing.from_group {
+                "the quota of their [[gpu.groups]]"
+            } else {
+                "gpu.quota.per_user"
+            };
             return Err(format!(
                 "GPU quota: {} holds {held} GPU unit(s) and waits for {queued}, and this kernel \
-                 asks for {wanted}, but gpu.quota.per_user is {quota}. Shut down another GPU \
-                 kernel first",
+                 asks for {wanted}, but {whose} is {quota}. Shut down another GPU kernel first",
                 kernel.user
             ));
         }
@@ -130,6 +136,17 @@ impl Gateway {
         }
         self.enqueue(kernel, request.since);
         Ok(false)
+    }
+
+    /// `user`'s priority and quota for GPUs, from the config's `[[gpu.groups]]` and the
+    /// user's groups now (a reload or a membership change applies at once).
+    pub(super) fn gpu_standing(&self, user: &str) -> Standing {
+        let cfg = self.services.config.get();
+        if cfg.gpu.groups.is_empty() {
+            return standing::of(&cfg.gpu, &[]);
+        }
+        let groups = crate::groups::groups_of(&self.services.store, &cfg, user);
+        standing::of(&cfg.gpu, &groups)
     }
 
     /// GPU units each user holds now.

@@ -50,6 +50,8 @@ impl Kernel {
             gpu_model: self.spec.gpu_model.clone(),
             mig_profile: self.spec.mig_profile.clone(),
             since,
+            // Set from the user's groups whenever the queue is read (`gpu_waiting`).
+            priority: 0,
         }
     }
 
@@ -141,7 +143,15 @@ pub fn waiting_text(ahead: usize, units: u32) -> String {
 impl Gateway {
     /// The waiting requests, in arrival order.
     pub fn gpu_waiting(&self) -> Vec<Request> {
-        lock(&self.gpu_queue).clone()
+        let mut waiting = lock(&self.gpu_queue).clone();
+        // Priorities as the config and the groups say now (one lookup per user).
+        let mut seen: std::collections::HashMap<String, i32> = Default::default();
+        for r in &mut waiting {
+            r.priority = *seen
+                .entry(r.user.clone())
+                .or_insert_with(|| self.gpu_standing(&r.user).priority);
+        }
+        waiting
     }
 
     /// Put `kernel` in the queue (waiting since `since`: its place, kept by a restart) and
@@ -369,6 +379,9 @@ pub struct WaitView {
     pub user: String,
     pub units: u32,
     pub waiting_s: u64,
+    /// Its user's GPU priority (`[[gpu.groups]]`; 0 outside them).
+    #[serde(default)]
+    pub priority: i32,
 }
 
 impl Gateway {
@@ -415,6 +428,7 @@ pub fn wait_views(
             user: r.user.clone(),
             units: r.units,
             waiting_s: (now - r.since).num_seconds().max(0) as u64,
+            priority: r.priority,
         })
         .collect()
 }

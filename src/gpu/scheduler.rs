@@ -6,11 +6,11 @@
 //! virtual clock. Time is always passed in (`now`), never read here.
 //!
 //! Rules:
-//! * **Order**: the user holding fewer units first, then arrival, so one user's many requests
-//!   cannot starve a class.
+//! * **Order**: the higher priority first (`[[gpu.groups]]`, 0 outside them), then the user
+//!   holding fewer units, then arrival, so one user's many requests cannot starve a class.
 //! * **All or none**: a request for N units is granted N at once or waits.
 //! * **No starvation of big requests**: once a request has waited `queue_timeout / 2`, no
-//!   request that arrived after it is served before it.
+//!   request of its priority or lower that arrived after it is served before it.
 //! * **Reclaim**: a holder is idle when it is not executing and has had neither traffic nor
 //!   GPU utilization since `idle_since`. While someone waits, holders idle for `idle_after`
 //!   are reclaimed at once, longest idle first, as many as the waiting need; when nobody
@@ -49,6 +49,10 @@ pub struct Request {
     pub mig_profile: Option<String>,
     /// When it joined the queue: its place in line, kept across restarts of the daemon.
     pub since: DateTime<Utc>,
+    /// Its user's priority (the highest of their `[[gpu.groups]]`, else 0): read from the
+    /// config each round, so a reload applies to those already waiting.
+    #[serde(default)]
+    pub priority: i32,
 }
 
 /// A unit that is free to hand out.
@@ -78,7 +82,12 @@ pub fn order<'a>(waiting: &'a [Request], held: &HashMap<String, u32>) -> Vec<&'a
     v.sort_by(|a, b| {
         let ha = held.get(&a.user).copied().unwrap_or(0);
         let hb = held.get(&b.user).copied().unwrap_or(0);
-        (ha, a.since, &a.kernel).cmp(&(hb, b.since, &b.kernel))
+        (std::cmp::Reverse(a.priority), ha, a.since, &a.kernel).cmp(&(
+            std::cmp::Reverse(b.priority),
+            hb,
+            b.since,
+            &b.kernel,
+        ))
     });
     v
 }
@@ -101,8 +110,9 @@ pub fn grants(
     let mut out = Vec::new();
     let starving_after = policy.queue_timeout / 2;
     'next: loop {
-        // A request that has waited long enough reserves its place: nobody who came after
-        // it is served before it.
+        // A request that has waited long enough reserves its place: nobody of its priority
+        // or lower who came after it is served before it (the order puts higher priorities
+        // before it anyway).
         let mut reserved_since: Option<DateTime<Utc>> = None;
         for r in order(&left, &held) {
             if reserved_since.is_some_and(|s| r.since > s) {
@@ -245,6 +255,7 @@ mod tests {
             gpu_model: None,
             mig_profile: None,
             since: t(since),
+            priority: 0,
         }
     }
 
@@ -281,6 +292,31 @@ mod tests {
         assert_eq!(ahead_of(&waiting, &held, "a2"), Some(2));
         let g = grants(&waiting, &held, &slots(1), t(20), &POLICY);
         assert_eq!(g, [("c1".to_string(), vec!["GPU-0".to_string()])]);
+    }
+
+    #[test]
+    fn a_higher_priority_goes_ahead_of_earlier_arrivals_and_fewer_units() {
+        let mut ta = req("t1", "tina", 1, 50);
+        ta.priority = 10;
+        let waiting = [req("a1", "alice", 1, 0), req("c1", "carol", 1, 5), ta];
+        // Tina already holds more than the others: priority comes before that rule.
+        let held = HashMap::from([("tina".to_string(), 1)]);
+        let order: Vec<&str> = order(&waiting, &held)
+            .iter()
+            .map(|r| r.kernel.as_str())
+            .collect();
+        assert_eq!(order, ["t1", "a1", "c1"]);
+        assert_eq!(ahead_of(&waiting, &held, "a1"), Some(1));
+        let g = grants(&waiting, &held, &slots(1), t(60), &POLICY);
+        assert_eq!(g, [("t1".to_string(), vec!["GPU-0".to_string()])]);
+        // A low-priority request starving for half the timeout does not hold back a higher
+        // priority that came later.
+        let mut late = req("t2", "tina", 1, 1000);
+        late.priority = 10;
+        let waiting = [req("big", "bob", 2, 0), late];
+        let g = grants(&waiting, &HashMap::new(), &slots(1), t(1001), &POLICY);
+        assert_eq!(g.len(), 1, "{g:?}");
+        assert_eq!(g[0].0, "t2");
     }
 
     #[test]

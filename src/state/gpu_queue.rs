@@ -60,6 +60,7 @@ mod tests {
                 gpu_model: None,
                 mig_profile: None,
                 since: at(s),
+                priority: 0,
             },
             held: vec![serde_json::json!({"msg_id": "m"})],
         };

@@ -130,6 +130,36 @@ async fn a_failing_state_directory_is_a_500_with_its_cause_not_the_clients_fault
 // The gateway's logic with the local kernel runtime: real ipykernel processes, no Docker.
 // ---------------------------------------------------------------------------------------------
 
+/// A user with a running server (kernels are taken back at a restart only while their
+/// user's server runs) and a gateway token, which this returns.
+fn add_user(hub: &Hub, name: &str) -> String {
+    assert!(hub.store.create_user(&UserRecord::new(name)).unwrap());
+    hub.store
+        .put_server(&orrery::state::ServerRecord {
+            user: name.into(),
+            name: String::new(),
+            url: Some("http://127.0.0.1:9".into()),
+            started: Some(chrono::Utc::now()),
+            last_activity: None,
+            pending: None,
+            ready: true,
+            user_options: json!({}),
+            display_name: None,
+            backend_state: Value::Null,
+            token_id: None,
+        })
+        .unwrap();
+    hub.issue_token(
+        TokenOwner::User(name.into()),
+        TokenKind::Gateway,
+        vec![],
+        "gateway",
+        None,
+    )
+    .unwrap()
+    .0
+}
+
 /// A hub whose kernels are ipykernel processes from the test venv, with the gateway served on
 /// a loopback port and its loops running: (hub, gateway URL, alice's gateway token, stop).
 struct LocalGateway {
@@ -179,34 +209,7 @@ impl LocalGateway {
         assert_eq!(hub.gateway.services.runtime.name(), "local");
         let token = match token {
             Some(t) => t,
-            None => {
-                assert!(hub.store.create_user(&UserRecord::new("alice")).unwrap());
-                // Kernels are taken back at a restart only while their user's server runs.
-                hub.store
-                    .put_server(&orrery::state::ServerRecord {
-                        user: "alice".into(),
-                        name: String::new(),
-                        url: Some("http://127.0.0.1:9".into()),
-                        started: Some(chrono::Utc::now()),
-                        last_activity: None,
-                        pending: None,
-                        ready: true,
-                        user_options: json!({}),
-                        display_name: None,
-                        backend_state: Value::Null,
-                        token_id: None,
-                    })
-                    .unwrap();
-                hub.issue_token(
-                    TokenOwner::User("alice".into()),
-                    TokenKind::Gateway,
-                    vec![],
-                    "gateway",
-                    None,
-                )
-                .unwrap()
-                .0
-            }
+            None => add_user(&hub, "alice"),
         };
         hub.gateway.adopt().await;
         let stop = tokio_util::sync::CancellationToken::new();
@@ -251,9 +254,20 @@ impl LocalGateway {
     }
 
     async fn http(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.http_as(&self.token, method, path, body).await
+    }
+
+    /// A request with another user's gateway token.
+    async fn http_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = reqwest::Client::new()
             .request(method, format!("{}{path}", self.url))
-            .header("Authorization", format!("token {}", self.token));
+            .header("Authorization", format!("token {token}"));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -263,8 +277,17 @@ impl LocalGateway {
     }
 
     async fn model(&self, id: &str) -> Value {
+        self.model_as(&self.token, id).await
+    }
+
+    async fn model_as(&self, token: &str, id: &str) -> Value {
         let (status, model) = self
-            .http(reqwest::Method::GET, &format!("/api/kernels/{id}"), None)
+            .http_as(
+                token,
+                reqwest::Method::GET,
+                &format!("/api/kernels/{id}"),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{model}");
         model
@@ -272,9 +295,14 @@ impl LocalGateway {
 
     /// Wait until the kernel's model says `state` (within `secs`); returns the model.
     async fn wait_state(&self, id: &str, state: &str, secs: u64) -> Value {
+        self.wait_state_as(&self.token, id, state, secs).await
+    }
+
+    /// [`Self::wait_state`] for another user's kernel.
+    async fn wait_state_as(&self, token: &str, id: &str, state: &str, secs: u64) -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         loop {
-            let m = self.model(id).await;
+            let m = self.model_as(token, id).await;
             if m["execution_state"] == state {
                 return m;
             }
@@ -294,8 +322,14 @@ impl LocalGateway {
 
     /// Ask for a kernel of spec `name`; returns its id at once (it starts in the background).
     async fn create_spec(&self, name: &str) -> String {
+        self.create_spec_as(&self.token, name).await
+    }
+
+    /// [`Self::create_spec`] with another user's gateway token.
+    async fn create_spec_as(&self, token: &str, name: &str) -> String {
         let (status, model) = self
-            .http(
+            .http_as(
+                token,
                 reqwest::Method::POST,
                 "/api/kernels",
                 Some(json!({"name": name})),
@@ -771,6 +805,130 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
     gw.wait_state(&k3, "idle", 30).await;
     for id in [&k2, &k3, &plain] {
         gw.delete(id).await;
+    }
+    assert!(gw.leases().is_empty(), "every unit is back");
+    gw.shut_down().await;
+}
+
+/// `[[gpu.groups]]`: a member of a group with priority 10 goes ahead of kernels that came
+/// earlier (and stays ahead while holding more units than they do), the group's quota of 2
+/// lets its member hold two units while others are held to `gpu.quota.per_user` = 1, and each
+/// refusal names the quota that applied.
+#[tokio::test]
+async fn a_priority_group_goes_first_and_its_quota_lets_a_member_hold_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    std::fs::write(
+        &state,
+        "gpu GPU-p1 85899345920 0 0 0 - NVIDIA A100\ngpu GPU-p2 85899345920 0 0 0 - NVIDIA A100\n",
+    )
+    .unwrap();
+    let _nvml = NVML_ENV.lock().await;
+    std::env::set_var("FAKE_NVML_STATE", &state);
+    let gw = LocalGateway::start(&dir.path().join("hub"), None).await;
+    gw.configure(|cfg| {
+        cfg.gpu.quota.per_user = 1;
+        cfg.groups = vec![orrery::config::GroupConfig {
+            name: "tas".into(),
+            users: vec!["tina".into()],
+            ..Default::default()
+        }];
+        cfg.gpu.groups = vec![orrery::config::GpuGroup {
+            name: "tas".into(),
+            priority: 10,
+            quota: Some(2),
+        }];
+    });
+    let carol = add_user(&gw.hub, "carol");
+    let dave = add_user(&gw.hub, "dave");
+    let tina = add_user(&gw.hub, "tina");
+    let unit_of = |gw: &LocalGateway, kernel: &str| {
+        gw.leases()
+            .into_iter()
+            .find(|(_, k)| k == kernel)
+            .map(|(u, _)| u)
+    };
+
+    // Both units held by users outside the group; dave then tina wait.
+    let a1 = gw.create_spec("gpu").await;
+    gw.wait_state(&a1, "idle", 60).await;
+    let c1 = gw.create_spec_as(&carol, "gpu").await;
+    gw.wait_state_as(&carol, &c1, "idle", 60).await;
+    let d1 = gw.create_spec_as(&dave, "gpu").await;
+    gw.wait_queued(&d1, 0).await;
+    let t1 = gw.create_spec_as(&tina, "gpu").await;
+    gw.wait_queued(&t1, 0).await;
+    gw.wait_queued(&d1, 1).await;
+    // Her second kernel waits too (quota 2), behind her first, still ahead of dave.
+    let t2 = gw.create_spec_as(&tina, "gpu").await;
+    gw.wait_queued(&t2, 1).await;
+    gw.wait_queued(&d1, 2).await;
+    let (_, queue) = gw.hub.gateway.gpu_view();
+    let seen: Vec<(&str, i32)> = queue
+        .iter()
+        .map(|w| (w.kernel.as_str(), w.priority))
+        .collect();
+    assert_eq!(
+        seen,
+        [(t1.as_str(), 10), (t2.as_str(), 10), (d1.as_str(), 0)]
+    );
+
+    // A non-member's second GPU kernel is refused by gpu.quota.per_user.
+    let a2 = gw.create_spec("gpu").await;
+    let dead = gw.wait_state(&a2, "dead", 30).await;
+    let reason = dead["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("alice holds 1 GPU unit(s)") && reason.contains("gpu.quota.per_user is 1"),
+        "{dead}"
+    );
+    gw.delete(&a2).await;
+
+    // Units freed go to tina first, the second one too although she then holds one and
+    // dave none: priority comes before the fewer-units rule.
+    gw.delete(&a1).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while unit_of(&gw, &t1).is_none() {
+        assert!(std::time::Instant::now() < deadline, "t1 never got a unit");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(unit_of(&gw, &t1).as_deref(), Some("GPU-p1"));
+    gw.wait_queued(&d1, 1).await;
+    let (s, _) = gw
+        .http_as(
+            &carol,
+            reqwest::Method::DELETE,
+            &format!("/api/kernels/{c1}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while unit_of(&gw, &t2).is_none() {
+        assert!(std::time::Instant::now() < deadline, "t2 never got a unit");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(unit_of(&gw, &t2).as_deref(), Some("GPU-p2"));
+    gw.wait_queued(&d1, 0).await;
+
+    // Tina holds two, her group's quota: a third is refused naming it.
+    let t3 = gw.create_spec_as(&tina, "gpu").await;
+    let dead = gw.wait_state_as(&tina, &t3, "dead", 30).await;
+    let reason = dead["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("tina holds 2 GPU unit(s)")
+            && reason.contains("the quota of their [[gpu.groups]] is 2"),
+        "{dead}"
+    );
+    for (token, id) in [(&tina, &t1), (&tina, &t2), (&tina, &t3), (&dave, &d1)] {
+        let (s, b) = gw
+            .http_as(
+                token,
+                reqwest::Method::DELETE,
+                &format!("/api/kernels/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 204, "{id}: {b}");
     }
     assert!(gw.leases().is_empty(), "every unit is back");
     gw.shut_down().await;
