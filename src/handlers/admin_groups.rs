@@ -207,32 +207,55 @@ fn render(
     )
 }
 
-/// A member change on a group the API manages: the group must exist and not be the config's.
-async fn change_member(hub: Arc<Hub>, name: String, form: AdminForm, add: bool) -> Response {
-    let AdminForm { p, me, fields: f } = form;
-    let not_found = |hub: &Hub| {
+/// The group `name` names, if it exists and the API manages it; else the page saying why
+/// (404, or 409 with how to change a config group).
+#[allow(clippy::result_large_err)] // a Response, as axum's own rejections
+fn api_group(
+    hub: &Hub,
+    p: &Principal,
+    me: &UserRecord,
+    name: &str,
+) -> Result<GroupRecord, Response> {
+    let not_found = || {
         failed(
             hub,
-            &p,
-            &me,
+            p,
+            me,
             StatusCode::NOT_FOUND,
             "That group does not exist (any more).".into(),
         )
     };
-    let Ok(name) = username::normalize(&name) else {
-        return not_found(&hub);
+    let Ok(name) = username::normalize(name) else {
+        return Err(not_found());
     };
-    let mut group = match hub.store.group(&name) {
+    let group = match hub.store.group(&name) {
         Ok(Some(g)) => g,
-        Ok(None) => return not_found(&hub),
+        Ok(None) => return Err(not_found()),
         Err(e) => {
             tracing::error!(error = %e, "cannot read a group");
-            return db_failed(&hub, &p, &me);
+            return Err(db_failed(hub, p, me));
         }
     };
     if groups::config_managed(Some(&group), &hub.config(), &name) {
-        return failed(&hub, &p, &me, StatusCode::CONFLICT, groups::refusal(&name));
+        return Err(failed(
+            hub,
+            p,
+            me,
+            StatusCode::CONFLICT,
+            groups::refusal(&name),
+        ));
     }
+    Ok(group)
+}
+
+/// A member change on a group the API manages: the group must exist and not be the config's.
+async fn change_member(hub: Arc<Hub>, name: String, form: AdminForm, add: bool) -> Response {
+    let AdminForm { p, me, fields: f } = form;
+    let mut group = match api_group(&hub, &p, &me, &name) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let name = group.name.clone();
     let user = match username::normalize(f.get("user")) {
         Ok(u) => u,
         Err(e) => return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, format!("{e}.")),
@@ -337,34 +360,10 @@ pub async fn delete_group(
     form: AdminForm,
 ) -> Response {
     let AdminForm { p, me, .. } = form;
-    let Ok(name) = username::normalize(&name) else {
-        return failed(
-            &hub,
-            &p,
-            &me,
-            StatusCode::NOT_FOUND,
-            "That group does not exist (any more).".into(),
-        );
+    let name = match api_group(&hub, &p, &me, &name) {
+        Ok(g) => g.name,
+        Err(r) => return r,
     };
-    let group = match hub.store.group(&name) {
-        Ok(Some(g)) => g,
-        Ok(None) => {
-            return failed(
-                &hub,
-                &p,
-                &me,
-                StatusCode::NOT_FOUND,
-                "That group does not exist (any more).".into(),
-            )
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read a group");
-            return db_failed(&hub, &p, &me);
-        }
-    };
-    if groups::config_managed(Some(&group), &hub.config(), &name) {
-        return failed(&hub, &p, &me, StatusCode::CONFLICT, groups::refusal(&name));
-    }
     if let Err(e) = hub.store.delete_group(&name) {
         tracing::error!(error = %e, "cannot delete a group");
         return db_failed(&hub, &p, &me);
