@@ -131,6 +131,8 @@ pub struct Metrics {
     gpu_leased: Family<GpuUnit, Gauge>,
     /// GPU kernels whose container (and units) were taken back for idleness.
     gpu_reclaims: Counter,
+    /// Kernels stopped for staying over their GPU memory budget on a shared unit.
+    gpu_over_budget_stops: Counter,
     /// Unit-seconds held by kernels that were idle: the waste GPU scheduling exists to shrink.
     gpu_idle_leased_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Kernels waiting for GPU units now.
@@ -172,6 +174,7 @@ impl Default for Metrics {
             gpu_memory_total: Family::default(),
             gpu_leased: Family::default(),
             gpu_reclaims: Counter::default(),
+            gpu_over_budget_stops: Counter::default(),
             gpu_idle_leased_seconds: Counter::default(),
             gpu_queue_length: Gauge::default(),
             gpu_wait_seconds: Histogram::new([
@@ -273,6 +276,11 @@ impl Metrics {
             self.gpu_reclaims.clone(),
         );
         r.register(
+            "orrery_gpu_over_budget_stops",
+            "GPU kernels stopped for staying over their GPU memory budget on a shared unit",
+            self.gpu_over_budget_stops.clone(),
+        );
+        r.register(
             "orrery_gpu_idle_leased_seconds",
             "Unit-seconds held by idle kernels (the waste GPU scheduling shrinks)",
             self.gpu_idle_leased_seconds.clone(),
@@ -338,6 +346,11 @@ impl Metrics {
     /// A GPU kernel's units were taken back for idleness.
     pub fn gpu_reclaimed(&self) {
         self.gpu_reclaims.inc();
+    }
+
+    /// A kernel was stopped for staying over its GPU memory budget (shared policy).
+    pub fn gpu_over_budget_stopped(&self) {
+        self.gpu_over_budget_stops.inc();
     }
 
     /// `unit_seconds` more of GPU units held by idle kernels.
@@ -452,6 +465,7 @@ mod tests {
         "orrery_gpu_leased",
         "orrery_gpu_memory_total_bytes",
         "orrery_gpu_memory_used_bytes",
+        "orrery_gpu_over_budget_stops_total",
         "orrery_gpu_queue_length",
         "orrery_gpu_reclaims_total",
         "orrery_gpu_utilization_percent",

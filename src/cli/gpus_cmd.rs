@@ -72,14 +72,19 @@ fn span(secs: u64) -> String {
     }
 }
 
-/// Unit → `user (kernel 1234abcd, idle 4 min)`.
+/// Unit → `user (kernel 1234abcd, idle 4 min)`; under the shared policy a unit's holders
+/// joined by `; `.
 fn holder_texts(held: &Holdings) -> HashMap<String, String> {
-    let mut texts: HashMap<String, String> = held
+    // (unit, kernel) → text: what the daemon says of a holder replaces what the lease says.
+    let mut each: std::collections::BTreeMap<(String, String), String> = held
         .leases
         .iter()
         .map(|l| {
             let LeaseHolder::Kernel { id, user } = &l.holder;
-            (l.unit.clone(), format!("{user} (kernel {})", short(id)))
+            (
+                (l.unit.clone(), id.clone()),
+                format!("{user} (kernel {})", short(id)),
+            )
         })
         .collect();
     for h in &held.holders {
@@ -87,10 +92,20 @@ fn holder_texts(held: &Holdings) -> HashMap<String, String> {
             Some(s) => format!("idle {}", span(s)),
             None => "busy".into(),
         };
-        texts.insert(
-            h.unit.clone(),
+        each.insert(
+            (h.unit.clone(), h.kernel.clone()),
             format!("{} (kernel {}, {state})", h.user, short(&h.kernel)),
         );
+    }
+    let mut texts: HashMap<String, String> = HashMap::new();
+    for ((unit, _), text) in each {
+        texts
+            .entry(unit)
+            .and_modify(|t| {
+                t.push_str("; ");
+                t.push_str(&text);
+            })
+            .or_insert(text);
     }
     texts
 }

@@ -709,6 +709,10 @@ pub struct KernelSpec {
     pub gpu_model: Option<String>,
     /// Only MIG devices of this profile (e.g. `1g.18gb`).
     pub mig_profile: Option<String>,
+    /// Under `gpu.policy = "shared"`: the GPU memory this kernel may use on its unit (its
+    /// processes' together, as NVML counts them); unset: the unit's memory divided by
+    /// `gpu.shared.max_per_unit`. Advisory: over it, the kernel is warned, then stopped.
+    pub gpu_memory: Option<Size>,
     /// Overrides `kernels.idle_timeout` for this spec.
     pub idle_timeout: Option<Duration>,
     /// If non-empty (either list), only these users / members of these groups see the spec.
@@ -739,6 +743,7 @@ impl Default for KernelSpec {
             gpus: 0,
             gpu_model: None,
             mig_profile: None,
+            gpu_memory: None,
             idle_timeout: None,
             allowed_users: Vec::new(),
             allowed_groups: Vec::new(),
@@ -785,6 +790,42 @@ pub struct Gpu {
     /// Groups with their own standing for GPUs (`[[gpu.groups]]`): a place in the queue
     /// before the fewer-GPUs rule, and their own quota.
     pub groups: Vec<GpuGroup>,
+    /// Whether a unit goes to one kernel at a time (`exclusive`) or to up to
+    /// `gpu.shared.max_per_unit` kernels, each within a GPU memory budget (`shared`).
+    pub policy: GpuPolicy,
+    pub shared: GpuShared,
+}
+
+/// How units are handed out (`gpu.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuPolicy {
+    /// One kernel per unit: the hardware keeps kernels apart.
+    #[default]
+    Exclusive,
+    /// Several kernels per unit, each watched against its GPU memory budget (advisory: no
+    /// hardware isolation between them).
+    Shared,
+}
+
+/// `[gpu.shared]`: the shared policy's knobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GpuShared {
+    /// Kernels that may hold one unit at once.
+    pub max_per_unit: u32,
+    /// How long a kernel may stay over its GPU memory budget after the notice before it is
+    /// stopped.
+    pub grace: Duration,
+}
+
+impl Default for GpuShared {
+    fn default() -> Self {
+        GpuShared {
+            max_per_unit: 2,
+            grace: Duration::from_secs(120),
+        }
+    }
 }
 
 /// A group's standing for GPUs (`[[gpu.groups]]`). A user in several groups gets the highest
@@ -811,6 +852,8 @@ impl Default for Gpu {
             idle_timeout: Duration::from_secs(3600),
             queue_timeout: Duration::from_secs(1800),
             groups: Vec::new(),
+            policy: GpuPolicy::Exclusive,
+            shared: GpuShared::default(),
         }
     }
 }

@@ -109,6 +109,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_groups(config)?;
     validate_roles(config)?;
     validate_kernels(config)?;
+    validate_gpu(config)?;
     validate_cull(config)?;
     validate_limits(config)?;
     validate_spawner(config)?;
@@ -557,11 +558,20 @@ fn validate_kernels(config: &Config) -> Result<(), ConfigError> {
                 ),
             );
         }
-        if spec.gpus == 0 && (spec.gpu_model.is_some() || spec.mig_profile.is_some()) {
+        if spec.gpus == 0
+            && (spec.gpu_model.is_some() || spec.mig_profile.is_some() || spec.gpu_memory.is_some())
+        {
             return err(
                 &at("gpus"),
-                "is 0, so gpu_model and mig_profile mean nothing; set gpus = 1 or remove them"
+                "is 0, so gpu_model, mig_profile and gpu_memory mean nothing; set gpus = 1 or \
+                 remove them"
                     .into(),
+            );
+        }
+        if spec.gpu_memory.is_some_and(|m| m.bytes() == 0) {
+            return err(
+                &at("gpu_memory"),
+                "must be more than 0; unset it for the unit's share".into(),
             );
         }
         for (pos, user) in spec.allowed_users.iter().enumerate() {
@@ -571,6 +581,24 @@ fn validate_kernels(config: &Config) -> Result<(), ConfigError> {
 
     Ok(())
 }
+
+/// `[gpu.shared]`: how many kernels may share a unit.
+fn validate_gpu(config: &Config) -> Result<(), ConfigError> {
+    let most = config.gpu.shared.max_per_unit;
+    if !(1..=MAX_KERNELS_PER_UNIT).contains(&most) {
+        return err(
+            "gpu.shared.max_per_unit",
+            format!(
+                "{most} kernels per unit: use 1 to {MAX_KERNELS_PER_UNIT} (1 is the exclusive \
+                 policy with memory budgets)"
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The most kernels one unit is shared by: beyond, each gets too little memory to be useful.
+pub const MAX_KERNELS_PER_UNIT: u32 = 16;
 
 /// `cull`: intervals and concurrency.
 fn validate_cull(config: &Config) -> Result<(), ConfigError> {
@@ -910,6 +938,11 @@ mod roles_and_groups_tests {
         let e = err_of("[[gpu.groups]]\nname = \"tas\"\n[[gpu.groups]]\nname = \"tas\"\n");
         assert!(
             e.contains("gpu.groups[1].name") && e.contains("gpu.groups[0]"),
+            "{e}"
+        );
+        let e = err_of("[gpu.shared]\nmax_per_unit = 0\n");
+        assert!(
+            e.contains("gpu.shared.max_per_unit") && e.contains("use 1 to 16"),
             "{e}"
         );
         let e = err_of("[[gpu.groups]]\npriority = 3\n");

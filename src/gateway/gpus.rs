@@ -16,7 +16,7 @@
 //! its container by the runtime) computing; where NVML has no per-process figures (MIG),
 //! traffic and execution state decide alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::manager::{lock, Gateway, Kernel, Reclaimed};
 use super::state::ExecutionState;
+use crate::config::GpuPolicy;
 use crate::gpu;
 use crate::gpu::scheduler::{self, Decision, Policy, Slot};
 use crate::gpu::standing::{self, Standing};
@@ -115,7 +116,7 @@ impl Gateway {
         }
         // Nobody waits and units are free: take them now; otherwise take a place in line.
         if waiting.is_empty() {
-            let free = free_slots(&inventory, &leases);
+            let free = self.free_slots(&inventory, &leases, &cfg);
             let grant = scheduler::grants(
                 std::slice::from_ref(&request),
                 &HashMap::new(),
@@ -123,13 +124,13 @@ impl Gateway {
                 Utc::now(),
                 &policy(&cfg),
             );
-            if let Some((_, units)) = grant.into_iter().next() {
+            if let Some((_, seats)) = grant.into_iter().next() {
                 if store
-                    .take_leases(&units, &holder)
+                    .take_leases(&seats, &holder)
                     .map_err(|e| e.to_string())?
                 {
-                    tracing::info!(kernel = %kernel.id, user = %kernel.user, units = ?units, "GPU units leased");
-                    *kernel.gpus.lock().unwrap_or_else(|e| e.into_inner()) = units;
+                    tracing::info!(kernel = %kernel.id, user = %kernel.user, seats = ?seats, "GPU units leased");
+                    *kernel.gpus.lock().unwrap_or_else(|e| e.into_inner()) = units_of(&seats);
                     return Ok(true);
                 }
             }
@@ -179,6 +180,13 @@ impl Gateway {
         for k in &gpu_kernels {
             if self.active_on_gpu(k, &inventory) {
                 k.touch();
+            }
+        }
+        if cfg.gpu.policy == GpuPolicy::Shared {
+            for k in &gpu_kernels {
+                if k.has_container() {
+                    self.watch_memory(k, &inventory, &cfg).await;
+                }
             }
         }
         let now = Utc::now();
@@ -270,17 +278,18 @@ impl Gateway {
     ) -> (Vec<(Arc<Kernel>, Duration)>, usize) {
         let _one_at_a_time = self.gpu_grants.lock().unwrap_or_else(|e| e.into_inner());
         let leases = self.services.store.leases().unwrap_or_default();
-        let free = free_slots(inventory, &leases);
+        let free = self.free_slots(inventory, &leases, &self.services.config.get());
         let waiting = self.gpu_waiting();
         let held = self.units_held_by_user();
         let mut granted = Vec::new();
         let mut used = 0;
-        for (id, units) in scheduler::grants(&waiting, &held, &free, Utc::now(), policy) {
+        for (id, seats) in scheduler::grants(&waiting, &held, &free, Utc::now(), policy) {
             let Some(kernel) = self.kernel_by_id(&id) else {
                 continue;
             };
             let holder = kernel.lease_holder();
-            match self.services.store.take_leases(&units, &holder) {
+            let units = units_of(&seats);
+            match self.services.store.take_leases(&seats, &holder) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -321,6 +330,140 @@ impl Gateway {
                     u.utilization.is_some_and(|p| p > 0)
                 }
             })
+    }
+
+    /// The seats free to hand out, one per unit (its lowest free seat): schedulable units
+    /// with a seat left (one under the exclusive policy, `gpu.shared.max_per_unit` under the
+    /// shared one) and no live process but those of the kernels seated there (a process
+    /// Orrery did not start keeps its unit out of the pool while it runs; one of a kernel
+    /// container just removed may linger in NVML's list for a moment).
+    fn free_slots(
+        &self,
+        inventory: &gpu::Inventory,
+        leases: &[crate::state::LeaseRecord],
+        cfg: &crate::config::Config,
+    ) -> Vec<Slot> {
+        let seats = match cfg.gpu.policy {
+            GpuPolicy::Exclusive => 1,
+            GpuPolicy::Shared => cfg.gpu.shared.max_per_unit.max(1),
+        };
+        inventory
+            .schedulable()
+            .filter_map(|u| {
+                let here: Vec<&crate::state::LeaseRecord> =
+                    leases.iter().filter(|l| l.unit == u.uuid).collect();
+                let seat = (0..seats).find(|n| here.iter().all(|l| l.seat != *n))?;
+                let seated: Vec<Arc<Kernel>> = here
+                    .iter()
+                    .filter_map(|l| {
+                        let LeaseHolder::Kernel { id, .. } = &l.holder;
+                        self.kernel_by_id(id)
+                    })
+                    .collect();
+                let foreign = u.processes.iter().any(|p| {
+                    gpu::process::alive(p.pid) && !seated.iter().any(|k| self.owns_pid(k, p.pid))
+                });
+                if foreign {
+                    return None;
+                }
+                let mut s = slot(u);
+                s.uuid = crate::state::seat_key(&u.uuid, seat);
+                Some(s)
+            })
+            .collect()
+    }
+
+    /// Whether host process `pid` runs in `kernel`'s container (or process tree).
+    fn owns_pid(&self, kernel: &Kernel, pid: u32) -> bool {
+        lock(&kernel.status)
+            .container
+            .as_ref()
+            .is_some_and(|h| self.services.runtime.owns_pid(h, pid))
+    }
+
+    /// Under the shared policy: GPU memory `kernel`'s processes use on each of its units
+    /// against its budget there. `Some((used, budget))` for the unit most over budget, if any.
+    fn over_budget(
+        &self,
+        kernel: &Kernel,
+        inventory: &gpu::Inventory,
+        cfg: &crate::config::Config,
+    ) -> Option<(u64, u64)> {
+        let units = lock(&kernel.gpus).clone();
+        inventory
+            .units
+            .iter()
+            .filter(|u| units.contains(&u.uuid))
+            .filter_map(|u| {
+                let used: u64 = u
+                    .processes
+                    .iter()
+                    .filter(|p| self.owns_pid(kernel, p.pid))
+                    .filter_map(|p| p.used_memory)
+                    .sum();
+                let budget = kernel.spec.gpu_memory.map_or_else(
+                    || u.memory_total / u64::from(cfg.gpu.shared.max_per_unit.max(1)),
+                    |m| m.bytes(),
+                );
+                (used > budget).then_some((used, budget))
+            })
+            .max_by_key(|(used, budget)| used - budget)
+    }
+
+    /// Under the shared policy, one round of the memory watch for `kernel`: over its budget,
+    /// its notebooks are told under the running cell; still over after `gpu.shared.grace`, it
+    /// is stopped (dead, with the reason; a restart brings it back); back under, told so.
+    async fn watch_memory(
+        &self,
+        kernel: &Kernel,
+        inventory: &gpu::Inventory,
+        cfg: &crate::config::Config,
+    ) {
+        let over = self.over_budget(kernel, inventory, cfg);
+        let since = *lock(&kernel.gpu_over_since);
+        let grace = cfg.gpu.shared.grace.as_std();
+        match (over, since) {
+            (Some((used, budget)), None) => {
+                *lock(&kernel.gpu_over_since) = Some(Utc::now());
+                tracing::warn!(kernel = %kernel.id, user = %kernel.user, used, budget, "GPU kernel over its memory budget on a shared unit");
+                kernel.notify(
+                    &format!(
+                        "This kernel uses {} of GPU memory, over its budget of {} on a shared \
+                         GPU. Free some (del the tensors you no longer need, then \
+                         torch.cuda.empty_cache()) within {}, or the kernel will be stopped.\n",
+                        gib(used),
+                        gib(budget),
+                        super::manager::minutes(grace)
+                    ),
+                    None,
+                );
+            }
+            (Some((used, budget)), Some(at)) => {
+                if (Utc::now() - at).to_std().unwrap_or_default() < grace {
+                    return;
+                }
+                // A restart or delete in progress owns the kernel; look again next round.
+                let Ok(_guard) = kernel.lifecycle.try_lock() else {
+                    return;
+                };
+                *lock(&kernel.gpu_over_since) = None;
+                self.services.metrics.gpu_over_budget_stopped();
+                let reason = format!(
+                    "it used {} of GPU memory for more than {}, over its budget of {} on a \
+                     shared GPU (gpu_memory in its kernelspec; gpu.policy = \"shared\")",
+                    gib(used),
+                    super::manager::minutes(grace),
+                    gib(budget)
+                );
+                // Its container goes with it (kernel_died gives it up), and so do its units.
+                self.kernel_died(kernel, reason).await;
+            }
+            (None, Some(_)) => {
+                *lock(&kernel.gpu_over_since) = None;
+                kernel.notify("This kernel is within its GPU memory budget again.\n", None);
+            }
+            (None, None) => {}
+        }
     }
 
     /// Give back the units `kernel` holds (its container is gone).
@@ -381,18 +524,11 @@ fn slot(u: &gpu::Unit) -> Slot {
     }
 }
 
-/// The units free to hand out: schedulable, not leased, and running no live process (a
-/// process Orrery did not start keeps its unit out of the pool while it runs; one of a kernel
-/// container just removed may linger in NVML's list for a moment).
-fn free_slots(inventory: &gpu::Inventory, leases: &[crate::state::LeaseRecord]) -> Vec<Slot> {
-    let leased: HashSet<&str> = leases.iter().map(|l| l.unit.as_str()).collect();
-    inventory
-        .schedulable()
-        .filter(|u| {
-            !leased.contains(u.uuid.as_str())
-                && u.processes.iter().all(|p| !gpu::process::alive(p.pid))
-        })
-        .map(slot)
+/// The units of seat keys, as the kernel's container is given them.
+fn units_of(seats: &[String]) -> Vec<String> {
+    seats
+        .iter()
+        .map(|s| crate::state::parse_seat(s).0.to_string())
         .collect()
 }
 
@@ -425,4 +561,9 @@ pub async fn scheduler_loop(gw: std::sync::Weak<Gateway>, stop: CancellationToke
         }
         g.schedule().await;
     }
+}
+
+/// Bytes as GiB with one decimal.
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
 }

@@ -196,6 +196,9 @@ pub struct Kernel {
     pub(super) wait: StdMutex<super::queue::Wait>,
     /// Its notebooks were told that its GPU goes soon (told once per idle period).
     pub(super) gpu_warned: std::sync::atomic::AtomicBool,
+    /// Under the shared policy: since when it has been over its GPU memory budget (told
+    /// then; stopped after `gpu.shared.grace`).
+    pub(super) gpu_over_since: StdMutex<Option<DateTime<Utc>>>,
 }
 
 pub(super) fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -253,6 +256,7 @@ impl Kernel {
             gpus: StdMutex::new(Vec::new()),
             wait: StdMutex::new(Default::default()),
             gpu_warned: Default::default(),
+            gpu_over_since: Default::default(),
         }
     }
 
@@ -867,7 +871,7 @@ impl Gateway {
     /// heartbeat stopped): the container goes (its last lines are kept in the reason), the
     /// kernel stays listed as `dead` with the reason, the sockets get a notice under the running
     /// cell. A restart brings it back.
-    async fn kernel_died(&self, kernel: &Kernel, reason: String) {
+    pub(super) async fn kernel_died(&self, kernel: &Kernel, reason: String) {
         *kernel.client.write().await = None;
         kernel.forget_routes();
         let container = {

@@ -1,6 +1,10 @@
-//! GPU leases: which GPU unit (a `GPU-…` or `MIG-…` UUID) is held by whom. Persisted, so a
-//! restarted daemon (even after `kill -9`) knows what it handed out and never hands a unit out
-//! twice; the gateway reconciles them against the kernels it takes back.
+//! GPU leases: which seat of which GPU unit (a `GPU-…` or `MIG-…` UUID) is held by whom.
+//! Persisted, so a restarted daemon (even after `kill -9`) knows what it handed out and never
+//! hands a seat out twice; the gateway reconciles them against the kernels it takes back.
+//!
+//! A unit has one seat under the exclusive policy and `gpu.shared.max_per_unit` under the
+//! shared one. A seat is named by its key: the unit's UUID for seat 0 (so exclusive leases
+//! keep the keys they always had), `UUID#n` for the others.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,8 +30,31 @@ impl LeaseHolder {
 pub struct LeaseRecord {
     /// The unit's UUID, as its container is given it.
     pub unit: String,
+    /// Which of the unit's seats (0, the only one under the exclusive policy).
+    #[serde(default)]
+    pub seat: u32,
     pub holder: LeaseHolder,
     pub since: DateTime<Utc>,
+}
+
+/// The key of seat `seat` of `unit`.
+pub fn seat_key(unit: &str, seat: u32) -> String {
+    if seat == 0 {
+        unit.to_string()
+    } else {
+        format!("{unit}#{seat}")
+    }
+}
+
+/// The unit and seat a seat key names (UUIDs hold no `#`).
+pub fn parse_seat(key: &str) -> (&str, u32) {
+    match key.rsplit_once('#') {
+        Some((unit, n)) => match n.parse() {
+            Ok(seat) => (unit, seat),
+            Err(_) => (key, 0),
+        },
+        None => (key, 0),
+    }
 }
 
 impl Store {
@@ -35,19 +62,21 @@ impl Store {
         all(&self.leases, "lease")
     }
 
-    /// Take every unit of `units` for `holder`: all of them, or (if any is held already) none.
-    /// Returns whether they were taken.
-    pub fn take_leases(&self, units: &[String], holder: &LeaseHolder) -> Result<bool> {
+    /// Take every seat of `seats` (seat keys) for `holder`: all of them, or (if any is held
+    /// already) none. Returns whether they were taken.
+    pub fn take_leases(&self, seats: &[String], holder: &LeaseHolder) -> Result<bool> {
         let since = Utc::now();
         let mut taken: Vec<&String> = Vec::new();
-        for unit in units {
+        for key in seats {
+            let (unit, seat) = parse_seat(key);
             let rec = LeaseRecord {
-                unit: unit.clone(),
+                unit: unit.to_string(),
+                seat,
                 holder: holder.clone(),
                 since,
             };
             let swapped = self.leases.compare_and_swap(
-                unit.as_bytes(),
+                key.as_bytes(),
                 None as Option<&[u8]>,
                 Some(encode(&rec)),
             )?;
@@ -57,7 +86,7 @@ impl Store {
                 }
                 return Ok(false);
             }
-            taken.push(unit);
+            taken.push(key);
         }
         // On disk before the kernel gets them: after a `kill -9` a running GPU container
         // always has its lease, so its units are never handed out twice.
@@ -65,12 +94,13 @@ impl Store {
         Ok(true)
     }
 
-    /// Release every unit `holder` holds; returns them.
+    /// Release every seat `holder` holds; returns their units.
     pub fn release_leases(&self, holder: &LeaseHolder) -> Result<Vec<String>> {
         let mut released = Vec::new();
         for lease in self.leases()? {
             if &lease.holder == holder {
-                self.leases.remove(lease.unit.as_bytes())?;
+                self.leases
+                    .remove(seat_key(&lease.unit, lease.seat).as_bytes())?;
                 released.push(lease.unit);
             }
         }
@@ -81,6 +111,39 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seats_of_one_unit_are_leased_apart_and_released_by_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let holder = |id: &str| LeaseHolder::Kernel {
+            id: id.into(),
+            user: "alice".into(),
+        };
+        assert_eq!(parse_seat("GPU-1"), ("GPU-1", 0));
+        assert_eq!(parse_seat("GPU-1#1"), ("GPU-1", 1));
+        assert_eq!(seat_key("GPU-1", 1), "GPU-1#1");
+        assert!(store.take_leases(&["GPU-1".into()], &holder("k1")).unwrap());
+        assert!(store
+            .take_leases(&["GPU-1#1".into()], &holder("k2"))
+            .unwrap());
+        assert!(!store
+            .take_leases(&["GPU-1#1".into()], &holder("k3"))
+            .unwrap());
+        let mut seen: Vec<(String, u32)> = store
+            .leases()
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.unit, l.seat))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, [("GPU-1".into(), 0), ("GPU-1".into(), 1)]);
+        assert_eq!(store.release_leases(&holder("k2")).unwrap(), ["GPU-1"]);
+        assert!(store
+            .take_leases(&["GPU-1#1".into()], &holder("k3"))
+            .unwrap());
+        assert_eq!(store.leases().unwrap().len(), 2);
+    }
 
     #[test]
     fn units_are_taken_all_or_none_and_released_by_holder() {

@@ -37,7 +37,7 @@ pub use export::StateExport;
 pub use gpu_queue::QueueEntry;
 pub use groups::{GroupRecord, ManagedBy};
 pub use indexes::activity_key;
-pub use leases::{LeaseHolder, LeaseRecord};
+pub use leases::{parse_seat, seat_key, LeaseHolder, LeaseRecord};
 pub use oauth::{OAuthClientRecord, OAuthCodeRecord};
 pub use pages::{UserOrder, UserQuery, UserState};
 pub use servers::ServerRecord;
@@ -533,7 +533,19 @@ mod tests {
     }
 
     fn raw_schema_version(db_dir: &Path) -> String {
-        let db = sled::Config::new().path(db_dir).open().unwrap();
+        // A store just dropped may hold sled's file lock for a moment (its flusher thread),
+        // as Store::open allows for.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::Config::new().path(db_dir).open() {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{}: {e}", db_dir.display()),
+            }
+        };
         let v = db.open_tree("meta").unwrap().get("schema_version").unwrap();
         String::from_utf8(v.unwrap().to_vec()).unwrap()
     }

@@ -934,6 +934,96 @@ async fn a_priority_group_goes_first_and_its_quota_lets_a_member_hold_two() {
     gw.shut_down().await;
 }
 
+/// `gpu.policy = "shared"`: two kernels hold one unit (both see it) and a third waits for a
+/// seat; NVML (the fake) shows one over its `gpu_memory` budget: its running cell gets the
+/// notice, and after `gpu.shared.grace` it is stopped (dead, with the reason) and its seat goes
+/// to the waiting kernel, while the kernel within its budget keeps running.
+#[tokio::test]
+async fn shared_gpu_kernels_share_a_unit_and_one_over_its_budget_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    let unit = "gpu GPU-sh 85899345920 0 0 0 - NVIDIA A100\n";
+    std::fs::write(&state, unit).unwrap();
+    let _nvml = NVML_ENV.lock().await;
+    std::env::set_var("FAKE_NVML_STATE", &state);
+    let hub_state = dir.path().join("hub");
+    let gw = LocalGateway::start(&hub_state, None).await;
+    gw.configure(|cfg| {
+        cfg.gpu.quota.per_user = 3;
+        cfg.gpu.policy = orrery::config::GpuPolicy::Shared;
+        cfg.gpu.shared.max_per_unit = 2;
+        cfg.gpu.shared.grace = orrery::config::Duration::from_secs(4);
+        let mut small = cfg.kernels.specs[1].clone();
+        small.name = "gpu-10g".into();
+        small.gpu_memory = Some(orrery::config::Size::from_bytes(10 << 30));
+        cfg.kernels.specs.push(small);
+    });
+    let visible = "import os\nprint(os.environ['NVIDIA_VISIBLE_DEVICES'])";
+    let k1 = gw.create_spec("gpu-10g").await;
+    gw.wait_state(&k1, "idle", 60).await;
+    let k2 = gw.create_spec("gpu-10g").await;
+    gw.wait_state(&k2, "idle", 60).await;
+    for k in [&k1, &k2] {
+        let (out, status) = gw.execute(k, visible).await;
+        assert_eq!((out.as_str(), status.as_str()), ("GPU-sh\n", "ok"), "{k}");
+    }
+    assert_eq!(
+        gw.leases(),
+        [
+            ("GPU-sh".to_string(), k1.clone().min(k2.clone())),
+            ("GPU-sh".to_string(), k1.clone().max(k2.clone()))
+        ]
+    );
+    // Both seats are taken: a third kernel waits.
+    let k3 = gw.create_spec("gpu-10g").await;
+    gw.wait_queued(&k3, 0).await;
+
+    // k1 uses 2 GiB, k2 15 GiB of its 10 GiB budget.
+    let (p1, p2) = (kernel_pid(&hub_state, &k1), kernel_pid(&hub_state, &k2));
+    let mut ch = Channels::open(&gw, &k2).await;
+    let cell = ch.execute("import time\ntime.sleep(60)").await;
+    std::fs::write(
+        &state,
+        format!(
+            "gpu GPU-sh 85899345920 18253611008 60 10 - NVIDIA A100\n\
+             proc GPU-sh {p1} 2147483648\n\
+             proc GPU-sh {p2} 16106127360\n"
+        ),
+    )
+    .unwrap();
+    let notice = ch.text(&cell, "over its budget", 20).await;
+    assert!(
+        notice.contains("uses 15.0 GiB of GPU memory, over its budget of 10.0 GiB on a shared GPU")
+            && notice.contains("within 4 seconds"),
+        "{notice}"
+    );
+    let dead = gw.wait_state(&k2, "dead", 30).await;
+    let reason = dead["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("it used 15.0 GiB of GPU memory for more than 4 seconds")
+            && reason.contains("over its budget of 10.0 GiB"),
+        "{dead}"
+    );
+    wait_gone(p2, 20, "the stopped kernel's process").await;
+    // Its seat goes to the waiting kernel; the kernel within budget was never touched.
+    let (out, status) = gw.execute(&k3, visible).await;
+    assert_eq!(status, "ok", "{out}");
+    assert!(out.ends_with("GPU-sh\n"), "{out}");
+    assert!(process_alive(p1));
+    let (out, status) = gw.execute(&k1, "print('still here')").await;
+    assert_eq!((out.as_str(), status.as_str()), ("still here\n", "ok"));
+    let mut holders: Vec<String> = gw.leases().into_iter().map(|(_, k)| k).collect();
+    holders.sort();
+    let mut expected = vec![k1.clone(), k3.clone()];
+    expected.sort();
+    assert_eq!(holders, expected);
+    for k in [&k1, &k2, &k3] {
+        gw.delete(k).await;
+    }
+    assert!(gw.leases().is_empty(), "every seat is back");
+    gw.shut_down().await;
+}
+
 /// `gpu.idle_timeout`: a GPU kernel quiet on its channels but computing on its GPU (95 % in
 /// NVML) keeps its unit, and is not warned; once its GPU is idle too, its notebook is warned
 /// under the last cell, then the unit is taken back (container reclaimed, lease released,

@@ -248,6 +248,17 @@ fn gpus_names_who_holds_each_unit() {
             user: "alice".into(),
         };
         assert!(store.take_leases(&[A100.to_string()], &holder).unwrap());
+        // A second kernel on the H100's second seat (gpu.policy = "shared").
+        let bob = orrery::state::LeaseHolder::Kernel {
+            id: "fedcba9876543210".into(),
+            user: "bob".into(),
+        };
+        assert!(store.take_leases(&[format!("{H100}#1")], &bob).unwrap());
+        let carol = orrery::state::LeaseHolder::Kernel {
+            id: "aaaabbbbccccdddd".into(),
+            user: "carol".into(),
+        };
+        assert!(store.take_leases(&[H100.to_string()], &carol).unwrap());
     }
     let state = format!(
         "gpu {A100} 85899345920 0 0 0 - NVIDIA A100 80GB PCIe\n\
@@ -265,6 +276,11 @@ fn gpus_names_who_holds_each_unit() {
         .find(|l| l.contains(H100))
         .expect("the H100's line");
     assert!(!h100.contains("alice"), "{out}");
+    assert!(
+        h100.contains("carol (kernel aaaabbbb); bob (kernel fedcba98)")
+            || h100.contains("bob (kernel fedcba98); carol (kernel aaaabbbb)"),
+        "both holders of a shared unit: {out}"
+    );
     let (_, json, _) = gpus(dir.path(), &library(&lib), &state, &["gpus", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["leases"][0]["unit"], A100);
