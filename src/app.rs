@@ -135,18 +135,15 @@ async fn gpu_gauges(hub: &Hub) -> Vec<crate::metrics::GpuGauge> {
     let Ok(inventory) = crate::gpu::probe_off_thread(hub.config().gpu.clone()).await else {
         return Vec::new();
     };
-    let leased: std::collections::HashSet<String> = hub
-        .store
-        .leases()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|l| l.unit)
-        .collect();
+    let mut leased: std::collections::HashMap<String, u32> = Default::default();
+    for l in hub.store.leases().unwrap_or_default() {
+        *leased.entry(l.unit).or_default() += 1;
+    }
     inventory
         .units
         .into_iter()
         .map(|u| crate::metrics::GpuGauge {
-            leased: leased.contains(&u.uuid),
+            leased: leased.get(&u.uuid).copied().unwrap_or(0),
             unit: u.uuid,
             utilization: u.utilization,
             memory_used: u.memory_used,
@@ -181,6 +178,7 @@ async fn metrics(State(hub): State<Arc<Hub>>, auth: Option<Auth>) -> Response {
         pending_spawns: hub.spawns.in_flight(),
         kernels: hub.gateway.counts(),
         gpus: gpu_gauges(&hub).await,
+        gpu_groups: hub.gateway.gpu_group_gauges(),
     };
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],

@@ -58,6 +58,11 @@ struct GpuUnit {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GpuGroupLabel {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SpawnStatus {
     status: String,
 }
@@ -83,6 +88,18 @@ pub struct Gauges {
     pub kernels: KernelCounts,
     /// Every GPU unit NVML reports (none without NVML).
     pub gpus: Vec<GpuGauge>,
+    /// Each `[[gpu.groups]]` entry: units its members hold and wait for.
+    pub gpu_groups: Vec<GpuGroupGauge>,
+}
+
+/// One `[[gpu.groups]]` entry at scrape time (a user in several groups counts in each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuGroupGauge {
+    pub group: String,
+    /// Units (seats under the shared policy) its members' kernels hold.
+    pub leased: u32,
+    /// Units its members' waiting kernels ask for.
+    pub queued: u32,
 }
 
 /// One GPU unit at scrape time.
@@ -93,8 +110,8 @@ pub struct GpuGauge {
     pub utilization: Option<u32>,
     pub memory_used: u64,
     pub memory_total: u64,
-    /// Held by a kernel.
-    pub leased: bool,
+    /// Kernels holding it (at most 1 under the exclusive policy).
+    pub leased: u32,
 }
 
 /// Remote kernels by state (see [`Gauges::kernels`]).
@@ -129,6 +146,11 @@ pub struct Metrics {
     gpu_memory_used: Family<GpuUnit, Gauge>,
     gpu_memory_total: Family<GpuUnit, Gauge>,
     gpu_leased: Family<GpuUnit, Gauge>,
+    gpu_group_leased: Family<GpuGroupLabel, Gauge>,
+    gpu_group_queued: Family<GpuGroupLabel, Gauge>,
+    /// Unit-seconds held by idle kernels of each `[[gpu.groups]]` entry's members.
+    gpu_group_idle_leased_seconds:
+        Family<GpuGroupLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     /// GPU kernels whose container (and units) were taken back for idleness.
     gpu_reclaims: Counter,
     /// Kernels stopped for staying over their GPU memory budget on a shared unit.
@@ -173,6 +195,9 @@ impl Default for Metrics {
             gpu_memory_used: Family::default(),
             gpu_memory_total: Family::default(),
             gpu_leased: Family::default(),
+            gpu_group_leased: Family::default(),
+            gpu_group_queued: Family::default(),
+            gpu_group_idle_leased_seconds: Family::default(),
             gpu_reclaims: Counter::default(),
             gpu_over_budget_stops: Counter::default(),
             gpu_idle_leased_seconds: Counter::default(),
@@ -267,8 +292,23 @@ impl Metrics {
         );
         r.register(
             "orrery_gpu_leased",
-            "1 when a kernel holds the unit",
+            "Kernels holding the unit (at most 1 under the exclusive policy)",
             self.gpu_leased.clone(),
+        );
+        r.register(
+            "orrery_gpu_group_leased",
+            "GPU units held by the members of each [[gpu.groups]] entry",
+            self.gpu_group_leased.clone(),
+        );
+        r.register(
+            "orrery_gpu_group_queued",
+            "GPU units the waiting kernels of each [[gpu.groups]] entry's members ask for",
+            self.gpu_group_queued.clone(),
+        );
+        r.register(
+            "orrery_gpu_group_idle_leased_seconds",
+            "Unit-seconds held by idle kernels of each [[gpu.groups]] entry's members",
+            self.gpu_group_idle_leased_seconds.clone(),
         );
         r.register(
             "orrery_gpu_reclaims",
@@ -353,6 +393,15 @@ impl Metrics {
         self.gpu_over_budget_stops.inc();
     }
 
+    /// `unit_seconds` more of GPU units held by idle kernels of `group`'s members.
+    pub fn gpu_group_idle_leased(&self, group: &str, unit_seconds: f64) {
+        self.gpu_group_idle_leased_seconds
+            .get_or_create(&GpuGroupLabel {
+                group: group.to_string(),
+            })
+            .inc_by(unit_seconds);
+    }
+
     /// `unit_seconds` more of GPU units held by idle kernels.
     pub fn gpu_idle_leased(&self, unit_seconds: f64) {
         self.gpu_idle_leased_seconds.inc_by(unit_seconds);
@@ -435,6 +484,20 @@ impl Metrics {
                 .get_or_create(&unit)
                 .set(i64::from(gpu.leased));
         }
+        // Groups leave the config at a reload: only today's are shown.
+        self.gpu_group_leased.clear();
+        self.gpu_group_queued.clear();
+        for g in &g.gpu_groups {
+            let label = GpuGroupLabel {
+                group: g.group.clone(),
+            };
+            self.gpu_group_leased
+                .get_or_create(&label)
+                .set(i64::from(g.leased));
+            self.gpu_group_queued
+                .get_or_create(&label)
+                .set(i64::from(g.queued));
+        }
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot render metrics");
@@ -461,6 +524,9 @@ mod tests {
         "orrery_api_request_duration_seconds_bucket",
         "orrery_api_request_duration_seconds_count",
         "orrery_api_request_duration_seconds_sum",
+        "orrery_gpu_group_idle_leased_seconds_total",
+        "orrery_gpu_group_leased",
+        "orrery_gpu_group_queued",
         "orrery_gpu_idle_leased_seconds_total",
         "orrery_gpu_leased",
         "orrery_gpu_memory_total_bytes",
@@ -501,7 +567,12 @@ mod tests {
                 utilization: Some(35),
                 memory_used: 1 << 30,
                 memory_total: 80 << 30,
-                leased: true,
+                leased: 1,
+            }],
+            gpu_groups: vec![GpuGroupGauge {
+                group: "tas".into(),
+                leased: 2,
+                queued: 1,
             }],
         }
     }
@@ -511,6 +582,7 @@ mod tests {
         let m = Metrics::default();
         m.api_request("GET", 200, Duration::from_millis(3));
         m.spawn(true, Duration::from_secs(2));
+        m.gpu_group_idle_leased("tas", 2.0);
         let text = m.render(&gauges());
         let mut names: Vec<&str> = text
             .lines()
@@ -549,6 +621,8 @@ mod tests {
             "orrery_api_request_duration_seconds_count{method=\"GET\",code=\"2xx\"} 1",
             "orrery_gpu_utilization_percent{unit=\"GPU-aaaa\"} 35",
             "orrery_gpu_leased{unit=\"GPU-aaaa\"} 1",
+            "orrery_gpu_group_leased{group=\"tas\"} 2",
+            "orrery_gpu_group_queued{group=\"tas\"} 1",
             "orrery_gpu_memory_total_bytes{unit=\"GPU-aaaa\"} 85899345920",
             "orrery_gpu_idle_leased_seconds_total 4.5",
         ] {

@@ -150,6 +150,55 @@ impl Gateway {
         standing::of(&cfg.gpu, &groups)
     }
 
+    /// The `[[gpu.groups]]` entries `user` belongs to (what per-group metrics count them in).
+    pub(super) fn gpu_groups_of(&self, user: &str) -> Vec<String> {
+        let cfg = self.services.config.get();
+        if cfg.gpu.groups.is_empty() {
+            return Vec::new();
+        }
+        let groups = crate::groups::groups_of(&self.services.store, &cfg, user);
+        cfg.gpu
+            .groups
+            .iter()
+            .filter(|g| groups.contains(&g.name))
+            .map(|g| g.name.clone())
+            .collect()
+    }
+
+    /// Each `[[gpu.groups]]` entry with the units its members hold and wait for now (a user
+    /// in several groups counts in each), for the metrics.
+    pub fn gpu_group_gauges(&self) -> Vec<crate::metrics::GpuGroupGauge> {
+        let cfg = self.services.config.get();
+        let mut out: Vec<crate::metrics::GpuGroupGauge> = cfg
+            .gpu
+            .groups
+            .iter()
+            .map(|g| crate::metrics::GpuGroupGauge {
+                group: g.name.clone(),
+                leased: 0,
+                queued: 0,
+            })
+            .collect();
+        if out.is_empty() {
+            return out;
+        }
+        let mut add = |user: &str, leased: u32, queued: u32| {
+            for name in self.gpu_groups_of(user) {
+                if let Some(g) = out.iter_mut().find(|g| g.group == name) {
+                    g.leased += leased;
+                    g.queued += queued;
+                }
+            }
+        };
+        for (user, units) in self.units_held_by_user() {
+            add(&user, units, 0);
+        }
+        for r in self.gpu_waiting() {
+            add(&r.user, 0, r.units);
+        }
+        out
+    }
+
     /// GPU units each user holds now.
     pub(super) fn units_held_by_user(&self) -> HashMap<String, u32> {
         let mut held = HashMap::new();

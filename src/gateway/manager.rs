@@ -1220,6 +1220,21 @@ async fn monitor(gw: std::sync::Weak<Gateway>, stop: CancellationToken) {
             gw.services
                 .metrics
                 .gpu_idle_leased(idle_units as f64 * MONITOR_EVERY.as_secs_f64());
+            // …and by `[[gpu.groups]]` entry of their users.
+            for k in kernels
+                .iter()
+                .filter(|k| k.execution_state() == ExecutionState::Idle)
+            {
+                let units = lock(&k.gpus).len();
+                if units == 0 {
+                    continue;
+                }
+                for group in gw.gpu_groups_of(&k.user) {
+                    gw.services
+                        .metrics
+                        .gpu_group_idle_leased(&group, units as f64 * MONITOR_EVERY.as_secs_f64());
+                }
+            }
         }
         for k in kernels {
             let (state, container) = {

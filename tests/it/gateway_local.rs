@@ -693,39 +693,7 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
     assert!(out.ends_with("GPU-aaaa 'GPU-aaaa'\n"), "{out}");
 
     // An admin sees the units and who holds them.
-    assert!(gw
-        .hub
-        .store
-        .create_user(&{
-            let mut u = UserRecord::new("root1");
-            u.admin = true;
-            u
-        })
-        .unwrap());
-    let (admin_token, _) = gw
-        .hub
-        .issue_token(
-            TokenOwner::User("root1".into()),
-            TokenKind::Api,
-            vec!["inherit".into()],
-            "test",
-            None,
-        )
-        .unwrap();
-    let app = orrery::app::router(gw.hub.clone());
-    let req = Request::builder()
-        .uri("/hub/api/orrery/gpus")
-        .header(header::AUTHORIZATION, format!("token {admin_token}"))
-        .body(Body::empty())
-        .unwrap();
-    let resp = app.oneshot(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let body: Value = serde_json::from_slice(
-        &axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let body: Value = serde_json::from_str(&gw.admin_get("/hub/api/orrery/gpus").await).unwrap();
     assert_eq!(
         body["inventory"]["units"].as_array().map(Vec::len),
         Some(3),
@@ -747,22 +715,7 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
     // The metrics show the units and the unit-seconds held by idle kernels (the monitor adds
     // them every 3 s; k2 and k3 sit idle).
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
-    let req = Request::builder()
-        .uri("/hub/metrics")
-        .header(header::AUTHORIZATION, format!("token {admin_token}"))
-        .body(Body::empty())
-        .unwrap();
-    let resp = orrery::app::router(gw.hub.clone())
-        .oneshot(req)
-        .await
-        .unwrap();
-    let metrics = String::from_utf8(
-        axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap()
-            .to_vec(),
-    )
-    .unwrap();
+    let metrics = gw.admin_get("/hub/metrics").await;
     for line in [
         "orrery_gpu_leased{unit=\"GPU-aaaa\"} 1",
         "orrery_gpu_leased{unit=\"GPU-bbbb\"} 1",
@@ -872,6 +825,13 @@ async fn a_priority_group_goes_first_and_its_quota_lets_a_member_hold_two() {
         seen,
         [(t1.as_str(), 10), (t2.as_str(), 10), (d1.as_str(), 0)]
     );
+    let metrics = gw.admin_get("/hub/metrics").await;
+    for line in [
+        "orrery_gpu_group_leased{group=\"tas\"} 0",
+        "orrery_gpu_group_queued{group=\"tas\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 
     // A non-member's second GPU kernel is refused by gpu.quota.per_user.
     let a2 = gw.create_spec("gpu").await;
@@ -909,6 +869,32 @@ async fn a_priority_group_goes_first_and_its_quota_lets_a_member_hold_two() {
     }
     assert_eq!(unit_of(&gw, &t2).as_deref(), Some("GPU-p2"));
     gw.wait_queued(&d1, 0).await;
+    // Per-group metrics: the two units tina holds, nothing queued, and once her kernels have
+    // sat idle through a monitor round (every 3 s), idle-leased unit-seconds.
+    let mut metrics = gw.admin_get("/hub/metrics").await;
+    let idle = |m: &str| -> f64 {
+        m.lines()
+            .find_map(|l| {
+                l.strip_prefix("orrery_gpu_group_idle_leased_seconds_total{group=\"tas\"} ")
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while idle(&metrics) == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no idle unit-seconds for tas:\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        metrics = gw.admin_get("/hub/metrics").await;
+    }
+    for line in [
+        "orrery_gpu_group_leased{group=\"tas\"} 2",
+        "orrery_gpu_group_queued{group=\"tas\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 
     // Tina holds two, her group's quota: a third is refused naming it.
     let t3 = gw.create_spec_as(&tina, "gpu").await;
@@ -1273,6 +1259,42 @@ impl Channels {
 }
 
 impl LocalGateway {
+    /// `GET path` on the hub's router as an admin (created at the first call), expecting 200.
+    async fn admin_get(&self, path: &str) -> String {
+        if self.hub.store.user("root1").unwrap().is_none() {
+            let mut u = UserRecord::new("root1");
+            u.admin = true;
+            assert!(self.hub.store.create_user(&u).unwrap());
+        }
+        let (token, _) = self
+            .hub
+            .issue_token(
+                TokenOwner::User("root1".into()),
+                TokenKind::Api,
+                vec!["inherit".into()],
+                "test",
+                None,
+            )
+            .unwrap();
+        let req = Request::builder()
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("token {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = orrery::app::router(self.hub.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        String::from_utf8(
+            axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap()
+    }
+
     fn configure(&self, change: impl FnOnce(&mut Config)) {
         let mut cfg = self.hub.config().as_ref().clone();
         change(&mut cfg);
