@@ -30,7 +30,13 @@ pub async fn gpus(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Val
         "admin:servers",
         "the GPU inventory needs the control token or an admin",
     )?;
-    let (inventory, error) = match crate::gpu::probe_off_thread(hub.config().gpu.clone()).await {
+    let probed = crate::gpu::probe_off_thread(hub.config().gpu.clone()).await;
+    let (holders, queue) = hub.gateway.gpu_view_seen(probed.as_ref().ok());
+    let foreign = probed
+        .as_ref()
+        .map(|inv| hub.gateway.foreign_processes(inv))
+        .unwrap_or_default();
+    let (inventory, error) = match probed {
         Ok(inv) => (
             serde_json::to_value(inv).unwrap_or(Value::Null),
             Value::Null,
@@ -38,13 +44,13 @@ pub async fn gpus(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Val
         Err(e) => (Value::Null, Value::String(e.to_string())),
     };
     let leases = serde_json::to_value(hub.store.leases()?).unwrap_or(Value::Null);
-    let (holders, queue) = hub.gateway.gpu_view();
     Ok(Json(serde_json::json!({
         "inventory": inventory,
         "error": error,
         "leases": leases,
         "holders": holders,
         "queue": queue,
+        "foreign": foreign,
     })))
 }
 

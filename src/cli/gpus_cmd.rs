@@ -59,18 +59,8 @@ pub async fn run(explicit: Option<&Path>, json: bool) -> i32 {
     0
 }
 
-fn short(id: &str) -> String {
-    id.chars().take(8).collect()
-}
-
-/// `1 h 5 min`, `4 min`, `12 s`.
-fn span(secs: u64) -> String {
-    match secs {
-        s if s >= 3600 => format!("{} h {} min", s / 3600, s % 3600 / 60),
-        s if s >= 60 => format!("{} min", s / 60),
-        s => format!("{s} s"),
-    }
-}
+use crate::gateway::manager::short_id as short;
+use crate::handlers::layout::span;
 
 /// Unit → `user (kernel 1234abcd, idle 4 min)`; under the shared policy a unit's holders
 /// joined by `; `.

@@ -409,10 +409,7 @@ impl Gateway {
                         self.kernel_by_id(id)
                     })
                     .collect();
-                let foreign = u.processes.iter().any(|p| {
-                    gpu::process::alive(p.pid) && !seated.iter().any(|k| self.owns_pid(k, p.pid))
-                });
-                if foreign {
+                if !self.foreign_on(u, &seated).is_empty() {
                     return None;
                 }
                 let mut s = slot(u);
@@ -422,8 +419,50 @@ impl Gateway {
             .collect()
     }
 
+    /// The live processes on `unit` that none of `seated` (the kernels holding it) runs.
+    fn foreign_on<'a>(
+        &self,
+        unit: &'a gpu::Unit,
+        seated: &[Arc<Kernel>],
+    ) -> Vec<&'a gpu::inventory::GpuProcess> {
+        unit.processes
+            .iter()
+            .filter(|p| {
+                gpu::process::alive(p.pid) && !seated.iter().any(|k| self.owns_pid(k, p.pid))
+            })
+            .collect()
+    }
+
+    /// Processes on the units that no kernel holding them runs: started outside Orrery (or a
+    /// removed kernel's, lingering in NVML's list for a moment). For the admin's GPU panel.
+    pub fn foreign_processes(
+        &self,
+        inventory: &gpu::Inventory,
+    ) -> Vec<super::queue::ForeignProcess> {
+        let leases = self.services.store.leases().unwrap_or_default();
+        let mut out = Vec::new();
+        for u in &inventory.units {
+            let seated: Vec<Arc<Kernel>> = leases
+                .iter()
+                .filter(|l| l.unit == u.uuid)
+                .filter_map(|l| {
+                    let LeaseHolder::Kernel { id, .. } = &l.holder;
+                    self.kernel_by_id(id)
+                })
+                .collect();
+            for p in self.foreign_on(u, &seated) {
+                out.push(super::queue::ForeignProcess {
+                    unit: u.uuid.clone(),
+                    pid: p.pid,
+                    used_memory: p.used_memory,
+                });
+            }
+        }
+        out
+    }
+
     /// Whether host process `pid` runs in `kernel`'s container (or process tree).
-    fn owns_pid(&self, kernel: &Kernel, pid: u32) -> bool {
+    pub(super) fn owns_pid(&self, kernel: &Kernel, pid: u32) -> bool {
         lock(&kernel.status)
             .container
             .as_ref()

@@ -126,6 +126,13 @@ pub enum Reclaimed {
     Gpu(Duration),
     /// It waited for a GPU for `gpu.queue_timeout` and stopped waiting; never started.
     WaitEnded,
+    /// An admin took its GPU units back (the GPU panel).
+    ByAdmin,
+}
+
+/// The first 8 characters of a kernel id, as people read it.
+pub fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 /// `N minutes`, or `N seconds` under a minute.
@@ -151,6 +158,9 @@ impl Reclaimed {
                 minutes(idle)
             ),
             Reclaimed::WaitEnded => "kernel waits for a GPU again\n".to_string(),
+            Reclaimed::ByAdmin => {
+                "kernel's GPU was taken back by an admin; its state was reset\n".to_string()
+            }
             Reclaimed::Lost => "kernel's container was gone when the hub restarted; \
                                 a new one was started and its state was reset\n"
                 .to_string(),
@@ -854,6 +864,12 @@ impl Gateway {
             st.ip = None;
             st.container.take()
         };
+        self.drop_container(kernel, container).await;
+        tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel container reclaimed for idleness");
+    }
+
+    /// The rest of a reclaim, once the kernel is marked: its client, container and units go.
+    async fn drop_container(&self, kernel: &Arc<Kernel>, container: Option<String>) {
         *kernel.client.write().await = None;
         self.save_record(kernel);
         if let Some(c) = container {
@@ -864,7 +880,54 @@ impl Gateway {
         }
         self.release_gpus(kernel);
         self.services.metrics.kernel_reclaimed();
-        tracing::info!(kernel = %kernel.id, user = %kernel.user, "kernel container reclaimed for idleness");
+    }
+
+    /// An admin takes the GPU units of kernel `id` back now, busy or not (the GPU panel):
+    /// its container goes, and its state with it; its units go to the next in line; its
+    /// notebooks are told who did it, and its next cell re-creates it, waiting its turn.
+    /// Returns the kernel's user.
+    pub async fn reclaim_gpus_by_admin(&self, id: &str, admin: &str) -> Result<String, String> {
+        let Some(kernel) = self.kernel_by_id(id) else {
+            return Err("That kernel does not exist (any more).".into());
+        };
+        if lock(&kernel.gpus).is_empty() {
+            return Err(format!(
+                "{}'s kernel {} holds no GPU now.",
+                kernel.user,
+                short_id(id)
+            ));
+        }
+        let wait = Duration::from_secs(5);
+        let busy = || {
+            format!(
+                "{}'s kernel {} is starting or restarting; try again in a moment.",
+                kernel.user,
+                short_id(id)
+            )
+        };
+        let Ok(_in_use) = tokio::time::timeout(wait, kernel.in_use.write()).await else {
+            return Err(busy());
+        };
+        let Ok(_guard) = tokio::time::timeout(wait, kernel.lifecycle.lock()).await else {
+            return Err(busy());
+        };
+        let container = {
+            let mut st = lock(&kernel.status);
+            st.reclaimed = Some(Reclaimed::ByAdmin);
+            st.ip = None;
+            st.execution_state = ExecutionState::Idle;
+            st.container.take()
+        };
+        kernel.notify(
+            &format!(
+                "An admin ({admin}) took this kernel's GPU back; its state is lost. Your next \
+                 cell starts it again, waiting its turn for a GPU.\n"
+            ),
+            None,
+        );
+        self.drop_container(&kernel, container).await;
+        tracing::info!(kernel = %kernel.id, user = %kernel.user, %admin, "an admin took a kernel's GPU back");
+        Ok(kernel.user.clone())
     }
 
     /// The kernel cannot run code any more (its container exited or failed to start, or its

@@ -368,6 +368,21 @@ pub struct HolderView {
     pub kernel: String,
     /// Seconds since the kernel's last traffic or GPU use (`None`: it is executing).
     pub idle_s: Option<u64>,
+    /// When it got the unit (its lease).
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    /// Its SM utilization on the unit (its own processes' highest, else the unit's), in
+    /// NVML's last sample; `None` without NVML's figures.
+    #[serde(default)]
+    pub utilization: Option<u32>,
+}
+
+/// A process on a GPU unit that no kernel holding the unit runs: started outside Orrery.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ForeignProcess {
+    pub unit: String,
+    pub pid: u32,
+    pub used_memory: Option<u64>,
 }
 
 /// One waiting kernel, in the order of service.
@@ -387,7 +402,16 @@ pub struct WaitView {
 impl Gateway {
     /// The holders of units and the queue in its order, for `orrery gpus` and the admin API.
     pub fn gpu_view(&self) -> (Vec<HolderView>, Vec<WaitView>) {
+        self.gpu_view_seen(None)
+    }
+
+    /// [`Gateway::gpu_view`] with what NVML shows: each holder's utilization.
+    pub fn gpu_view_seen(
+        &self,
+        inventory: Option<&crate::gpu::Inventory>,
+    ) -> (Vec<HolderView>, Vec<WaitView>) {
         let now = Utc::now();
+        let leases = self.services.store.leases().unwrap_or_default();
         let mut holders = Vec::new();
         for k in self.all_kernels() {
             let units = lock(&k.gpus).clone();
@@ -396,12 +420,32 @@ impl Gateway {
                 (st.execution_state, st.last_activity)
             };
             for unit in units {
+                let since = leases
+                    .iter()
+                    .find(|l| {
+                        l.unit == unit
+                            && matches!(&l.holder, crate::state::LeaseHolder::Kernel { id, .. } if *id == k.id)
+                    })
+                    .map(|l| l.since);
+                let utilization = inventory
+                    .and_then(|inv| inv.units.iter().find(|u| u.uuid == unit))
+                    .and_then(|u| {
+                        let own = u
+                            .processes
+                            .iter()
+                            .filter(|p| self.owns_pid(&k, p.pid))
+                            .filter_map(|p| p.sm_util)
+                            .max();
+                        own.or(u.utilization)
+                    });
                 holders.push(HolderView {
                     unit,
                     user: k.user.clone(),
                     kernel: k.id.clone(),
                     idle_s: (state != super::state::ExecutionState::Busy)
                         .then(|| (now - last).num_seconds().max(0) as u64),
+                    since,
+                    utilization,
                 });
             }
         }

@@ -301,7 +301,7 @@ fn render(
         @if let Some(e) = hub.tls.status().error.filter(|_| hub.config().https.enabled) {
             (Notice::Error(format!("HTTPS certificate: {e}")).render())
         }
-        p { a href=(format!("{hp}admin/groups")) { "Groups →" } }
+        p { a href=(format!("{hp}admin/groups")) { "Groups →" } " · " a href=(format!("{hp}admin/gpus")) { "GPUs →" } }
         section aria-labelledby="users-heading" {
             h2 #users-heading { "Users" }
             form.inline method="get" action=(format!("{hp}admin")) role="search" {

@@ -276,6 +276,7 @@ fn render(
             }
         }
         (super::named_servers::section(hub, p, user))
+        (gpu_section(hub, &user.name))
         (super::home_shares::section(hub, p, user))
         section aria-labelledby="account-heading" {
             h2 #account-heading { "My account" }
@@ -350,5 +351,45 @@ pub async fn stop(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) 
     match stop_server(&hub, &user.name, "").await {
         Ok(()) => layout::redirect(&format!("{}home?msg=stopped", hub.hub_prefix())),
         Err(e) => action_failed(&hub, &p, &user, e),
+    }
+}
+
+/// The user's GPU kernels: which hold a unit (and how long they have been idle, since idle
+/// ones give it back), and which wait, at what place. Nothing when they have none.
+fn gpu_section(hub: &Hub, user: &str) -> maud::Markup {
+    let (holders, queue) = hub.gateway.gpu_view();
+    let mine: Vec<_> = holders.iter().filter(|h| h.user == user).collect();
+    let waiting: Vec<_> = queue.iter().filter(|w| w.user == user).collect();
+    if mine.is_empty() && waiting.is_empty() {
+        return maud::html! {};
+    }
+    let cfg = hub.config();
+    let short = crate::gateway::manager::short_id;
+    maud::html! {
+        section aria-labelledby="gpu-heading" #my-gpus {
+            h2 #gpu-heading { "My GPU kernels" }
+            ul {
+                @for h in &mine {
+                    li data-kernel=(h.kernel) {
+                        "Kernel " code { (short(&h.kernel)) } " holds GPU " code { (h.unit) } ": "
+                        @match h.idle_s {
+                            Some(s) => { "idle for " (layout::span(s)) }
+                            None => { "running a cell" }
+                        }
+                    }
+                }
+                @for w in &waiting {
+                    li data-kernel=(w.kernel) {
+                        "Kernel " code { (short(&w.kernel)) } " waits for a GPU: "
+                        @if w.ahead == 0 { "next in line" } @else { (w.ahead) " ahead of it" }
+                        ", waiting " (layout::span(w.waiting_s))
+                    }
+                }
+            }
+            p.hint {
+                "An idle kernel gives its GPU back after " (layout::span(cfg.gpu.idle_after.as_std().as_secs()))
+                " when someone waits (its variables are lost; its next cell starts it again)."
+            }
+        }
     }
 }

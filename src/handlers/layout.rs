@@ -254,6 +254,15 @@ pub fn no_store(mut resp: Response) -> Response {
 }
 
 /// A timestamp for people, inside a `<time>` element; "never" for None.
+/// A span of seconds as people read it: `1 h 5 min`, `4 min`, `12 s`.
+pub fn span(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
 pub fn time(t: Option<&DateTime<Utc>>, never: &str) -> Markup {
     match t {
         Some(t) => html! {

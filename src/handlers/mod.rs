@@ -5,11 +5,12 @@
 //! * [`layout`]: the page frame, navigation, error and 404 pages, security headers.
 //! * [`forms`]: form parsing and the checks every POST handler runs first.
 //! * [`accept_share`]: redeeming a share code.
-//! * [`login`], [`home`] (with [`named_servers`] and [`home_shares`]), [`spawn_form`] (the profile choice), [`spawn`] (progress), [`password`], [`tokens`], [`admin`] (with [`admin_groups`]), [`user`]: one page
+//! * [`login`], [`home`] (with [`named_servers`] and [`home_shares`]), [`spawn_form`] (the profile choice), [`spawn`] (progress), [`password`], [`tokens`], [`admin`] (with [`admin_groups`] and [`admin_gpus`]), [`user`]: one page
 //!   (or a few closely related ones) each. [`assets`]: the stylesheet and the progress script.
 
 pub mod accept_share;
 pub mod admin;
+pub mod admin_gpus;
 pub mod admin_groups;
 pub mod assets;
 pub mod forms;
@@ -119,6 +120,8 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
             post(admin_groups::delete_group),
         )
         .route(&at("/admin/servers"), post(admin::bulk))
+        .route(&at("/admin/gpus"), get(admin_gpus::page))
+        .route(&at("/admin/gpus/reclaim"), post(admin_gpus::reclaim))
         .route(
             &at("/admin/users/{name}/password"),
             post(admin::reset_password),

@@ -1010,6 +1010,180 @@ async fn shared_gpu_kernels_share_a_unit_and_one_over_its_budget_is_stopped() {
     gw.shut_down().await;
 }
 
+/// The admin's GPU panel, in headless Chromium (screenshots in
+/// `target/test-artifacts/browser/gpu-panel/`): the holders, the queue and the processes
+/// Orrery did not start, with the values `GET /hub/api/orrery/gpus` gives; the home pages show
+/// each user their GPU kernels; an admin takes alice's GPU back: her notebook is told who did
+/// it, the unit goes to bob's waiting kernel, and alice's next cell waits its turn.
+#[tokio::test]
+async fn the_gpu_panel_shows_holders_and_queue_and_an_admin_takes_a_gpu_back() {
+    crate::browser::require_chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    // GPU-pb runs a process Orrery did not start (this test's own).
+    std::fs::write(
+        &state,
+        format!(
+            "gpu GPU-pa 85899345920 0 0 0 - NVIDIA A100\n\
+             gpu GPU-pb 85899345920 1073741824 40 5 - NVIDIA A100\n\
+             proc GPU-pb {} 1073741824\n",
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let _nvml = NVML_ENV.lock().await;
+    std::env::set_var("FAKE_NVML_STATE", &state);
+    let gw = LocalGateway::start(&dir.path().join("hub"), None).await;
+    let bob = add_user(&gw.hub, "bob");
+    let k1 = gw.create_spec("gpu").await;
+    gw.wait_state(&k1, "idle", 60).await;
+    let k2 = gw.create_spec_as(&bob, "gpu").await;
+    gw.wait_queued(&k2, 0).await;
+
+    // The hub's pages, served as the daemon serves them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hub_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = orrery::app::router(gw.hub.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let api: Value = serde_json::from_str(&gw.admin_get("/hub/api/orrery/gpus").await).unwrap();
+    assert_eq!(api["holders"][0]["kernel"], k1.as_str(), "{api}");
+    assert_eq!(api["holders"][0]["unit"], "GPU-pa", "{api}");
+    assert_eq!(api["queue"][0]["kernel"], k2.as_str(), "{api}");
+    assert_eq!(api["foreign"][0]["unit"], "GPU-pb", "{api}");
+    assert_eq!(api["foreign"][0]["pid"], std::process::id(), "{api}");
+
+    // Each user's home page: alice holds a GPU, bob is next in line (first logins set the
+    // passwords: the firstuse authenticator).
+    let home = |user: &'static str| {
+        let url = hub_url.clone();
+        async move {
+            let cookie = crate::common::login_at(&url, user, &format!("{user}-password-1"))
+                .await
+                .expect("login");
+            crate::common::page_as(&url, &cookie, "/hub/home").await.1
+        }
+    };
+    let alice_home = home("alice").await;
+    let mine = &alice_home[alice_home
+        .find("id=\"my-gpus\"")
+        .expect("alice's GPU kernels")..];
+    assert!(
+        mine.contains(&format!("data-kernel=\"{k1}\""))
+            && mine.contains("holds GPU <code>GPU-pa</code>"),
+        "{mine}"
+    );
+    let bob_home = home("bob").await;
+    assert!(
+        bob_home.contains(&format!("data-kernel=\"{k2}\""))
+            && bob_home.contains("waits for a GPU: next in line"),
+        "{bob_home}"
+    );
+
+    // alice's notebook is open on k1.
+    let mut ch = Channels::open(&gw, &k1).await;
+    let cell = ch.execute("print('before')").await;
+    ch.reply(&cell, "execute_reply", 30).await;
+
+    // root1 (an admin; admin_get made it) reads the panel in Chromium and takes k1's GPU back.
+    let root_cookie = crate::common::login_at(&hub_url, "root1", "root1-password-1")
+        .await
+        .expect("root1 sets a password");
+    drop(root_cookie);
+    let artifacts = crate::common::repo().join("target/test-artifacts/browser/gpu-panel");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    // Run off the test's one runtime thread, which serves the hub meanwhile.
+    let out = tokio::process::Command::new(crate::common::python())
+        .arg(crate::common::repo().join("tests/python/gpu_panel_browser.py"))
+        .args([
+            hub_url.as_str(),
+            "root1",
+            "root1-password-1",
+            k1.as_str(),
+            &artifacts.display().to_string(),
+        ])
+        .output()
+        .await
+        .expect("run gpu_panel_browser.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "gpu_panel_browser.py failed:\n{stdout}\n{stderr}"
+    );
+    let seen: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON from gpu_panel_browser.py:\n{stdout}\n{stderr}"));
+    // The panel shows what the API gave.
+    let holders = seen["holders"].as_array().expect("holders");
+    assert_eq!(
+        holders.len(),
+        api["holders"].as_array().map_or(0, Vec::len),
+        "{seen}"
+    );
+    assert_eq!(holders[0]["kernel"], api["holders"][0]["kernel"], "{seen}");
+    assert_eq!(holders[0]["unit"], api["holders"][0]["unit"], "{seen}");
+    assert_eq!(holders[0]["user"], "alice", "{seen}");
+    let queue = seen["queue"].as_array().expect("queue");
+    assert_eq!(queue.len(), 1, "{seen}");
+    assert_eq!(queue[0]["kernel"], api["queue"][0]["kernel"], "{seen}");
+    assert_eq!(queue[0]["position"], "1", "{seen}");
+    assert_eq!(queue[0]["user"], "bob", "{seen}");
+    assert_eq!(
+        seen["foreign"][0]["pid"],
+        std::process::id().to_string(),
+        "{seen}"
+    );
+    assert!(
+        seen["notice"]
+            .as_str()
+            .is_some_and(|n| n.contains("alice's kernel gave its GPU back")),
+        "{seen}"
+    );
+
+    // alice's notebook is told who took it; the unit goes to bob's kernel.
+    let told = ch.text(&cell, "took this kernel's GPU back", 20).await;
+    assert!(told.contains("An admin (root1)"), "{told}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while gw.leases() != [("GPU-pa".to_string(), k2.clone())] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's kernel never got GPU-pa: {:?}",
+            gw.leases()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let bob_sees = gw.wait_state_as(&bob, &k2, "idle", 60).await;
+    assert_eq!(bob_sees["execution_state"], "idle");
+    drop(ch);
+    // alice's next cell starts k1 again, which now waits its turn.
+    let mut ch = Channels::open(&gw, &k1).await;
+    let again = ch.execute("print('after')").await;
+    let waiting = ch.text(&again, "waiting for a GPU", 30).await;
+    assert!(
+        waiting.contains("taken back by an admin")
+            || ch.all_text(&again).contains("taken back by an admin"),
+        "{waiting}"
+    );
+    drop(ch);
+
+    server.abort();
+    for (token, id) in [(&gw.token, &k1), (&bob, &k2)] {
+        let (s, b) = gw
+            .http_as(
+                token,
+                reqwest::Method::DELETE,
+                &format!("/api/kernels/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 204, "{id}: {b}");
+    }
+    gw.shut_down().await;
+}
+
 /// `gpu.idle_timeout`: a GPU kernel quiet on its channels but computing on its GPU (95 % in
 /// NVML) keeps its unit, and is not warned; once its GPU is idle too, its notebook is warned
 /// under the last cell, then the unit is taken back (container reclaimed, lease released,
