@@ -48,6 +48,9 @@ pub enum StartError {
     BadOptions(String),
     #[error("{0}")]
     NotAvailable(String),
+    /// A GPU profile's units cannot be had now (quota, none free, none at all).
+    #[error("{0}")]
+    NoGpu(String),
     #[error("{0}")]
     Failed(String),
     #[error(transparent)]
@@ -72,6 +75,8 @@ struct Choice {
     profile: Option<crate::config::Profile>,
     memory: Option<u64>,
     cpu: Option<f64>,
+    /// GPU units leased for the server (its profile's `gpus`), once leased.
+    gpus: Vec<String>,
 }
 
 /// The options, profile and limits of a start: options that choose nothing reuse the last
@@ -111,6 +116,7 @@ fn choose(
         profile,
         memory,
         cpu,
+        gpus: Vec::new(),
     })
 }
 
@@ -220,6 +226,19 @@ pub async fn start(
         u.server_options
             .insert(server_name.to_string(), choice.options.clone());
     })?;
+    let mut choice = choice;
+    if let Some(p) = choice.profile.as_ref().filter(|p| p.gpus > 0) {
+        match hub
+            .gateway
+            .lease_for_server(&user.name, server_name, p.gpus, p.gpu_model.clone())
+        {
+            Ok(units) => choice.gpus = units,
+            Err(why) => {
+                let _ = cleanup(hub, &user.name, server_name).await;
+                return Err(StartError::NoGpu(why));
+            }
+        }
+    }
     match prepare_and_launch(hub, user, server_name, choice, api_base, record, slot).await {
         Ok(rx) => wait_outcome(&cfg, rx).await,
         Err(e) => {
@@ -377,6 +396,7 @@ async fn prepare_and_launch(
             .unwrap_or_default(),
         memory_limit: choice.memory,
         cpu_limit: choice.cpu,
+        gpus: choice.gpus.clone(),
         progress: msg_tx,
         config: cfg.clone(),
     };
@@ -557,6 +577,7 @@ async fn run_spawn(
 /// and their kernels are left alone.
 async fn cleanup(hub: &Hub, user: &str, server: &str) -> Result<(), StateError> {
     hub.gateway.delete_all_of(user, server).await;
+    hub.gateway.release_server_gpus(user, server);
     let owner = TokenOwner::User(user.to_string());
     if let Some(rec) = hub.store.server(user, server)? {
         if let Some(id) = &rec.token_id {

@@ -64,6 +64,7 @@ async fn start(
             retry_after: Some(5),
         }),
         Err(StartError::NotAvailable(m)) => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, m)),
+        Err(StartError::NoGpu(m)) => Err(ApiError::new(StatusCode::CONFLICT, m)),
         Err(e) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             e.to_string(),

@@ -69,15 +69,23 @@ fn holder_texts(held: &Holdings) -> HashMap<String, String> {
     let mut each: std::collections::BTreeMap<(String, String), String> = held
         .leases
         .iter()
-        .map(|l| {
-            let LeaseHolder::Kernel { id, user } = &l.holder;
-            (
+        .map(|l| match &l.holder {
+            LeaseHolder::Kernel { id, user } => (
                 (l.unit.clone(), id.clone()),
                 format!("{user} (kernel {})", short(id)),
-            )
+            ),
+            LeaseHolder::Server { user, server } => (
+                (l.unit.clone(), format!("server:{user}/{server}")),
+                if server.is_empty() {
+                    format!("{user}'s server")
+                } else {
+                    format!("{user}'s server {server}")
+                },
+            ),
         })
         .collect();
-    for h in &held.holders {
+    // Servers' leases say all there is (they have no idle time of their own).
+    for h in held.holders.iter().filter(|h| h.server.is_none()) {
         let state = match h.idle_s {
             Some(s) => format!("idle {}", span(s)),
             None => "busy".into(),

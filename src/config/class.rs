@@ -25,6 +25,10 @@ pub struct Profile {
     pub memory: Option<Size>,
     /// Extra volumes, as `spawner.docker.volumes` (`source:target[:ro]`).
     pub volumes: Vec<String>,
+    /// GPU units the server holds for its whole life (its kernels use them); 0: none.
+    pub gpus: u32,
+    /// Only units whose model contains this (e.g. `H200`).
+    pub gpu_model: Option<String>,
     /// Extra environment variables.
     pub env: std::collections::BTreeMap<String, String>,
     /// Who may choose it: these users and members of these groups. Both empty: everyone (unless

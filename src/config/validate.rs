@@ -793,6 +793,21 @@ fn validate_profiles(config: &Config) -> Result<(), ConfigError> {
                 return err(&key("cpu"), format!("{cpu} is not a number of cores; use e.g. 0.5 or 2, or leave it out for the usual limit"));
             }
         }
+        if p.gpus > MAX_GPUS_PER_KERNEL {
+            return err(
+                &key("gpus"),
+                format!(
+                    "{} is more GPUs than one server can use; at most {MAX_GPUS_PER_KERNEL}",
+                    p.gpus
+                ),
+            );
+        }
+        if p.gpus == 0 && p.gpu_model.is_some() {
+            return err(
+                &key("gpu_model"),
+                "means nothing with gpus = 0; set gpus = 1 or remove it".into(),
+            );
+        }
         if p.memory.is_some_and(|m| m.bytes() == 0) {
             return err(
                 &key("memory"),

@@ -127,11 +127,7 @@ impl Containers {
         let mut env: Vec<String> = kernel.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.extend(kernel.spec.env.iter().map(|(k, v)| format!("{k}={v}")));
         env.push(format!("JUPYTERHUB_USER={}", kernel.user));
-        let units = kernel
-            .gpus
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let units = kernel.visible_gpus();
         let (visible, device_requests) = docker::gpu_access(&units);
         env.push(visible);
         let labels = docker::labels(

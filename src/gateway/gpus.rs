@@ -46,8 +46,13 @@ impl Gateway {
     /// needs none); `Ok(false)`: it waits in the queue; `Err`: why it can never get them now,
     /// for the user (quota, no such GPUs, no NVML).
     pub(super) fn grant_gpus(&self, kernel: &Kernel) -> Result<bool, String> {
+        // A kernel of a server started with a GPU profile sees its server's units and leases
+        // none of its own.
+        let inherited = self.server_gpus(&kernel.user, &kernel.server);
+        let inherits = !inherited.is_empty();
+        *lock(&kernel.inherited_gpus) = inherited;
         let wanted = kernel.spec.gpus as usize;
-        if wanted == 0 {
+        if wanted == 0 || inherits {
             return Ok(true);
         }
         let store = &self.services.store;
@@ -137,6 +142,121 @@ impl Gateway {
         }
         self.enqueue(kernel, request.since);
         Ok(false)
+    }
+
+    /// The units server `server` of `user` holds (a GPU profile), if any.
+    pub fn server_gpus(&self, user: &str, server: &str) -> Vec<String> {
+        let holder = LeaseHolder::Server {
+            user: user.to_string(),
+            server: server.to_string(),
+        };
+        self.services
+            .store
+            .leases()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l.holder == holder)
+            .map(|l| l.unit)
+            .collect()
+    }
+
+    /// Lease `wanted` units (whose model contains `gpu_model`, if given) for a notebook server
+    /// started with a GPU profile, for its whole life: counted against the user's quota like
+    /// kernels' units, all or none, now or never (a server does not queue: it would hold its
+    /// spawn open). Kernels already waiting go first, so a server gets units only when nobody
+    /// waits. Returns the units; `Err`: why not, for the user.
+    pub fn lease_for_server(
+        &self,
+        user: &str,
+        server: &str,
+        wanted: u32,
+        gpu_model: Option<String>,
+    ) -> Result<Vec<String>, String> {
+        let store = &self.services.store;
+        let _one_at_a_time = self.gpu_grants.lock().unwrap_or_else(|e| e.into_inner());
+        let holder = LeaseHolder::Server {
+            user: user.to_string(),
+            server: server.to_string(),
+        };
+        // Leases a crashed spawn of this server left behind are its own.
+        store.release_leases(&holder).map_err(|e| e.to_string())?;
+        let cfg = self.services.config.get();
+        let standing = self.gpu_standing(user);
+        let leases = store.leases().map_err(|e| e.to_string())?;
+        let held = leases.iter().filter(|l| l.holder.user() == user).count();
+        let waiting = self.gpu_waiting();
+        let queued: u32 = waiting
+            .iter()
+            .filter(|r| r.user == user)
+            .map(|r| r.units)
+            .sum();
+        if held + queued as usize + wanted as usize > standing.quota as usize {
+            return Err(format!(
+                "GPU quota: {user} holds {held} GPU unit(s) and waits for {queued}, and this \
+                 profile asks for {wanted}, but the quota is {}. Stop a GPU server or shut down \
+                 a GPU kernel first",
+                standing.quota
+            ));
+        }
+        let inventory = gpu::probe(&cfg.gpu)
+            .map_err(|e| format!("this profile needs {wanted} GPU(s), but {e}"))?;
+        if !waiting.is_empty() {
+            return Err(format!(
+                "{} kernel(s) already wait for a GPU and go first; try again when the queue is \
+                 empty, or choose a profile without a GPU",
+                waiting.len()
+            ));
+        }
+        let request = scheduler::Request {
+            kernel: format!("server {user}/{server}"),
+            user: user.to_string(),
+            units: wanted,
+            gpu_model: gpu_model.clone(),
+            mig_profile: None,
+            since: Utc::now(),
+            priority: standing.priority,
+        };
+        let free = self.free_slots(&inventory, &leases, &cfg);
+        let grant = scheduler::grants(
+            std::slice::from_ref(&request),
+            &HashMap::new(),
+            &free,
+            Utc::now(),
+            &policy(&cfg),
+        );
+        let Some((_, seats)) = grant.into_iter().next() else {
+            let what = gpu_model.map(|m| format!(" {m}")).unwrap_or_default();
+            return Err(format!(
+                "no{what} GPU is free now ({} of {wanted} needed); try again later, or \
+                 choose a profile without a GPU",
+                free.iter().filter(|s| request.fits(s)).count()
+            ));
+        };
+        if !store
+            .take_leases(&seats, &holder)
+            .map_err(|e| e.to_string())?
+        {
+            return Err("another start took that GPU a moment ago; try again".into());
+        }
+        let units = units_of(&seats);
+        tracing::info!(%user, %server, units = ?units, "GPU units leased for a server");
+        Ok(units)
+    }
+
+    /// Give back what server `server` of `user` holds (it stopped, was culled or failed).
+    pub fn release_server_gpus(&self, user: &str, server: &str) {
+        let holder = LeaseHolder::Server {
+            user: user.to_string(),
+            server: server.to_string(),
+        };
+        match self.services.store.release_leases(&holder) {
+            Ok(units) if !units.is_empty() => {
+                tracing::info!(%user, %server, units = ?units, "a server's GPU units released");
+                self.schedule_now.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(%user, %server, error = %e, "cannot release GPU leases"),
+        }
     }
 
     /// `user`'s priority and quota for GPUs, from the config's `[[gpu.groups]]` and the
@@ -404,10 +524,7 @@ impl Gateway {
                 let seat = (0..seats).find(|n| here.iter().all(|l| l.seat != *n))?;
                 let seated: Vec<Arc<Kernel>> = here
                     .iter()
-                    .filter_map(|l| {
-                        let LeaseHolder::Kernel { id, .. } = &l.holder;
-                        self.kernel_by_id(id)
-                    })
+                    .filter_map(|l| self.kernel_by_id(l.holder.kernel()?))
                     .collect();
                 if !self.foreign_on(u, &seated).is_empty() {
                     return None;
@@ -445,10 +562,7 @@ impl Gateway {
             let seated: Vec<Arc<Kernel>> = leases
                 .iter()
                 .filter(|l| l.unit == u.uuid)
-                .filter_map(|l| {
-                    let LeaseHolder::Kernel { id, .. } = &l.holder;
-                    self.kernel_by_id(id)
-                })
+                .filter_map(|l| self.kernel_by_id(l.holder.kernel()?))
                 .collect();
             for p in self.foreign_on(u, &seated) {
                 out.push(super::queue::ForeignProcess {
@@ -582,7 +696,18 @@ impl Gateway {
             return;
         };
         for lease in leases {
-            let LeaseHolder::Kernel { id, .. } = &lease.holder;
+            let id = match &lease.holder {
+                LeaseHolder::Kernel { id, .. } => id,
+                // A server's units are its own while its record lives; forgetting the server
+                // (stopped, culled, gone at a restart) releases them.
+                LeaseHolder::Server { user, server } => {
+                    if !matches!(self.services.store.server(user, server), Ok(Some(_))) {
+                        tracing::info!(unit = %lease.unit, %user, %server, "dropping the GPU lease of a server that no longer runs");
+                        let _ = self.services.store.release_leases(&lease.holder);
+                    }
+                    continue;
+                }
+            };
             let kernel = self.kernel_by_id(id);
             let running = kernel.as_ref().is_some_and(|k| k.has_container());
             match kernel {

@@ -106,11 +106,7 @@ impl LocalKernels {
         let err_log = log
             .try_clone()
             .map_err(|e| format!("cannot create the kernel's log: {e}"))?;
-        let units = kernel
-            .gpus
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .join(",");
+        let units = kernel.visible_gpus().join(",");
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .envs(kernel.env.iter().cloned())

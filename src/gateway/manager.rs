@@ -202,6 +202,9 @@ pub struct Kernel {
     pub(super) lifecycle: Mutex<()>,
     /// The GPU units (UUIDs) the kernel holds while its container runs ([`super::gpus`]).
     pub gpus: StdMutex<Vec<String>>,
+    /// The units its server holds (a GPU profile), which its container sees instead of
+    /// leasing its own; set at every start.
+    pub(super) inherited_gpus: StdMutex<Vec<String>>,
     /// Messages held while it waits for a GPU ([`super::queue`]).
     pub(super) wait: StdMutex<super::queue::Wait>,
     /// Its notebooks were told that its GPU goes soon (told once per idle period).
@@ -264,6 +267,7 @@ impl Kernel {
             sockets: StdMutex::new(Sockets::default()),
             lifecycle: Mutex::new(()),
             gpus: StdMutex::new(Vec::new()),
+            inherited_gpus: StdMutex::new(Vec::new()),
             wait: StdMutex::new(Default::default()),
             gpu_warned: Default::default(),
             gpu_over_since: Default::default(),
@@ -349,6 +353,16 @@ impl Kernel {
 
     fn set_state(&self, state: ExecutionState) {
         lock(&self.status).execution_state = state;
+    }
+
+    /// The units its container sees: its own, else those its server holds.
+    pub fn visible_gpus(&self) -> Vec<String> {
+        let own = lock(&self.gpus).clone();
+        if own.is_empty() {
+            lock(&self.inherited_gpus).clone()
+        } else {
+            own
+        }
     }
 
     pub fn touch(&self) {

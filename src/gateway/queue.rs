@@ -375,6 +375,10 @@ pub struct HolderView {
     /// NVML's last sample; `None` without NVML's figures.
     #[serde(default)]
     pub utilization: Option<u32>,
+    /// Set when a notebook server holds the unit (a GPU profile; `kernel` is then empty): the
+    /// server's name ("" for the default one).
+    #[serde(default)]
+    pub server: Option<String>,
 }
 
 /// A process on a GPU unit that no kernel holding the unit runs: started outside Orrery.
@@ -422,10 +426,7 @@ impl Gateway {
             for unit in units {
                 let since = leases
                     .iter()
-                    .find(|l| {
-                        l.unit == unit
-                            && matches!(&l.holder, crate::state::LeaseHolder::Kernel { id, .. } if *id == k.id)
-                    })
+                    .find(|l| l.unit == unit && l.holder.kernel() == Some(k.id.as_str()))
                     .map(|l| l.since);
                 let utilization = inventory
                     .and_then(|inv| inv.units.iter().find(|u| u.uuid == unit))
@@ -446,6 +447,24 @@ impl Gateway {
                         .then(|| (now - last).num_seconds().max(0) as u64),
                     since,
                     utilization,
+                    server: None,
+                });
+            }
+        }
+        // Servers started with a GPU profile hold their units for their life.
+        for l in &leases {
+            if let crate::state::LeaseHolder::Server { user, server } = &l.holder {
+                let utilization = inventory
+                    .and_then(|inv| inv.units.iter().find(|u| u.uuid == l.unit))
+                    .and_then(|u| u.utilization);
+                holders.push(HolderView {
+                    unit: l.unit.clone(),
+                    user: user.clone(),
+                    kernel: String::new(),
+                    idle_s: None,
+                    since: Some(l.since),
+                    utilization,
+                    server: Some(server.clone()),
                 });
             }
         }

@@ -119,19 +119,35 @@ async fn render(hub: &Hub, p: &Principal, status: StatusCode, notices: Vec<Notic
                         } }
                         tbody {
                             @for h in &holders {
-                                tr data-kernel=(h.kernel) data-unit=(h.unit) data-user=(h.user) {
+                                tr data-kernel=(h.kernel) data-unit=(h.unit) data-user=(h.user) data-server=[h.server.as_deref()] {
                                     th scope="row" { (h.user) }
-                                    td { code { (short_id(&h.kernel)) } }
+                                    td {
+                                        @match &h.server {
+                                            Some(s) if s.is_empty() => { "notebook server" }
+                                            Some(s) => { "notebook server " code { (s) } }
+                                            None => { code { (short_id(&h.kernel)) } }
+                                        }
+                                    }
                                     td { code { (h.unit) } }
                                     td { (layout::time(h.since.as_ref(), "–")) }
-                                    td.idle { @match h.idle_s { Some(s) => (span(s)), None => "busy" } }
+                                    td.idle {
+                                        @match (h.idle_s, &h.server) {
+                                            (_, Some(_)) => "–",
+                                            (Some(s), None) => (span(s)),
+                                            (None, None) => "busy",
+                                        }
+                                    }
                                     td.util { @if let Some(x) = h.utilization { (x) " %" } @else { "–" } }
                                     td {
+                                        @if h.server.is_some() {
+                                            span.hint { "held while the server runs (stop it on the users page)" }
+                                        } @else {
                                         form.inline method="post" action=(format!("{hp}admin/gpus/reclaim")) {
                                             (forms::xsrf_input(&csrf))
                                             input type="hidden" name="kernel" value=(h.kernel);
                                             button.small.danger type="submit"
                                                 aria-label=(format!("Take the GPU back from {}'s kernel {}", h.user, short_id(&h.kernel))) { "Take GPU back" }
+                                        }
                                         }
                                     }
                                 }

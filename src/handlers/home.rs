@@ -137,6 +137,10 @@ pub async fn start_with(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("Servers cannot be started on this hub right now: {m}"),
         )),
+        Err(StartError::NoGpu(m)) => Err(ActionError::new(
+            StatusCode::CONFLICT,
+            format!("The server needs a GPU: {m}."),
+        )),
         Err(StartError::Failed(m)) => Err(ActionError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("The server failed to start: {m}"),
@@ -370,11 +374,18 @@ fn gpu_section(hub: &Hub, user: &str) -> maud::Markup {
             h2 #gpu-heading { "My GPU kernels" }
             ul {
                 @for h in &mine {
-                    li data-kernel=(h.kernel) {
-                        "Kernel " code { (short(&h.kernel)) } " holds GPU " code { (h.unit) } ": "
-                        @match h.idle_s {
-                            Some(s) => { "idle for " (layout::span(s)) }
-                            None => { "running a cell" }
+                    @if let Some(server) = &h.server {
+                        li data-server=(server) {
+                            @if server.is_empty() { "My server" } @else { "My server " code { (server) } }
+                            " holds GPU " code { (h.unit) } " while it runs; its kernels use it."
+                        }
+                    } @else {
+                        li data-kernel=(h.kernel) {
+                            "Kernel " code { (short(&h.kernel)) } " holds GPU " code { (h.unit) } ": "
+                            @match h.idle_s {
+                                Some(s) => { "idle for " (layout::span(s)) }
+                                None => { "running a cell" }
+                            }
                         }
                     }
                 }

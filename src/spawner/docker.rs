@@ -391,21 +391,24 @@ impl Backend for DockerBackend {
                 "JUPYTERHUB_SERVICE_URL=http://0.0.0.0:{}{}",
                 cfg.port, spec.prefix
             ));
-            // Notebook servers get no GPU: GPUs go to kernels, through the gateway.
-            env.push(docker::gpu_access(&[]).0);
+            // Notebook servers get no GPU (GPUs go to kernels, through the gateway) unless
+            // started with a GPU profile: then exactly the units leased for them.
+            let (visible, device_requests) = docker::gpu_access(&spec.gpus);
+            env.push(visible);
             let labels = docker::labels(
                 "notebook",
                 &spec.user,
                 &self.instance,
                 &[(LABEL_SERVER, &spec.server_name)],
             );
-            let host_config = docker::hardened_host_config(
+            let mut host_config = docker::hardened_host_config(
                 cfg,
                 mounts,
                 spec.memory_limit.map(|m| m as i64),
                 spec.cpu_limit,
                 &cfg.cap_add,
             );
+            host_config.device_requests = device_requests;
             let container = ContainerConfig {
                 image: Some(image.clone()),
                 cmd: if cfg.cmd.is_empty() {

@@ -90,6 +90,21 @@ impl Backend for LocalBackend {
             }
             let port = free_port()?;
             let mut env = spec.env.clone();
+            // Only the units leased for it (none: "void", which CUDA reads as none).
+            let units = if spec.gpus.is_empty() {
+                "void".to_string()
+            } else {
+                spec.gpus.join(",")
+            };
+            env.insert("NVIDIA_VISIBLE_DEVICES".into(), units.clone());
+            env.insert(
+                "CUDA_VISIBLE_DEVICES".into(),
+                if spec.gpus.is_empty() {
+                    String::new()
+                } else {
+                    units
+                },
+            );
             env.insert(
                 "JUPYTERHUB_SERVICE_URL".into(),
                 format!("http://127.0.0.1:{port}{}", spec.prefix),

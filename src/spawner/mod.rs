@@ -38,6 +38,9 @@ pub struct SpawnSpec {
     pub volumes: Vec<String>,
     pub memory_limit: Option<u64>,
     pub cpu_limit: Option<f64>,
+    /// GPU units (UUIDs) leased for the server's life (a GPU profile); empty: none, and the
+    /// server sees no GPU.
+    pub gpus: Vec<String>,
     /// Free-text progress messages for the spawn-pending page ("pulling image 40%").
     pub progress: mpsc::UnboundedSender<String>,
     /// The configuration in force when the spawn began (backend settings live in it).

@@ -11,17 +11,27 @@ use serde::{Deserialize, Serialize};
 
 use super::{all, encode, Result, Store};
 
-/// Who holds a unit. A kernel today; the record has room for a notebook server (GPU profiles).
+/// Who holds a unit: a kernel, or a notebook server started with a GPU profile (for its
+/// whole life; its kernels use its units).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum LeaseHolder {
     Kernel { id: String, user: String },
+    Server { user: String, server: String },
 }
 
 impl LeaseHolder {
     pub fn user(&self) -> &str {
         match self {
-            LeaseHolder::Kernel { user, .. } => user,
+            LeaseHolder::Kernel { user, .. } | LeaseHolder::Server { user, .. } => user,
+        }
+    }
+
+    /// The kernel's id, for a kernel.
+    pub fn kernel(&self) -> Option<&str> {
+        match self {
+            LeaseHolder::Kernel { id, .. } => Some(id),
+            LeaseHolder::Server { .. } => None,
         }
     }
 }

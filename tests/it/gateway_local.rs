@@ -347,7 +347,7 @@ impl LocalGateway {
         assert_eq!(status, 204, "delete {id}: {body}");
     }
 
-    /// The GPU units leased, as (unit, kernel id), sorted.
+    /// The GPU units leased to kernels, as (unit, kernel id), sorted.
     fn leases(&self) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = self
             .hub
@@ -355,10 +355,7 @@ impl LocalGateway {
             .leases()
             .unwrap()
             .into_iter()
-            .map(|l| {
-                let orrery::state::LeaseHolder::Kernel { id, .. } = l.holder;
-                (l.unit, id)
-            })
+            .filter_map(|l| Some((l.unit.clone(), l.holder.kernel()?.to_string())))
             .collect();
         v.sort();
         v
@@ -1181,6 +1178,75 @@ async fn the_gpu_panel_shows_holders_and_queue_and_an_admin_takes_a_gpu_back() {
             .await;
         assert_eq!(s, 204, "{id}: {b}");
     }
+    gw.shut_down().await;
+}
+
+/// A server started with a GPU profile holds its units; its kernels see them and lease none
+/// of their own (a GPU kernelspec as well as a plain one), so they neither count twice against
+/// the quota nor queue; another user's GPU kernel gets the other unit.
+#[tokio::test]
+async fn kernels_of_a_gpu_server_use_its_units_and_lease_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    std::fs::write(
+        &state,
+        "gpu GPU-s1 85899345920 0 0 0 - NVIDIA A100\ngpu GPU-s2 85899345920 0 0 0 - NVIDIA A100\n",
+    )
+    .unwrap();
+    let _nvml = NVML_ENV.lock().await;
+    std::env::set_var("FAKE_NVML_STATE", &state);
+    let gw = LocalGateway::start(&dir.path().join("hub"), None).await;
+    let units = gw
+        .hub
+        .gateway
+        .lease_for_server("alice", "", 1, None)
+        .expect("a unit for alice's server");
+    assert_eq!(units, ["GPU-s1"]);
+    // The quota (1) is spent by the server: nothing more for alice's server elsewhere.
+    let again = gw.hub.gateway.lease_for_server("alice", "lab", 1, None);
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.contains("alice holds 1 GPU unit(s)")),
+        "{again:?}"
+    );
+    let visible = "import os\nprint(os.environ['NVIDIA_VISIBLE_DEVICES'])";
+    let k_gpu = gw.create_spec("gpu").await;
+    gw.wait_state(&k_gpu, "idle", 60).await;
+    let k_plain = gw.create().await;
+    for k in [&k_gpu, &k_plain] {
+        let (out, status) = gw.execute(k, visible).await;
+        assert_eq!((out.as_str(), status.as_str()), ("GPU-s1\n", "ok"), "{k}");
+    }
+    let leases = gw.hub.store.leases().unwrap();
+    assert_eq!(leases.len(), 1, "only the server's lease: {leases:?}");
+    assert_eq!(
+        leases[0].holder,
+        orrery::state::LeaseHolder::Server {
+            user: "alice".into(),
+            server: String::new()
+        }
+    );
+    // bob's GPU kernel gets the other unit.
+    let bob = add_user(&gw.hub, "bob");
+    let kb = gw.create_spec_as(&bob, "gpu").await;
+    gw.wait_state_as(&bob, &kb, "idle", 60).await;
+    assert_eq!(gw.leases(), [("GPU-s2".to_string(), kb.clone())]);
+    // The server's units go when it does.
+    gw.hub.gateway.release_server_gpus("alice", "");
+    assert_eq!(gw.hub.store.leases().unwrap().len(), 1);
+    for k in [&k_gpu, &k_plain] {
+        gw.delete(k).await;
+    }
+    let (s, _) = gw
+        .http_as(
+            &bob,
+            reqwest::Method::DELETE,
+            &format!("/api/kernels/{kb}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
     gw.shut_down().await;
 }
 

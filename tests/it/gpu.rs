@@ -286,3 +286,139 @@ fn gpus_names_who_holds_each_unit() {
     assert_eq!(v["leases"][0]["unit"], A100);
     assert_eq!(v["leases"][0]["holder"]["user"], "alice");
 }
+
+/// A GPU profile (`[[profiles]] gpus = 1`) on a real daemon with the local backend: alice's
+/// server holds a unit for its whole life (its environment names exactly that unit; the API and
+/// `orrery gpus` show the server as its holder), bob's GPU profile is refused while none is
+/// free, the lease survives a restart of the daemon with the server running, and the built-in
+/// culler stopping the idle server gives the unit back, so bob's start then succeeds.
+#[tokio::test]
+async fn a_gpu_server_holds_its_unit_across_a_restart_and_gives_it_back_when_culled() {
+    use crate::common::{python, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+    use serde_json::{json, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    std::fs::write(
+        &state,
+        format!("gpu {A100} 85899345920 0 0 0 - NVIDIA A100\n"),
+    )
+    .unwrap();
+    let app = repo().join("tests/python/singleuser_app.py");
+    let config = format!(
+        "[spawner]\nbackend = \"local\"\nslow_spawn_timeout = \"30s\"\n\
+         [spawner.local]\ncmd = [\"{}\", \"{}\"]\nallow_root = true\n\n\
+         [gpu]\nnvml_library = \"{}\"\n\n\
+         [cull]\nenabled = false\ntimeout = \"3s\"\nevery = \"1s\"\n\n\
+         [[profiles]]\nname = \"cpu\"\ndefault = true\n\n\
+         [[profiles]]\nname = \"gpu\"\ndisplay_name = \"One GPU\"\ngpus = 1\n",
+        python(),
+        app.display(),
+        fake_nvml().display()
+    );
+    let state_env = state.display().to_string();
+    let mut d = Daemon::start_with_env(&config, &[("FAKE_NVML_STATE", &state_env)]).await;
+    d.create_users(&["alice", "bob"], false).await;
+    async fn start(d: &Daemon, user: &str) -> (u16, Value, reqwest::header::HeaderMap) {
+        d.api(
+            "POST",
+            &format!("/users/{user}/server"),
+            Some(ADMIN),
+            Some(json!({"profile": "gpu"})),
+        )
+        .await
+    }
+    let gpus = |d: &Daemon| {
+        let http = d.http.clone();
+        let url = format!("{}/hub/api/orrery/gpus", d.url);
+        async move {
+            let r = http
+                .get(url)
+                .header("Authorization", format!("token {ADMIN}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let (s, b, _) = start(&d, "alice").await;
+    assert_eq!(s, 201, "{b}\n{}", d.log());
+    let view = gpus(&d).await;
+    assert_eq!(
+        view["leases"],
+        json!([{"unit": A100, "seat": 0, "holder": {"kind": "server", "user": "alice", "server": ""},
+                "since": view["leases"][0]["since"]}]),
+        "{view}"
+    );
+    assert_eq!(view["holders"][0]["server"], "", "{view}");
+    // The server's process sees exactly that unit.
+    let (_, alice, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    let pid = alice["servers"][""]["state"]["pid"].as_i64().expect("pid");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ
+            .split('\0')
+            .any(|v| v == format!("NVIDIA_VISIBLE_DEVICES={A100}")),
+        "{environ}"
+    );
+    // No unit left: bob's GPU profile is refused, saying so (409), and leaves nothing behind.
+    let (s, b, _) = start(&d, "bob").await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("GPU is free now")),
+        "{b}"
+    );
+    let (_, bob, _) = d.api("GET", "/users/bob", Some(ADMIN), None).await;
+    assert_eq!(bob["servers"], json!({}), "{bob}");
+    let (code, out, err) = d.cli(&["gpus"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("alice's server"), "{out}");
+
+    // A restart with the server running keeps the lease.
+    d.stop();
+    d.spawn().await;
+    let view = gpus(&d).await;
+    assert_eq!(
+        view["leases"][0]["holder"]["user"],
+        "alice",
+        "{view}\n{}",
+        d.log()
+    );
+    let (_, alice, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    assert_eq!(alice["servers"][""]["ready"], true, "{alice}");
+
+    // The culler stops the idle server: the unit comes back, and bob gets it.
+    let (code, out, err) = d.cli(&["config", "set", "cull.enabled", "true"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = d.cli(&["config", "reload"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let view = gpus(&d).await;
+        if view["leases"] == json!([]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the culled server kept its unit: {view}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(d.log().contains("culling server"), "{}", d.log());
+    let (code, out, err) = d.cli(&["config", "set", "cull.enabled", "false"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = d.cli(&["config", "reload"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let (s, b, _) = start(&d, "bob").await;
+    assert_eq!(s, 201, "{b}\n{}", d.log());
+    let view = gpus(&d).await;
+    assert_eq!(view["leases"][0]["holder"]["user"], "bob", "{view}");
+    let (s, _, _) = d
+        .api("DELETE", "/users/bob/server", Some(ADMIN), None)
+        .await;
+    assert!(s == 202 || s == 204, "{s}");
+}
