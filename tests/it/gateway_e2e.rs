@@ -1474,3 +1474,63 @@ async fn the_gpu_queue_and_leases_survive_kill_9() {
     assert_eq!(now["queue"][0]["kernel"], k3.as_str(), "{now}");
     assert_eq!(now["leases"].as_array().map(Vec::len), Some(1), "{now}");
 }
+
+/// A GPU profile (`gpus = 1`) with remote kernels, on Docker: the server's container gets a
+/// device request for exactly its unit, and its kernels get that same unit and lease none
+/// (two GPU kernels, where leasing would have given one the other unit); stopping the server
+/// gives the unit back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_profiles_server_and_its_kernels_get_its_unit() {
+    let mut env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    std::fs::write(
+        &state,
+        format!(
+            "gpu {GPU_A} 85899345920 0 0 0 - NVIDIA A100\ngpu {GPU_B} 85899345920 0 0 0 - NVIDIA A100\n"
+        ),
+    )
+    .unwrap();
+    let (d, user, token, server) = gpu_daemon(
+        &mut env,
+        "gs",
+        &state,
+        "\n[[profiles]]\nname = \"gpu-server\"\ngpus = 1\n",
+    )
+    .await;
+    let (units, visible) = gpu_request_of(&server);
+    assert_eq!(units.len(), 1, "one unit for the server");
+    assert_eq!(visible, units[0]);
+    // Two GPU kernels: leasing, they would get the other unit for one of them; they inherit.
+    for _ in 0..2 {
+        let kid = new_kernel(&d, &user, &token, "gpu").await;
+        let c = kernel_container(&kid).expect("the kernel's container");
+        assert_eq!(
+            gpu_request_of(&c),
+            (units.clone(), units[0].clone()),
+            "{kid}"
+        );
+    }
+    let view = gpus(&d).await;
+    let leases = view["leases"].as_array().expect("leases");
+    assert_eq!(leases.len(), 1, "only the server's: {view}");
+    assert_eq!(leases[0]["holder"]["kind"], "server", "{view}");
+    assert_eq!(leases[0]["unit"], units[0].as_str(), "{view}");
+    let (s, b, _) = d
+        .api(
+            "DELETE",
+            &format!("/users/{user}/server"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(s == 202 || s == 204, "{s}: {b}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while gpus(&d).await["leases"] != json!([]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stopped server kept its unit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
