@@ -121,15 +121,7 @@ impl Gateway {
         }
         // Nobody waits and units are free: take them now; otherwise take a place in line.
         if waiting.is_empty() {
-            let free = self.free_slots(&inventory, &leases, &cfg);
-            let grant = scheduler::grants(
-                std::slice::from_ref(&request),
-                &HashMap::new(),
-                &free,
-                Utc::now(),
-                &policy(&cfg),
-            );
-            if let Some((_, seats)) = grant.into_iter().next() {
+            if let Some(seats) = self.seats_now(&request, &inventory, &leases, &cfg) {
                 if store
                     .take_leases(&seats, &holder)
                     .map_err(|e| e.to_string())?
@@ -216,16 +208,9 @@ impl Gateway {
             since: Utc::now(),
             priority: standing.priority,
         };
-        let free = self.free_slots(&inventory, &leases, &cfg);
-        let grant = scheduler::grants(
-            std::slice::from_ref(&request),
-            &HashMap::new(),
-            &free,
-            Utc::now(),
-            &policy(&cfg),
-        );
-        let Some((_, seats)) = grant.into_iter().next() else {
+        let Some(seats) = self.seats_now(&request, &inventory, &leases, &cfg) else {
             let what = gpu_model.map(|m| format!(" {m}")).unwrap_or_default();
+            let free = self.free_slots(&inventory, &leases, &cfg);
             return Err(format!(
                 "no{what} GPU is free now ({} of {wanted} needed); try again later, or \
                  choose a profile without a GPU",
@@ -241,6 +226,27 @@ impl Gateway {
         let units = units_of(&seats);
         tracing::info!(%user, %server, units = ?units, "GPU units leased for a server");
         Ok(units)
+    }
+
+    /// The seats `request` would get now from the free ones, all or none (not leased yet).
+    fn seats_now(
+        &self,
+        request: &scheduler::Request,
+        inventory: &gpu::Inventory,
+        leases: &[crate::state::LeaseRecord],
+        cfg: &crate::config::Config,
+    ) -> Option<Vec<String>> {
+        let free = self.free_slots(inventory, leases, cfg);
+        scheduler::grants(
+            std::slice::from_ref(request),
+            &HashMap::new(),
+            &free,
+            Utc::now(),
+            &policy(cfg),
+        )
+        .into_iter()
+        .next()
+        .map(|(_, seats)| seats)
     }
 
     /// Give back what server `server` of `user` holds (it stopped, was culled or failed).

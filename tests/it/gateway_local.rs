@@ -621,6 +621,23 @@ async fn a_kernel_without_a_record_is_removed_by_the_reconcile_loop() {
 /// The fake NVML's state file is named by a variable of this process: one GPU test at a time.
 static NVML_ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A test directory with the fake NVML's state file showing `gpus` (its lines), and this
+/// process's turn at the fake: (dir, state file, the guard to hold for the whole test).
+async fn fake_gpus(
+    gpus: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    tokio::sync::MutexGuard<'static, ()>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml-state");
+    std::fs::write(&state, gpus).unwrap();
+    let guard = NVML_ENV.lock().await;
+    std::env::set_var("FAKE_NVML_STATE", &state);
+    (dir, state, guard)
+}
+
 /// GPU kernels on the fake NVML: each holds its own unit and sees only it, a non-GPU kernel
 /// sees none ("void"), a unit busy with a process Orrery did not start is never handed out,
 /// a kernel that cannot get a unit is dead with the reason, units come back when a kernel is
@@ -766,15 +783,10 @@ async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
 /// refusal names the quota that applied.
 #[tokio::test]
 async fn a_priority_group_goes_first_and_its_quota_lets_a_member_hold_two() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("nvml-state");
-    std::fs::write(
-        &state,
+    let (dir, _state, _nvml) = fake_gpus(
         "gpu GPU-p1 85899345920 0 0 0 - NVIDIA A100\ngpu GPU-p2 85899345920 0 0 0 - NVIDIA A100\n",
     )
-    .unwrap();
-    let _nvml = NVML_ENV.lock().await;
-    std::env::set_var("FAKE_NVML_STATE", &state);
+    .await;
     let gw = LocalGateway::start(&dir.path().join("hub"), None).await;
     gw.configure(|cfg| {
         cfg.gpu.quota.per_user = 1;
@@ -1186,15 +1198,10 @@ async fn the_gpu_panel_shows_holders_and_queue_and_an_admin_takes_a_gpu_back() {
 /// the quota nor queue; another user's GPU kernel gets the other unit.
 #[tokio::test]
 async fn kernels_of_a_gpu_server_use_its_units_and_lease_none() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("nvml-state");
-    std::fs::write(
-        &state,
+    let (dir, _state, _nvml) = fake_gpus(
         "gpu GPU-s1 85899345920 0 0 0 - NVIDIA A100\ngpu GPU-s2 85899345920 0 0 0 - NVIDIA A100\n",
     )
-    .unwrap();
-    let _nvml = NVML_ENV.lock().await;
-    std::env::set_var("FAKE_NVML_STATE", &state);
+    .await;
     let gw = LocalGateway::start(&dir.path().join("hub"), None).await;
     let units = gw
         .hub
@@ -1326,18 +1333,13 @@ async fn an_idle_gpu_kernel_is_warned_then_gives_its_unit_back_a_busy_one_keeps_
 /// (the profile filter picks among them), and without NVML a GPU kernel fails saying why.
 #[tokio::test]
 async fn mig_devices_are_the_units_kernels_get_and_no_nvml_says_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("nvml-state");
-    std::fs::write(
-        &state,
+    let (dir, _state, _nvml) = fake_gpus(
         "gpu GPU-mmmm 150323855360 0 0 0 1 NVIDIA H200\n\
          mig 0 0 MIG-aaaa 19327352832 0 NVIDIA H200 MIG 1g.18gb\n\
          mig 0 1 MIG-bbbb 19327352832 0 NVIDIA H200 MIG 1g.18gb\n\
          mig 0 2 MIG-cccc 76235669504 0 NVIDIA H200 MIG 3g.71gb\n",
     )
-    .unwrap();
-    let _nvml = NVML_ENV.lock().await;
-    std::env::set_var("FAKE_NVML_STATE", &state);
+    .await;
     let hub_state = dir.path().join("hub");
     let gw = LocalGateway::start(&hub_state, None).await;
     gw.configure(|c| {
