@@ -144,6 +144,29 @@ pub fn hardened_host_config(
     }
 }
 
+/// The mount a volume line (`SOURCE:/target[:ro]`, `{username}` in the source replaced by
+/// `user`) asks for: a bind mount for an absolute source, else a named volume.
+pub fn volume_mount(line: &str, user: &str) -> Mount {
+    let parts: Vec<&str> = line.split(':').collect();
+    let source = parts
+        .first()
+        .copied()
+        .unwrap_or("")
+        .replace("{username}", user);
+    let typ = if source.starts_with('/') {
+        MountTypeEnum::BIND
+    } else {
+        MountTypeEnum::VOLUME
+    };
+    Mount {
+        source: Some(source),
+        target: parts.get(1).map(|t| t.to_string()),
+        read_only: Some(parts.get(2) == Some(&"ro")),
+        typ: Some(typ),
+        ..Default::default()
+    }
+}
+
 /// What a container sees of the GPUs: exactly `units` (UUIDs), through a device request to
 /// the NVIDIA driver with `NVIDIA_VISIBLE_DEVICES` to match; with none,
 /// `NVIDIA_VISIBLE_DEVICES=void`, so that an image that sets `all`, or an engine whose default

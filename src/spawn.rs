@@ -389,11 +389,19 @@ async fn prepare_and_launch(
             .as_ref()
             .map(|p| p.image.clone())
             .filter(|i| !i.is_empty()),
+        // The profile's volumes, then the shared volumes this user gets.
         volumes: choice
             .profile
             .as_ref()
             .map(|p| p.volumes.clone())
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .into_iter()
+            .chain(crate::config::shared_volumes_for(
+                &cfg.shared_volumes,
+                &name,
+                &hub.groups_of(&name),
+            ))
+            .collect(),
         memory_limit: choice.memory,
         cpu_limit: choice.cpu,
         gpus: choice.gpus.clone(),

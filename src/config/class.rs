@@ -7,6 +7,60 @@ use serde::{Deserialize, Serialize};
 
 use super::{Limits, Size};
 
+/// A directory or volume mounted into the notebook servers and remote kernels of the users it
+/// is for (`[[shared_volumes]]`): course data read-only for everyone, a group's read-write
+/// share. Every user is uid 1000 in the containers, so a read-write share is writable by all
+/// who get it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharedVolume {
+    /// A host directory (an absolute path) or a Docker volume's name.
+    pub source: String,
+    /// Where it appears in the containers (an absolute path).
+    pub target: String,
+    /// Read-only unless set to false.
+    pub read_only: bool,
+    /// Who gets it: these users and members of these groups. Both empty: everyone.
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Default for SharedVolume {
+    fn default() -> Self {
+        SharedVolume {
+            source: String::new(),
+            target: String::new(),
+            read_only: true,
+            users: Vec::new(),
+            groups: Vec::new(),
+        }
+    }
+}
+
+impl SharedVolume {
+    /// Whether `user`, a member of `groups`, gets it.
+    pub fn is_for(&self, user: &str, groups: &[String]) -> bool {
+        (self.users.is_empty() && self.groups.is_empty())
+            || self.users.iter().any(|u| u == user)
+            || self.groups.iter().any(|g| groups.contains(g))
+    }
+
+    /// As a volume line (`SOURCE:/target[:ro]`), the form `spawner.docker.volumes` uses.
+    pub fn as_volume(&self) -> String {
+        let ro = if self.read_only { ":ro" } else { "" };
+        format!("{}:{}{ro}", self.source, self.target)
+    }
+}
+
+/// The shared volumes `user` (a member of `groups`) gets, as volume lines.
+pub fn shared_volumes_for(shared: &[SharedVolume], user: &str, groups: &[String]) -> Vec<String> {
+    shared
+        .iter()
+        .filter(|v| v.is_for(user, groups))
+        .map(SharedVolume::as_volume)
+        .collect()
+}
+
 /// A server profile (`[[profiles]]`, like KubeSpawner's `profile_list`): what a user picks on
 /// the spawn form or with the API's `user_options.profile`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

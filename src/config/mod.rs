@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use class::{GroupConfig, Profile, RoleConfig};
+pub use class::{shared_volumes_for, GroupConfig, Profile, RoleConfig, SharedVolume};
 pub use load::{load_file, parse_str, ConfigError, ConfigSource, LoadedConfig};
 pub use units::{Duration, Size};
 
@@ -65,6 +65,50 @@ pub struct Config {
     pub roles: Vec<RoleConfig>,
     /// Sharing servers with other users and groups (JupyterHub 5's shares).
     pub sharing: Sharing,
+    /// A message at the top of the pages (JupyterHub's `announcement` template variables).
+    pub announcement: Announcement,
+    /// The hub's name and logo in the pages.
+    pub branding: Branding,
+    /// Directories and volumes mounted into the servers and kernels of the users they are for
+    /// (`[[shared_volumes]]`; Docker backend).
+    pub shared_volumes: Vec<SharedVolume>,
+}
+
+/// `[announcement]`: plain text shown at the top of pages; a page's own text replaces `text`
+/// there. Empty: nothing shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Announcement {
+    /// Every page (unless the page has its own).
+    pub text: String,
+    /// The login page.
+    pub login: String,
+    /// The home page.
+    pub home: String,
+    /// The spawn pages (profile form, progress).
+    pub spawn: String,
+    /// The admin pages.
+    pub admin: String,
+}
+
+/// `[branding]`: what the pages call the hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Branding {
+    /// The name in the header and the page titles.
+    pub name: String,
+    /// An image file (PNG, JPEG, GIF, SVG or WebP) shown in the header instead of the name,
+    /// served at `<hub>/logo`; empty: the name alone.
+    pub logo: String,
+}
+
+impl Default for Branding {
+    fn default() -> Self {
+        Branding {
+            name: "Orrery".into(),
+            logo: String::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -89,6 +133,9 @@ impl Default for Config {
             groups: Vec::new(),
             roles: Vec::new(),
             sharing: Sharing::default(),
+            announcement: Announcement::default(),
+            branding: Branding::default(),
+            shared_volumes: Vec::new(),
         }
     }
 }

@@ -48,6 +48,9 @@ fn normalize_members(config: &mut Config) -> Result<(), ConfigError> {
     for (i, profile) in config.profiles.iter_mut().enumerate() {
         profile.users = normalize_list(&format!("profiles[{i}].users"), &profile.users)?;
     }
+    for (i, v) in config.shared_volumes.iter_mut().enumerate() {
+        v.users = normalize_list(&format!("shared_volumes[{i}].users"), &v.users)?;
+    }
     Ok(())
 }
 
@@ -114,6 +117,102 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_limits(config)?;
     validate_spawner(config)?;
     validate_profiles(config)?;
+    validate_branding(config)?;
+    validate_shared_volumes(config)?;
+    Ok(())
+}
+
+/// `[[shared_volumes]]`: a source, an absolute target that is not the home, each target once,
+/// users and groups that are valid names.
+fn validate_shared_volumes(config: &Config) -> Result<(), ConfigError> {
+    let mut targets: Vec<&str> = Vec::new();
+    for (i, v) in config.shared_volumes.iter().enumerate() {
+        let key = |field: &str| format!("shared_volumes[{i}].{field}");
+        if v.source.is_empty() || v.source.contains(':') {
+            return err(
+                &key("source"),
+                "must be a host directory (an absolute path) or a Docker volume's name, e.g. \
+                 \"/srv/data\""
+                    .into(),
+            );
+        }
+        let target = v.target.trim_end_matches('/');
+        if !v.target.starts_with('/') || target.is_empty() || v.target.contains(':') {
+            return err(
+                &key("target"),
+                format!(
+                    "{:?} must be an absolute path in the containers, e.g. \"/srv/data\"",
+                    v.target
+                ),
+            );
+        }
+        if target == config.spawner.docker.home_mount.trim_end_matches('/') {
+            return err(
+                &key("target"),
+                format!("{target} is where the user's home is mounted; choose another path"),
+            );
+        }
+        if let Some(first) = targets.iter().position(|t| *t == target) {
+            return err(
+                &key("target"),
+                format!("{target} is already shared_volumes[{first}]'s target"),
+            );
+        }
+        targets.push(target);
+        group_names(
+            &format!("shared_volumes[{i}].groups"),
+            v.groups.iter().map(String::as_str),
+        )?;
+    }
+    Ok(())
+}
+
+/// The image types `branding.logo` may be, by extension, with the type served for each.
+pub const LOGO_TYPES: [(&str, &str); 6] = [
+    ("png", "image/png"),
+    ("jpg", "image/jpeg"),
+    ("jpeg", "image/jpeg"),
+    ("gif", "image/gif"),
+    ("svg", "image/svg+xml"),
+    ("webp", "image/webp"),
+];
+
+/// `branding`: a name, and a logo that is an absolute path to an image file that exists.
+fn validate_branding(config: &Config) -> Result<(), ConfigError> {
+    let b = &config.branding;
+    if b.name.trim().is_empty() || b.name.chars().count() > 64 {
+        return err(
+            "branding.name",
+            "must be 1 to 64 characters, e.g. \"Physics Hub\"".into(),
+        );
+    }
+    if b.logo.is_empty() {
+        return Ok(());
+    }
+    let path = std::path::Path::new(&b.logo);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if !path.is_absolute() || !LOGO_TYPES.iter().any(|(e, _)| *e == ext) {
+        return err(
+            "branding.logo",
+            format!(
+                "{:?} must be an absolute path to a .png, .jpg, .gif, .svg or .webp file",
+                b.logo
+            ),
+        );
+    }
+    if !path.is_file() {
+        return err(
+            "branding.logo",
+            format!(
+                "{} is not a file this machine has; copy the logo there first",
+                b.logo
+            ),
+        );
+    }
     Ok(())
 }
 

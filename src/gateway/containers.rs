@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 
 use futures::future::BoxFuture;
 
-use super::manager::Kernel;
+use super::manager::{lock, Kernel};
 use super::runtime::KernelRuntime;
 use crate::config::Config;
 use crate::docker::{self, is_not_found, LABEL_KERNEL, LABEL_SERVER};
@@ -118,6 +118,11 @@ impl Containers {
             read_only: Some(true),
             ..Default::default()
         };
+        // The shared volumes its user gets, as in their notebook server.
+        let shared: Vec<Mount> = lock(&kernel.shared_volumes)
+            .iter()
+            .map(|v| docker::volume_mount(v, &kernel.user))
+            .collect();
         let cmd: Vec<String> = kernel
             .spec
             .argv
@@ -143,8 +148,13 @@ impl Containers {
             .or(cfg.limits.memory)
             .map(|m| m.bytes() as i64);
         let cpu = kernel.spec.cpu.or(cfg.limits.cpu);
-        let mut host_config =
-            docker::hardened_host_config(dcfg, vec![home, connection], memory, cpu, &[]);
+        let mut host_config = docker::hardened_host_config(
+            dcfg,
+            [home, connection].into_iter().chain(shared).collect(),
+            memory,
+            cpu,
+            &[],
+        );
         host_config.device_requests = device_requests;
         let name = format!("orrery-kernel-{}", kernel.id);
         let container = ContainerConfig {

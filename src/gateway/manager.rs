@@ -205,6 +205,8 @@ pub struct Kernel {
     /// The units its server holds (a GPU profile), which its container sees instead of
     /// leasing its own; set at every start.
     pub(super) inherited_gpus: StdMutex<Vec<String>>,
+    /// The `[[shared_volumes]]` its user gets (volume lines), set at every start.
+    pub(super) shared_volumes: StdMutex<Vec<String>>,
     /// Messages held while it waits for a GPU ([`super::queue`]).
     pub(super) wait: StdMutex<super::queue::Wait>,
     /// Its notebooks were told that its GPU goes soon (told once per idle period).
@@ -268,6 +270,7 @@ impl Kernel {
             lifecycle: Mutex::new(()),
             gpus: StdMutex::new(Vec::new()),
             inherited_gpus: StdMutex::new(Vec::new()),
+            shared_volumes: StdMutex::new(Vec::new()),
             wait: StdMutex::new(Default::default()),
             gpu_warned: Default::default(),
             gpu_over_since: Default::default(),
@@ -667,6 +670,12 @@ impl Gateway {
         let cfg = self.services.config.get();
         let began = std::time::Instant::now();
         let result = async {
+            *lock(&kernel.shared_volumes) = if cfg.shared_volumes.is_empty() {
+                Vec::new()
+            } else {
+                let groups = crate::groups::groups_of(&self.services.store, &cfg, &kernel.user);
+                crate::config::shared_volumes_for(&cfg.shared_volumes, &kernel.user, &groups)
+            };
             if !self.grant_gpus(kernel)? {
                 // Waiting for a GPU: Orrery answers for the kernel until it runs.
                 kernel.set_state(ExecutionState::Idle);

@@ -63,6 +63,21 @@ pub fn server_url(hub: &Hub, user: &str, server: &str) -> String {
     format!("{}{app}", hub.server_location(user, server))
 }
 
+/// Where a browser goes once `user`'s server `server` runs, asked to go to `next` (a path in
+/// that server, from a course link or a spawn): there if it is one (on the server's own origin
+/// with per-user origins), else the server's default URL.
+pub fn ready_target(hub: &Hub, user: &str, server: &str, next: &str) -> String {
+    let prefix = hub.server_prefix(user, server);
+    let safe = next.starts_with(&prefix) && !next.contains('\\') && !next.contains("//");
+    if !safe {
+        return server_url(hub, user, server);
+    }
+    match hub.origins() {
+        Some(o) => format!("{}{next}", o.server_origin(user, server)),
+        None => next.to_string(),
+    }
+}
+
 pub fn spawn_pending_url(hub: &Hub, user: &str, server: &str) -> String {
     if server.is_empty() {
         format!("{}spawn-pending/{user}", hub.hub_prefix())
@@ -318,7 +333,12 @@ pub fn failed(hub: &Hub, p: &Principal, user: &UserRecord, message: String) -> R
     )
 }
 
-fn action_failed(hub: &Hub, p: &Principal, user: &UserRecord, e: ActionError) -> Response {
+pub(super) fn action_failed(
+    hub: &Hub,
+    p: &Principal,
+    user: &UserRecord,
+    e: ActionError,
+) -> Response {
     let mut resp = render(hub, p, user, e.status, vec![Notice::Error(e.message)]);
     if let Some(s) = e.retry_after {
         if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
@@ -340,7 +360,14 @@ pub async fn start(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes)
             Some(n) => layout::redirect(&session::safe_next(&hub, Some(n))),
             None => layout::redirect(&server_url(&hub, &user.name, "")),
         },
-        Ok(Begun::Pending) => layout::redirect(&spawn_pending_url(&hub, &user.name, "")),
+        Ok(Begun::Pending) => match f.opt("next").filter(|n| !n.is_empty()) {
+            Some(n) => layout::redirect(&format!(
+                "{}?next={}",
+                spawn_pending_url(&hub, &user.name, ""),
+                urlencoding::encode(n)
+            )),
+            None => layout::redirect(&spawn_pending_url(&hub, &user.name, "")),
+        },
         Err(e) => action_failed(&hub, &p, &user, e),
     }
 }

@@ -26,6 +26,10 @@ pub const CSP: &str =
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
     None,
+    /// The login page (no navigation; its own announcement).
+    Login,
+    /// The spawn form and progress pages (their own announcement).
+    Spawn,
     Home,
     Token,
     Password,
@@ -121,6 +125,7 @@ pub fn page_with_head(
     body: Markup,
 ) -> Markup {
     let hp = hub.hub_prefix();
+    let cfg = hub.config();
     let user = who.and_then(|p| p.user());
     let admin = user.is_some_and(|u| hub.is_admin(u));
     let has_passwords = hub.config().auth.kind != AuthType::Dummy;
@@ -133,14 +138,20 @@ pub fn page_with_head(
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="referrer" content="same-origin";
-                title { (title) " — Orrery" }
+                title { (title) " — " (cfg.branding.name) }
                 link rel="stylesheet" href=(assets::style_url(hub));
                 (head)
             }
             body {
                 a.skip href="#main" { "Skip to main content" }
                 header.site {
-                    a.brand href=(format!("{hp}home")) { "Orrery" }
+                    a.brand href=(format!("{hp}home")) {
+                        @if cfg.branding.logo.is_empty() {
+                            (cfg.branding.name)
+                        } @else {
+                            img.logo src=(format!("{hp}logo")) alt=(cfg.branding.name);
+                        }
+                    }
                     @if let Some(u) = user {
                         nav aria-label="Main" {
                             ul {
@@ -164,6 +175,9 @@ pub fn page_with_head(
                     }
                 }
                 main #main tabindex="-1" {
+                    @if let Some(text) = announcement(&cfg.announcement, nav) {
+                        aside.announcement role="note" aria-label="Announcement" { p { (text) } }
+                    }
                     h1 { (title) }
                     (body)
                 }
@@ -253,7 +267,54 @@ pub fn no_store(mut resp: Response) -> Response {
     resp
 }
 
-/// A timestamp for people, inside a `<time>` element; "never" for None.
+/// The announcement `nav`'s page shows: its own text, else the general one; none if empty.
+fn announcement(a: &crate::config::Announcement, nav: Nav) -> Option<&str> {
+    let own = match nav {
+        Nav::Login => &a.login,
+        Nav::Home => &a.home,
+        Nav::Spawn => &a.spawn,
+        Nav::Admin => &a.admin,
+        Nav::None | Nav::Token | Nav::Password => "",
+    };
+    [own, a.text.as_str()]
+        .into_iter()
+        .map(str::trim)
+        .find(|t| !t.is_empty())
+}
+
+/// `GET <hub>/logo`: `branding.logo`, read at each request (a reload may change it).
+pub async fn logo(State(hub): State<Arc<Hub>>) -> Response {
+    let path = hub.config().branding.logo.clone();
+    let ext = std::path::Path::new(&path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let Some((_, mime)) = crate::config::validate::LOGO_TYPES
+        .iter()
+        .find(|(e, _)| *e == ext)
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("max-age=300"),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(logo = %path, error = %e, "cannot read branding.logo");
+            StatusCode::NOT_FOUND.into_response()
+        }
+    }
+}
+
 /// A span of seconds as people read it: `1 h 5 min`, `4 min`, `12 s`.
 pub fn span(secs: u64) -> String {
     match secs {
@@ -263,6 +324,7 @@ pub fn span(secs: u64) -> String {
     }
 }
 
+/// A timestamp for people, inside a `<time>` element; "never" for None.
 pub fn time(t: Option<&DateTime<Utc>>, never: &str) -> Markup {
     match t {
         Some(t) => html! {

@@ -226,7 +226,7 @@ fn render(
         }
     };
     let mut resp =
-        layout::html_response(status, layout::page(hub, None, Nav::None, "Log in", body));
+        layout::html_response(status, layout::page(hub, None, Nav::Login, "Log in", body));
     if set_cookie {
         if let Ok(v) = HeaderValue::from_str(&session::xsrf_set_cookie(hub, xsrf, secure)) {
             resp.headers_mut().append(header::SET_COOKIE, v);

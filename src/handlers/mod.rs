@@ -24,6 +24,7 @@ pub mod spawn;
 pub mod spawn_form;
 pub mod tokens;
 pub mod user;
+pub mod user_redirect;
 
 use std::sync::Arc;
 
@@ -138,6 +139,9 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
         .route(&at("/user/{name}/"), get(user::page))
         .route(&at("/user/{name}/{*rest}"), get(user::page))
         .route(&at("/static/style.css"), get(assets::style))
+        .route(&at("/logo"), get(layout::logo))
+        .route(&at("/user-redirect/{*path}"), get(user_redirect::redirect))
+        .route(&at("/user-redirect/"), get(user_redirect::redirect))
         .route(&at("/static/spawn.js"), get(assets::spawn_js))
         .route(&at("/{*rest}"), any(layout::not_found))
         .layer(middleware::map_response(layout::security_headers))

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::html;
@@ -41,6 +41,7 @@ pub async fn page(
     State(hub): State<Arc<Hub>>,
     LoggedIn(p): LoggedIn,
     Path(params): Path<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     let (name, server) = name_and_server(params);
     let viewer = match forms::page_user(&hub, &p) {
@@ -52,7 +53,15 @@ pub async fn page(
     };
     let own = owner.name == viewer.name;
     let state = home::server_state(&hub, &owner.name, &server);
-    let url = home::server_url(&hub, &owner.name, &server);
+    // `next`: where to go once it runs (a course link's path), if it is in that server.
+    let next = super::forms::Fields::query(query.as_deref())
+        .get("next")
+        .to_string();
+    let url = if next.is_empty() {
+        home::server_url(&hub, &owner.name, &server)
+    } else {
+        home::ready_target(&hub, &owner.name, &server, &next)
+    };
     if state == ServerState::Running && own {
         return layout::redirect(&url);
     }
@@ -150,7 +159,7 @@ pub async fn page(
     };
     layout::html_response(
         StatusCode::OK,
-        layout::page_with_head(&hub, Some(&p), Nav::None, &title, head, body),
+        layout::page_with_head(&hub, Some(&p), Nav::Spawn, &title, head, body),
     )
 }
 

@@ -162,7 +162,7 @@ fn form(
         layout::page(
             hub,
             Some(p),
-            Nav::Home,
+            Nav::Spawn,
             &format!("Start {}'s server", user.name),
             body,
         ),

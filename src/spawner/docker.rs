@@ -363,24 +363,7 @@ impl Backend for DockerBackend {
                 .send("Preparing the home directory".to_string());
             let mut mounts = vec![self.home_mount(docker, cfg, &spec.user).await?];
             for v in cfg.volumes.iter().chain(&spec.volumes) {
-                let parts: Vec<&str> = v.split(':').collect();
-                let source = parts
-                    .first()
-                    .copied()
-                    .unwrap_or("")
-                    .replace("{username}", &spec.user);
-                let typ = if source.starts_with('/') {
-                    MountTypeEnum::BIND
-                } else {
-                    MountTypeEnum::VOLUME
-                };
-                mounts.push(Mount {
-                    source: Some(source),
-                    target: parts.get(1).map(|t| t.to_string()),
-                    read_only: Some(parts.get(2) == Some(&"ro")),
-                    typ: Some(typ),
-                    ..Default::default()
-                });
+                mounts.push(docker::volume_mount(v, &spec.user));
             }
 
             let mut env: Vec<String> = cfg.env.iter().map(|(k, v)| format!("{k}={v}")).collect();

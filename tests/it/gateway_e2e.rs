@@ -1534,3 +1534,59 @@ async fn a_gpu_profiles_server_and_its_kernels_get_its_unit() {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 }
+
+/// `[[shared_volumes]]`: course data read-only for everyone, a group's read-write share for its
+/// members only, mounted into the notebook servers and the remote kernels alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_volumes_reach_servers_and_kernels_of_the_users_they_are_for() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = env().await;
+    let member = env.user("svm");
+    let other = env.user("svo");
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("readme.txt"), "course data\n").unwrap();
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let share = tempfile::tempdir().unwrap();
+    // Every user is uid 1000 in the containers: the host directory must let them write.
+    std::fs::set_permissions(share.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let extra = format!(
+        "{REMOTE}\n[[groups]]\nname = \"lab\"\nusers = [\"{member}\"]\n\n\
+         [[shared_volumes]]\nsource = \"{}\"\ntarget = \"/srv/data\"\n\n\
+         [[shared_volumes]]\nsource = \"{}\"\ntarget = \"/srv/shared/lab\"\nread_only = false\ngroups = [\"lab\"]\n",
+        data.path().display(),
+        share.path().display()
+    );
+    let d = env.daemon(&[&member, &other], "", &extra).await;
+    let member_server = start_server(&d, &member).await;
+    let other_server = start_server(&d, &other).await;
+    let sh = |c: &str, script: &str| exec(c, &["sh", "-c", script]);
+
+    for c in [&member_server, &other_server] {
+        let (code, out, err) = sh(c, "cat /srv/data/readme.txt");
+        assert_eq!((code, out.trim()), (0, "course data"), "{c}: {err}");
+        let (code, _, _) = sh(c, "touch /srv/data/mine");
+        assert_ne!(code, 0, "{c}: /srv/data is read-only");
+    }
+    let (code, _, err) = sh(
+        &member_server,
+        "echo from-server > /srv/shared/lab/server.txt",
+    );
+    assert_eq!(code, 0, "the member writes the group's share: {err}");
+    let (code, _, _) = sh(&other_server, "test -e /srv/shared/lab");
+    assert_ne!(code, 0, "no group share for a non-member");
+
+    // The member's remote kernel gets the same mounts.
+    let token = d.token_for(&member).await;
+    let kid = new_kernel(&d, &member, &token, "python3").await;
+    let kc = kernel_container(&kid).expect("the kernel's container");
+    let (code, out, err) = sh(&kc, "cat /srv/data/readme.txt /srv/shared/lab/server.txt");
+    assert_eq!((code, out.trim()), (0, "course data\nfrom-server"), "{err}");
+    let (code, _, _) = sh(&kc, "touch /srv/data/mine");
+    assert_ne!(code, 0, "read-only in the kernel too");
+    let (code, _, err) = sh(&kc, "echo from-kernel > /srv/shared/lab/kernel.txt");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(share.path().join("kernel.txt")).unwrap(),
+        "from-kernel\n"
+    );
+}

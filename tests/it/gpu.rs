@@ -376,6 +376,31 @@ async fn a_gpu_server_holds_its_unit_across_a_restart_and_gives_it_back_when_cul
     let (code, out, err) = d.cli(&["gpus"], None);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("alice's server"), "{out}");
+    // The admin's GPU panel and alice's home page show the server as the holder.
+    d.create_users(&["boss"], true).await;
+    let boss = crate::common::login_at(&d.url, "boss", "boss-password-1")
+        .await
+        .expect("boss logs in");
+    let (s, panel) = crate::common::page_as(&d.url, &boss, "/hub/admin/gpus").await;
+    assert_eq!(s, 200, "{panel}");
+    let row = &panel[panel.find("data-server=\"\"").expect("a server holder row")..];
+    let row = &row[..row.find("</tr>").unwrap_or(row.len())];
+    assert!(
+        row.contains("data-user=\"alice\"") || panel.contains("data-user=\"alice\" data-server"),
+        "{panel}"
+    );
+    assert!(
+        row.contains("notebook server") && !row.contains("Take GPU back"),
+        "{row}"
+    );
+    let alice_cookie = crate::common::login_at(&d.url, "alice", "alice-password-1")
+        .await
+        .expect("alice logs in");
+    let (_, home) = crate::common::page_as(&d.url, &alice_cookie, "/hub/home").await;
+    assert!(
+        home.contains(&format!("My server holds GPU <code>{A100}</code>")),
+        "{home}"
+    );
 
     // A restart with the server running keeps the lease.
     d.stop();

@@ -1096,3 +1096,117 @@ async fn starting_and_running_servers() {
         .body
         .contains("has been stopped"));
 }
+
+/// `[announcement]` and `[branding]`: the general text on every page without its own, each
+/// page's own text where set (login, home, spawn form, admin), escaped as plain text; the
+/// name in the header and the titles; the logo served at `/hub/logo` and shown instead of the
+/// name; a reload applies at once.
+#[tokio::test]
+async fn announcements_and_branding_appear_on_the_pages() {
+    let logo_dir = tempfile::tempdir().unwrap();
+    let logo = logo_dir.path().join("logo.png");
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n not a real image, served as is";
+    std::fs::write(&logo, png).unwrap();
+    let mut cfg = Config {
+        ..Config::developer()
+    };
+    cfg.auth.kind = AuthType::Firstuse;
+    cfg.users.admin = vec!["boss".into()];
+    cfg.announcement.text = "Exam on Friday <b>room 2</b>".into();
+    cfg.announcement.login = "Welcome to PHYS 101".into();
+    cfg.announcement.admin = "Grades due Monday".into();
+    cfg.branding.name = "Physics Hub".into();
+    cfg.profiles = vec![
+        orrery::config::Profile {
+            name: "small".into(),
+            ..Default::default()
+        },
+        orrery::config::Profile {
+            name: "big".into(),
+            ..Default::default()
+        },
+    ];
+    orrery::config::validate::validate(&cfg).expect("a valid config");
+    let t = test_hub_from(cfg, vec![]);
+    let mut b = Browser::new(&t);
+    let note = |body: &str| {
+        let at = body
+            .find("class=\"announcement\"")
+            .unwrap_or_else(|| panic!("no announcement in:\n{body}"));
+        let rest = &body[at..];
+        rest[..rest.find("</aside>").unwrap_or(rest.len())].to_string()
+    };
+    let login = b.get("/hub/login").await;
+    assert!(
+        note(&login.body).contains("Welcome to PHYS 101"),
+        "{}",
+        login.body
+    );
+    assert!(login.body.contains("<title>Log in — Physics Hub</title>"));
+    assert!(login
+        .body
+        .contains("class=\"brand\" href=\"/hub/home\">Physics Hub</a>"));
+    assert_eq!(
+        b.login("/hub/", "boss", "boss password").await.status,
+        StatusCode::FOUND
+    );
+    let home = b.get("/hub/home").await;
+    let text = note(&home.body);
+    assert!(
+        text.contains("Exam on Friday &lt;b&gt;room 2&lt;/b&gt;"),
+        "plain text, escaped: {text}"
+    );
+    let spawn = b.get("/hub/spawn").await;
+    assert!(
+        note(&spawn.body).contains("Exam on Friday"),
+        "{}",
+        spawn.body
+    );
+    let admin = b.get("/hub/admin").await;
+    assert!(
+        note(&admin.body).contains("Grades due Monday"),
+        "{}",
+        admin.body
+    );
+    let token = b.get("/hub/token").await;
+    assert!(note(&token.body).contains("Exam on Friday"));
+
+    // No logo yet: /hub/logo is 404. With one, the header shows it and it is served.
+    assert_eq!(b.get("/hub/logo").await.status, StatusCode::NOT_FOUND);
+    let mut cfg = t.hub.config().as_ref().clone();
+    cfg.branding.logo = logo.display().to_string();
+    cfg.announcement = Default::default();
+    orrery::config::validate::validate(&cfg).expect("a valid logo");
+    t.hub.set_config(cfg);
+    let home = b.get("/hub/home").await;
+    assert!(
+        home.body
+            .contains("<img class=\"logo\" src=\"/hub/logo\" alt=\"Physics Hub\">"),
+        "{}",
+        home.body
+    );
+    assert!(!home.body.contains("class=\"announcement\""), "cleared");
+    let served = b.get("/hub/logo").await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.header("content-type"), "image/png");
+    assert_eq!(
+        served.body.as_bytes(),
+        String::from_utf8_lossy(png).as_bytes()
+    );
+
+    // Bad logos are refused at load, naming the key and the fix.
+    let mut bad = t.hub.config().as_ref().clone();
+    bad.branding.logo = "logo.png".into();
+    let e = orrery::config::validate::validate(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("branding.logo") && e.contains("absolute path"),
+        "{e}"
+    );
+    bad.branding.logo = "/nonexistent/logo.png".into();
+    let e = orrery::config::validate::validate(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not a file"), "{e}");
+}

@@ -251,3 +251,99 @@ async fn builtin_culler_stops_idle_servers_but_keeps_users() {
     let (s, _, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
     assert_eq!(s, 200, "users are never culled unless cull.users is set");
 }
+
+/// `/hub/user-redirect/<path>` (course links): a logged-out visitor is sent to log in and back;
+/// a logged-in one whose server is stopped has it started and lands on `/user/<me>/<path>` with
+/// the query; a running server is gone to at once; `..` is refused. A server still starting
+/// goes through the spawn-pending page, which then opens the link's path.
+#[tokio::test]
+async fn user_redirect_logs_in_starts_the_server_and_lands_on_the_path() {
+    let py = python();
+    let d = daemon_with_app(&py, "").await;
+    d.create_users(&["alice"], false).await;
+    let link =
+        "/hub/user-redirect/git-pull?repo=https%3A%2F%2Fexample.org%2Fcourse&urlpath=tree%2Fcourse";
+    let get = |cookie: Option<String>, path: &str| {
+        let req = d.http.get(format!("{}{path}", d.url));
+        let req = match cookie {
+            Some(c) => req.header("Cookie", c),
+            None => req,
+        };
+        async move {
+            let r = req.send().await.unwrap();
+            let location = r
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (
+                r.status().as_u16(),
+                location,
+                r.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (s, to, _) = get(None, link).await;
+    assert!((300..400).contains(&s), "{s}");
+    assert!(
+        to.starts_with("/hub/login?next=") && to.contains("user-redirect"),
+        "{to}"
+    );
+    let cookie = crate::common::login_at(&d.url, "alice", "alice-password")
+        .await
+        .expect("alice logs in");
+    let (s, to, body) = get(Some(cookie.clone()), link).await;
+    assert!((300..400).contains(&s), "{s} {body}\n{}", d.log());
+    assert_eq!(
+        to,
+        "/user/alice/git-pull?repo=https%3A%2F%2Fexample.org%2Fcourse&urlpath=tree%2Fcourse"
+    );
+    let (_, u, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    assert_eq!(u["servers"][""]["ready"], true, "started by the link: {u}");
+    let (s, again, _) = get(Some(cookie.clone()), link).await;
+    assert!((300..400).contains(&s), "{s}");
+    assert_eq!(again, to, "running: straight there");
+    // A way out of the user's server hidden in an encoded slash (clients fold plain and
+    // encoded dot segments themselves): refused.
+    let (s, to, _) = get(Some(cookie), "/hub/user-redirect/x%2F..%2F..%2Fhub%2Fadmin").await;
+    assert_eq!(s, 404, "{to}");
+}
+
+/// While a server starts, `user-redirect` goes through the spawn-pending page, which opens the
+/// link's path (not the default URL) once the server is ready.
+#[tokio::test]
+async fn user_redirect_waits_on_the_spawn_pending_page_for_a_slow_start() {
+    let d = Daemon::start(&crate::common::sleeping_spawner("")).await;
+    d.create_users(&["bob"], false).await;
+    let cookie = crate::common::login_at(&d.url, "bob", "bob-password")
+        .await
+        .expect("bob logs in");
+    let r = d
+        .http
+        .get(format!("{}/hub/user-redirect/lab/tree/week1.ipynb", d.url))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(
+        to,
+        "/hub/spawn-pending/bob?next=%2Fuser%2Fbob%2Flab%2Ftree%2Fweek1.ipynb"
+    );
+    let (s, page) = crate::common::page_as(&d.url, &cookie, &to).await;
+    assert_eq!(s, 200, "{page}");
+    assert!(
+        page.contains("data-ready-url=\"/user/bob/lab/tree/week1.ipynb\""),
+        "{page}"
+    );
+    // A `next` outside the user's server is not followed.
+    let (_, page) = crate::common::page_as(
+        &d.url,
+        &cookie,
+        "/hub/spawn-pending/bob?next=%2Fuser%2Falice%2Flab",
+    )
+    .await;
+    assert!(!page.contains("data-ready-url=\"/user/alice"), "{page}");
+}
