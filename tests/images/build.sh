@@ -22,7 +22,7 @@ set -euo pipefail
 
 REPO=orrery-singleuser
 SUITE=bookworm
-DEB_PACKAGES=python3,python3-venv,ca-certificates,tini
+DEB_PACKAGES=python3,python3-venv,ca-certificates,tini,git
 # Mounts below the root to undo before a build directory is removed (step 3 mounts /proc).
 BUILD_MOUNTS=(proc)
 NB_USER=jovyan

@@ -459,3 +459,176 @@ async fn jupyterlab_runs_cells_in_remote_kernels_with_binary_comms() {
     env.assert_png("jupyterlab-remote.png");
     env.assert_png("launcher-remote.png");
 }
+
+/// A course link as TLJH users post them: an nbgitpuller link through
+/// `/hub/user-redirect/git-pull?repo=…&urlpath=…`, the repository served by `git daemon` on the
+/// Docker network's gateway (containers cannot reach the host's loopback). A logged-out
+/// student opening it in headless Chromium logs in, their server starts, the course is cloned
+/// into their home and JupyterLab opens the file; after a new commit upstream and an edit of
+/// their own, the same link pulls the commit and keeps the edit (nbgitpuller's merge).
+/// Screenshots: `target/test-artifacts/browser/course-link/`.
+#[tokio::test]
+async fn a_course_link_logs_in_starts_the_server_and_pulls_the_course() {
+    let _serial = crate::common::docker::serial().await;
+    let env = BrowserEnv::new("course", "course-link");
+    let d = Daemon::start(&env.config("", "", "")).await;
+    d.create_users(&[env.user.as_str()], false).await;
+
+    // The course repository: a bare repository and a working copy to push from.
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=Teacher",
+                "-c",
+                "user.email=teacher@example.org",
+            ])
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let served = tempfile::tempdir().unwrap();
+    let work = served.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    std::fs::write(work.join("week1.md"), "# Week 1\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "week 1"]);
+    git(
+        served.path(),
+        &["clone", "-q", "--bare", "work", "course.git"],
+    );
+
+    // git daemon on the gateway of the test's network (made when the daemon prepared Docker).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let gateway = loop {
+        let out = Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                &env.network,
+                "-f",
+                "{{(index .IPAM.Config 0).Gateway}}",
+            ])
+            .output()
+            .expect("docker");
+        let gw = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !gw.is_empty() {
+            break gw;
+        }
+        assert!(Instant::now() < deadline, "no network {}", env.network);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let port = crate::common::free_port();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _git_daemon = Killed(
+        Command::new("git")
+            .arg("daemon")
+            .arg("--reuseaddr")
+            .arg("--export-all")
+            .arg(format!("--base-path={}", served.path().display()))
+            .arg(format!("--listen={gateway}"))
+            .arg(format!("--port={port}"))
+            .arg(served.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon"),
+    );
+    let repo_url = format!("git://{gateway}:{port}/course.git");
+    let link = format!(
+        "{}/hub/user-redirect/git-pull?repo={}&targetpath=course&urlpath={}&branch=main",
+        d.url,
+        urlencoding::encode(&repo_url),
+        urlencoding::encode("lab/tree/course/week1.md")
+    );
+    let visit = |tag: &str| {
+        let out = Command::new(&env.py)
+            .arg(repo().join("tests/python/course_link_browser.py"))
+            .args([
+                link.as_str(),
+                env.user.as_str(),
+                PASSWORD,
+                &env.artifacts.display().to_string(),
+                tag,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("course_link_browser.py");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let _ = std::fs::write(
+            env.artifacts.join(format!("course-link-{tag}.log")),
+            &stderr,
+        );
+        assert!(
+            out.status.success(),
+            "course_link_browser.py ({tag}) failed:\n{stdout}\n{stderr}\nhub log:\n{}",
+            d.log()
+        );
+        let v: Value = stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l.trim()).ok())
+            .unwrap_or_else(|| panic!("no JSON:\n{stdout}\n{stderr}"));
+        v["url"].as_str().unwrap_or_default().to_string()
+    };
+    let server = container_name(&env.user);
+    let read = |path: &str| {
+        let (code, out, err) = crate::common::docker::exec(&server, &["cat", path]);
+        if code != 0 {
+            let (_, ls, _) = crate::common::docker::exec(&server, &["ls", "-laR", "/home/jovyan"]);
+            panic!(
+                "cat {path}: {err}\nthe home:\n{ls}\nthe server's log:\n{}",
+                docker_quiet(&["logs", "--tail", "60", &server])
+            );
+        }
+        out
+    };
+
+    let landed = visit("first");
+    assert!(
+        landed.contains(&format!("/user/{}/lab/tree/course/week1.md", env.user)),
+        "{landed}"
+    );
+    env.assert_png("course-link-first.png");
+    assert_eq!(read("/home/jovyan/course/week1.md").trim(), "# Week 1");
+
+    // The student writes in week 1; the teacher adds week 2.
+    let (code, _, err) = crate::common::docker::exec(
+        &server,
+        &[
+            "sh",
+            "-c",
+            "echo 'my notes' >> /home/jovyan/course/week1.md",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(work.join("week2.md"), "# Week 2\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "week 2"]);
+    git(&work, &["push", "-q", "../course.git", "main"]);
+
+    let landed = visit("second");
+    assert!(landed.contains("/lab/tree/course/week1.md"), "{landed}");
+    assert_eq!(read("/home/jovyan/course/week2.md").trim(), "# Week 2");
+    let week1 = read("/home/jovyan/course/week1.md");
+    assert!(
+        week1.contains("# Week 1") && week1.contains("my notes"),
+        "the student's edit is kept: {week1:?}"
+    );
+}
