@@ -538,14 +538,15 @@ def see_extra_spec_in_launcher(driver, hub, user):
     return labels
 
 
-def save_failure(driver, artifacts):
+def save_failure(driver, artifacts, suffix=""):
+    """The screenshot, page and console of a failed flow (`failure<suffix>.png`, …)."""
     if driver is None:
         return
     for name, action in (
-        ("failure.png", lambda p: driver.save_screenshot(p)),
-        ("failure.html", lambda p: open(p, "w", encoding="utf-8").write(driver.page_source)),
+        (f"failure{suffix}.png", lambda p: driver.save_screenshot(p)),
+        (f"failure{suffix}.html", lambda p: open(p, "w", encoding="utf-8").write(driver.page_source)),
         (
-            "failure-console.log",
+            f"failure{suffix}-console.log",
             lambda p: open(p, "w", encoding="utf-8").write(
                 "\n".join(f"{e.get('level')} {e.get('message')}" for e in driver.get_log("browser"))
             ),

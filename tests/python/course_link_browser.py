@@ -9,7 +9,7 @@ the link's urlpath in JupyterLab, which opens the file in a tab. Screenshot
 `course-link-TAG.png` when the tab is there.
 
 Prints one JSON line {"url": <where it landed>} and exits 0; on failure saves
-`failure-TAG.png` and `failure-TAG.html` into ARTIFACT_DIR and exits 1.
+`failure-TAG.png`, `.html` and `-console.log` into ARTIFACT_DIR and exits 1.
 """
 
 import json
@@ -17,7 +17,7 @@ import sys
 import tempfile
 import traceback
 
-from browser_flow import EC, By, log, make_driver, wait
+from browser_flow import EC, By, log, make_driver, save_failure, wait
 
 LAND_WAIT_S = 240
 
@@ -57,13 +57,7 @@ def main(argv):
             return 0
         except Exception:
             traceback.print_exc()
-            try:
-                log(f"at {driver.current_url}")
-                driver.save_screenshot(f"{artifacts}/failure-{tag}.png")
-                with open(f"{artifacts}/failure-{tag}.html", "w") as f:
-                    f.write(driver.page_source)
-            except Exception:
-                pass
+            save_failure(driver, artifacts, f"-{tag}")
             return 1
         finally:
             driver.quit()

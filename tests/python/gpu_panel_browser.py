@@ -17,7 +17,7 @@ import sys
 import tempfile
 import traceback
 
-from browser_flow import EC, By, click_when_ready, log, login, make_driver, wait
+from browser_flow import EC, By, click_when_ready, log, login, make_driver, save_failure, wait
 
 
 def rows(driver, table_id, attrs):
@@ -73,12 +73,7 @@ def main(argv):
             return 0
         except Exception:
             traceback.print_exc()
-            try:
-                driver.save_screenshot(f"{artifacts}/failure.png")
-                with open(f"{artifacts}/failure.html", "w") as f:
-                    f.write(driver.page_source)
-            except Exception:
-                pass
+            save_failure(driver, artifacts)
             return 1
         finally:
             driver.quit()

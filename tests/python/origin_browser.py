@@ -18,7 +18,7 @@ import sys
 import tempfile
 import traceback
 
-from browser_flow import EC, By, log, login, make_driver, wait
+from browser_flow import EC, By, log, login, make_driver, save_failure, wait
 
 RESOLVER = "--host-resolver-rules=MAP hub.test 127.0.0.1, MAP *.hub.test 127.0.0.1"
 
@@ -39,12 +39,7 @@ def main(argv):
             return 0
         except Exception:
             traceback.print_exc()
-            try:
-                driver.save_screenshot(f"{artifacts}/failure.png")
-                with open(f"{artifacts}/failure.html", "w") as f:
-                    f.write(driver.page_source)
-            except Exception:
-                pass
+            save_failure(driver, artifacts)
             return 1
         finally:
             driver.quit()
