@@ -163,17 +163,15 @@ async fn metrics(State(hub): State<Arc<Hub>>, auth: Option<Auth>) -> Response {
             .into_response();
     }
     let now = Utc::now();
-    let users = hub.store.users().unwrap_or_default();
+    // Counts from the store's kept count and activity index: a scrape costs the active users'
+    // keys and the server records (servers that run or start), not every user.
     let servers = hub.store.servers().unwrap_or_default();
     let gauges = Gauges {
-        users: users.len(),
-        active_users: users
-            .iter()
-            .filter(|u| {
-                u.last_activity
-                    .is_some_and(|t| now - t < chrono::Duration::hours(24))
-            })
-            .count(),
+        users: hub.store.user_count(),
+        active_users: hub
+            .store
+            .count_active_since(now - chrono::Duration::hours(24))
+            .unwrap_or(0),
         running_servers: servers.iter().filter(|s| s.ready).count(),
         pending_spawns: hub.spawns.in_flight(),
         kernels: hub.gateway.counts(),

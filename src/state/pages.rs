@@ -276,9 +276,48 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+impl Store {
+    /// How many users were active at `since` or later: the keys of the last-activity index
+    /// from there on (no record decoded), for the metrics' active users.
+    pub fn count_active_since(&self, since: chrono::DateTime<chrono::Utc>) -> Result<usize> {
+        let from = super::indexes::activity_key(Some(since), "");
+        let mut n = 0;
+        for k in self.users_by_activity.range(from..).keys() {
+            k?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    #[test]
+    fn active_users_since_a_time_are_counted_from_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = chrono::Utc::now();
+        for (i, hours) in [Some(1), Some(23), Some(25), None, Some(48)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut u = UserRecord::new(&format!("u{i}"));
+            u.last_activity = hours.map(|h| now - chrono::Duration::hours(h));
+            store.put_user(&u).unwrap();
+        }
+        let day = now - chrono::Duration::hours(24);
+        assert_eq!(store.count_active_since(day).unwrap(), 2);
+        // The answer follows updates (the index moves with the record).
+        store
+            .update_user("u3", |u| u.last_activity = Some(now))
+            .unwrap();
+        assert_eq!(store.count_active_since(day).unwrap(), 3);
+        // Further back: every user who has been active at all (u3 now too).
+        let week = now - chrono::Duration::hours(100);
+        assert_eq!(store.count_active_since(week).unwrap(), 5);
+    }
     use crate::state::{ServerRecord, StateError};
     use rand::{Rng, SeedableRng};
 

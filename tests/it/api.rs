@@ -512,6 +512,16 @@ async fn unreachable_docker_is_reported_clearly_and_health_metrics_work() {
     assert_eq!(r.status(), 403, "metrics need read:metrics");
     let m = d.metrics().await;
     assert!(m.contains("orrery_total_users 1"), "{m}");
+    // Active users come from the activity index: they agree with the user's model.
+    let (_, u, _) = d.api("GET", "/users/alice", Some(ADMIN), None).await;
+    let active = usize::from(!u["last_activity"].is_null());
+    assert!(
+        m.contains(&format!("orrery_active_users {active}"))
+            && m.contains(&format!(
+                "jupyterhub_active_users{{period=\"24h\"}} {active}"
+            )),
+        "{m}"
+    );
     assert!(
         m.contains("orrery_api_request_duration_seconds_count{method=\"POST\",code=\"5xx\"}"),
         "{m}"
