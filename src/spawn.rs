@@ -396,11 +396,11 @@ async fn prepare_and_launch(
             .map(|p| p.volumes.clone())
             .unwrap_or_default()
             .into_iter()
-            .chain(crate::config::shared_volumes_for(
-                &cfg.shared_volumes,
-                &name,
-                &hub.groups_of(&name),
-            ))
+            .chain(if cfg.shared_volumes.is_empty() {
+                Vec::new()
+            } else {
+                crate::config::shared_volumes_for(&cfg.shared_volumes, &name, &hub.groups_of(&name))
+            })
             .collect(),
         memory_limit: choice.memory,
         cpu_limit: choice.cpu,

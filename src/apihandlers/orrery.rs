@@ -30,12 +30,12 @@ pub async fn gpus(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Val
         "admin:servers",
         "the GPU inventory needs the control token or an admin",
     )?;
-    let probed = crate::gpu::probe_off_thread(hub.config().gpu.clone()).await;
-    let (holders, queue) = hub.gateway.gpu_view_seen(probed.as_ref().ok());
-    let foreign = probed
-        .as_ref()
-        .map(|inv| hub.gateway.foreign_processes(inv))
-        .unwrap_or_default();
+    let crate::gateway::queue::GpuSnapshot {
+        inventory: probed,
+        holders,
+        queue,
+        foreign,
+    } = hub.gateway.gpu_snapshot().await;
     let (inventory, error) = match probed {
         Ok(inv) => (
             serde_json::to_value(inv).unwrap_or(Value::Null),

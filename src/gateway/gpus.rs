@@ -75,29 +75,15 @@ impl Gateway {
         }
         let _ = store.release_leases(&holder);
         let cfg = self.services.config.get();
-        let standing = self.gpu_standing(&kernel.user);
-        let quota = standing.quota as usize;
-        let held = leases
-            .iter()
-            .filter(|l| l.holder != holder && l.holder.user() == kernel.user)
-            .count();
-        let queued: usize = waiting
-            .iter()
-            .filter(|r| r.user == kernel.user)
-            .map(|r| r.units as usize)
-            .sum();
-        if held + queued + wanted > quota {
-            let whose = if standing.from_group {
-                "the quota of their [[gpu.groups]]"
-            } else {
-                "gpu.quota.per_user"
-            };
-            return Err(format!(
-                "GPU quota: {} holds {held} GPU unit(s) and waits for {queued}, and this kernel \
-                 asks for {wanted}, but {whose} is {quota}. Shut down another GPU kernel first",
-                kernel.user
-            ));
-        }
+        self.within_quota(
+            &kernel.user,
+            &holder,
+            &leases,
+            &waiting,
+            wanted,
+            "this kernel",
+            "Shut down another GPU kernel first",
+        )?;
         let inventory = gpu::probe(&cfg.gpu)
             .map_err(|e| format!("this kernel needs {wanted} GPU(s), but {e}"))?;
         let request = kernel.gpu_request(Utc::now());
@@ -134,6 +120,45 @@ impl Gateway {
         }
         self.enqueue(kernel, request.since);
         Ok(false)
+    }
+
+    /// Whether `user` may ask for `wanted` more units: what they hold (apart from `holder`'s
+    /// own, which it is about to give up) and wait for, plus `wanted`, within their quota.
+    /// `Err` names the quota that applied and `fix`; `what` is who asks.
+    #[allow(clippy::too_many_arguments)] // the facts of one check, each from the caller
+    fn within_quota(
+        &self,
+        user: &str,
+        holder: &LeaseHolder,
+        leases: &[crate::state::LeaseRecord],
+        waiting: &[scheduler::Request],
+        wanted: usize,
+        what: &str,
+        fix: &str,
+    ) -> Result<(), String> {
+        let standing = self.gpu_standing(user);
+        let quota = standing.quota as usize;
+        let held = leases
+            .iter()
+            .filter(|l| &l.holder != holder && l.holder.user() == user)
+            .count();
+        let queued: usize = waiting
+            .iter()
+            .filter(|r| r.user == user)
+            .map(|r| r.units as usize)
+            .sum();
+        if held + queued + wanted <= quota {
+            return Ok(());
+        }
+        let whose = if standing.from_group {
+            "the quota of their [[gpu.groups]]"
+        } else {
+            "gpu.quota.per_user"
+        };
+        Err(format!(
+            "GPU quota: {user} holds {held} GPU unit(s) and waits for {queued}, and {what} asks \
+             for {wanted}, but {whose} is {quota}. {fix}"
+        ))
     }
 
     /// The units server `server` of `user` holds (a GPU profile), if any.
@@ -175,21 +200,16 @@ impl Gateway {
         let cfg = self.services.config.get();
         let standing = self.gpu_standing(user);
         let leases = store.leases().map_err(|e| e.to_string())?;
-        let held = leases.iter().filter(|l| l.holder.user() == user).count();
         let waiting = self.gpu_waiting();
-        let queued: u32 = waiting
-            .iter()
-            .filter(|r| r.user == user)
-            .map(|r| r.units)
-            .sum();
-        if held + queued as usize + wanted as usize > standing.quota as usize {
-            return Err(format!(
-                "GPU quota: {user} holds {held} GPU unit(s) and waits for {queued}, and this \
-                 profile asks for {wanted}, but the quota is {}. Stop a GPU server or shut down \
-                 a GPU kernel first",
-                standing.quota
-            ));
-        }
+        self.within_quota(
+            user,
+            &holder,
+            &leases,
+            &waiting,
+            wanted as usize,
+            "this profile",
+            "Stop a GPU server or shut down a GPU kernel first",
+        )?;
         let inventory = gpu::probe(&cfg.gpu)
             .map_err(|e| format!("this profile needs {wanted} GPU(s), but {e}"))?;
         if !waiting.is_empty() {

@@ -381,6 +381,15 @@ pub struct HolderView {
     pub server: Option<String>,
 }
 
+/// The GPUs as the admin's panel and `GET /hub/api/orrery/gpus` show them, read once.
+pub struct GpuSnapshot {
+    /// What NVML shows now, or why it shows nothing.
+    pub inventory: Result<crate::gpu::Inventory, crate::gpu::GpuError>,
+    pub holders: Vec<HolderView>,
+    pub queue: Vec<WaitView>,
+    pub foreign: Vec<ForeignProcess>,
+}
+
 /// A process on a GPU unit that no kernel holding the unit runs: started outside Orrery.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ForeignProcess {
@@ -407,6 +416,23 @@ impl Gateway {
     /// The holders of units and the queue in its order, for `orrery gpus` and the admin API.
     pub fn gpu_view(&self) -> (Vec<HolderView>, Vec<WaitView>) {
         self.gpu_view_seen(None)
+    }
+
+    /// NVML read now, the holders (with utilization), the queue and the processes Orrery did
+    /// not start: what the GPU panel and the admin API show.
+    pub async fn gpu_snapshot(&self) -> GpuSnapshot {
+        let inventory = crate::gpu::probe_off_thread(self.services.config.get().gpu.clone()).await;
+        let (holders, queue) = self.gpu_view_seen(inventory.as_ref().ok());
+        let foreign = inventory
+            .as_ref()
+            .map(|inv| self.foreign_processes(inv))
+            .unwrap_or_default();
+        GpuSnapshot {
+            inventory,
+            holders,
+            queue,
+            foreign,
+        }
     }
 
     /// [`Gateway::gpu_view`] with what NVML shows: each holder's utilization.

@@ -59,12 +59,12 @@ async fn render(hub: &Hub, p: &Principal, status: StatusCode, notices: Vec<Notic
     let hp = hub.hub_prefix();
     let csrf = session::csrf_token(p);
     let cfg = hub.config();
-    let inventory = crate::gpu::probe_off_thread(cfg.gpu.clone()).await;
-    let (holders, queue) = hub.gateway.gpu_view_seen(inventory.as_ref().ok());
-    let foreign = inventory
-        .as_ref()
-        .map(|inv| hub.gateway.foreign_processes(inv))
-        .unwrap_or_default();
+    let crate::gateway::queue::GpuSnapshot {
+        inventory,
+        holders,
+        queue,
+        foreign,
+    } = hub.gateway.gpu_snapshot().await;
     let gib = |b: u64| format!("{:.1}", b as f64 / f64::from(1u32 << 30));
     let policy = match cfg.gpu.policy {
         GpuPolicy::Exclusive => "exclusive: one kernel per unit".to_string(),

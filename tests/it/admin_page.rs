@@ -38,14 +38,7 @@ async fn post(
         .send()
         .await
         .expect("post");
-    let status = r.status().as_u16();
-    let location = r
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (status, location, r.text().await.unwrap_or_default())
+    crate::common::answered(r).await
 }
 
 /// Whether each of `users` has a ready default server, once none is pending.

@@ -645,23 +645,15 @@ async fn fake_gpus(
 /// still run.
 #[tokio::test]
 async fn gpu_kernels_hold_their_own_units_and_give_them_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("nvml-state");
     // GPU-cccc runs a live process Orrery did not start (this test's own).
-    std::fs::write(
-        &state,
-        format!(
-            "gpu GPU-aaaa 85899345920 0 0 0 - NVIDIA A100\n\
-             gpu GPU-bbbb 85899345920 0 0 0 - NVIDIA A100\n\
-             gpu GPU-cccc 85899345920 1073741824 90 10 - NVIDIA A100\n\
-             proc GPU-cccc {} 1073741824\n",
-            std::process::id()
-        ),
-    )
-    .unwrap();
-    // The fake reads its GPUs at nvmlInit from this variable (one GPU test at a time).
-    let _nvml = NVML_ENV.lock().await;
-    std::env::set_var("FAKE_NVML_STATE", &state);
+    let (dir, _state, _nvml) = fake_gpus(&format!(
+        "gpu GPU-aaaa 85899345920 0 0 0 - NVIDIA A100\n\
+         gpu GPU-bbbb 85899345920 0 0 0 - NVIDIA A100\n\
+         gpu GPU-cccc 85899345920 1073741824 90 10 - NVIDIA A100\n\
+         proc GPU-cccc {} 1073741824\n",
+        std::process::id()
+    ))
+    .await;
     let hub_state = dir.path().join("hub");
     let gw = LocalGateway::start(&hub_state, None).await;
     let set_quota = |gw: &LocalGateway, n: u32| {
@@ -935,12 +927,7 @@ async fn a_priority_group_goes_first_and_its_quota_lets_a_member_hold_two() {
 /// to the waiting kernel, while the kernel within its budget keeps running.
 #[tokio::test]
 async fn shared_gpu_kernels_share_a_unit_and_one_over_its_budget_is_stopped() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("nvml-state");
-    let unit = "gpu GPU-sh 85899345920 0 0 0 - NVIDIA A100\n";
-    std::fs::write(&state, unit).unwrap();
-    let _nvml = NVML_ENV.lock().await;
-    std::env::set_var("FAKE_NVML_STATE", &state);
+    let (dir, state, _nvml) = fake_gpus("gpu GPU-sh 85899345920 0 0 0 - NVIDIA A100\n").await;
     let hub_state = dir.path().join("hub");
     let gw = LocalGateway::start(&hub_state, None).await;
     gw.configure(|cfg| {
@@ -1027,21 +1014,14 @@ async fn shared_gpu_kernels_share_a_unit_and_one_over_its_budget_is_stopped() {
 #[tokio::test]
 async fn the_gpu_panel_shows_holders_and_queue_and_an_admin_takes_a_gpu_back() {
     crate::browser::require_chromium();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("nvml-state");
     // GPU-pb runs a process Orrery did not start (this test's own).
-    std::fs::write(
-        &state,
-        format!(
-            "gpu GPU-pa 85899345920 0 0 0 - NVIDIA A100\n\
-             gpu GPU-pb 85899345920 1073741824 40 5 - NVIDIA A100\n\
-             proc GPU-pb {} 1073741824\n",
-            std::process::id()
-        ),
-    )
-    .unwrap();
-    let _nvml = NVML_ENV.lock().await;
-    std::env::set_var("FAKE_NVML_STATE", &state);
+    let (dir, _state, _nvml) = fake_gpus(&format!(
+        "gpu GPU-pa 85899345920 0 0 0 - NVIDIA A100\n\
+         gpu GPU-pb 85899345920 1073741824 40 5 - NVIDIA A100\n\
+         proc GPU-pb {} 1073741824\n",
+        std::process::id()
+    ))
+    .await;
     let gw = LocalGateway::start(&dir.path().join("hub"), None).await;
     let bob = add_user(&gw.hub, "bob");
     let k1 = gw.create_spec("gpu").await;
@@ -1567,11 +1547,7 @@ const RAN_ON: &str = "import os\nprint('ran on', os.environ['NVIDIA_VISIBLE_DEVI
 /// the notice); a restart keeps the queue in order and answers the cells it lost.
 #[tokio::test]
 async fn gpu_kernels_wait_in_line_visibly_and_run_when_a_unit_frees() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("nvml-state");
-    std::fs::write(&state, "gpu GPU-q1 85899345920 0 0 0 - NVIDIA A100\n").unwrap();
-    let _nvml = NVML_ENV.lock().await;
-    std::env::set_var("FAKE_NVML_STATE", &state);
+    let (dir, _state, _nvml) = fake_gpus("gpu GPU-q1 85899345920 0 0 0 - NVIDIA A100\n").await;
     let hub_state = dir.path().join("hub");
     let gw = LocalGateway::start(&hub_state, None).await;
     gw.configure(|c| {

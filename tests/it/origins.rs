@@ -61,14 +61,7 @@ async fn start_server(d: &Daemon, path: &str) {
 
 async fn get(c: &reqwest::Client, url: &str) -> (u16, String, String) {
     let r = c.get(url).send().await.expect("request");
-    let status = r.status().as_u16();
-    let location = r
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (status, location, r.text().await.unwrap_or_default())
+    crate::common::answered(r).await
 }
 
 #[tokio::test]

@@ -269,20 +269,7 @@ async fn user_redirect_logs_in_starts_the_server_and_lands_on_the_path() {
             Some(c) => req.header("Cookie", c),
             None => req,
         };
-        async move {
-            let r = req.send().await.unwrap();
-            let location = r
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            (
-                r.status().as_u16(),
-                location,
-                r.text().await.unwrap_or_default(),
-            )
-        }
+        async move { crate::common::answered(req.send().await.unwrap()).await }
     };
     let (s, to, _) = get(None, link).await;
     assert!((300..400).contains(&s), "{s}");

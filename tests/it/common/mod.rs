@@ -451,3 +451,15 @@ pub async fn page_as(base: &str, cookie: &str, path: &str) -> (u16, String) {
         .expect("page");
     (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
+
+/// A response's status, `Location` ("" without one) and body.
+pub async fn answered(r: reqwest::Response) -> (u16, String, String) {
+    let status = r.status().as_u16();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, location, r.text().await.unwrap_or_default())
+}
