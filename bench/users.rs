@@ -56,6 +56,7 @@ fn write_state(dir: &std::path::Path, n: usize, sleeper: u32) {
                     display_name: None,
                     backend_state: serde_json::json!({"pid": sleeper, "port": 9}),
                     token_id: None,
+                    environment: None,
                 })
                 .expect("server");
         }

@@ -40,6 +40,7 @@ pub mod cli;
 pub mod config;
 pub mod cull;
 pub mod docker;
+pub mod environment;
 pub mod files;
 pub mod forward;
 pub mod gateway;

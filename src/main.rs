@@ -75,6 +75,12 @@ async fn run(cli: Cli) -> i32 {
             })
             .await
         }
+        Command::Env { cmd } => {
+            with_config(cli.config.as_deref(), |loaded| {
+                cli::env_cmd::run(cmd, loaded)
+            })
+            .await
+        }
         Command::Backup(args) => {
             with_config(cli.config.as_deref(), |loaded| {
                 cli::backup_cmd::backup(args, loaded)

@@ -195,6 +195,8 @@ pub async fn start(
     else {
         return Err(StartError::TooMany);
     };
+    // The software environment in effect now is the one this server gets (`orrery env`).
+    let environment = hub.store.environment()?;
     // The pending record is the reservation: of two concurrent requests only one creates it.
     let record = ServerRecord {
         user: user.name.clone(),
@@ -208,6 +210,7 @@ pub async fn start(
         display_name,
         backend_state: serde_json::Value::Null,
         token_id: None,
+        environment: environment.current,
     };
     if !hub.store.create_server(&record)? {
         return Err(
@@ -405,6 +408,7 @@ async fn prepare_and_launch(
         memory_limit: choice.memory,
         cpu_limit: choice.cpu,
         gpus: choice.gpus.clone(),
+        derived_images: hub.store.environment()?.images_of(record.environment),
         progress: msg_tx,
         config: cfg.clone(),
     };

@@ -4,10 +4,12 @@
 //! * [`users`]: users and their activity. [`servers`]: start/stop/progress.
 //! * [`tokens`], [`groups`]: their resources. [`shares`]: sharing servers (JupyterHub 5).
 //!   [`oauth2`]: the OAuth provider.
-//! * [`orrery`]: Orrery's own admin endpoints (config reload).
+//! * [`orrery`]: Orrery's own admin endpoints (config reload). [`environment`]: the software
+//!   environment's record for `orrery env`.
 //! * [`base`] and [`models`]: errors, auth extraction, pagination, JSON models.
 
 pub mod base;
+pub mod environment;
 pub mod groups;
 pub mod models;
 pub mod oauth2;
@@ -128,6 +130,11 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/orrery/tls", get(orrery::tls))
         .route("/orrery/status", get(orrery::status))
         .route("/orrery/state", get(orrery::export_state))
+        .route(
+            "/orrery/environment",
+            get(environment::show).post(environment::commit),
+        )
+        .route("/orrery/environment/pruned", post(environment::pruned))
         .route("/orrery/users/{name}/password", post(orrery::set_password))
         .route("/orrery/users/{name}/purge", post(orrery::purge))
         .fallback(|| async { base::ApiError::not_found("no such API endpoint") })

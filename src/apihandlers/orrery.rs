@@ -14,7 +14,11 @@ use crate::reload;
 
 /// Only the local CLI (the control token) or an admin holding `scope` unfiltered; `what`
 /// says what is refused.
-fn control_or_admin(auth: &Auth, scope: &str, what: &'static str) -> Result<(), ApiError> {
+pub(super) fn control_or_admin(
+    auth: &Auth,
+    scope: &str,
+    what: &'static str,
+) -> Result<(), ApiError> {
     if matches!(auth.0.kind, PrincipalKind::Control) || auth.0.scopes.has_unfiltered(scope) {
         Ok(())
     } else {

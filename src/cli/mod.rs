@@ -1,10 +1,11 @@
-//! The `orrery` command line: `serve`, `config`, `users`, `groups`, `gpus`, `status`, `backup`,
+//! The `orrery` command line: `serve`, `config`, `users`, `groups`, `env`, `gpus`, `status`, `backup`,
 //! `restore`, `cleanup`, `doctor`, `version`.
 
 pub mod backup_cmd;
 pub mod config_cmd;
 pub mod daemon;
 pub mod doctor;
+pub mod env_cmd;
 pub mod gpus_cmd;
 pub mod groups_cmd;
 pub mod status_cmd;
@@ -47,6 +48,12 @@ pub enum Command {
     Groups {
         #[command(subcommand)]
         cmd: groups_cmd::GroupsCommand,
+    },
+    /// The software environment everyone gets: install packages (pip, apt, conda) into
+    /// images derived from every base image in use, list, history, rollback.
+    Env {
+        #[command(subcommand)]
+        cmd: env_cmd::EnvCommand,
     },
     /// Show the GPUs Orrery can hand out (read through NVML; no daemon needed).
     Gpus {

@@ -514,12 +514,24 @@ impl DefaultApp {
 #[serde(default, deny_unknown_fields)]
 pub struct UserEnvironment {
     pub default_app: DefaultApp,
+    /// The interpreter `orrery env install` runs pip with in the images (found on the image's
+    /// `PATH`): the one Jupyter and the kernels run, e.g. `/opt/conda/bin/python`.
+    pub python: String,
+    /// How many generations of the software environment keep their derived images (what
+    /// `orrery env rollback` can return to); older images are removed.
+    pub keep: u32,
+    /// A registry derived images are pushed to (`registry.example.org:5000/course`); empty:
+    /// they stay on this machine, which is all the Docker backend needs.
+    pub registry: String,
 }
 
 impl Default for UserEnvironment {
     fn default() -> Self {
         UserEnvironment {
             default_app: DefaultApp::Jupyterlab,
+            python: "python3".into(),
+            keep: 5,
+            registry: String::new(),
         }
     }
 }

@@ -119,6 +119,44 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_profiles(config)?;
     validate_branding(config)?;
     validate_shared_volumes(config)?;
+    validate_user_environment(config)?;
+    Ok(())
+}
+
+/// `user_environment`: an interpreter name or absolute path (it goes into the build script),
+/// at least one generation kept, a registry written as Docker writes one (no scheme).
+fn validate_user_environment(config: &Config) -> Result<(), ConfigError> {
+    let u = &config.user_environment;
+    let plain = |s: &str, extra: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c))
+    };
+    if u.python.is_empty() || !plain(&u.python, "/") || u.python.starts_with('-') {
+        return err(
+            "user_environment.python",
+            format!(
+                "{:?} must be an interpreter's name or absolute path, e.g. \"python3\" or \"/opt/conda/bin/python\"",
+                u.python
+            ),
+        );
+    }
+    if u.keep == 0 {
+        return err(
+            "user_environment.keep",
+            "must be at least 1 (the generation in effect); 5 keeps four to roll back to".into(),
+        );
+    }
+    if !u.registry.is_empty()
+        && (!plain(&u.registry, "/:") || u.registry.contains("://") || u.registry.starts_with('/'))
+    {
+        return err(
+            "user_environment.registry",
+            format!(
+                "{:?} must be a registry as Docker names one, without a scheme, e.g. \"registry.example.org:5000/course\"",
+                u.registry
+            ),
+        );
+    }
     Ok(())
 }
 

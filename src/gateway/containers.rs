@@ -1,6 +1,7 @@
 //! Kernel containers (bollard): one per kernel, `orrery-kernel-<id>`.
 //!
-//! * Image: the spec's, else `spawner.docker.image`; the command is the spec's `argv` with
+//! * Image: the spec's, else `spawner.docker.image` (or the image the software environment
+//!   derived from it, chosen by the manager at each start); the command is the spec's `argv` with
 //!   `{connection_file}` → [`CONNECTION_FILE`]. The image's entrypoint (tini) is kept, so a
 //!   SIGINT to the container reaches the kernel.
 //! * Orrery writes the connection file (fresh key, `0.0.0.0`, fixed ports) into
@@ -97,11 +98,7 @@ impl Containers {
     pub async fn start(&self, cfg: &Config, kernel: &Kernel) -> Result<(String, String), String> {
         let docker = self.client().await?;
         let dcfg = &cfg.spawner.docker;
-        let image = if kernel.spec.image.is_empty() {
-            dcfg.image.clone()
-        } else {
-            kernel.spec.image.clone()
-        };
+        let image = lock(&kernel.image).clone();
         docker::run_as(docker, &image, dcfg).await?;
         // The same home the user's notebook server mounts (created there at spawn).
         let (source, typ) = docker::home_source(dcfg, &kernel.user);

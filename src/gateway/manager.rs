@@ -38,7 +38,7 @@ use super::runtime::KernelRuntime;
 use super::state::ExecutionState;
 use crate::activity::Activity;
 use crate::config::SharedConfig;
-use crate::config::{InterruptMode, KernelSpec};
+use crate::config::{Config, InterruptMode, KernelSpec};
 use crate::forward::Forwarder;
 use crate::kernels::{Channel, ConnectionInfo, KernelClient, KernelMessage, RawMessage};
 use crate::metrics::Metrics;
@@ -207,6 +207,9 @@ pub struct Kernel {
     pub(super) inherited_gpus: StdMutex<Vec<String>>,
     /// The `[[shared_volumes]]` its user gets (volume lines), set at every start.
     pub(super) shared_volumes: StdMutex<Vec<String>>,
+    /// The image its container is created from, set at every start: the spec's (else the
+    /// server image), or what the software environment in effect derived from it.
+    pub(super) image: StdMutex<String>,
     /// Messages held while it waits for a GPU ([`super::queue`]).
     pub(super) wait: StdMutex<super::queue::Wait>,
     /// Its notebooks were told that its GPU goes soon (told once per idle period).
@@ -271,6 +274,7 @@ impl Kernel {
             gpus: StdMutex::new(Vec::new()),
             inherited_gpus: StdMutex::new(Vec::new()),
             shared_volumes: StdMutex::new(Vec::new()),
+            image: StdMutex::new(String::new()),
             wait: StdMutex::new(Default::default()),
             gpu_warned: Default::default(),
             gpu_over_since: Default::default(),
@@ -664,6 +668,23 @@ impl Gateway {
         Ok(kernel)
     }
 
+    /// The image a kernel of `spec` starts from now: the spec's, else the server image, as
+    /// derived by the software environment in effect (`orrery env`), if it was.
+    fn image_for(&self, cfg: &Config, spec: &KernelSpec) -> String {
+        let base = if spec.image.is_empty() {
+            cfg.spawner.docker.image.clone()
+        } else {
+            spec.image.clone()
+        };
+        match self.services.store.environment() {
+            Ok(env) => env.effective_images().remove(&base).unwrap_or(base),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the software environment; the kernel gets its base image");
+                base
+            }
+        }
+    }
+
     /// Create and start the kernel's container, connect, nudge. Caller holds `lifecycle`.
     pub(super) async fn start(&self, kernel: &Arc<Kernel>) {
         kernel.set_state(ExecutionState::Starting);
@@ -676,6 +697,7 @@ impl Gateway {
                 let groups = crate::groups::groups_of(&self.services.store, &cfg, &kernel.user);
                 crate::config::shared_volumes_for(&cfg.shared_volumes, &kernel.user, &groups)
             };
+            *lock(&kernel.image) = self.image_for(&cfg, &kernel.spec);
             if !self.grant_gpus(kernel)? {
                 // Waiting for a GPU: Orrery answers for the kernel until it runs.
                 kernel.set_state(ExecutionState::Idle);

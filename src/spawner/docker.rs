@@ -334,6 +334,8 @@ impl Backend for DockerBackend {
                     )))
                 }
             };
+            // The software environment's image for that base, if one was built.
+            let image = spec.derived_images.get(&image).cloned().unwrap_or(image);
             self.ensure_image(docker, &image, cfg.pull_policy, &spec)
                 .await?;
             docker::run_as(docker, &image, cfg)

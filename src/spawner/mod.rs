@@ -41,6 +41,9 @@ pub struct SpawnSpec {
     /// GPU units (UUIDs) leased for the server's life (a GPU profile); empty: none, and the
     /// server sees no GPU.
     pub gpus: Vec<String>,
+    /// Base image → the image derived from it by the software environment in effect
+    /// (`orrery env`): whatever image the backend settles on, it runs this one instead.
+    pub derived_images: BTreeMap<String, String>,
     /// Free-text progress messages for the spawn-pending page ("pulling image 40%").
     pub progress: mpsc::UnboundedSender<String>,
     /// The configuration in force when the spawn began (backend settings live in it).

@@ -158,6 +158,7 @@ mod tests {
             display_name: None,
             backend_state: serde_json::Value::Null,
             token_id: None,
+            environment: None,
         }
     }
 

@@ -13,6 +13,7 @@
 //! (`pages.rs`), so a page costs its records, not every record.
 
 mod counts;
+mod environment;
 mod export;
 mod gpu_queue;
 mod groups;
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
+pub use environment::{DerivedImage, EnvSpec, EnvironmentRecord, Expected, Generation};
 pub use export::StateExport;
 pub use gpu_queue::QueueEntry;
 pub use groups::{GroupRecord, ManagedBy};
@@ -129,6 +131,8 @@ pub struct Store {
     shares_by_grantee: sled::Tree,
     /// Share codes by the hash of the code.
     share_codes: sled::Tree,
+    /// The software environment's one record ([`environment`]).
+    environment: sled::Tree,
 }
 
 impl Store {
@@ -309,6 +313,7 @@ impl Store {
             shares: db.open_tree("shares")?,
             shares_by_grantee: db.open_tree("shares_by_grantee")?,
             share_codes: db.open_tree("share_codes")?,
+            environment: db.open_tree("environment")?,
             db,
             path,
         };

@@ -393,6 +393,7 @@ pub(super) mod tests {
                         display_name: None,
                         backend_state: serde_json::Value::Null,
                         token_id: None,
+                        environment: None,
                     })?;
                 }
                 _ => {

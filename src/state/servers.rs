@@ -27,6 +27,10 @@ pub struct ServerRecord {
     pub backend_state: serde_json::Value,
     /// The server token's id, so it can be revoked when the server stops.
     pub token_id: Option<String>,
+    /// The software environment generation in effect when it started (`orrery env`), so the
+    /// home page can say when a newer one is available.
+    #[serde(default)]
+    pub environment: Option<u64>,
 }
 
 impl ServerRecord {

@@ -147,6 +147,7 @@ fn add_user(hub: &Hub, name: &str) -> String {
             display_name: None,
             backend_state: Value::Null,
             token_id: None,
+            environment: None,
         })
         .unwrap();
     hub.issue_token(

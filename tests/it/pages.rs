@@ -1002,6 +1002,7 @@ fn server_record(user: &str, pending: Option<&str>, ready: bool) -> orrery::stat
         display_name: None,
         backend_state: serde_json::Value::Null,
         token_id: None,
+        environment: None,
     }
 }
 
