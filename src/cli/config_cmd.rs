@@ -74,7 +74,7 @@ pub async fn run(cmd: ConfigCommand, config_path: Option<PathBuf>) -> Result<(),
     match cmd {
         ConfigCommand::Show { effective: false } => show_file(explicit),
         ConfigCommand::Show { effective: true } => show_effective(explicit),
-        ConfigCommand::Get { key } => get(explicit, &key),
+        ConfigCommand::Get { key } => get(explicit, &key).await,
         ConfigCommand::Set { key, value } => {
             let change = edit::set_key(&load::edit_path(explicit), &key, &value)?;
             report(&change, false);
@@ -160,16 +160,38 @@ fn show_effective(explicit: Option<&Path>) -> Result<(), CliError> {
     Ok(())
 }
 
-fn get(explicit: Option<&Path>, key: &str) -> Result<(), CliError> {
+async fn get(explicit: Option<&Path>, key: &str) -> Result<(), CliError> {
     // Check the key first, so a typo is reported as such even if the file has a problem.
     load::check_key(key)?;
     let loaded = load::discover(explicit)?;
-    match load::effective_value(&loaded.config, key)? {
-        Some(value) if is_section(&value) => print!("{}", render_section(&loaded.config, key)?),
-        Some(value) => println!("{}", display_value(&value)),
-        None => eprintln!("{key} is not set"),
-    }
+    let shown = match load::effective_value(&loaded.config, key)? {
+        Some(value) if is_section(&value) => render_section(&loaded.config, key)?,
+        Some(value) => format!("{}\n", display_value(&value)),
+        None => {
+            eprintln!("{key} is not set");
+            return Ok(());
+        }
+    };
+    print!("{shown}");
+    environment_notes(&loaded, &shown).await;
     Ok(())
+}
+
+/// An image shown that the software environment replaces for new servers and kernels: say
+/// so (on stderr, so the value on stdout stays what the file says).
+async fn environment_notes(loaded: &load::LoadedConfig, shown: &str) {
+    let Some((generation, images)) = super::env_cmd::effective(loaded).await else {
+        return;
+    };
+    for (base, derived) in images {
+        let named = shown.trim() == base || shown.contains(&format!("\"{base}\""));
+        if named {
+            eprintln!(
+                "note: new servers and kernels get {derived} instead of {base} (software \
+                 environment generation {generation}; `orrery env list`)"
+            );
+        }
+    }
 }
 
 /// The section at `key` as the file would hold it: under its full name, keys in the order of

@@ -105,7 +105,7 @@ impl PackageArgs {
 /// Where the record is read and written: the running daemon, else the state directory.
 enum Access {
     Daemon(DaemonClient),
-    Store(Store),
+    Store(Box<Store>),
 }
 
 impl Access {
@@ -116,7 +116,7 @@ impl Access {
             Err(e) => return Err(CliError::new(CliError::FAILURE, e.to_string())),
         }
         Store::open(&loaded.state_path())
-            .map(Access::Store)
+            .map(|s| Access::Store(Box::new(s)))
             .map_err(|e| CliError::new(CliError::FAILURE, e.to_string()))
     }
 

@@ -437,6 +437,7 @@ fn render(
                 }
             }
         }
+        (super::admin_environment::section(hub))
         section aria-labelledby="add-heading" {
             h2 #add-heading { "Add users" }
             form.stack method="post" action=(format!("{hp}admin/users")) {

@@ -263,6 +263,9 @@ fn render(
                 @match state {
                     ServerState::Running => {
                         p { "Your server is " strong { "running" } " at " a href=(url) { code { (prefix) } } "." }
+                        @if let Some(note) = newer_environment(hub, &user.name, "") {
+                            p.notice.info.environment role="status" { (note) }
+                        }
                         div.actions {
                             a.button href=(url) { "Open my server" }
                             form.inline method="post" action=(format!("{hp}home/stop")) {
@@ -320,6 +323,24 @@ fn render(
             body,
         ),
     )
+}
+
+/// When the software environment changed since `server` started (`orrery env`), what to say:
+/// new servers get the one in effect, this one keeps its own until restarted.
+pub fn newer_environment(hub: &Hub, user: &str, server: &str) -> Option<String> {
+    let record = hub.store.server(user, server).ok()??;
+    let env = hub.store.environment().ok()?;
+    if record.environment == env.current {
+        return None;
+    }
+    let what = env
+        .current_generation()
+        .map(|g| format!(" ({})", g.change))
+        .unwrap_or_default();
+    Some(format!(
+        "The software environment changed since this server started{what}: stop and start it \
+         to use the new one. Files in your home directory are kept."
+    ))
 }
 
 /// The home page with an error notice (a 400): for the named servers' actions.

@@ -10,6 +10,7 @@
 
 pub mod accept_share;
 pub mod admin;
+mod admin_environment;
 pub mod admin_gpus;
 pub mod admin_groups;
 pub mod assets;

@@ -61,7 +61,14 @@ pub fn section(hub: &Hub, p: &Principal, user: &UserRecord) -> Markup {
                                 @let state = home::server_state(hub, &user.name, name);
                                 tr data-server=(name) {
                                     td { code { (name) } }
-                                    td { (state.label()) }
+                                    td {
+                                        (state.label())
+                                        @if state == ServerState::Running {
+                                            @if let Some(note) = home::newer_environment(hub, &user.name, name) {
+                                                br; small.environment { (note) }
+                                            }
+                                        }
+                                    }
                                     td.actions {
                                         @match state {
                                             ServerState::Running => {

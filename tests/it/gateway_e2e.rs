@@ -29,10 +29,10 @@ async fn env() -> Env {
     Env::new("g").await
 }
 
-const REMOTE: &str = "[kernels]\nremote = true\n";
+pub(crate) const REMOTE: &str = "[kernels]\nremote = true\n";
 
 /// The kernel container of kernel `kid` (by label), if any.
-fn kernel_container(kid: &str) -> Option<String> {
+pub(crate) fn kernel_container(kid: &str) -> Option<String> {
     let out = docker_ok(&[
         "ps",
         "-a",
@@ -55,11 +55,11 @@ fn container_env(container: &str, var: &str) -> String {
         .to_string()
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The kernel's channels WebSocket through the proxy, as a browser opens it.
-async fn open_channels(d: &Daemon, user: &str, token: &str, kid: &str) -> Socket {
+pub(crate) async fn open_channels(d: &Daemon, user: &str, token: &str, kid: &str) -> Socket {
     let session = format!("&session_id={}", uuid::Uuid::new_v4());
     let req = channels_request(d, user, token, kid, &session, &d.url);
     let (ws, resp) = tokio::time::timeout(
@@ -276,7 +276,7 @@ fn is(msg_type: &'static str) -> impl Fn(&Value) -> bool {
 }
 
 /// Runs `code` and returns everything it printed to stdout.
-async fn run(ws: &mut Socket, code: &str) -> String {
+pub(crate) async fn run(ws: &mut Socket, code: &str) -> String {
     let id = execute(ws, code, false).await;
     let mut out = String::new();
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -365,7 +365,7 @@ async fn delete_kernel(d: &Daemon, user: &str, token: &str, kid: &str) {
 }
 
 /// A new kernel of `spec` through the user's server, once it is idle: its id.
-async fn new_kernel(d: &Daemon, user: &str, token: &str, spec: &str) -> String {
+pub(crate) async fn new_kernel(d: &Daemon, user: &str, token: &str, spec: &str) -> String {
     let kid = create_kernel(d, user, token, spec).await;
     wait_idle(d, user, token, &kid).await;
     kid

@@ -17,6 +17,7 @@ mod auth_and_state;
 mod browser;
 mod config_cli;
 mod docker_e2e;
+mod environment;
 mod gateway_e2e;
 mod gateway_local;
 mod gpu;
