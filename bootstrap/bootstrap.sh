@@ -36,6 +36,11 @@ Options (each also as an environment variable):
   --backend docker|local   where user servers run (spawner.backend; ORRERY_BACKEND): written
                            into a new config, or set in the existing one with
                            `orrery config set spawner.backend`; local installs no Docker
+  --user-requirements-txt-url URL
+                           install the pip requirements file at URL for every user, as TLJH's
+                           option does: `orrery env install -r` builds it into the images new
+                           servers and kernels get (ORRERY_USER_REQUIREMENTS_TXT_URL; docker
+                           backend; a re-run with the same file changes nothing)
   --allow-downgrade        install a binary older than the installed one (ORRERY_ALLOW_DOWNGRADE=1)
   --no-docker              do not install docker.io (ORRERY_NO_DOCKER=1)
   --skip-os-check          install on another Debian-like system (ORRERY_SKIP_OS_CHECK=1)
@@ -60,8 +65,8 @@ apt-get install docker.io ca-certificates curl (no docker.io with --no-docker or
 backend); install the binary as /usr/local/bin/orrery (a temporary file, then a rename);
 write /etc/orrery/config.toml if absent; set spawner.backend; add the admins to
 users.admin; install /etc/systemd/system/orrery.service; enable and (re)start or reload
-it; wait up to 60 s for http://127.0.0.1/hub/api/; set the admins' passwords; run
-`orrery doctor`; print the URL. Every step can be re-run: after a failure, fix the cause
+it; wait up to 60 s for http://127.0.0.1/hub/api/; set the admins' passwords; install the
+user requirements (with --user-requirements-txt-url); run `orrery doctor`; print the URL. Every step can be re-run: after a failure, fix the cause
 and run the same command again.
 ORRERY_USAGE_EOF
 }
@@ -319,6 +324,7 @@ parse_args() {
     SKIP_OS_CHECK=${ORRERY_SKIP_OS_CHECK:-0}
     ALLOW_DOWNGRADE=${ORRERY_ALLOW_DOWNGRADE:-0}
     YES=${ORRERY_YES:-0}
+    REQUIREMENTS_URL=${ORRERY_USER_REQUIREMENTS_TXT_URL:-}
     if [ -n "${ORRERY_ADMIN:-}" ]; then
         set -f
         for env_admin in $ORRERY_ADMIN; do add_admin "$env_admin"; done
@@ -334,6 +340,8 @@ parse_args() {
             --source=*) SOURCE=${1#--source=} ;;
             --backend) [ $# -ge 2 ] || die "--backend needs docker or local"; BACKEND=$2; shift ;;
             --backend=*) BACKEND=${1#--backend=} ;;
+            --user-requirements-txt-url) [ $# -ge 2 ] || die "--user-requirements-txt-url needs a URL"; REQUIREMENTS_URL=$2; shift ;;
+            --user-requirements-txt-url=*) REQUIREMENTS_URL=${1#--user-requirements-txt-url=} ;;
             --allow-downgrade) ALLOW_DOWNGRADE=1 ;;
             --no-docker) NO_DOCKER=1 ;;
             --skip-os-check) SKIP_OS_CHECK=1 ;;
@@ -354,13 +362,16 @@ parse_args() {
         *) die "--backend $BACKEND: the backend is docker or local" ;;
     esac
     if [ "$MODE" != install ]; then
-        if [ -n "$BINARY$SOURCE$ADMINS$BACKEND" ] || [ "$ALLOW_DOWNGRADE" = 1 ]; then
+        if [ -n "$BINARY$SOURCE$ADMINS$BACKEND$REQUIREMENTS_URL" ] || [ "$ALLOW_DOWNGRADE" = 1 ]; then
             die "--$MODE removes Orrery: give it alone (with --dry-run or --yes if you like)"
         fi
         return 0
     fi
     if [ -n "$BINARY" ] && [ -n "$SOURCE" ]; then
         die "give --binary or --source, not both"
+    fi
+    if [ -n "$REQUIREMENTS_URL" ]; then
+        is_url "$REQUIREMENTS_URL" || die "--user-requirements-txt-url $REQUIREMENTS_URL: give an http(s) URL"
     fi
 }
 
@@ -715,6 +726,34 @@ set_passwords() {
     set +f
 }
 
+# TLJH's --user-requirements-txt-url: the file becomes part of the software environment
+# (orrery env install -r), built into the images every new server and kernel gets.
+install_user_requirements() {
+    [ -n "$REQUIREMENTS_URL" ] || return 0
+    step "Installing the user requirements from $REQUIREMENTS_URL (orrery env install -r)"
+    if [ "$(effective_backend)" = local ]; then
+        die "--user-requirements-txt-url builds container images: it needs the docker backend (the local backend uses this machine's Python; pip install there)"
+    fi
+    if [ "$DRY_RUN" = 1 ]; then
+        show curl -fsSL -o /tmp/orrery-requirements/user-requirements.txt "$REQUIREMENTS_URL"
+        show "$BIN" --config "$CONFIG" env install -r /tmp/orrery-requirements/user-requirements.txt
+        return 0
+    fi
+    req_dir=$(mktemp -d) || die "cannot make a temporary directory"
+    # The file keeps one name whatever the URL, so a re-run with the same file changes nothing.
+    req_file=$req_dir/user-requirements.txt
+    if ! curl -fsSL -o "$req_file" "$REQUIREMENTS_URL"; then
+        rm -rf "$req_dir"
+        die "cannot download $REQUIREMENTS_URL"
+    fi
+    info "\$ $BIN --config $CONFIG env install -r $req_file"
+    if ! orrery_cmd env install -r "$req_file" </dev/null; then
+        rm -rf "$req_dir"
+        die "installing the user requirements failed (the build's error is above); nothing was changed"
+    fi
+    rm -rf "$req_dir"
+}
+
 summary() {
     step "Checking the installation (orrery doctor)"
     if [ "$DRY_RUN" = 1 ]; then
@@ -907,6 +946,7 @@ main() {
     install_unit
     start_service
     set_passwords
+    install_user_requirements
     summary
 }
 

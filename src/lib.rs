@@ -24,10 +24,12 @@
 //! * [`gateway`]: the kernel gateway API on the internal listener (`kernels.remote`): kernels in their own containers.
 //! * [`sharing`]: the rules of sharing a server; [`visits`]: who visits a shared server through
 //!   the proxy, and their sockets a revocation closes.
+//! * [`environment`]: the software environment admins install into for everyone (`orrery env`):
+//!   derived images per base image, tagged by content hash, recorded as generations.
 //! * [`cull`]: the built-in idle culler. [`reload`]: applying a changed config to the running daemon.
 //! * [`app`]: the HTTP router. [`serve`]: startup and explicit graceful shutdown.
 //! * [`metrics`], [`telemetry`]: Prometheus metrics and logging. [`secrets`]: tokens and hashes. [`files`]: the daemon's own files, written atomically.
-//! * [`cli`]: the `orrery` command line (serve, config, users, gpus, status, backup, restore,
+//! * [`cli`]: the `orrery` command line (serve, config, users, groups, env, gpus, status, backup, restore,
 //!   cleanup, doctor, version). [`backup`]: the backup archive and copying homes in and out.
 //!   [`version`]: the version stamp. [`systemd`]: Type=notify and the watchdog.
 

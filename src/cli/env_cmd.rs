@@ -308,6 +308,18 @@ async fn build_and_commit(
             }
         }
     }
+    // The same packages on the same images as the generation in effect: nothing to record
+    // (an installer re-run, a rebuild with nothing new).
+    if let Some(g) = record.current_generation() {
+        if g.spec == spec && g.images == images {
+            println!(
+                "Nothing changed: generation {} ({}) already holds this, on every base image in use.",
+                g.id, g.change
+            );
+            prune(&docker, access, &record, env_cfg.keep as usize).await;
+            return Ok(());
+        }
+    }
     let generation = Generation {
         id: 0,
         created: chrono::Utc::now(),
@@ -346,6 +358,15 @@ async fn rollback(loaded: &LoadedConfig, access: &Access, to: Option<u64>) -> Re
     }
     let new = access.commit(record.expected(), generation).await?;
     report(&new);
+    if let Ok(docker) = docker_for(loaded).await {
+        prune(
+            &docker,
+            access,
+            &new,
+            loaded.config.user_environment.keep as usize,
+        )
+        .await;
+    }
     Ok(())
 }
 
@@ -368,7 +389,8 @@ fn report(record: &EnvironmentRecord) {
 }
 
 /// Remove derived images beyond the last `keep` generations; a removal the engine refuses (a
-/// container still uses the image) is reported and tried again after the next change.
+/// container still uses the image) is reported and tried again by the next `orrery env`
+/// change.
 async fn prune(docker: &bollard::Docker, access: &Access, record: &EnvironmentRecord, keep: usize) {
     let plan = changes::prune(record, keep);
     if plan.generations.is_empty() {

@@ -295,7 +295,9 @@ pub fn rollback(record: &EnvironmentRecord, to: Option<u64>) -> Result<Generatio
 }
 
 /// Old derived images to remove: those of generations outside the last `keep` that neither
-/// those nor the generation in effect use (rollbacks share images with what they copied).
+/// those nor the generation in effect use (rollbacks share images with what they copied). A
+/// generation all of whose images are still used elsewhere keeps them, and can still be rolled
+/// back to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Prune {
     /// Generations that lose their images (marked pruned once their tags are gone).
@@ -316,11 +318,15 @@ pub fn prune(record: &EnvironmentRecord, keep: usize) -> Prune {
     let mut plan = Prune::default();
     let mut tags = BTreeSet::new();
     for g in record.generations.iter().filter(|g| !kept(g) && !g.pruned) {
-        plan.generations.push(g.id);
-        for d in g.images.values() {
-            if !in_use.contains(d.tag.as_str()) {
-                tags.insert(d.tag.clone());
-            }
+        let going: Vec<&String> = g
+            .images
+            .values()
+            .map(|d| &d.tag)
+            .filter(|t| !in_use.contains(t.as_str()))
+            .collect();
+        if !going.is_empty() {
+            plan.generations.push(g.id);
+            tags.extend(going.into_iter().cloned());
         }
     }
     plan.tags = tags.into_iter().collect();
@@ -477,15 +483,19 @@ mod tests {
             Some(5),
         );
         let plan = prune(&r, 2);
-        assert_eq!(plan.generations, [1, 2, 3]);
-        assert_eq!(plan.tags, ["t2", "t3"], "t1 is still used by generation 4");
+        assert_eq!(
+            plan.generations,
+            [2, 3],
+            "generation 1's image is still used by generation 4: it can still be rolled back to"
+        );
+        assert_eq!(plan.tags, ["t2", "t3"]);
         // The generation in effect is kept wherever it is.
         let mut r2 = r.clone();
         r2.current = Some(2);
         assert_eq!(prune(&r2, 2).tags, ["t3"]);
         // Already pruned generations are not planned again.
         let mut r3 = r.clone();
-        for g in r3.generations.iter_mut().take(3) {
+        for g in r3.generations.iter_mut().skip(1).take(2) {
             g.pruned = true;
         }
         assert_eq!(prune(&r3, 2), Prune::default());

@@ -14,15 +14,15 @@ use serde_json::Value;
 use crate::common::docker::{
     docker, docker_ok, exec, image, inspect, server_api, start_server, Env,
 };
-use crate::common::{login_at, page_as, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
+use crate::common::{login_at, page_as, run_cli, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use crate::gateway_e2e::{kernel_container, new_kernel, open_channels, run, REMOTE};
 
 /// Derived images of the test image, removed when the test starts and ends, so each run
 /// builds them (a leftover would be found by its content hash and reused).
-struct DerivedImages(String);
+pub(crate) struct DerivedImages(String);
 
 impl DerivedImages {
-    fn of(base: &str) -> DerivedImages {
+    pub(crate) fn of(base: &str) -> DerivedImages {
         let d = DerivedImages(base.to_string());
         d.remove();
         d
@@ -89,7 +89,14 @@ async fn installed_packages_reach_new_servers_and_kernels_and_a_rollback_takes_t
     let base = image();
     let _derived = DerivedImages::of(&base);
     let user = env.user("env");
-    let d = env.daemon(&[&user], "", REMOTE).await;
+    // Two generations keep their images: the last change below removes an old one.
+    let d = env
+        .daemon(
+            &[&user],
+            "",
+            &format!("{REMOTE}\n[user_environment]\nkeep = 2\n"),
+        )
+        .await;
     d.create_users(&["envadmin"], true).await;
     let sh = |c: &str, script: &str| exec(c, &["sh", "-c", script]);
 
@@ -181,6 +188,20 @@ async fn installed_packages_reach_new_servers_and_kernels_and_a_rollback_takes_t
         "{page}"
     );
 
+    // Only `orrery env` on the hub's machine (the control token) changes what every container
+    // runs; an admin's API token may read it, not write it.
+    let (s, body, _) = d
+        .api(
+            "POST",
+            "/orrery/environment",
+            Some(ADMIN),
+            Some(serde_json::json!({"expected": {"current": 2, "generations": 2}, "generation": listed["current"]})),
+        )
+        .await;
+    assert_eq!(s, 403, "{body}");
+    let (s, _, _) = d.api("GET", "/orrery/environment", Some(ADMIN), None).await;
+    assert_eq!(s, 200);
+
     // A package that does not exist: the build fails with pip's error, nothing changes.
     let (code, out, err) = d.cli(&["env", "install", "orrery-no-such-package-e2e"], None);
     assert_ne!(code, 0, "{out}");
@@ -227,14 +248,106 @@ async fn installed_packages_reach_new_servers_and_kernels_and_a_rollback_takes_t
     let (_, home) = page_as(&d.url, &owner, "/hub/home").await;
     assert!(!home.contains("The software environment changed"), "{home}");
 
+    // Removing the last package: the base images again (nothing to build), and generation 2's
+    // image, beyond the last two generations and used by nothing now, is removed from the
+    // engine; it can no longer be rolled back to.
+    let out = env_ok(&d, &["remove", "pyjokes"]);
+    assert!(
+        out.contains("Generation 4 is in effect (remove pyjokes)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("Removed the old image {second}")),
+        "{out}"
+    );
+    assert!(
+        !docker(&["image", "inspect", &second]).0,
+        "{second} is gone"
+    );
+    assert!(
+        docker(&["image", "inspect", &first]).0,
+        "{first} is kept (generation 3 uses it)"
+    );
+    assert_eq!(env_list(&d)["effective"][&base], base.as_str());
+    let (code, _, err) = d.cli(&["env", "rollback", "--to", "2"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("its images were removed"), "{err}");
+
     let (code, out, _) = d.cli(&["env", "history"], None);
     assert_eq!(code, 0);
     for line in [
-        "1  ",
         "install pyjokes",
-        "install --apt hello",
+        "install --apt hello  (images removed)",
         "rollback to generation 1",
+        "remove pyjokes",
     ] {
         assert!(out.contains(line), "{line:?} in the history:\n{out}");
     }
+}
+
+/// Mistakes are refused before anything is built, each with what to do instead, and leave the
+/// environment as it was (here with no daemon: the CLI reads the state directory).
+#[test]
+fn bad_packages_and_impossible_changes_are_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let write = |backend: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[state]\npath = \"{}\"\n[spawner]\nbackend = \"{backend}\"\n",
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap()
+    };
+    write("docker");
+    let refused = |args: &[&str], says: &str| {
+        let mut all = vec!["env"];
+        all.extend_from_slice(args);
+        let (code, out, err) = run_cli(&config, &all, None);
+        assert_eq!(code, 2, "orrery {all:?}: {out}{err}");
+        assert!(err.contains(says), "orrery {all:?} says {says:?}: {err}");
+    };
+    refused(&["install"], "name at least one package");
+    refused(
+        &["install", "numpy; rm -rf /"],
+        "put URLs, paths and pip options in a requirements file",
+    );
+    refused(
+        &["install", "--apt", "Hello"],
+        "is not a Debian package name",
+    );
+    refused(
+        &["install", "--conda", "r base"],
+        "is not a conda package spec",
+    );
+    refused(
+        &["install", "-r", "/nonexistent/requirements.txt"],
+        "cannot read the requirements file",
+    );
+    refused(
+        &["remove", "numpy"],
+        "numpy is not installed with pip in the environment",
+    );
+    refused(&["rollback"], "nothing to roll back");
+    let (code, out, _) = run_cli(&config, &["env", "list"], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("No software environment is installed"),
+        "{out}"
+    );
+    let (code, out, _) = run_cli(&config, &["env", "history", "--json"], None);
+    assert_eq!(code, 0);
+    let record: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        record["generations"],
+        serde_json::json!([]),
+        "nothing was recorded"
+    );
+    write("local");
+    refused(
+        &["install", "pyjokes"],
+        "needs spawner.backend = \"docker\"",
+    );
 }

@@ -494,10 +494,17 @@ async fn the_appliance_lives_its_whole_life_under_systemd() {
     // ---- install: curl | sh ----
     let alice = m.user("alice");
     m.write("/etc/orrery/config.toml", &m.config());
+    // TLJH's option: a requirements file every user gets (the software environment).
+    let _derived = crate::environment::DerivedImages::of(&image());
+    std::fs::write(files.path("user-requirements.txt"), "pyjokes\n").expect("requirements");
+    let requirements = format!(
+        "--user-requirements-txt-url {}",
+        files.url("user-requirements.txt")
+    );
     let (code, out, err) = m.bootstrap(
         &files,
         &format!(
-            "--admin {alice} --binary {} --no-docker",
+            "--admin {alice} --binary {} --no-docker {requirements}",
             files.url("orrery")
         ),
     );
@@ -524,6 +531,18 @@ async fn the_appliance_lives_its_whole_life_under_systemd() {
         .await
         .unwrap_or_else(|(s, p)| panic!("{alice} cannot log in: {s}\n{p}"));
     let container = m.start_from_home_page(&alice, &cookie).await;
+    assert!(
+        out.contains("Generation 1 is in effect (install -r user-requirements.txt)"),
+        "the installer seeded the environment:\n{out}"
+    );
+    assert_eq!(
+        in_server(
+            &container,
+            "python3 -c 'import pyjokes; print(pyjokes.__name__)'"
+        ),
+        (0, "pyjokes".to_string()),
+        "the first server has the user requirements"
+    );
     let mallory = m.user("mallory");
     let refused = login_at(&m.url, &mallory, "mallory-pw-123").await;
     assert!(refused.is_err(), "an unknown name signed up");
@@ -643,9 +662,16 @@ async fn the_appliance_lives_its_whole_life_under_systemd() {
     let config_before = m.ok("cat /etc/orrery/config.toml");
     let (code, out, err) = m.bootstrap(
         &files,
-        &format!("--binary {} --no-docker", files.url("orrery-newer")),
+        &format!(
+            "--binary {} --no-docker {requirements}",
+            files.url("orrery-newer")
+        ),
     );
     assert_eq!(code, 0, "upgrade failed:\n{out}\n{err}");
+    assert!(
+        out.contains("Nothing changed: generation 1"),
+        "the same requirements again change nothing:\n{out}"
+    );
     m.wait_answers().await;
     assert_eq!(m.ok("orrery version"), format!("orrery {newer}"));
     let (_, info) = m.api("GET", "/info", ADMIN, None).await;
