@@ -102,10 +102,17 @@ pub fn is_root_user(user: &str) -> bool {
 /// The user a container of `image` runs as (the configured one, else the image's), refused if
 /// it is root and root is not explicitly allowed: Orrery's containers run unprivileged.
 pub async fn run_as(docker: &Docker, image: &str, cfg: &DockerSpawner) -> Result<String, String> {
-    let inspected = docker
-        .inspect_image(image)
-        .await
-        .map_err(|e| format!("image {image} is not available on this machine: {e}"))?;
+    let inspected = docker.inspect_image(image).await.map_err(|e| {
+        if is_local_derived(image) {
+            format!(
+                "image {image}, the software environment's, is not on this machine (removed by \
+                 hand, or the state came from another machine): run `sudo orrery env rebuild` \
+                 to build it again"
+            )
+        } else {
+            format!("image {image} is not available on this machine: {e}")
+        }
+    })?;
     let run_as = if cfg.user.is_empty() {
         inspected.config.and_then(|c| c.user).unwrap_or_default()
     } else {
@@ -118,6 +125,17 @@ pub async fn run_as(docker: &Docker, image: &str, cfg: &DockerSpawner) -> Result
         ));
     }
     Ok(run_as)
+}
+
+/// The repository of the software environment's derived images (`orrery env`) when they stay
+/// on this machine; with `user_environment.registry` they are `<registry>/orrery-env:…`.
+pub const DERIVED_REPOSITORY: &str = "orrery-env";
+
+/// A derived image that exists only on this machine: nothing to pull it from.
+pub fn is_local_derived(image: &str) -> bool {
+    image
+        .strip_prefix(DERIVED_REPOSITORY)
+        .is_some_and(|rest| rest.starts_with(':'))
 }
 
 /// The hardening every Orrery container gets: every capability dropped (but `cap_add`),

@@ -128,8 +128,8 @@ impl Recipe {
         slug.truncate(100);
         let slug = slug.trim_matches(['-', '.']);
         let repo = match registry.trim_end_matches('/') {
-            "" => "orrery-env".to_string(),
-            r => format!("{r}/orrery-env"),
+            "" => crate::docker::DERIVED_REPOSITORY.to_string(),
+            r => format!("{r}/{}", crate::docker::DERIVED_REPOSITORY),
         };
         format!("{repo}:{slug}-{}", self.hash())
     }
@@ -228,9 +228,16 @@ mod tests {
             Recipe::new(&base(), &spec, "python3").tag(""),
             "stable"
         );
-        assert!(r
-            .tag("registry.example:5000/")
-            .starts_with("registry.example:5000/orrery-env:"));
+        assert!(crate::docker::is_local_derived(&tag));
+        let pushed = r.tag("registry.example:5000/");
+        assert!(
+            pushed.starts_with("registry.example:5000/orrery-env:"),
+            "{pushed}"
+        );
+        assert!(
+            !crate::docker::is_local_derived(&pushed),
+            "pulled from its registry"
+        );
         let other_base = BaseImage {
             id: "sha256:def".into(),
             ..base()

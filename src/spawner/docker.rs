@@ -334,10 +334,14 @@ impl Backend for DockerBackend {
                     )))
                 }
             };
-            // The software environment's image for that base, if one was built.
+            // The software environment's image for that base, if one was built. One that stays
+            // on this machine is never pulled (there is nowhere to pull it from): `run_as` says
+            // how to build it again if it is missing.
             let image = spec.derived_images.get(&image).cloned().unwrap_or(image);
-            self.ensure_image(docker, &image, cfg.pull_policy, &spec)
-                .await?;
+            if !docker::is_local_derived(&image) {
+                self.ensure_image(docker, &image, cfg.pull_policy, &spec)
+                    .await?;
+            }
             docker::run_as(docker, &image, cfg)
                 .await
                 .map_err(SpawnError::Failed)?;

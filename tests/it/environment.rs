@@ -273,6 +273,32 @@ async fn installed_packages_reach_new_servers_and_kernels_and_a_rollback_takes_t
     assert_eq!(code, 2);
     assert!(err.contains("its images were removed"), "{err}");
 
+    // A derived image lost from the engine (removed by hand, a state restored on another
+    // machine): the spawn says how to build it again, and `rebuild` does.
+    let out = env_ok(&d, &["rollback"]);
+    assert!(
+        out.contains("Generation 5 is in effect (rollback to generation 3)"),
+        "{out}"
+    );
+    stop_server(&d, &user).await;
+    docker_ok(&["rmi", "-f", &first]);
+    let (s, b) = server_api(&d, "POST", &user, ADMIN).await;
+    assert!(
+        s >= 400 && b.to_string().contains("sudo orrery env rebuild"),
+        "{s} {b}"
+    );
+    let out = env_ok(&d, &["rebuild"]);
+    assert!(
+        out.contains("-m pip install 'pyjokes'"),
+        "built again:\n{out}"
+    );
+    let server = start_server(&d, &user).await;
+    assert_eq!(
+        inspect(&server)["Config"]["Image"],
+        first.as_str(),
+        "the same content, the same tag"
+    );
+
     let (code, out, _) = d.cli(&["env", "history"], None);
     assert_eq!(code, 0);
     for line in [
