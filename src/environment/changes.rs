@@ -64,18 +64,22 @@ impl Packages {
     }
 }
 
-/// A pip requirement on the command line: a project name with extras and version
-/// constraints (`numpy`, `pandas[excel]>=2,<3`); URLs, paths and options go in a `-r` file.
-pub fn validate_pip(spec: &str) -> Result<(), ChangeError> {
-    let ok = spec
-        .chars()
+/// Up to 200 characters, starting with a letter or digit, then letters, digits and `extra`:
+/// nothing a shell or an installer would read as an option or a second word.
+fn is_word(spec: &str, extra: &str) -> bool {
+    spec.chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphanumeric())
         && spec.len() <= 200
         && spec
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-[],<>=!~*+".contains(c));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+}
+
+/// A pip requirement on the command line: a project name with extras and version
+/// constraints (`numpy`, `pandas[excel]>=2,<3`); URLs, paths and options go in a `-r` file.
+pub fn validate_pip(spec: &str) -> Result<(), ChangeError> {
+    if is_word(spec, "._-[],<>=!~*+") {
         Ok(())
     } else {
         Err(ChangeError::Invalid(format!(
@@ -112,15 +116,7 @@ pub fn validate_apt(spec: &str) -> Result<(), ChangeError> {
 
 /// A conda package spec: a name, optionally a channel (`conda-forge::`) and version.
 pub fn validate_conda(spec: &str) -> Result<(), ChangeError> {
-    let ok = spec
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && spec.len() <= 200
-        && spec
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-=<>!*,:".contains(c));
-    if ok {
+    if is_word(spec, "._-=<>!*,:") {
         Ok(())
     } else {
         Err(ChangeError::Invalid(format!(

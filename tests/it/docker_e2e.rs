@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::common::docker::{
     assert_host_reaches, channels_request, connect_from, container_name, containers_of,
     create_kernel, docker, docker_ok, exec, has_env, image, inspect, ip_address, proxied,
-    proxied_json, python, running, server_api, sh, start_server, Env,
+    proxied_json, python, running, server_api, sh, start_server, wait_no_servers, Env,
 };
 use crate::common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use futures::{SinkExt, StreamExt};
@@ -684,20 +684,7 @@ async fn reconcile_removes_unrecorded_containers_and_forgets_vanished_servers() 
 
     // The user's container removed behind the daemon's back: its record goes too.
     docker_ok(&["rm", "-f", &server]);
-    let began = Instant::now();
-    loop {
-        let (_, u, _) = d
-            .api("GET", &format!("/users/{user}"), Some(ADMIN), None)
-            .await;
-        if u["servers"].as_object().is_some_and(|s| s.is_empty()) {
-            break;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(15),
-            "record kept: {u}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_no_servers(&d, &user, Duration::from_secs(15)).await;
 }
 
 /// `orrery backup --homes --stop-servers` stops the running server before copying its home and

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::docker::{
-    docker, docker_ok, exec, image, inspect, server_api, start_server, Env,
+    docker, docker_ok, exec, image, inspect, server_api, start_server, wait_no_servers, Env,
 };
 use crate::common::{login_at, page_as, run_cli, Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
 use crate::gateway_e2e::{kernel_container, new_kernel, open_channels, run, REMOTE};
@@ -67,20 +67,7 @@ fn env_ok(d: &Daemon, args: &[&str]) -> String {
 async fn stop_server(d: &Daemon, user: &str) {
     let (s, b) = server_api(d, "DELETE", user, ADMIN).await;
     assert!(s == 202 || s == 204, "stop {user}: {s} {b}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, u, _) = d
-            .api("GET", &format!("/users/{user}"), Some(ADMIN), None)
-            .await;
-        if u["servers"].as_object().is_some_and(|s| s.is_empty()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{user}'s server did not stop: {u}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_no_servers(d, user, Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -352,6 +352,24 @@ pub async fn start_server(d: &Daemon, user: &str) -> String {
     id
 }
 
+/// Wait until the hub lists no server of `user` (stopped, or its record forgotten).
+pub async fn wait_no_servers(d: &Daemon, user: &str, within: Duration) {
+    let began = Instant::now();
+    loop {
+        let (_, u, _) = d
+            .api("GET", &format!("/users/{user}"), Some(ADMIN), None)
+            .await;
+        if u["servers"].as_object().is_some_and(|s| s.is_empty()) {
+            return;
+        }
+        assert!(
+            began.elapsed() < within,
+            "{user}'s server still listed: {u}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Wait until `user`'s default server (started or starting) is ready; its container id, checked
 /// against the engine's `orrery-<user>`.
 pub async fn wait_ready(d: &Daemon, user: &str) -> String {
