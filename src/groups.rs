@@ -81,6 +81,51 @@ pub fn refusal(name: &str) -> String {
     )
 }
 
+/// Make `wanted` (a provider's groups) exactly the groups `user` is in, but for groups the
+/// config file manages (the config decides those): joins each (creating it, managed by the
+/// API), leaves the others. Names the wider rule refuses are skipped with a warning.
+pub fn set_member_groups(
+    store: &Store,
+    config: &Config,
+    user: &str,
+    wanted: &[String],
+) -> Result<(), StateError> {
+    let mut keep: BTreeSet<&str> = BTreeSet::new();
+    for name in wanted {
+        if let Err(why) = crate::username::check_provider_group(name) {
+            tracing::warn!(user, group = %name, %why, "provider group skipped");
+            continue;
+        }
+        keep.insert(name);
+        let old = store.group(name)?;
+        if config_managed(old.as_ref(), config, name) {
+            continue;
+        }
+        let mut group = old.unwrap_or_else(|| GroupRecord {
+            name: name.clone(),
+            ..Default::default()
+        });
+        if group.users.insert(user.to_string()) {
+            store.put_group(&group)?;
+        }
+    }
+    for name in store.groups_of(user)? {
+        if keep.contains(name.as_str()) {
+            continue;
+        }
+        let Some(mut group) = store.group(&name)? else {
+            continue;
+        };
+        if group.managed_by == ManagedBy::Config || config.groups.iter().any(|g| g.name == name) {
+            continue;
+        }
+        if group.users.remove(user) {
+            store.put_group(&group)?;
+        }
+    }
+    Ok(())
+}
+
 /// The groups `user` belongs to, sorted: those of the store and those of the config. A store
 /// error counts as none (fails closed).
 pub fn groups_of(store: &Store, config: &Config, user: &str) -> Vec<String> {
@@ -123,6 +168,38 @@ mod tests {
             users: users.iter().map(|u| u.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_providers_groups_become_the_users_groups_but_config_groups_stay_the_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let config = Config {
+            groups: vec![group("staff", &["tina"])],
+            ..Default::default()
+        };
+        sync(&store, &config.groups).unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Joins the provider's groups (created as the API's), skips a name no group may have,
+        // and leaves the config's group alone even though the provider names it.
+        set_member_groups(
+            &store,
+            &config,
+            "ann",
+            &names(&["Physics TAs", "students", "bad!name", "staff"]),
+        )
+        .unwrap();
+        assert_eq!(store.groups_of("ann").unwrap(), ["Physics TAs", "students"]);
+        assert_eq!(
+            store.group("students").unwrap().unwrap().managed_by,
+            ManagedBy::Api
+        );
+        assert!(!store.group("staff").unwrap().unwrap().users.contains("ann"));
+        // Next login: the provider dropped one group; the config's group keeps tina.
+        set_member_groups(&store, &config, "ann", &names(&["students"])).unwrap();
+        assert_eq!(store.groups_of("ann").unwrap(), ["students"]);
+        set_member_groups(&store, &config, "tina", &[]).unwrap();
+        assert_eq!(store.groups_of("tina").unwrap(), ["staff"]);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! * [`config`]: the TOML configuration, its validation and `orrery config` editing.
 //! * [`state`]: durable state in sled (users, groups, tokens, sessions, OAuth, servers).
 //! * [`hub`]: the shared state of the running daemon; who is calling and what they may do.
-//! * [`auth`]: authenticators (firstuse, native, dummy) and login throttling.
+//! * [`auth`]: authenticators (firstuse, native, dummy, ldap), the rules for identity providers, and login throttling.
 //! * [`scopes`]: JupyterHub's permission model. [`roles`]: the config's `[[roles]]`.
 //!   [`groups`]: config-managed groups and membership. [`username`]: name rules.
 //! * [`apihandlers`]: the REST API under `/hub/api`, one file per resource, and the OAuth provider.

@@ -100,7 +100,9 @@ async fn run(cli: Cli) -> i32 {
             })
             .await
         }
-        Command::Doctor => cli::doctor::print(&cli::doctor::run_checks(cli.config.as_deref())),
+        Command::Doctor => {
+            cli::doctor::print(&cli::doctor::run_checks(cli.config.as_deref()).await)
+        }
         Command::Gpus { json } => cli::gpus_cmd::run(cli.config.as_deref(), json).await,
         Command::Status { json } => cli::status_cmd::run(cli.config.as_deref(), json).await,
     }

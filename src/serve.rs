@@ -287,6 +287,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
         AuthType::Firstuse => format!("sign-up is closed: users an admin added (orrery users add NAME) and the names in users.admin and users.allowed set their password (at least {min} characters) at first login"),
         AuthType::Native => "log in with a user an admin created (orrery users add NAME --password)".to_string(),
         AuthType::Dummy => "log in with any user name (dummy authenticator: testing only)".to_string(),
+        AuthType::Ldap => format!("log in with an account of the LDAP directory {}", cfg.auth.ldap.url),
     };
     tracing::info!("Orrery is listening on {url} ({public_local}); {how}");
     for notice in &notices {

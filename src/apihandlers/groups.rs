@@ -23,9 +23,9 @@ use crate::state::{GroupRecord, ManagedBy};
 use crate::username;
 
 fn valid_group_name(name: &str) -> ApiResult<String> {
-    // Group names follow the user-name rules: they appear in filters and URLs.
-    username::normalize(name)
-        .map_err(|e| ApiError::bad_request(e.to_string().replace("user name", "group name")))
+    // Group names follow the user-name rules, or the wider rule of providers' groups (which
+    // the LDAP authenticator's group sync creates): they appear in filters and URLs.
+    username::group_name(name).map_err(ApiError::bad_request)
 }
 
 /// Group resources match `!group=<name>` filters.

@@ -4,6 +4,8 @@
 //! * [`firstuse`]: TLJH's default; the first password a new name logs in with becomes its password.
 //! * [`native`]: only users that exist with a password (admin-created) may log in.
 //! * [`dummy`]: any password (or the one configured); refuses non-loopback addresses at startup.
+//! * [`ldap`]: the directory's password, checked by a bind; who may log in, admins and groups
+//!   by the provider rules of [`identity`] (shared by every identity provider).
 //!
 //! [`signup`] says who may create an account (closed by default) and tells upgraded installs.
 //!
@@ -12,6 +14,8 @@
 
 pub mod dummy;
 pub mod firstuse;
+pub mod identity;
+pub mod ldap;
 pub mod native;
 pub mod signup;
 
@@ -36,6 +40,16 @@ pub enum LoginError {
     BadCredentials,
     #[error("passwords must be at least {0} characters long")]
     PasswordTooShort(u32),
+    /// The provider vouched for them, but the hub's rules keep them out (said plainly).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// Their Orrery name belongs to another account of the provider.
+    #[error("{0}")]
+    IdentityConflict(String),
+    /// The provider could not be asked (unreachable, misconfigured): the detail is logged,
+    /// the person sees that signing in is not possible right now.
+    #[error("signing in is not possible right now (the hub cannot reach its identity provider); try again in a moment, or tell the hub's admins")]
+    Provider(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -82,19 +96,27 @@ pub async fn login(
             .check(k, attempts.saturating_mul(4), window)
             .map_err(LoginError::RateLimited)?;
     }
-    let result = match name {
-        Err(e) => Err(LoginError::InvalidName(e)),
-        Ok(name) if !name_permitted(hub, &name) => Err(LoginError::BadCredentials),
-        Ok(name) => match cfg.auth.kind {
-            AuthType::Firstuse => firstuse::authenticate(hub, &name, password).await,
-            AuthType::Native => native::authenticate(hub, &name, password).await,
-            AuthType::Dummy => dummy::authenticate(hub, &name, password).await,
-        },
+    let result = if cfg.auth.kind.is_external() {
+        external(hub, &cfg, raw_name, password).await
+    } else {
+        match name {
+            Err(e) => Err(LoginError::InvalidName(e)),
+            Ok(name) if !name_permitted(hub, &name) => Err(LoginError::BadCredentials),
+            Ok(name) => match cfg.auth.kind {
+                AuthType::Firstuse => firstuse::authenticate(hub, &name, password).await,
+                AuthType::Native => native::authenticate(hub, &name, password).await,
+                AuthType::Dummy => dummy::authenticate(hub, &name, password).await,
+                AuthType::Ldap => Err(LoginError::Internal("not a password authenticator".into())),
+            },
+        }
     };
     match &result {
         Ok(_) => {
             hub.limiter.reset(&user_key);
             hub.metrics.login(true);
+        }
+        Err(LoginError::Provider(detail)) => {
+            tracing::warn!(error = %detail, "login: the identity provider could not be asked");
         }
         Err(LoginError::PasswordTooShort(_)) | Err(LoginError::Internal(_)) => {}
         Err(_) => {
@@ -106,6 +128,72 @@ pub async fn login(
         }
     }
     result
+}
+
+/// A login through the identity provider (the name as typed goes to the provider, which may
+/// know people by e-mail address), then the provider rules ([`identity::admit`]). With
+/// `auth.local_admins`, an admin the provider refuses or cannot check may still log in with
+/// the password the hub keeps for them (break-glass); nobody else may.
+async fn external(
+    hub: &Hub,
+    cfg: &crate::config::Config,
+    raw_name: &str,
+    password: &str,
+) -> Result<UserRecord, LoginError> {
+    let vouched = match cfg.auth.kind {
+        AuthType::Ldap => {
+            let l = &cfg.auth.ldap;
+            match tokio::time::timeout(
+                l.timeout.as_std(),
+                ldap::authenticate(l, raw_name, password),
+            )
+            .await
+            {
+                Ok(r) => r.map(|who| {
+                    (
+                        who,
+                        identity::Policy {
+                            allowed_groups: &l.allowed_groups,
+                            admin_groups: &l.admin_groups,
+                            manage_groups: l.manage_groups,
+                            allow_all: l.allow_all,
+                        },
+                    )
+                }),
+                Err(_) => Err(LoginError::Provider(format!(
+                    "the LDAP directory {} did not answer within {}",
+                    l.url, l.timeout
+                ))),
+            }
+        }
+        _ => Err(LoginError::Internal("not an identity provider".into())),
+    };
+    let admitted = match vouched {
+        Ok((who, policy)) => identity::admit(hub, &who, policy).await,
+        Err(e) => Err(e),
+    };
+    match admitted {
+        Err(e @ (LoginError::BadCredentials | LoginError::Provider(_)))
+            if cfg.auth.local_admins =>
+        {
+            match local_admin(hub, raw_name, password).await {
+                Some(user) => {
+                    tracing::warn!(user = %user.name, "admin logged in with the hub's own password (auth.local_admins)");
+                    Ok(user)
+                }
+                None => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The admin `raw_name` names, if the password is the one the hub keeps for them.
+async fn local_admin(hub: &Hub, raw_name: &str, password: &str) -> Option<UserRecord> {
+    let name = username::normalize(raw_name).ok()?;
+    let user = hub.store.user(&name).ok()??;
+    let hash = user.password_hash.clone()?;
+    (hub.is_admin(&user) && verify_password(password.to_string(), hash).await).then_some(user)
 }
 
 /// Hash off the async runtime: argon2 takes tens of milliseconds by design.

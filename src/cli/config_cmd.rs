@@ -137,7 +137,7 @@ fn show_file(explicit: Option<&Path>) -> Result<(), CliError> {
     };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            print!("{text}");
+            print!("{}", crate::config::redact::redact(&text));
             Ok(())
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -156,7 +156,7 @@ fn show_effective(explicit: Option<&Path>) -> Result<(), CliError> {
         )
     })?;
     println!("# Effective configuration from {}", loaded.source);
-    print!("{text}");
+    print!("{}", crate::config::redact::redact(&text));
     Ok(())
 }
 
@@ -165,7 +165,10 @@ async fn get(explicit: Option<&Path>, key: &str) -> Result<(), CliError> {
     load::check_key(key)?;
     let loaded = load::discover(explicit)?;
     let shown = match load::effective_value(&loaded.config, key)? {
-        Some(value) if is_section(&value) => render_section(&loaded.config, key)?,
+        Some(value) if is_section(&value) => {
+            crate::config::redact::redact(&render_section(&loaded.config, key)?)
+        }
+        Some(_) if is_secret_key(key) => format!("\"{}\"\n", crate::config::redact::REDACTED),
         Some(value) => format!("{}\n", display_value(&value)),
         None => {
             eprintln!("{key} is not set");
@@ -175,6 +178,14 @@ async fn get(explicit: Option<&Path>, key: &str) -> Result<(), CliError> {
     print!("{shown}");
     environment_notes(&loaded, &shown).await;
     Ok(())
+}
+
+/// A key whose value is a secret (`services[0].api_token`, `auth.ldap.bind_password`): `get`
+/// never prints it.
+fn is_secret_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let last = last.split('[').next().unwrap_or(last);
+    crate::config::redact::SECRET_KEYS.contains(&last)
 }
 
 /// An image shown that the software environment replaces for new servers and kernels: say

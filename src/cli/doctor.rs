@@ -1,7 +1,8 @@
 //! `orrery doctor`: checks that this machine can run Orrery, each failure with its fix.
 //!
 //! Checks: the config file is valid; the state directory opens (or is held by a running
-//! daemon); the Docker engine answers (when the Docker backend is configured); NVML answers
+//! daemon); with `auth.type = "ldap"` the directory answers and its service account binds;
+//! the Docker engine answers (when the Docker backend is configured); NVML answers
 //! and which GPUs it finds (a warning only); the listen ports are free or held by Orrery itself.
 
 use std::io::{Read, Write};
@@ -43,7 +44,7 @@ fn check(
 }
 
 /// Run every check; the caller prints them and exits non-zero on any failure.
-pub fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
+pub async fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
     let mut out = Vec::new();
     let loaded = match config::load::discover(explicit) {
         Ok(l) => {
@@ -121,6 +122,9 @@ pub fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
         ));
     }
     out.push(signup_check(cfg));
+    if cfg.auth.kind == config::AuthType::Ldap {
+        out.push(ldap_check(&cfg.auth.ldap).await);
+    }
     if let Some(c) = https_check(cfg, &loaded.state_path()) {
         out.push(c);
     }
@@ -221,12 +225,27 @@ fn https_check(cfg: &config::Config, state: &std::path::Path) -> Option<Check> {
     })
 }
 
+/// The directory answers (over TLS when configured) and the service account binds.
+async fn ldap_check(cfg: &config::providers::Ldap) -> Check {
+    let within = cfg.timeout.as_std();
+    match tokio::time::timeout(within, crate::auth::ldap::check(cfg)).await {
+        Ok(Ok(what)) => check("ldap", Level::Ok, what, ""),
+        Ok(Err(why)) => check("ldap", Level::Fail, why, "fix the auth.ldap keys named above, then `orrery config reload`"),
+        Err(_) => check(
+            "ldap",
+            Level::Fail,
+            format!("{} did not answer within {}", cfg.url, cfg.timeout),
+            "check auth.ldap.url and that this machine reaches the directory (firewall, port 389 or 636)",
+        ),
+    }
+}
+
 /// Who can get in, and whether passwords cross the network in clear text.
 fn signup_check(cfg: &config::Config) -> Check {
     let open = match cfg.auth.kind {
         config::AuthType::Firstuse => cfg.auth.firstuse.create_users,
         config::AuthType::Dummy => true,
-        config::AuthType::Native => false,
+        config::AuthType::Native | config::AuthType::Ldap => false,
     };
     let plain = !cfg.https.enabled && !cfg.http.is_loopback();
     match (open, plain) {

@@ -33,6 +33,10 @@ pub enum GroupsCommand {
 }
 
 fn norm(what: &str, name: &str) -> Result<String, CliError> {
+    if what == "group name" {
+        // A provider's group (LDAP group sync) keeps its own name.
+        return username::group_name(name).map_err(|e| CliError::new(2, e));
+    }
     username::normalize(name)
         .map_err(|e| CliError::new(2, e.to_string().replace("user name", what)))
 }

@@ -69,8 +69,55 @@ fn parse_unlocated(text: &str) -> Result<Config, ConfigError> {
         ConfigError::invalid(key, message)
     })?;
     normalize_users(&mut config)?;
+    read_secret_files(&mut config)?;
     validate(&config)?;
     Ok(config)
+}
+
+/// Secrets kept in files (`*_file` keys, readable by root only) read into their keys, so the
+/// config file itself need hold none. Giving both the value and the file is a mistake.
+fn read_secret_files(config: &mut Config) -> Result<(), ConfigError> {
+    let mut pairs: Vec<(String, &mut String, &String)> = Vec::new();
+    for (i, s) in config.services.iter_mut().enumerate() {
+        pairs.push((
+            format!("services[{i}].api_token"),
+            &mut s.api_token,
+            &s.api_token_file,
+        ));
+    }
+    let ldap = &mut config.auth.ldap;
+    pairs.push((
+        "auth.ldap.bind_password".into(),
+        &mut ldap.bind_password,
+        &ldap.bind_password_file,
+    ));
+    for (key, value, file) in pairs {
+        if file.is_empty() {
+            continue;
+        }
+        let file_key = format!("{key}_file");
+        if !value.is_empty() {
+            return Err(ConfigError::invalid(
+                file_key,
+                format!("give {key} or {key}_file, not both (the file keeps the secret out of the config)"),
+            ));
+        }
+        let path = Path::new(file.as_str());
+        if !path.is_absolute() {
+            return Err(ConfigError::invalid(
+                file_key,
+                format!("{file:?} must be an absolute path, e.g. \"/etc/orrery/secret\""),
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::invalid(
+                file_key.clone(),
+                format!("cannot read {file}: {e} (it must exist and be readable by the user orrery runs as)"),
+            )
+        })?;
+        *value = text.trim_end_matches(['\n', '\r']).to_string();
+    }
+    Ok(())
 }
 
 fn one_line(message: &str) -> String {
@@ -286,7 +333,7 @@ mod tests {
         assert_eq!(
             key_shape("auth.type"),
             Some(&Shape::Leaf(LeafKind::Choice(&[
-                "firstuse", "native", "dummy"
+                "firstuse", "native", "dummy", "ldap"
             ])))
         );
         assert_eq!(
@@ -486,7 +533,7 @@ mod tests {
         );
         assert_eq!(
             err_of("[auth]\ntype = \"nonsense\"\n"),
-            "line 2: auth.type: \"nonsense\" is not valid; choose one of: firstuse, native, dummy"
+            "line 2: auth.type: \"nonsense\" is not valid; choose one of: firstuse, native, dummy, ldap"
         );
         assert_eq!(
             err_of("[spawner]\nbackend = \"k8s\"\n"),
@@ -528,7 +575,7 @@ mod tests {
         assert_eq!(
             msg,
             format!(
-                "{}:2: auth.type: expected one of: firstuse, native, dummy (a string), found integer 3",
+                "{}:2: auth.type: expected one of: firstuse, native, dummy, ldap (a string), found integer 3",
                 path.display()
             )
         );
@@ -629,6 +676,33 @@ mod tests {
             ..Default::default()
         });
         validate(&config).unwrap();
+    }
+
+    #[test]
+    fn secrets_come_from_files_named_by_their_file_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("culler.token");
+        std::fs::write(&token, "token-from-a-file-0123456789\n").unwrap();
+        let service = |extra: &str| {
+            format!(
+                "[[services]]\nname = \"culler\"\napi_token_file = \"{}\"\n{extra}",
+                token.display()
+            )
+        };
+        let cfg = parse_str(&service("")).unwrap();
+        assert_eq!(cfg.services[0].api_token, "token-from-a-file-0123456789");
+        let both = parse_str(&service("api_token = \"0123456789abcdef0123\"\n")).unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        let missing =
+            parse_str("[[services]]\nname = \"c\"\napi_token_file = \"/nonexistent/t\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            missing.contains("services[0].api_token_file") && missing.contains("cannot read"),
+            "{missing}"
+        );
+        let relative = parse_str("[auth.ldap]\nbind_password_file = \"pw.txt\"\n").unwrap_err();
+        assert!(relative.to_string().contains("absolute"), "{relative}");
     }
 
     #[test]

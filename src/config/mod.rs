@@ -15,6 +15,8 @@ pub mod discover;
 pub mod edit;
 pub mod errors;
 pub mod load;
+pub mod providers;
+pub mod redact;
 pub mod schema;
 pub mod units;
 pub mod validate;
@@ -358,16 +360,24 @@ pub enum AuthType {
     Native,
     /// Any password (or one shared password) is accepted: tests and demos on loopback only.
     Dummy,
+    /// The directory's password, checked by a bind (`[auth.ldap]`).
+    Ldap,
 }
 
 impl AuthType {
-    pub const ALL: [&'static str; 3] = ["firstuse", "native", "dummy"];
+    pub const ALL: [&'static str; 4] = ["firstuse", "native", "dummy", "ldap"];
     pub fn as_str(self) -> &'static str {
         match self {
             AuthType::Firstuse => "firstuse",
             AuthType::Native => "native",
             AuthType::Dummy => "dummy",
+            AuthType::Ldap => "ldap",
         }
+    }
+
+    /// An identity provider checks who people are (not a password the hub keeps).
+    pub fn is_external(self) -> bool {
+        matches!(self, AuthType::Ldap)
     }
 }
 
@@ -381,6 +391,13 @@ pub struct Auth {
     pub rate_limit: RateLimit,
     /// How long a browser login lasts.
     pub session_max_age: Duration,
+    /// With an identity provider: admins may also log in with a password the hub keeps
+    /// (break-glass, when the provider is down); nobody else may.
+    pub local_admins: bool,
+    /// Provider names that become another Orrery name (`"Alice.Smith@example.org" = "asmith"`);
+    /// others are mapped by the documented rule (`auth::identity::map_username`).
+    pub username_map: providers::UsernameMap,
+    pub ldap: providers::Ldap,
 }
 
 impl Default for Auth {
@@ -391,6 +408,9 @@ impl Default for Auth {
             dummy: Dummy::default(),
             rate_limit: RateLimit::default(),
             session_max_age: Duration::from_secs(14 * 24 * 3600),
+            local_admins: false,
+            username_map: Default::default(),
+            ldap: providers::Ldap::default(),
         }
     }
 }
@@ -818,6 +838,9 @@ pub struct Service {
     pub name: String,
     /// The token the service sends. Stored only hashed in the state database.
     pub api_token: String,
+    /// A file holding the token instead (read when the config is loaded; only root need read
+    /// it), so the config file holds no secret.
+    pub api_token_file: String,
     /// Scopes granted to the token, e.g. `["list:users", "read:users:activity", ...]`.
     pub scopes: Vec<String>,
     /// If set, the service may log users in through the hub's OAuth provider

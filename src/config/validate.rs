@@ -120,6 +120,119 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_branding(config)?;
     validate_shared_volumes(config)?;
     validate_user_environment(config)?;
+    validate_auth_providers(config)?;
+    Ok(())
+}
+
+/// `auth.username_map` values are Orrery names; with `auth.type = "ldap"`, `[auth.ldap]`
+/// says where the directory is, how to find a user, and never sends passwords in clear text
+/// (but to a directory on this machine).
+fn validate_auth_providers(config: &Config) -> Result<(), ConfigError> {
+    for (from, to) in &config.auth.username_map {
+        if username::normalize(to).ok().as_deref() != Some(to.as_str()) {
+            return err(
+                &format!("auth.username_map.{from}"),
+                format!("{to:?} is not a valid user name: lowercase letters, digits, '.', '_' and '-', starting with a letter or digit (at most 32)"),
+            );
+        }
+    }
+    if config.auth.kind != crate::config::AuthType::Ldap {
+        return Ok(());
+    }
+    let l = &config.auth.ldap;
+    let Some(rest) = l
+        .url
+        .strip_prefix("ldaps://")
+        .map(|r| (true, r))
+        .or_else(|| l.url.strip_prefix("ldap://").map(|r| (false, r)))
+    else {
+        return err(
+            "auth.ldap.url",
+            format!("{:?} must be ldap://HOST[:PORT] or ldaps://HOST[:PORT], e.g. \"ldaps://ldap.example.org\"", l.url),
+        );
+    };
+    let (tls, host_port) = rest;
+    let host = host_port.trim_end_matches('/');
+    let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    let loopback = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
+    if host.is_empty() {
+        return err("auth.ldap.url", format!("{:?} names no host", l.url));
+    }
+    if tls && l.starttls {
+        return err(
+            "auth.ldap.starttls",
+            "ldaps:// is already encrypted: set starttls = false, or use ldap:// with StartTLS"
+                .into(),
+        );
+    }
+    if !tls && !l.starttls && !loopback {
+        return err(
+            "auth.ldap.url",
+            format!("{:?} would send passwords unencrypted: use ldaps:// or set auth.ldap.starttls = true", l.url),
+        );
+    }
+    if l.bind_dn_template.is_empty() {
+        if l.user_search_base.is_empty() {
+            return err(
+                "auth.ldap.bind_dn_template",
+                "say how to find a user's DN: bind_dn_template (e.g. \"uid={username},ou=people,dc=example,dc=org\") or user_search_base (search, then bind)".into(),
+            );
+        }
+        if !l.user_search_filter.contains("{username}") {
+            return err(
+                "auth.ldap.user_search_filter",
+                format!(
+                    "{:?} must contain {{username}}, e.g. \"(uid={{username}})\"",
+                    l.user_search_filter
+                ),
+            );
+        }
+    } else if !l.bind_dn_template.contains("{username}") {
+        return err(
+            "auth.ldap.bind_dn_template",
+            format!("{:?} must contain {{username}}, e.g. \"uid={{username}},ou=people,dc=example,dc=org\"", l.bind_dn_template),
+        );
+    }
+    if !l.bind_dn.is_empty() && l.bind_password.is_empty() {
+        return err(
+            "auth.ldap.bind_password",
+            "the service account auth.ldap.bind_dn needs its password (auth.ldap.bind_password_file keeps it out of this file)".into(),
+        );
+    }
+    if !l.ca_file.is_empty() {
+        let path = std::path::Path::new(&l.ca_file);
+        if !path.is_absolute() || !path.is_file() {
+            return err(
+                "auth.ldap.ca_file",
+                format!(
+                    "{:?} must be the absolute path of a PEM file on this machine",
+                    l.ca_file
+                ),
+            );
+        }
+    }
+    if l.group_name_attribute.is_empty() {
+        return err(
+            "auth.ldap.group_name_attribute",
+            "name the attribute that names a group, e.g. \"cn\"".into(),
+        );
+    }
+    for (key, names) in [
+        ("auth.ldap.allowed_groups", &l.allowed_groups),
+        ("auth.ldap.admin_groups", &l.admin_groups),
+    ] {
+        for name in names {
+            if let Err(why) = username::check_provider_group(name) {
+                return err(key, why);
+            }
+        }
+    }
+    if l.timeout.is_zero() {
+        return err(
+            "auth.ldap.timeout",
+            "must be more than 0, e.g. \"10s\"".into(),
+        );
+    }
     Ok(())
 }
 

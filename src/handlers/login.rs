@@ -110,8 +110,11 @@ pub async fn submit(
                     StatusCode::BAD_REQUEST
                 }
                 LoginError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-                LoginError::BadCredentials => StatusCode::FORBIDDEN,
+                LoginError::BadCredentials
+                | LoginError::NotAllowed(_)
+                | LoginError::IdentityConflict(_) => StatusCode::FORBIDDEN,
                 LoginError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                LoginError::Provider(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
             let message = match &e {
                 LoginError::Internal(m) => {
@@ -164,7 +167,7 @@ fn closed_signup_hint(hub: &Hub) -> Option<&'static str> {
             "If you have no account on this hub yet, an administrator must add you first: \
              new names cannot sign themselves up here.",
         ),
-        AuthType::Dummy => None,
+        AuthType::Dummy | AuthType::Ldap => None,
     }
 }
 
@@ -189,6 +192,18 @@ fn explanation(hub: &Hub) -> String {
             Some(_) => "Test hub: log in with any user name and the shared password.".into(),
             None => "Test hub: any user name and any password are accepted.".into(),
         },
+        AuthType::Ldap => {
+            let admins = if cfg.auth.local_admins {
+                " Admins may also use the password this hub keeps for them, if the directory is \
+                 down."
+            } else {
+                ""
+            };
+            format!(
+                "Log in with your organization's account (its directory's user name and \
+                 password).{admins}"
+            )
+        }
     }
 }
 

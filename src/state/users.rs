@@ -29,6 +29,10 @@ pub struct UserRecord {
     /// start that chooses nothing (the spawn form preselects them too).
     #[serde(default)]
     pub server_options: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The identity provider's account this name belongs to (`ldap:<dn>`), bound at its first
+    /// login through the provider: another account mapped to the same name is refused.
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 impl UserRecord {
@@ -40,6 +44,7 @@ impl UserRecord {
             last_activity: None,
             password_hash: None,
             server_options: Default::default(),
+            identity: None,
         }
     }
 }

@@ -232,6 +232,7 @@ async fn state_dump_holds_no_secret_in_the_clear() {
         api_token: "service-token-in-config-0123456789".into(),
         scopes: vec!["list:users".into()],
         oauth_redirect_uri: Some("/services/culler/oauth_callback".into()),
+        ..Default::default()
     });
     let (hub, _d) = hub_with(cfg);
     orrery::reload::sync_services(&hub).unwrap();

@@ -24,7 +24,7 @@ pub fn test_ca() -> (String, Issuer<'static, KeyPair>) {
 }
 
 /// A leaf for 127.0.0.1 and localhost with common name `cn`, written to `dir`: (cert, key).
-fn leaf(
+pub(crate) fn leaf(
     dir: &Path,
     ca: &Issuer<'static, KeyPair>,
     cn: &str,

@@ -24,6 +24,7 @@ mod gpu;
 mod groups;
 mod https;
 mod kernel_wire;
+mod ldap;
 mod lists_model;
 mod origins;
 mod packaging;
