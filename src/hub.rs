@@ -98,6 +98,9 @@ pub struct Hub {
     pub tls: Arc<crate::tls::Certs>,
     /// ACME HTTP-01 challenges being validated, answered on the HTTP port.
     pub acme_challenges: Arc<crate::tls::acme::Challenges>,
+    /// OpenID Connect logins in progress and the provider's discovery document
+    /// (`auth.type = "oidc"`).
+    pub oidc: Arc<crate::providers::oidc::OidcClient>,
     /// SHA-256 of each config service token → the service; rebuilt on reload.
     service_tokens: RwLock<HashMap<String, ServiceToken>>,
     /// SHA-256 of the control token written to `<state>/control.token` at startup.
@@ -154,6 +157,7 @@ impl Hub {
             gateway,
             tls: crate::tls::Certs::new(if config_uses_files { "files" } else { "acme" }),
             acme_challenges: Arc::default(),
+            oidc: Arc::default(),
             service_tokens: RwLock::new(HashMap::new()),
             control_token_hash,
             internal_api: std::sync::OnceLock::new(),

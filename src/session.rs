@@ -128,6 +128,25 @@ pub fn xsrf_set_cookie(hub: &Hub, value: &str, secure: bool) -> String {
     )
 }
 
+/// The cookie binding an OpenID login in progress to the browser that started it: the
+/// callback must come from the same browser (no login CSRF), within the login's time.
+pub const OIDC_STATE_COOKIE: &str = "orrery-oidc-state";
+
+pub fn oidc_state_set_cookie(hub: &Hub, state: &str, secure: bool) -> String {
+    let max_age = crate::providers::oidc::PENDING_FOR.as_secs() as i64;
+    format!(
+        "{OIDC_STATE_COOKIE}={state}{}",
+        cookie_attrs(&hub.hub_prefix(), Some(max_age), secure)
+    )
+}
+
+pub fn oidc_state_clear_cookie(hub: &Hub, secure: bool) -> String {
+    format!(
+        "{OIDC_STATE_COOKIE}={}",
+        cookie_attrs(&hub.hub_prefix(), Some(0), secure)
+    )
+}
+
 /// Only same-site relative paths are accepted as `next` targets (no open redirects).
 pub fn safe_next(hub: &Hub, next: Option<&str>) -> String {
     let cfg = hub.config();

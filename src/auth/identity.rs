@@ -19,19 +19,9 @@
 use super::LoginError;
 use crate::config::providers::UsernameMap;
 use crate::hub::Hub;
+pub use crate::providers::ExternalIdentity;
 use crate::state::UserRecord;
 use crate::username;
-
-/// Who the provider says logged in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExternalIdentity {
-    /// Stable and provider-qualified, e.g. `ldap:uid=alice,ou=people,dc=example,dc=org`.
-    pub id: String,
-    /// The name the provider knows them by (the login name, an e-mail address).
-    pub name: String,
-    /// Their groups at the provider, by name.
-    pub groups: Vec<String>,
-}
 
 /// The provider's admission rules (its config section's keys).
 #[derive(Debug, Clone, Copy)]

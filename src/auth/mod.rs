@@ -4,8 +4,8 @@
 //! * [`firstuse`]: TLJH's default; the first password a new name logs in with becomes its password.
 //! * [`native`]: only users that exist with a password (admin-created) may log in.
 //! * [`dummy`]: any password (or the one configured); refuses non-loopback addresses at startup.
-//! * [`ldap`]: the directory's password, checked by a bind; who may log in, admins and groups
-//!   by the provider rules of [`identity`] (shared by every identity provider).
+//! * `ldap` ([`crate::providers::ldap`]): the directory's password, checked by a bind; who may
+//!   log in, admins and groups by the provider rules of [`identity`] (shared by every provider).
 //!
 //! [`signup`] says who may create an account (closed by default) and tells upgraded installs.
 //!
@@ -15,7 +15,6 @@
 pub mod dummy;
 pub mod firstuse;
 pub mod identity;
-pub mod ldap;
 pub mod native;
 pub mod signup;
 
@@ -50,8 +49,23 @@ pub enum LoginError {
     /// the person sees that signing in is not possible right now.
     #[error("signing in is not possible right now (the hub cannot reach its identity provider); try again in a moment, or tell the hub's admins")]
     Provider(String),
+    /// The provider's answer failed Orrery's checks (a forged or replayed login, a wrong
+    /// state): the cause is logged, the person starts again.
+    #[error("this login could not be verified; start again from the login page")]
+    Unverified(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<crate::providers::ProviderError> for LoginError {
+    fn from(e: crate::providers::ProviderError) -> Self {
+        use crate::providers::ProviderError as P;
+        match e {
+            P::Rejected => LoginError::BadCredentials,
+            P::Unavailable(why) => LoginError::Provider(why),
+            P::Invalid(why) => LoginError::Unverified(why),
+        }
+    }
 }
 
 impl From<StateError> for LoginError {
@@ -106,7 +120,9 @@ pub async fn login(
                 AuthType::Firstuse => firstuse::authenticate(hub, &name, password).await,
                 AuthType::Native => native::authenticate(hub, &name, password).await,
                 AuthType::Dummy => dummy::authenticate(hub, &name, password).await,
-                AuthType::Ldap => Err(LoginError::Internal("not a password authenticator".into())),
+                AuthType::Ldap | AuthType::Oidc => {
+                    Err(LoginError::Internal("not a password authenticator".into()))
+                }
             },
         }
     };
@@ -117,6 +133,12 @@ pub async fn login(
         }
         Err(LoginError::Provider(detail)) => {
             tracing::warn!(error = %detail, "login: the identity provider could not be asked");
+        }
+        Err(LoginError::Unverified(detail)) => {
+            tracing::warn!(error = %detail, "login refused: the provider's answer failed verification");
+            if let Some(k) = &ip_key {
+                hub.limiter.record_failure(k);
+            }
         }
         Err(LoginError::PasswordTooShort(_)) | Err(LoginError::Internal(_)) => {}
         Err(_) => {
@@ -145,11 +167,11 @@ async fn external(
             let l = &cfg.auth.ldap;
             match tokio::time::timeout(
                 l.timeout.as_std(),
-                ldap::authenticate(l, raw_name, password),
+                crate::providers::ldap::authenticate(l, raw_name, password),
             )
             .await
             {
-                Ok(r) => r.map(|who| {
+                Ok(r) => r.map_err(LoginError::from).map(|who| {
                     (
                         who,
                         identity::Policy {
@@ -166,6 +188,8 @@ async fn external(
                 ))),
             }
         }
+        // People log in at the provider (`/hub/oauth_login`); the form is for local admins.
+        AuthType::Oidc => Err(LoginError::BadCredentials),
         _ => Err(LoginError::Internal("not an identity provider".into())),
     };
     let admitted = match vouched {

@@ -125,6 +125,18 @@ pub async fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
     if cfg.auth.kind == config::AuthType::Ldap {
         out.push(ldap_check(&cfg.auth.ldap).await);
     }
+    if cfg.auth.kind == config::AuthType::Oidc {
+        let client = crate::providers::oidc::OidcClient::new();
+        out.push(match client.check(&cfg.auth.oidc).await {
+            Ok(what) => check("oidc", Level::Ok, what, ""),
+            Err(why) => check(
+                "oidc",
+                Level::Fail,
+                why,
+                "check auth.oidc.issuer (its /.well-known/openid-configuration must answer) and that this machine reaches it",
+            ),
+        });
+    }
     if let Some(c) = https_check(cfg, &loaded.state_path()) {
         out.push(c);
     }
@@ -228,7 +240,7 @@ fn https_check(cfg: &config::Config, state: &std::path::Path) -> Option<Check> {
 /// The directory answers (over TLS when configured) and the service account binds.
 async fn ldap_check(cfg: &config::providers::Ldap) -> Check {
     let within = cfg.timeout.as_std();
-    match tokio::time::timeout(within, crate::auth::ldap::check(cfg)).await {
+    match tokio::time::timeout(within, crate::providers::ldap::check(cfg)).await {
         Ok(Ok(what)) => check("ldap", Level::Ok, what, ""),
         Ok(Err(why)) => check("ldap", Level::Fail, why, "fix the auth.ldap keys named above, then `orrery config reload`"),
         Err(_) => check(
@@ -245,7 +257,7 @@ fn signup_check(cfg: &config::Config) -> Check {
     let open = match cfg.auth.kind {
         config::AuthType::Firstuse => cfg.auth.firstuse.create_users,
         config::AuthType::Dummy => true,
-        config::AuthType::Native | config::AuthType::Ldap => false,
+        config::AuthType::Native | config::AuthType::Ldap | config::AuthType::Oidc => false,
     };
     let plain = !cfg.https.enabled && !cfg.http.is_loopback();
     match (open, plain) {

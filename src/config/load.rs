@@ -91,6 +91,12 @@ fn read_secret_files(config: &mut Config) -> Result<(), ConfigError> {
         &mut ldap.bind_password,
         &ldap.bind_password_file,
     ));
+    let oidc = &mut config.auth.oidc;
+    pairs.push((
+        "auth.oidc.client_secret".into(),
+        &mut oidc.client_secret,
+        &oidc.client_secret_file,
+    ));
     for (key, value, file) in pairs {
         if file.is_empty() {
             continue;
@@ -333,7 +339,7 @@ mod tests {
         assert_eq!(
             key_shape("auth.type"),
             Some(&Shape::Leaf(LeafKind::Choice(&[
-                "firstuse", "native", "dummy", "ldap"
+                "firstuse", "native", "dummy", "ldap", "oidc"
             ])))
         );
         assert_eq!(
@@ -533,7 +539,7 @@ mod tests {
         );
         assert_eq!(
             err_of("[auth]\ntype = \"nonsense\"\n"),
-            "line 2: auth.type: \"nonsense\" is not valid; choose one of: firstuse, native, dummy, ldap"
+            "line 2: auth.type: \"nonsense\" is not valid; choose one of: firstuse, native, dummy, ldap, oidc"
         );
         assert_eq!(
             err_of("[spawner]\nbackend = \"k8s\"\n"),
@@ -575,7 +581,7 @@ mod tests {
         assert_eq!(
             msg,
             format!(
-                "{}:2: auth.type: expected one of: firstuse, native, dummy, ldap (a string), found integer 3",
+                "{}:2: auth.type: expected one of: firstuse, native, dummy, ldap, oidc (a string), found integer 3",
                 path.display()
             )
         );

@@ -362,22 +362,30 @@ pub enum AuthType {
     Dummy,
     /// The directory's password, checked by a bind (`[auth.ldap]`).
     Ldap,
+    /// An OpenID Connect provider's login (`[auth.oidc]`).
+    Oidc,
 }
 
 impl AuthType {
-    pub const ALL: [&'static str; 4] = ["firstuse", "native", "dummy", "ldap"];
+    pub const ALL: [&'static str; 5] = ["firstuse", "native", "dummy", "ldap", "oidc"];
     pub fn as_str(self) -> &'static str {
         match self {
             AuthType::Firstuse => "firstuse",
             AuthType::Native => "native",
             AuthType::Dummy => "dummy",
             AuthType::Ldap => "ldap",
+            AuthType::Oidc => "oidc",
         }
     }
 
     /// An identity provider checks who people are (not a password the hub keeps).
     pub fn is_external(self) -> bool {
-        matches!(self, AuthType::Ldap)
+        matches!(self, AuthType::Ldap | AuthType::Oidc)
+    }
+
+    /// People log in at the provider's own page (a button on ours), not with our form.
+    pub fn is_redirect(self) -> bool {
+        matches!(self, AuthType::Oidc)
     }
 }
 
@@ -398,6 +406,7 @@ pub struct Auth {
     /// others are mapped by the documented rule (`auth::identity::map_username`).
     pub username_map: providers::UsernameMap,
     pub ldap: providers::Ldap,
+    pub oidc: providers::Oidc,
 }
 
 impl Default for Auth {
@@ -411,6 +420,7 @@ impl Default for Auth {
             local_admins: false,
             username_map: Default::default(),
             ldap: providers::Ldap::default(),
+            oidc: providers::Oidc::default(),
         }
     }
 }

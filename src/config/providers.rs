@@ -79,3 +79,53 @@ impl Default for Ldap {
 /// External names that become a different Orrery name (`[auth.username_map]`), e.g. an
 /// e-mail address whose local part is taken by someone else.
 pub type UsernameMap = BTreeMap<String, String>;
+
+/// `[auth.oidc]`: log in through an OpenID Connect provider (Google, Microsoft Entra ID,
+/// Keycloak, GitLab, …) with the authorization code flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Oidc {
+    /// The provider's issuer URL; its discovery document is `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    /// The client's secret; better from a file only root reads (`client_secret_file`).
+    pub client_secret: String,
+    pub client_secret_file: String,
+    /// The callback registered at the provider: `https://<host><base_url>hub/oauth_callback`.
+    pub redirect_url: String,
+    /// Scopes asked for (`openid` is always asked for).
+    pub scopes: Vec<String>,
+    /// The claim whose value is the user's name (`preferred_username`, `email`, `upn`, `sub`).
+    pub username_claim: String,
+    /// The claim that lists the user's groups (from the ID token or the userinfo endpoint).
+    pub groups_claim: String,
+    /// The login page's button: "Sign in with <display_name>".
+    pub display_name: String,
+    pub allowed_groups: Vec<String>,
+    pub admin_groups: Vec<String>,
+    pub manage_groups: bool,
+    pub allow_all: bool,
+    /// How long the provider may take to answer one request.
+    pub timeout: Duration,
+}
+
+impl Default for Oidc {
+    fn default() -> Self {
+        Oidc {
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            client_secret_file: String::new(),
+            redirect_url: String::new(),
+            scopes: vec!["openid".into(), "profile".into(), "email".into()],
+            username_claim: "preferred_username".into(),
+            groups_claim: "groups".into(),
+            display_name: "your organization".into(),
+            allowed_groups: Vec::new(),
+            admin_groups: Vec::new(),
+            manage_groups: false,
+            allow_all: false,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -136,9 +136,112 @@ fn validate_auth_providers(config: &Config) -> Result<(), ConfigError> {
             );
         }
     }
-    if config.auth.kind != crate::config::AuthType::Ldap {
-        return Ok(());
+    match config.auth.kind {
+        crate::config::AuthType::Ldap => validate_ldap(config),
+        crate::config::AuthType::Oidc => validate_oidc(config),
+        _ => Ok(()),
     }
+}
+
+/// An `http(s)://` URL's scheme, host and path; `None` for anything else.
+fn url_parts(url: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority),
+    };
+    (!host.is_empty()).then_some((scheme, host, path))
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// `[auth.oidc]`: an HTTPS issuer (HTTP only on this machine), a client id, and the callback
+/// the provider sends people back to, on this hub's `base_url`.
+fn validate_oidc(config: &Config) -> Result<(), ConfigError> {
+    let o = &config.auth.oidc;
+    match url_parts(&o.issuer) {
+        Some(("http", host, _)) if !is_loopback_host(host) => {
+            return err(
+                "auth.oidc.issuer",
+                format!("{:?} must use https:// (tokens would cross the network in clear text)", o.issuer),
+            )
+        }
+        Some(_) => {}
+        None => {
+            return err(
+                "auth.oidc.issuer",
+                format!("{:?} must be the provider's issuer URL, e.g. \"https://accounts.google.com\" or \"https://keycloak.example.org/realms/school\"", o.issuer),
+            )
+        }
+    }
+    if o.client_id.is_empty() {
+        return err(
+            "auth.oidc.client_id",
+            "the client id the provider gave this hub's registration".into(),
+        );
+    }
+    let callback = format!("{}hub/oauth_callback", config.base_url);
+    match url_parts(&o.redirect_url) {
+        Some((scheme, host, path)) if path == callback && (scheme == "https" || is_loopback_host(host)) => {}
+        Some((_, _, path)) if path != callback => {
+            return err(
+                "auth.oidc.redirect_url",
+                format!("{:?} must end in {callback} (this hub's base_url), e.g. \"https://hub.example.org{callback}\", and be registered at the provider", o.redirect_url),
+            )
+        }
+        Some(_) => {
+            return err(
+                "auth.oidc.redirect_url",
+                format!("{:?} must use https:// (the code in it is a credential)", o.redirect_url),
+            )
+        }
+        None => {
+            return err(
+                "auth.oidc.redirect_url",
+                format!("set the callback registered at the provider, e.g. \"https://hub.example.org{callback}\""),
+            )
+        }
+    }
+    if o.username_claim.is_empty() {
+        return err(
+            "auth.oidc.username_claim",
+            "name the claim holding the user name, e.g. \"preferred_username\" or \"email\"".into(),
+        );
+    }
+    for (key, names) in [
+        ("auth.oidc.allowed_groups", &o.allowed_groups),
+        ("auth.oidc.admin_groups", &o.admin_groups),
+    ] {
+        for name in names {
+            if let Err(why) = username::check_provider_group(name) {
+                return err(key, why);
+            }
+        }
+    }
+    if o.timeout.is_zero() {
+        return err(
+            "auth.oidc.timeout",
+            "must be more than 0, e.g. \"10s\"".into(),
+        );
+    }
+    Ok(())
+}
+
+/// `[auth.ldap]`: where the directory is, how to find a user, and never passwords in clear
+/// text but to a directory on this machine.
+fn validate_ldap(config: &Config) -> Result<(), ConfigError> {
     let l = &config.auth.ldap;
     let Some(rest) = l
         .url

@@ -70,40 +70,7 @@ pub async fn submit(
         );
     }
     match auth::login(&hub, username, f.get("password"), ip).await {
-        Ok(user) => {
-            let cookie = match session::create(&hub, &user.name, session::is_secure(&headers)).await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot create a session");
-                    return layout::error_page(
-                        &hub,
-                        None,
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Login failed",
-                        "The hub could not record your login; see the hub's log.",
-                    );
-                }
-            };
-            let _ = hub.record_activity(&user.name, None, Utc::now());
-            tracing::info!(user = %user.name, "logged in");
-            let mut resp = layout::redirect(&session::safe_next(&hub, next));
-            match HeaderValue::from_str(&cookie) {
-                Ok(v) => {
-                    resp.headers_mut().append(header::SET_COOKIE, v);
-                }
-                Err(_) => {
-                    return layout::error_page(
-                        &hub,
-                        None,
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Login failed",
-                        "Bad session cookie.",
-                    );
-                }
-            }
-            resp
-        }
+        Ok(user) => logged_in(&hub, &user.name, session::is_secure(&headers), next).await,
         Err(e) => {
             let status = match &e {
                 LoginError::InvalidName(_) | LoginError::PasswordTooShort(_) => {
@@ -115,6 +82,7 @@ pub async fn submit(
                 | LoginError::IdentityConflict(_) => StatusCode::FORBIDDEN,
                 LoginError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 LoginError::Provider(_) => StatusCode::SERVICE_UNAVAILABLE,
+                LoginError::Unverified(_) => StatusCode::FORBIDDEN,
             };
             let message = match &e {
                 LoginError::Internal(m) => {
@@ -158,6 +126,40 @@ fn capitalize(s: &str) -> String {
     }
 }
 
+/// A login succeeded (with a password or at an identity provider): a new session, its
+/// cookie, and on to `next`.
+pub(super) async fn logged_in(hub: &Hub, name: &str, secure: bool, next: Option<&str>) -> Response {
+    let cookie = match session::create(hub, name, secure).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create a session");
+            return layout::error_page(
+                hub,
+                None,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Login failed",
+                "The hub could not record your login; see the hub's log.",
+            );
+        }
+    };
+    let _ = hub.record_activity(name, None, Utc::now());
+    tracing::info!(user = %name, "logged in");
+    let mut resp = layout::redirect(&session::safe_next(hub, next));
+    match HeaderValue::from_str(&cookie) {
+        Ok(v) => {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+            resp
+        }
+        Err(_) => layout::error_page(
+            hub,
+            None,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Login failed",
+            "Bad session cookie.",
+        ),
+    }
+}
+
 /// On a hub where people cannot sign themselves up: what to do without an account.
 fn closed_signup_hint(hub: &Hub) -> Option<&'static str> {
     let cfg = hub.config();
@@ -167,7 +169,7 @@ fn closed_signup_hint(hub: &Hub) -> Option<&'static str> {
             "If you have no account on this hub yet, an administrator must add you first: \
              new names cannot sign themselves up here.",
         ),
-        AuthType::Dummy | AuthType::Ldap => None,
+        AuthType::Dummy | AuthType::Ldap | AuthType::Oidc => None,
     }
 }
 
@@ -192,6 +194,17 @@ fn explanation(hub: &Hub) -> String {
             Some(_) => "Test hub: log in with any user name and the shared password.".into(),
             None => "Test hub: any user name and any password are accepted.".into(),
         },
+        AuthType::Oidc => {
+            let admins = if cfg.auth.local_admins {
+                " Admins may also log in below with the password this hub keeps for them."
+            } else {
+                ""
+            };
+            format!(
+                "Log in with your account at {}.{admins}",
+                cfg.auth.oidc.display_name
+            )
+        }
         AuthType::Ldap => {
             let admins = if cfg.auth.local_admins {
                 " Admins may also use the password this hub keeps for them, if the directory is \
@@ -204,6 +217,18 @@ fn explanation(hub: &Hub) -> String {
                  password).{admins}"
             )
         }
+    }
+}
+
+/// The provider's login: `<hub>/oauth_login`, carrying `next` along.
+fn provider_link(hub: &Hub, next: Option<&str>) -> String {
+    let hp = hub.hub_prefix();
+    match next {
+        Some(n) => format!(
+            "{hp}oauth_login?next={}",
+            url::form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()
+        ),
+        None => format!("{hp}oauth_login"),
     }
 }
 
@@ -224,6 +249,14 @@ fn render(
         @if let Some(n) = &notice { (n.render()) }
         @if let Some(w) = layout::plain_http_notice(hub, secure) { (w.render()) }
         p.lead #auth-help { (explanation(hub)) }
+        @if hub.config().auth.kind.is_redirect() {
+            p.provider {
+                a.button.provider #provider-login href=(provider_link(hub, next)) {
+                    "Sign in with " (hub.config().auth.oidc.display_name)
+                }
+            }
+        }
+        @if !hub.config().auth.kind.is_redirect() || hub.config().auth.local_admins {
         form.stack method="post" action=(format!("{hp}login")) aria-describedby="auth-help" {
             (forms::xsrf_input(xsrf))
             @if let Some(n) = next { input type="hidden" name="next" value=(n); }
@@ -238,6 +271,7 @@ fn render(
                     autofocus[!username.is_empty()];
             }
             div { button type="submit" { "Log in" } }
+        }
         }
     };
     let mut resp =

@@ -20,6 +20,7 @@ pub mod home_shares;
 pub mod layout;
 pub mod login;
 pub mod named_servers;
+pub mod oauth;
 pub mod password;
 pub mod spawn;
 pub mod spawn_form;
@@ -45,6 +46,8 @@ pub fn router(hub_prefix: &str) -> Router<Arc<Hub>> {
         .route(&at(""), get(login::root))
         .route(&at("/"), get(login::root))
         .route(&at("/login"), get(login::form).post(login::submit))
+        .route(&at("/oauth_login"), get(oauth::login))
+        .route(&at("/oauth_callback"), get(oauth::callback))
         .route(
             &at("/logout"),
             get(login::logout_get).post(login::logout_post),

@@ -26,6 +26,7 @@ mod https;
 mod kernel_wire;
 mod ldap;
 mod lists_model;
+mod oidc;
 mod origins;
 mod packaging;
 mod pages;

@@ -12,8 +12,7 @@ use std::sync::Arc;
 
 use ldap3::{dn_escape, ldap_escape, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 
-use super::identity::ExternalIdentity;
-use super::LoginError;
+use super::{ExternalIdentity, ProviderError};
 use crate::config::providers::Ldap;
 
 /// The result code of a bind with a wrong password (RFC 4511 `invalidCredentials`).
@@ -22,13 +21,13 @@ const INVALID_CREDENTIALS: u32 = 49;
 /// The longest name or password sent to the directory.
 const MAX_INPUT: usize = 256;
 
-fn provider(what: &str, e: impl std::fmt::Display) -> LoginError {
-    LoginError::Provider(format!("the LDAP directory: {what}: {e}"))
+fn provider(what: &str, e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Unavailable(format!("the LDAP directory: {what}: {e}"))
 }
 
 /// The connection settings: timeout, StartTLS, and the CA file's certificates as the only
 /// roots when one is given.
-fn settings(cfg: &Ldap) -> Result<LdapConnSettings, LoginError> {
+fn settings(cfg: &Ldap) -> Result<LdapConnSettings, ProviderError> {
     let mut s = LdapConnSettings::new()
         .set_conn_timeout(cfg.timeout.as_std())
         .set_starttls(cfg.starttls);
@@ -61,14 +60,14 @@ pub async fn authenticate(
     cfg: &Ldap,
     login: &str,
     password: &str,
-) -> Result<ExternalIdentity, LoginError> {
+) -> Result<ExternalIdentity, ProviderError> {
     let login = login.trim();
     if login.is_empty()
         || password.is_empty()
         || login.len() > MAX_INPUT
         || password.len() > MAX_INPUT
     {
-        return Err(LoginError::BadCredentials);
+        return Err(ProviderError::Rejected);
     }
     let (conn, mut ldap) = LdapConnAsync::with_settings(settings(cfg)?, &cfg.url)
         .await
@@ -104,7 +103,7 @@ pub async fn authenticate(
             .and_then(|r| r.success())
             .map_err(|e| provider("the user search failed", e))?;
         match entries.len() {
-            0 => return Err(LoginError::BadCredentials),
+            0 => return Err(ProviderError::Rejected),
             1 => SearchEntry::construct(entries.into_iter().next().expect("one entry")).dn,
             n => {
                 return Err(provider(
@@ -117,7 +116,7 @@ pub async fn authenticate(
 
     match ldap.simple_bind(&dn, password).await {
         Ok(r) if r.rc == 0 => {}
-        Ok(r) if r.rc == INVALID_CREDENTIALS => return Err(LoginError::BadCredentials),
+        Ok(r) if r.rc == INVALID_CREDENTIALS => return Err(ProviderError::Rejected),
         Ok(r) => return Err(provider("the bind failed", r)),
         Err(e) => return Err(provider("the bind failed", e)),
     }

@@ -1,0 +1,35 @@
+//! Identity providers' protocol clients: they say who someone is, and nothing more. The hub's
+//! side — which Orrery name that is, whether they may log in, admin rights, groups — is
+//! `auth::identity`, the same for every provider. This is a service: it never imports the hub.
+//!
+//! * [`ldap`]: a bind to an LDAP directory (ldap3).
+//! * [`oidc`]: OpenID Connect's authorization code flow (openidconnect).
+
+pub mod ldap;
+pub mod oidc;
+
+/// Who the provider says logged in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalIdentity {
+    /// Stable and provider-qualified, e.g. `ldap:uid=alice,ou=people,dc=example,dc=org`.
+    pub id: String,
+    /// The name the provider knows them by (the login name, an e-mail address).
+    pub name: String,
+    /// Their groups at the provider, by name.
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// Wrong name or password (nothing more is said).
+    #[error("invalid user name or password")]
+    Rejected,
+    /// The provider could not be asked, or is misconfigured: the cause, for the log (never a
+    /// secret).
+    #[error("{0}")]
+    Unavailable(String),
+    /// An answer that failed Orrery's checks (state, ID token signature, issuer, audience,
+    /// expiry, nonce): the cause, for the log.
+    #[error("{0}")]
+    Invalid(String),
+}

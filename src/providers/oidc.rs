@@ -1,0 +1,352 @@
+//! OpenID Connect (openidconnect; none of the protocol is written here): discovery of the
+//! issuer, the authorization code flow with PKCE, `state` and `nonce`, the ID token checked
+//! (signature against the provider's JWKS, `iss`, `aud`, `exp`, `nonce`), and the userinfo
+//! endpoint for the claims the ID token leaves out.
+//!
+//! A login in progress is remembered here, by its `state`, for [`PENDING_FOR`]: the PKCE
+//! verifier, the nonce and where to go afterwards. [`OidcClient::finish`] takes it out, so a
+//! callback replayed (the same code and state again) finds nothing and is refused. The
+//! provider's keys are fetched with the discovery document, and again when a token's signature
+//! does not check against them (the provider rotated its keys), at most every
+//! [`REFETCH_AFTER`].
+
+use std::collections::HashMap;
+use std::sync::Mutex as StdMutex;
+use std::time::{Duration, Instant};
+
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
+    CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreTokenIntrospectionResponse, CoreTokenType,
+};
+use openidconnect::{
+    AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields,
+    IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    StandardErrorResponse, StandardTokenResponse, TokenResponse as _, UserInfoClaims,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{ExternalIdentity, ProviderError};
+use crate::config::providers::Oidc;
+
+/// How long a login may take at the provider.
+pub const PENDING_FOR: Duration = Duration::from_secs(600);
+/// At most this many logins in progress are remembered (the oldest go first).
+const MAX_PENDING: usize = 10_000;
+/// Keys are fetched again at most this often when a token's signature does not check against
+/// them (so forged tokens cannot make the hub hammer the provider).
+pub const REFETCH_AFTER: Duration = Duration::from_secs(10);
+
+/// Every claim, so the configured username and groups claims can be read whatever they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AllClaims(Map<String, Value>);
+impl AdditionalClaims for AllClaims {}
+
+type IdFields = IdTokenFields<
+    AllClaims,
+    EmptyExtraTokenFields,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type TokenResponse = StandardTokenResponse<IdFields, CoreTokenType>;
+type Client = openidconnect::Client<
+    AllClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    TokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// A login sent to the provider, waiting for its callback.
+struct Pending {
+    verifier: String,
+    nonce: String,
+    next: String,
+    began: Instant,
+}
+
+/// The provider's discovery document (with its keys), as last fetched.
+struct Discovered {
+    issuer: String,
+    metadata: CoreProviderMetadata,
+    fetched: Instant,
+}
+
+/// Where to send the browser, and the `state` it will come back with (the caller binds it to
+/// the browser with a cookie).
+pub struct Begun {
+    pub url: String,
+    pub state: String,
+}
+
+pub struct OidcClient {
+    /// Never follows redirects (openidconnect's advice: a redirect is an SSRF path).
+    http: openidconnect::reqwest::Client,
+    discovered: tokio::sync::Mutex<Option<Discovered>>,
+    pending: StdMutex<HashMap<String, Pending>>,
+}
+
+impl Default for OidcClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Unavailable(format!("the OpenID provider: {what}: {e}"))
+}
+
+fn invalid(what: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Invalid(format!("OpenID login refused: {what}"))
+}
+
+impl OidcClient {
+    pub fn new() -> OidcClient {
+        let http = openidconnect::reqwest::Client::builder()
+            .redirect(openidconnect::reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        OidcClient {
+            http,
+            discovered: tokio::sync::Mutex::new(None),
+            pending: StdMutex::new(HashMap::new()),
+        }
+    }
+
+    /// The discovery document (fetched again when `refresh`, or for another issuer).
+    async fn metadata(
+        &self,
+        cfg: &Oidc,
+        refresh: bool,
+    ) -> Result<CoreProviderMetadata, ProviderError> {
+        let mut d = self.discovered.lock().await;
+        if let Some(found) = d.as_ref().filter(|found| found.issuer == cfg.issuer) {
+            if !refresh || found.fetched.elapsed() < REFETCH_AFTER {
+                return Ok(found.metadata.clone());
+            }
+        }
+        let issuer = IssuerUrl::new(cfg.issuer.clone())
+            .map_err(|e| unavailable("auth.oidc.issuer is not a URL", e))?;
+        let metadata = tokio::time::timeout(
+            cfg.timeout.as_std(),
+            CoreProviderMetadata::discover_async(issuer, &self.http),
+        )
+        .await
+        .map_err(|_| unavailable("discovery", format!("no answer within {}", cfg.timeout)))?
+        .map_err(|e| unavailable("discovery failed", error_chain(&e)))?;
+        *d = Some(Discovered {
+            issuer: cfg.issuer.clone(),
+            metadata: metadata.clone(),
+            fetched: Instant::now(),
+        });
+        Ok(metadata)
+    }
+
+    fn client(cfg: &Oidc, metadata: CoreProviderMetadata) -> Result<Client, ProviderError> {
+        let secret =
+            (!cfg.client_secret.is_empty()).then(|| ClientSecret::new(cfg.client_secret.clone()));
+        let redirect = RedirectUrl::new(cfg.redirect_url.clone())
+            .map_err(|e| unavailable("auth.oidc.redirect_url is not a URL", e))?;
+        Ok(
+            Client::from_provider_metadata(metadata, ClientId::new(cfg.client_id.clone()), secret)
+                .set_redirect_uri(redirect),
+        )
+    }
+
+    /// Start a login: the provider's authorization URL (PKCE S256, a fresh state and nonce).
+    pub async fn begin(&self, cfg: &Oidc, next: &str) -> Result<Begun, ProviderError> {
+        let client = Self::client(cfg, self.metadata(cfg, false).await?)?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in cfg.scopes.iter().filter(|s| s.as_str() != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.url();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.retain(|_, p| p.began.elapsed() < PENDING_FOR);
+        if pending.len() >= MAX_PENDING {
+            if let Some(oldest) = pending
+                .iter()
+                .min_by_key(|(_, p)| p.began)
+                .map(|(k, _)| k.clone())
+            {
+                pending.remove(&oldest);
+            }
+        }
+        pending.insert(
+            state.secret().clone(),
+            Pending {
+                verifier: verifier.secret().clone(),
+                nonce: nonce.secret().clone(),
+                next: next.to_string(),
+                began: Instant::now(),
+            },
+        );
+        Ok(Begun {
+            url: url.to_string(),
+            state: state.secret().clone(),
+        })
+    }
+
+    /// Finish a login at the callback: who logged in, and where they were going. The state
+    /// must be one this hub issued and not used yet.
+    pub async fn finish(
+        &self,
+        cfg: &Oidc,
+        code: &str,
+        state: &str,
+    ) -> Result<(ExternalIdentity, String), ProviderError> {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(state)
+            .filter(|p| p.began.elapsed() < PENDING_FOR)
+            .ok_or_else(|| invalid("unknown, used or expired state"))?;
+        let client = Self::client(cfg, self.metadata(cfg, false).await?)?;
+        let exchange = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| unavailable("the provider has no token endpoint", e))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()));
+        let tokens: TokenResponse =
+            tokio::time::timeout(cfg.timeout.as_std(), exchange.request_async(&self.http))
+                .await
+                .map_err(|_| {
+                    unavailable(
+                        "the token endpoint",
+                        format!("no answer within {}", cfg.timeout),
+                    )
+                })?
+                .map_err(|e| invalid(format!("the code was not accepted: {}", error_chain(&e))))?;
+        let id_token = tokens
+            .id_token()
+            .ok_or_else(|| invalid("the token response holds no ID token"))?;
+        let nonce = Nonce::new(pending.nonce.clone());
+        let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+            Ok(c) => c.clone(),
+            Err(e) if !matches!(e, ClaimsVerificationError::SignatureVerification(_)) => {
+                return Err(invalid(format!("the ID token: {e}")));
+            }
+            Err(first) => {
+                // Signed with a key we do not hold yet: the provider rotated its keys.
+                let refreshed = Self::client(cfg, self.metadata(cfg, true).await?)?;
+                let verifier = refreshed.id_token_verifier();
+                let claims = id_token
+                    .claims(&verifier, &nonce)
+                    .map_err(|e| {
+                        invalid(format!(
+                            "the ID token: {e} (before fetching the keys again: {first})"
+                        ))
+                    })?
+                    .clone();
+                claims
+            }
+        };
+        // Claims the ID token leaves out (many providers put groups only here).
+        let mut all: Map<String, Value> = claims.additional_claims().0.clone();
+        let subject = claims.subject().clone();
+        if let Ok(request) = client.user_info(tokens.access_token().clone(), Some(subject.clone()))
+        {
+            let info: UserInfoClaims<AllClaims, CoreGenderClaim> =
+                tokio::time::timeout(cfg.timeout.as_std(), request.request_async(&self.http))
+                    .await
+                    .map_err(|_| {
+                        unavailable("userinfo", format!("no answer within {}", cfg.timeout))
+                    })?
+                    .map_err(|e| invalid(format!("userinfo: {}", error_chain(&e))))?;
+            for (k, v) in &info.additional_claims().0 {
+                all.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            if let Some(u) = info.preferred_username() {
+                all.entry("preferred_username".to_string())
+                    .or_insert_with(|| Value::String(u.to_string()));
+            }
+            if let Some(e) = info.email() {
+                all.entry("email".to_string())
+                    .or_insert_with(|| Value::String(e.to_string()));
+            }
+        }
+        if let Some(u) = claims.preferred_username() {
+            all.insert("preferred_username".into(), Value::String(u.to_string()));
+        }
+        if let Some(e) = claims.email() {
+            all.insert("email".into(), Value::String(e.to_string()));
+        }
+        all.insert("sub".into(), Value::String(subject.to_string()));
+        let name = all
+            .get(&cfg.username_claim)
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "the provider sent no {:?} claim (auth.oidc.username_claim)",
+                    cfg.username_claim
+                ))
+            })?
+            .to_string();
+        let groups = match all.get(&cfg.groups_claim) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|g| g.as_str().map(str::to_string))
+                .collect(),
+            Some(Value::String(one)) => vec![one.clone()],
+            _ => Vec::new(),
+        };
+        Ok((
+            ExternalIdentity {
+                id: format!("oidc:{}|{}", claims.issuer().as_str(), subject.as_str()),
+                name,
+                groups,
+            },
+            pending.next,
+        ))
+    }
+
+    /// `orrery doctor`'s check: discovery answers and names the endpoints a login needs.
+    pub async fn check(&self, cfg: &Oidc) -> Result<String, String> {
+        let m = self.metadata(cfg, true).await.map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{} answers (authorization {}, token {})",
+            cfg.issuer,
+            m.authorization_endpoint().as_str(),
+            m.token_endpoint().map(|t| t.as_str()).unwrap_or("none")
+        ))
+    }
+}
+
+/// An error with its causes, one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
