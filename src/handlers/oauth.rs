@@ -74,11 +74,7 @@ fn failed(hub: &Hub, e: LoginError) -> Response {
         }
         other => other.to_string(),
     };
-    let retry = format!(
-        "{message} — back to the login page: {}login",
-        hub.hub_prefix()
-    );
-    layout::error_page(hub, None, status, "Login failed", &retry)
+    layout::error_page(hub, None, status, "Login failed", &message)
 }
 
 /// `GET <hub>/oauth_callback?code=…&state=…`: the provider sends the browser back here.

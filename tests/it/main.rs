@@ -27,6 +27,7 @@ mod kernel_wire;
 mod ldap;
 mod lists_model;
 mod oidc;
+mod oidc_provider;
 mod origins;
 mod packaging;
 mod pages;
