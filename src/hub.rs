@@ -101,6 +101,8 @@ pub struct Hub {
     /// OpenID Connect logins in progress and the provider's discovery document
     /// (`auth.type = "oidc"`).
     pub oidc: Arc<crate::providers::oidc::OidcClient>,
+    /// GitHub logins in progress (`auth.type = "github"`).
+    pub github: Arc<crate::providers::github::GithubClient>,
     /// SHA-256 of each config service token → the service; rebuilt on reload.
     service_tokens: RwLock<HashMap<String, ServiceToken>>,
     /// SHA-256 of the control token written to `<state>/control.token` at startup.
@@ -158,6 +160,7 @@ impl Hub {
             tls: crate::tls::Certs::new(if config_uses_files { "files" } else { "acme" }),
             acme_challenges: Arc::default(),
             oidc: Arc::default(),
+            github: Arc::default(),
             service_tokens: RwLock::new(HashMap::new()),
             control_token_hash,
             internal_api: std::sync::OnceLock::new(),

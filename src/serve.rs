@@ -289,6 +289,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
         AuthType::Dummy => "log in with any user name (dummy authenticator: testing only)".to_string(),
         AuthType::Ldap => format!("log in with an account of the LDAP directory {}", cfg.auth.ldap.url),
         AuthType::Oidc => format!("log in through the OpenID provider {}", cfg.auth.oidc.issuer),
+        AuthType::Github => format!("log in with a GitHub account ({})", cfg.auth.github.github_url),
     };
     tracing::info!("Orrery is listening on {url} ({public_local}); {how}");
     for notice in &notices {

@@ -133,7 +133,7 @@ pub fn xsrf_set_cookie(hub: &Hub, value: &str, secure: bool) -> String {
 pub const OIDC_STATE_COOKIE: &str = "orrery-oidc-state";
 
 pub fn oidc_state_set_cookie(hub: &Hub, state: &str, secure: bool) -> String {
-    let max_age = crate::providers::oidc::PENDING_FOR.as_secs() as i64;
+    let max_age = crate::providers::pending::PENDING_FOR.as_secs() as i64;
     format!(
         "{OIDC_STATE_COOKIE}={state}{}",
         cookie_attrs(&hub.hub_prefix(), Some(max_age), secure)

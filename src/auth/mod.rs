@@ -120,7 +120,7 @@ pub async fn login(
                 AuthType::Firstuse => firstuse::authenticate(hub, &name, password).await,
                 AuthType::Native => native::authenticate(hub, &name, password).await,
                 AuthType::Dummy => dummy::authenticate(hub, &name, password).await,
-                AuthType::Ldap | AuthType::Oidc => {
+                AuthType::Ldap | AuthType::Oidc | AuthType::Github => {
                     Err(LoginError::Internal("not a password authenticator".into()))
                 }
             },
@@ -189,7 +189,7 @@ async fn external(
             }
         }
         // People log in at the provider (`/hub/oauth_login`); the form is for local admins.
-        AuthType::Oidc => Err(LoginError::BadCredentials),
+        AuthType::Oidc | AuthType::Github => Err(LoginError::BadCredentials),
         _ => Err(LoginError::Internal("not an identity provider".into())),
     };
     let admitted = match vouched {

@@ -257,7 +257,10 @@ fn signup_check(cfg: &config::Config) -> Check {
     let open = match cfg.auth.kind {
         config::AuthType::Firstuse => cfg.auth.firstuse.create_users,
         config::AuthType::Dummy => true,
-        config::AuthType::Native | config::AuthType::Ldap | config::AuthType::Oidc => false,
+        config::AuthType::Native
+        | config::AuthType::Ldap
+        | config::AuthType::Oidc
+        | config::AuthType::Github => false,
     };
     let plain = !cfg.https.enabled && !cfg.http.is_loopback();
     match (open, plain) {

@@ -97,6 +97,12 @@ fn read_secret_files(config: &mut Config) -> Result<(), ConfigError> {
         &mut oidc.client_secret,
         &oidc.client_secret_file,
     ));
+    let github = &mut config.auth.github;
+    pairs.push((
+        "auth.github.client_secret".into(),
+        &mut github.client_secret,
+        &github.client_secret_file,
+    ));
     for (key, value, file) in pairs {
         if file.is_empty() {
             continue;
@@ -339,7 +345,7 @@ mod tests {
         assert_eq!(
             key_shape("auth.type"),
             Some(&Shape::Leaf(LeafKind::Choice(&[
-                "firstuse", "native", "dummy", "ldap", "oidc"
+                "firstuse", "native", "dummy", "ldap", "oidc", "github"
             ])))
         );
         assert_eq!(
@@ -539,7 +545,7 @@ mod tests {
         );
         assert_eq!(
             err_of("[auth]\ntype = \"nonsense\"\n"),
-            "line 2: auth.type: \"nonsense\" is not valid; choose one of: firstuse, native, dummy, ldap, oidc"
+            "line 2: auth.type: \"nonsense\" is not valid; choose one of: firstuse, native, dummy, ldap, oidc, github"
         );
         assert_eq!(
             err_of("[spawner]\nbackend = \"k8s\"\n"),
@@ -581,7 +587,7 @@ mod tests {
         assert_eq!(
             msg,
             format!(
-                "{}:2: auth.type: expected one of: firstuse, native, dummy, ldap, oidc (a string), found integer 3",
+                "{}:2: auth.type: expected one of: firstuse, native, dummy, ldap, oidc, github (a string), found integer 3",
                 path.display()
             )
         );

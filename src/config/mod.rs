@@ -364,10 +364,12 @@ pub enum AuthType {
     Ldap,
     /// An OpenID Connect provider's login (`[auth.oidc]`).
     Oidc,
+    /// A GitHub account (`[auth.github]`).
+    Github,
 }
 
 impl AuthType {
-    pub const ALL: [&'static str; 5] = ["firstuse", "native", "dummy", "ldap", "oidc"];
+    pub const ALL: [&'static str; 6] = ["firstuse", "native", "dummy", "ldap", "oidc", "github"];
     pub fn as_str(self) -> &'static str {
         match self {
             AuthType::Firstuse => "firstuse",
@@ -375,17 +377,18 @@ impl AuthType {
             AuthType::Dummy => "dummy",
             AuthType::Ldap => "ldap",
             AuthType::Oidc => "oidc",
+            AuthType::Github => "github",
         }
     }
 
     /// An identity provider checks who people are (not a password the hub keeps).
     pub fn is_external(self) -> bool {
-        matches!(self, AuthType::Ldap | AuthType::Oidc)
+        matches!(self, AuthType::Ldap | AuthType::Oidc | AuthType::Github)
     }
 
     /// People log in at the provider's own page (a button on ours), not with our form.
     pub fn is_redirect(self) -> bool {
-        matches!(self, AuthType::Oidc)
+        matches!(self, AuthType::Oidc | AuthType::Github)
     }
 }
 
@@ -407,6 +410,7 @@ pub struct Auth {
     pub username_map: providers::UsernameMap,
     pub ldap: providers::Ldap,
     pub oidc: providers::Oidc,
+    pub github: providers::Github,
 }
 
 impl Default for Auth {
@@ -421,6 +425,7 @@ impl Default for Auth {
             username_map: Default::default(),
             ldap: providers::Ldap::default(),
             oidc: providers::Oidc::default(),
+            github: providers::Github::default(),
         }
     }
 }

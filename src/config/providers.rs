@@ -129,3 +129,49 @@ impl Default for Oidc {
         }
     }
 }
+
+/// `[auth.github]`: log in with a GitHub account (OAuth2, not OpenID Connect); organizations
+/// and teams decide who may log in and who is admin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Github {
+    /// The OAuth app's client id and secret (the secret better from `client_secret_file`).
+    pub client_id: String,
+    pub client_secret: String,
+    pub client_secret_file: String,
+    /// The OAuth app's callback: `https://<host><base_url>hub/oauth_callback`.
+    pub redirect_url: String,
+    /// GitHub's web address and its API's (GitHub Enterprise Server: your server's,
+    /// `https://github.example.org` and `https://github.example.org/api/v3`).
+    pub github_url: String,
+    pub api_url: String,
+    /// Scopes asked for; `read:org` lets Orrery see private memberships and teams.
+    pub scopes: Vec<String>,
+    /// Organizations (`my-org`) or teams (`my-org:team-slug`) whose members may log in.
+    pub allowed_organizations: Vec<String>,
+    /// Teams (`my-org:team-slug`) or organizations whose members are admins.
+    pub admin_teams: Vec<String>,
+    /// Make the user's organizations and teams (`org`, `org:team`) their Orrery groups.
+    pub manage_groups: bool,
+    pub allow_all: bool,
+    pub timeout: Duration,
+}
+
+impl Default for Github {
+    fn default() -> Self {
+        Github {
+            client_id: String::new(),
+            client_secret: String::new(),
+            client_secret_file: String::new(),
+            redirect_url: String::new(),
+            github_url: "https://github.com".into(),
+            api_url: "https://api.github.com".into(),
+            scopes: vec!["read:user".into(), "read:org".into()],
+            allowed_organizations: Vec::new(),
+            admin_teams: Vec::new(),
+            manage_groups: false,
+            allow_all: false,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -139,6 +139,7 @@ fn validate_auth_providers(config: &Config) -> Result<(), ConfigError> {
     match config.auth.kind {
         crate::config::AuthType::Ldap => validate_ldap(config),
         crate::config::AuthType::Oidc => validate_oidc(config),
+        crate::config::AuthType::Github => validate_github(config),
         _ => Ok(()),
     }
 }
@@ -192,28 +193,7 @@ fn validate_oidc(config: &Config) -> Result<(), ConfigError> {
             "the client id the provider gave this hub's registration".into(),
         );
     }
-    let callback = format!("{}hub/oauth_callback", config.base_url);
-    match url_parts(&o.redirect_url) {
-        Some((scheme, host, path)) if path == callback && (scheme == "https" || is_loopback_host(host)) => {}
-        Some((_, _, path)) if path != callback => {
-            return err(
-                "auth.oidc.redirect_url",
-                format!("{:?} must end in {callback} (this hub's base_url), e.g. \"https://hub.example.org{callback}\", and be registered at the provider", o.redirect_url),
-            )
-        }
-        Some(_) => {
-            return err(
-                "auth.oidc.redirect_url",
-                format!("{:?} must use https:// (the code in it is a credential)", o.redirect_url),
-            )
-        }
-        None => {
-            return err(
-                "auth.oidc.redirect_url",
-                format!("set the callback registered at the provider, e.g. \"https://hub.example.org{callback}\""),
-            )
-        }
-    }
+    validate_callback(config, "auth.oidc.redirect_url", &o.redirect_url)?;
     if o.username_claim.is_empty() {
         return err(
             "auth.oidc.username_claim",
@@ -233,6 +213,69 @@ fn validate_oidc(config: &Config) -> Result<(), ConfigError> {
     if o.timeout.is_zero() {
         return err(
             "auth.oidc.timeout",
+            "must be more than 0, e.g. \"10s\"".into(),
+        );
+    }
+    Ok(())
+}
+
+/// The OAuth callback (`auth.<provider>.redirect_url`): on this hub's `base_url`, over HTTPS
+/// but on this machine.
+fn validate_callback(config: &Config, key: &str, url: &str) -> Result<(), ConfigError> {
+    let callback = format!("{}hub/oauth_callback", config.base_url);
+    match url_parts(url) {
+        Some((scheme, host, path)) if path == callback && (scheme == "https" || is_loopback_host(host)) => Ok(()),
+        Some((_, _, path)) if path != callback => err(
+            key,
+            format!("{url:?} must end in {callback} (this hub's base_url), e.g. \"https://hub.example.org{callback}\", and be registered at the provider"),
+        ),
+        Some(_) => err(key, format!("{url:?} must use https:// (the code in it is a credential)")),
+        None => err(key, format!("set the callback registered at the provider, e.g. \"https://hub.example.org{callback}\"")),
+    }
+}
+
+/// `[auth.github]`: a client id, the callback, HTTPS addresses for GitHub (HTTP only on this
+/// machine), organizations and teams Orrery can use as group names.
+fn validate_github(config: &Config) -> Result<(), ConfigError> {
+    let g = &config.auth.github;
+    if g.client_id.is_empty() {
+        return err(
+            "auth.github.client_id",
+            "the OAuth app's client id (GitHub: Settings → Developer settings → OAuth Apps)".into(),
+        );
+    }
+    validate_callback(config, "auth.github.redirect_url", &g.redirect_url)?;
+    for (key, url) in [
+        ("auth.github.github_url", &g.github_url),
+        ("auth.github.api_url", &g.api_url),
+    ] {
+        match url_parts(url) {
+            Some(("https", _, _)) => {}
+            Some((_, host, _)) if is_loopback_host(host) => {}
+            _ => {
+                return err(
+                    key,
+                    format!("{url:?} must be an https:// address, e.g. \"https://github.com\""),
+                )
+            }
+        }
+    }
+    for (key, names) in [
+        (
+            "auth.github.allowed_organizations",
+            &g.allowed_organizations,
+        ),
+        ("auth.github.admin_teams", &g.admin_teams),
+    ] {
+        for name in names {
+            if let Err(why) = username::check_provider_group(name) {
+                return err(key, why);
+            }
+        }
+    }
+    if g.timeout.is_zero() {
+        return err(
+            "auth.github.timeout",
             "must be more than 0, e.g. \"10s\"".into(),
         );
     }

@@ -169,7 +169,7 @@ fn closed_signup_hint(hub: &Hub) -> Option<&'static str> {
             "If you have no account on this hub yet, an administrator must add you first: \
              new names cannot sign themselves up here.",
         ),
-        AuthType::Dummy | AuthType::Ldap | AuthType::Oidc => None,
+        AuthType::Dummy | AuthType::Ldap | AuthType::Oidc | AuthType::Github => None,
     }
 }
 
@@ -194,7 +194,7 @@ fn explanation(hub: &Hub) -> String {
             Some(_) => "Test hub: log in with any user name and the shared password.".into(),
             None => "Test hub: any user name and any password are accepted.".into(),
         },
-        AuthType::Oidc => {
+        AuthType::Oidc | AuthType::Github => {
             let admins = if cfg.auth.local_admins {
                 " Admins may also log in below with the password this hub keeps for them."
             } else {
@@ -202,7 +202,7 @@ fn explanation(hub: &Hub) -> String {
             };
             format!(
                 "Log in with your account at {}.{admins}",
-                cfg.auth.oidc.display_name
+                provider_name(hub)
             )
         }
         AuthType::Ldap => {
@@ -217,6 +217,15 @@ fn explanation(hub: &Hub) -> String {
                  password).{admins}"
             )
         }
+    }
+}
+
+/// What the login page calls the identity provider.
+fn provider_name(hub: &Hub) -> String {
+    let cfg = hub.config();
+    match cfg.auth.kind {
+        AuthType::Github => "GitHub".into(),
+        _ => cfg.auth.oidc.display_name.clone(),
     }
 }
 
@@ -252,7 +261,7 @@ fn render(
         @if hub.config().auth.kind.is_redirect() {
             p.provider {
                 a.button.provider #provider-login href=(provider_link(hub, next)) {
-                    "Sign in with " (hub.config().auth.oidc.display_name)
+                    "Sign in with " (provider_name(hub))
                 }
             }
         }

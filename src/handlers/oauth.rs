@@ -1,5 +1,5 @@
-//! Logging in at an OpenID Connect provider (`auth.type = "oidc"`), at JupyterHub
-//! OAuthenticator's paths: `<hub>/oauth_login` sends the browser to the provider (with a
+//! Logging in at an OpenID Connect provider (`auth.type = "oidc"`) or GitHub
+//! (`auth.type = "github"`), at JupyterHub OAuthenticator's paths: `<hub>/oauth_login` sends the browser to the provider (with a
 //! cookie binding the login's `state` to this browser), `<hub>/oauth_callback` finishes it —
 //! the state must match the cookie and be one this hub issued and never used, then the
 //! provider's answer is checked ([`crate::providers::oidc`]) and the provider rules applied
@@ -42,12 +42,14 @@ pub async fn login(
     RawQuery(query): RawQuery,
 ) -> Response {
     let cfg = hub.config();
-    if cfg.auth.kind != AuthType::Oidc {
-        return not_here(&hub);
-    }
     let q = Fields::query(query.as_deref());
     let next = session::safe_next(&hub, Some(q.get("next")).filter(|n| !n.is_empty()));
-    match hub.oidc.begin(&cfg.auth.oidc, &next).await {
+    let begun = match cfg.auth.kind {
+        AuthType::Oidc => hub.oidc.begin(&cfg.auth.oidc, &next).await,
+        AuthType::Github => hub.github.begin(&cfg.auth.github, &next),
+        _ => return not_here(&hub),
+    };
+    match begun {
         Ok(begun) => with_cookie(
             layout::redirect(&begun.url),
             &session::oidc_state_set_cookie(&hub, &begun.state, session::is_secure(&headers)),
@@ -85,7 +87,7 @@ pub async fn callback(
     RawQuery(query): RawQuery,
 ) -> Response {
     let cfg = hub.config();
-    if cfg.auth.kind != AuthType::Oidc {
+    if !cfg.auth.kind.is_redirect() {
         return not_here(&hub);
     }
     let secure = session::is_secure(&headers);
@@ -120,19 +122,29 @@ pub async fn callback(
             || !crate::secrets::constant_time_eq(state, &cookie)
         {
             return Err(LoginError::Unverified(
-                "OpenID login refused: the state is not the one this browser was given".into(),
+                "login refused: the state is not the one this browser was given".into(),
             ));
         }
-        let (who, next) = hub
-            .oidc
-            .finish(&cfg.auth.oidc, q.get("code"), state)
-            .await?;
-        let o = &cfg.auth.oidc;
-        let policy = identity::Policy {
-            allowed_groups: &o.allowed_groups,
-            admin_groups: &o.admin_groups,
-            manage_groups: o.manage_groups,
-            allow_all: o.allow_all,
+        let (who, next, policy) = if cfg.auth.kind == AuthType::Github {
+            let g = &cfg.auth.github;
+            let (who, next) = hub.github.finish(g, q.get("code"), state).await?;
+            let policy = identity::Policy {
+                allowed_groups: &g.allowed_organizations,
+                admin_groups: &g.admin_teams,
+                manage_groups: g.manage_groups,
+                allow_all: g.allow_all,
+            };
+            (who, next, policy)
+        } else {
+            let o = &cfg.auth.oidc;
+            let (who, next) = hub.oidc.finish(o, q.get("code"), state).await?;
+            let policy = identity::Policy {
+                allowed_groups: &o.allowed_groups,
+                admin_groups: &o.admin_groups,
+                manage_groups: o.manage_groups,
+                allow_all: o.allow_all,
+            };
+            (who, next, policy)
         };
         let user = identity::admit(&hub, &who, policy).await?;
         Ok((user, next))

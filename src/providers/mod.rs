@@ -4,9 +4,13 @@
 //!
 //! * [`ldap`]: a bind to an LDAP directory (ldap3).
 //! * [`oidc`]: OpenID Connect's authorization code flow (openidconnect).
+//! * [`github`]: GitHub's OAuth2 flow (oauth2) and its organizations and teams.
+//! * [`pending`]: logins waiting for their callback, by state.
 
+pub mod github;
 pub mod ldap;
 pub mod oidc;
+pub mod pending;
 
 /// Who the provider says logged in.
 #[derive(Debug, Clone, PartialEq, Eq)]

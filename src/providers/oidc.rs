@@ -3,15 +3,13 @@
 //! (signature against the provider's JWKS, `iss`, `aud`, `exp`, `nonce`), and the userinfo
 //! endpoint for the claims the ID token leaves out.
 //!
-//! A login in progress is remembered here, by its `state`, for [`PENDING_FOR`]: the PKCE
-//! verifier, the nonce and where to go afterwards. [`OidcClient::finish`] takes it out, so a
-//! callback replayed (the same code and state again) finds nothing and is refused. The
+//! A login in progress is remembered by its `state` ([`super::pending`]): the PKCE verifier,
+//! the nonce and where to go afterwards. [`OidcClient::finish`] takes it out, so a callback
+//! replayed (the same code and state again) finds nothing and is refused. The
 //! provider's keys are fetched with the discovery document, and again when a token's signature
 //! does not check against them (the provider rotated its keys), at most every
 //! [`REFETCH_AFTER`].
 
-use std::collections::HashMap;
-use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
 use openidconnect::core::{
@@ -29,13 +27,11 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::pending::Pending;
+pub use super::pending::PENDING_FOR;
 use super::{ExternalIdentity, ProviderError};
 use crate::config::providers::Oidc;
 
-/// How long a login may take at the provider.
-pub const PENDING_FOR: Duration = Duration::from_secs(600);
-/// At most this many logins in progress are remembered (the oldest go first).
-const MAX_PENDING: usize = 10_000;
 /// Keys are fetched again at most this often when a token's signature does not check against
 /// them (so forged tokens cannot make the hub hammer the provider).
 pub const REFETCH_AFTER: Duration = Duration::from_secs(10);
@@ -75,11 +71,10 @@ type Client = openidconnect::Client<
 >;
 
 /// A login sent to the provider, waiting for its callback.
-struct Pending {
+struct Waiting {
     verifier: String,
     nonce: String,
     next: String,
-    began: Instant,
 }
 
 /// The provider's discovery document (with its keys), as last fetched.
@@ -100,7 +95,7 @@ pub struct OidcClient {
     /// Never follows redirects (openidconnect's advice: a redirect is an SSRF path).
     http: openidconnect::reqwest::Client,
     discovered: tokio::sync::Mutex<Option<Discovered>>,
-    pending: StdMutex<HashMap<String, Pending>>,
+    pending: Pending<Waiting>,
 }
 
 impl Default for OidcClient {
@@ -128,7 +123,7 @@ impl OidcClient {
         OidcClient {
             http,
             discovered: tokio::sync::Mutex::new(None),
-            pending: StdMutex::new(HashMap::new()),
+            pending: Pending::default(),
         }
     }
 
@@ -187,24 +182,12 @@ impl OidcClient {
             request = request.add_scope(Scope::new(scope.clone()));
         }
         let (url, state, nonce) = request.url();
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.retain(|_, p| p.began.elapsed() < PENDING_FOR);
-        if pending.len() >= MAX_PENDING {
-            if let Some(oldest) = pending
-                .iter()
-                .min_by_key(|(_, p)| p.began)
-                .map(|(k, _)| k.clone())
-            {
-                pending.remove(&oldest);
-            }
-        }
-        pending.insert(
-            state.secret().clone(),
-            Pending {
+        self.pending.put(
+            state.secret(),
+            Waiting {
                 verifier: verifier.secret().clone(),
                 nonce: nonce.secret().clone(),
                 next: next.to_string(),
-                began: Instant::now(),
             },
         );
         Ok(Begun {
@@ -223,10 +206,7 @@ impl OidcClient {
     ) -> Result<(ExternalIdentity, String), ProviderError> {
         let pending = self
             .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(state)
-            .filter(|p| p.began.elapsed() < PENDING_FOR)
+            .take(state)
             .ok_or_else(|| invalid("unknown, used or expired state"))?;
         let client = Self::client(cfg, self.metadata(cfg, false).await?)?;
         let exchange = client

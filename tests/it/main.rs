@@ -20,6 +20,7 @@ mod docker_e2e;
 mod environment;
 mod gateway_e2e;
 mod gateway_local;
+mod github;
 mod gpu;
 mod groups;
 mod https;
