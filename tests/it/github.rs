@@ -131,11 +131,13 @@ fn account(s: &Shared, headers: &HeaderMap) -> Result<Account, Box<Response>> {
         })
         .unwrap_or("");
     gh.tokens.get(token).cloned().ok_or_else(|| {
-        (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"message": "Bad credentials"})),
+        Box::new(
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"message": "Bad credentials"})),
+            )
+                .into_response(),
         )
-            .into_response()
     })
 }
 
