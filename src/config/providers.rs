@@ -107,6 +107,9 @@ pub struct Oidc {
     pub allow_all: bool,
     /// How long the provider may take to answer one request.
     pub timeout: Duration,
+    /// Where the provider sends the browser after logging out at it (registered there as a
+    /// post-logout redirect URI); empty: the provider's own logged-out page.
+    pub logout_redirect_url: String,
 }
 
 impl Default for Oidc {
@@ -126,6 +129,7 @@ impl Default for Oidc {
             manage_groups: false,
             allow_all: false,
             timeout: Duration::from_secs(10),
+            logout_redirect_url: String::new(),
         }
     }
 }

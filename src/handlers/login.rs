@@ -310,7 +310,16 @@ pub async fn logout_post(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: 
 }
 
 async fn logout(hub: &Hub, headers: &HeaderMap) -> Response {
-    let mut resp = layout::redirect(&format!("{}login?logged_out=1", hub.hub_prefix()));
+    // With an OpenID provider that can end its own session, log out there too (otherwise the
+    // next "Sign in" would log the same person straight back in).
+    let cfg = hub.config();
+    let provider = if cfg.auth.kind == AuthType::Oidc {
+        hub.oidc.logout_url(&cfg.auth.oidc).await
+    } else {
+        None
+    };
+    let to = provider.unwrap_or_else(|| format!("{}login?logged_out=1", hub.hub_prefix()));
+    let mut resp = layout::redirect(&to);
     match session::destroy(hub, headers).await {
         Ok(cookie) => {
             if let Ok(v) = HeaderValue::from_str(&cookie) {

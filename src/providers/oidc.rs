@@ -13,10 +13,11 @@
 use std::time::{Duration, Instant};
 
 use openidconnect::core::{
-    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
-    CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
-    CoreTokenIntrospectionResponse, CoreTokenType,
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType,
+    CoreClientAuthMethod, CoreErrorResponseType, CoreGenderClaim, CoreGrantType, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreSubjectIdentifierType, CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
     AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
@@ -35,6 +36,30 @@ use crate::config::providers::Oidc;
 /// Keys are fetched again at most this often when a token's signature does not check against
 /// them (so forged tokens cannot make the hub hammer the provider).
 pub const REFETCH_AFTER: Duration = Duration::from_secs(10);
+
+/// What discovery says beyond the core: where a provider ends its session (RP-initiated
+/// logout), when it can.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogoutMetadata {
+    #[serde(default)]
+    end_session_endpoint: Option<String>,
+}
+impl openidconnect::AdditionalProviderMetadata for LogoutMetadata {}
+
+type CoreProviderMetadata = openidconnect::ProviderMetadata<
+    LogoutMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
 
 /// Every claim, so the configured username and groups claims can be read whatever they are.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -305,6 +330,25 @@ impl OidcClient {
             },
             pending.next,
         ))
+    }
+
+    /// Where to send a browser that logs out so the provider ends its session too, if the
+    /// provider says where (`end_session_endpoint`): with this hub's client id, and
+    /// `auth.oidc.logout_redirect_url` to come back to when set.
+    pub async fn logout_url(&self, cfg: &Oidc) -> Option<String> {
+        let metadata = self.metadata(cfg, false).await.ok()?;
+        let end = metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .clone()?;
+        let mut url = reqwest::Url::parse(&end).ok()?;
+        url.query_pairs_mut()
+            .append_pair("client_id", &cfg.client_id);
+        if !cfg.logout_redirect_url.is_empty() {
+            url.query_pairs_mut()
+                .append_pair("post_logout_redirect_uri", &cfg.logout_redirect_url);
+        }
+        Some(url.to_string())
     }
 
     /// `orrery doctor`'s check: discovery answers and names the endpoints a login needs.

@@ -89,6 +89,7 @@ async fn discovery(State(s): State<Shared>) -> Json<Value> {
         "token_endpoint": format!("{url}/token"),
         "userinfo_endpoint": format!("{url}/userinfo"),
         "jwks_uri": format!("{url}/jwks"),
+        "end_session_endpoint": format!("{url}/session/end"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -366,6 +367,28 @@ async fn forged_expired_misaddressed_and_replayed_logins_are_refused() {
     // issuer would accept the code again).
     let (status, _, page) = callback(&browser, &url).await;
     assert_eq!(status, 403, "{page}");
+
+    // Logging out ends the session here and sends the browser to the provider's
+    // end_session_endpoint, so the next "Sign in" asks again.
+    let r = browser
+        .get(format!("{}/hub/token", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "logged in before logging out");
+    let r = browser
+        .get(format!("{}/hub/logout", d.url))
+        .send()
+        .await
+        .unwrap();
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(to, format!("{issuer_url}/session/end?client_id=orrery"));
+    let r = browser
+        .get(format!("{}/hub/token", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 200, "the session is gone");
     // A state this browser was not given (another login's), and a made-up one.
     let (other_url, _other_browser) = to_callback(&d).await;
     let (status, _, _) = callback(&browser, &other_url).await;
