@@ -12,7 +12,7 @@
 //! * [`state`]: durable state in sled (users, groups, tokens, sessions, OAuth, servers).
 //! * [`hub`]: the shared state of the running daemon; who is calling and what they may do.
 //! * [`auth`]: authenticators (firstuse, native, dummy, ldap), the rules for identity providers, and login throttling.
-//!   [`providers`]: the identity providers' protocol clients (LDAP).
+//!   [`providers`]: the identity providers' protocol clients (LDAP, OpenID Connect, GitHub).
 //! * [`scopes`]: JupyterHub's permission model. [`roles`]: the config's `[[roles]]`.
 //!   [`groups`]: config-managed groups and membership. [`username`]: name rules.
 //! * [`apihandlers`]: the REST API under `/hub/api`, one file per resource, and the OAuth provider.

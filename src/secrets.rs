@@ -78,9 +78,118 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
     }
 }
 
+/// A secret Orrery must be able to read back (a provider's refresh token), sealed with
+/// ChaCha20-Poly1305 under a key kept in the state directory: `base64(nonce ‖ ciphertext)`.
+/// Unlike the hashes above, whoever holds the key can open it; the state database alone
+/// cannot.
+pub fn seal(key: &[u8; 32], plaintext: &str) -> Result<String, String> {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+    let key =
+        LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|e| e.to_string())?);
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let mut sealed = plaintext.as_bytes().to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::empty(),
+        &mut sealed,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = nonce.to_vec();
+    out.extend(sealed);
+    Ok(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        out,
+    ))
+}
+
+/// Open what [`seal`] made with the same key; `None` if it was made with another key or
+/// changed.
+pub fn open(key: &[u8; 32], sealed: &str) -> Option<String> {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, sealed).ok()?;
+    if raw.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, body) = raw.split_at(NONCE_LEN);
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).ok()?);
+    let mut body = body.to_vec();
+    let plain = key
+        .open_in_place(
+            Nonce::try_assume_unique_for_key(nonce).ok()?,
+            Aad::empty(),
+            &mut body,
+        )
+        .ok()?;
+    String::from_utf8(plain.to_vec()).ok()
+}
+
+/// The sealing key in `path`, made (32 random bytes, mode 0600) the first time it is needed.
+pub fn sealing_key(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() == 32 => {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes);
+            return Ok(key);
+        }
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not a 32-byte key; move it aside to make a new one (stored refresh tokens are then lost: their users log in again)", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut key = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut key);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut f) => {
+            f.write_all(&key)?;
+            f.sync_all()?;
+            Ok(key)
+        }
+        // Made meanwhile by another caller: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => sealing_key(path),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_secrets_open_with_their_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("provider-tokens.key");
+        let key = sealing_key(&path).unwrap();
+        assert_eq!(sealing_key(&path).unwrap(), key, "made once, then read");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let sealed = seal(&key, "refresh-token-value").unwrap();
+        assert!(!sealed.contains("refresh-token-value"));
+        assert_ne!(
+            sealed,
+            seal(&key, "refresh-token-value").unwrap(),
+            "a fresh nonce each time"
+        );
+        assert_eq!(open(&key, &sealed).as_deref(), Some("refresh-token-value"));
+        assert_eq!(open(&[7u8; 32], &sealed), None, "another key");
+        let mut tampered = sealed.clone();
+        tampered.replace_range(20..21, if &sealed[20..21] == "A" { "B" } else { "A" });
+        assert_eq!(open(&key, &tampered), None, "changed");
+    }
 
     #[test]
     fn tokens_are_unique_and_hash_stably() {

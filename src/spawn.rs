@@ -53,6 +53,9 @@ pub enum StartError {
     NoGpu(String),
     #[error("{0}")]
     Failed(String),
+    /// The identity provider no longer vouches for the user (refreshed before the spawn).
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -181,6 +184,13 @@ pub async fn start(
             None => StartError::AlreadyRunning(user.name.clone()),
         });
     }
+    // With an OpenID provider, its word on the user's groups and rights is fresh at each spawn
+    // (profiles, quotas and shared folders depend on them).
+    crate::auth::identity::refresh_before_spawn(hub, user)
+        .await
+        .map_err(|e| StartError::Refused(e.to_string()))?;
+    let refreshed = hub.store.user(&user.name)?;
+    let user = refreshed.as_ref().unwrap_or(user);
     let choice = choose(hub, &cfg, user, server_name, user_options)?;
     let user_options = choice.options.clone();
     let Some(api_base) = hub.internal_api_base() else {

@@ -65,6 +65,7 @@ async fn start(
         }),
         Err(StartError::NotAvailable(m)) => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, m)),
         Err(StartError::NoGpu(m)) => Err(ApiError::new(StatusCode::CONFLICT, m)),
+        Err(StartError::Refused(m)) => Err(ApiError::new(StatusCode::FORBIDDEN, m)),
         Err(e) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             e.to_string(),

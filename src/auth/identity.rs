@@ -72,6 +72,60 @@ pub fn map_username(external: &str, map: &UsernameMap) -> Result<String, LoginEr
     })
 }
 
+/// The key refresh tokens are sealed with: `provider-tokens.key` in the state directory.
+fn sealing_key(hub: &Hub) -> Result<[u8; 32], LoginError> {
+    crate::secrets::sealing_key(&hub.store.path().join("provider-tokens.key"))
+        .map_err(|e| LoginError::Internal(format!("the key for refresh tokens: {e}")))
+}
+
+fn seal(hub: &Hub, token: &str) -> Result<String, LoginError> {
+    crate::secrets::seal(&sealing_key(hub)?, token).map_err(LoginError::Internal)
+}
+
+/// Before `user`'s server starts: ask the OpenID provider again who they are, through the
+/// refresh token kept from their login, and apply its answer (groups, admin rights, whether
+/// they may still use the hub). A token the provider refuses means they must log in again; a
+/// provider that cannot be reached lets the spawn go on with what is known (and says so in the
+/// log). Without a kept token (other providers, or one that gave none) nothing is asked.
+pub async fn refresh_before_spawn(hub: &Hub, user: &UserRecord) -> Result<(), LoginError> {
+    let cfg = hub.config();
+    if cfg.auth.kind != crate::config::AuthType::Oidc {
+        return Ok(());
+    }
+    let (Some(sealed), Some(id)) = (&user.provider_refresh, &user.identity) else {
+        return Ok(());
+    };
+    let Some(token) = crate::secrets::open(&sealing_key(hub)?, sealed) else {
+        tracing::warn!(user = %user.name, "the kept refresh token does not open with the state directory's key; not refreshed");
+        return Ok(());
+    };
+    let o = &cfg.auth.oidc;
+    match hub.oidc.refresh(o, &token, id).await {
+        Ok(who) => {
+            let policy = Policy {
+                allowed_groups: &o.allowed_groups,
+                admin_groups: &o.admin_groups,
+                manage_groups: o.manage_groups,
+                allow_all: o.allow_all,
+            };
+            admit(hub, &who, policy).await.map(drop)
+        }
+        Err(crate::providers::ProviderError::Rejected) => {
+            hub.store
+                .update_user(&user.name, |u| u.provider_refresh = None)?;
+            tracing::info!(user = %user.name, "the provider no longer accepts the refresh token");
+            Err(LoginError::NotAllowed(
+                "Your login has expired at the identity provider: log out and log in again to start your server.".into(),
+            ))
+        }
+        Err(crate::providers::ProviderError::Unavailable(why)) => {
+            tracing::warn!(user = %user.name, error = %why, "could not refresh the user's groups before the spawn; going on with the last known");
+            Ok(())
+        }
+        Err(crate::providers::ProviderError::Invalid(why)) => Err(LoginError::Unverified(why)),
+    }
+}
+
 fn any_in(groups: &[String], wanted: &[String]) -> bool {
     groups.iter().any(|g| wanted.contains(g))
 }
@@ -117,11 +171,16 @@ pub async fn admit(
         return Err(refused());
     }
     let manages_admins = !policy.admin_groups.is_empty();
+    let sealed = match &who.refresh_token {
+        Some(token) => Some(seal(hub, &token.0)?),
+        None => None,
+    };
     let user = match existing {
         None => {
             let mut user = UserRecord::new(&name);
             user.identity = Some(who.id.clone());
             user.admin = admin_by_group;
+            user.provider_refresh = sealed.clone();
             if !hub.store.create_user(&user)? {
                 // Created meanwhile by a concurrent login: check against that record.
                 return Box::pin(admit(hub, who, policy)).await;
@@ -134,6 +193,9 @@ pub async fn admit(
                 u.identity.get_or_insert_with(|| who.id.clone());
                 if manages_admins {
                     u.admin = admin_by_group;
+                }
+                if let Some(s) = &sealed {
+                    u.provider_refresh = Some(s.clone());
                 }
             })?
             .ok_or_else(refused)?,

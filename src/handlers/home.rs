@@ -156,6 +156,7 @@ pub async fn start_with(
             StatusCode::CONFLICT,
             format!("The server needs a GPU: {m}."),
         )),
+        Err(StartError::Refused(m)) => Err(ActionError::new(StatusCode::FORBIDDEN, m)),
         Err(StartError::Failed(m)) => Err(ActionError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("The server failed to start: {m}"),

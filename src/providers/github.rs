@@ -254,6 +254,7 @@ impl GithubClient {
                 id: format!("github:{}", user.id),
                 name: user.login,
                 groups,
+                refresh_token: None,
             },
             waiting.next,
         ))

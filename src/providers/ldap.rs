@@ -156,6 +156,7 @@ pub async fn authenticate(
         id: format!("ldap:{}", dn.to_lowercase()),
         name: login.to_string(),
         groups,
+        refresh_token: None,
     })
 }
 

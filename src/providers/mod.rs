@@ -12,6 +12,16 @@ pub mod ldap;
 pub mod oidc;
 pub mod pending;
 
+/// A secret a provider handed over (a refresh token): never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Who the provider says logged in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalIdentity {
@@ -21,6 +31,9 @@ pub struct ExternalIdentity {
     pub name: String,
     /// Their groups at the provider, by name.
     pub groups: Vec<String>,
+    /// A refresh token, when the provider gave one: kept sealed to refresh their groups and
+    /// rights before each spawn.
+    pub refresh_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

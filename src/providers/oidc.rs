@@ -22,8 +22,9 @@ use openidconnect::core::{
 use openidconnect::{
     AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
     CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields,
-    IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    StandardErrorResponse, StandardTokenResponse, TokenResponse as _, UserInfoClaims,
+    IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RefreshToken, Scope, StandardErrorResponse, StandardTokenResponse, TokenResponse as _,
+    UserInfoClaims,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -274,62 +275,101 @@ impl OidcClient {
         };
         // Claims the ID token leaves out (many providers put groups only here).
         let mut all: Map<String, Value> = claims.additional_claims().0.clone();
-        let subject = claims.subject().clone();
-        if let Ok(request) = client.user_info(tokens.access_token().clone(), Some(subject.clone()))
-        {
-            let info: UserInfoClaims<AllClaims, CoreGenderClaim> =
-                tokio::time::timeout(cfg.timeout.as_std(), request.request_async(&self.http))
-                    .await
-                    .map_err(|_| {
-                        unavailable("userinfo", format!("no answer within {}", cfg.timeout))
-                    })?
-                    .map_err(|e| invalid(format!("userinfo: {}", error_chain(&e))))?;
-            for (k, v) in &info.additional_claims().0 {
-                all.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-            if let Some(u) = info.preferred_username() {
-                all.entry("preferred_username".to_string())
-                    .or_insert_with(|| Value::String(u.to_string()));
-            }
-            if let Some(e) = info.email() {
-                all.entry("email".to_string())
-                    .or_insert_with(|| Value::String(e.to_string()));
-            }
-        }
         if let Some(u) = claims.preferred_username() {
             all.insert("preferred_username".into(), Value::String(u.to_string()));
         }
         if let Some(e) = claims.email() {
             all.insert("email".into(), Value::String(e.to_string()));
         }
-        all.insert("sub".into(), Value::String(subject.to_string()));
-        let name = all
-            .get(&cfg.username_claim)
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "the provider sent no {:?} claim (auth.oidc.username_claim)",
-                    cfg.username_claim
-                ))
-            })?
-            .to_string();
-        let groups = match all.get(&cfg.groups_claim) {
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(|g| g.as_str().map(str::to_string))
-                .collect(),
-            Some(Value::String(one)) => vec![one.clone()],
-            _ => Vec::new(),
+        let subject = claims.subject().clone();
+        self.add_userinfo(cfg, &client, &tokens, &subject, &mut all)
+            .await?;
+        let mut who = identity_from(cfg, claims.issuer().as_str(), subject.as_str(), &all)?;
+        who.refresh_token = tokens
+            .refresh_token()
+            .map(|t| super::Secret(t.secret().clone()));
+        Ok((who, pending.next))
+    }
+
+    /// Add what the userinfo endpoint says (if the provider has one) to `all`, the ID token's
+    /// claims winning.
+    async fn add_userinfo(
+        &self,
+        cfg: &Oidc,
+        client: &Client,
+        tokens: &TokenResponse,
+        subject: &openidconnect::SubjectIdentifier,
+        all: &mut Map<String, Value>,
+    ) -> Result<(), ProviderError> {
+        let Ok(request) = client.user_info(tokens.access_token().clone(), Some(subject.clone()))
+        else {
+            return Ok(());
         };
-        Ok((
-            ExternalIdentity {
-                id: format!("oidc:{}|{}", claims.issuer().as_str(), subject.as_str()),
-                name,
-                groups,
-            },
-            pending.next,
-        ))
+        let info: UserInfoClaims<AllClaims, CoreGenderClaim> =
+            tokio::time::timeout(cfg.timeout.as_std(), request.request_async(&self.http))
+                .await
+                .map_err(|_| unavailable("userinfo", format!("no answer within {}", cfg.timeout)))?
+                .map_err(|e| invalid(format!("userinfo: {}", error_chain(&e))))?;
+        for (k, v) in &info.additional_claims().0 {
+            all.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        if let Some(u) = info.preferred_username() {
+            all.entry("preferred_username".to_string())
+                .or_insert_with(|| Value::String(u.to_string()));
+        }
+        if let Some(e) = info.email() {
+            all.entry("email".to_string())
+                .or_insert_with(|| Value::String(e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Before a spawn: who the provider says the account `id` (`oidc:<issuer>|<subject>`) is
+    /// now, through its refresh token. [`ProviderError::Rejected`] when the provider no longer
+    /// accepts the token (revoked, expired: the person must log in again).
+    pub async fn refresh(
+        &self,
+        cfg: &Oidc,
+        refresh_token: &str,
+        id: &str,
+    ) -> Result<ExternalIdentity, ProviderError> {
+        let (issuer, subject) = id
+            .strip_prefix("oidc:")
+            .and_then(|rest| rest.rsplit_once('|'))
+            .ok_or_else(|| invalid(format!("{id} is not an OpenID account")))?;
+        let client = Self::client(cfg, self.metadata(cfg, false).await?)?;
+        let token = RefreshToken::new(refresh_token.to_string());
+        let request = client
+            .exchange_refresh_token(&token)
+            .map_err(|e| unavailable("the provider has no token endpoint", e))?;
+        let tokens: TokenResponse =
+            match tokio::time::timeout(cfg.timeout.as_std(), request.request_async(&self.http))
+                .await
+            {
+                Err(_) => {
+                    return Err(unavailable(
+                        "the token endpoint",
+                        format!("no answer within {}", cfg.timeout),
+                    ))
+                }
+                Ok(Err(openidconnect::RequestTokenError::ServerResponse(_))) => {
+                    return Err(ProviderError::Rejected)
+                }
+                Ok(Err(e)) => return Err(unavailable("refreshing the login", error_chain(&e))),
+                Ok(Ok(t)) => t,
+            };
+        let subject = openidconnect::SubjectIdentifier::new(subject.to_string());
+        let mut all = Map::new();
+        self.add_userinfo(cfg, &client, &tokens, &subject, &mut all)
+            .await?;
+        let mut who = identity_from(cfg, issuer, subject.as_str(), &all)?;
+        who.refresh_token = Some(super::Secret(
+            tokens
+                .refresh_token()
+                .map(|t| t.secret().clone())
+                .unwrap_or_else(|| refresh_token.to_string()),
+        ));
+        Ok(who)
     }
 
     /// Where to send a browser that logs out so the provider ends its session too, if the
@@ -361,6 +401,41 @@ impl OidcClient {
             m.token_endpoint().map(|t| t.as_str()).unwrap_or("none")
         ))
     }
+}
+
+/// The account, name and groups in `all` (the claims), as configured.
+fn identity_from(
+    cfg: &Oidc,
+    issuer: &str,
+    subject: &str,
+    all: &Map<String, Value>,
+) -> Result<ExternalIdentity, ProviderError> {
+    let name = match cfg.username_claim.as_str() {
+        "sub" => Some(subject),
+        claim => all.get(claim).and_then(Value::as_str),
+    }
+    .filter(|n| !n.is_empty())
+    .ok_or_else(|| {
+        invalid(format!(
+            "the provider sent no {:?} claim (auth.oidc.username_claim)",
+            cfg.username_claim
+        ))
+    })?
+    .to_string();
+    let groups = match all.get(&cfg.groups_claim) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|g| g.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::String(one)) => vec![one.clone()],
+        _ => Vec::new(),
+    };
+    Ok(ExternalIdentity {
+        id: format!("oidc:{issuer}|{subject}"),
+        name,
+        groups,
+        refresh_token: None,
+    })
 }
 
 /// An error with its causes, one line.

@@ -33,6 +33,10 @@ pub struct UserRecord {
     /// login through the provider: another account mapped to the same name is refused.
     #[serde(default)]
     pub identity: Option<String>,
+    /// The OpenID provider's refresh token, sealed ([`crate::secrets::seal`], key in the state
+    /// directory): to refresh the user's groups and rights before a spawn.
+    #[serde(default)]
+    pub provider_refresh: Option<String>,
 }
 
 impl UserRecord {
@@ -45,6 +49,7 @@ impl UserRecord {
             password_hash: None,
             server_options: Default::default(),
             identity: None,
+            provider_refresh: None,
         }
     }
 }

@@ -47,6 +47,10 @@ struct Issuer {
     codes: HashMap<String, (String, String)>,
     /// (sub, preferred_username, groups) of the next login.
     who: (String, String, Vec<String>),
+    /// Refresh tokens issued (to look for them in the state directory).
+    refresh_tokens: Vec<String>,
+    /// Refuse refresh tokens, as a provider does once a login was revoked.
+    refuse_refresh: bool,
 }
 
 type Shared = Arc<Mutex<Issuer>>;
@@ -129,8 +133,33 @@ async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
 /// The token endpoint: checks PKCE, then issues the ID token the mode says. Codes are not
 /// single-use here, so a replay reaching Orrery's callback shows Orrery's own refusal.
 async fn token(State(s): State<Shared>, Form(f): Form<HashMap<String, String>>) -> Response {
-    let s = s.lock().unwrap();
-    let Some((nonce, challenge)) = s.codes.get(&f["code"]).cloned() else {
+    let mut s = s.lock().unwrap();
+    if f.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        let known = f
+            .get("refresh_token")
+            .is_some_and(|t| s.refresh_tokens.contains(t));
+        if s.refuse_refresh || !known {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                Json(json!({"error": "invalid_grant"})),
+            )
+                .into_response();
+        }
+        let refresh = format!("refresh-{}", uuid::Uuid::new_v4());
+        s.refresh_tokens.push(refresh.clone());
+        return Json(json!({
+            "access_token": format!("access-{}", s.who.0),
+            "token_type": "Bearer",
+            "expires_in": 600,
+            "refresh_token": refresh,
+        }))
+        .into_response();
+    }
+    let Some((nonce, challenge)) = s
+        .codes
+        .get(f.get("code").map(String::as_str).unwrap_or(""))
+        .cloned()
+    else {
         return (
             axum::http::StatusCode::BAD_REQUEST,
             Json(json!({"error": "invalid_grant"})),
@@ -198,11 +227,14 @@ async fn token(State(s): State<Shared>, Form(f): Form<HashMap<String, String>>) 
         let cut = jwt.len() - 8;
         jwt.replace_range(cut.., "AAAAAAAA");
     }
+    let refresh = format!("refresh-{}", uuid::Uuid::new_v4());
+    s.refresh_tokens.push(refresh.clone());
     Json(json!({
         "access_token": access.secret(),
         "token_type": "Bearer",
         "expires_in": 600,
         "id_token": jwt,
+        "refresh_token": refresh,
     }))
     .into_response()
 }
@@ -224,6 +256,8 @@ async fn start_issuer() -> Shared {
             "Ann".into(),
             vec!["course:physics".into()],
         ),
+        refresh_tokens: Vec::new(),
+        refuse_refresh: false,
     }));
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
@@ -430,5 +464,90 @@ async fn forged_expired_misaddressed_and_replayed_logins_are_refused() {
     assert!(
         !out.contains("oidc-client-secret-9876") && out.contains("<redacted>"),
         "{out}"
+    );
+}
+
+/// Every byte of every file under `dir`.
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.extend(bytes);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_refreshed_before_a_spawn_and_a_revoked_login_must_log_in_again() {
+    let issuer = start_issuer().await;
+    let port = free_port();
+    let issuer_url = issuer.lock().unwrap().url.clone();
+    let d = Daemon::start_on_port(
+        &format!(
+            "{}\n[auth]\ntype = \"oidc\"\n\n[auth.oidc]\nissuer = \"{issuer_url}\"\nclient_id = \"orrery\"\n\
+             client_secret = \"oidc-client-secret-9876\"\n\
+             redirect_url = \"http://127.0.0.1:{port}/hub/oauth_callback\"\n\
+             allowed_groups = [\"course:physics\"]\nmanage_groups = true\n",
+            crate::common::sleeping_spawner("")
+        ),
+        port,
+    )
+    .await;
+    let (url, browser) = to_callback(&d).await;
+    let (status, _, page) = callback(&browser, &url).await;
+    assert_eq!(status, 302, "{page}");
+
+    // The refresh token is kept, sealed: not in the state directory in the clear.
+    let issued = issuer.lock().unwrap().refresh_tokens.clone();
+    assert_eq!(issued.len(), 1);
+    let key = d.state_dir().join("provider-tokens.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let bytes = all_bytes(&d.state_dir());
+    assert!(
+        !bytes
+            .windows(issued[0].len())
+            .any(|w| w == issued[0].as_bytes()),
+        "the refresh token is in the state directory in the clear"
+    );
+
+    // The provider revokes the login: a spawn is refused until ann logs in again.
+    issuer.lock().unwrap().refuse_refresh = true;
+    let (s, b, _) = d.api("POST", "/users/ann/server", Some(ADMIN), None).await;
+    assert_eq!(s, 403, "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("log in again"),
+        "{b}"
+    );
+    issuer.lock().unwrap().refuse_refresh = false;
+    let (url, browser) = to_callback(&d).await;
+    assert_eq!(callback(&browser, &url).await.0, 302);
+
+    // The provider adds a group: the spawn refreshes the user's groups first.
+    issuer.lock().unwrap().who.2.push("course:lab".into());
+    let before = issuer.lock().unwrap().refresh_tokens.len();
+    let (s, b, _) = d.api("POST", "/users/ann/server", Some(ADMIN), None).await;
+    assert!(s == 201 || s == 202, "{s} {b}\n{}", d.log());
+    let (_, ann, _) = d.api("GET", "/users/ann", Some(ADMIN), None).await;
+    assert_eq!(
+        ann["groups"],
+        json!(["course:lab", "course:physics"]),
+        "{ann}"
+    );
+    assert_eq!(
+        issuer.lock().unwrap().refresh_tokens.len(),
+        before + 1,
+        "refreshed once, the new token kept"
+    );
+    assert!(
+        !d.log().contains(&issued[0]),
+        "a refresh token is in the log"
     );
 }
