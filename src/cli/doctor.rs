@@ -1,7 +1,8 @@
 //! `orrery doctor`: checks that this machine can run Orrery, each failure with its fix.
 //!
 //! Checks: the config file is valid; the state directory opens (or is held by a running
-//! daemon); with `auth.type = "ldap"` the directory answers and its service account binds;
+//! daemon); with `auth.type = "ldap"` the directory answers and its service account binds,
+//! with `oidc` the provider's discovery document, with `github` GitHub's API;
 //! the Docker engine answers (when the Docker backend is configured); NVML answers
 //! and which GPUs it finds (a warning only); the listen ports are free or held by Orrery itself.
 
@@ -124,6 +125,18 @@ pub async fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
     out.push(signup_check(cfg));
     if cfg.auth.kind == config::AuthType::Ldap {
         out.push(ldap_check(&cfg.auth.ldap).await);
+    }
+    if cfg.auth.kind == config::AuthType::Github {
+        let client = crate::providers::github::GithubClient::new();
+        out.push(match client.check(&cfg.auth.github).await {
+            Ok(what) => check("github", Level::Ok, what, ""),
+            Err(why) => check(
+                "github",
+                Level::Fail,
+                why,
+                "check auth.github.api_url (GitHub Enterprise: https://HOST/api/v3) and that this machine reaches it",
+            ),
+        });
     }
     if cfg.auth.kind == config::AuthType::Oidc {
         let client = crate::providers::oidc::OidcClient::new();

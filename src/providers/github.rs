@@ -261,6 +261,27 @@ impl GithubClient {
     }
 }
 
+impl GithubClient {
+    /// `orrery doctor`'s check: GitHub's API answers at `api_url`.
+    pub async fn check(&self, cfg: &Github) -> Result<String, String> {
+        let resp = tokio::time::timeout(
+            cfg.timeout.as_std(),
+            self.http
+                .get(cfg.api_url.trim_end_matches('/'))
+                .header("Accept", "application/vnd.github+json")
+                .send(),
+        )
+        .await
+        .map_err(|_| format!("{} did not answer within {}", cfg.api_url, cfg.timeout))?
+        .map_err(|e| format!("cannot reach {}: {e}", cfg.api_url))?;
+        if resp.status().is_success() {
+            Ok(format!("{} answers", cfg.api_url))
+        } else {
+            Err(format!("{} answered {}", cfg.api_url, resp.status()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::next_page;

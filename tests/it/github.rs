@@ -219,6 +219,10 @@ async fn start_github(first: Account) -> Shared {
     let app = Router::new()
         .route("/login/oauth/authorize", get(authorize))
         .route("/login/oauth/access_token", post(access_token))
+        .route(
+            "/api",
+            get(|| async { Json(json!({"current_user_url": "/api/user"})) }),
+        )
         .route("/api/user", get(user))
         .route("/api/user/orgs", get(orgs))
         .route("/api/user/teams", get(teams))
@@ -358,4 +362,6 @@ async fn github_accounts_log_in_by_organization_and_team() {
     );
 
     assert!(!d.log().contains("github-client-secret-8080"));
+    let (_, out, _) = d.cli(&["doctor"], None);
+    assert!(out.contains(&format!("{url}/api answers")), "{out}");
 }

@@ -399,6 +399,12 @@ async fn starttls_with_the_directorys_ca_and_search_then_bind_as_a_service_accou
     }
     let (_, out, _) = d.cli(&["config", "get", "auth.ldap.bind_password"], None);
     assert_eq!(out.trim(), "\"<redacted>\"");
+    // The services' api_token too, in the file as written.
+    let (_, out, _) = d.cli(&["config", "show"], None);
+    assert!(
+        !out.contains(ADMIN) && out.contains("api_token = \"<redacted>\""),
+        "{out}"
+    );
 
     // Another CA: the directory's certificate is not trusted, and nobody logs in.
     let (other_ca, _) = crate::https::test_ca();

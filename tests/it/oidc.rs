@@ -319,7 +319,7 @@ async fn forged_expired_misaddressed_and_replayed_logins_are_refused() {
     let issuer = start_issuer().await;
     let port = free_port();
     let issuer_url = issuer.lock().unwrap().url.clone();
-    let d = Daemon::start_on_port(
+    let d = Daemon::start_on_port_with_env(
         &format!(
             "[auth]\ntype = \"oidc\"\n\n[auth.oidc]\nissuer = \"{issuer_url}\"\nclient_id = \"orrery\"\n\
              client_secret = \"oidc-client-secret-9876\"\n\
@@ -327,6 +327,7 @@ async fn forged_expired_misaddressed_and_replayed_logins_are_refused() {
              allowed_groups = [\"course:physics\"]\nmanage_groups = true\n"
         ),
         port,
+        &[("RUST_LOG", "trace")],
     )
     .await;
 
@@ -458,7 +459,8 @@ async fn forged_expired_misaddressed_and_replayed_logins_are_refused() {
     assert_eq!(status, 403);
     assert!(page.contains("This hub is not open to zed"), "{page}");
 
-    // The client secret is in no log and not in `config show`.
+    // The client secret is in no log (at trace level, failures included) and not in
+    // `config show`.
     assert!(!d.log().contains("oidc-client-secret-9876"));
     let (_, out, _) = d.cli(&["config", "show"], None);
     assert!(

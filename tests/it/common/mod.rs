@@ -90,6 +90,11 @@ impl Daemon {
         Daemon::start_full(extra, &[], Some(port)).await
     }
 
+    /// As [`Daemon::start_on_port`], with extra environment (e.g. `RUST_LOG=trace`).
+    pub async fn start_on_port_with_env(extra: &str, port: u16, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full(extra, env, Some(port)).await
+    }
+
     async fn start_full(extra: &str, env: &[(&str, &str)], port: Option<u16>) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.toml");
