@@ -32,6 +32,50 @@ pub struct Policy<'a> {
     pub allow_all: bool,
 }
 
+impl<'a> Policy<'a> {
+    /// The rules of the provider `auth.type` names (`[auth.ldap]`, `[auth.oidc]`,
+    /// `[auth.github]`); `None` for the password authenticators.
+    pub fn of(auth: &'a crate::config::Auth) -> Option<Policy<'a>> {
+        use crate::config::AuthType;
+        let (allowed_groups, admin_groups, manage_groups, allow_all) = match auth.kind {
+            AuthType::Ldap => {
+                let l = &auth.ldap;
+                (
+                    &l.allowed_groups,
+                    &l.admin_groups,
+                    l.manage_groups,
+                    l.allow_all,
+                )
+            }
+            AuthType::Oidc => {
+                let o = &auth.oidc;
+                (
+                    &o.allowed_groups,
+                    &o.admin_groups,
+                    o.manage_groups,
+                    o.allow_all,
+                )
+            }
+            AuthType::Github => {
+                let g = &auth.github;
+                (
+                    &g.allowed_organizations,
+                    &g.admin_teams,
+                    g.manage_groups,
+                    g.allow_all,
+                )
+            }
+            AuthType::Firstuse | AuthType::Native | AuthType::Dummy => return None,
+        };
+        Some(Policy {
+            allowed_groups,
+            admin_groups,
+            manage_groups,
+            allow_all,
+        })
+    }
+}
+
 /// The Orrery name for a provider's name: `username_map` first, else the documented rule.
 pub fn map_username(external: &str, map: &UsernameMap) -> Result<String, LoginError> {
     let listed = map
@@ -99,17 +143,11 @@ pub async fn refresh_before_spawn(hub: &Hub, user: &UserRecord) -> Result<(), Lo
         tracing::warn!(user = %user.name, "the kept refresh token does not open with the state directory's key; not refreshed");
         return Ok(());
     };
-    let o = &cfg.auth.oidc;
-    match hub.oidc.refresh(o, &token, id).await {
-        Ok(who) => {
-            let policy = Policy {
-                allowed_groups: &o.allowed_groups,
-                admin_groups: &o.admin_groups,
-                manage_groups: o.manage_groups,
-                allow_all: o.allow_all,
-            };
-            admit(hub, &who, policy).await.map(drop)
-        }
+    match hub.oidc.refresh(&cfg.auth.oidc, &token, id).await {
+        Ok(who) => match Policy::of(&cfg.auth) {
+            Some(policy) => admit(hub, &who, policy).await.map(drop),
+            None => Ok(()),
+        },
         Err(crate::providers::ProviderError::Rejected) => {
             hub.store
                 .update_user(&user.name, |u| u.provider_refresh = None)?;

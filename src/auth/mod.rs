@@ -171,16 +171,10 @@ async fn external(
             )
             .await
             {
-                Ok(r) => r.map_err(LoginError::from).map(|who| {
-                    (
-                        who,
-                        identity::Policy {
-                            allowed_groups: &l.allowed_groups,
-                            admin_groups: &l.admin_groups,
-                            manage_groups: l.manage_groups,
-                            allow_all: l.allow_all,
-                        },
-                    )
+                Ok(r) => r.map_err(LoginError::from).and_then(|who| {
+                    identity::Policy::of(&cfg.auth)
+                        .map(|policy| (who, policy))
+                        .ok_or_else(|| LoginError::Internal("not an identity provider".into()))
                 }),
                 Err(_) => Err(LoginError::Provider(format!(
                     "the LDAP directory {} did not answer within {}",

@@ -125,27 +125,14 @@ pub async fn callback(
                 "login refused: the state is not the one this browser was given".into(),
             ));
         }
-        let (who, next, policy) = if cfg.auth.kind == AuthType::Github {
-            let g = &cfg.auth.github;
-            let (who, next) = hub.github.finish(g, q.get("code"), state).await?;
-            let policy = identity::Policy {
-                allowed_groups: &g.allowed_organizations,
-                admin_groups: &g.admin_teams,
-                manage_groups: g.manage_groups,
-                allow_all: g.allow_all,
-            };
-            (who, next, policy)
+        let code = q.get("code");
+        let (who, next) = if cfg.auth.kind == AuthType::Github {
+            hub.github.finish(&cfg.auth.github, code, state).await?
         } else {
-            let o = &cfg.auth.oidc;
-            let (who, next) = hub.oidc.finish(o, q.get("code"), state).await?;
-            let policy = identity::Policy {
-                allowed_groups: &o.allowed_groups,
-                admin_groups: &o.admin_groups,
-                manage_groups: o.manage_groups,
-                allow_all: o.allow_all,
-            };
-            (who, next, policy)
+            hub.oidc.finish(&cfg.auth.oidc, code, state).await?
         };
+        let policy = identity::Policy::of(&cfg.auth)
+            .ok_or_else(|| LoginError::Internal("not an identity provider".into()))?;
         let user = identity::admit(&hub, &who, policy).await?;
         Ok((user, next))
     }

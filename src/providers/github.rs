@@ -8,8 +8,6 @@
 //! (oauth2 asks), a failed exchange is a 200 with an `error` field (oauth2 reports it), and the
 //! API refuses requests without a `User-Agent`.
 
-use std::time::Duration;
-
 use oauth2::basic::BasicClient;
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
@@ -31,8 +29,8 @@ struct Waiting {
 }
 
 pub struct GithubClient {
-    /// Never follows redirects.
-    http: oauth2::reqwest::Client,
+    /// [`super::http_client`].
+    http: reqwest::Client,
     pending: Pending<Waiting>,
 }
 
@@ -85,13 +83,7 @@ fn next_page(link: Option<&str>) -> Option<String> {
 
 impl GithubClient {
     pub fn new() -> GithubClient {
-        let http = oauth2::reqwest::Client::builder()
-            .redirect(oauth2::reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("orrery/", env!("CARGO_PKG_VERSION")))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
+        let http = super::http_client();
         GithubClient {
             http,
             pending: Pending::default(),
@@ -167,7 +159,7 @@ impl GithubClient {
         cfg: &Github,
         token: &str,
         url: &str,
-    ) -> Result<oauth2::reqwest::Response, ProviderError> {
+    ) -> Result<reqwest::Response, ProviderError> {
         let resp = tokio::time::timeout(
             cfg.timeout.as_std(),
             self.http

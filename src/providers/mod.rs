@@ -12,6 +12,19 @@ pub mod ldap;
 pub mod oidc;
 pub mod pending;
 
+/// The HTTP client every provider is asked through: it never follows redirects (a redirect is
+/// an SSRF path), names itself (GitHub's API refuses requests that do not), and gives up after
+/// 30 s (each call also has the provider's own `timeout`).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("orrery/", env!("CARGO_PKG_VERSION")))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
 /// A secret a provider handed over (a refresh token): never printed, not even by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);

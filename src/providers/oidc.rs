@@ -118,8 +118,8 @@ pub struct Begun {
 }
 
 pub struct OidcClient {
-    /// Never follows redirects (openidconnect's advice: a redirect is an SSRF path).
-    http: openidconnect::reqwest::Client,
+    /// [`super::http_client`].
+    http: reqwest::Client,
     discovered: tokio::sync::Mutex<Option<Discovered>>,
     pending: Pending<Waiting>,
 }
@@ -140,12 +140,7 @@ fn invalid(what: impl std::fmt::Display) -> ProviderError {
 
 impl OidcClient {
     pub fn new() -> OidcClient {
-        let http = openidconnect::reqwest::Client::builder()
-            .redirect(openidconnect::reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
+        let http = super::http_client();
         OidcClient {
             http,
             discovered: tokio::sync::Mutex::new(None),

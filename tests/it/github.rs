@@ -227,43 +227,18 @@ async fn start_github(first: Account) -> Shared {
         .route("/api/user/orgs", get(orgs))
         .route("/api/user/teams", get(teams))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    crate::common::serve_router(port, app).await;
     state
 }
 
 /// A browser's whole login: the callback's (status, location, page).
 async fn login(d: &Daemon) -> (u16, String, String) {
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = browser
-        .get(format!("{}/hub/oauth_login", d.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302, "{}", d.log());
-    let at_github = r.headers()["location"].to_str().unwrap().to_string();
+    let (back, browser, at_github) = crate::oidc::to_provider_and_back(d, "").await;
     assert!(
         at_github.contains("scope=read%3Auser+read%3Aorg") && at_github.contains("code_challenge="),
         "{at_github}"
     );
-    let r = browser.get(&at_github).send().await.unwrap();
-    let callback = r.headers()["location"].to_str().unwrap().to_string();
-    let r = browser.get(&callback).send().await.unwrap();
-    let status = r.status().as_u16();
-    let to = r
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, to, r.text().await.unwrap())
+    crate::oidc::callback(&browser, &back).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

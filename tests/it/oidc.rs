@@ -266,44 +266,46 @@ async fn start_issuer() -> Shared {
         .route("/token", post(token))
         .route("/userinfo", get(userinfo))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    crate::common::serve_router(port, app).await;
     state
 }
 
-/// A browser's login as far as the callback: (the callback URL the issuer sent it to, the
-/// browser). Nothing follows redirects by itself.
-async fn to_callback(d: &Daemon) -> (String, reqwest::Client) {
+/// A browser's login as far as the callback: (the callback URL the provider sent it to, the
+/// browser, the provider URL it was sent to first). Nothing follows redirects by itself.
+pub(crate) async fn to_provider_and_back(
+    d: &Daemon,
+    query: &str,
+) -> (String, reqwest::Client, String) {
     let browser = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     let r = browser
-        .get(format!("{}/hub/oauth_login?next=/hub/token", d.url))
+        .get(format!("{}/hub/oauth_login{query}", d.url))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 302, "{}", d.log());
-    let at_issuer = r.headers()["location"].to_str().unwrap().to_string();
+    let at_provider = r.headers()["location"].to_str().unwrap().to_string();
+    let r = browser.get(&at_provider).send().await.unwrap();
+    assert_eq!(r.status(), 303, "the provider sends the browser back");
+    let back = r.headers()["location"].to_str().unwrap().to_string();
+    (back, browser, at_provider)
+}
+
+/// [`to_provider_and_back`] for the test issuer: it was asked for PKCE and given a nonce.
+async fn to_callback(d: &Daemon) -> (String, reqwest::Client) {
+    let (back, browser, at_issuer) = to_provider_and_back(d, "?next=/hub/token").await;
     assert!(
         at_issuer.contains("code_challenge_method=S256") && at_issuer.contains("nonce="),
         "{at_issuer}"
     );
-    let r = browser.get(&at_issuer).send().await.unwrap();
-    assert_eq!(r.status(), 303, "the issuer sends the browser back");
-    (
-        r.headers()["location"].to_str().unwrap().to_string(),
-        browser,
-    )
+    (back, browser)
 }
 
 /// The callback's answer: (status, where it sends the browser, page).
-async fn callback(browser: &reqwest::Client, url: &str) -> (u16, String, String) {
+pub(crate) async fn callback(browser: &reqwest::Client, url: &str) -> (u16, String, String) {
     let r = browser.get(url).send().await.unwrap();
     let status = r.status().as_u16();
     let to = r

@@ -58,6 +58,17 @@ pub fn sleeping_spawner(spawner_extra: &str) -> String {
 /// The admin service token every harness daemon declares (scopes: everything an admin has).
 pub const ADMIN_SERVICE_TOKEN: &str = "test-admin-service-token-0123456789abcdef";
 
+/// Serve `app` on 127.0.0.1:`port` in the background: the tests' stand-ins for other servers
+/// (an OpenID issuer, GitHub).
+pub async fn serve_router(port: u16, app: axum::Router) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the stand-in server");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+}
+
 pub struct Daemon {
     child: Option<Child>,
     pub port: u16,
