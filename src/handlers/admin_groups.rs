@@ -46,7 +46,7 @@ pub async fn page(
     let q = Fields::query(query.as_deref());
     // Only fixed messages, naming a user or group only when the name is valid.
     let who = username::normalize(q.get("user")).unwrap_or_default();
-    let group = username::normalize(q.get("group")).unwrap_or_default();
+    let group = username::group_name(q.get("group")).unwrap_or_default();
     let notice = match q.get("done") {
         "group-created" => Some(format!("Group {group} has been created.")),
         "group-deleted" => Some(format!("Group {group} has been deleted.")),
@@ -159,7 +159,7 @@ fn render(
                                                     (u)
                                                     @if !by_config {
                                                         " "
-                                                        form.inline method="post" action=(format!("{hp}admin/groups/{}/remove-user", g.name)) {
+                                                        form.inline method="post" action=(format!("{hp}admin/groups/{}/remove-user", urlencoding::encode(&g.name))) {
                                                             (forms::xsrf_input(csrf))
                                                             input type="hidden" name="user" value=(u);
                                                             button.small.secondary type="submit" aria-label=(format!("Remove {u} from {}", g.name)) { "Remove" }
@@ -172,7 +172,7 @@ fn render(
                                             p.hint { "… and " (g.users.len() - MEMBERS_SHOWN) " more (all: " code { "orrery groups show " (g.name) } ")" }
                                         }
                                         @if !by_config {
-                                            form.inline method="post" action=(format!("{hp}admin/groups/{}/add-user", g.name)) {
+                                            form.inline method="post" action=(format!("{hp}admin/groups/{}/add-user", urlencoding::encode(&g.name))) {
                                                 (forms::xsrf_input(csrf))
                                                 label for=(format!("add-{}", g.name)) { "Add member" }
                                                 " "
@@ -187,7 +187,7 @@ fn render(
                                     }
                                     td {
                                         @if !by_config {
-                                            form.inline method="post" action=(format!("{hp}admin/groups/{}/delete", g.name)) {
+                                            form.inline method="post" action=(format!("{hp}admin/groups/{}/delete", urlencoding::encode(&g.name))) {
                                                 (forms::xsrf_input(csrf))
                                                 button.small.danger type="submit" aria-label=(format!("Delete group {}", g.name)) { "Delete group" }
                                             }
@@ -225,7 +225,7 @@ fn api_group(
             "That group does not exist (any more).".into(),
         )
     };
-    let Ok(name) = username::normalize(name) else {
+    let Ok(name) = username::group_name(name) else {
         return Err(not_found());
     };
     let group = match hub.store.group(&name) {
@@ -316,12 +316,9 @@ pub async fn remove_group_user(
 /// `POST <hub>/admin/groups` (field `name`): create a group the API manages.
 pub async fn create_group(State(hub): State<Arc<Hub>>, form: AdminForm) -> Response {
     let AdminForm { p, me, fields: f } = form;
-    let name = match username::normalize(f.get("name")) {
+    let name = match username::group_name(f.get("name")) {
         Ok(n) => n,
-        Err(e) => {
-            let m = format!("{}.", e.to_string().replace("user name", "group name"));
-            return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, m);
-        }
+        Err(e) => return failed(&hub, &p, &me, StatusCode::BAD_REQUEST, format!("{e}.")),
     };
     match hub.store.group(&name) {
         Ok(Some(_)) => {

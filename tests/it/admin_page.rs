@@ -169,6 +169,45 @@ async fn admins_act_on_selected_and_all_servers_set_passwords_and_manage_groups(
     assert_eq!(s, 302);
     let (s, _, _) = d.api("GET", "/groups/lab-1", Some(ADMIN), None).await;
     assert_eq!(s, 404);
+    // A group named as identity providers name them (a space, a slash): its forms' URLs
+    // carry the name encoded, and work.
+    let (s, to, _) = post(
+        &d,
+        &cookie,
+        "/hub/admin/groups",
+        &[("name", "Physics TAs/2026")],
+    )
+    .await;
+    assert_eq!(s, 302, "{to}");
+    let (_, page) = page_as(&d.url, &cookie, "/hub/admin/groups").await;
+    assert!(
+        page.contains("/hub/admin/groups/Physics%20TAs%2F2026/add-user"),
+        "{page}"
+    );
+    let (s, _, body) = post(
+        &d,
+        &cookie,
+        "/hub/admin/groups/Physics%20TAs%2F2026/add-user",
+        &[("user", "ben")],
+    )
+    .await;
+    assert_eq!(s, 302, "{body}");
+    let (s, g, _) = d
+        .api("GET", "/groups/Physics%20TAs%2F2026", Some(ADMIN), None)
+        .await;
+    assert_eq!(
+        (s, g["users"].clone()),
+        (200, serde_json::json!(["ben"])),
+        "{g}"
+    );
+    let (s, _, _) = post(
+        &d,
+        &cookie,
+        "/hub/admin/groups/Physics%20TAs%2F2026/delete",
+        &[],
+    )
+    .await;
+    assert_eq!(s, 302);
     let (s, _, body) = post(&d, &cookie, "/hub/admin/groups/staff/delete", &[]).await;
     assert_eq!(s, 409, "config group: {body}");
     assert!(body.contains("config"), "{body}");

@@ -355,7 +355,8 @@ async fn starttls_with_the_directorys_ca_and_search_then_bind_as_a_service_accou
              ca_file = \"{}\"\nuser_search_base = \"ou=people,{SUFFIX}\"\n\
              user_search_filter = \"(mail={{username}})\"\nbind_dn = \"{ROOT_DN}\"\n\
              bind_password_file = \"{}\"\ngroup_search_base = \"ou=groups,{SUFFIX}\"\n\
-             allowed_groups = [\"students\"]\nmanage_groups = true\n",
+             allowed_groups = [\"students\"]\nmanage_groups = true\n\n\
+             [users]\nallowed = [\"carol\"]\nblocked = [\"bob\"]\n",
             slapd.port,
             ca.display(),
             pw_file.display()
@@ -371,6 +372,14 @@ async fn starttls_with_the_directorys_ca_and_search_then_bind_as_a_service_accou
     assert_eq!(groups(&user(&d, "alice").await), ["students"]);
     let (s, _) = refused(&d, "alice@orrery.test", "not-her-password").await;
     assert_eq!(s, 403);
+    // users.allowed and allowed_groups are a union: carol (in no group) is listed; bob (a
+    // student) is blocked, and users.blocked always wins.
+    login_at(&d.url, "carol@orrery.test", "carol-ldap-pw")
+        .await
+        .unwrap_or_else(|(s, p)| panic!("carol (users.allowed): {s}\n{p}"));
+    let (s, page) = refused(&d, "bob@orrery.test", "bob-ldap-pw").await;
+    assert_eq!(s, 403);
+    assert!(page.contains("This hub is not open to bob"), "{page}");
 
     // `orrery doctor` checks the directory the same way.
     let (code, out, err) = d.cli(&["doctor"], None);
