@@ -10,6 +10,7 @@
 //! JSON handle the backend gets back after a daemon restart, and `list` feeds reconcile.
 
 pub mod docker;
+pub mod kubernetes;
 pub mod local;
 
 use std::collections::BTreeMap;
