@@ -43,12 +43,13 @@ impl Activity {
             }
         })?;
         if let Some(name) = server {
-            if let Some(mut s) = self.store.server(user, name)? {
+            // In one transaction: a stale copy written back would undo a concurrent change
+            // (the spawn marking the server ready).
+            self.store.update_server(user, name, |s| {
                 if s.last_activity.is_none_or(|t| t < when) {
                     s.last_activity = Some(when);
-                    self.store.put_server(&s)?;
                 }
-            }
+            })?;
         }
         Ok(())
     }

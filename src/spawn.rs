@@ -311,7 +311,9 @@ async fn prepare_and_launch(
         description: format!("Server at {prefix}"),
     })?;
     record.token_id = Some(token_rec.id.clone());
-    hub.store.put_server(&record)?;
+    hub.store.update_server(&name, server_name, |r| {
+        r.token_id = Some(token_rec.id.clone())
+    })?;
     hub.store.flush().await?;
 
     let api_url = format!("{api_base}{}hub/api", cfg.base_url);
@@ -518,11 +520,10 @@ async fn run_spawn(
         Err(SpawnError::NotAvailable(m)) => return Err(StartError::NotAvailable(m)),
         Err(SpawnError::Failed(m)) => return Err(StartError::Failed(m)),
     };
-    if let Some(mut rec) = hub.store.server(&user, &server)? {
+    hub.store.update_server(&user, &server, |rec| {
         rec.url = Some(started.url.clone());
         rec.backend_state = started.state.clone();
-        hub.store.put_server(&rec)?;
-    }
+    })?;
     push(
         progress,
         ProgressEvent {
@@ -582,13 +583,12 @@ async fn run_spawn(
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
     let now = Utc::now();
-    if let Some(mut rec) = hub.store.server(&user, &server)? {
+    hub.store.update_server(&user, &server, |rec| {
         rec.pending = None;
         rec.ready = true;
         rec.started = Some(now);
         rec.last_activity = Some(now);
-        hub.store.put_server(&rec)?;
-    }
+    })?;
     hub.record_activity(&user, None, now)?;
     hub.store.flush().await?;
     Ok(prefix)
@@ -630,11 +630,12 @@ pub enum StopError {
 
 /// Stop `user`'s server and forget it. The user's files are never touched here.
 pub async fn stop(hub: &Hub, user: &str, server: &str) -> Result<(), StopError> {
-    let Some(mut rec) = hub.store.server(user, server)? else {
+    let Some(rec) = hub
+        .store
+        .update_server(user, server, |rec| rec.pending = Some("stop".into()))?
+    else {
         return Err(StopError::NotRunning(user.to_string()));
     };
-    rec.pending = Some("stop".into());
-    hub.store.put_server(&rec)?;
     let result = hub.backend.stop(user, server, &rec.backend_state).await;
     cleanup(hub, user, server).await?;
     tracing::info!(user, server, "server stopped");
