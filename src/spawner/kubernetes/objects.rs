@@ -414,6 +414,15 @@ mod tests {
         }
     }
 
+    /// The first container's resource limits.
+    fn limits_of(spec: &PodSpec) -> BTreeMap<String, Quantity> {
+        spec.containers[0]
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.clone())
+            .unwrap_or_default()
+    }
+
     fn env(pod: &Pod, name: &str) -> Option<String> {
         pod.spec.as_ref().unwrap().containers[0]
             .env
@@ -492,13 +501,7 @@ mod tests {
             env(&leased, "NVIDIA_VISIBLE_DEVICES").as_deref(),
             Some("GPU-aaaa,MIG-bbbb")
         );
-        let limits = spec.containers[0]
-            .resources
-            .as_ref()
-            .unwrap()
-            .limits
-            .clone()
-            .unwrap();
+        let limits = limits_of(spec);
         assert!(
             !limits.contains_key(GPU_RESOURCE),
             "the scheduler decided, not the plugin"
@@ -512,13 +515,7 @@ mod tests {
             None,
             "the plugin sets it"
         );
-        let limits = spec.containers[0]
-            .resources
-            .as_ref()
-            .unwrap()
-            .limits
-            .clone()
-            .unwrap();
+        let limits = limits_of(spec);
         assert_eq!(limits[GPU_RESOURCE].0, "2");
 
         // An env that tries to see every GPU is overridden.
