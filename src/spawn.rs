@@ -80,6 +80,9 @@ struct Choice {
     cpu: Option<f64>,
     /// GPU units leased for the server (its profile's `gpus`), once leased.
     gpus: Vec<String>,
+    /// Base image → the software environment's image for it, as in effect when the start
+    /// began (the generation the server record notes).
+    derived_images: BTreeMap<String, String>,
 }
 
 /// The options, profile and limits of a start: options that choose nothing reuse the last
@@ -120,6 +123,7 @@ fn choose(
         memory,
         cpu,
         gpus: Vec::new(),
+        derived_images: BTreeMap::new(),
     })
 }
 
@@ -240,6 +244,7 @@ pub async fn start(
             .insert(server_name.to_string(), choice.options.clone());
     })?;
     let mut choice = choice;
+    choice.derived_images = environment.effective_images();
     if let Some(p) = choice.profile.as_ref().filter(|p| p.gpus > 0) {
         match hub
             .gateway
@@ -420,7 +425,7 @@ async fn prepare_and_launch(
         memory_limit: choice.memory,
         cpu_limit: choice.cpu,
         gpus: choice.gpus.clone(),
-        derived_images: hub.store.environment()?.images_of(record.environment),
+        derived_images: choice.derived_images.clone(),
         progress: msg_tx,
         config: cfg.clone(),
     };

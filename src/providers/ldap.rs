@@ -102,10 +102,11 @@ pub async fn authenticate(
             .await
             .and_then(|r| r.success())
             .map_err(|e| provider("the user search failed", e))?;
-        match entries.len() {
-            0 => return Err(ProviderError::Rejected),
-            1 => SearchEntry::construct(entries.into_iter().next().expect("one entry")).dn,
-            n => {
+        let n = entries.len();
+        match entries.into_iter().next() {
+            None => return Err(ProviderError::Rejected),
+            Some(entry) if n == 1 => SearchEntry::construct(entry).dn,
+            Some(_) => {
                 return Err(provider(
                     "the user search",
                     format!("{n} entries match; make auth.ldap.user_search_filter match one"),

@@ -30,7 +30,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::pending::Pending;
-pub use super::pending::PENDING_FOR;
 use super::{ExternalIdentity, ProviderError};
 use crate::config::providers::Oidc;
 
