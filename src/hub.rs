@@ -136,6 +136,13 @@ impl Hub {
                 store.instance_id().unwrap_or_default(),
             )),
             BackendKind::Local => Arc::new(LocalKernels::new(store.path())),
+            // Pods, through a connection of their own to the same cluster.
+            BackendKind::Kubernetes => Arc::new(crate::gateway::pods::Pods::new(Arc::new(
+                crate::spawner::kubernetes::cluster::Cluster::new(
+                    &config.get().spawner.kubernetes,
+                    &store.instance_id().unwrap_or_default(),
+                ),
+            ))),
         };
         let gateway = Gateway::new(crate::gateway::Services {
             runtime,

@@ -123,6 +123,10 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServeError> {
             cfg.spawner.local.cmd.clone(),
             cfg.spawner.local.allow_root,
         )),
+        BackendKind::Kubernetes => Arc::new(crate::spawner::kubernetes::KubernetesBackend::new(
+            &cfg,
+            &store.instance_id()?,
+        )),
     };
     let config_path = match &loaded.source {
         ConfigSource::File(p) => Some(p.clone()),

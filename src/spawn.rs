@@ -245,7 +245,14 @@ pub async fn start(
     })?;
     let mut choice = choice;
     choice.derived_images = environment.effective_images();
-    if let Some(p) = choice.profile.as_ref().filter(|p| p.gpus > 0) {
+    // On a cluster whose device plugin places GPUs, Orrery leases none: the pod asks for them.
+    let plugin_places_gpus = cfg.spawner.backend == crate::config::BackendKind::Kubernetes
+        && cfg.spawner.kubernetes.gpus == crate::config::KubernetesGpus::DevicePlugin;
+    if let Some(p) = choice
+        .profile
+        .as_ref()
+        .filter(|p| p.gpus > 0 && !plugin_places_gpus)
+    {
         match hub
             .gateway
             .lease_for_server(&user.name, server_name, p.gpus, p.gpu_model.clone())
@@ -425,6 +432,7 @@ async fn prepare_and_launch(
         memory_limit: choice.memory,
         cpu_limit: choice.cpu,
         gpus: choice.gpus.clone(),
+        gpu_count: choice.profile.as_ref().map_or(0, |p| p.gpus),
         derived_images: choice.derived_images.clone(),
         progress: msg_tx,
         config: cfg.clone(),

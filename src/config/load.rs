@@ -549,7 +549,7 @@ mod tests {
         );
         assert_eq!(
             err_of("[spawner]\nbackend = \"k8s\"\n"),
-            "line 2: spawner.backend: \"k8s\" is not valid; choose one of: docker, local"
+            "line 2: spawner.backend: \"k8s\" is not valid; choose one of: docker, local, kubernetes"
         );
         assert_eq!(
             err_of("[http]\nport = 70000\n"),

@@ -580,10 +580,12 @@ pub enum BackendKind {
     /// A plain process per user on this machine (JupyterHub's LocalProcessSpawner, without
     /// switching users): development and tests.
     Local,
+    /// A pod per user server and per remote kernel on a Kubernetes cluster (k3s or any).
+    Kubernetes,
 }
 
 impl BackendKind {
-    pub const ALL: [&'static str; 2] = ["docker", "local"];
+    pub const ALL: [&'static str; 3] = ["docker", "local", "kubernetes"];
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -601,7 +603,12 @@ pub struct Spawner {
     /// Servers besides the default one (`/user/<name>/<server>/`), JupyterHub's named servers.
     pub named_servers: NamedServers,
     pub local: LocalSpawner,
+    /// The Docker backend's settings; the image, command, environment, home mount, port and
+    /// user of servers and kernels (`image`, `allowed_images`, `cmd`, `env`, `home_mount`,
+    /// `port`, `user`, `pull_policy`) are the container settings of every container backend,
+    /// Kubernetes included.
     pub docker: DockerSpawner,
+    pub kubernetes: KubernetesSpawner,
 }
 
 /// `spawner.named_servers`: JupyterHub's `allow_named_servers` and
@@ -626,6 +633,7 @@ impl Default for Spawner {
             named_servers: NamedServers::default(),
             local: LocalSpawner::default(),
             docker: DockerSpawner::default(),
+            kubernetes: KubernetesSpawner::default(),
         }
     }
 }
@@ -718,6 +726,77 @@ impl Default for DockerSpawner {
             user: String::new(),
             allow_root: false,
             socket: String::new(),
+        }
+    }
+}
+
+/// How pods of the Kubernetes backend get GPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KubernetesGpus {
+    /// Orrery's own NVML scheduler leases units on this node (Orrery runs on the one node of
+    /// a k3s cluster, with the host's PID view): pods get `runtimeClassName` and
+    /// `NVIDIA_VISIBLE_DEVICES` = their leased UUIDs (`void` without a lease).
+    Node,
+    /// The cluster's NVIDIA device plugin places `nvidia.com/gpu` requests (multi-node, or
+    /// Orrery in the cluster): reclaim then uses traffic and execution state only.
+    DevicePlugin,
+}
+
+impl KubernetesGpus {
+    pub const ALL: [&'static str; 2] = ["node", "device-plugin"];
+}
+
+/// The Kubernetes backend: a pod per user server and per remote kernel (kube-rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesSpawner {
+    /// The kubeconfig to use; empty: `$KUBECONFIG`, `~/.kube/config`, else the in-cluster
+    /// service account (Orrery running in a pod).
+    pub kubeconfig: String,
+    /// The kubeconfig context; empty: its current context.
+    pub context: String,
+    /// Where Orrery's pods, home PVCs and kernel Secrets live.
+    pub namespace: String,
+    /// The address pods reach the hub's internal listener at: this node's IP when Orrery runs
+    /// on a node (k3s), the internal Service's DNS name when it runs in the cluster; empty:
+    /// `internal.address`.
+    pub hub_address: String,
+    /// Who may connect to users' pods (the NetworkPolicy's one ingress rule): a CIDR such as
+    /// "10.0.0.5/32" (Orrery on a node); empty: `hub_address`/32 when it is an IP. With
+    /// `hub_pod_labels` set, those pods instead (Orrery in the cluster).
+    pub hub_cidr: String,
+    /// The labels of Orrery's own pod when it runs in the cluster (NetworkPolicy peer).
+    pub hub_pod_labels: std::collections::BTreeMap<String, String>,
+    /// Storage class of home PVCs; empty: the cluster's default (k3s: local-path).
+    pub storage_class: String,
+    /// Size of a new home PVC.
+    pub home_size: String,
+    /// `ReadWriteOnce` (one node mounts a home) or `ReadWriteMany` (kernels on other nodes
+    /// than their user's server share the home; needs a class that offers it, e.g. NFS).
+    pub home_access_mode: String,
+    /// Secrets (in `namespace`) pods pull images with.
+    pub image_pull_secrets: Vec<String>,
+    pub gpus: KubernetesGpus,
+    /// The RuntimeClass of pods holding leased GPUs (`gpus = "node"`).
+    pub runtime_class: String,
+}
+
+impl Default for KubernetesSpawner {
+    fn default() -> Self {
+        KubernetesSpawner {
+            kubeconfig: String::new(),
+            context: String::new(),
+            namespace: "default".into(),
+            hub_address: String::new(),
+            hub_cidr: String::new(),
+            hub_pod_labels: Default::default(),
+            storage_class: String::new(),
+            home_size: "10Gi".into(),
+            home_access_mode: "ReadWriteOnce".into(),
+            image_pull_secrets: Vec::new(),
+            gpus: KubernetesGpus::Node,
+            runtime_class: "nvidia".into(),
         }
     }
 }

@@ -1128,6 +1128,83 @@ fn validate_spawner(config: &Config) -> Result<(), ConfigError> {
     for v in &docker.volumes {
         check_volume("spawner.docker.volumes", v)?;
     }
+    check_kubernetes(config)
+}
+
+/// `[spawner.kubernetes]`: names the API server accepts, and (with that backend) an address
+/// pods can reach the hub at.
+fn check_kubernetes(config: &Config) -> Result<(), ConfigError> {
+    let k = &config.spawner.kubernetes;
+    let dns_label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    if !dns_label(&k.namespace) {
+        return err(
+            "spawner.kubernetes.namespace",
+            format!(
+                "{:?} is not a Kubernetes namespace name (lowercase letters, digits and '-', at most 63)",
+                k.namespace
+            ),
+        );
+    }
+    if !matches!(
+        k.home_access_mode.as_str(),
+        "ReadWriteOnce" | "ReadWriteMany"
+    ) {
+        return err(
+            "spawner.kubernetes.home_access_mode",
+            format!(
+                "{:?} must be \"ReadWriteOnce\" or \"ReadWriteMany\"",
+                k.home_access_mode
+            ),
+        );
+    }
+    let quantity = k
+        .home_size
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    if quantity.is_empty()
+        || quantity.parse::<f64>().is_err()
+        || !matches!(
+            &k.home_size[quantity.len()..],
+            "" | "Ki" | "Mi" | "Gi" | "Ti" | "k" | "M" | "G" | "T"
+        )
+    {
+        return err(
+            "spawner.kubernetes.home_size",
+            format!(
+                "{:?} is not a size; write it as Kubernetes does, e.g. \"10Gi\"",
+                k.home_size
+            ),
+        );
+    }
+    if !k.hub_cidr.is_empty() && k.hub_cidr.parse::<ipnet::IpNet>().is_err() {
+        return err(
+            "spawner.kubernetes.hub_cidr",
+            format!("{:?} is not a CIDR such as \"10.0.0.5/32\"", k.hub_cidr),
+        );
+    }
+    for s in &k.image_pull_secrets {
+        if !dns_label(s) && !s.split('.').all(dns_label) {
+            return err(
+                "spawner.kubernetes.image_pull_secrets",
+                format!("{s:?} is not a Secret name"),
+            );
+        }
+    }
+    if config.spawner.backend == crate::config::BackendKind::Kubernetes
+        && k.hub_address.is_empty()
+        && config.internal.address.is_empty()
+    {
+        return err(
+            "spawner.kubernetes.hub_address",
+            "must say where pods reach the hub: this node's IP when Orrery runs on a node, the internal Service's name when it runs in the cluster (or set internal.address)".into(),
+        );
+    }
     Ok(())
 }
 

@@ -52,7 +52,11 @@ impl Gateway {
         let inherits = !inherited.is_empty();
         *lock(&kernel.inherited_gpus) = inherited;
         let wanted = kernel.spec.gpus as usize;
-        if wanted == 0 || inherits {
+        // A cluster's device plugin places the pod's GPUs: Orrery leases none.
+        let cfg = self.services.config.get();
+        let plugin_places = cfg.spawner.backend == crate::config::BackendKind::Kubernetes
+            && cfg.spawner.kubernetes.gpus == crate::config::KubernetesGpus::DevicePlugin;
+        if wanted == 0 || inherits || plugin_places {
             return Ok(true);
         }
         let store = &self.services.store;

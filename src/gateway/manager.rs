@@ -785,14 +785,14 @@ impl Gateway {
         }
         kernel.touch();
         match kernel.spec.interrupt_mode {
-            InterruptMode::Signal => {
+            InterruptMode::Signal if self.services.runtime.can_signal() => {
                 let container = lock(&kernel.status).container.clone();
                 let Some(container) = container else {
                     return Err("the kernel has no running container".into());
                 };
                 self.services.runtime.signal(&container, "SIGINT").await
             }
-            InterruptMode::Message => {
+            InterruptMode::Signal | InterruptMode::Message => {
                 let client = kernel
                     .client(Duration::from_secs(5))
                     .await

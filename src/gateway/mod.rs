@@ -31,6 +31,7 @@ pub mod kernels;
 pub mod kernelspecs;
 pub mod local;
 pub mod manager;
+pub mod pods;
 pub mod queue;
 pub mod record;
 pub mod runtime;

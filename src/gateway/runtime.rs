@@ -6,6 +6,7 @@
 //! * [`super::containers::Containers`]: one Docker container per kernel (production).
 //! * [`super::local::LocalKernels`]: one process per kernel on this machine, for the local
 //!   backend and for tests of the gateway's logic without Docker.
+//! * [`super::pods::Pods`]: one pod per kernel (the Kubernetes backend).
 //!
 //! A kernel is named by the runtime's *handle* (a container id, a process id), which the
 //! gateway keeps while the kernel runs. GPU scheduling and the Kubernetes backend add to this
@@ -29,6 +30,12 @@ pub trait KernelRuntime: Send + Sync {
     /// sharing one address (local processes) may find a port taken while they were stopped.
     fn renews_ports(&self) -> bool {
         false
+    }
+
+    /// Whether [`KernelRuntime::signal`] works; without it (pods), kernels whose spec says
+    /// `interrupt_mode = "signal"` are interrupted by message instead.
+    fn can_signal(&self) -> bool {
+        true
     }
 
     /// Start `kernel` (its connection file is written); returns its handle and the address

@@ -317,27 +317,10 @@ impl Backend for DockerBackend {
         Box::pin(async move {
             let docker = self.client().await?;
             let cfg = &spec.config.spawner.docker;
-            let image = match spec.user_options.get("image").and_then(|v| v.as_str()) {
-                // A profile's image: the admin chose it, and the hub checked who may use it.
-                None if spec.image.is_some() => spec.image.clone().unwrap_or_default(),
-                None => cfg.image.clone(),
-                Some(i) if i == cfg.image || cfg.allowed_images.iter().any(|a| a == i) => {
-                    i.to_string()
-                }
-                Some(i) => {
-                    return Err(SpawnError::Failed(format!(
-                        "image {i:?} is not allowed; choose one of: {}",
-                        std::iter::once(cfg.image.as_str())
-                            .chain(cfg.allowed_images.iter().map(String::as_str))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )))
-                }
-            };
             // The software environment's image for that base, if one was built. One that stays
             // on this machine is never pulled (there is nowhere to pull it from): `run_as` says
             // how to build it again if it is missing.
-            let image = spec.derived_images.get(&image).cloned().unwrap_or(image);
+            let image = super::choose_image(&spec)?;
             if !docker::is_local_derived(&image) {
                 self.ensure_image(docker, &image, cfg.pull_policy, &spec)
                     .await?;

@@ -5,9 +5,10 @@
 //! * [`local`]: a process on this machine (JupyterHub's LocalProcessSpawner, without switching
 //!   users) — development and tests.
 //! * [`docker`]: a container per user on the local Docker engine.
+//! * [`kubernetes`]: a pod per user on a cluster (kube-rs).
 //!
-//! The trait is shaped so a Kubernetes backend (notebook pods) fits it too: `state` is an opaque
-//! JSON handle the backend gets back after a daemon restart, and `list` feeds reconcile.
+//! `state` is an opaque JSON handle the backend gets back after a daemon restart (a container
+//! id, a pod name), and `list` feeds reconcile.
 
 pub mod docker;
 pub mod kubernetes;
@@ -42,6 +43,9 @@ pub struct SpawnSpec {
     /// GPU units (UUIDs) leased for the server's life (a GPU profile); empty: none, and the
     /// server sees no GPU.
     pub gpus: Vec<String>,
+    /// GPUs its profile asks for: what a cluster's device plugin places when Orrery leases
+    /// none itself (`spawner.kubernetes.gpus = "device-plugin"`).
+    pub gpu_count: u32,
     /// Base image → the image derived from it by the software environment in effect
     /// (`orrery env`): whatever image the backend settles on, it runs this one instead.
     pub derived_images: BTreeMap<String, String>,
@@ -138,4 +142,27 @@ pub trait Backend: Send + Sync {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Observed>, SpawnError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
+}
+
+/// The image a container backend runs for `spec`: the profile's, else an allowed
+/// `user_options.image`, else `spawner.docker.image`; then the software environment's image
+/// derived from it, if one was built.
+pub fn choose_image(spec: &SpawnSpec) -> Result<String, SpawnError> {
+    let cfg = &spec.config.spawner.docker;
+    let image = match spec.user_options.get("image").and_then(|v| v.as_str()) {
+        // A profile's image: the admin chose it, and the hub checked who may use it.
+        None if spec.image.is_some() => spec.image.clone().unwrap_or_default(),
+        None => cfg.image.clone(),
+        Some(i) if i == cfg.image || cfg.allowed_images.iter().any(|a| a == i) => i.to_string(),
+        Some(i) => {
+            return Err(SpawnError::Failed(format!(
+                "image {i:?} is not allowed; choose one of: {}",
+                std::iter::once(cfg.image.as_str())
+                    .chain(cfg.allowed_images.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    };
+    Ok(spec.derived_images.get(&image).cloned().unwrap_or(image))
 }

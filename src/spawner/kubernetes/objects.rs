@@ -63,20 +63,54 @@ pub struct PodPlan {
     pub server: String,
     /// A kernel's id (kernel pods only).
     pub kernel: Option<String>,
+    /// Tells a kernel's pods apart across its starts (a reclaimed kernel is re-created while
+    /// its old pod may still be terminating); empty for servers.
+    pub name_suffix: String,
     /// The hub's instance id: pods of another hub are never touched.
     pub instance: String,
     pub image: String,
-    /// Replaces the image's command if not empty.
-    pub command: Vec<String>,
+    /// Replaces the image's `CMD` (the pod's `args`) if not empty; the image's entrypoint
+    /// (docker-stacks' tini) stays, as with Docker.
+    pub args: Vec<String>,
+    /// The working directory (kernels: `KERNEL_WORKING_DIR`); `None`: the image's.
+    pub working_dir: Option<String>,
     pub env: BTreeMap<String, String>,
     pub port: u16,
     pub home_mount: String,
+    /// Further PVCs to mount: `(claim, mount path, read-only)`.
+    pub extra_claims: Vec<(String, String, bool)>,
     pub memory_limit: Option<u64>,
     pub cpu_limit: Option<f64>,
     pub gpus: Gpus,
-    /// `(uid, gid)` to run as; `None`: the image's user (which must not be root).
+    /// `(uid, gid)` to run as (the gid is also the pod's `fsGroup`, which makes the home and
+    /// the connection Secret readable); `None`: the image's user (which must not be root).
     pub run_as: Option<(i64, i64)>,
     pub image_pull_secrets: Vec<String>,
+    /// The RuntimeClass of pods holding leased GPUs (the NVIDIA container runtime).
+    pub runtime_class: String,
+}
+
+/// `s` as a label value (at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends): itself
+/// when it is one, else a readable hashed label. The exact names are in the annotations.
+pub fn label_value(s: &str) -> String {
+    let ok = s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && s.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric());
+    if ok {
+        s.to_string()
+    } else {
+        crate::origins::label(s, "")
+    }
+}
+
+/// The exact user and server names of an object (labels may hold hashed forms).
+pub fn annotations(user: &str, server: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_USER.to_string(), user.to_string()),
+        (LABEL_SERVER.to_string(), server.to_string()),
+    ])
 }
 
 /// The labels of an object Orrery makes.
@@ -89,12 +123,12 @@ pub fn labels(
 ) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         (LABEL_KIND.to_string(), kind.to_string()),
-        (LABEL_USER.to_string(), user.to_string()),
-        (LABEL_SERVER.to_string(), server.to_string()),
-        (LABEL_HUB.to_string(), instance.to_string()),
+        (LABEL_USER.to_string(), label_value(user)),
+        (LABEL_SERVER.to_string(), label_value(server)),
+        (LABEL_HUB.to_string(), label_value(instance)),
     ]);
     if let Some(k) = kernel {
-        l.insert(LABEL_KERNEL.to_string(), k.to_string());
+        l.insert(LABEL_KERNEL.to_string(), label_value(k));
     }
     l
 }
@@ -104,9 +138,14 @@ pub fn server_pod_name(user: &str, server: &str) -> String {
     format!("orrery-{}", crate::origins::label(user, server))
 }
 
-/// `orrery-kernel-<id>` for a kernel's pod (and its Secret).
-pub fn kernel_pod_name(kernel: &str) -> String {
-    format!("orrery-kernel-{kernel}")
+/// `orrery-kernel-<id>[-<suffix>]` for a kernel's pod (and its Secret).
+pub fn kernel_pod_name(kernel: &str, suffix: &str) -> String {
+    let id = crate::origins::label(kernel, "");
+    if suffix.is_empty() {
+        format!("orrery-kernel-{id}")
+    } else {
+        format!("orrery-kernel-{id}-{suffix}")
+    }
 }
 
 /// `orrery-home-<label>` for a user's home PVC.
@@ -121,7 +160,7 @@ fn quantity(s: String) -> Quantity {
 /// The pod for `plan`, mounting `user`'s home PVC (and a kernel's connection Secret).
 pub fn pod(plan: &PodPlan) -> Pod {
     let name = match &plan.kernel {
-        Some(k) => kernel_pod_name(k),
+        Some(k) => kernel_pod_name(k, &plan.name_suffix),
         None => server_pod_name(&plan.user, &plan.server),
     };
     let mut env: Vec<EnvVar> = plan
@@ -174,12 +213,30 @@ pub fn pod(plan: &PodPlan) -> Pod {
         mount_path: plan.home_mount.clone(),
         ..Default::default()
     }];
+    for (i, (claim, target, read_only)) in plan.extra_claims.iter().enumerate() {
+        let name = format!("extra-{i}");
+        volumes.push(Volume {
+            name: name.clone(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(*read_only),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name,
+            mount_path: target.clone(),
+            read_only: Some(*read_only),
+            ..Default::default()
+        });
+    }
     if plan.kernel.is_some() {
         volumes.push(Volume {
             name: "connection".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(name.clone()),
-                default_mode: Some(0o400),
+                // Owner root, group the pod's fsGroup: the kernel's user reads it.
+                default_mode: Some(0o440),
                 ..Default::default()
             }),
             ..Default::default()
@@ -194,13 +251,17 @@ pub fn pod(plan: &PodPlan) -> Pod {
     let container = Container {
         name: plan.kind.to_string(),
         image: Some(plan.image.clone()),
-        command: (!plan.command.is_empty()).then(|| plan.command.clone()),
+        args: (!plan.args.is_empty()).then(|| plan.args.clone()),
+        working_dir: plan.working_dir.clone(),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            container_port: i32::from(plan.port),
-            name: Some("http".into()),
-            ..Default::default()
-        }]),
+        // A kernel's five ports are in its connection file; a server's one is named.
+        ports: (plan.port != 0).then(|| {
+            vec![ContainerPort {
+                container_port: i32::from(plan.port),
+                name: Some("http".into()),
+                ..Default::default()
+            }]
+        }),
         resources: Some(ResourceRequirements {
             requests: (!limits.is_empty()).then(|| limits.clone()),
             limits: (!limits.is_empty()).then_some(limits),
@@ -226,6 +287,13 @@ pub fn pod(plan: &PodPlan) -> Pod {
     Pod {
         metadata: ObjectMeta {
             name: Some(name),
+            annotations: Some({
+                let mut notes = annotations(&plan.user, &plan.server);
+                if let Some(k) = &plan.kernel {
+                    notes.insert(LABEL_KERNEL.to_string(), k.clone());
+                }
+                notes
+            }),
             labels: Some(labels(
                 plan.kind,
                 &plan.user,
@@ -238,10 +306,12 @@ pub fn pod(plan: &PodPlan) -> Pod {
         spec: Some(PodSpec {
             containers: vec![container],
             restart_policy: Some("Never".into()),
+            // As `docker stop -t 10`: the server saves what it can, then it is killed.
+            termination_grace_period_seconds: Some(10),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             runtime_class_name: matches!(&plan.gpus, Gpus::Leased(u) if !u.is_empty())
-                .then(|| "nvidia".to_string()),
+                .then(|| plan.runtime_class.clone()),
             image_pull_secrets: (!plan.image_pull_secrets.is_empty()).then(|| {
                 plan.image_pull_secrets
                     .iter()
@@ -305,6 +375,7 @@ pub fn home_pvc(
 /// A kernel's connection file as a Secret: mounted read-only into the kernel's pod only, so
 /// its key never reaches the notebook pod.
 pub fn connection_secret(
+    name: &str,
     kernel: &str,
     user: &str,
     server: &str,
@@ -313,7 +384,8 @@ pub fn connection_secret(
 ) -> Secret {
     Secret {
         metadata: ObjectMeta {
-            name: Some(kernel_pod_name(kernel)),
+            name: Some(name.to_string()),
+            annotations: Some(annotations(user, server)),
             labels: Some(labels("kernel", user, server, Some(kernel), instance)),
             ..Default::default()
         },
@@ -366,7 +438,8 @@ pub fn isolation_policy(instance: &str, hub: &HubPeer, ports: &[u16]) -> Network
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(vec![peer]),
-                ports: Some(
+                // No ports: every port (a kernel's five and a server's one).
+                ports: (!ports.is_empty()).then(|| {
                     ports
                         .iter()
                         .map(|p| NetworkPolicyPort {
@@ -374,8 +447,8 @@ pub fn isolation_policy(instance: &str, hub: &HubPeer, ports: &[u16]) -> Network
                             protocol: Some("TCP".into()),
                             ..Default::default()
                         })
-                        .collect(),
-                ),
+                        .collect()
+                }),
             }]),
             ..Default::default()
         }),
@@ -400,17 +473,21 @@ mod tests {
             user: "alice".into(),
             server: String::new(),
             kernel: (kind == "kernel").then(|| "0f3a".to_string()),
+            name_suffix: String::new(),
             instance: "inst-1".into(),
             image: "quay.io/jupyter/base-notebook:2025-01-01".into(),
-            command: Vec::new(),
+            args: Vec::new(),
+            working_dir: None,
             env: BTreeMap::from([("JUPYTERHUB_USER".to_string(), "alice".to_string())]),
             port: 8888,
             home_mount: "/home/jovyan".into(),
+            extra_claims: Vec::new(),
             memory_limit: Some(2 * 1024 * 1024 * 1024),
             cpu_limit: Some(1.5),
             gpus,
             run_as: None,
             image_pull_secrets: vec!["registry-creds".into()],
+            runtime_class: "nvidia".into(),
         }
     }
 
@@ -541,7 +618,7 @@ mod tests {
             .unwrap();
         let secret = vol.secret.as_ref().unwrap();
         assert_eq!(secret.secret_name.as_deref(), Some("orrery-kernel-0f3a"));
-        assert_eq!(secret.default_mode, Some(0o400));
+        assert_eq!(secret.default_mode, Some(0o440));
         let mount = spec.containers[0]
             .volume_mounts
             .as_ref()
@@ -564,7 +641,14 @@ mod tests {
                 .any(|v| v.secret.is_some()),
             "the notebook pod mounts no kernel secret"
         );
-        let s = connection_secret("0f3a", "alice", "", "inst-1", "{\"key\":\"k\"}");
+        let s = connection_secret(
+            "orrery-kernel-0f3a",
+            "0f3a",
+            "alice",
+            "",
+            "inst-1",
+            "{\"key\":\"k\"}",
+        );
         assert_eq!(s.data.unwrap()[CONNECTION_KEY].0, b"{\"key\":\"k\"}");
     }
 
@@ -593,8 +677,15 @@ mod tests {
             ),
             (
                 "kernel-secret.json",
-                serde_json::to_value(connection_secret("0f3a", "alice", "", "inst-1", "{}"))
-                    .unwrap(),
+                serde_json::to_value(connection_secret(
+                    "orrery-kernel-0f3a",
+                    "0f3a",
+                    "alice",
+                    "",
+                    "inst-1",
+                    "{}",
+                ))
+                .unwrap(),
             ),
             (
                 "isolation-policy.json",
