@@ -33,9 +33,12 @@ Options (each also as an environment variable):
                            ORRERY_ADMIN="alice bob:pw" (space-separated)
   --binary PATH_OR_URL     ORRERY_BINARY
   --source DIR             ORRERY_SOURCE
-  --backend docker|local   where user servers run (spawner.backend; ORRERY_BACKEND): written
+  --backend docker|local|k3s
+                           where user servers run (spawner.backend; ORRERY_BACKEND): written
                            into a new config, or set in the existing one with
-                           `orrery config set spawner.backend`; local installs no Docker
+                           `orrery config set spawner.backend`; local installs no Docker.
+                           k3s: a single-node Kubernetes (k3s) on this machine, and
+                           spawner.backend = "kubernetes" (see "The k3s backend" below)
   --user-requirements-txt-url URL
                            install the pip requirements file at URL for every user, as TLJH's
                            option does: `orrery env install -r` builds it into the images new
@@ -60,10 +63,32 @@ Removing Orrery (each alone, or with --dry-run / --yes):
                    type "yes" on the terminal
   --yes            do not ask (ORRERY_YES=1); without a terminal --purge-homes needs it
 
+The k3s backend (--backend k3s): user servers and kernels run as pods of a k3s node on this
+machine; no docker.io is installed (k3s brings its own containerd). Steps it adds: install
+k3s with its official installer unless k3s is installed already (the k3s command and
+/etc/systemd/system/k3s.service), wait up to 120 s for this node to be Ready (k3s kubectl
+get nodes), then set spawner.kubernetes.kubeconfig = "/etc/rancher/k3s/k3s.yaml",
+spawner.kubernetes.hub_address = this node's InternalIP and spawner.backend = "kubernetes".
+  ORRERY_K3S_INSTALLER_URL=URL  where the installer comes from (default https://get.k3s.io);
+                           k3s's own variables (INSTALL_K3S_VERSION, INSTALL_K3S_EXEC, ...)
+                           are passed to it: sudo env INSTALL_K3S_VERSION=... sh bootstrap.sh
+  ORRERY_K3S_INSTALLER=PATH     an air-gapped machine: run this local copy of k3s's install.sh
+                           with INSTALL_K3S_SKIP_DOWNLOAD=true. Put the k3s binary at
+                           /usr/local/bin/k3s (chmod 0755) and the airgap images tarball
+                           (k3s-airgap-images-ARCH.tar.zst) in /var/lib/rancher/k3s/agent/images/
+                           first, both from the same k3s release
+  ORRERY_K3S_READY_TIMEOUT=SECONDS  how long to wait for the node to be Ready (default 120)
+k3s does not see Docker's images: import an image with
+`docker save IMAGE | sudo k3s ctr images import -` (on a machine with Docker), or let k3s
+pull it from a registry (spawner.kubernetes.image_pull_secrets for a private one; set
+user_environment.registry for the images `orrery env install` derives). The rest (homes,
+GPUs, a cluster of several nodes): docs/kubernetes.md.
+
 Steps (each is printed, and an error names its step): check root, the OS and systemd;
-apt-get install docker.io ca-certificates curl (no docker.io with --no-docker or the local
-backend); install the binary as /usr/local/bin/orrery (a temporary file, then a rename);
-write /etc/orrery/config.toml if absent; set spawner.backend; add the admins to
+apt-get install docker.io ca-certificates curl (no docker.io with --no-docker, the local
+or the k3s backend); with k3s, install k3s and wait for the node; install the binary as
+/usr/local/bin/orrery (a temporary file, then a rename); write /etc/orrery/config.toml if
+absent; set spawner.backend (and with k3s the spawner.kubernetes keys); add the admins to
 users.admin; install /etc/systemd/system/orrery.service; enable and (re)start or reload
 it; wait up to 60 s for http://127.0.0.1/hub/api/; set the admins' passwords; install the
 user requirements (with --user-requirements-txt-url); run `orrery doctor`; print the URL. Every step can be re-run: after a failure, fix the cause
@@ -77,6 +102,14 @@ CONFIG=$CONFIG_DIR/config.toml
 STATE_DIR=/var/lib/orrery
 UNIT=/etc/systemd/system/orrery.service
 HEALTH_TIMEOUT=60
+# --backend k3s: where k3s's official installer puts things (its defaults).
+K3S_INSTALLER_URL_DEFAULT=https://get.k3s.io
+K3S_BIN=/usr/local/bin/k3s
+K3S_UNIT=/etc/systemd/system/k3s.service
+K3S_KUBECONFIG=/etc/rancher/k3s/k3s.yaml
+K3S_IMAGES_DIR=/var/lib/rancher/k3s/agent/images
+# One line per node: name, Ready status, InternalIP(s).
+K3S_NODES_JSONPATH='{range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{" "}{.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}'
 
 # ---- the files this script installs (keep in sync with the repository; see README) ----------
 
@@ -130,7 +163,7 @@ cat <<'ORRERY_UNIT_EOF'
 
 [Unit]
 Description=Orrery (JupyterHub-compatible hub for a class or team)
-After=network-online.target docker.service
+After=network-online.target docker.service k3s.service
 Wants=network-online.target
 
 [Service]
@@ -273,12 +306,45 @@ config_file_backend() {
     }' "$1" | head -n 1
 }
 
+# The string (or bare word) KEY (table.name, e.g. spawner.kubernetes.kubeconfig) has in the
+# config file $1: a plain reading of the table's `name = "value"` line; "" if none.
+config_file_value() {
+    [ -r "$1" ] || return 0
+    cfv_table=$(printf '%s' "${2%.*}" | sed 's/\./\\./g')
+    cfv_name=${2##*.}
+    sed -n "/^[[:space:]]*\[$cfv_table\][[:space:]]*\$/,/^[[:space:]]*\[/{
+        s/^[[:space:]]*${cfv_name}[[:space:]]*=[[:space:]]*[\"']\([^\"']*\)[\"'].*/\1/p
+    }" "$1" | head -n 1
+}
+
+# The spawner.backend value --backend stands for (k3s is the kubernetes backend on k3s).
+config_backend() {
+    if [ "$BACKEND" = k3s ]; then printf 'kubernetes'; else printf '%s' "$BACKEND"; fi
+}
+
 # The config a first install writes: print_config, with the backend --backend asked for.
+# With k3s, the [spawner.kubernetes] keys too (the node is Ready by then: K3S_NODE_IP).
 new_config() {
     if [ "$BACKEND" = local ]; then
         print_config | sed \
             -e 's/^# One container per user on this machine.s Docker engine\.$/# One process per user on this machine, as the daemon'\''s own user (jupyterhub-singleuser on its PATH)./' \
             -e 's/^backend = "docker"$/backend = "local"/'
+    elif [ "$BACKEND" = k3s ]; then
+        print_config | awk -v kubeconfig="$K3S_KUBECONFIG" -v ip="$K3S_NODE_IP" '
+            /^# One container per user on this machine.s Docker engine\.$/ {
+                print "# One pod per user (and per remote kernel) on this machine'\''s k3s node (docs/kubernetes.md)."
+                next
+            }
+            $0 == "backend = \"docker\"" {
+                print "backend = \"kubernetes\""
+                print ""
+                print "[spawner.kubernetes]"
+                print "# k3s'\''s kubeconfig, and this node'\''s address: where pods reach the hub (--backend k3s)."
+                print "kubeconfig = \"" kubeconfig "\""
+                print "hub_address = \"" ip "\""
+                next
+            }
+            { print }'
     else
         print_config
     fi
@@ -325,6 +391,9 @@ parse_args() {
     ALLOW_DOWNGRADE=${ORRERY_ALLOW_DOWNGRADE:-0}
     YES=${ORRERY_YES:-0}
     REQUIREMENTS_URL=${ORRERY_USER_REQUIREMENTS_TXT_URL:-}
+    K3S_INSTALLER_URL=${ORRERY_K3S_INSTALLER_URL:-$K3S_INSTALLER_URL_DEFAULT}
+    K3S_INSTALLER=${ORRERY_K3S_INSTALLER:-}
+    K3S_READY_TIMEOUT=${ORRERY_K3S_READY_TIMEOUT:-120}
     if [ -n "${ORRERY_ADMIN:-}" ]; then
         set -f
         for env_admin in $ORRERY_ADMIN; do add_admin "$env_admin"; done
@@ -338,7 +407,7 @@ parse_args() {
             --binary=*) BINARY=${1#--binary=} ;;
             --source) [ $# -ge 2 ] || die "--source needs a directory"; SOURCE=$2; shift ;;
             --source=*) SOURCE=${1#--source=} ;;
-            --backend) [ $# -ge 2 ] || die "--backend needs docker or local"; BACKEND=$2; shift ;;
+            --backend) [ $# -ge 2 ] || die "--backend needs docker, local or k3s"; BACKEND=$2; shift ;;
             --backend=*) BACKEND=${1#--backend=} ;;
             --user-requirements-txt-url) [ $# -ge 2 ] || die "--user-requirements-txt-url needs a URL"; REQUIREMENTS_URL=$2; shift ;;
             --user-requirements-txt-url=*) REQUIREMENTS_URL=${1#--user-requirements-txt-url=} ;;
@@ -358,8 +427,8 @@ parse_args() {
         shift
     done
     case $BACKEND in
-        "" | docker | local) ;;
-        *) die "--backend $BACKEND: the backend is docker or local" ;;
+        "" | docker | local | k3s) ;;
+        *) die "--backend $BACKEND: the backend is docker, local or k3s" ;;
     esac
     if [ "$MODE" != install ]; then
         if [ -n "$BINARY$SOURCE$ADMINS$BACKEND$REQUIREMENTS_URL" ] || [ "$ALLOW_DOWNGRADE" = 1 ]; then
@@ -372,6 +441,17 @@ parse_args() {
     fi
     if [ -n "$REQUIREMENTS_URL" ]; then
         is_url "$REQUIREMENTS_URL" || die "--user-requirements-txt-url $REQUIREMENTS_URL: give an http(s) URL"
+        if [ "$BACKEND" = k3s ]; then
+            die "--user-requirements-txt-url builds images with the Docker engine, which --backend k3s does not install: install without it, then install docker.io, set user_environment.registry (k3s pulls the images from there) and run orrery env install -r"
+        fi
+    fi
+    if [ "$BACKEND" = k3s ]; then
+        case $K3S_READY_TIMEOUT in
+            "" | *[!0-9]*) die "ORRERY_K3S_READY_TIMEOUT=$K3S_READY_TIMEOUT: give a number of seconds" ;;
+        esac
+        is_url "$K3S_INSTALLER_URL" || die "ORRERY_K3S_INSTALLER_URL=$K3S_INSTALLER_URL: give an http(s) URL"
+    elif [ -n "$K3S_INSTALLER" ] || [ -n "${ORRERY_K3S_INSTALLER_URL:-}" ]; then
+        warn "ORRERY_K3S_INSTALLER(_URL) is set but the backend is not k3s (--backend k3s): not installing k3s"
     fi
 }
 
@@ -437,6 +517,9 @@ install_packages() {
     elif [ "$backend" = local ]; then
         with_docker=0
         info "not installing Docker (the local backend runs servers as processes)"
+    elif [ "$backend" = k3s ] || [ "$backend" = kubernetes ]; then
+        with_docker=0
+        info "not installing Docker (the kubernetes backend's pods run in k3s's own containerd)"
     fi
     [ "$with_docker" = 0 ] || wanted="docker.io $wanted"
     missing=""
@@ -456,6 +539,90 @@ install_packages() {
     if [ "$with_docker" = 1 ]; then
         run systemctl enable --now docker.service || die "cannot start the Docker engine (systemctl status docker)"
     fi
+}
+
+# --backend k3s: run k3s's official installer, unless k3s is installed already (its command
+# and its systemd unit: an air-gapped machine has the binary before the installer ran).
+install_k3s() {
+    step "Installing k3s"
+    if command -v k3s >/dev/null 2>&1 && [ -f "$K3S_UNIT" ]; then
+        info "already installed ($(k3s --version 2>/dev/null </dev/null | head -n 1), $K3S_UNIT): not running its installer again"
+        return 0
+    fi
+    if [ -n "$K3S_INSTALLER" ]; then
+        # Air-gapped: k3s's documented way, the installer with INSTALL_K3S_SKIP_DOWNLOAD=true and
+        # the binary and images put in place by hand.
+        [ -f "$K3S_INSTALLER" ] || die "ORRERY_K3S_INSTALLER=$K3S_INSTALLER: no such file (a copy of k3s's install.sh, from $K3S_INSTALLER_URL_DEFAULT)"
+        if [ ! -x "$K3S_BIN" ]; then
+            msg="an air-gapped install needs the k3s binary at $K3S_BIN (chmod 0755) and the airgap images tarball (k3s-airgap-images-ARCH.tar.zst) in $K3S_IMAGES_DIR/, from the same k3s release"
+            [ "$DRY_RUN" = 1 ] || die "$msg"
+            warn "$msg (a real run would stop here)"
+        fi
+        has_images=0
+        for image_file in "$K3S_IMAGES_DIR"/*.tar*; do
+            [ -e "$image_file" ] && has_images=1
+        done
+        [ "$has_images" = 1 ] || warn "no images tarball in $K3S_IMAGES_DIR/: k3s will try to pull its system images from the network"
+        run env INSTALL_K3S_SKIP_DOWNLOAD=true sh "$K3S_INSTALLER" \
+            || die "the k3s installer $K3S_INSTALLER failed (its output is above; journalctl -u k3s)"
+        return 0
+    fi
+    # Downloaded first, then run: a download cut short runs nothing.
+    if [ "$DRY_RUN" = 1 ]; then
+        show curl -sfL --retry 3 -o /tmp/k3s-install.sh "$K3S_INSTALLER_URL"
+        show sh /tmp/k3s-install.sh
+        return 0
+    fi
+    k3s_tmp=$(mktemp -d) || die "cannot make a temporary directory"
+    if ! run curl -sfL --retry 3 -o "$k3s_tmp/install.sh" "$K3S_INSTALLER_URL"; then
+        rm -rf "$k3s_tmp"
+        die "cannot download the k3s installer from $K3S_INSTALLER_URL (an air-gapped machine: ORRERY_K3S_INSTALLER=PATH, see --help)"
+    fi
+    if ! run sh "$k3s_tmp/install.sh"; then
+        rm -rf "$k3s_tmp"
+        die "the k3s installer failed (its output is above; journalctl -u k3s)"
+    fi
+    rm -rf "$k3s_tmp"
+}
+
+# The line "NAME READY IP..." of this node among the nodes' lines on standard input: the one
+# named $1, else the only one.
+k3s_this_node() {
+    awk -v me="$1" 'NF { n++; last = $0; if ($1 == me) { print; found = 1; exit } }
+        END { if (!found && n == 1) print last }'
+}
+
+# --backend k3s: wait until this node is Ready; sets K3S_NODE_IP to its InternalIP.
+wait_k3s_ready() {
+    step "Waiting for the k3s node to be Ready"
+    info "waiting up to ${K3S_READY_TIMEOUT}s"
+    show k3s kubectl get nodes -o "jsonpath=$K3S_NODES_JSONPATH"
+    if [ "$DRY_RUN" = 1 ]; then
+        K3S_NODE_IP=NODE-IP
+        info "(a real run reads this node's InternalIP here: $K3S_NODE_IP below)"
+        return 0
+    fi
+    node_name=$(lowercase "${K3S_NODE_NAME:-$(hostname 2>/dev/null)}")
+    waited=0
+    while :; do
+        if answer=$(k3s kubectl get nodes -o "jsonpath=$K3S_NODES_JSONPATH" 2>&1 </dev/null); then
+            line=$(printf '%s\n' "$answer" | k3s_this_node "$node_name")
+            # shellcheck disable=SC2086 # the line's words: name, status, addresses
+            [ -z "$line" ] || set -- $line
+            if [ -n "$line" ] && [ "${2:-}" = True ] && [ -n "${3:-}" ]; then
+                K3S_NODE_IP=$3
+                info "node $1 is Ready; its InternalIP is $K3S_NODE_IP"
+                break
+            fi
+            [ -n "$line" ] || answer="this node ($node_name; K3S_NODE_NAME if k3s named it otherwise) is not among the nodes: $answer"
+        fi
+        if [ "$waited" -ge "$K3S_READY_TIMEOUT" ]; then
+            die "the k3s node is not Ready after ${K3S_READY_TIMEOUT}s (the last answer: $(printf '%s' "$answer" | tr '\n' ' ')). Look at journalctl -u k3s, systemctl status k3s and k3s kubectl describe nodes; ORRERY_K3S_READY_TIMEOUT=SECONDS waits longer"
+        fi
+        sleep 2
+        waited=$((waited + 2))
+    done
+    [ -r "$K3S_KUBECONFIG" ] || die "k3s is running but there is no kubeconfig at $K3S_KUBECONFIG (is this machine a k3s agent rather than a server?)"
 }
 
 # Sets NEW_BINARY to the file to install, or "" to keep the installed one.
@@ -570,6 +737,27 @@ orrery_cmd() {
     fi
 }
 
+# Set KEY ($1) to VALUE ($2) with `orrery config set` unless it has that value already; $3:
+# a hint added to the error.
+set_config_key() {
+    if ! current=$(orrery_cmd config get "$1" 2>/dev/null </dev/null); then
+        if [ "$1" = spawner.backend ]; then
+            current=$(config_file_backend "$CONFIG")
+        else
+            current=$(config_file_value "$CONFIG" "$1")
+        fi
+    fi
+    if [ "$current" = "$2" ]; then
+        info "$1 is already $2"
+        return 0
+    fi
+    show "$BIN" --config "$CONFIG" config set "$1" "$2"
+    [ "$DRY_RUN" = 1 ] && return 0
+    out=$(orrery_cmd config set "$1" "$2" 2>&1 </dev/null) \
+        || die "cannot set $1 to $2: $out${3:+ $3}"
+    [ -z "$out" ] || info "$(printf '%s' "$out" | head -n 1)"
+}
+
 write_config() {
     step "Configuration $CONFIG"
     if [ -e "$CONFIG" ]; then
@@ -577,7 +765,7 @@ write_config() {
     else
         run mkdir -p "$CONFIG_DIR" || die "cannot create $CONFIG_DIR"
         new_config | write_file "$CONFIG" 0600 || die "cannot write $CONFIG"
-        [ -z "$BACKEND" ] || info "spawner.backend = \"$BACKEND\""
+        [ -z "$BACKEND" ] || info "spawner.backend = \"$(config_backend)\""
     fi
     if [ -e "$CONFIG" ]; then
         checked=$(orrery_cmd config show --effective 2>&1 >/dev/null </dev/null)
@@ -590,18 +778,14 @@ write_config() {
             info "$CONFIG is valid"
         fi
     fi
-    if [ -n "$BACKEND" ]; then
-        current=$(orrery_cmd config get spawner.backend 2>/dev/null </dev/null) || current=$(config_file_backend "$CONFIG")
-        if [ "$current" = "$BACKEND" ]; then
-            info "spawner.backend is already $BACKEND"
-        else
-            show "$BIN" --config "$CONFIG" config set spawner.backend "$BACKEND"
-            if [ "$DRY_RUN" != 1 ]; then
-                out=$(orrery_cmd config set spawner.backend "$BACKEND" 2>&1 </dev/null) \
-                    || die "cannot set spawner.backend to $BACKEND: $out"
-                [ -z "$out" ] || info "$(printf '%s' "$out" | head -n 1)"
-            fi
-        fi
+    if [ "$BACKEND" = k3s ]; then
+        # The backend's settings first, the backend last: the switch is made once they are there.
+        old_orrery="(does this orrery predate the kubernetes backend? install a newer one with --binary or --source)"
+        set_config_key spawner.kubernetes.kubeconfig "$K3S_KUBECONFIG" "$old_orrery"
+        set_config_key spawner.kubernetes.hub_address "$K3S_NODE_IP" "$old_orrery"
+        set_config_key spawner.backend kubernetes "$old_orrery"
+    elif [ -n "$BACKEND" ]; then
+        set_config_key spawner.backend "$BACKEND"
     fi
     old_ifs=$IFS
     set -f
@@ -786,6 +970,11 @@ summary() {
         *) info "Authenticator: $auth" ;;
     esac
     backend=$(orrery_cmd config get spawner.backend 2>/dev/null) || backend=$(effective_backend)
+    if [ "$backend" = kubernetes ] || [ "$backend" = k3s ]; then
+        info "Backend kubernetes: user servers and kernels are pods; k3s pulls their images from a"
+        info "registry, or finds those imported with: docker save IMAGE | sudo k3s ctr images import -"
+        info "(spawner.docker.image names the image). More: docs/kubernetes.md."
+    fi
     if [ "$backend" = local ]; then
         info "Backend local: each user's server is a jupyterhub-singleuser process found on the"
         info "daemon's PATH (/usr/local/bin:/usr/bin:...), run as the daemon's user, root. As root it"
@@ -916,6 +1105,9 @@ uninstall_summary() {
             info "Deleted: $CONFIG_DIR, $STATE_DIR and the users' homes." ;;
     esac
     info "Docker and the images the hub used are left installed."
+    if [ -x "$K3S_BIN" ]; then
+        info "k3s is left installed (its pods and volumes too); /usr/local/bin/k3s-uninstall.sh removes it."
+    fi
 }
 
 uninstall_main() {
@@ -940,6 +1132,10 @@ main() {
     [ "$DRY_RUN" = 1 ] && printf 'Dry run: the commands are printed, nothing is changed.\n'
     check_system
     install_packages
+    if [ "$BACKEND" = k3s ]; then
+        install_k3s
+        wait_k3s_ready
+    fi
     get_binary
     install_binary
     write_config
@@ -950,4 +1146,6 @@ main() {
     summary
 }
 
-main "$@"
+# Tests source the script with ORRERY_BOOTSTRAP_SOURCE_ONLY=1 to run single steps against stub
+# commands (tests/it/packaging.rs); everything else runs main.
+[ "${ORRERY_BOOTSTRAP_SOURCE_ONLY:-0}" = 1 ] || main "$@"

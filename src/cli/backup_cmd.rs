@@ -510,6 +510,16 @@ pub async fn cleanup(args: CleanupArgs, loaded: LoadedConfig) -> Result<(), CliE
         .map(|u| u.name)
         .collect();
     drop(store);
+    if loaded.config.spawner.backend == BackendKind::Kubernetes {
+        let cluster = crate::spawner::kubernetes::cluster::Cluster::new(
+            &loaded.config.spawner.kubernetes,
+            &instance,
+        );
+        for line in cluster.remove_all(args.homes).await.map_err(fail)? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let Some(docker) = docker_for(&loaded).await? else {
         println!("the local backend runs no containers: nothing to remove");
         return Ok(());

@@ -3,7 +3,8 @@
 //! Checks: the config file is valid; the state directory opens (or is held by a running
 //! daemon); with `auth.type = "ldap"` the directory answers and its service account binds,
 //! with `oidc` the provider's discovery document, with `github` GitHub's API;
-//! the Docker engine answers (when the Docker backend is configured); NVML answers
+//! the Docker engine answers (when the Docker backend is configured), or the Kubernetes API
+//! server, its nodes and the pods' network ([`super::doctor_kubernetes`]); NVML answers
 //! and which GPUs it finds (a warning only); the listen ports are free or held by Orrery itself.
 
 use std::io::{Read, Write};
@@ -30,7 +31,7 @@ pub struct Check {
     pub fix: String,
 }
 
-fn check(
+pub(super) fn check(
     name: &'static str,
     level: Level,
     detail: impl Into<String>,
@@ -155,6 +156,9 @@ pub async fn run_checks(explicit: Option<&std::path::Path>) -> Vec<Check> {
     }
     if cfg.spawner.backend == BackendKind::Docker {
         out.push(docker_check());
+    }
+    if cfg.spawner.backend == BackendKind::Kubernetes {
+        out.extend(super::doctor_kubernetes::checks(cfg).await);
     }
     out.push(nvml_check(&cfg.gpu));
     let host = if cfg.http.address.is_empty() {

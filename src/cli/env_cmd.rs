@@ -244,13 +244,27 @@ fn in_effect(record: &EnvironmentRecord) -> String {
 
 async fn docker_for(loaded: &LoadedConfig) -> Result<bollard::Docker, CliError> {
     let cfg = &loaded.config;
-    if cfg.spawner.backend != BackendKind::Docker {
-        return Err(CliError::new(
-            CliError::USAGE,
-            "the software environment is built as Docker images: it needs spawner.backend = \
-             \"docker\" (the local backend runs servers with this machine's own Python; install \
-             packages there with pip)",
-        ));
+    match cfg.spawner.backend {
+        BackendKind::Docker => {}
+        // Built on this machine's engine, pushed to the registry the cluster pulls from.
+        BackendKind::Kubernetes if !cfg.user_environment.registry.is_empty() => {}
+        BackendKind::Kubernetes => {
+            return Err(CliError::new(
+                CliError::USAGE,
+                "with the Kubernetes backend the software environment is built here and pulled \
+                 by the cluster from a registry: set user_environment.registry (e.g. \
+                 \"registry.example:5000/\") and, if it needs credentials, \
+                 spawner.kubernetes.image_pull_secrets",
+            ))
+        }
+        BackendKind::Local => {
+            return Err(CliError::new(
+                CliError::USAGE,
+                "the software environment is built as Docker images: it needs spawner.backend = \
+                 \"docker\" (the local backend runs servers with this machine's own Python; install \
+                 packages there with pip)",
+            ))
+        }
     }
     crate::docker::connect(&cfg.spawner.docker.socket)
         .await

@@ -5,6 +5,7 @@ pub mod backup_cmd;
 pub mod config_cmd;
 pub mod daemon;
 pub mod doctor;
+pub mod doctor_kubernetes;
 pub mod env_cmd;
 pub mod gpus_cmd;
 pub mod groups_cmd;

@@ -85,10 +85,10 @@ impl Drop for DockerCleanup {
 /// One browser test's prerequisites and its own corner of the Docker engine: a user, a network
 /// and a home volume no parallel test shares, removed when this is dropped (declare the
 /// `Daemon` after it, so the daemon stops first).
-struct BrowserEnv {
+pub(crate) struct BrowserEnv {
     py: String,
-    image: String,
-    user: String,
+    pub(crate) image: String,
+    pub(crate) user: String,
     network: String,
     /// `home_volume` template (`…-{username}`).
     volume_tpl: String,
@@ -99,7 +99,7 @@ struct BrowserEnv {
 impl BrowserEnv {
     /// `tag` starts the user, network and volume names (each test its own); screenshots and
     /// logs go to `target/test-artifacts/browser/<artifacts>`.
-    fn new(tag: &str, artifacts: &str) -> BrowserEnv {
+    pub(crate) fn new(tag: &str, artifacts: &str) -> BrowserEnv {
         require_chromium();
         let image = image();
         let py = python();
@@ -145,7 +145,7 @@ impl BrowserEnv {
     /// Runs browser_flow.py against `d` (with `args` after the usual ones) within `timeout`,
     /// keeps its log and the hub's next to the screenshots, and returns its JSON summary;
     /// panics with both logs when the flow fails.
-    fn flow(&self, d: &Daemon, args: &[OsString], timeout: Duration) -> Value {
+    pub(crate) fn flow(&self, d: &Daemon, args: &[OsString], timeout: Duration) -> Value {
         self.flow_at(d, &d.url, args, timeout)
     }
 
@@ -186,7 +186,7 @@ impl BrowserEnv {
         summary
     }
 
-    fn assert_png(&self, name: &str) {
+    pub(crate) fn assert_png(&self, name: &str) {
         let path = self.artifacts.join(name);
         let bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("screenshot {} missing: {e}", path.display()));

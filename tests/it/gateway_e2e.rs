@@ -107,7 +107,7 @@ fn message(msg_type: &str, channel: &str, content: Value, parent: Value) -> (Str
 }
 
 /// Sends an execute_request; returns its msg_id.
-async fn execute(ws: &mut Socket, code: &str, allow_stdin: bool) -> String {
+pub(crate) async fn execute(ws: &mut Socket, code: &str, allow_stdin: bool) -> String {
     let (id, msg) = message(
         "execute_request",
         "shell",
@@ -122,7 +122,7 @@ async fn execute(ws: &mut Socket, code: &str, allow_stdin: bool) -> String {
 }
 
 /// The next message (JSON) whose parent is `parent` and that `want` accepts, within `within`.
-async fn wait_for(
+pub(crate) async fn wait_for(
     ws: &mut Socket,
     parent: &str,
     within: Duration,
@@ -271,7 +271,7 @@ async fn collect(ws: &mut Socket, within: Duration) -> Vec<Value> {
     out
 }
 
-fn is(msg_type: &'static str) -> impl Fn(&Value) -> bool {
+pub(crate) fn is(msg_type: &'static str) -> impl Fn(&Value) -> bool {
     move |v| v["header"]["msg_type"] == msg_type
 }
 
@@ -293,7 +293,7 @@ pub(crate) async fn run(ws: &mut Socket, code: &str) -> String {
 }
 
 /// Waits until the gateway reports the kernel idle (its container answered).
-async fn wait_idle(d: &Daemon, user: &str, token: &str, kid: &str) -> Value {
+pub(crate) async fn wait_idle(d: &Daemon, user: &str, token: &str, kid: &str) -> Value {
     wait_state(d, user, token, kid, "idle", Duration::from_secs(90)).await
 }
 

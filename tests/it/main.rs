@@ -25,6 +25,7 @@ mod gpu;
 mod groups;
 mod https;
 mod kernel_wire;
+mod kubernetes;
 mod ldap;
 mod lists_model;
 mod oidc;

@@ -451,6 +451,59 @@ impl Cluster {
         }
     }
 
+    /// Remove everything this hub made in the namespace (an uninstall): pods, kernel Secrets,
+    /// the isolation policy and, with `homes`, the home PVCs. Says what it removed.
+    pub async fn remove_all(&self, homes: bool) -> Result<Vec<String>, ClusterError> {
+        let mut done = Vec::new();
+        for kind in ["notebook", "kernel"] {
+            for pod in self.list(kind).await? {
+                let name = pod.metadata.name.unwrap_or_default();
+                self.delete_pod(&name, Some(0)).await?;
+                if kind == "kernel" {
+                    self.delete_secret(&name).await;
+                }
+                done.push(format!("removed {kind} pod {name}"));
+            }
+        }
+        let secrets: Api<Secret> = self.api().await?;
+        let left = secrets
+            .list(&ListParams::default().labels(&self.selector("kernel")))
+            .await
+            .map_err(|e| ClusterError::call("listing kernel Secrets", e))?;
+        for s in left.items {
+            let name = s.metadata.name.unwrap_or_default();
+            self.delete_secret(&name).await;
+            done.push(format!("removed Secret {name}"));
+        }
+        let policies: Api<NetworkPolicy> = self.api().await?;
+        let name = format!("orrery-isolation-{}", self.instance);
+        match policies.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => done.push(format!("removed NetworkPolicy {name}")),
+            Err(e) if code(&e) == Some(404) => {}
+            Err(e) => {
+                return Err(ClusterError::call(
+                    format!("deleting NetworkPolicy {name}"),
+                    e,
+                ))
+            }
+        }
+        if homes {
+            let pvcs: Api<PersistentVolumeClaim> = self.api().await?;
+            let list = pvcs
+                .list(&ListParams::default().labels(&self.selector("home")))
+                .await
+                .map_err(|e| ClusterError::call("listing home PVCs", e))?;
+            for pvc in list.items {
+                let name = pvc.metadata.name.unwrap_or_default();
+                self.delete_pvc(&name).await?;
+                done.push(format!("removed home PVC {name}"));
+            }
+        } else {
+            done.push("home PVCs kept (--homes removes them)".into());
+        }
+        Ok(done)
+    }
+
     /// This hub's pods of `kind` (`notebook`, `kernel`).
     pub async fn list(&self, kind: &str) -> Result<Vec<Pod>, ClusterError> {
         let api: Api<Pod> = self.api().await?;

@@ -717,6 +717,33 @@ mod tests {
     }
 
     #[test]
+    fn label_values_are_valid_and_exact_names_are_annotations() {
+        assert_eq!(label_value("alice"), "alice");
+        assert_eq!(label_value(""), "", "the default server");
+        for odd in ["Zoë.M", "-lead", "a b", &"x".repeat(64)] {
+            let v = label_value(odd);
+            assert!(
+                v.len() <= 63
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                    && v.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()),
+                "{odd:?} → {v:?}"
+            );
+        }
+        assert_ne!(
+            label_value("Zoë.M"),
+            label_value("Zoe.M"),
+            "no two names share one"
+        );
+        let mut p = plan("kernel", Gpus::None);
+        p.user = "Zoë.M".into();
+        let k = pod(&p);
+        let notes = k.metadata.annotations.unwrap();
+        assert_eq!(notes[LABEL_USER], "Zoë.M");
+        assert_eq!(notes[LABEL_KERNEL], "0f3a");
+    }
+
+    #[test]
     fn names_are_dns_labels_and_homes_and_isolation_are_as_asked() {
         assert_eq!(server_pod_name("alice", "lab"), "orrery-lab--alice");
         let odd = server_pod_name("a.b_c", "");
