@@ -24,9 +24,9 @@ use kube::api::{Api, ListParams};
 use serde_json::Value;
 
 use crate::browser::BrowserEnv;
-use crate::common::docker::{docker, proxied_json, server_api};
+use crate::common::docker::{docker, proxied, proxied_json, server_api};
 use crate::common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
-use crate::gateway_e2e::{open_channels, run, wait_idle};
+use crate::gateway_e2e::{execute, is, open_channels, run, wait_for, wait_idle};
 
 /// The cluster a journey runs on.
 struct Cluster {
@@ -160,12 +160,12 @@ fn cli(d: &Daemon, args: &[&str]) {
 /// Starts `user`'s default server through the API and waits until the hub says it is ready.
 async fn start_server(d: &Daemon, user: &str) {
     let (s, b) = server_api(d, "POST", user, ADMIN).await;
-    assert!(
-        s == 201 || s == 202,
-        "spawn {user}: {s} {b}
-{}",
-        d.log()
-    );
+    assert!(s == 201 || s == 202, "spawn {user}: {s} {b}\n{}", d.log());
+    wait_ready(d, user).await;
+}
+
+/// Waits until the hub says `user`'s default server is ready.
+async fn wait_ready(d: &Daemon, user: &str) {
     until(
         "the server is ready",
         Duration::from_secs(300),
@@ -176,8 +176,7 @@ async fn start_server(d: &Daemon, user: &str) {
                 .await;
             assert!(
                 !u["servers"][""].is_null(),
-                "the spawn failed: {u}
-{}",
+                "the spawn failed: {u}\n{}",
                 d.log()
             );
             u["servers"][""]["ready"] == true
@@ -210,6 +209,31 @@ async fn kernels_reclaim_and_restart(c: &Cluster, d: &mut Daemon, user: &str, ki
     let first = c.kernel_pod(user, kid).await.expect("the kernel's pod");
     let mut ws = open_channels(d, user, &token, kid).await;
     assert_eq!(run(&mut ws, "print(6 * 7)").await, "42\n");
+    // Interrupt: a pod cannot be signalled through the API, so the kernel is interrupted by
+    // message (`interrupt_request` on its control channel), as the kernel's spec allows.
+    let id = execute(&mut ws, "import time; time.sleep(100)", false).await;
+    wait_for(&mut ws, &id, Duration::from_secs(30), |v| {
+        v["header"]["msg_type"] == "status" && v["content"]["execution_state"] == "busy"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = proxied(
+        d,
+        "POST",
+        user,
+        &format!("api/kernels/{kid}/interrupt"),
+        &token,
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        204,
+        "interrupt: {}",
+        r.text().await.unwrap_or_default()
+    );
+    let reply = wait_for(&mut ws, &id, Duration::from_secs(5), is("execute_reply")).await;
+    assert_eq!(reply["content"]["ename"], "KeyboardInterrupt", "{reply}");
     let _ = ws.close(None).await;
 
     // Idle past the timeout (set by a live reload): the pod goes, the kernel stays listed.
@@ -394,4 +418,118 @@ async fn real_cluster_journey() {
     assert_isolation(&c).await;
     let kid = crate::common::docker::create_kernel(&d, &user, &token, "python3").await;
     kernels_reclaim_and_restart(&c, &mut d, &user, &kid).await;
+}
+
+/// POST `user`'s server with `options`; the API's answer (the spawn waits up to its
+/// `slow_spawn_timeout`, so a failure comes back as a 500 with the reason).
+async fn spawn(d: &Daemon, user: &str, options: Value) -> (u16, Value) {
+    let (s, b, _) = d
+        .api(
+            "POST",
+            &format!("/users/{user}/server"),
+            Some(ADMIN),
+            Some(options),
+        )
+        .await;
+    (s, b)
+}
+
+/// Starts that fail say why (through the daemon and the fake cluster's scheduler and kubelet,
+/// not a mock), `orrery doctor` checks the cluster, and `orrery cleanup --homes` removes what
+/// the hub made there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_starts_say_why_and_doctor_and_cleanup_know_the_cluster() {
+    let _serial = crate::common::docker::serial().await;
+    let image = crate::common::docker::image();
+    let c = Cluster::fake("fail").await;
+    // Device-plugin GPUs on a node that has none: a GPU profile can never be scheduled.
+    let config = c
+        .config(
+            &image,
+            "[[profiles]]\nname = \"cpu\"\ndefault = true\n\n\
+         [[profiles]]\nname = \"missing\"\nimage = \"orrery-no-such-image:1\"\n\n\
+         [[profiles]]\nname = \"gpu\"\ngpus = 1\n",
+        )
+        .replace("start_timeout = \"180s\"", "start_timeout = \"8s\"")
+        .replace(
+            "home_size = \"1Gi\"",
+            "home_size = \"1Gi\"\ngpus = \"device-plugin\"",
+        );
+    let mut d = Daemon::start(&config).await;
+    let user = format!("kf{}", std::process::id());
+    d.create_users(&[user.as_str()], false).await;
+
+    // An image the cluster cannot get: refused at once with the fix, the pod removed.
+    let t = Instant::now();
+    let (s, b) = spawn(&d, &user, serde_json::json!({"profile": "missing"})).await;
+    let msg = b["message"].as_str().unwrap_or_default();
+    assert_eq!(s, 500, "{b}\n{}", d.log());
+    assert!(
+        msg.contains("ImagePullBackOff")
+            && msg.contains("orrery-no-such-image:1")
+            && msg.contains("registry"),
+        "{msg}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "not the start timeout: {:?}",
+        t.elapsed()
+    );
+    until(
+        "the failed pod is removed",
+        Duration::from_secs(30),
+        &d,
+        || async { c.pods(&user, "notebook").await.is_empty() },
+    )
+    .await;
+
+    // A GPU nobody has: the scheduler's words, at spawner.start_timeout.
+    let (s, b) = spawn(&d, &user, serde_json::json!({"profile": "gpu"})).await;
+    let msg = b["message"].as_str().unwrap_or_default();
+    assert_eq!(s, 500, "{b}\n{}", d.log());
+    assert!(
+        msg.contains("start_timeout")
+            && msg.contains("FailedScheduling")
+            && msg.contains("Insufficient nvidia.com/gpu"),
+        "{msg}"
+    );
+
+    // A server that runs; doctor sees the API server, the node and the pod's address.
+    let (s, b) = spawn(&d, &user, serde_json::json!({"profile": "cpu"})).await;
+    assert!(s == 201 || s == 202, "{s} {b}\n{}", d.log());
+    wait_ready(&d, &user).await;
+    let (code, out, err) = d.cli(&["doctor"], None);
+    for want in [
+        "the API server answers; namespace default has 1 Orrery pod(s)",
+        "1 node(s) Ready",
+        "this machine reaches the 1 running pod(s) at their pod IPs",
+    ] {
+        assert!(
+            out.contains(want),
+            "doctor ({code}) lacks {want:?}:\n{out}{err}"
+        );
+    }
+
+    // Uninstall: with the daemon stopped, cleanup removes pods, policy and homes.
+    d.stop();
+    let (code, out, err) = d.cli(&["cleanup", "--homes"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("removed notebook pod") && out.contains("removed home PVC"),
+        "{out}"
+    );
+    until("the pods are gone", Duration::from_secs(30), &d, || async {
+        c.pods(&user, "notebook").await.is_empty()
+    })
+    .await;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), &c.namespace);
+    let left = pvcs.list(&ListParams::default()).await.unwrap().items;
+    assert!(left.is_empty(), "{left:?}");
+    let policies: Api<NetworkPolicy> = Api::namespaced(c.client.clone(), &c.namespace);
+    assert!(policies
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }
