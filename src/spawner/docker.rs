@@ -419,10 +419,7 @@ impl Backend for DockerBackend {
                 } else {
                     docker::exit_reason("the container", &st)
                 };
-                let logs = last_logs(docker, &id, 20).await;
-                if !logs.is_empty() {
-                    reason.push_str(&format!("\nLast log lines:\n{logs}"));
-                }
+                reason.push_str(&super::log_note(&last_logs(docker, &id, 20).await));
                 let _ = docker::remove(docker, &id).await;
                 return Err(SpawnError::Failed(format!(
                     "the server stopped before it was ready: {reason}"
@@ -485,10 +482,7 @@ impl Backend for DockerBackend {
                 return Ok(PollStatus::Running);
             }
             let mut reason = docker::exit_reason("the container", &st);
-            let logs = last_logs(docker, &id, 20).await;
-            if !logs.is_empty() {
-                reason.push_str(&format!("\nLast log lines:\n{logs}"));
-            }
+            reason.push_str(&super::log_note(&last_logs(docker, &id, 20).await));
             Ok(PollStatus::Stopped(reason))
         })
     }
@@ -504,12 +498,7 @@ impl Backend for DockerBackend {
                 return String::new();
             };
             let id = Self::container_id(user, server, state);
-            let logs = last_logs(docker, &id, 20).await;
-            if logs.is_empty() {
-                String::new()
-            } else {
-                format!("\nLast log lines:\n{logs}")
-            }
+            super::log_note(&last_logs(docker, &id, 20).await)
         })
     }
 

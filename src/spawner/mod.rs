@@ -166,3 +166,13 @@ pub fn choose_image(spec: &SpawnSpec) -> Result<String, SpawnError> {
     };
     Ok(spec.derived_images.get(&image).cloned().unwrap_or(image))
 }
+
+/// `"\nLast log lines:\n…"` for a server's last output, or nothing when it wrote none: what
+/// every backend adds to a failure.
+pub fn log_note(logs: &str) -> String {
+    if logs.is_empty() {
+        String::new()
+    } else {
+        format!("\nLast log lines:\n{logs}")
+    }
+}

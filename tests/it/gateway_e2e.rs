@@ -106,6 +106,44 @@ fn message(msg_type: &str, channel: &str, content: Value, parent: Value) -> (Str
     (msg_id, msg)
 }
 
+/// Runs a long sleep in the kernel, interrupts it through the user's server (JupyterLab's
+/// button) and checks it ends with KeyboardInterrupt within `within`; how long that took.
+pub(crate) async fn interrupt_a_sleep(
+    d: &Daemon,
+    user: &str,
+    token: &str,
+    kid: &str,
+    ws: &mut Socket,
+    within: Duration,
+) -> Duration {
+    let id = execute(ws, "import time; time.sleep(100)", false).await;
+    wait_for(ws, &id, Duration::from_secs(30), |v| {
+        v["header"]["msg_type"] == "status" && v["content"]["execution_state"] == "busy"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    let r = proxied(
+        d,
+        "POST",
+        user,
+        &format!("api/kernels/{kid}/interrupt"),
+        token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        204,
+        "interrupt: {}",
+        r.text().await.unwrap_or_default()
+    );
+    let reply = wait_for(ws, &id, within, is("execute_reply")).await;
+    assert_eq!(reply["content"]["status"], "error", "{reply}");
+    assert_eq!(reply["content"]["ename"], "KeyboardInterrupt", "{reply}");
+    t.elapsed()
+}
+
 /// Sends an execute_request; returns its msg_id.
 pub(crate) async fn execute(ws: &mut Socket, code: &str, allow_stdin: bool) -> String {
     let (id, msg) = message(
@@ -507,35 +545,8 @@ async fn jupyter_server_in_gateway_mode_runs_kernels_in_their_own_containers() {
     assert_eq!(cwd.trim(), "/home/jovyan");
 
     // Interrupt: a long sleep ends with KeyboardInterrupt within 2 s.
-    let id = execute(&mut ws, "import time; time.sleep(100)", false).await;
-    wait_for(&mut ws, &id, Duration::from_secs(30), |v| {
-        v["header"]["msg_type"] == "status" && v["content"]["execution_state"] == "busy"
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let t = Instant::now();
-    let r = proxied(
-        &d,
-        "POST",
-        &user,
-        &format!("api/kernels/{kid}/interrupt"),
-        &token,
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(
-        r.status(),
-        204,
-        "interrupt: {}",
-        r.text().await.unwrap_or_default()
-    );
-    let reply = wait_for(&mut ws, &id, Duration::from_secs(2), is("execute_reply")).await;
-    assert_eq!(reply["content"]["status"], "error", "{reply}");
-    assert_eq!(reply["content"]["ename"], "KeyboardInterrupt", "{reply}");
-    eprintln!(
-        "[gateway_e2e] interrupt → KeyboardInterrupt in {:?}",
-        t.elapsed()
-    );
+    let t = interrupt_a_sleep(&d, &user, &token, &kid, &mut ws, Duration::from_secs(2)).await;
+    eprintln!("[gateway_e2e] interrupt → KeyboardInterrupt in {t:?}");
 
     // input(): input_request on stdin, input_reply back, the value arrives.
     let id = execute(&mut ws, "x = input('name? '); print('got', x)", true).await;

@@ -24,9 +24,9 @@ use kube::api::{Api, ListParams};
 use serde_json::Value;
 
 use crate::browser::BrowserEnv;
-use crate::common::docker::{docker, proxied, proxied_json, server_api};
+use crate::common::docker::{docker, proxied_json, server_api};
 use crate::common::{Daemon, ADMIN_SERVICE_TOKEN as ADMIN};
-use crate::gateway_e2e::{execute, is, open_channels, run, wait_for, wait_idle};
+use crate::gateway_e2e::{interrupt_a_sleep, open_channels, run, wait_idle};
 
 /// The cluster a journey runs on.
 struct Cluster {
@@ -211,29 +211,7 @@ async fn kernels_reclaim_and_restart(c: &Cluster, d: &mut Daemon, user: &str, ki
     assert_eq!(run(&mut ws, "print(6 * 7)").await, "42\n");
     // Interrupt: a pod cannot be signalled through the API, so the kernel is interrupted by
     // message (`interrupt_request` on its control channel), as the kernel's spec allows.
-    let id = execute(&mut ws, "import time; time.sleep(100)", false).await;
-    wait_for(&mut ws, &id, Duration::from_secs(30), |v| {
-        v["header"]["msg_type"] == "status" && v["content"]["execution_state"] == "busy"
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = proxied(
-        d,
-        "POST",
-        user,
-        &format!("api/kernels/{kid}/interrupt"),
-        &token,
-        Some(serde_json::json!({})),
-    )
-    .await;
-    assert_eq!(
-        r.status(),
-        204,
-        "interrupt: {}",
-        r.text().await.unwrap_or_default()
-    );
-    let reply = wait_for(&mut ws, &id, Duration::from_secs(5), is("execute_reply")).await;
-    assert_eq!(reply["content"]["ename"], "KeyboardInterrupt", "{reply}");
+    interrupt_a_sleep(d, user, &token, kid, &mut ws, Duration::from_secs(5)).await;
     let _ = ws.close(None).await;
 
     // Idle past the timeout (set by a live reload): the pod goes, the kernel stays listed.

@@ -428,12 +428,7 @@ impl Cluster {
 
     /// `why`, with the pod's last log lines if it wrote any.
     pub async fn with_logs(&self, name: &str, why: String) -> String {
-        let logs = self.logs(name, 20).await;
-        if logs.is_empty() {
-            why
-        } else {
-            format!("{why}\nLast log lines:\n{logs}")
-        }
+        why + &crate::spawner::log_note(&self.logs(name, 20).await)
     }
 
     /// The pod's last `lines` log lines ("" when there are none or they cannot be read).

@@ -302,12 +302,7 @@ impl Backend for KubernetesBackend {
     ) -> BoxFuture<'a, String> {
         Box::pin(async move {
             let name = Self::pod_name(user, server, state);
-            let logs = self.cluster.logs(&name, 20).await;
-            if logs.is_empty() {
-                String::new()
-            } else {
-                format!("\nLast log lines:\n{logs}")
-            }
+            super::log_note(&self.cluster.logs(&name, 20).await)
         })
     }
 
