@@ -274,6 +274,16 @@ async fn kernels_reclaim_and_restart(c: &Cluster, d: &mut Daemon, user: &str, ki
     assert_eq!(homes.items.len(), 1, "the home PVC stays");
 }
 
+impl Cluster {
+    /// Stop the fake (its containers, network and the volumes of its PVCs go).
+    async fn finish(mut self) {
+        if let Some(fake) = self.fake.take() {
+            fake.remove_volumes().await;
+            fake.shutdown().await;
+        }
+    }
+}
+
 /// The isolation policy: only the hub may connect to this hub's pods.
 async fn assert_isolation(c: &Cluster) {
     let policies: Api<NetworkPolicy> = Api::namespaced(c.client.clone(), &c.namespace);
@@ -376,7 +386,7 @@ async fn a_class_runs_on_the_kubernetes_backend_from_browser_to_restart() {
 
     kernels_reclaim_and_restart(&c, &mut d, &user, &kid).await;
     drop(d);
-    drop(c);
+    c.finish().await;
 }
 
 /// The same journey against the cluster `KUBECONFIG` names (without the browser): run by
@@ -510,4 +520,6 @@ async fn failed_starts_say_why_and_doctor_and_cleanup_know_the_cluster() {
         .unwrap()
         .items
         .is_empty());
+    drop(d);
+    c.finish().await;
 }
