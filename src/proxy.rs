@@ -3,8 +3,9 @@
 //! JupyterHub's proxy routes by the longest prefix: a named server that runs takes its path
 //! from the default server's).
 //!
-//! It replaces configurable-http-proxy: this route finds the user's server and hands the
-//! request to [`crate::forward`], which streams it through. The proxy does not authenticate:
+//! It replaces configurable-http-proxy: this route finds the user's server in the route table
+//! (in memory, kept with the server records: [`crate::state::Route`]) and hands the request to
+//! [`crate::forward`], which streams it through. The proxy does not authenticate:
 //! the single-user server checks the user via OAuth, as behind CHP. Each request records
 //! activity for the server (throttled, [`crate::activity`]). These routes sit outside the hub's
 //! own middleware, so a server's responses reach the browser with their headers as sent.
@@ -31,6 +32,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use crate::forward::{add_forwarded, forward, is_websocket};
 use crate::hub::Hub;
 use crate::origins::{HostKind, Origins};
+use crate::state::Route;
 
 /// `ANY <base_url>user/{name}` and `<base_url>user/{name}/{*rest}`.
 pub async fn handle(
@@ -50,10 +52,10 @@ pub async fn handle(
             return refused;
         }
     }
-    let server = hub.store.server(&name, &server_name).ok().flatten();
-    let target = match &server {
-        Some(s) if s.ready && s.pending.is_none() => s.url.clone(),
-        _ => None,
+    // The route table, not the record: no store read or JSON decode per request.
+    let target = match hub.store.route(&name, &server_name) {
+        Route::Ready(url) => Some(url),
+        Route::Absent | Route::NotReady => None,
     };
     let Some(target) = target else {
         // Not running (or still starting): the hub's page for it offers to start or shows progress.
@@ -239,5 +241,5 @@ fn named_server_of(hub: &Hub, name: &str, rest: &str) -> Option<String> {
         return None;
     }
     let first = rest.split('/').next().filter(|s| !s.is_empty())?;
-    hub.store.server(name, first).ok().flatten().map(|s| s.name)
+    (hub.store.route(name, first) != Route::Absent).then(|| first.to_string())
 }

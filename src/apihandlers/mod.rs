@@ -129,6 +129,7 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/orrery/gpus", get(orrery::gpus))
         .route("/orrery/tls", get(orrery::tls))
         .route("/orrery/status", get(orrery::status))
+        .route("/orrery/routes", get(orrery::routes))
         .route("/orrery/state", get(orrery::export_state))
         .route(
             "/orrery/environment",

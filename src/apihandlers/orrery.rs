@@ -58,6 +58,31 @@ pub async fn gpus(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Val
     })))
 }
 
+/// `GET /hub/api/orrery/routes`: the proxy's route table (as configurable-http-proxy's
+/// `GET /api/routes`): every server record's prefix and, when it is ready, its target. Admins
+/// and the local CLI.
+pub async fn routes(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {
+    control_or_admin(
+        &auth,
+        "admin:servers",
+        "the route table needs the control token or an admin",
+    )?;
+    let routes: Vec<Value> = hub
+        .store
+        .routes()
+        .into_iter()
+        .map(|(user, server, target)| {
+            serde_json::json!({
+                "prefix": hub.server_prefix(&user, &server),
+                "user": user,
+                "server": server,
+                "target": target,
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(routes)))
+}
+
 /// `GET /hub/api/orrery/status`: the hub at a glance for `orrery status`: version,
 /// listeners, the HTTPS certificate, users, servers, kernels and GPUs. Admins and the CLI.
 pub async fn status(State(hub): State<Arc<Hub>>, auth: Auth) -> ApiResult<Json<Value>> {

@@ -23,6 +23,7 @@ mod migrate;
 mod oauth;
 mod pages;
 mod rank;
+mod routes;
 mod servers;
 mod sessions;
 mod shares;
@@ -42,6 +43,7 @@ pub use indexes::activity_key;
 pub use leases::{parse_seat, seat_key, LeaseHolder, LeaseRecord};
 pub use oauth::{OAuthClientRecord, OAuthCodeRecord};
 pub use pages::{UserOrder, UserQuery, UserState};
+pub use routes::Route;
 pub use servers::ServerRecord;
 pub use sessions::SessionRecord;
 pub use shares::{Grantee, ShareCodeRecord, ShareRecord};
@@ -133,6 +135,9 @@ pub struct Store {
     share_codes: sled::Tree,
     /// The software environment's one record ([`environment`]).
     environment: sled::Tree,
+    /// The proxy's route table ([`routes`]): in memory, shared by every clone, kept with the
+    /// server records.
+    routes: std::sync::Arc<routes::Routes>,
 }
 
 impl Store {
@@ -314,9 +319,11 @@ impl Store {
             shares_by_grantee: db.open_tree("shares_by_grantee")?,
             share_codes: db.open_tree("share_codes")?,
             environment: db.open_tree("environment")?,
+            routes: Default::default(),
             db,
             path,
         };
+        store.load_routes()?;
         Ok((store, migrated))
     }
 

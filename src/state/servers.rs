@@ -201,6 +201,8 @@ impl Store {
             apply_user_facts(tx, user, &facts, &after)?;
             Ok(new)
         })?;
+        // The proxy's route follows the committed record.
+        self.refresh_route(user, name)?;
         *written = out;
         Ok(())
     }

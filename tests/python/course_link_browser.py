@@ -41,9 +41,12 @@ def main(argv):
                 lambda d: "/lab" in d.current_url and d.find_elements(By.CSS_SELECTOR, "#jp-main-dock-panel"),
                 "JupyterLab at the link's urlpath",
             )
-            log(f"landed: {driver.current_url}")
+            # Where the link led; JupyterLab may rewrite its URL afterwards (to the file
+            # browser's folder once the file's tab is open), so this is what is reported.
+            landed = driver.current_url
+            log(f"landed: {landed}")
             # JupyterLab opens the link's file in a tab of its own.
-            name = driver.current_url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+            name = landed.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
             wait(
                 driver,
                 90,
@@ -53,7 +56,7 @@ def main(argv):
                 f"a tab for {name}",
             )
             driver.save_screenshot(f"{artifacts}/course-link-{tag}.png")
-            print(json.dumps({"url": driver.current_url}))
+            print(json.dumps({"url": landed}))
             return 0
         except Exception:
             traceback.print_exc()
