@@ -2,7 +2,7 @@
 //! floor), nginx as a reverse proxy (the fair bar: upstream keep-alive, as Orrery reuses its
 //! connections) and configurable-http-proxy (JupyterHub's default proxy, from the npm registry,
 //! `bench/proxy/install-chp.sh`), all in front of the same backend, driven by the same load
-//! generator (`wrk`, two threads) at 1 and 32 connections, for a tiny response (2 bytes) and a
+//! generator (`wrk`, two threads; one for one connection) at 1 and 32 connections, for a tiny response (2 bytes) and a
 //! 1 MiB one.
 //!
 //! The backend is the user's "single-user server" as Orrery starts it: its local backend runs
@@ -61,12 +61,13 @@ fn bytes(s: &str) -> Option<f64> {
     })
 }
 
-/// `wrk -t2 -c<conns> -d<secs>s --latency URL`, parsed; panics (with wrk's output) on errors
+/// `wrk -t2 -c<conns> -d<secs>s --latency URL` (one thread for one connection), parsed; panics (with wrk's output) on errors
 /// or non-2xx answers, so a broken proxy is never measured as a fast one.
 fn wrk(url: &str, conns: u32, secs: u64) -> Load {
     let out = Command::new("wrk")
         .args([
-            "-t2",
+            // wrk needs at least one connection per thread.
+            &format!("-t{}", conns.min(2)),
             &format!("-c{conns}"),
             &format!("-d{secs}s"),
             "--latency",
@@ -343,7 +344,9 @@ async fn main() {
          load generator (`wrk -t2`, on the same machine, so it competes with the proxy for the two \
          cores), {rounds} rounds of {secs} s per configuration, interleaved; medians, with the \
          median p99 latency. nginx as a reverse proxy keeps upstream connections alive (two \
-         workers); configurable-http-proxy {} from the npm registry on Node.js {}.\n\n{table}\n",
+         workers) and buffers as it does by default (a 1 MiB response goes through its temporary \
+         file, which is why it trails Orrery there); configurable-http-proxy {} from the npm \
+         registry on Node.js {}.\n\n{table}\n",
         chrono::Utc::now().format("%Y-%m-%d"),
         machine(),
         "5.3.0",

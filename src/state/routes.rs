@@ -32,8 +32,15 @@ type Table = HashMap<String, HashMap<String, Option<Arc<str>>>>;
 #[derive(Default)]
 pub struct Routes {
     table: RwLock<Table>,
+    /// `owner NUL server` of every server someone has a share of (the proxy checks visitors
+    /// only for those), kept with the shares as the table is with the servers.
+    shared: RwLock<std::collections::HashSet<String>>,
     /// Held from re-reading a record to updating its entry, so updates land in order.
     order: Mutex<()>,
+}
+
+fn shared_key(owner: &str, server: &str) -> String {
+    format!("{owner}\0{server}")
 }
 
 /// The entry a record makes: its address only while it is ready.
@@ -101,7 +108,7 @@ impl Store {
         Ok(())
     }
 
-    /// Build the table from every record (at open).
+    /// Build the table from every record, and the shared set from every share (at open).
     pub(super) fn load_routes(&self) -> Result<()> {
         let _order = self.routes.order.lock().unwrap_or_else(|e| e.into_inner());
         let mut fresh = Table::new();
@@ -109,7 +116,44 @@ impl Store {
             Routes::set(&mut fresh, &s.user, &s.name, Some(&s));
         }
         *self.routes.table.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        let shared = self
+            .all_shares()?
+            .into_iter()
+            .map(|s| shared_key(&s.owner, &s.server))
+            .collect();
+        *self
+            .routes
+            .shared
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = shared;
         Ok(())
+    }
+
+    /// Whether anyone has a share of this server (the proxy checks visitors only then): from
+    /// memory, no scan of the shares.
+    pub fn server_is_shared(&self, owner: &str, server: &str) -> bool {
+        self.routes
+            .shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&shared_key(owner, server))
+    }
+
+    /// Bring the shared set to what the committed shares of `owner`'s `server` say.
+    pub(super) fn refresh_shared(&self, owner: &str, server: &str) {
+        let _order = self.routes.order.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.server_has_shares(owner, server);
+        let mut set = self
+            .routes
+            .shared
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let key = shared_key(owner, server);
+        if now {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
     }
 }
 

@@ -101,20 +101,24 @@ impl Store {
                 by_grantee.insert(rev.as_slice(), &[] as &[u8])?;
                 Ok::<(), ConflictableTransactionError<StateError>>(())
             })
-            .map_err(tx_err)
+            .map_err(tx_err)?;
+        self.refresh_shared(&share.owner, &share.server);
+        Ok(())
     }
 
     /// Remove one share (and its index entry); false if there was none.
     pub fn delete_share(&self, owner: &str, server: &str, grantee: &Grantee) -> Result<bool> {
         let key = share_key(owner, server, grantee);
         let rev = grantee_key(grantee, owner, server);
-        (&self.shares, &self.shares_by_grantee)
+        let existed = (&self.shares, &self.shares_by_grantee)
             .transaction(|(shares, by_grantee)| {
                 let existed = shares.remove(key.as_slice())?.is_some();
                 by_grantee.remove(rev.as_slice())?;
                 Ok::<bool, ConflictableTransactionError<StateError>>(existed)
             })
-            .map_err(tx_err)
+            .map_err(tx_err)?;
+        self.refresh_shared(owner, server);
+        Ok(existed)
     }
 
     pub fn share(
@@ -138,12 +142,22 @@ impl Store {
             .collect()
     }
 
-    /// Whether anyone has a share of this server (the proxy checks visitors only then).
-    pub fn server_is_shared(&self, owner: &str, server: &str) -> bool {
+    /// Whether the shares tree holds a share of this server (what the in-memory set the proxy
+    /// reads, [`Store::server_is_shared`], is kept from).
+    pub(super) fn server_has_shares(&self, owner: &str, server: &str) -> bool {
         self.shares
             .scan_prefix(server_prefix(owner, server))
             .next()
             .is_some()
+    }
+
+    /// Every share (at open, for the in-memory shared set).
+    pub(super) fn all_shares(&self) -> Result<Vec<ShareRecord>> {
+        self.shares
+            .iter()
+            .values()
+            .map(|v| decode("share", &v?))
+            .collect()
     }
 
     /// The shares of all of `owner`'s servers.
